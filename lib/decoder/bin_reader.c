@@ -1,0 +1,56 @@
+#include "bin_reader.h"
+
+#define TOP (1u << 24)
+
+static inline uint32_t next_byte(nntm_bin_reader *r) {
+    uint32_t b = r->pos < r->size ? r->data[r->pos] : 0;
+    r->pos++;
+    return b;
+}
+
+void nntm_bin_reader_init(nntm_bin_reader *r, const uint8_t *data, size_t size) {
+    r->data = data;
+    r->size = size;
+    r->pos = 0;
+    r->range = 0xFFFFFFFFu;
+    r->code = 0;
+    for (int i = 0; i < 4; i++) r->code = (r->code << 8) | next_byte(r);
+}
+
+int nntm_decode_bin(nntm_bin_reader *r, nntm_ctx *ctx) {
+    uint32_t bound = (r->range >> NNTM_PROB_BITS) * nntm_ctx_p1(ctx);
+    int bin;
+    if (r->code < bound) {
+        r->range = bound;
+        bin = 1;
+    } else {
+        r->code -= bound;
+        r->range -= bound;
+        bin = 0;
+    }
+    nntm_ctx_update(ctx, bin);
+    while (r->range < TOP) {
+        r->range <<= 8;
+        r->code = (r->code << 8) | next_byte(r);
+    }
+    return bin;
+}
+
+uint32_t nntm_decode_bypass(nntm_bin_reader *r, int nbits) {
+    uint32_t v = 0;
+    for (int i = 0; i < nbits; i++) {
+        r->range >>= 1;
+        uint32_t bit = r->code >= r->range;
+        if (bit) r->code -= r->range;
+        v = (v << 1) | bit;
+        while (r->range < TOP) {
+            r->range <<= 8;
+            r->code = (r->code << 8) | next_byte(r);
+        }
+    }
+    return v;
+}
+
+size_t nntm_bin_reader_overread(const nntm_bin_reader *r) {
+    return r->pos > r->size ? r->pos - r->size : 0;
+}

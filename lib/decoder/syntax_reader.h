@@ -1,0 +1,15 @@
+/* Syntax reader: the mirror of lib/encoder/syntax_writer.c, same structure names. */
+#ifndef NNTM_DECODER_SYNTAX_READER_H
+#define NNTM_DECODER_SYNTAX_READER_H
+
+#include "bin_reader.h"
+
+/* level_coding(); returns NNTM_OK or NNTM_ERR_CORRUPT. */
+int nntm_read_level_coding(nntm_bin_reader *r, nntm_level_ctxs *ctxs,
+                           const nntm_level_ctx_idx *ci, int num_gt_flags, int32_t *level);
+
+/* tensor_data(); returns NNTM_OK, NNTM_ERR_CORRUPT or NNTM_ERR_TRUNCATED. */
+int nntm_read_tensor_data(nntm_bin_reader *r, nntm_level_ctxs *ctxs,
+                          const nntm_kernel_params *p, int32_t *levels);
+
+#endif
