@@ -1,0 +1,135 @@
+"""The option tables of the NNTM apps.
+
+Data only; the machinery is in :mod:`nntm.config`.
+
+To add a key, add one :class:`~nntm.config.Option` row to the right tuple
+below: cfg parsing, ``--Key=value``, validation, ``--help`` and
+``Config.to_cfg_text()`` all follow from the table.  Put options that change
+the bitstream in group "coding" and file names / app behaviour in group "app".
+"""
+
+from __future__ import annotations
+
+from .config import Option
+
+__all__ = [
+    "DECODER_OPTIONS",
+    "ENCODER_APP_OPTIONS",
+    "ENCODER_CODING_OPTIONS",
+    "ENCODER_OPTIONS",
+    "VERBOSE",
+]
+
+#: Shared by the encoder and the decoder.
+VERBOSE = Option(
+    "Verbose",
+    "int",
+    1,
+    "0: errors only, 1: a summary, 2: per-tensor details",
+    minimum=0,
+    maximum=2,
+    group="app",
+)
+
+ENCODER_APP_OPTIONS: tuple[Option, ...] = (
+    Option(
+        "InputFile",
+        "str",
+        "",
+        "model to encode (.safetensors, .npz, .npy, .pt/.pth); empty: the bundled example model",
+        short="-i",
+        group="app",
+    ),
+    Option("BitstreamFile", "str", "", "bitstream file to write", short="-b", group="app"),
+    Option(
+        "ReconFile",
+        "str",
+        "",
+        "reconstructed model to write (format by extension); empty: none",
+        short="-o",
+        group="app",
+    ),
+    VERBOSE,
+)
+
+ENCODER_CODING_OPTIONS: tuple[Option, ...] = (
+    Option(
+        "QP",
+        "int",
+        -28,
+        "quantization parameter: the step size doubles every 2**QPDensity steps",
+        minimum=-128,
+        maximum=127,
+    ),
+    Option(
+        "QPDensity",
+        "int",
+        2,
+        "2**QPDensity QP steps per doubling of the step size",
+        minimum=0,
+        maximum=6,
+    ),
+    Option(
+        "QPOffset1D",
+        "int",
+        -8,
+        "added to QP for 1-D tensors (biases, norms)",
+        minimum=-64,
+        maximum=64,
+    ),
+    Option("RDOQ", "bool", True, "rate-distortion optimised quantization"),
+    Option(
+        "LambdaScale",
+        "float",
+        1.0,
+        "factor on lambda (lambda follows step**2)",
+        minimum=0.0,
+        maximum=100.0,
+    ),
+    Option(
+        "NumGtFlags",
+        "int",
+        4,
+        "number of greater-than flags before the remainder",
+        minimum=1,
+        maximum=15,
+    ),
+    Option(
+        "LosslessMaxElements",
+        "int",
+        1,
+        "tensors with at most this many elements are carried losslessly",
+        minimum=0,
+        maximum=1 << 20,
+    ),
+    Option(
+        "NonFiniteWeights",
+        "choice",
+        "error",
+        "what to do with a float tensor holding NaN or Inf: fail, or carry it losslessly",
+        choices=("error", "lossless"),
+    ),
+)
+
+ENCODER_OPTIONS: tuple[Option, ...] = ENCODER_APP_OPTIONS + ENCODER_CODING_OPTIONS
+
+DECODER_OPTIONS: tuple[Option, ...] = (
+    Option("BitstreamFile", "str", "", "bitstream file to decode", short="-b", group="app"),
+    Option(
+        "OutputFile",
+        "str",
+        "",
+        "decoded model to write; empty: decode and check hashes only",
+        short="-o",
+        group="app",
+    ),
+    Option(
+        "OutputFormat",
+        "choice",
+        "auto",
+        "auto: the input model's format recorded in the stream, else by the -o extension",
+        choices=("auto", "safetensors", "npz"),
+        group="app",
+    ),
+    VERBOSE,
+)
