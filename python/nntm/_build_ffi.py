@@ -1,0 +1,46 @@
+"""cffi out-of-line API build of the C core (``nntm._nntm_c``).
+
+The library sources are listed once, in CMakeLists.txt (``NNTM_SOURCES``);
+this script reads them from there so that the CMake build and the Python
+extension compile the same files with the same flags.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from cffi import FFI
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _relative(path: Path) -> str:
+    """A path relative to the working directory when possible (setuptools prefers it)."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def library_sources() -> list[str]:
+    text = (ROOT / "CMakeLists.txt").read_text()
+    block = re.search(r"set\(NNTM_SOURCES(.*?)\)", text, re.S)
+    if block is None:
+        raise RuntimeError("NNTM_SOURCES not found in CMakeLists.txt")
+    return [_relative(ROOT / s) for s in block.group(1).split()]
+
+
+ffibuilder = FFI()
+ffibuilder.cdef((ROOT / "lib/include/nntm/nntm_cffi.h").read_text())
+ffibuilder.set_source(
+    "nntm._nntm_c",
+    '#include "nntm/nntm.h"',
+    sources=library_sources(),
+    include_dirs=[_relative(ROOT / "lib/include"), _relative(ROOT / "lib")],
+    extra_compile_args=["-std=c11", "-O2", "-Wall", "-Wextra", "-Werror", "-ffp-contract=off"],
+    libraries=["m"],
+)
+
+if __name__ == "__main__":
+    ffibuilder.compile(tmpdir=str(ROOT / "build" / "cffi"), verbose=True)

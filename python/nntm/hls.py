@@ -1,0 +1,363 @@
+"""High-level syntax: the units of an NNTM bitstream (docs/bitstream.md).
+
+Every unit is byte-aligned and self-delimiting::
+
+    nntm_unit() {
+        unit_type            u(8)
+        unit_payload_size    u(32)
+        unit_payload()       unit_payload_size bytes
+    }
+
+Function and field names follow the syntax tables of docs/bitstream.md.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+import ml_dtypes
+import numpy as np
+from bitstring import BitStream, ReadError
+
+from .errors import BitstreamError
+
+MAGIC = b"NNTM"
+FORMAT_VERSION_MAJOR = 1
+FORMAT_VERSION_MINOR = 0
+UNIT_HEADER_BYTES = 5
+MAX_NDIM = 8
+MAX_NAME_BYTES = 4096
+MAX_DIM = (1 << 31) - 1
+
+
+class UnitType(enum.IntEnum):
+    MODEL_PARAMETER_SET = 0
+    TENSOR_PARAMETER_SET = 1
+    TENSOR_DATA_UNIT = 2
+    TENSOR_HASH_UNIT = 3
+    END_OF_STREAM = 4
+
+
+class CodingMode(enum.IntEnum):
+    """tensor_coding_mode: how a tensor's data unit is coded."""
+
+    QUANTIZED = 0  # kernel tensor, CABAC payload
+    LOSSLESS = 1   # raw little-endian bytes of the tensor
+
+
+class SourceFormat(enum.IntEnum):
+    UNKNOWN = 0
+    SAFETENSORS = 1
+    NPZ = 2
+
+
+# tensor_dtype codes
+DTYPES: list[np.dtype] = [
+    np.dtype(np.float32), np.dtype(np.float16), np.dtype(ml_dtypes.bfloat16),
+    np.dtype(np.float64), np.dtype(np.int8), np.dtype(np.int16), np.dtype(np.int32),
+    np.dtype(np.int64), np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.uint32),
+    np.dtype(np.uint64), np.dtype(np.bool_),
+]
+FLOAT_DTYPES = {"float32", "float16", "bfloat16", "float64"}
+
+
+def dtype_code(dtype: np.dtype) -> int:
+    for i, d in enumerate(DTYPES):
+        if d == dtype:
+            return i
+    raise ValueError(f"unsupported dtype {dtype}")
+
+
+@dataclass
+class ModelParameterSet:
+    version_major: int = FORMAT_VERSION_MAJOR
+    version_minor: int = FORMAT_VERSION_MINOR
+    profile_idc: int = 0
+    tool_flags: int = 0
+    num_tensors: int = 0
+    source_format: SourceFormat = SourceFormat.UNKNOWN
+
+
+@dataclass
+class TensorParameterSet:
+    tensor_id: int
+    name: str
+    dtype: np.dtype
+    shape: tuple[int, ...]
+    coding_mode: CodingMode
+    layer_type: int = 0
+    arrangement: int = 0
+    rows: int = 0
+    cols: int = 0
+    qp: int = 0
+    qp_density: int = 0
+    num_gt_flags: int = 1
+    extra: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def num_elements(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+
+# ---------------------------------------------------------------- writing
+
+
+class _Writer:
+    def __init__(self) -> None:
+        self.bits = BitStream()
+
+    def u(self, n: int, value: int) -> None:
+        self.bits.append(f"uint{n}={value}")
+
+    def ue(self, value: int) -> None:
+        self.bits.append(f"ue={value}")
+
+    def se(self, value: int) -> None:
+        self.bits.append(f"se={value}")
+
+    def byte_alignment(self) -> None:
+        """A 1 then 0s up to the next byte boundary (always at least one bit)."""
+        self.bits.append("0b1")
+        pad = (-len(self.bits)) % 8
+        if pad:
+            self.bits.append(f"uint{pad}=0")
+
+    def bytes(self, data: bytes) -> None:
+        self.bits.append(data)
+
+    def tobytes(self) -> bytes:
+        if len(self.bits) % 8:
+            raise AssertionError("unit payload not byte-aligned")
+        return self.bits.tobytes()
+
+
+def _unit(unit_type: UnitType, payload: bytes) -> bytes:
+    return bytes([int(unit_type)]) + len(payload).to_bytes(4, "big") + payload
+
+
+def model_parameter_set(mps: ModelParameterSet) -> bytes:
+    w = _Writer()
+    w.bytes(MAGIC)
+    w.u(8, mps.version_major)
+    w.u(8, mps.version_minor)
+    w.u(8, mps.profile_idc)
+    w.u(32, mps.tool_flags)
+    w.ue(mps.num_tensors)
+    w.u(8, int(mps.source_format))
+    w.byte_alignment()
+    return _unit(UnitType.MODEL_PARAMETER_SET, w.tobytes())
+
+
+def tensor_parameter_set(tps: TensorParameterSet) -> bytes:
+    w = _Writer()
+    w.ue(tps.tensor_id)
+    name = tps.name.encode("utf-8")
+    w.ue(len(name))
+    w.bytes(name)
+    w.u(8, dtype_code(tps.dtype))
+    w.ue(len(tps.shape))
+    for d in tps.shape:
+        w.ue(d)
+    w.u(8, int(tps.coding_mode))
+    if tps.coding_mode == CodingMode.QUANTIZED:
+        w.u(8, tps.layer_type)
+        w.u(8, tps.arrangement)
+        w.ue(tps.rows)
+        w.ue(tps.cols)
+        w.se(tps.qp)
+        w.ue(tps.qp_density)
+        w.ue(tps.num_gt_flags - 1)
+    w.byte_alignment()
+    return _unit(UnitType.TENSOR_PARAMETER_SET, w.tobytes())
+
+
+def tensor_data_unit(tensor_id: int, payload: bytes) -> bytes:
+    w = _Writer()
+    w.ue(tensor_id)
+    w.byte_alignment()
+    w.bytes(payload)
+    return _unit(UnitType.TENSOR_DATA_UNIT, w.tobytes())
+
+
+def tensor_hash_unit(tensor_id: int, md5: bytes) -> bytes:
+    w = _Writer()
+    w.ue(tensor_id)
+    w.byte_alignment()
+    w.bytes(md5)
+    return _unit(UnitType.TENSOR_HASH_UNIT, w.tobytes())
+
+
+def end_of_stream() -> bytes:
+    return _unit(UnitType.END_OF_STREAM, b"")
+
+
+# ---------------------------------------------------------------- reading
+
+
+@dataclass
+class Unit:
+    index: int
+    unit_type: UnitType
+    offset: int
+    payload: bytes
+
+    @property
+    def where(self) -> str:
+        return f"unit {self.index} ({self.unit_type.name.lower()} at byte {self.offset})"
+
+
+def split_units(data: bytes) -> list[Unit]:
+    """Cut a bitstream into its units, checking every header against the data."""
+    units: list[Unit] = []
+    pos = 0
+    while pos < len(data):
+        index = len(units)
+        if len(data) - pos < UNIT_HEADER_BYTES:
+            raise BitstreamError(f"unit {index} at byte {pos}: truncated unit header "
+                                 f"({len(data) - pos} of {UNIT_HEADER_BYTES} bytes)")
+        raw_type = data[pos]
+        try:
+            unit_type = UnitType(raw_type)
+        except ValueError:
+            raise BitstreamError(f"unit {index} at byte {pos}: unknown unit_type {raw_type}") from None
+        size = int.from_bytes(data[pos + 1:pos + 5], "big")
+        start = pos + UNIT_HEADER_BYTES
+        if size > len(data) - start:
+            raise BitstreamError(
+                f"unit {index} ({unit_type.name.lower()} at byte {pos}): truncated, "
+                f"payload size {size} but only {len(data) - start} bytes remain")
+        units.append(Unit(index, unit_type, pos, data[start:start + size]))
+        pos = start + size
+    return units
+
+
+class _Reader:
+    def __init__(self, unit: Unit) -> None:
+        self.unit = unit
+        self.bits = BitStream(unit.payload)
+
+    def fail(self, what: str) -> BitstreamError:
+        return BitstreamError(f"{self.unit.where}: {what}")
+
+    def _read(self, fmt: str) -> int:
+        try:
+            return int(self.bits.read(fmt))
+        except (ReadError, ValueError) as exc:
+            raise self.fail(f"payload ends inside a syntax element ({fmt})") from exc
+
+    def u(self, n: int) -> int:
+        return self._read(f"uint{n}")
+
+    def ue(self, limit: int, what: str) -> int:
+        v = self._read("ue")
+        if v > limit:
+            raise self.fail(f"{what} = {v} exceeds its limit {limit}")
+        return v
+
+    def se(self, lo: int, hi: int, what: str) -> int:
+        v = self._read("se")
+        if not lo <= v <= hi:
+            raise self.fail(f"{what} = {v} outside [{lo}, {hi}]")
+        return v
+
+    def bytes(self, n: int, what: str) -> bytes:
+        if n * 8 > len(self.bits) - self.bits.pos:
+            raise self.fail(f"{what}: needs {n} bytes, {(len(self.bits) - self.bits.pos) // 8} left")
+        return self.bits.read(f"bytes{n}") if n else b""
+
+    def byte_alignment(self) -> None:
+        if self.u(1) != 1:
+            raise self.fail("byte_alignment(): alignment_bit_equal_to_one is 0")
+        while self.bits.pos % 8:
+            if self.u(1) != 0:
+                raise self.fail("byte_alignment(): alignment_bit_equal_to_zero is 1")
+
+    def rest(self) -> bytes:
+        return self.unit.payload[self.bits.pos // 8:]
+
+    def end(self) -> None:
+        if self.bits.pos != len(self.bits):
+            raise self.fail(f"{(len(self.bits) - self.bits.pos) // 8} unexpected byte(s) at the end")
+
+
+def parse_model_parameter_set(unit: Unit) -> ModelParameterSet:
+    r = _Reader(unit)
+    if r.bytes(4, "magic") != MAGIC:
+        raise r.fail("not an NNTM bitstream (magic is not 'NNTM')")
+    mps = ModelParameterSet()
+    mps.version_major = r.u(8)
+    mps.version_minor = r.u(8)
+    if mps.version_major > FORMAT_VERSION_MAJOR:
+        raise r.fail(
+            f"format version {mps.version_major}.{mps.version_minor} is newer than this "
+            f"decoder's {FORMAT_VERSION_MAJOR}.{FORMAT_VERSION_MINOR}: use a newer NNTM")
+    if mps.version_major < FORMAT_VERSION_MAJOR:
+        raise r.fail(f"format version {mps.version_major}.{mps.version_minor} is not supported")
+    mps.profile_idc = r.u(8)
+    mps.tool_flags = r.u(32)
+    mps.num_tensors = r.ue(1 << 24, "num_tensors")
+    raw = r.u(8)
+    try:
+        mps.source_format = SourceFormat(raw)
+    except ValueError:
+        raise r.fail(f"unknown source_format {raw}") from None
+    r.byte_alignment()
+    r.end()
+    return mps
+
+
+def parse_tensor_parameter_set(unit: Unit) -> TensorParameterSet:
+    r = _Reader(unit)
+    tensor_id = r.ue(1 << 24, "tensor_id")
+    name_len = r.ue(MAX_NAME_BYTES, "tensor_name_length")
+    try:
+        name = r.bytes(name_len, "tensor_name").decode("utf-8")
+    except UnicodeDecodeError:
+        raise r.fail("tensor_name is not UTF-8") from None
+    code = r.u(8)
+    if code >= len(DTYPES):
+        raise r.fail(f"tensor '{name}': unknown tensor_dtype {code}")
+    ndim = r.ue(MAX_NDIM, "tensor_ndim")
+    shape = tuple(r.ue(MAX_DIM, "tensor_dim") for _ in range(ndim))
+    raw_mode = r.u(8)
+    try:
+        mode = CodingMode(raw_mode)
+    except ValueError:
+        raise r.fail(f"tensor '{name}': unknown tensor_coding_mode {raw_mode}") from None
+    tps = TensorParameterSet(tensor_id, name, DTYPES[code], shape, mode)
+    if mode == CodingMode.QUANTIZED:
+        if tps.dtype.name not in FLOAT_DTYPES:
+            raise r.fail(f"tensor '{name}': quantized coding of non-float dtype {tps.dtype}")
+        tps.layer_type = r.u(8)
+        tps.arrangement = r.u(8)
+        tps.rows = r.ue(MAX_DIM, "kernel_rows")
+        tps.cols = r.ue(MAX_DIM, "kernel_cols")
+        tps.qp = r.se(-4096, 4096, "qp")
+        tps.qp_density = r.ue(6, "qp_density")
+        tps.num_gt_flags = r.ue(14, "num_gt_flags_minus1") + 1
+        if tps.rows * tps.cols != tps.num_elements:
+            raise r.fail(f"tensor '{name}': kernel {tps.rows}x{tps.cols} does not hold "
+                         f"{tps.num_elements} elements of shape {shape}")
+    r.byte_alignment()
+    r.end()
+    return tps
+
+
+def parse_tensor_data_unit(unit: Unit) -> tuple[int, bytes]:
+    r = _Reader(unit)
+    tensor_id = r.ue(1 << 24, "tensor_id")
+    r.byte_alignment()
+    return tensor_id, r.rest()
+
+
+def parse_tensor_hash_unit(unit: Unit) -> tuple[int, bytes]:
+    r = _Reader(unit)
+    tensor_id = r.ue(1 << 24, "tensor_id")
+    r.byte_alignment()
+    md5 = r.bytes(16, "tensor_md5")
+    r.end()
+    return tensor_id, md5
