@@ -1,0 +1,56 @@
+"""NNTM: a reference codec (test model) for trained neural-network weights.
+
+Public API::
+
+    cfg = nntm.Config.from_files(["cfg/encoder_default.cfg"], overrides={"QP": -30})
+    data = nntm.encode(tensors, cfg)            # bytes
+    tensors2 = nntm.decode(data)                # dict[str, numpy.ndarray], hashes checked
+    tensors = nntm.read_model("model.safetensors"); nntm.write_model("out.npz", tensors)
+"""
+
+from __future__ import annotations
+
+from .codec import (
+    DecodeResult,
+    EncodeResult,
+    TensorReport,
+    TensorStats,
+    decode,
+    decode_detailed,
+    encode,
+    encode_with_recon,
+)
+from .config import Config
+from .errors import (
+    BitstreamError,
+    ConfigError,
+    CoreError,
+    EncodeError,
+    HashMismatchError,
+    ModelIOError,
+    NntmError,
+)
+from .modelio import read_model, write_model
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BitstreamError",
+    "Config",
+    "ConfigError",
+    "CoreError",
+    "DecodeResult",
+    "EncodeError",
+    "EncodeResult",
+    "HashMismatchError",
+    "ModelIOError",
+    "NntmError",
+    "TensorReport",
+    "TensorStats",
+    "decode",
+    "decode_detailed",
+    "encode",
+    "encode_with_recon",
+    "read_model",
+    "write_model",
+]

@@ -1,0 +1,1 @@
+"""The console apps: EncoderApp, DecoderApp, ConformanceApp."""

@@ -1,0 +1,98 @@
+"""DecoderApp: decode an NNTM bitstream, check every tensor's MD5, write the model.
+
+    DecoderApp -b model.bit [-o decoded.safetensors]
+
+Prints `[MD5: <hex> OK]` for each tensor; exits non-zero on any mismatch, in
+which case no output file is written.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+
+from .. import codec, hls
+from ..config import Config, parse_app_args
+from ..errors import ConfigError, HashMismatchError, ModelIOError
+from ..modelio import write_model
+from ..options import DECODER_OPTIONS
+from .common import fmt_shape, run_app
+
+PROG = "DecoderApp"
+DESCRIPTION = (
+    "Decode an NNTM bitstream, check each tensor against the MD5 in its hash unit, and "
+    "write the model (.safetensors or .npz). Exits non-zero on any mismatch."
+)
+
+
+def validate(cfg: Config) -> None:
+    problems = []
+    path = str(cfg["BitstreamFile"])
+    if not path:
+        problems.append("BitstreamFile (-b) is required")
+    elif not os.path.isfile(path):
+        problems.append(f"BitstreamFile '{path}' does not exist")
+    out = str(cfg["OutputFile"])
+    if out:
+        folder = os.path.dirname(os.path.abspath(out))
+        if not os.path.isdir(folder):
+            problems.append(f"OutputFile '{out}': folder '{folder}' does not exist")
+        if cfg["OutputFormat"] == "auto" and not out.endswith((".safetensors", ".npz")):
+            problems.append(f"OutputFile '{out}': use a .safetensors or .npz name, "
+                            "or set OutputFormat")
+    if problems:
+        raise ConfigError("invalid parameters:\n  " + "\n  ".join(problems))
+
+
+def output_format(cfg: Config, source: hls.SourceFormat) -> str:
+    fmt = str(cfg["OutputFormat"])
+    if fmt != "auto":
+        return fmt
+    out = str(cfg["OutputFile"])
+    if out.endswith(".npz"):
+        return "npz"
+    if out.endswith(".safetensors"):
+        return "safetensors"
+    return "npz" if source == hls.SourceFormat.NPZ else "safetensors"
+
+
+def _main(argv: Sequence[str]) -> int:
+    cfg, _ = parse_app_args(argv, DECODER_OPTIONS, PROG, DESCRIPTION)
+    validate(cfg)
+    verbose = int(cfg["Verbose"])
+    path = str(cfg["BitstreamFile"])
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        raise ModelIOError(f"cannot read bitstream '{path}': {exc.strerror}") from exc
+    start = time.perf_counter()
+    result = codec.decode_detailed(data)
+    seconds = time.perf_counter() - start
+    if verbose:
+        print(f"NNTM {PROG}  {path}: {len(data)} bytes, {len(result.reports)} tensors")
+        for r in result.reports:
+            status = "OK" if r.ok else "MISMATCH"
+            print(f"{r.name:<40.40} {fmt_shape(r.shape):>16} {r.dtype:>9} "
+                  f"{r.seconds:7.3f} s  [MD5: {r.md5} {status}]")
+    bad = [r.name for r in result.reports if not r.ok]
+    if bad:
+        raise HashMismatchError(
+            f"{len(bad)} tensor(s) do not match their hash unit: " + ", ".join(bad)
+            + "; no output written")
+    out = str(cfg["OutputFile"])
+    if out:
+        write_model(out, result.tensors, output_format(cfg, result.source_format))
+    if verbose:
+        print(f"Decode time   : {seconds:.3f} s; all {len(result.reports)} MD5s OK"
+              + (f"; wrote {out}" if out else ""))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_app(PROG, _main, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,137 @@
+"""EncoderApp: encode a model into an NNTM bitstream.
+
+    EncoderApp -c cfg/encoder_default.cfg [-c more.cfg] -i model.safetensors -b model.bit
+               [-o recon.safetensors] [--QP=-30 --Key=value ...]
+
+Without -i the bundled example model (a small CNN on scikit-learn's digits) is
+encoded, and its test accuracy is reported before and after coding.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Sequence
+
+import numpy as np
+
+from .. import codec, hls
+from ..config import Config, parse_app_args
+from ..errors import ConfigError
+from ..modelio import model_format, read_model, write_model
+from ..options import ENCODER_OPTIONS
+from .common import fmt_db, fmt_shape, run_app, write_bitstream
+
+PROG = "EncoderApp"
+DESCRIPTION = (
+    "Encode a neural-network model (.safetensors, .npz, .npy, .pt/.pth) into an NNTM "
+    "bitstream. Prints one line per tensor (name, shape, layer type, bits, bits/param, "
+    "weight SNR, time) and the totals. Without --InputFile the bundled digits CNN is "
+    "encoded and its test accuracy is printed before and after."
+)
+
+_SOURCE_FORMATS = {"safetensors": hls.SourceFormat.SAFETENSORS, "npz": hls.SourceFormat.NPZ}
+
+
+def validate(cfg: Config) -> None:
+    """Report every app-level problem at once."""
+    problems = []
+    if not cfg["BitstreamFile"]:
+        problems.append("BitstreamFile (-b) is required")
+    inp = str(cfg["InputFile"])
+    if inp and not os.path.isfile(inp):
+        problems.append(f"InputFile '{inp}' does not exist")
+    for key in ("BitstreamFile", "ReconFile"):
+        path = str(cfg[key])
+        folder = os.path.dirname(os.path.abspath(path)) if path else ""
+        if path and not os.path.isdir(folder):
+            problems.append(f"{key} '{path}': folder '{folder}' does not exist")
+    recon = str(cfg["ReconFile"])
+    if recon and not recon.endswith((".safetensors", ".npz")):
+        problems.append(f"ReconFile '{recon}': use a .safetensors or .npz name")
+    if problems:
+        raise ConfigError("invalid parameters:\n  " + "\n  ".join(problems))
+
+
+def _line(cols: Sequence[str]) -> str:
+    name, shape, layer, mode, qp, bits, bpp, snr, secs = cols
+    return (f"{name:<34.34} {shape:>16} {layer:>9} {mode:>4} {qp:>4} {bits:>11} {bpp:>7} "
+            f"{snr:>7} {secs:>7}")
+
+
+def _print_tensor(s: codec.TensorStats) -> None:
+    print(_line([
+        s.name, fmt_shape(s.shape), s.layer_type, "Q" if s.mode == "quantized" else "L",
+        "-" if s.qp is None else str(s.qp), str(s.bits), f"{s.bits_per_param:.3f}",
+        fmt_db(s.snr_db), f"{s.seconds:.3f}",
+    ]), flush=True)
+
+
+def _pooled_snr(tensors: dict[str, np.ndarray], recon: dict[str, np.ndarray]) -> float:
+    signal = noise = 0.0
+    for name, x in tensors.items():
+        if x.dtype.name in hls.FLOAT_DTYPES:
+            a = x.astype(np.float64)
+            e = a - recon[name].astype(np.float64)
+            signal += float(np.sum(a * a))
+            noise += float(np.sum(e * e))
+    if noise == 0.0:
+        return math.inf
+    return 10 * math.log10(signal / noise) if signal else -math.inf
+
+
+def _main(argv: Sequence[str]) -> int:
+    cfg, files = parse_app_args(argv, ENCODER_OPTIONS, PROG, DESCRIPTION)
+    validate(cfg)
+    verbose = int(cfg["Verbose"])
+    inp = str(cfg["InputFile"])
+    example = not inp
+    if example:
+        from ..example import EXAMPLE_MODEL_PATH
+
+        inp = str(EXAMPLE_MODEL_PATH)
+    tensors = read_model(inp)
+    source = _SOURCE_FORMATS.get(model_format(inp), hls.SourceFormat.UNKNOWN)
+    if verbose:
+        print(f"NNTM {PROG}  format {hls.FORMAT_VERSION_MAJOR}.{hls.FORMAT_VERSION_MINOR}")
+        print(f"Input         : {inp}{'  (bundled example model)' if example else ''}")
+        print(f"Bitstream     : {cfg['BitstreamFile']}")
+        print(f"Config files  : {' '.join(files) if files else '(defaults)'}")
+        print("Coding params : " + "  ".join(f"{k}={v}" for k, v in cfg.coding_items()))
+        print()
+        print(_line(["tensor", "shape", "layer", "mode", "QP", "bits", "bits/p", "SNR dB",
+                     "time s"]))
+    start = time.perf_counter()
+    result = codec.encode_with_recon(
+        tensors, cfg, source, progress=_print_tensor if verbose else None)
+    enc_seconds = time.perf_counter() - start
+    write_bitstream(str(cfg["BitstreamFile"]), result.data)
+    if cfg["ReconFile"]:
+        write_model(str(cfg["ReconFile"]), result.recon)
+    if verbose:
+        float_params = sum(x.size for x in tensors.values() if x.dtype.name in hls.FLOAT_DTYPES)
+        raw_bytes = sum(x.nbytes for x in tensors.values())
+        total_bits = 8 * len(result.data)
+        print()
+        print(f"Tensors       : {len(tensors)} ({float_params} float parameters)")
+        print(f"Bitstream     : {len(result.data)} bytes, "
+              f"{total_bits / max(float_params, 1):.3f} bits/param, "
+              f"1/{raw_bytes / max(len(result.data), 1):.1f} of the input's {raw_bytes} bytes")
+        print(f"Weight SNR    : {fmt_db(_pooled_snr(tensors, result.recon)).strip()} dB")
+        print(f"Encode time   : {enc_seconds:.3f} s")
+        if example:
+            from ..example import accuracy
+
+            before, after = accuracy(tensors), accuracy(result.recon)
+            print(f"Test accuracy : {before:.2f} % before, {after:.2f} % after coding "
+                  f"({after - before:+.2f} points)")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_app(PROG, _main, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,286 @@
+"""Encoder and decoder drivers: a model in, a bitstream out, and back.
+
+The Python side classifies and arranges tensors and writes the units; the C
+core codes each kernel tensor in one call (``nntm.core``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import core, hls
+from .arrange import Arrangement, LayerType, classify, from_kernel, kernel_shape, to_kernel
+from .config import Config
+from .errors import BitstreamError, CoreError, EncodeError, HashMismatchError
+
+
+@dataclass
+class TensorStats:
+    """What the encoder reports for one tensor."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    layer_type: str
+    mode: str          # "quantized" or "lossless"
+    qp: int | None
+    bits: int          # bits of this tensor's units (parameter set, data, hash)
+    num_params: int
+    snr_db: float      # weight SNR; inf for an exact tensor
+    seconds: float
+
+    @property
+    def bits_per_param(self) -> float:
+        return self.bits / self.num_params if self.num_params else 0.0
+
+
+@dataclass
+class EncodeResult:
+    data: bytes
+    recon: dict[str, np.ndarray]
+    stats: list[TensorStats]
+
+
+@dataclass
+class TensorReport:
+    """What the decoder reports for one tensor."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    md5: str
+    ok: bool
+    seconds: float
+
+
+@dataclass
+class DecodeResult:
+    tensors: dict[str, np.ndarray]
+    reports: list[TensorReport]
+    source_format: hls.SourceFormat
+
+    @property
+    def ok(self) -> bool:
+        return all(r.ok for r in self.reports)
+
+
+def tensor_md5(array: np.ndarray) -> bytes:
+    """MD5 of a tensor's bytes in C order, little-endian."""
+    a = np.ascontiguousarray(array)
+    if a.dtype.byteorder == ">":
+        a = a.astype(a.dtype.newbyteorder("<"))
+    return hashlib.md5(a.tobytes()).digest()
+
+
+def snr_db(original: np.ndarray, recon: np.ndarray) -> float:
+    x = np.asarray(original, dtype=np.float64)
+    e = x - np.asarray(recon, dtype=np.float64)
+    noise = float(np.sum(e * e))
+    signal = float(np.sum(x * x))
+    if noise == 0.0:
+        return float("inf")
+    if signal == 0.0:
+        return float("-inf")
+    return 10.0 * np.log10(signal / noise)
+
+
+def _lossless_bytes(array: np.ndarray) -> bytes:
+    a = np.ascontiguousarray(array)
+    if a.dtype.byteorder == ">":
+        a = a.astype(a.dtype.newbyteorder("<"))
+    return a.tobytes()
+
+
+def _choose_mode(name: str, array: np.ndarray, cfg: Config) -> hls.CodingMode:
+    if array.dtype.name not in hls.FLOAT_DTYPES:
+        return hls.CodingMode.LOSSLESS
+    if array.size <= int(cfg["LosslessMaxElements"]) or array.size == 0:
+        return hls.CodingMode.LOSSLESS
+    if not np.all(np.isfinite(array.astype(np.float32) if array.dtype.name == "bfloat16" else array)):
+        if cfg["NonFiniteWeights"] == "lossless":
+            return hls.CodingMode.LOSSLESS
+        bad = int(np.size(array) - np.count_nonzero(np.isfinite(array.astype(np.float64))))
+        raise EncodeError(
+            f"tensor '{name}': {bad} NaN or infinite weight(s); "
+            "set NonFiniteWeights : lossless to carry it exactly")
+    if array.dtype.name == "float64" and np.any(np.abs(array) > np.finfo(np.float32).max):
+        raise EncodeError(f"tensor '{name}': float64 weights beyond the float32 range")
+    return hls.CodingMode.QUANTIZED
+
+
+def encode_with_recon(
+    tensors: Mapping[str, np.ndarray],
+    config: Config,
+    source_format: hls.SourceFormat = hls.SourceFormat.UNKNOWN,
+    progress: Callable[[TensorStats], None] | None = None,
+) -> EncodeResult:
+    """Encode a model; also return the encoder's reconstruction and per-tensor stats.
+
+    ``progress`` is called with each tensor's stats as soon as it is coded.
+    """
+    units: list[bytes] = []
+    mps = hls.ModelParameterSet(num_tensors=len(tensors), source_format=source_format)
+    units.append(hls.model_parameter_set(mps))
+    recon: dict[str, np.ndarray] = {}
+    stats: list[TensorStats] = []
+    for tensor_id, (name, value) in enumerate(tensors.items()):
+        if not isinstance(name, str) or not name:
+            raise EncodeError(f"tensor {tensor_id}: names must be non-empty strings")
+        start = time.perf_counter()
+        array = np.asarray(value)
+        try:
+            hls.dtype_code(array.dtype)
+        except ValueError:
+            raise EncodeError(f"tensor '{name}': unsupported dtype {array.dtype}") from None
+        if array.ndim > hls.MAX_NDIM:
+            raise EncodeError(f"tensor '{name}': {array.ndim} dimensions (at most {hls.MAX_NDIM})")
+        if len(name.encode("utf-8")) > hls.MAX_NAME_BYTES:
+            raise EncodeError(f"tensor '{name[:40]}...': name longer than {hls.MAX_NAME_BYTES} bytes")
+        mode = _choose_mode(name, array, config)
+        tps = hls.TensorParameterSet(tensor_id, name, array.dtype, tuple(array.shape), mode)
+        layer = classify(name, tuple(array.shape))
+        if mode == hls.CodingMode.QUANTIZED:
+            rows, cols = kernel_shape(tuple(array.shape))
+            qp = int(config["QP"]) + (int(config["QPOffset1D"]) if array.ndim <= 1 else 0)
+            tps.layer_type = int(layer)
+            tps.arrangement = int(Arrangement.ROWS)
+            tps.rows, tps.cols, tps.qp = rows, cols, qp
+            tps.qp_density = int(config["QPDensity"])
+            tps.num_gt_flags = int(config["NumGtFlags"])
+            params = core.KernelParams(rows, cols, qp, tps.qp_density, tps.num_gt_flags)
+            kernel = to_kernel(array.astype(np.float32))
+            try:
+                payload, levels = core.encode_kernel(
+                    kernel, params, bool(config["RDOQ"]), float(config["LambdaScale"]),
+                    f"tensor '{name}'")
+            except CoreError as exc:
+                raise EncodeError(str(exc)) from exc
+            rec = from_kernel(core.reconstruct(levels, params, array.dtype, f"tensor '{name}'"),
+                              tuple(array.shape))
+        else:
+            payload = _lossless_bytes(array)
+            rec = np.ascontiguousarray(array).copy()
+        recon[name] = rec
+        tensor_units = (
+            hls.tensor_parameter_set(tps)
+            + hls.tensor_data_unit(tensor_id, payload)
+            + hls.tensor_hash_unit(tensor_id, tensor_md5(rec))
+        )
+        units.append(tensor_units)
+        is_float = array.dtype.name in hls.FLOAT_DTYPES
+        stat = TensorStats(
+            name=name,
+            shape=tuple(array.shape),
+            dtype=array.dtype.name,
+            layer_type=layer.label,
+            mode="quantized" if mode == hls.CodingMode.QUANTIZED else "lossless",
+            qp=tps.qp if mode == hls.CodingMode.QUANTIZED else None,
+            bits=8 * len(tensor_units),
+            num_params=int(array.size),
+            snr_db=snr_db(array.astype(np.float64), rec.astype(np.float64))
+            if is_float and mode == hls.CodingMode.QUANTIZED else float("inf"),
+            seconds=time.perf_counter() - start,
+        )
+        stats.append(stat)
+        if progress is not None:
+            progress(stat)
+    units.append(hls.end_of_stream())
+    return EncodeResult(b"".join(units), recon, stats)
+
+
+def encode(tensors: Mapping[str, np.ndarray], config: Config,
+           source_format: hls.SourceFormat = hls.SourceFormat.UNKNOWN) -> bytes:
+    """Encode a model (name -> array, in order) into an NNTM bitstream."""
+    return encode_with_recon(tensors, config, source_format).data
+
+
+def _decode_tensor(tps: hls.TensorParameterSet, payload: bytes, where: str) -> np.ndarray:
+    what = f"{where}, tensor '{tps.name}'"
+    if tps.coding_mode == hls.CodingMode.LOSSLESS:
+        expected = tps.num_elements * tps.dtype.itemsize
+        if len(payload) != expected:
+            raise BitstreamError(f"{what}: lossless payload has {len(payload)} bytes, "
+                                 f"expected {expected}")
+        return np.frombuffer(payload, dtype=tps.dtype.newbyteorder("<")).astype(
+            tps.dtype).reshape(tps.shape)
+    if tps.layer_type not in LayerType.__members__.values():
+        raise BitstreamError(f"{what}: unknown layer_type {tps.layer_type}")
+    if tps.arrangement != Arrangement.ROWS:
+        raise BitstreamError(f"{what}: unknown arrangement_type {tps.arrangement}")
+    params = core.KernelParams(tps.rows, tps.cols, tps.qp, tps.qp_density, tps.num_gt_flags)
+    try:
+        levels = core.decode_kernel(payload, params, what)
+        flat = core.reconstruct(levels, params, tps.dtype, what)
+    except CoreError as exc:
+        raise BitstreamError(str(exc)) from exc
+    return from_kernel(flat, tps.shape)
+
+
+def decode_detailed(data: bytes) -> DecodeResult:
+    """Decode a bitstream; check every hash; report each tensor (no exception on mismatch)."""
+    units = hls.split_units(data)
+    if not units or units[0].unit_type != hls.UnitType.MODEL_PARAMETER_SET:
+        raise BitstreamError("unit 0: the stream does not start with a model parameter set")
+    mps = hls.parse_model_parameter_set(units[0])
+    tensors: dict[str, np.ndarray] = {}
+    reports: list[TensorReport] = []
+    pending: dict[int, hls.TensorParameterSet] = {}
+    decoded: dict[int, tuple[np.ndarray, float]] = {}
+    ended = False
+    for unit in units[1:]:
+        if ended:
+            raise BitstreamError(f"{unit.where}: unit after end_of_stream")
+        if unit.unit_type == hls.UnitType.TENSOR_PARAMETER_SET:
+            tps = hls.parse_tensor_parameter_set(unit)
+            if tps.tensor_id in pending or tps.tensor_id in decoded or tps.name in tensors:
+                raise BitstreamError(f"{unit.where}: tensor_id {tps.tensor_id} "
+                                     f"('{tps.name}') appears twice")
+            pending[tps.tensor_id] = tps
+        elif unit.unit_type == hls.UnitType.TENSOR_DATA_UNIT:
+            tensor_id, payload = hls.parse_tensor_data_unit(unit)
+            if tensor_id not in pending or tensor_id in decoded:
+                raise BitstreamError(f"{unit.where}: data for tensor_id {tensor_id} "
+                                     "without a parameter set before it")
+            start = time.perf_counter()
+            array = _decode_tensor(pending[tensor_id], payload, unit.where)
+            decoded[tensor_id] = (array, time.perf_counter() - start)
+        elif unit.unit_type == hls.UnitType.TENSOR_HASH_UNIT:
+            tensor_id, md5 = hls.parse_tensor_hash_unit(unit)
+            if tensor_id not in decoded:
+                raise BitstreamError(f"{unit.where}: hash for tensor_id {tensor_id} "
+                                     "before its data unit")
+            tps = pending.pop(tensor_id)
+            array, seconds = decoded[tensor_id]
+            actual = tensor_md5(array)
+            tensors[tps.name] = array
+            reports.append(TensorReport(tps.name, tps.shape, tps.dtype.name, actual.hex(),
+                                        actual == md5, seconds))
+        elif unit.unit_type == hls.UnitType.END_OF_STREAM:
+            if unit.payload:
+                raise BitstreamError(f"{unit.where}: end_of_stream with a payload")
+            ended = True
+        else:
+            raise BitstreamError(f"{unit.where}: unexpected {unit.unit_type.name.lower()}")
+    if not ended:
+        raise BitstreamError(f"truncated stream: no end_of_stream unit after {len(units)} units")
+    if pending:
+        names = ", ".join(f"'{t.name}'" for t in pending.values())
+        raise BitstreamError(f"tensor(s) {names} have no data or hash unit")
+    if len(reports) != mps.num_tensors:
+        raise BitstreamError(f"model parameter set announces {mps.num_tensors} tensors, "
+                             f"stream holds {len(reports)}")
+    return DecodeResult(tensors, reports, mps.source_format)
+
+
+def decode(data: bytes) -> dict[str, np.ndarray]:
+    """Decode a bitstream; raise HashMismatchError if any tensor's MD5 differs."""
+    result = decode_detailed(data)
+    bad = [r.name for r in result.reports if not r.ok]
+    if bad:
+        raise HashMismatchError("MD5 mismatch in tensor(s): " + ", ".join(f"'{n}'" for n in bad))
+    return result.tensors
