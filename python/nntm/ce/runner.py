@@ -1,0 +1,410 @@
+"""QP sweeps of one codec configuration on one CTC model.
+
+A *codec* here is a named configuration that turns a model's tensors into
+bytes and back: an NNTM cfg (one or more cfg files layered, run through
+:func:`nntm.encode_with_recon` and :func:`nntm.decode`) or NNCodec
+(:mod:`nntm.ce.nncodec_anchor`).  :func:`run_sweep` codes the model once per
+QP and measures, on the *decoded* tensors:
+
+- ``bytes`` of the whole stream and ``bits_per_param`` = 8 * bytes / number
+  of float elements (integer buffers are coded but are not parameters);
+- ``snr_db``: weight SNR pooled over all float tensors,
+  ``10 log10(sum x^2 / sum (x - y)^2)``;
+- ``snr_norm_db``: per-tensor-normalised SNR, each float tensor scaled to unit
+  energy before pooling, ``-10 log10(mean_t(err_t / energy_t))``.  In
+  BatchNorm models nearly all of the pooled energy sits in the running
+  variances, so the pooled figure hides what happens to the weights; the
+  normalised one gives every tensor the same say (docs/ctc.md);
+- every metric of the model adapter's ``evaluate`` on the decoded tensors;
+- encode and decode wall time (the only non-deterministic numbers).
+
+For NNTM the decoded tensors must equal the encoder's reconstruction bit for
+bit; a mismatch raises :class:`~nntm.errors.NntmError`.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from nntm.errors import ConfigError, NntmError
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from nntm.ce.models.base import ModelAdapter
+
+__all__ = [
+    "NNCODEC",
+    "Codec",
+    "NntmCodec",
+    "Point",
+    "is_float_array",
+    "make_codec",
+    "run_sweep",
+    "weight_snr",
+]
+
+NNCODEC = "nncodec"
+"""The codec spec that selects NNCodec instead of an NNTM cfg."""
+
+Log = Callable[[str], None]
+
+
+def _print_flush(line: str) -> None:
+    print(line, flush=True)
+
+
+# ---------------------------------------------------------------------------
+# Measurements
+# ---------------------------------------------------------------------------
+
+
+def is_float_array(array: np.ndarray) -> bool:
+    """True for float tensors (float16/32/64 and ml_dtypes floats such as bfloat16)."""
+    dt = np.asarray(array).dtype
+    return dt.kind == "f" or (dt.kind == "V" and "float" in dt.name)
+
+
+def _as_f64(array: np.ndarray) -> np.ndarray:
+    return np.asarray(array).astype(np.float64, copy=False)
+
+
+def weight_snr(
+    original: Mapping[str, np.ndarray], decoded: Mapping[str, np.ndarray]
+) -> tuple[float, float, int]:
+    """``(pooled SNR dB, per-tensor-normalised SNR dB, float parameter count)``.
+
+    Only float tensors count.  Tensors of zero energy are left out of the
+    normalised figure.  An error of zero gives ``inf``.
+    """
+    signal = 0.0
+    noise = 0.0
+    rel_sum = 0.0
+    n_rel = 0
+    n_params = 0
+    for name, x in original.items():
+        if not is_float_array(x):
+            continue
+        xa = _as_f64(x)
+        ya = _as_f64(decoded[name])
+        n_params += xa.size
+        e = float(np.dot(xa.ravel(), xa.ravel()))
+        diff = (xa - ya).ravel()
+        d = float(np.dot(diff, diff))
+        signal += e
+        noise += d
+        if e > 0.0:
+            rel_sum += d / e
+            n_rel += 1
+    pooled = _db(signal, noise)
+    norm = _db(float(n_rel), rel_sum) if n_rel else math.nan
+    return pooled, norm, n_params
+
+
+def _db(signal: float, noise: float) -> float:
+    if noise <= 0.0:
+        return math.inf if signal > 0.0 else math.nan
+    if signal <= 0.0:
+        return -math.inf
+    return 10.0 * math.log10(signal / noise)
+
+
+# ---------------------------------------------------------------------------
+# Codecs
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class Encoded:
+    """What a codec's encoder gives back: the stream, and the reconstruction if known."""
+
+    data: bytes
+    recon: dict[str, np.ndarray] | None = None
+
+
+class Codec(abc.ABC):
+    """A named configuration that codes a model's tensors at a QP."""
+
+    #: Short label used in tables, plots and progress lines.
+    name: str
+    #: What selected it (cfg file path(s) or "nncodec").
+    spec: str
+    #: Whether the decoded tensors must equal the encoder's reconstruction.
+    checks_recon: bool = False
+
+    def available(self) -> tuple[bool, str]:
+        """``(True, "")`` if this codec can run here, else ``(False, why)``."""
+        return True, ""
+
+    @abc.abstractmethod
+    def encode(self, tensors: Mapping[str, np.ndarray], qp: int, model: str) -> Encoded:
+        """Code ``tensors`` (of the CTC model called ``model``) at ``qp``."""
+
+    @abc.abstractmethod
+    def decode(self, data: bytes) -> dict[str, np.ndarray]:
+        """Decode a stream made by :meth:`encode`."""
+
+    def describe(self) -> str:
+        return f"{self.name} ({self.spec})"
+
+
+class NntmCodec(Codec):
+    """NNTM with a stack of cfg files (later files win), QP set per point.
+
+    If ``model_cfg_dir`` is given and ``<model_cfg_dir>/<model>.cfg`` exists,
+    it is layered after the codec's cfg files (per-model facts and tensor
+    rules, like an HM per-sequence cfg).  ``overrides`` are applied last,
+    before the QP.
+    """
+
+    checks_recon = True
+
+    def __init__(
+        self,
+        cfg_files: Sequence[str | os.PathLike[str]],
+        name: str | None = None,
+        model_cfg_dir: str | os.PathLike[str] | None = None,
+        overrides: Mapping[str, object] | None = None,
+    ) -> None:
+        if not cfg_files:
+            raise ConfigError("an NNTM codec needs at least one cfg file")
+        self.cfg_files = [Path(f) for f in cfg_files]
+        missing = [str(f) for f in self.cfg_files if not f.is_file()]
+        if missing:
+            raise ConfigError(f"cfg file(s) not found: {', '.join(missing)}")
+        self.spec = ",".join(str(f) for f in self.cfg_files)
+        self.name = name or "+".join(f.stem for f in self.cfg_files)
+        self.model_cfg_dir = Path(model_cfg_dir) if model_cfg_dir else None
+        self.overrides = dict(overrides or {})
+
+    def files_for(self, model: str) -> list[Path]:
+        files = list(self.cfg_files)
+        if self.model_cfg_dir is not None:
+            per_model = self.model_cfg_dir / f"{model}.cfg"
+            if per_model.is_file():
+                files.append(per_model)
+        return files
+
+    def config(self, qp: int, model: str) -> Any:
+        """The validated NNTM Config for one point."""
+        import nntm
+
+        config_cls = getattr(nntm, "Config", None)
+        if config_cls is None:
+            from nntm.config import Config as config_cls
+        return config_cls.from_files(
+            [str(f) for f in self.files_for(model)], overrides={**self.overrides, "QP": qp}
+        )
+
+    def available(self) -> tuple[bool, str]:
+        import nntm
+
+        missing = [f for f in ("encode_with_recon", "decode") if not hasattr(nntm, f)]
+        if missing:
+            return False, f"the nntm package has no {', '.join(missing)} (codec API not built?)"
+        return True, ""
+
+    def encode(self, tensors: Mapping[str, np.ndarray], qp: int, model: str) -> Encoded:
+        import nntm
+
+        res = nntm.encode_with_recon(dict(tensors), self.config(qp, model))
+        return Encoded(bytes(res.data), dict(res.recon))
+
+    def decode(self, data: bytes) -> dict[str, np.ndarray]:
+        import nntm
+
+        return dict(nntm.decode(data))
+
+
+def make_codec(
+    spec: str,
+    name: str | None = None,
+    model_cfg_dir: str | os.PathLike[str] | None = None,
+    overrides: Mapping[str, object] | None = None,
+) -> Codec:
+    """A codec from a spec: ``"nncodec"`` or NNTM cfg file(s) separated by commas."""
+    if spec.strip().lower() == NNCODEC:
+        from nntm.ce.nncodec_anchor import NNCodecAnchor
+
+        if overrides:
+            raise ConfigError("cfg overrides apply to NNTM configurations only, not to nncodec")
+        return NNCodecAnchor(name=name)
+    files = [s.strip() for s in spec.split(",") if s.strip()]
+    return NntmCodec(files, name=name, model_cfg_dir=model_cfg_dir, overrides=overrides)
+
+
+# ---------------------------------------------------------------------------
+# Points and sweeps
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class Point:
+    """One coded point of an RD curve."""
+
+    model: str
+    config: str
+    role: str
+    qp: int
+    bytes: int
+    num_params: int
+    snr_db: float
+    snr_norm_db: float
+    metrics: dict[str, float] = field(default_factory=dict)
+    enc_s: float = 0.0
+    dec_s: float = 0.0
+    primary_metric: str = ""
+
+    @property
+    def bits(self) -> int:
+        return 8 * self.bytes
+
+    @property
+    def bits_per_param(self) -> float:
+        return self.bits / self.num_params if self.num_params else math.nan
+
+    @property
+    def primary(self) -> float:
+        return self.metrics.get(self.primary_metric, math.nan)
+
+    def row(self) -> dict[str, object]:
+        """A flat dict (CSV row): fixed columns, then the metrics."""
+        out: dict[str, object] = {
+            "model": self.model,
+            "config": self.config,
+            "role": self.role,
+            "qp": self.qp,
+            "bytes": self.bytes,
+            "bits": self.bits,
+            "num_params": self.num_params,
+            "bits_per_param": self.bits_per_param,
+            "snr_db": self.snr_db,
+            "snr_norm_db": self.snr_norm_db,
+            "primary_metric": self.primary_metric,
+            "enc_s": self.enc_s,
+            "dec_s": self.dec_s,
+        }
+        out.update(self.metrics)
+        return out
+
+
+def _check_decoded(
+    model: str,
+    codec: Codec,
+    qp: int,
+    original: Mapping[str, np.ndarray],
+    decoded: Mapping[str, np.ndarray],
+    recon: Mapping[str, np.ndarray] | None,
+) -> None:
+    where = f"{model} / {codec.name} / QP {qp}"
+    missing = [n for n in original if n not in decoded]
+    extra = [n for n in decoded if n not in original]
+    if missing or extra:
+        raise NntmError(
+            f"{where}: decoded tensor names differ from the original "
+            f"(missing {missing[:5]}, unexpected {extra[:5]})"
+        )
+    for name, x in original.items():
+        y = np.asarray(decoded[name])
+        if y.shape != np.shape(x):
+            raise NntmError(
+                f"{where}: tensor {name!r} decoded with shape {y.shape}, expected {np.shape(x)}"
+            )
+    if recon is None or not codec.checks_recon:
+        return
+    for name in original:
+        if name not in recon:
+            raise NntmError(f"{where}: encoder reconstruction lacks tensor {name!r}")
+        r = np.asarray(recon[name])
+        y = np.asarray(decoded[name])
+        if r.dtype != y.dtype or r.shape != y.shape or r.tobytes() != y.tobytes():
+            raise NntmError(
+                f"{where}: decoder output of tensor {name!r} differs from the encoder's "
+                "reconstruction (encoder/decoder mismatch)"
+            )
+
+
+def _fmt(value: float, digits: int = 2) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{value:.{digits}f}"
+
+
+def progress_line(p: Point) -> str:
+    return (
+        f"[{p.model}] {p.config:<16s} QP {p.qp:4d}  {p.bits_per_param:7.4f} bits/param  "
+        f"SNR {_fmt(p.snr_db):>6s} dB  nSNR {_fmt(p.snr_norm_db):>6s} dB  "
+        f"{p.primary_metric} {_fmt(p.primary, 4):>8s}  enc {p.enc_s:7.2f} s  dec {p.dec_s:6.2f} s"
+    )
+
+
+def run_point(
+    adapter: ModelAdapter,
+    codec: Codec,
+    qp: int,
+    tensors: Mapping[str, np.ndarray],
+    role: str = "",
+    evaluate: bool = True,
+) -> Point:
+    """Code one model at one QP and measure it on the decoded tensors."""
+    t0 = time.perf_counter()
+    enc = codec.encode(tensors, qp, adapter.name)
+    t1 = time.perf_counter()
+    decoded = codec.decode(enc.data)
+    t2 = time.perf_counter()
+    _check_decoded(adapter.name, codec, qp, tensors, decoded, enc.recon)
+    snr, snr_norm, n_params = weight_snr(tensors, decoded)
+    metrics: dict[str, float] = {}
+    if evaluate:
+        metrics = {k: float(v) for k, v in adapter.evaluate(decoded).items()}
+    return Point(
+        model=adapter.name,
+        config=codec.name,
+        role=role,
+        qp=int(qp),
+        bytes=len(enc.data),
+        num_params=n_params,
+        snr_db=snr,
+        snr_norm_db=snr_norm,
+        metrics=metrics,
+        enc_s=t1 - t0,
+        dec_s=t2 - t1,
+        primary_metric=adapter.primary_metric,
+    )
+
+
+def run_sweep(
+    adapter: ModelAdapter,
+    codec: Codec,
+    qps: Sequence[int],
+    tensors: Mapping[str, np.ndarray] | None = None,
+    role: str = "",
+    log: Log | None = _print_flush,
+    evaluate: bool = True,
+) -> list[Point]:
+    """Code ``adapter``'s model at every QP of ``qps`` with ``codec``.
+
+    ``tensors`` defaults to ``adapter.load()``.  A progress line per point
+    goes to ``log`` (stdout, flushed, by default; ``None`` for silence).
+    """
+    if tensors is None:
+        tensors = adapter.load()
+    points = []
+    for qp in qps:
+        p = run_point(adapter, codec, qp, tensors, role=role, evaluate=evaluate)
+        if log is not None:
+            log(progress_line(p))
+        points.append(p)
+    return points
+
+
+def stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
