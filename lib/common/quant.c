@@ -21,10 +21,15 @@ int nntm_check_kernel_params(const nntm_kernel_params *p) {
     return nntm_qp_to_step(p->qp, p->qp_density, &m, &s);
 }
 
+/* Index of the highest set bit of x (x > 0). */
 static int msb64(uint64_t x) {
+#if defined(__GNUC__) || defined(__clang__)
+    return 63 - __builtin_clzll(x);
+#else
     int n = 0;
     while (x >>= 1) n++;
     return n;
+#endif
 }
 
 uint64_t nntm_int_to_float_bits(int64_t v, int32_t e, int mbits, int ebits) {
