@@ -253,7 +253,12 @@ def _delta(
     (xa, ya), (xt, yt) = anchor, test
     n = min(xa.size, xt.size)
     if n < 2:
-        return None, method, None, f"too few points (anchor {xa.size}, test {xt.size}; need 2)"
+        return (
+            None,
+            method,
+            None,
+            f"too few distinct points (anchor {xa.size}, test {xt.size}; need 2)",
+        )
     used = method
     if method == "cubic" and n < 4:
         used = "pchip"

@@ -161,10 +161,9 @@ class BDRow:
         ):
             if res is None:
                 continue
-            if res.reason:
-                parts.append(f"{label}: {res.reason}")
-            elif res.note:
-                parts.append(f"{label}: {res.note}")
+            text = "; ".join(t for t in (res.reason, res.note) if t)
+            if text:
+                parts.append(f"{label}: {text}")
         return "; ".join(parts)
 
 
