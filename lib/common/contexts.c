@@ -2,7 +2,7 @@
 #include "contexts.h"
 
 /* One initial probability per context set (P(bin == 1), 15 bits). */
-#define NNTM_INIT_SIG 12288u  /* most weights are significant at useful rates */
+#define NNTM_INIT_SIG 12288u  /* P(sig_flag == 1) = 0.375 */
 #define NNTM_INIT_SIGN 16384u
 #define NNTM_INIT_GT 16384u
 #define NNTM_INIT_EGP 16384u

@@ -15,6 +15,7 @@ void nntm_bin_reader_init(nntm_bin_reader *r, const uint8_t *data, size_t size) 
     r->range = 0xFFFFFFFFu;
     r->code = 0;
     for (int i = 0; i < 4; i++) r->code = (r->code << 8) | next_byte(r);
+    r->corrupt = r->code >= r->range;
 }
 
 int nntm_decode_bin(nntm_bin_reader *r, nntm_ctx *ctx) {
@@ -42,6 +43,7 @@ uint32_t nntm_decode_bypass(nntm_bin_reader *r, int nbits) {
         r->range >>= 1;
         uint32_t bit = r->code >= r->range;
         if (bit) r->code -= r->range;
+        if (r->code >= r->range) r->corrupt = 1;
         v = (v << 1) | bit;
         while (r->range < TOP) {
             r->range <<= 8;

@@ -12,13 +12,14 @@ typedef struct nntm_bin_reader {
     size_t size;
     size_t pos;        /* next byte to read; may run past size (zeros are read) */
     uint32_t range;
-    uint32_t code;
+    uint32_t code;     /* a valid stream keeps code < range */
+    int corrupt;       /* set once code >= range: no encoder makes that state */
 } nntm_bin_reader;
 
 void nntm_bin_reader_init(nntm_bin_reader *r, const uint8_t *data, size_t size);
 int nntm_decode_bin(nntm_bin_reader *r, nntm_ctx *ctx);
 uint32_t nntm_decode_bypass(nntm_bin_reader *r, int nbits);
-/* Bytes read past the end of the payload (a valid stream reads at most 4). */
+/* Bytes read past the end of the payload (a valid stream reads none). */
 size_t nntm_bin_reader_overread(const nntm_bin_reader *r);
 
 #endif

@@ -18,5 +18,6 @@ int nntm_decode_kernel(const nntm_kernel_params *params, const uint8_t *data, si
     nntm_level_ctxs_init(&ctxs);
     rv = nntm_read_tensor_data(&r, &ctxs, params, levels);
     if (consumed) *consumed = r.pos < size ? r.pos : size;
+    if (rv == NNTM_OK && r.pos != size) rv = NNTM_ERR_CORRUPT; /* bytes after the payload */
     return rv;
 }

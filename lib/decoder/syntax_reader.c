@@ -53,6 +53,7 @@ int nntm_read_tensor_data(nntm_bin_reader *r, nntm_level_ctxs *ctxs,
                                             &levels[(int64_t)row * p->cols + c]);
             if (rv) return rv;
             if (nntm_bin_reader_overread(r) > MAX_OVERREAD) return NNTM_ERR_TRUNCATED;
+            if (r->corrupt) return NNTM_ERR_CORRUPT;
         }
     }
     return NNTM_OK;

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import core, hls
-from .arrange import Arrangement, LayerType, classify, from_kernel, kernel_shape, to_kernel
+from .arrange import Arrangement, classify, from_kernel, kernel_shape, to_kernel
 from .config import Config
 from .errors import BitstreamError, CoreError, EncodeError, HashMismatchError
 
@@ -137,6 +137,9 @@ def encode_with_recon(
             hls.dtype_code(array.dtype)
         except ValueError:
             raise EncodeError(f"tensor '{name}': unsupported dtype {array.dtype}") from None
+        if array.size > hls.MAX_ELEMENTS or any(d > hls.MAX_DIM for d in array.shape):
+            raise EncodeError(f"tensor '{name}': too large ({array.size} elements; "
+                              f"at most {hls.MAX_ELEMENTS})")
         if array.ndim > hls.MAX_NDIM:
             raise EncodeError(f"tensor '{name}': {array.ndim} dimensions (at most {hls.MAX_NDIM})")
         if len(name.encode("utf-8")) > hls.MAX_NAME_BYTES:
@@ -199,6 +202,12 @@ def encode(tensors: Mapping[str, np.ndarray], config: Config,
     return encode_with_recon(tensors, config, source_format).data
 
 
+# Each level costs at least one sig_flag bin, and a context's probability never
+# passes 71/32768 (docs/bitstream.md): at least 0.0031 bit a level, so a
+# payload byte holds fewer than 2600 levels.  Checked before allocating.
+MIN_ELEMENTS_PER_BYTE = 4096
+
+
 def _decode_tensor(tps: hls.TensorParameterSet, payload: bytes, where: str) -> np.ndarray:
     what = f"{where}, tensor '{tps.name}'"
     if tps.coding_mode == hls.CodingMode.LOSSLESS:
@@ -206,12 +215,13 @@ def _decode_tensor(tps: hls.TensorParameterSet, payload: bytes, where: str) -> n
         if len(payload) != expected:
             raise BitstreamError(f"{what}: lossless payload has {len(payload)} bytes, "
                                  f"expected {expected}")
+        if tps.dtype == np.bool_ and any(b > 1 for b in set(payload)):
+            raise BitstreamError(f"{what}: bool tensor with bytes other than 0 and 1")
         return np.frombuffer(payload, dtype=tps.dtype.newbyteorder("<")).astype(
             tps.dtype).reshape(tps.shape)
-    if tps.layer_type not in LayerType.__members__.values():
-        raise BitstreamError(f"{what}: unknown layer_type {tps.layer_type}")
-    if tps.arrangement != Arrangement.ROWS:
-        raise BitstreamError(f"{what}: unknown arrangement_type {tps.arrangement}")
+    if tps.num_elements > MIN_ELEMENTS_PER_BYTE * (len(payload) + 8):
+        raise BitstreamError(f"{what}: a payload of {len(payload)} bytes cannot hold "
+                             f"{tps.num_elements} levels")
     params = core.KernelParams(tps.rows, tps.cols, tps.qp, tps.qp_density, tps.num_gt_flags)
     try:
         levels = core.decode_kernel(payload, params, what)
@@ -231,15 +241,22 @@ def decode_detailed(data: bytes) -> DecodeResult:
     reports: list[TensorReport] = []
     pending: dict[int, hls.TensorParameterSet] = {}
     decoded: dict[int, tuple[np.ndarray, float]] = {}
+    seen_ids: set[int] = set()
+    seen_names: set[str] = set()
     ended = False
     for unit in units[1:]:
         if ended:
             raise BitstreamError(f"{unit.where}: unit after end_of_stream")
         if unit.unit_type == hls.UnitType.TENSOR_PARAMETER_SET:
             tps = hls.parse_tensor_parameter_set(unit)
-            if tps.tensor_id in pending or tps.tensor_id in decoded or tps.name in tensors:
+            if tps.tensor_id >= mps.num_tensors:
+                raise BitstreamError(f"{unit.where}: tensor_id {tps.tensor_id} but the model "
+                                     f"has {mps.num_tensors} tensors")
+            if tps.tensor_id in seen_ids or tps.name in seen_names:
                 raise BitstreamError(f"{unit.where}: tensor_id {tps.tensor_id} "
                                      f"('{tps.name}') appears twice")
+            seen_ids.add(tps.tensor_id)
+            seen_names.add(tps.name)
             pending[tps.tensor_id] = tps
         elif unit.unit_type == hls.UnitType.TENSOR_DATA_UNIT:
             tensor_id, payload = hls.parse_tensor_data_unit(unit)
@@ -251,11 +268,11 @@ def decode_detailed(data: bytes) -> DecodeResult:
             decoded[tensor_id] = (array, time.perf_counter() - start)
         elif unit.unit_type == hls.UnitType.TENSOR_HASH_UNIT:
             tensor_id, md5 = hls.parse_tensor_hash_unit(unit)
-            if tensor_id not in decoded:
+            if tensor_id not in decoded or tensor_id not in pending:
                 raise BitstreamError(f"{unit.where}: hash for tensor_id {tensor_id} "
-                                     "before its data unit")
+                                     "without a data unit before it, or a second one")
             tps = pending.pop(tensor_id)
-            array, seconds = decoded[tensor_id]
+            array, seconds = decoded.pop(tensor_id)
             actual = tensor_md5(array)
             tensors[tps.name] = array
             reports.append(TensorReport(tps.name, tps.shape, tps.dtype.name, actual.hex(),

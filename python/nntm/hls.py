@@ -29,6 +29,12 @@ UNIT_HEADER_BYTES = 5
 MAX_NDIM = 8
 MAX_NAME_BYTES = 4096
 MAX_DIM = (1 << 31) - 1
+MAX_TENSORS = (1 << 24) - 1
+MAX_ELEMENTS = (1 << 31) - 1   # per tensor (kernel tensors are addressed with int32)
+MAX_UNIT_PAYLOAD = (1 << 32) - 1
+PROFILE_MAIN = 0
+KNOWN_TOOL_FLAGS = 0            # bits of tool_flags this decoder knows (none in 1.0)
+LOSSLESS_BOOL = "bool"
 
 
 class UnitType(enum.IntEnum):
@@ -135,7 +141,24 @@ class _Writer:
         return self.bits.tobytes()
 
 
+def rows_cols(shape: tuple[int, ...]) -> tuple[int, int]:
+    """Kernel tensor size of the ROWS arrangement (see nntm.arrange)."""
+    count = 1
+    for d in shape[1:]:
+        count *= d
+    if len(shape) <= 1:
+        return 1, (shape[0] if shape else 1)
+    return shape[0], count
+
+
+# Largest codes the parameter sets may carry (see nntm.arrange).
+MAX_LAYER_TYPE = 7
+MAX_ARRANGEMENT = 0
+
+
 def _unit(unit_type: UnitType, payload: bytes) -> bytes:
+    if len(payload) > MAX_UNIT_PAYLOAD:
+        raise ValueError(f"unit payload of {len(payload)} bytes exceeds 2^32 - 1")
     return bytes([int(unit_type)]) + len(payload).to_bytes(4, "big") + payload
 
 
@@ -298,8 +321,14 @@ def parse_model_parameter_set(unit: Unit) -> ModelParameterSet:
     if mps.version_major < FORMAT_VERSION_MAJOR:
         raise r.fail(f"format version {mps.version_major}.{mps.version_minor} is not supported")
     mps.profile_idc = r.u(8)
+    if mps.profile_idc != PROFILE_MAIN:
+        raise r.fail(f"profile_idc {mps.profile_idc} is not supported (only {PROFILE_MAIN})")
     mps.tool_flags = r.u(32)
-    mps.num_tensors = r.ue(1 << 24, "num_tensors")
+    unknown = mps.tool_flags & ~KNOWN_TOOL_FLAGS
+    if unknown:
+        raise r.fail(f"tool_flags 0x{mps.tool_flags:08x} use tools this decoder does not know "
+                     f"(0x{unknown:08x})")
+    mps.num_tensors = r.ue(MAX_TENSORS, "num_tensors")
     raw = r.u(8)
     try:
         mps.source_format = SourceFormat(raw)
@@ -312,8 +341,10 @@ def parse_model_parameter_set(unit: Unit) -> ModelParameterSet:
 
 def parse_tensor_parameter_set(unit: Unit) -> TensorParameterSet:
     r = _Reader(unit)
-    tensor_id = r.ue(1 << 24, "tensor_id")
+    tensor_id = r.ue(MAX_TENSORS - 1, "tensor_id")
     name_len = r.ue(MAX_NAME_BYTES, "tensor_name_length")
+    if name_len == 0:
+        raise r.fail("empty tensor_name")
     try:
         name = r.bytes(name_len, "tensor_name").decode("utf-8")
     except UnicodeDecodeError:
@@ -323,6 +354,11 @@ def parse_tensor_parameter_set(unit: Unit) -> TensorParameterSet:
         raise r.fail(f"tensor '{name}': unknown tensor_dtype {code}")
     ndim = r.ue(MAX_NDIM, "tensor_ndim")
     shape = tuple(r.ue(MAX_DIM, "tensor_dim") for _ in range(ndim))
+    count = 1
+    for d in shape:
+        count *= d
+    if count > MAX_ELEMENTS:
+        raise r.fail(f"tensor '{name}': {count} elements exceed the limit {MAX_ELEMENTS}")
     raw_mode = r.u(8)
     try:
         mode = CodingMode(raw_mode)
@@ -333,15 +369,20 @@ def parse_tensor_parameter_set(unit: Unit) -> TensorParameterSet:
         if tps.dtype.name not in FLOAT_DTYPES:
             raise r.fail(f"tensor '{name}': quantized coding of non-float dtype {tps.dtype}")
         tps.layer_type = r.u(8)
+        if tps.layer_type > MAX_LAYER_TYPE:
+            raise r.fail(f"tensor '{name}': unknown layer_type {tps.layer_type}")
         tps.arrangement = r.u(8)
+        if tps.arrangement > MAX_ARRANGEMENT:
+            raise r.fail(f"tensor '{name}': unknown arrangement_type {tps.arrangement}")
         tps.rows = r.ue(MAX_DIM, "kernel_rows")
         tps.cols = r.ue(MAX_DIM, "kernel_cols")
         tps.qp = r.se(-4096, 4096, "qp")
         tps.qp_density = r.ue(6, "qp_density")
         tps.num_gt_flags = r.ue(14, "num_gt_flags_minus1") + 1
-        if tps.rows * tps.cols != tps.num_elements:
-            raise r.fail(f"tensor '{name}': kernel {tps.rows}x{tps.cols} does not hold "
-                         f"{tps.num_elements} elements of shape {shape}")
+        expected = rows_cols(shape)
+        if (tps.rows, tps.cols) != expected:
+            raise r.fail(f"tensor '{name}': kernel {tps.rows}x{tps.cols} is not the "
+                         f"{expected[0]}x{expected[1]} arrangement of shape {shape}")
     r.byte_alignment()
     r.end()
     return tps
@@ -349,14 +390,14 @@ def parse_tensor_parameter_set(unit: Unit) -> TensorParameterSet:
 
 def parse_tensor_data_unit(unit: Unit) -> tuple[int, bytes]:
     r = _Reader(unit)
-    tensor_id = r.ue(1 << 24, "tensor_id")
+    tensor_id = r.ue(MAX_TENSORS - 1, "tensor_id")
     r.byte_alignment()
     return tensor_id, r.rest()
 
 
 def parse_tensor_hash_unit(unit: Unit) -> tuple[int, bytes]:
     r = _Reader(unit)
-    tensor_id = r.ue(1 << 24, "tensor_id")
+    tensor_id = r.ue(MAX_TENSORS - 1, "tensor_id")
     r.byte_alignment()
     md5 = r.bytes(16, "tensor_md5")
     r.end()

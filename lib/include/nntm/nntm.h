@@ -82,6 +82,7 @@ int nntm_encode_kernel(const nntm_encoder_params *params, const float *weights,
 
 /* Parse one kernel tensor's payload (size bytes) into levels (rows*cols int32).
  * *consumed receives the number of payload bytes the arithmetic decoder read.
+ * The payload must be consumed exactly: bytes left after it are NNTM_ERR_CORRUPT.
  * Returns NNTM_OK, NNTM_ERR_ARG, NNTM_ERR_CORRUPT or NNTM_ERR_TRUNCATED. */
 int nntm_decode_kernel(const nntm_kernel_params *params, const uint8_t *data, size_t size,
                        int32_t *levels, size_t *consumed);
