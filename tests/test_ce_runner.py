@@ -248,6 +248,9 @@ def test_lowercase_aliases_and_overrides() -> None:
     }
     with pytest.raises(ConfigError):
         app.parse_overrides("RDOQ", "TestOptions")
+    assert app.parse_qp_offsets("mtcnn=-4, digits=2") == {"mtcnn": -4, "digits": 2}
+    with pytest.raises(ConfigError):
+        app.parse_qp_offsets("mtcnn=x")
 
 
 @pytest.mark.parametrize(

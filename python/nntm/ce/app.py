@@ -102,6 +102,13 @@ CE_OPTIONS: tuple[Option, ...] = (
         group="app",
     ),
     Option(
+        "ModelQPOffsets",
+        "str",
+        "",
+        "per-model shift of both QP sweeps, 'model=offset,model=offset' (e.g. mtcnn=-4)",
+        group="app",
+    ),
+    Option(
         "ModelCfgDir",
         "str",
         "cfg/models",
@@ -178,6 +185,24 @@ def parse_overrides(text: str, key: str) -> dict[str, str]:
     return out
 
 
+def parse_qp_offsets(text: str) -> dict[str, int]:
+    """``"mtcnn=-4, digits=2"`` -> ``{"mtcnn": -4, "digits": 2}``."""
+    out: dict[str, int] = {}
+    for part in (p.strip() for p in re.split(r"[,;\s]+", text.strip())):
+        if not part:
+            continue
+        model, eq, value = part.partition("=")
+        try:
+            if not eq or not model:
+                raise ValueError
+            out[model] = int(value)
+        except ValueError:
+            raise ConfigError(
+                f"ModelQPOffsets: expected 'model=offset' items, got {part!r}"
+            ) from None
+    return out
+
+
 def _safe(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.+-]+", "_", text).strip("_") or "ce"
 
@@ -231,6 +256,11 @@ def run(cfg: Config, argv: Sequence[str]) -> int:
             raise ConfigError(f"{key}: empty QP sweep")
         return qps
 
+    qp_offsets = parse_qp_offsets(str(cfg["ModelQPOffsets"]))
+    unknown = sorted(set(qp_offsets) - set(models))
+    if unknown:
+        _log(f"{PROG}: note: ModelQPOffsets names model(s) not run: {', '.join(unknown)}")
+
     adapters = []
     for name in models:
         adapter = get_adapter(name)
@@ -270,6 +300,7 @@ def run(cfg: Config, argv: Sequence[str]) -> int:
         f"- models: {', '.join(model_names)}",
         f"- QPs: NNTM {' '.join(map(str, cfg['QPs']))}; "  # type: ignore[arg-type]
         f"NNCodec {' '.join(map(str, cfg['NNCodecQPs']))}",  # type: ignore[arg-type]
+        f"- per-model QP offsets: {cfg['ModelQPOffsets'] or 'none'}",
         f"- BD method: {method}",
         f"- command: `{' '.join([PROG, *argv])}`",
         f"- machine: {platform.machine()}, {os.cpu_count()} CPUs, "
@@ -295,10 +326,11 @@ def run(cfg: Config, argv: Sequence[str]) -> int:
     for adapter in adapters:
         tensors = adapter.load()
         for role, codec in codecs:
+            shift = qp_offsets.get(adapter.name, 0)
             points += run_sweep(
                 adapter,
                 codec,
-                qps_for(codec),
+                tuple(qp + shift for qp in qps_for(codec)),
                 tensors=tensors,
                 role=role,
                 log=_log,
