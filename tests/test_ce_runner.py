@@ -104,13 +104,31 @@ def test_weight_snr_pooled_and_normalised() -> None:
     orig = {"big": big, "small": small, "ids": np.arange(5)}
     # Error energy 1 on each tensor.
     dec = {"big": big + np.float32(0.1), "small": small - np.float32(0.1), "ids": np.arange(5)}
-    pooled, norm, n = weight_snr(orig, dec)
-    assert n == 200  # integer buffers are not parameters
-    assert pooled == pytest.approx(10 * math.log10(10100 / 2), abs=1e-4)
+    w = weight_snr(orig, dec)
+    assert w.num_params == 200  # integer buffers are not parameters
+    assert w.pooled_db == pytest.approx(10 * math.log10(10100 / 2), abs=1e-4)
     # per tensor: relative errors 1e-4 and 1e-2 -> -10 log10(mean)
-    assert norm == pytest.approx(-10 * math.log10((1e-4 + 1e-2) / 2), abs=1e-4)
-    pooled, norm, _ = weight_snr(orig, orig)
-    assert pooled == math.inf and norm == math.inf
+    assert w.normalised_db == pytest.approx(-10 * math.log10((1e-4 + 1e-2) / 2), abs=1e-4)
+    assert (w.num_tensors, w.num_excluded) == (2, 0)
+    w = weight_snr(orig, orig)
+    assert w.pooled_db == math.inf and w.normalised_db == math.inf
+
+
+def test_normalised_snr_leaves_out_numerically_zero_tensors() -> None:
+    rng = np.random.default_rng(3)
+    orig = {
+        "w1": rng.normal(size=(32, 32)).astype(np.float32),
+        "w2": rng.normal(size=(32, 32)).astype(np.float32),
+        "bn.running_mean": np.full(16, 1e-7, dtype=np.float32),  # noise-level buffer
+        "zero.bias": np.zeros(16, dtype=np.float32),
+    }
+    dec = {k: v.copy() for k, v in orig.items()}
+    dec["w1"] = dec["w1"] * np.float32(1.01)  # relative error 1e-4 -> 40 dB
+    dec["w2"] = dec["w2"] * np.float32(1.01)
+    dec["bn.running_mean"][:] = 0.0  # zeroed, as any lossy codec does
+    w = weight_snr(orig, dec)
+    assert w.normalised_db == pytest.approx(40.0, abs=1e-3)
+    assert (w.num_tensors, w.num_excluded) == (4, 2)
 
 
 def test_run_sweep_measures_points() -> None:

@@ -11,10 +11,11 @@ QP and measures, on the *decoded* tensors:
 - ``snr_db``: weight SNR pooled over all float tensors,
   ``10 log10(sum x^2 / sum (x - y)^2)``;
 - ``snr_norm_db``: per-tensor-normalised SNR, each float tensor scaled to unit
-  energy before pooling, ``-10 log10(mean_t(err_t / energy_t))``.  In
-  BatchNorm models nearly all of the pooled energy sits in the running
-  variances, so the pooled figure hides what happens to the weights; the
-  normalised one gives every tensor the same say (docs/ctc.md);
+  energy before pooling, ``-10 log10(mean_t(err_t / energy_t))``, leaving out
+  numerically zero tensors (:data:`NEGLIGIBLE_RMS_RATIO`).  In BatchNorm
+  models nearly all of the pooled energy sits in the running variances, so
+  the pooled figure hides what happens to the weights; the normalised one
+  gives every tensor the same say (docs/ctc.md);
 - every metric of the model adapter's ``evaluate`` on the decoded tensors;
 - encode and decode wall time (the only non-deterministic numbers).
 
@@ -42,6 +43,7 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     from nntm.ce.models.base import ModelAdapter
 
 __all__ = [
+    "NEGLIGIBLE_RMS_RATIO",
     "NNCODEC",
     "Codec",
     "NntmCodec",
@@ -49,6 +51,7 @@ __all__ = [
     "is_float_array",
     "make_codec",
     "run_sweep",
+    "WeightSNR",
     "weight_snr",
 ]
 
@@ -77,36 +80,57 @@ def _as_f64(array: np.ndarray) -> np.ndarray:
     return np.asarray(array).astype(np.float64, copy=False)
 
 
-def weight_snr(
-    original: Mapping[str, np.ndarray], decoded: Mapping[str, np.ndarray]
-) -> tuple[float, float, int]:
-    """``(pooled SNR dB, per-tensor-normalised SNR dB, float parameter count)``.
+NEGLIGIBLE_RMS_RATIO = 1e-4
+"""Tensors whose RMS is below this fraction of the median tensor RMS are numerically zero
+(MobileNetV2 has 34 BatchNorm means and biases of RMS 5e-8 .. 6e-7 against a median of 0.1;
+MiniLM an all-zero pooler bias) and are left out of the normalised SNR: any lossy codec zeroes
+them, and each would count as a whole tensor lost."""
 
-    Only float tensors count.  Tensors of zero energy are left out of the
-    normalised figure.  An error of zero gives ``inf``.
+
+@dataclass(frozen=True)
+class WeightSNR:
+    """Weight-domain fidelity of a decoded model."""
+
+    pooled_db: float
+    normalised_db: float
+    num_params: int
+    num_tensors: int
+    num_excluded: int
+
+
+def weight_snr(original: Mapping[str, np.ndarray], decoded: Mapping[str, np.ndarray]) -> WeightSNR:
+    """Pooled and per-tensor-normalised weight SNR over the float tensors.
+
+    Pooled: ``10 log10(sum x^2 / sum (x - y)^2)`` over every float element.
+    Normalised: each tensor scaled to unit energy, then pooled:
+    ``-10 log10(mean_t(err_t / energy_t))`` over the float tensors whose RMS
+    is at least :data:`NEGLIGIBLE_RMS_RATIO` times the median tensor RMS.
+    An error of zero gives ``inf``.
     """
     signal = 0.0
     noise = 0.0
-    rel_sum = 0.0
-    n_rel = 0
     n_params = 0
+    per_tensor: list[tuple[float, float, float]] = []  # (rms, energy, error)
     for name, x in original.items():
         if not is_float_array(x):
             continue
-        xa = _as_f64(x)
-        ya = _as_f64(decoded[name])
-        n_params += xa.size
-        e = float(np.dot(xa.ravel(), xa.ravel()))
-        diff = (xa - ya).ravel()
+        xa = _as_f64(x).ravel()
+        diff = xa - _as_f64(decoded[name]).ravel()
+        e = float(np.dot(xa, xa))
         d = float(np.dot(diff, diff))
+        n_params += xa.size
         signal += e
         noise += d
-        if e > 0.0:
-            rel_sum += d / e
-            n_rel += 1
+        if xa.size:
+            per_tensor.append((math.sqrt(e / xa.size), e, d))
     pooled = _db(signal, noise)
-    norm = _db(float(n_rel), rel_sum) if n_rel else math.nan
-    return pooled, norm, n_params
+    floor = 0.0
+    if per_tensor:
+        floor = NEGLIGIBLE_RMS_RATIO * float(np.median([t[0] for t in per_tensor]))
+    kept = [(e, d) for rms, e, d in per_tensor if rms > 0.0 and rms >= floor]
+    rel_sum = sum(d / e for e, d in kept)
+    norm = _db(float(len(kept)), rel_sum) if kept else math.nan
+    return WeightSNR(pooled, norm, n_params, len(per_tensor), len(per_tensor) - len(kept))
 
 
 def _db(signal: float, noise: float) -> float:
@@ -361,7 +385,7 @@ def run_point(
     decoded = codec.decode(enc.data)
     t2 = time.perf_counter()
     _check_decoded(adapter.name, codec, qp, tensors, decoded, enc.recon)
-    snr, snr_norm, n_params = weight_snr(tensors, decoded)
+    w = weight_snr(tensors, decoded)
     metrics: dict[str, float] = {}
     if evaluate:
         metrics = {k: float(v) for k, v in adapter.evaluate(decoded).items()}
@@ -371,9 +395,9 @@ def run_point(
         role=role,
         qp=int(qp),
         bytes=len(enc.data),
-        num_params=n_params,
-        snr_db=snr,
-        snr_norm_db=snr_norm,
+        num_params=w.num_params,
+        snr_db=w.pooled_db,
+        snr_norm_db=w.normalised_db,
         metrics=metrics,
         enc_s=t1 - t0,
         dec_s=t2 - t1,
