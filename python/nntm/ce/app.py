@@ -257,9 +257,6 @@ def run(cfg: Config, argv: Sequence[str]) -> int:
         return qps
 
     qp_offsets = parse_qp_offsets(str(cfg["ModelQPOffsets"]))
-    unknown = sorted(set(qp_offsets) - set(models))
-    if unknown:
-        _log(f"{PROG}: note: ModelQPOffsets names model(s) not run: {', '.join(unknown)}")
 
     adapters = []
     for name in models:
@@ -308,7 +305,7 @@ def run(cfg: Config, argv: Sequence[str]) -> int:
         f"run {datetime.datetime.now().isoformat(timespec='seconds')}",
     ]
 
-    def write_reports(final: bool) -> str:
+    def write_reports() -> str:
         md = report.markdown_report(
             points,
             anchor.name,
@@ -342,10 +339,10 @@ def run(cfg: Config, argv: Sequence[str]) -> int:
                 results / png, adapter.name, [p for p in points if p.model == adapter.name]
             )
             plots[adapter.name] = png
-        write_reports(final=False)
+        write_reports()
         del tensors
 
-    write_reports(final=True)
+    write_reports()
     _log("")
     if test is not None:
         rows = report.bd_summary(
