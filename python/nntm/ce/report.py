@@ -214,7 +214,11 @@ def bd_summary(
             ):
                 ar, am = _curve(a_pts, get)
                 tr, tm = _curve(t_pts, get)
-                setattr(row, attr, bd_rate(ar, am, tr, tm, method=method))
+                if attr == "bd_primary" and all(math.isnan(v) for v in am + tm):
+                    res = BDResult(None, method, reason="output metric not evaluated")
+                else:
+                    res = bd_rate(ar, am, tr, tm, method=method)
+                setattr(row, attr, res)
             ar, am = _curve(a_pts, lambda p: p.snr_norm_db)
             tr, tm = _curve(t_pts, lambda p: p.snr_norm_db)
             row.bd_metric_snr_norm = bd_metric(ar, am, tr, tm, method=method)
