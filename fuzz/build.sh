@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Build the C fuzzer (libFuzzer + ASan + UBSan) and the seed corpora in build-fuzz/.
+#
+#   bash fuzz/build.sh [REV]
+#
+# Without REV the library sources of the working tree are used; with a git revision
+# (e.g. HEAD) those of that commit (git archive), so that a long campaign fuzzes a
+# fixed version while the tree changes.  Output: build-fuzz/fuzz_kernel,
+# build-fuzz/seeds/{decode,kernel}/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CC=${CC:-clang}
+out=build-fuzz
+mkdir -p "$out"
+src=.
+if [ $# -ge 1 ]; then
+  src="$out/src-$(git rev-parse --short "$1")"
+  rm -rf "$src" && mkdir -p "$src"
+  git archive "$1" lib | tar -x -C "$src"
+  echo "library sources of $(git rev-parse --short "$1") in $src"
+fi
+srcs=$(ls "$src"/lib/common/*.c "$src"/lib/decoder/*.c)
+"$CC" -g -O1 -std=c11 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
+  -fno-omit-frame-pointer -ffp-contract=off -I"$src/lib/include" -I"$src/lib" \
+  fuzz/fuzz_kernel.c $srcs -lm -o "$out/fuzz_kernel"
+python3 fuzz/make_seeds.py "$out"
+echo "built $out/fuzz_kernel"

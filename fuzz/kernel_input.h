@@ -1,0 +1,108 @@
+/* The input format shared by the C fuzzer (fuzz_kernel.c) and the sanitizer check
+ * program (kernel_check.c): one kernel tensor case =
+ *
+ *   int32 rows, int32 cols, int32 qp        little-endian
+ *   uint8 qp_density, uint8 num_gt_flags    as in nntm_kernel_params
+ *   uint8 dtype                             NNTM_DTYPE_* of the reconstruction
+ *   uint8 ext                               extension flags, 0 for format 1.0
+ *   [ext & 1: int32 x 8, the coding tree parameters (nntm_tree_params order: enabled,
+ *    log2_ctu_size, log2_min_qt_size, max_mtt_depth, log2_min_cu_size, split_mask,
+ *    skip_enabled, cu_qp_delta_enabled), for libraries that have them]
+ *   payload                                 the tensor data unit payload (the rest)
+ *
+ * python/nntm/conformance.py (KERNEL_CASE_HEADER, kernel_cases) writes it. */
+#ifndef NNTM_FUZZ_KERNEL_INPUT_H
+#define NNTM_FUZZ_KERNEL_INPUT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "nntm/nntm.h"
+
+#define KERNEL_INPUT_HEADER 16
+#define KERNEL_INPUT_EXT_TREE 1
+#define KERNEL_INPUT_TREE_BYTES 32
+
+typedef struct kernel_input {
+    nntm_kernel_params params;
+    int32_t dtype;
+    int tree_ext;          /* the case carries coding tree parameters */
+    const uint8_t *payload;
+    size_t payload_size;
+} kernel_input;
+
+static inline int32_t kernel_input_i32(const uint8_t *p) {
+    return (int32_t)((uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+                     (uint32_t)p[3] << 24);
+}
+
+/* Returns 0, or -1 when size is smaller than the header or the case needs parameters
+ * that this library does not have. */
+static inline int kernel_input_parse(const uint8_t *data, size_t size, kernel_input *in) {
+    if (size < KERNEL_INPUT_HEADER) return -1;
+    memset(in, 0, sizeof *in); /* later parameter fields (e.g. coding tree): 0, off */
+    in->params.rows = kernel_input_i32(data);
+    in->params.cols = kernel_input_i32(data + 4);
+    in->params.qp = kernel_input_i32(data + 8);
+    in->params.qp_density = data[12];
+    in->params.num_gt_flags = data[13];
+    in->dtype = data[14];
+    size_t header = KERNEL_INPUT_HEADER;
+    if (data[15] & KERNEL_INPUT_EXT_TREE) {
+#if defined(NNTM_SPLIT_QT)
+        if (size < header + KERNEL_INPUT_TREE_BYTES) return -1;
+        const uint8_t *t = data + header;
+        nntm_tree_params *tree = &in->params.tree;
+        tree->enabled = kernel_input_i32(t);
+        tree->log2_ctu_size = kernel_input_i32(t + 4);
+        tree->log2_min_qt_size = kernel_input_i32(t + 8);
+        tree->max_mtt_depth = kernel_input_i32(t + 12);
+        tree->log2_min_cu_size = kernel_input_i32(t + 16);
+        tree->split_mask = kernel_input_i32(t + 20);
+        tree->skip_enabled = kernel_input_i32(t + 24);
+        tree->cu_qp_delta_enabled = kernel_input_i32(t + 28);
+        header += KERNEL_INPUT_TREE_BYTES;
+        in->tree_ext = 1;
+#else
+        return -1;
+#endif
+    }
+    in->payload = data + header;
+    in->payload_size = size - header;
+    return 0;
+}
+
+/* Bytes per reconstructed sample of an NNTM_DTYPE_*, 0 for an unknown one. */
+static inline size_t kernel_input_sample_bytes(int32_t dtype) {
+    switch (dtype) {
+    case NNTM_DTYPE_FLOAT32: return 4;
+    case NNTM_DTYPE_FLOAT16: return 2;
+    case NNTM_DTYPE_BFLOAT16: return 2;
+    case NNTM_DTYPE_FLOAT64: return 8;
+    default: return 0;
+    }
+}
+
+/* Decode the payload of a case and reconstruct it into recon (count samples of
+ * in->dtype); levels receives the levels.  Returns an NNTM_* code; a payload that
+ * is not consumed exactly is NNTM_ERR_CORRUPT, as in the Python decoder. */
+static inline int kernel_input_decode(const kernel_input *in, int32_t *levels, void *recon,
+                                      size_t *consumed) {
+    const uint8_t *data = in->payload_size ? in->payload : NULL;
+#if defined(NNTM_SPLIT_QT) /* the API with the coding tree: decode and reconstruct at once */
+    int rv = nntm_decode_kernel(&in->params, data, in->payload_size, in->dtype, recon, levels,
+                                NULL);
+    *consumed = rv == NNTM_OK ? in->payload_size : 0;
+    return rv;
+#else /* format 1.0 API: parse, then reconstruct */
+    *consumed = 0;
+    int rv = nntm_decode_kernel(&in->params, data, in->payload_size, levels, consumed);
+    if (rv != NNTM_OK) return rv;
+    if (*consumed != in->payload_size) return NNTM_ERR_CORRUPT;
+    size_t count = (size_t)in->params.rows * (size_t)in->params.cols;
+    return nntm_reconstruct(&in->params, levels, count, in->dtype, recon);
+#endif
+}
+
+#endif

@@ -1,0 +1,95 @@
+"""ConformanceApp: decode the conformance bitstreams and check their MD5s.
+
+    ConformanceApp [--suite conformance/suite.json] [--list] [NAME ...]
+
+For every stream of the suite (or those named) the app decodes the stream, checks
+each tensor's MD5 against the stream's hash units and against the stream's .md5
+file, and prints one line per stream (name, size, tensors, format version, time,
+PASS or FAIL with the reason), then a summary.  The exit status is 0 when every
+stream passes and 1 otherwise (2 for a bad command line).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from .. import conformance
+from .common import run_app
+
+PROG = "ConformanceApp"
+DEFAULT_SUITE = "conformance/suite.json"
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog=PROG,
+        description="Decode the NNTM conformance bitstreams and check every tensor's MD5 "
+                    "against the stream's hash units and the stream's .md5 file. Exits "
+                    "non-zero if any stream fails.",
+    )
+    ap.add_argument("names", nargs="*", metavar="NAME",
+                    help="streams to check, e.g. BASE_A_1 (default: every stream)")
+    ap.add_argument("--suite", default=DEFAULT_SUITE, metavar="FILE",
+                    help=f"the suite manifest (default: {DEFAULT_SUITE})")
+    ap.add_argument("--list", action="store_true",
+                    help="list the streams of the suite with their features; decode nothing")
+    ap.add_argument("--kernel-tool", metavar="PROG",
+                    help="decode the QUANTIZED tensors with this external program "
+                         "(fuzz/kernel_check.c, e.g. built with sanitizers by "
+                         "scripts/run_sanitizers.sh) instead of the Python extension")
+    return ap
+
+
+def _row(name: str, size: str, tensors: str, version: str, secs: str, status: str) -> str:
+    return f"{name:<14} {size:>9} {tensors:>7} {version:>7} {secs:>8}  {status}"
+
+
+def _main(argv: Sequence[str]) -> int:
+    try:
+        args = _parser().parse_args(list(argv))
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    path = Path(args.suite)
+    if args.suite == DEFAULT_SUITE and not path.exists():
+        # not run from the repository root: the suite of the checkout this package is in
+        path = Path(__file__).resolve().parents[3] / DEFAULT_SUITE
+    suite = conformance.load_suite(path)
+    entries = suite.select(args.names)
+    if args.list:
+        for e in entries:
+            print(f"{e.name:<14} {e.bitstream_bytes:>8} bytes {e.num_tensors:>3} tensors  "
+                  f"v{e.format_version}  {', '.join(e.features)}")
+        print(f"{len(entries)} stream(s) in {path}")
+        return 0
+    print(f"NNTM {PROG}  suite {path}: {len(entries)} stream(s)"
+          + (f", kernels decoded by {args.kernel_tool}" if args.kernel_tool else ""))
+    print(_row("stream", "bytes", "tensors", "version", "time s", "result"))
+    start = time.perf_counter()
+    failed: list[str] = []
+    for e in entries:
+        if args.kernel_tool:
+            r = conformance.check_stream_with_kernel_tool(suite, e, args.kernel_tool)
+        else:
+            r = conformance.check_stream(suite, e)
+        status = "PASS" if r.ok else f"FAIL: {r.reason}"
+        print(_row(e.name, str(r.size), str(r.tensors), r.format_version, f"{r.seconds:.3f}",
+                   status), flush=True)
+        if not r.ok:
+            failed.append(e.name)
+    total = time.perf_counter() - start
+    passed = len(entries) - len(failed)
+    print(f"Summary: {passed} of {len(entries)} stream(s) passed, {len(failed)} failed "
+          f"({total:.2f} s)" + (": " + ", ".join(failed) if failed else ""))
+    return 1 if failed else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_app(PROG, _main, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

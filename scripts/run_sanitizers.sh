@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Sanitizer job (CI): the C library with AddressSanitizer + UndefinedBehaviorSanitizer.
+#
+#   bash scripts/run_sanitizers.sh
+#
+# 1. builds lib/ and its C unit tests with NNTM_SANITIZE=ON in build-asan/ and runs ctest;
+# 2. builds fuzz/kernel_check.c against build-asan/libnntm.a, with the same sanitizers;
+# 3. runs the conformance suite through it: ConformanceApp --kernel-tool hands every
+#    QUANTIZED tensor of every stream to the sanitized decoder and checks the MD5s
+#    against the hash units and the .md5 files (no LD_PRELOAD into Python: the
+#    sanitized code runs in its own process);
+# 4. decodes the fuzzing regression corpus fuzz/corpus/kernel/ (corrupt and truncated
+#    payloads found by the fuzzer) under the sanitizers: any report fails the job.
+#
+# Needs cmake, a C compiler with -fsanitize=address,undefined (gcc or clang; CC picks
+# one), python3 and the nntm package (pip install -e .).  Takes well under a minute.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CC=${CC:-cc}
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:strict_string_checks=1}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+SAN="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer"
+
+echo "== C library and unit tests with ASan+UBSan (build-asan/)"
+cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DNNTM_SANITIZE=ON \
+  -DCMAKE_C_COMPILER="$CC" >/dev/null
+cmake --build build-asan -j 2 >/dev/null
+ctest --test-dir build-asan --output-on-failure
+
+echo "== fuzz/kernel_check.c against the sanitized library"
+# shellcheck disable=SC2086
+"$CC" -std=c11 -g -O1 $SAN -ffp-contract=off -Wall -Wextra -Werror \
+  -Ilib/include -Ilib fuzz/kernel_check.c build-asan/libnntm.a -lm -o build-asan/kernel_check
+
+echo "== conformance suite through the sanitized decoder"
+python3 -m nntm.apps.conformance --suite conformance/suite.json \
+  --kernel-tool build-asan/kernel_check
+
+echo "== fuzzing regression corpus (fuzz/corpus/kernel/) under the sanitizers"
+shopt -s nullglob
+corpus=(fuzz/corpus/kernel/*)
+if [ ${#corpus[@]} -gt 0 ]; then
+  printf '%s\0' "${corpus[@]}" | xargs -0 -n 200 build-asan/kernel_check --errors-ok
+fi
+echo "${#corpus[@]} corpus inputs decoded cleanly"
+echo "== sanitizers: all clean"
