@@ -1,0 +1,496 @@
+"""Model files: an ordered set of named tensors, read and written.
+
+Formats, chosen by extension (case-insensitive):
+
+``.safetensors``
+    Hand-written reader and writer (no dependency on the ``safetensors``
+    package): an 8-byte little-endian header length, a JSON header
+    ``{name: {dtype, shape, data_offsets}, "__metadata__": {...}}`` and the
+    byte buffer.  Tensors are returned in the order of their data offsets;
+    the writer lays them out in the order of the mapping it is given.
+``.npz``
+    A zip of ``.npy`` members, in stored order, read member by member with
+    numpy's ``.npy`` reader and ``allow_pickle=False`` (as ``np.load`` does,
+    but by exact member name).  numpy has no bfloat16, so a bfloat16 tensor is stored as the
+    2-byte void type that ``np.save`` writes for it (descr ``'<V2'``) and any
+    2-byte void array is read back as bfloat16.
+``.npy``
+    One tensor, named after the file stem (read only).
+``.pt`` / ``.pth``
+    A PyTorch state dict of tensors, read with ``torch.load(weights_only=True)``
+    when torch is importable (read only).
+
+Every tensor comes back as a C-contiguous, writable, little-endian numpy array
+of one of the supported dtypes (:data:`SAFETENSORS_DTYPES`); bfloat16 is
+``ml_dtypes.bfloat16``.  0-d and empty tensors are fine.  Problems raise
+:class:`~nntm.errors.ModelIOError` naming the file (and the tensor).  A
+written file appears whole or not at all (temporary file, then rename).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import zipfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import IO, Any
+
+import ml_dtypes
+import numpy as np
+
+from .errors import ModelIOError
+
+__all__ = [
+    "FORMATS",
+    "READ_FORMATS",
+    "SAFETENSORS_DTYPES",
+    "WRITE_FORMATS",
+    "model_format",
+    "read_model",
+    "write_model",
+]
+
+#: safetensors dtype code -> numpy dtype (little-endian).
+SAFETENSORS_DTYPES: dict[str, np.dtype[Any]] = {
+    "F64": np.dtype("<f8"),
+    "F32": np.dtype("<f4"),
+    "F16": np.dtype("<f2"),
+    "BF16": np.dtype(ml_dtypes.bfloat16),
+    "I64": np.dtype("<i8"),
+    "I32": np.dtype("<i4"),
+    "I16": np.dtype("<i2"),
+    "I8": np.dtype("i1"),
+    "U64": np.dtype("<u8"),
+    "U32": np.dtype("<u4"),
+    "U16": np.dtype("<u2"),
+    "U8": np.dtype("u1"),
+    "BOOL": np.dtype("?"),
+}
+_CODE_OF_DTYPE: dict[np.dtype[Any], str] = {v: k for k, v in SAFETENSORS_DTYPES.items()}
+
+#: extension -> format name
+FORMATS: dict[str, str] = {
+    ".safetensors": "safetensors",
+    ".npz": "npz",
+    ".npy": "npy",
+    ".pt": "pytorch",
+    ".pth": "pytorch",
+}
+READ_FORMATS = ("safetensors", "npz", "npy", "pytorch")
+WRITE_FORMATS = ("safetensors", "npz")
+
+_MAX_HEADER = 100_000_000  # the safetensors package's limit
+_METADATA_KEY = "__metadata__"
+_BF16 = np.dtype(ml_dtypes.bfloat16)
+
+
+def model_format(path: str | os.PathLike[str]) -> str:
+    """The format of a model file by its extension: a name in :data:`READ_FORMATS`."""
+    suffix = Path(path).suffix.lower()
+    try:
+        return FORMATS[suffix]
+    except KeyError:
+        known = ", ".join(FORMATS)
+        raise ModelIOError(
+            f"model file '{os.fspath(path)}': unknown extension {suffix or '(none)'!r}"
+            f" (known: {known})"
+        ) from None
+
+
+# -- reading ------------------------------------------------------------------------
+
+
+def read_model(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+    """Read a model file into ``{name: array}``, keeping names, order, shapes, dtypes."""
+    name = os.fspath(path)
+    fmt = model_format(name)
+    if not os.path.exists(name):
+        raise ModelIOError(f"model file '{name}' does not exist")
+    if os.path.isdir(name):
+        raise ModelIOError(f"model file '{name}' is a directory")
+    try:
+        if fmt == "safetensors":
+            return _read_safetensors(name)
+        if fmt == "npz":
+            return _read_npz(name)
+        if fmt == "npy":
+            return _read_npy(name)
+        return _read_torch(name)
+    except OSError as exc:
+        raise ModelIOError(f"cannot read model file '{name}': {exc.strerror or exc}") from exc
+
+
+def _read_safetensors(name: str) -> dict[str, np.ndarray]:
+    with open(name, "rb") as f:
+        file_size = os.fstat(f.fileno()).st_size
+        head = f.read(8)
+        if len(head) < 8:
+            raise ModelIOError(
+                f"safetensors file '{name}' is truncated: {len(head)} bytes, "
+                "no 8-byte header length"
+            )
+        header_len = int.from_bytes(head, "little")
+        if header_len > _MAX_HEADER:
+            raise ModelIOError(
+                f"safetensors file '{name}' is corrupt: header length {header_len} "
+                f"exceeds the limit {_MAX_HEADER}"
+            )
+        if header_len > file_size - 8:
+            raise ModelIOError(
+                f"safetensors file '{name}' is truncated: header length {header_len} "
+                f"but only {file_size - 8} bytes follow"
+            )
+        raw = f.read(header_len)
+        if len(raw) != header_len:
+            raise ModelIOError(f"safetensors file '{name}' is truncated in its header")
+        entries = _parse_safetensors_header(name, raw)
+        buffer_start = 8 + header_len
+        buffer_len = file_size - buffer_start
+        expected = 0
+        for tname, (_dtype, _shape, begin, end) in entries:
+            if begin != expected:
+                what = "overlap" if begin < expected else "leave a gap"
+                raise ModelIOError(
+                    f"safetensors file '{name}': data offsets of tensor '{tname}' "
+                    f"[{begin}, {end}] {what} (expected to start at {expected})"
+                )
+            if end > buffer_len:
+                raise ModelIOError(
+                    f"safetensors file '{name}' is truncated: tensor '{tname}' ends at "
+                    f"byte {end} of a {buffer_len}-byte buffer (data offsets outside "
+                    "the buffer)"
+                )
+            expected = end
+        if expected != buffer_len:
+            raise ModelIOError(
+                f"safetensors file '{name}' is corrupt: {buffer_len - expected} bytes "
+                "after the last tensor"
+            )
+        out: dict[str, np.ndarray] = {}
+        for tname, (dtype, shape, begin, end) in entries:
+            try:
+                arr = np.empty(shape, dtype=dtype)
+            except (ValueError, MemoryError) as exc:  # dims numpy cannot hold
+                raise ModelIOError(
+                    f"safetensors file '{name}', tensor '{tname}': bad shape {list(shape)} ({exc})"
+                ) from None
+            nbytes = end - begin
+            if nbytes:
+                f.seek(buffer_start + begin)
+                got = f.readinto(memoryview(arr.reshape(-1).view(np.uint8)))
+                if got != nbytes:
+                    raise ModelIOError(
+                        f"safetensors file '{name}' is truncated in tensor '{tname}'"
+                    )
+            out[tname] = arr
+        return out
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
+
+
+class _DuplicateKey(Exception):
+    pass
+
+
+_Entry = tuple[str, tuple[np.dtype[Any], tuple[int, ...], int, int]]
+
+
+def _parse_safetensors_header(name: str, raw: bytes) -> list[_Entry]:
+    bad = f"safetensors file '{name}' has a corrupt header"
+    try:
+        header = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
+    except _DuplicateKey as exc:
+        raise ModelIOError(f"{bad}: tensor '{exc.args[0]}' appears twice") from None
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise ModelIOError(f"{bad}: not JSON ({exc})") from None
+    if not isinstance(header, dict):
+        raise ModelIOError(f"{bad}: not a JSON object")
+    meta = header.pop(_METADATA_KEY, None)
+    if meta is not None and not (
+        isinstance(meta, dict) and all(isinstance(v, str) for v in meta.values())
+    ):
+        raise ModelIOError(f"{bad}: {_METADATA_KEY} is not a map of strings")
+    entries: list[tuple[int, int, int, _Entry]] = []
+    for index, (tname, info) in enumerate(header.items()):
+        where = f"safetensors file '{name}', tensor '{tname}'"
+        if not isinstance(info, dict):
+            raise ModelIOError(f"{where}: header entry is not an object")
+        missing = {"dtype", "shape", "data_offsets"} - set(info)
+        if missing:
+            raise ModelIOError(f"{where}: header entry lacks {', '.join(sorted(missing))}")
+        code = info["dtype"]
+        if not isinstance(code, str) or code not in SAFETENSORS_DTYPES:
+            raise ModelIOError(
+                f"{where}: unknown dtype {code!r} (supported: {', '.join(SAFETENSORS_DTYPES)})"
+            )
+        dtype = SAFETENSORS_DTYPES[code]
+        shape = info["shape"]
+        if not isinstance(shape, list) or not all(_is_json_uint(d) for d in shape):
+            raise ModelIOError(f"{where}: bad shape {shape!r}")
+        offsets = info["data_offsets"]
+        if (
+            not isinstance(offsets, list)
+            or len(offsets) != 2
+            or not all(_is_json_uint(o) for o in offsets)
+            or offsets[0] > offsets[1]
+        ):
+            raise ModelIOError(f"{where}: bad data_offsets {offsets!r}")
+        begin, end = offsets
+        count = 1
+        for d in shape:
+            count *= d
+        if count * dtype.itemsize != end - begin:
+            raise ModelIOError(
+                f"{where}: shape {shape} of {code} needs {count * dtype.itemsize} bytes "
+                f"but data_offsets [{begin}, {end}] hold {end - begin}"
+            )
+        entries.append((begin, end, index, (tname, (dtype, tuple(shape), begin, end))))
+    entries.sort(key=lambda e: (e[0], e[1], e[2]))
+    return [e[3] for e in entries]
+
+
+def _is_json_uint(x: object) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and x >= 0
+
+
+def _normalize(name: str, tname: str, arr: np.ndarray) -> np.ndarray:
+    """A C-contiguous little-endian array of a supported dtype, or ModelIOError."""
+    dtype = arr.dtype
+    if dtype.kind == "V" and dtype.itemsize == 2 and dtype.fields is None:
+        arr = arr.view(_BF16)  # how np.save stores bfloat16
+        dtype = arr.dtype
+    if dtype.byteorder == ">":
+        arr = arr.astype(dtype.newbyteorder("<"))
+        dtype = arr.dtype
+    if dtype not in _CODE_OF_DTYPE:
+        raise ModelIOError(
+            f"model file '{name}', tensor '{tname}': unsupported dtype {dtype} "
+            f"(supported: {', '.join(_dtype_names())})"
+        )
+    return np.require(arr, dtype=_canonical(dtype), requirements=["C", "W"])
+
+
+def _canonical(dtype: np.dtype[Any]) -> np.dtype[Any]:
+    return SAFETENSORS_DTYPES[_CODE_OF_DTYPE[dtype]]
+
+
+def _dtype_names() -> list[str]:
+    return [str(d) for d in SAFETENSORS_DTYPES.values()]
+
+
+def _read_npz(name: str) -> dict[str, np.ndarray]:
+    # Members are read with zipfile and np.lib.format, as np.load does, but
+    # by exact member name: NpzFile's lookup confuses tensors "a" and "a.npy".
+    try:
+        zf = zipfile.ZipFile(name)
+    except OSError:
+        raise
+    except Exception as exc:  # BadZipFile, EOFError, NotImplementedError, IndexError, ...
+        raise ModelIOError(f"npz file '{name}' is truncated or corrupt ({exc})") from None
+    out: dict[str, np.ndarray] = {}
+    with zf:
+        for info in zf.infolist():
+            member = info.filename
+            if member.endswith("/"):  # a directory entry (ZipInfo.is_dir fails on "")
+                continue
+            key = member[:-4] if member.endswith(".npy") else member
+            if key in out:
+                raise ModelIOError(f"npz file '{name}': tensor '{key}' appears twice")
+            try:
+                with zf.open(info) as f:
+                    arr = np.lib.format.read_array(f, allow_pickle=False)
+            except ValueError as exc:
+                raise ModelIOError(
+                    f"npz file '{name}', tensor '{key}' cannot be read without pickle "
+                    f"or is corrupt ({exc})"
+                ) from None
+            except Exception as exc:  # zipfile, zlib, EOF and format errors
+                raise ModelIOError(
+                    f"npz file '{name}', tensor '{key}' is truncated or corrupt ({exc})"
+                ) from None
+            out[key] = _normalize(name, key, arr)
+    return out
+
+
+def _read_npy(name: str) -> dict[str, np.ndarray]:
+    try:
+        arr = np.load(name, allow_pickle=False)
+    except (ValueError, EOFError) as exc:
+        raise ModelIOError(f"npy file '{name}' is truncated or corrupt ({exc})") from None
+    if not isinstance(arr, np.ndarray):
+        if hasattr(arr, "close"):
+            arr.close()
+        raise ModelIOError(f"npy file '{name}' does not hold a single array")
+    stem = Path(name).stem
+    return {stem: _normalize(name, stem, arr)}
+
+
+def _read_torch(name: str) -> dict[str, np.ndarray]:
+    try:
+        import torch  # noqa: PLC0415 - optional dependency
+    except ImportError:
+        raise ModelIOError(
+            f"model file '{name}': reading .pt/.pth files needs torch, which is not installed"
+        ) from None
+    try:
+        state = torch.load(name, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types (pickle, zip, runtime)
+        raise ModelIOError(f"cannot load PyTorch file '{name}': {exc}") from None
+    if not isinstance(state, Mapping):
+        raise ModelIOError(
+            f"PyTorch file '{name}' does not hold a state dict (got {type(state).__name__})"
+        )
+    out: dict[str, np.ndarray] = {}
+    for key, tensor in state.items():
+        if not isinstance(key, str):
+            raise ModelIOError(f"PyTorch file '{name}': tensor name {key!r} is not a string")
+        if not isinstance(tensor, torch.Tensor):
+            raise ModelIOError(
+                f"PyTorch file '{name}': '{key}' is a {type(tensor).__name__}, not a tensor"
+            )
+        t = tensor.detach().cpu().contiguous()
+        if t.dtype == torch.bfloat16:
+            arr = t.view(torch.int16).numpy().view(_BF16)
+        else:
+            try:
+                arr = t.numpy()
+            except (TypeError, RuntimeError) as exc:
+                raise ModelIOError(
+                    f"PyTorch file '{name}', tensor '{key}': unsupported dtype {t.dtype} ({exc})"
+                ) from None
+        out[key] = _normalize(name, key, arr.copy())
+    return out
+
+
+# -- writing ------------------------------------------------------------------------
+
+
+def write_model(
+    path: str | os.PathLike[str],
+    tensors: Mapping[str, np.ndarray],
+    fmt: str | None = None,
+) -> None:
+    """Write ``tensors`` to ``path`` as ``fmt`` ("safetensors" or "npz"; None: by extension).
+
+    The order of ``tensors`` is kept.  The file is written to a temporary
+    file in the same directory and renamed over ``path``, so a failure never
+    leaves a half-written (or any new) file behind.
+    """
+    name = os.fspath(path)
+    if fmt is None:
+        fmt = model_format(name)
+    if fmt not in WRITE_FORMATS:
+        raise ModelIOError(
+            f"cannot write model file '{name}' as {fmt!r} "
+            f"(writable formats: {', '.join(WRITE_FORMATS)})"
+        )
+    arrays = _check_tensors(name, tensors, fmt)
+    if fmt == "safetensors":
+        _atomic_write(name, lambda f: _write_safetensors(f, arrays))
+    else:
+        _atomic_write(name, lambda f: _write_npz(f, arrays))
+
+
+def _check_tensors(
+    name: str, tensors: Mapping[str, np.ndarray], fmt: str
+) -> list[tuple[str, np.ndarray]]:
+    if not isinstance(tensors, Mapping):
+        raise ModelIOError(
+            f"model file '{name}': tensors must be a mapping of name to array, "
+            f"not {type(tensors).__name__}"
+        )
+    out: list[tuple[str, np.ndarray]] = []
+    for key, arr in tensors.items():
+        if not isinstance(key, str):
+            raise ModelIOError(f"model file '{name}': tensor name {key!r} is not a string")
+        try:
+            key.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ModelIOError(
+                f"model file '{name}': tensor name {key!r} is not valid Unicode"
+            ) from None
+        if fmt == "npz" and "\0" in key:
+            raise ModelIOError(
+                f"model file '{name}': tensor name {key!r} holds a NUL character, "
+                "which an npz member name cannot carry"
+            )
+        if fmt == "safetensors" and key == _METADATA_KEY:
+            raise ModelIOError(f"model file '{name}': '{_METADATA_KEY}' is reserved in safetensors")
+        if isinstance(arr, np.generic):
+            arr = np.asarray(arr)
+        if not isinstance(arr, np.ndarray):
+            raise ModelIOError(
+                f"model file '{name}', tensor '{key}': not a numpy array ({type(arr).__name__})"
+            )
+        dtype = arr.dtype
+        if dtype.byteorder == ">":
+            arr = arr.astype(dtype.newbyteorder("<"))
+            dtype = arr.dtype
+        if dtype not in _CODE_OF_DTYPE:
+            raise ModelIOError(
+                f"model file '{name}', tensor '{key}': unsupported dtype {dtype} "
+                f"(supported: {', '.join(_dtype_names())})"
+            )
+        out.append((key, np.require(arr, dtype=_canonical(dtype), requirements=["C"])))
+    return out
+
+
+def _atomic_write(name: str, writer: Callable[[IO[bytes]], None]) -> None:
+    target = Path(name)
+    directory = target.parent
+    tmp = directory / f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    try:
+        # 0o666 through the umask, like a plain open(): not NamedTemporaryFile's 0o600
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    except OSError as exc:
+        raise ModelIOError(f"cannot write model file '{name}': {exc.strerror or exc}") from exc
+    try:
+        with os.fdopen(fd, "wb") as f:
+            writer(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(exc, OSError):
+            raise ModelIOError(f"cannot write model file '{name}': {exc.strerror or exc}") from exc
+        raise
+
+
+def _write_safetensors(f: IO[bytes], arrays: list[tuple[str, np.ndarray]]) -> None:
+    header: dict[str, Any] = {}
+    offset = 0
+    for key, arr in arrays:
+        header[key] = {
+            "dtype": _CODE_OF_DTYPE[arr.dtype],
+            "shape": list(arr.shape),
+            "data_offsets": [offset, offset + arr.nbytes],
+        }
+        offset += arr.nbytes
+    raw = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    raw += b" " * (-len(raw) % 8)  # pad like the safetensors package: 8-byte aligned buffer
+    f.write(len(raw).to_bytes(8, "little"))
+    f.write(raw)
+    for _key, arr in arrays:
+        if arr.nbytes:
+            f.write(memoryview(arr.reshape(-1).view(np.uint8)))
+
+
+def _write_npz(f: IO[bytes], arrays: list[tuple[str, np.ndarray]]) -> None:
+    with zipfile.ZipFile(f, mode="w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for key, arr in arrays:
+            # bfloat16 is written as np.save writes it ('<V2') and read back as bfloat16
+            with zf.open(key + ".npy", mode="w", force_zip64=True) as member:
+                np.lib.format.write_array(member, arr, allow_pickle=False)
