@@ -1,6 +1,9 @@
 /* QP -> step size and integer reconstruction with one exact conversion. */
 #include "quant.h"
 
+#include "partition.h"
+
+#include <math.h>
 #include <string.h>
 
 int nntm_qp_to_step(int32_t qp, int32_t qp_density, int32_t *mantissa, int32_t *shift) {
@@ -14,11 +17,19 @@ int nntm_qp_to_step(int32_t qp, int32_t qp_density, int32_t *mantissa, int32_t *
     return NNTM_OK;
 }
 
+double nntm_step_double(int32_t qp, int32_t qp_density) {
+    int32_t m, s;
+    if (nntm_qp_to_step(qp, qp_density, &m, &s)) return 0.0;
+    return ldexp((double)m, s);
+}
+
 int nntm_check_kernel_params(const nntm_kernel_params *p) {
     if (!p || p->rows < 0 || p->cols < 0) return NNTM_ERR_ARG;
     if (p->num_gt_flags < 1 || p->num_gt_flags > NNTM_MAX_GT_FLAGS) return NNTM_ERR_ARG;
     int32_t m, s;
-    return nntm_qp_to_step(p->qp, p->qp_density, &m, &s);
+    int rv = nntm_qp_to_step(p->qp, p->qp_density, &m, &s);
+    if (rv) return rv;
+    return nntm_check_tree_params(&p->tree);
 }
 
 /* Index of the highest set bit of x (x > 0). */
@@ -63,37 +74,50 @@ uint64_t nntm_int_to_float_bits(int64_t v, int32_t e, int mbits, int ebits) {
     return sign | ((uint64_t)(exp + bias) << mbits) | frac;
 }
 
-int nntm_reconstruct(const nntm_kernel_params *params, const int32_t *levels, size_t count,
-                     int32_t dtype, void *out) {
-    int32_t mant, shift;
+static void store_sample(int32_t dtype, int64_t v, int32_t shift, void *out, size_t i) {
+    switch (dtype) {
+    case NNTM_DTYPE_FLOAT32: {
+        uint32_t b = (uint32_t)nntm_int_to_float_bits(v, shift, 23, 8);
+        memcpy((uint8_t *)out + 4 * i, &b, 4);
+        break;
+    }
+    case NNTM_DTYPE_FLOAT16: {
+        uint16_t b = (uint16_t)nntm_int_to_float_bits(v, shift, 10, 5);
+        memcpy((uint8_t *)out + 2 * i, &b, 2);
+        break;
+    }
+    case NNTM_DTYPE_BFLOAT16: {
+        uint16_t b = (uint16_t)nntm_int_to_float_bits(v, shift, 7, 8);
+        memcpy((uint8_t *)out + 2 * i, &b, 2);
+        break;
+    }
+    default: { /* NNTM_DTYPE_FLOAT64, checked by the caller */
+        uint64_t b = nntm_int_to_float_bits(v, shift, 52, 11);
+        memcpy((uint8_t *)out + 8 * i, &b, 8);
+        break;
+    }
+    }
+}
+
+int nntm_reconstruct_map(const nntm_kernel_params *params, const int32_t *levels,
+                         const int16_t *qp_delta, size_t count, int32_t dtype, void *out) {
     if (!params || (count && (!levels || !out))) return NNTM_ERR_ARG;
-    int rv = nntm_qp_to_step(params->qp, params->qp_density, &mant, &shift);
-    if (rv) return rv;
+    if (dtype < NNTM_DTYPE_FLOAT32 || dtype > NNTM_DTYPE_FLOAT64) return NNTM_ERR_ARG;
+    int32_t mant[2 * NNTM_MAX_CU_QP_DELTA + 1], shift[2 * NNTM_MAX_CU_QP_DELTA + 1];
+    for (int d = -NNTM_MAX_CU_QP_DELTA; d <= NNTM_MAX_CU_QP_DELTA; d++) {
+        int rv = nntm_qp_to_step(params->qp + d, params->qp_density,
+                                 &mant[d + NNTM_MAX_CU_QP_DELTA], &shift[d + NNTM_MAX_CU_QP_DELTA]);
+        if (rv && (d == 0 || qp_delta)) return rv;
+    }
     for (size_t i = 0; i < count; i++) {
-        int64_t v = (int64_t)levels[i] * mant;
-        switch (dtype) {
-        case NNTM_DTYPE_FLOAT32: {
-            uint32_t b = (uint32_t)nntm_int_to_float_bits(v, shift, 23, 8);
-            memcpy((uint8_t *)out + 4 * i, &b, 4);
-            break;
-        }
-        case NNTM_DTYPE_FLOAT16: {
-            uint16_t b = (uint16_t)nntm_int_to_float_bits(v, shift, 10, 5);
-            memcpy((uint8_t *)out + 2 * i, &b, 2);
-            break;
-        }
-        case NNTM_DTYPE_BFLOAT16: {
-            uint16_t b = (uint16_t)nntm_int_to_float_bits(v, shift, 7, 8);
-            memcpy((uint8_t *)out + 2 * i, &b, 2);
-            break;
-        }
-        case NNTM_DTYPE_FLOAT64: {
-            uint64_t b = nntm_int_to_float_bits(v, shift, 52, 11);
-            memcpy((uint8_t *)out + 8 * i, &b, 8);
-            break;
-        }
-        default: return NNTM_ERR_ARG;
-        }
+        int k = NNTM_MAX_CU_QP_DELTA + (qp_delta ? qp_delta[i] : 0);
+        if (k < 0 || k > 2 * NNTM_MAX_CU_QP_DELTA) return NNTM_ERR_ARG;
+        store_sample(dtype, (int64_t)levels[i] * mant[k], shift[k], out, i);
     }
     return NNTM_OK;
+}
+
+int nntm_reconstruct(const nntm_kernel_params *params, const int32_t *levels, size_t count,
+                     int32_t dtype, void *out) {
+    return nntm_reconstruct_map(params, levels, NULL, count, dtype, out);
 }

@@ -1,23 +1,45 @@
-/* nntm_decode_kernel: parse one tensor data unit payload. */
+/* nntm_decode_kernel: parse and reconstruct one tensor data unit payload. */
 #include "nntm/nntm.h"
 
+#include <stdlib.h>
+
+#include "../common/partition.h"
 #include "../common/quant.h"
 #include "syntax_reader.h"
 
 int nntm_decode_kernel(const nntm_kernel_params *params, const uint8_t *data, size_t size,
-                       int32_t *levels, size_t *consumed) {
+                       int32_t dtype, void *recon, int32_t *levels_out, nntm_buffer *cu_trace) {
+    if (cu_trace) {
+        cu_trace->data = NULL;
+        cu_trace->size = cu_trace->capacity = 0;
+    }
     int rv = nntm_check_kernel_params(params);
     if (rv) return rv;
+    if (dtype < NNTM_DTYPE_FLOAT32 || dtype > NNTM_DTYPE_FLOAT64) return NNTM_ERR_ARG;
     size_t count = (size_t)params->rows * (size_t)params->cols;
-    if ((count && !levels) || (size && !data)) return NNTM_ERR_ARG;
-    if (consumed) *consumed = 0;
+    if ((count && !recon) || (size && !data)) return NNTM_ERR_ARG;
     if (count == 0) return size == 0 ? NNTM_OK : NNTM_ERR_CORRUPT;
+    int32_t *levels = levels_out ? levels_out : malloc(count * sizeof(int32_t));
+    if (!levels) return NNTM_ERR_NOMEM;
+    nntm_cu_maps maps = {0};
     nntm_bin_reader r;
-    nntm_level_ctxs ctxs;
     nntm_bin_reader_init(&r, data, size);
-    nntm_level_ctxs_init(&ctxs);
-    rv = nntm_read_tensor_data(&r, &ctxs, params, levels);
-    if (consumed) *consumed = r.pos < size ? r.pos : size;
+    if (params->tree.enabled) {
+        nntm_all_ctxs ctxs;
+        nntm_all_ctxs_init(&ctxs);
+        rv = nntm_cu_maps_alloc(&maps, params->rows, params->cols);
+        if (rv == NNTM_OK) rv = nntm_read_tree_data(&r, &ctxs, &maps, params, levels, cu_trace);
+    } else {
+        nntm_level_ctxs ctxs;
+        nntm_level_ctxs_init(&ctxs);
+        rv = nntm_read_tensor_data(&r, &ctxs, params, levels);
+    }
     if (rv == NNTM_OK && r.pos != size) rv = NNTM_ERR_CORRUPT; /* bytes after the payload */
+    if (rv == NNTM_OK)
+        rv = nntm_reconstruct_map(params, levels, params->tree.enabled ? maps.qp_delta : NULL,
+                                  count, dtype, recon);
+    nntm_cu_maps_free(&maps);
+    if (!levels_out) free(levels);
+    if (rv) nntm_buffer_free(cu_trace);
     return rv;
 }

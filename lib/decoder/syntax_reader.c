@@ -1,6 +1,11 @@
 /* Syntax reader for the tensor data unit payload. */
 #include "syntax_reader.h"
 
+#include <stdlib.h>
+#include <string.h>
+
+#include "../common/quant.h"
+
 /* Longest Exp-Golomb prefix that keeps |level| <= NNTM_MAX_LEVEL. */
 #define MAX_EG_PREFIX 29
 /* The decoder reads exactly the bytes the encoder wrote: reading past the end
@@ -43,17 +48,125 @@ int nntm_read_level_coding(nntm_bin_reader *r, nntm_level_ctxs *ctxs,
     return NNTM_OK;
 }
 
-int nntm_read_tensor_data(nntm_bin_reader *r, nntm_level_ctxs *ctxs,
-                          const nntm_kernel_params *p, int32_t *levels) {
+/* transform_unit(): the levels of the region [x0,x1) x [y0,y1) in raster order. */
+static int transform_unit(nntm_bin_reader *r, nntm_level_ctxs *ctxs, const nntm_kernel_params *p,
+                          int32_t *levels, int32_t x0, int32_t y0, int32_t x1, int32_t y1) {
     nntm_level_ctx_idx ci;
-    for (int32_t row = 0; row < p->rows; row++) {
-        for (int32_t c = 0; c < p->cols; c++) {
+    for (int32_t row = y0; row < y1; row++) {
+        for (int32_t c = x0; c < x1; c++) {
             nntm_level_ctx_derive(levels, p->cols, row, c, &ci);
             int rv = nntm_read_level_coding(r, ctxs, &ci, p->num_gt_flags,
                                             &levels[(int64_t)row * p->cols + c]);
             if (rv) return rv;
             if (nntm_bin_reader_overread(r) > MAX_OVERREAD) return NNTM_ERR_TRUNCATED;
             if (r->corrupt) return NNTM_ERR_CORRUPT;
+        }
+    }
+    return NNTM_OK;
+}
+
+int nntm_read_tensor_data(nntm_bin_reader *r, nntm_level_ctxs *ctxs,
+                          const nntm_kernel_params *p, int32_t *levels) {
+    return transform_unit(r, ctxs, p, levels, 0, 0, p->cols, p->rows);
+}
+
+/* split_mode(): the split of a node, with the flags inferred where absent. */
+static int split_mode(nntm_bin_reader *r, nntm_tree_ctxs *ctxs, const nntm_cu_maps *m,
+                      const nntm_tree_params *t, const nntm_node *n) {
+    if (nntm_can_split(t, n, NNTM_SPLIT_QT) &&
+        nntm_decode_bin(r, &ctxs->split_qt[nntm_ctx_split_qt(m, n)]))
+        return NNTM_SPLIT_QT;
+    nntm_mtt_options o;
+    nntm_mtt_options_get(t, n, &o);
+    if (!o.any || !nntm_decode_bin(r, &ctxs->mtt_split[nntm_ctx_mtt_split(m, n)]))
+        return NNTM_SPLIT_NONE;
+    int vertical = o.can_v && o.can_h
+                       ? nntm_decode_bin(r, &ctxs->mtt_vertical[nntm_ctx_mtt_vertical(n)])
+                       : o.can_v;
+    int bt = vertical ? o.bt_v : o.bt_h, tt = vertical ? o.tt_v : o.tt_h;
+    int binary = bt && tt ? nntm_decode_bin(r, &ctxs->mtt_binary[2 * vertical + (n->mtt_depth > 0)])
+                          : bt;
+    if (vertical) return binary ? NNTM_SPLIT_BT_V : NNTM_SPLIT_TT_V;
+    return binary ? NNTM_SPLIT_BT_H : NNTM_SPLIT_TT_H;
+}
+
+/* cu_qp_delta(); NNTM_ERR_CORRUPT beyond +-NNTM_MAX_CU_QP_DELTA. */
+static int cu_qp_delta(nntm_bin_reader *r, nntm_tree_ctxs *ctxs, int *delta) {
+    uint32_t a = 0;
+    while (a < NNTM_QP_DELTA_PREFIX && nntm_decode_bin(r, &ctxs->qp_delta[a == 0 ? 0 : 1])) a++;
+    if (a == NNTM_QP_DELTA_PREFIX) {
+        int prefix = 0;
+        while (nntm_decode_bypass(r, 1)) {
+            if (++prefix > 8) return NNTM_ERR_CORRUPT;
+        }
+        a += (1u << prefix) - 1 + nntm_decode_bypass(r, prefix);
+    }
+    if (a > NNTM_MAX_CU_QP_DELTA) return NNTM_ERR_CORRUPT;
+    int negative = a ? (int)nntm_decode_bypass(r, 1) : 0;
+    *delta = negative ? -(int)a : (int)a;
+    return NNTM_OK;
+}
+
+typedef struct tree_reader {
+    nntm_bin_reader *r;
+    nntm_all_ctxs *ctxs;
+    nntm_cu_maps *m;
+    const nntm_kernel_params *p;
+    int32_t *levels;
+    nntm_buffer *trace;
+} tree_reader;
+
+static int coding_unit(tree_reader *tr, const nntm_node *n) {
+    int32_t x0, y0, x1, y1;
+    nntm_node_clip(n, tr->m->rows, tr->m->cols, &x0, &y0, &x1, &y1);
+    const nntm_tree_params *t = &tr->p->tree;
+    int mode = NNTM_CU_CODED, qp_delta = 0, rv;
+    if (t->skip_enabled && nntm_decode_bin(tr->r, &tr->ctxs->tree.cu_skip[nntm_ctx_cu_skip(tr->m, n)]))
+        mode = NNTM_CU_SKIP;
+    if (mode == NNTM_CU_SKIP) {
+        for (int32_t y = y0; y < y1; y++)
+            for (int32_t x = x0; x < x1; x++) tr->levels[(int64_t)y * tr->p->cols + x] = 0;
+    } else {
+        if (t->cu_qp_delta_enabled) {
+            rv = cu_qp_delta(tr->r, &tr->ctxs->tree, &qp_delta);
+            if (rv) return rv;
+            int32_t m_, s_;
+            if (nntm_qp_to_step(tr->p->qp + qp_delta, tr->p->qp_density, &m_, &s_))
+                return NNTM_ERR_CORRUPT;
+        }
+        rv = transform_unit(tr->r, &tr->ctxs->level, tr->p, tr->levels, x0, y0, x1, y1);
+        if (rv) return rv;
+    }
+    if (nntm_bin_reader_overread(tr->r) > MAX_OVERREAD) return NNTM_ERR_TRUNCATED;
+    if (tr->r->corrupt) return NNTM_ERR_CORRUPT;
+    nntm_cu_maps_set(tr->m, n, mode, qp_delta);
+    return nntm_trace_cu(tr->trace, tr->m, tr->p, n);
+}
+
+static int coding_tree(tree_reader *tr, const nntm_node *n) {
+    int32_t x0, y0, x1, y1;
+    if (!nntm_node_clip(n, tr->m->rows, tr->m->cols, &x0, &y0, &x1, &y1)) return NNTM_OK;
+    int split = split_mode(tr->r, &tr->ctxs->tree, tr->m, &tr->p->tree, n);
+    if (nntm_bin_reader_overread(tr->r) > MAX_OVERREAD) return NNTM_ERR_TRUNCATED;
+    if (split == NNTM_SPLIT_NONE) return coding_unit(tr, n);
+    nntm_node child[4];
+    int k = nntm_split_children(n, split, child);
+    for (int i = 0; i < k; i++) {
+        int rv = coding_tree(tr, &child[i]);
+        if (rv) return rv;
+    }
+    return NNTM_OK;
+}
+
+int nntm_read_tree_data(nntm_bin_reader *r, nntm_all_ctxs *ctxs, nntm_cu_maps *m,
+                        const nntm_kernel_params *p, int32_t *levels, nntm_buffer *trace) {
+    tree_reader tr = {r, ctxs, m, p, levels, trace};
+    int32_t ctu = (int32_t)1 << p->tree.log2_ctu_size;
+    for (int32_t y = 0; y < p->rows; y += ctu) {
+        for (int32_t x = 0; x < p->cols; x += ctu) {
+            nntm_node n = {x, y, ctu, ctu, 0, 0};
+            int rv = coding_tree(&tr, &n);
+            if (rv) return rv;
         }
     }
     return NNTM_OK;

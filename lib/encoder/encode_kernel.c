@@ -3,35 +3,101 @@
 
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
+#include "../common/partition.h"
 #include "../common/quant.h"
 #include "bin_writer.h"
+#include "partition_search.h"
 #include "rdoq.h"
 #include "syntax_writer.h"
 
-int nntm_encode_kernel(const nntm_encoder_params *params, const float *weights,
-                       int32_t *levels, nntm_buffer *out) {
-    if (!params || !out) return NNTM_ERR_ARG;
-    int rv = nntm_check_kernel_params(&params->kernel);
-    if (rv) return rv;
-    if (!(params->lambda_scale >= 0.0) || params->lambda_scale > 1e6) return NNTM_ERR_ARG;
-    const nntm_kernel_params *k = &params->kernel;
-    size_t n = (size_t)k->rows * (size_t)k->cols;
-    if (n && (!weights || !levels)) return NNTM_ERR_ARG;
-    out->data = NULL;
-    out->size = 0;
-    out->capacity = 0;
-    if (n == 0) return NNTM_OK;
-    for (size_t i = 0; i < n; i++)
-        if (!isfinite(weights[i])) return NNTM_ERR_NONFINITE;
-    rv = nntm_quantize_kernel(params, weights, levels);
-    if (rv) return rv;
-    nntm_arith_encoder enc;
+static void buffer_reset(nntm_buffer *b) {
+    if (!b) return;
+    b->data = NULL;
+    b->size = 0;
+    b->capacity = 0;
+}
+
+/* Format 1.0: one raster scan over the whole kernel tensor. */
+static int encode_raster(const nntm_encoder_params *p, const float *w, int32_t *levels,
+                         nntm_buffer *out) {
+    const nntm_kernel_params *k = &p->kernel;
+    nntm_bit_estimator *trial = malloc(sizeof *trial), *track = malloc(sizeof *track);
+    if (!trial || !track) {
+        free(trial);
+        free(track);
+        return NNTM_ERR_NOMEM;
+    }
+    nntm_bit_estimator_init(trial, 0);
+    nntm_bit_estimator_init(track, 1);
+    nntm_quantizer q;
+    nntm_quantizer_init(&q, k->qp, k->qp_density, p->max_abs_value);
+    double lambda = p->lambda_scale * q.step * q.step / (double)(1u << NNTM_COST_SHIFT);
     nntm_level_ctxs ctxs;
+    nntm_level_ctxs_init(&ctxs);
+    nntm_quantize_region(k, p->rdoq, lambda, &q, w, levels, &ctxs, trial, track, 0, 0, k->cols,
+                         k->rows);
+    free(trial);
+    free(track);
+    if (q.overflow) return NNTM_ERR_RANGE;
+    nntm_arith_encoder enc;
     nntm_arith_encoder_init(&enc, out);
     nntm_level_ctxs_init(&ctxs);
     nntm_write_tensor_data(&enc.w, &ctxs, k, levels);
-    rv = nntm_arith_encoder_finish(&enc);
-    if (rv) nntm_buffer_free(out);
+    return nntm_arith_encoder_finish(&enc);
+}
+
+static int encode_tree(const nntm_encoder_params *p, const float *w, int32_t *levels,
+                       nntm_cu_maps *maps, nntm_buffer *out, nntm_buffer *trace) {
+    nntm_decisions dec = {0};
+    int rv = nntm_search_tree(p, w, levels, maps, &dec);
+    if (rv == NNTM_OK) {
+        nntm_arith_encoder enc;
+        nntm_all_ctxs ctxs;
+        nntm_arith_encoder_init(&enc, out);
+        nntm_all_ctxs_init(&ctxs);
+        rv = nntm_write_tree_data(&enc.w, &ctxs, maps, &p->kernel, levels, dec.d, dec.n, trace);
+        int fin = nntm_arith_encoder_finish(&enc);
+        if (rv == NNTM_OK) rv = fin;
+    }
+    nntm_decisions_free(&dec);
+    return rv;
+}
+
+int nntm_encode_kernel(const nntm_encoder_params *params, const float *weights, int32_t dtype,
+                       void *recon, int32_t *levels_out, nntm_buffer *out, nntm_buffer *cu_trace) {
+    if (!params || !out) return NNTM_ERR_ARG;
+    buffer_reset(out);
+    buffer_reset(cu_trace);
+    int rv = nntm_check_kernel_params(&params->kernel);
+    if (rv) return rv;
+    if (!(params->lambda_scale >= 0.0) || params->lambda_scale > 1e6) return NNTM_ERR_ARG;
+    if (!(params->max_abs_value > 0.0)) return NNTM_ERR_ARG;
+    if (dtype < NNTM_DTYPE_FLOAT32 || dtype > NNTM_DTYPE_FLOAT64) return NNTM_ERR_ARG;
+    const nntm_kernel_params *k = &params->kernel;
+    size_t n = (size_t)k->rows * (size_t)k->cols;
+    if (n == 0) return NNTM_OK;
+    if (!weights || !recon) return NNTM_ERR_ARG;
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(weights[i])) return NNTM_ERR_NONFINITE;
+    int32_t *levels = levels_out ? levels_out : malloc(n * sizeof(int32_t));
+    nntm_cu_maps maps = {0};
+    if (!levels) return NNTM_ERR_NOMEM;
+    memset(levels, 0, n * sizeof(int32_t));
+    if (k->tree.enabled) {
+        rv = nntm_cu_maps_alloc(&maps, k->rows, k->cols);
+        if (rv == NNTM_OK) rv = encode_tree(params, weights, levels, &maps, out, cu_trace);
+    } else {
+        rv = encode_raster(params, weights, levels, out);
+    }
+    if (rv == NNTM_OK)
+        rv = nntm_reconstruct_map(k, levels, k->tree.enabled ? maps.qp_delta : NULL, n, dtype, recon);
+    nntm_cu_maps_free(&maps);
+    if (!levels_out) free(levels);
+    if (rv) {
+        nntm_buffer_free(out);
+        nntm_buffer_free(cu_trace);
+    }
     return rv;
 }

@@ -1,6 +1,9 @@
 /* Syntax writer for the tensor data unit payload. */
 #include "syntax_writer.h"
 
+#include <stdlib.h>
+#include <string.h>
+
 /* abs_remainder: Exp-Golomb order 0, prefix bins context coded, suffix bypass. */
 static void abs_remainder(nntm_bin_writer *w, nntm_level_ctxs *ctxs, int egp_class,
                           uint32_t rem) {
@@ -38,4 +41,119 @@ void nntm_write_tensor_data(nntm_bin_writer *w, nntm_level_ctxs *ctxs,
                                     p->num_gt_flags);
         }
     }
+}
+
+void nntm_write_split_mode(nntm_bin_writer *w, nntm_tree_ctxs *ctxs, const nntm_cu_maps *m,
+                           const nntm_tree_params *t, const nntm_node *n, int split) {
+    if (nntm_can_split(t, n, NNTM_SPLIT_QT)) {
+        w->encode_bin(w, &ctxs->split_qt[nntm_ctx_split_qt(m, n)], split == NNTM_SPLIT_QT);
+        if (split == NNTM_SPLIT_QT) return;
+    }
+    nntm_mtt_options o;
+    nntm_mtt_options_get(t, n, &o);
+    if (!o.any) return;
+    w->encode_bin(w, &ctxs->mtt_split[nntm_ctx_mtt_split(m, n)], split != NNTM_SPLIT_NONE);
+    if (split == NNTM_SPLIT_NONE) return;
+    int vertical = split == NNTM_SPLIT_BT_V || split == NNTM_SPLIT_TT_V;
+    if (o.can_v && o.can_h)
+        w->encode_bin(w, &ctxs->mtt_vertical[nntm_ctx_mtt_vertical(n)], vertical);
+    int binary = split == NNTM_SPLIT_BT_H || split == NNTM_SPLIT_BT_V;
+    if (vertical ? (o.bt_v && o.tt_v) : (o.bt_h && o.tt_h))
+        w->encode_bin(w, &ctxs->mtt_binary[2 * vertical + (n->mtt_depth > 0)], binary);
+}
+
+void nntm_write_cu_skip_flag(nntm_bin_writer *w, nntm_tree_ctxs *ctxs, const nntm_cu_maps *m,
+                             const nntm_node *n, int skip) {
+    w->encode_bin(w, &ctxs->cu_skip[nntm_ctx_cu_skip(m, n)], skip);
+}
+
+void nntm_write_cu_qp_delta(nntm_bin_writer *w, nntm_tree_ctxs *ctxs, int delta) {
+    uint32_t a = (uint32_t)(delta < 0 ? -delta : delta);
+    int i;
+    for (i = 0; i < NNTM_QP_DELTA_PREFIX; i++) {
+        int more = a > (uint32_t)i;
+        w->encode_bin(w, &ctxs->qp_delta[i == 0 ? 0 : 1], more);
+        if (!more) break;
+    }
+    if (i == NNTM_QP_DELTA_PREFIX) {
+        uint32_t v = a - NNTM_QP_DELTA_PREFIX + 1;
+        int prefix = 0;
+        while ((v >> (prefix + 1)) != 0) prefix++;
+        w->encode_bypass(w, (1u << prefix) - 1, prefix);
+        w->encode_bypass(w, 0, 1);
+        w->encode_bypass(w, v - (1u << prefix), prefix);
+    }
+    if (a) w->encode_bypass(w, delta < 0, 1);
+}
+
+void nntm_write_transform_unit(nntm_bin_writer *w, nntm_level_ctxs *ctxs,
+                               const nntm_kernel_params *p, const int32_t *levels, int32_t x0,
+                               int32_t y0, int32_t x1, int32_t y1) {
+    nntm_level_ctx_idx ci;
+    for (int32_t r = y0; r < y1; r++) {
+        for (int32_t c = x0; c < x1; c++) {
+            nntm_level_ctx_derive(levels, p->cols, r, c, &ci);
+            nntm_write_level_coding(w, ctxs, &ci, levels[(int64_t)r * p->cols + c],
+                                    p->num_gt_flags);
+        }
+    }
+}
+
+typedef struct tree_writer {
+    nntm_bin_writer *w;
+    nntm_all_ctxs *ctxs;
+    nntm_cu_maps *m;
+    const nntm_kernel_params *p;
+    const int32_t *levels;
+    const uint8_t *decisions;
+    size_t num_decisions, pos;
+    nntm_buffer *trace;
+} tree_writer;
+
+static int coding_unit(tree_writer *tw, const nntm_node *n) {
+    int32_t x0, y0, x1, y1;
+    nntm_node_clip(n, tw->m->rows, tw->m->cols, &x0, &y0, &x1, &y1);
+    size_t i = (size_t)y0 * (size_t)tw->m->cols + (size_t)x0;
+    int mode = tw->m->mode[i];
+    int qp_delta = tw->m->qp_delta[i];
+    const nntm_tree_params *t = &tw->p->tree;
+    if (t->skip_enabled) nntm_write_cu_skip_flag(tw->w, &tw->ctxs->tree, tw->m, n, mode == NNTM_CU_SKIP);
+    if (mode != NNTM_CU_SKIP) {
+        if (t->cu_qp_delta_enabled) nntm_write_cu_qp_delta(tw->w, &tw->ctxs->tree, qp_delta);
+        nntm_write_transform_unit(tw->w, &tw->ctxs->level, tw->p, tw->levels, x0, y0, x1, y1);
+    }
+    nntm_cu_maps_set(tw->m, n, mode, qp_delta);
+    return nntm_trace_cu(tw->trace, tw->m, tw->p, n);
+}
+
+static int coding_tree(tree_writer *tw, const nntm_node *n) {
+    int32_t x0, y0, x1, y1;
+    if (!nntm_node_clip(n, tw->m->rows, tw->m->cols, &x0, &y0, &x1, &y1)) return NNTM_OK;
+    if (tw->pos >= tw->num_decisions) return NNTM_ERR_ARG;
+    int split = tw->decisions[tw->pos++];
+    if (split != NNTM_SPLIT_NONE && !nntm_can_split(&tw->p->tree, n, split)) return NNTM_ERR_ARG;
+    nntm_write_split_mode(tw->w, &tw->ctxs->tree, tw->m, &tw->p->tree, n, split);
+    if (split == NNTM_SPLIT_NONE) return coding_unit(tw, n);
+    nntm_node child[4];
+    int k = nntm_split_children(n, split, child);
+    for (int i = 0; i < k; i++) {
+        int rv = coding_tree(tw, &child[i]);
+        if (rv) return rv;
+    }
+    return NNTM_OK;
+}
+
+int nntm_write_tree_data(nntm_bin_writer *w, nntm_all_ctxs *ctxs, nntm_cu_maps *m,
+                         const nntm_kernel_params *p, const int32_t *levels,
+                         const uint8_t *decisions, size_t num_decisions, nntm_buffer *trace) {
+    tree_writer tw = {w, ctxs, m, p, levels, decisions, num_decisions, 0, trace};
+    int32_t ctu = (int32_t)1 << p->tree.log2_ctu_size;
+    for (int32_t y = 0; y < p->rows; y += ctu) {
+        for (int32_t x = 0; x < p->cols; x += ctu) {
+            nntm_node n = {x, y, ctu, ctu, 0, 0};
+            int rv = coding_tree(&tw, &n);
+            if (rv) return rv;
+        }
+    }
+    return tw.pos == num_decisions ? NNTM_OK : NNTM_ERR_ARG;
 }

@@ -1,15 +1,39 @@
-/* Syntax writer: one function per syntax structure of docs/bitstream.md. */
+/* Syntax writer: one function per syntax structure of docs/bitstream.md.
+ * The reader (lib/decoder/syntax_reader.h) has the same structures. */
 #ifndef NNTM_ENCODER_SYNTAX_WRITER_H
 #define NNTM_ENCODER_SYNTAX_WRITER_H
 
+#include "../common/partition.h"
 #include "bin_writer.h"
 
 /* level_coding(): one quantized level with the contexts derived for it. */
 void nntm_write_level_coding(nntm_bin_writer *w, nntm_level_ctxs *ctxs,
                              const nntm_level_ctx_idx *ci, int32_t level, int num_gt_flags);
 
-/* tensor_data(): every level of a kernel tensor in raster order. */
+/* tensor_data() of format 1.0: every level of a kernel tensor in raster order. */
 void nntm_write_tensor_data(nntm_bin_writer *w, nntm_level_ctxs *ctxs,
                             const nntm_kernel_params *p, const int32_t *levels);
+
+/* split_mode(): the split flags of a node for the given split. */
+void nntm_write_split_mode(nntm_bin_writer *w, nntm_tree_ctxs *ctxs, const nntm_cu_maps *m,
+                           const nntm_tree_params *t, const nntm_node *n, int split);
+
+/* cu_skip_flag, when skip is enabled. */
+void nntm_write_cu_skip_flag(nntm_bin_writer *w, nntm_tree_ctxs *ctxs, const nntm_cu_maps *m,
+                             const nntm_node *n, int skip);
+
+/* cu_qp_delta(). */
+void nntm_write_cu_qp_delta(nntm_bin_writer *w, nntm_tree_ctxs *ctxs, int delta);
+
+/* transform_unit(): the levels of the region [x0,x1) x [y0,y1) in raster order. */
+void nntm_write_transform_unit(nntm_bin_writer *w, nntm_level_ctxs *ctxs,
+                               const nntm_kernel_params *p, const int32_t *levels, int32_t x0,
+                               int32_t y0, int32_t x1, int32_t y1);
+
+/* coding_tree() of every CTU, with the split decisions in preorder (one byte a
+ * node inside the tensor) and the CU modes, QP deltas and levels from maps. */
+int nntm_write_tree_data(nntm_bin_writer *w, nntm_all_ctxs *ctxs, nntm_cu_maps *m,
+                         const nntm_kernel_params *p, const int32_t *levels,
+                         const uint8_t *decisions, size_t num_decisions, nntm_buffer *trace);
 
 #endif

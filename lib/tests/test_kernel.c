@@ -1,4 +1,4 @@
-/* Kernel tensor encode/decode round trips and decoder robustness. */
+/* Kernel tensor encode/decode round trips, the coding tree, and decoder robustness. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -6,77 +6,202 @@
 #include "check.h"
 #include "nntm/nntm.h"
 
-static void roundtrip(unsigned long long seed, int rows, int cols, int qp, int rdoq, double scale) {
+static nntm_encoder_params params(int rows, int cols, int qp, int rdoq) {
+    nntm_encoder_params p;
+    memset(&p, 0, sizeof p);
+    p.kernel.rows = rows;
+    p.kernel.cols = cols;
+    p.kernel.qp = qp;
+    p.kernel.qp_density = 2;
+    p.kernel.num_gt_flags = 4;
+    p.rdoq = rdoq;
+    p.lambda_scale = 0.1;
+    p.max_abs_value = 3.4028234663852886e38;
+    p.search.max_depth = 4;
+    return p;
+}
+
+static void enable_tree(nntm_encoder_params *p, int log2_ctu, int mtt, int mask) {
+    nntm_tree_params *t = &p->kernel.tree;
+    t->enabled = 1;
+    t->log2_ctu_size = log2_ctu;
+    t->log2_min_qt_size = 1;
+    t->max_mtt_depth = mtt;
+    t->log2_min_cu_size = 0;
+    t->split_mask = mask;
+    t->skip_enabled = 1;
+    t->cu_qp_delta_enabled = 1;
+    p->search.num_qp_deltas = 3;
+    p->search.qp_deltas[0] = 0;
+    p->search.qp_deltas[1] = -2;
+    p->search.qp_deltas[2] = 3;
+}
+
+/* Gaussian-ish weights; with blocks, some 8x8 blocks are zero and others scaled. */
+static void fill(float *w, int rows, int cols, unsigned long long seed, double scale, int blocks) {
     unsigned long long s = seed;
-    size_t n = (size_t)rows * (size_t)cols;
-    float *w = malloc(sizeof(float) * (n + 1));
-    int32_t *lev = malloc(sizeof(int32_t) * (n + 1));
-    int32_t *dec = malloc(sizeof(int32_t) * (n + 1));
-    for (size_t i = 0; i < n; i++) {
-        double g = test_uniform(&s) + test_uniform(&s) + test_uniform(&s) - 1.5;
-        w[i] = (float)(g * scale);
+    for (int r = 0; r < rows; r++)
+        for (int c = 0; c < cols; c++) {
+            double g = test_uniform(&s) + test_uniform(&s) + test_uniform(&s) - 1.5;
+            double f = 1.0;
+            if (blocks) {
+                int b = (r / 8 * 7 + c / 8 * 3) % 5;
+                f = b == 0 ? 0.0 : b == 1 ? 8.0 : 1.0;
+            }
+            w[(size_t)r * cols + c] = (float)(g * scale * f);
+        }
+}
+
+/* Encode, decode, compare; returns the payload size. Checks the CU trace
+ * tiles the tensor exactly when the tree is on. */
+static size_t roundtrip(const nntm_encoder_params *p, const float *w) {
+    size_t n = (size_t)p->kernel.rows * (size_t)p->kernel.cols;
+    float *rec = malloc(sizeof(float) * (n + 1)), *dec = malloc(sizeof(float) * (n + 1));
+    int32_t *lev = malloc(sizeof(int32_t) * (n + 1)), *dlev = malloc(sizeof(int32_t) * (n + 1));
+    uint8_t *cover = calloc(n + 1, 1);
+    nntm_buffer buf = {0}, tr = {0}, dtr = {0};
+    CHECK(nntm_encode_kernel(p, w, NNTM_DTYPE_FLOAT32, rec, lev, &buf, &tr) == NNTM_OK);
+    CHECK(nntm_decode_kernel(&p->kernel, buf.data, buf.size, NNTM_DTYPE_FLOAT32, dec, dlev, &dtr) ==
+          NNTM_OK);
+    CHECK(n == 0 || memcmp(rec, dec, n * sizeof(float)) == 0);
+    CHECK(n == 0 || memcmp(lev, dlev, n * sizeof(int32_t)) == 0);
+    CHECK(tr.size == dtr.size && (tr.size == 0 || memcmp(tr.data, dtr.data, tr.size) == 0));
+    if (p->kernel.tree.enabled && n) {
+        const nntm_cu_record *cu = (const nntm_cu_record *)tr.data;
+        size_t ncu = tr.size / sizeof *cu;
+        for (size_t i = 0; i < ncu; i++)
+            for (int y = cu[i].y; y < cu[i].y + cu[i].h; y++)
+                for (int x = cu[i].x; x < cu[i].x + cu[i].w; x++) {
+                    CHECK(y < p->kernel.rows && x < p->kernel.cols);
+                    cover[(size_t)y * p->kernel.cols + x]++;
+                    if (cu[i].mode == NNTM_CU_SKIP) CHECK(lev[(size_t)y * p->kernel.cols + x] == 0);
+                }
+        for (size_t i = 0; i < n; i++) CHECK(cover[i] == 1);
     }
-    nntm_encoder_params p = {{rows, cols, qp, 2, 4}, rdoq, 0.2};
-    nntm_buffer buf = {0};
-    CHECK(nntm_encode_kernel(&p, w, lev, &buf) == NNTM_OK);
-    size_t used = 0;
-    CHECK(nntm_decode_kernel(&p.kernel, buf.data, buf.size, dec, &used) == NNTM_OK);
-    CHECK(n == 0 || memcmp(lev, dec, n * sizeof(int32_t)) == 0);
-    CHECK(used == buf.size);
-    /* every truncation is detected (or, if the decoder needs no more, decodes the same) */
-    if (buf.size > 0) {
-        for (size_t cut = 0; cut < buf.size; cut += 1 + buf.size / 8) {
-            int rv = nntm_decode_kernel(&p.kernel, buf.data, cut, dec, &used);
-            CHECK(rv == NNTM_ERR_TRUNCATED || rv == NNTM_ERR_CORRUPT);
-        }
-        /* flipped bytes: never a crash; either an error or some levels */
-        for (size_t k = 0; k < buf.size && k < 64; k++) {
-            buf.data[k] ^= 0x5A;
-            (void)nntm_decode_kernel(&p.kernel, buf.data, buf.size, dec, &used);
-            buf.data[k] ^= 0x5A;
-        }
+    /* every truncation is detected */
+    for (size_t cut = 0; cut < buf.size; cut += 1 + buf.size / 8) {
+        int rv = nntm_decode_kernel(&p->kernel, buf.data, cut, NNTM_DTYPE_FLOAT32, dec, NULL, NULL);
+        CHECK(rv == NNTM_ERR_TRUNCATED || rv == NNTM_ERR_CORRUPT);
+    }
+    /* trailing bytes are refused */
+    if (buf.size) {
+        uint8_t *longer = malloc(buf.size + 1);
+        memcpy(longer, buf.data, buf.size);
+        longer[buf.size] = 0x80;
+        CHECK(nntm_decode_kernel(&p->kernel, longer, buf.size + 1, NNTM_DTYPE_FLOAT32, dec, NULL,
+                                 NULL) == NNTM_ERR_CORRUPT);
+        free(longer);
+    }
+    /* flipped bytes: never a crash */
+    for (size_t k = 0; k < buf.size && k < 48; k++) {
+        buf.data[k] ^= 0x5A;
+        (void)nntm_decode_kernel(&p->kernel, buf.data, buf.size, NNTM_DTYPE_FLOAT32, dec, NULL, NULL);
+        buf.data[k] ^= 0x5A;
+    }
+    size_t size = buf.size;
+    nntm_buffer_free(&buf);
+    nntm_buffer_free(&tr);
+    nntm_buffer_free(&dtr);
+    free(rec);
+    free(dec);
+    free(lev);
+    free(dlev);
+    free(cover);
+    return size;
+}
+
+static int split_used(const nntm_encoder_params *p, const float *w, int want_depth_gt) {
+    size_t n = (size_t)p->kernel.rows * (size_t)p->kernel.cols;
+    float *rec = malloc(sizeof(float) * n);
+    nntm_buffer buf = {0}, tr = {0};
+    int found = 0;
+    if (nntm_encode_kernel(p, w, NNTM_DTYPE_FLOAT32, rec, NULL, &buf, &tr) == NNTM_OK) {
+        const nntm_cu_record *cu = (const nntm_cu_record *)tr.data;
+        for (size_t i = 0; i < tr.size / sizeof *cu; i++) found |= cu[i].depth > want_depth_gt;
     }
     nntm_buffer_free(&buf);
-    free(w);
-    free(lev);
-    free(dec);
+    nntm_buffer_free(&tr);
+    free(rec);
+    return found;
 }
 
 int main(void) {
     int shapes[][2] = {{1, 1}, {1, 7}, {7, 1}, {3, 5}, {16, 16}, {33, 17}, {64, 300}, {0, 5}};
     unsigned long long seed = 1;
-    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
-        for (int qp = -40; qp <= 0; qp += 8)
-            for (int rdoq = 0; rdoq <= 1; rdoq++)
-                roundtrip(seed++, shapes[i][0], shapes[i][1], qp, rdoq, 0.1);
-    /* huge and tiny value ranges */
-    roundtrip(99, 20, 20, -60, 1, 1e3);
-    roundtrip(98, 20, 20, 0, 1, 1e-6);
-    /* a level beyond the range is refused */
-    {
-        float w[2] = {1e30f, 0.0f};
-        int32_t lev[2];
-        nntm_encoder_params p = {{1, 2, -40, 2, 4}, 1, 0.2};
-        nntm_buffer buf = {0};
-        CHECK(nntm_encode_kernel(&p, w, lev, &buf) == NNTM_ERR_RANGE);
-        w[0] = NAN;
-        CHECK(nntm_encode_kernel(&p, w, lev, &buf) == NNTM_ERR_NONFINITE);
-        p.kernel.num_gt_flags = 0;
-        CHECK(nntm_encode_kernel(&p, w, lev, &buf) == NNTM_ERR_ARG);
+    float *w = malloc(sizeof(float) * 64 * 300);
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+        int rows = shapes[i][0], cols = shapes[i][1];
+        for (int qp = -40; qp <= 0; qp += 8) {
+            fill(w, rows, cols, seed++, 0.1, 0);
+            for (int rdoq = 0; rdoq <= 1; rdoq++) {
+                nntm_encoder_params p = params(rows, cols, qp, rdoq);
+                roundtrip(&p, w);
+                /* every split type alone, and all together; odd sizes exercise the border */
+                int masks[] = {0, 1 << NNTM_SPLIT_BT_H, 1 << NNTM_SPLIT_BT_V, 1 << NNTM_SPLIT_TT_H,
+                               1 << NNTM_SPLIT_TT_V, NNTM_SPLIT_MASK_ALL};
+                if (qp % 16 != 0 && rows * cols > 600) continue; /* keep the test short */
+                for (size_t m = 0; m < sizeof masks / sizeof masks[0]; m++) {
+                    nntm_encoder_params t = p;
+                    enable_tree(&t, 3 + (int)(m % 3), 2, masks[m]);
+                    roundtrip(&t, w);
+                }
+            }
+        }
     }
-    /* garbage payloads never crash and never claim more than they hold */
+    /* huge and tiny value ranges */
+    fill(w, 20, 20, 99, 1e3, 0);
+    nntm_encoder_params big = params(20, 20, -60, 1);
+    roundtrip(&big, w);
+    fill(w, 20, 20, 98, 1e-6, 0);
+    nntm_encoder_params tiny = params(20, 20, 0, 1);
+    roundtrip(&tiny, w);
+    /* blocks of zeros and of large scale: the tree (with skip) beats the raster scan,
+     * and it uses splits to get there */
+    {
+        fill(w, 64, 256, 5, 0.05, 1);
+        nntm_encoder_params flat = params(64, 256, -28, 1);
+        nntm_encoder_params tree = flat;
+        enable_tree(&tree, 5, 2, NNTM_SPLIT_MASK_ALL);
+        size_t a = roundtrip(&flat, w), b = roundtrip(&tree, w);
+        printf("pruned blocks: raster %zu bytes, tree %zu bytes\n", a, b);
+        CHECK(b < a);
+        CHECK(split_used(&tree, w, 0));
+    }
+    /* a level beyond the range is refused; the dtype's range clamps */
+    {
+        float v[2] = {1e30f, 0.0f}, rec[2];
+        nntm_encoder_params p = params(1, 2, -40, 1);
+        nntm_buffer buf = {0};
+        CHECK(nntm_encode_kernel(&p, v, NNTM_DTYPE_FLOAT32, rec, NULL, &buf, NULL) == NNTM_ERR_RANGE);
+        p.max_abs_value = 65504.0; /* float16 */
+        v[0] = 70000.0f;
+        p.kernel.qp = 40;
+        uint16_t h[2];
+        CHECK(nntm_encode_kernel(&p, v, NNTM_DTYPE_FLOAT16, h, NULL, &buf, NULL) == NNTM_OK);
+        CHECK(h[0] != 0x7C00u && (h[0] & 0x7C00u) != 0x7C00u); /* finite */
+        nntm_buffer_free(&buf);
+        v[0] = NAN;
+        CHECK(nntm_encode_kernel(&p, v, NNTM_DTYPE_FLOAT32, rec, NULL, &buf, NULL) == NNTM_ERR_NONFINITE);
+        p.kernel.num_gt_flags = 0;
+        CHECK(nntm_encode_kernel(&p, v, NNTM_DTYPE_FLOAT32, rec, NULL, &buf, NULL) == NNTM_ERR_ARG);
+    }
+    /* garbage payloads never crash, with and without the tree */
     {
         unsigned long long s = 7;
         uint8_t junk[256];
-        int32_t lev[40 * 40];
-        nntm_kernel_params k = {40, 40, -20, 2, 4};
-        for (int t = 0; t < 2000; t++) {
+        float out[40 * 40];
+        nntm_encoder_params p = params(40, 40, -20, 1);
+        nntm_encoder_params t = p;
+        enable_tree(&t, 4, 3, NNTM_SPLIT_MASK_ALL);
+        for (int k = 0; k < 4000; k++) {
             size_t len = test_rand(&s) % sizeof junk;
             for (size_t i = 0; i < len; i++) junk[i] = (uint8_t)test_rand(&s);
-            int rv = nntm_decode_kernel(&k, junk, len, lev, NULL);
+            const nntm_kernel_params *kp = (k & 1) ? &t.kernel : &p.kernel;
+            int rv = nntm_decode_kernel(kp, junk, len, NNTM_DTYPE_FLOAT32, out, NULL, NULL);
             CHECK(rv == NNTM_OK || rv == NNTM_ERR_CORRUPT || rv == NNTM_ERR_TRUNCATED);
         }
     }
     CHECK(strcmp(nntm_strerror(NNTM_ERR_TRUNCATED), "truncated payload") == 0);
+    free(w);
     TEST_DONE();
 }

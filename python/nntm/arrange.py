@@ -45,7 +45,8 @@ _LABELS = {
 class Arrangement(enum.IntEnum):
     """arrangement_type in the tensor parameter set."""
 
-    ROWS = 0
+    ROWS = 0          # rows = output channels, columns = the rest (C order)
+    KERNEL_TILES = 1  # O x I x kh x kw -> (O*kh) x (I*kw): each kernel a kh x kw tile
 
 
 def classify(name: str, shape: tuple[int, ...]) -> LayerType:
@@ -65,8 +66,14 @@ def classify(name: str, shape: tuple[int, ...]) -> LayerType:
     return LayerType.OTHER
 
 
-def kernel_shape(shape: tuple[int, ...], arrangement: Arrangement = Arrangement.ROWS) -> tuple[int, int]:
+def kernel_shape(
+    shape: tuple[int, ...], arrangement: Arrangement = Arrangement.ROWS
+) -> tuple[int, int]:
     """(rows, cols) of the kernel tensor of a tensor of this shape."""
+    if arrangement == Arrangement.KERNEL_TILES:
+        if len(shape) != 4:
+            raise ValueError(f"kernel tiles need a 4-D tensor, not shape {shape}")
+        return shape[0] * shape[2], shape[1] * shape[3]
     if arrangement != Arrangement.ROWS:
         raise ValueError(f"unknown arrangement {arrangement}")
     if len(shape) <= 1:
@@ -75,14 +82,21 @@ def kernel_shape(shape: tuple[int, ...], arrangement: Arrangement = Arrangement.
 
 
 def to_kernel(array: np.ndarray, arrangement: Arrangement = Arrangement.ROWS) -> np.ndarray:
-    """The 2-D kernel tensor of array (a view where possible)."""
-    return np.ascontiguousarray(array).reshape(kernel_shape(array.shape, arrangement))
+    """The 2-D kernel tensor of array."""
+    rows, cols = kernel_shape(array.shape, arrangement)
+    if arrangement == Arrangement.KERNEL_TILES:
+        # (o, i, y, x) -> row o*kh + y, column i*kw + x
+        return np.ascontiguousarray(array.transpose(0, 2, 1, 3)).reshape(rows, cols)
+    return np.ascontiguousarray(array).reshape(rows, cols)
 
 
 def from_kernel(
     kernel: np.ndarray, shape: tuple[int, ...], arrangement: Arrangement = Arrangement.ROWS
 ) -> np.ndarray:
-    """Inverse of to_kernel."""
+    """Inverse of to_kernel (exact: a permutation of the elements)."""
+    if arrangement == Arrangement.KERNEL_TILES:
+        o, i, kh, kw = shape
+        return np.ascontiguousarray(kernel.reshape(o, kh, i, kw).transpose(0, 2, 1, 3))
     if arrangement != Arrangement.ROWS:
         raise ValueError(f"unknown arrangement {arrangement}")
     return kernel.reshape(shape)

@@ -9,12 +9,13 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from . import core, hls
-from .arrange import Arrangement, classify, from_kernel, kernel_shape, to_kernel
+from .arrange import Arrangement, from_kernel, kernel_shape, to_kernel
+from .classes import TREE_TYPES, Classifier, search_params
 from .config import Config
 from .errors import BitstreamError, CoreError, EncodeError, HashMismatchError
 
@@ -33,6 +34,9 @@ class TensorStats:
     num_params: int
     snr_db: float      # weight SNR; inf for an exact tensor
     seconds: float
+    signal: str = "default"
+    tree: str = "-"    # tree partition type, "-" for lossless tensors
+    num_cus: int = 0
 
     @property
     def bits_per_param(self) -> float:
@@ -44,6 +48,7 @@ class EncodeResult:
     data: bytes
     recon: dict[str, np.ndarray]
     stats: list[TensorStats]
+    cus: dict[str, np.ndarray] = field(default_factory=dict)  # CU records per tensor
 
 
 @dataclass
@@ -63,6 +68,7 @@ class DecodeResult:
     tensors: dict[str, np.ndarray]
     reports: list[TensorReport]
     source_format: hls.SourceFormat
+    cus: dict[str, np.ndarray] = field(default_factory=dict)  # with trace=True
 
     @property
     def ok(self) -> bool:
@@ -101,7 +107,8 @@ def _choose_mode(name: str, array: np.ndarray, cfg: Config) -> hls.CodingMode:
         return hls.CodingMode.LOSSLESS
     if array.size <= int(cfg["LosslessMaxElements"]) or array.size == 0:
         return hls.CodingMode.LOSSLESS
-    if not np.all(np.isfinite(array.astype(np.float32) if array.dtype.name == "bfloat16" else array)):
+    values = array.astype(np.float32) if array.dtype.name == "bfloat16" else array
+    if not np.all(np.isfinite(values)):
         if cfg["NonFiniteWeights"] == "lossless":
             return hls.CodingMode.LOSSLESS
         bad = int(np.size(array) - np.count_nonzero(np.isfinite(array.astype(np.float64))))
@@ -111,6 +118,22 @@ def _choose_mode(name: str, array: np.ndarray, cfg: Config) -> hls.CodingMode:
     if array.dtype.name == "float64" and np.any(np.abs(array) > np.finfo(np.float32).max):
         raise EncodeError(f"tensor '{name}': float64 weights beyond the float32 range")
     return hls.CodingMode.QUANTIZED
+
+
+def _check_tensor(tensor_id: int, name: object, array: np.ndarray) -> None:
+    if not isinstance(name, str) or not name:
+        raise EncodeError(f"tensor {tensor_id}: names must be non-empty strings")
+    try:
+        hls.dtype_code(array.dtype)
+    except ValueError:
+        raise EncodeError(f"tensor '{name}': unsupported dtype {array.dtype}") from None
+    if array.size > hls.MAX_ELEMENTS or any(d > hls.MAX_DIM for d in array.shape):
+        raise EncodeError(f"tensor '{name}': too large ({array.size} elements; "
+                          f"at most {hls.MAX_ELEMENTS})")
+    if array.ndim > hls.MAX_NDIM:
+        raise EncodeError(f"tensor '{name}': {array.ndim} dimensions (at most {hls.MAX_NDIM})")
+    if len(name.encode("utf-8")) > hls.MAX_NAME_BYTES:
+        raise EncodeError(f"tensor '{name[:40]}...': name longer than {hls.MAX_NAME_BYTES} bytes")
 
 
 def encode_with_recon(
@@ -123,77 +146,85 @@ def encode_with_recon(
 
     ``progress`` is called with each tensor's stats as soon as it is coded.
     """
-    units: list[bytes] = []
-    mps = hls.ModelParameterSet(num_tensors=len(tensors), source_format=source_format)
-    units.append(hls.model_parameter_set(mps))
+    classifier = Classifier(config)
+    search = search_params(config)
+    arrays = [(name, np.asarray(value)) for name, value in tensors.items()]
+    plans = []
+    tool_flags = 0
+    for tensor_id, (name, array) in enumerate(arrays):
+        _check_tensor(tensor_id, name, array)
+        mode = _choose_mode(name, array, config)
+        cls = classifier.classify(name, tuple(array.shape))
+        if mode == hls.CodingMode.QUANTIZED and cls.tree.enabled:
+            tool_flags |= hls.TOOL_CODING_TREE
+        plans.append((mode, cls))
+    if len(classifier.signals) > 1:
+        tool_flags |= hls.TOOL_SIGNAL_TYPES
+    # the lowest format version that carries the stream: 1.0 without 1.1 tools
+    mps = hls.ModelParameterSet(num_tensors=len(arrays), source_format=source_format,
+                                tool_flags=tool_flags, signal_types=list(classifier.signals),
+                                version_minor=hls.FORMAT_VERSION_MINOR if tool_flags else 0)
+    units: list[bytes] = [hls.model_parameter_set(mps)]
     recon: dict[str, np.ndarray] = {}
     stats: list[TensorStats] = []
-    for tensor_id, (name, value) in enumerate(tensors.items()):
-        if not isinstance(name, str) or not name:
-            raise EncodeError(f"tensor {tensor_id}: names must be non-empty strings")
+    cus: dict[str, np.ndarray] = {}
+    for tensor_id, ((name, array), (mode, cls)) in enumerate(zip(arrays, plans, strict=True)):
         start = time.perf_counter()
-        array = np.asarray(value)
-        try:
-            hls.dtype_code(array.dtype)
-        except ValueError:
-            raise EncodeError(f"tensor '{name}': unsupported dtype {array.dtype}") from None
-        if array.size > hls.MAX_ELEMENTS or any(d > hls.MAX_DIM for d in array.shape):
-            raise EncodeError(f"tensor '{name}': too large ({array.size} elements; "
-                              f"at most {hls.MAX_ELEMENTS})")
-        if array.ndim > hls.MAX_NDIM:
-            raise EncodeError(f"tensor '{name}': {array.ndim} dimensions (at most {hls.MAX_NDIM})")
-        if len(name.encode("utf-8")) > hls.MAX_NAME_BYTES:
-            raise EncodeError(f"tensor '{name[:40]}...': name longer than {hls.MAX_NAME_BYTES} bytes")
-        mode = _choose_mode(name, array, config)
         tps = hls.TensorParameterSet(tensor_id, name, array.dtype, tuple(array.shape), mode)
-        layer = classify(name, tuple(array.shape))
+        tps.signal_type = classifier.signals.index(cls.signal)
         if mode == hls.CodingMode.QUANTIZED:
-            rows, cols = kernel_shape(tuple(array.shape))
+            rows, cols = kernel_shape(tuple(array.shape), cls.arrangement)
             qp = int(config["QP"]) + (int(config["QPOffset1D"]) if array.ndim <= 1 else 0)
-            tps.layer_type = int(layer)
-            tps.arrangement = int(Arrangement.ROWS)
+            tps.layer_type = int(cls.layer)
+            tps.arrangement = int(cls.arrangement)
             tps.rows, tps.cols, tps.qp = rows, cols, qp
             tps.qp_density = int(config["QPDensity"])
             tps.num_gt_flags = int(config["NumGtFlags"])
-            params = core.KernelParams(rows, cols, qp, tps.qp_density, tps.num_gt_flags)
-            kernel = to_kernel(array.astype(np.float32))
+            tps.tree_type = cls.tree_type if cls.tree.enabled else 0
+            tps.tree = cls.tree
+            params = core.KernelParams(rows, cols, qp, tps.qp_density, tps.num_gt_flags, cls.tree)
+            kernel = to_kernel(array.astype(np.float32), cls.arrangement)
             try:
-                payload, levels = core.encode_kernel(
-                    kernel, params, bool(config["RDOQ"]), float(config["LambdaScale"]),
-                    f"tensor '{name}'")
+                res = core.encode_kernel(
+                    kernel, params, array.dtype, bool(config["RDOQ"]),
+                    float(config["LambdaScale"]), f"tensor '{name}'", search)
             except CoreError as exc:
                 raise EncodeError(str(exc)) from exc
-            rec = from_kernel(core.reconstruct(levels, params, array.dtype, f"tensor '{name}'"),
-                              tuple(array.shape))
+            payload = res.payload
+            rec = from_kernel(res.recon, tuple(array.shape), cls.arrangement)
+            cus[name] = res.cus
         else:
             payload = _lossless_bytes(array)
             rec = np.ascontiguousarray(array).copy()
         recon[name] = rec
         tensor_units = (
-            hls.tensor_parameter_set(tps)
+            hls.tensor_parameter_set(tps, tool_flags)
             + hls.tensor_data_unit(tensor_id, payload)
             + hls.tensor_hash_unit(tensor_id, tensor_md5(rec))
         )
         units.append(tensor_units)
-        is_float = array.dtype.name in hls.FLOAT_DTYPES
+        quantized = mode == hls.CodingMode.QUANTIZED
         stat = TensorStats(
             name=name,
             shape=tuple(array.shape),
             dtype=array.dtype.name,
-            layer_type=layer.label,
-            mode="quantized" if mode == hls.CodingMode.QUANTIZED else "lossless",
-            qp=tps.qp if mode == hls.CodingMode.QUANTIZED else None,
+            layer_type=cls.layer.label,
+            mode="quantized" if quantized else "lossless",
+            qp=tps.qp if quantized else None,
             bits=8 * len(tensor_units),
             num_params=int(array.size),
             snr_db=snr_db(array.astype(np.float64), rec.astype(np.float64))
-            if is_float and mode == hls.CodingMode.QUANTIZED else float("inf"),
+            if quantized else float("inf"),
             seconds=time.perf_counter() - start,
+            signal=cls.signal,
+            tree=[k for k, v in TREE_TYPES.items() if v == tps.tree_type][0] if quantized else "-",
+            num_cus=len(cus.get(name, ())),
         )
         stats.append(stat)
         if progress is not None:
             progress(stat)
     units.append(hls.end_of_stream())
-    return EncodeResult(b"".join(units), recon, stats)
+    return EncodeResult(b"".join(units), recon, stats, cus)
 
 
 def encode(tensors: Mapping[str, np.ndarray], config: Config,
@@ -208,7 +239,8 @@ def encode(tensors: Mapping[str, np.ndarray], config: Config,
 MIN_ELEMENTS_PER_BYTE = 4096
 
 
-def _decode_tensor(tps: hls.TensorParameterSet, payload: bytes, where: str) -> np.ndarray:
+def _decode_tensor(tps: hls.TensorParameterSet, payload: bytes, where: str, trace: bool,
+                   traces: dict[str, np.ndarray]) -> np.ndarray:
     what = f"{where}, tensor '{tps.name}'"
     if tps.coding_mode == hls.CodingMode.LOSSLESS:
         expected = tps.num_elements * tps.dtype.itemsize
@@ -219,20 +251,25 @@ def _decode_tensor(tps: hls.TensorParameterSet, payload: bytes, where: str) -> n
             raise BitstreamError(f"{what}: bool tensor with bytes other than 0 and 1")
         return np.frombuffer(payload, dtype=tps.dtype.newbyteorder("<")).astype(
             tps.dtype).reshape(tps.shape)
-    if tps.num_elements > MIN_ELEMENTS_PER_BYTE * (len(payload) + 8):
+    if not tps.tree.enabled and tps.num_elements > MIN_ELEMENTS_PER_BYTE * (len(payload) + 8):
         raise BitstreamError(f"{what}: a payload of {len(payload)} bytes cannot hold "
                              f"{tps.num_elements} levels")
-    params = core.KernelParams(tps.rows, tps.cols, tps.qp, tps.qp_density, tps.num_gt_flags)
+    params = core.KernelParams(tps.rows, tps.cols, tps.qp, tps.qp_density, tps.num_gt_flags,
+                               tps.tree)
     try:
-        levels = core.decode_kernel(payload, params, what)
-        flat = core.reconstruct(levels, params, tps.dtype, what)
+        res = core.decode_kernel(payload, params, tps.dtype, what, trace)
     except CoreError as exc:
         raise BitstreamError(str(exc)) from exc
-    return from_kernel(flat, tps.shape)
+    if trace:
+        traces[tps.name] = res.cus
+    return from_kernel(res.recon, tps.shape, Arrangement(tps.arrangement))
 
 
-def decode_detailed(data: bytes) -> DecodeResult:
-    """Decode a bitstream; check every hash; report each tensor (no exception on mismatch)."""
+def decode_detailed(data: bytes, trace: bool = False) -> DecodeResult:
+    """Decode a bitstream; check every hash; report each tensor (no exception on mismatch).
+
+    With ``trace`` the result also holds each tree-coded tensor's CU records.
+    """
     units = hls.split_units(data)
     if not units or units[0].unit_type != hls.UnitType.MODEL_PARAMETER_SET:
         raise BitstreamError("unit 0: the stream does not start with a model parameter set")
@@ -241,6 +278,7 @@ def decode_detailed(data: bytes) -> DecodeResult:
     reports: list[TensorReport] = []
     pending: dict[int, hls.TensorParameterSet] = {}
     decoded: dict[int, tuple[np.ndarray, float]] = {}
+    traces: dict[str, np.ndarray] = {}
     seen_ids: set[int] = set()
     seen_names: set[str] = set()
     ended = False
@@ -248,7 +286,7 @@ def decode_detailed(data: bytes) -> DecodeResult:
         if ended:
             raise BitstreamError(f"{unit.where}: unit after end_of_stream")
         if unit.unit_type == hls.UnitType.TENSOR_PARAMETER_SET:
-            tps = hls.parse_tensor_parameter_set(unit)
+            tps = hls.parse_tensor_parameter_set(unit, mps)
             if tps.tensor_id >= mps.num_tensors:
                 raise BitstreamError(f"{unit.where}: tensor_id {tps.tensor_id} but the model "
                                      f"has {mps.num_tensors} tensors")
@@ -264,7 +302,7 @@ def decode_detailed(data: bytes) -> DecodeResult:
                 raise BitstreamError(f"{unit.where}: data for tensor_id {tensor_id} "
                                      "without a parameter set before it")
             start = time.perf_counter()
-            array = _decode_tensor(pending[tensor_id], payload, unit.where)
+            array = _decode_tensor(pending[tensor_id], payload, unit.where, trace, traces)
             decoded[tensor_id] = (array, time.perf_counter() - start)
         elif unit.unit_type == hls.UnitType.TENSOR_HASH_UNIT:
             tensor_id, md5 = hls.parse_tensor_hash_unit(unit)
@@ -291,7 +329,7 @@ def decode_detailed(data: bytes) -> DecodeResult:
     if len(reports) != mps.num_tensors:
         raise BitstreamError(f"model parameter set announces {mps.num_tensors} tensors, "
                              f"stream holds {len(reports)}")
-    return DecodeResult(tensors, reports, mps.source_format)
+    return DecodeResult(tensors, reports, mps.source_format, traces)
 
 
 def decode(data: bytes) -> dict[str, np.ndarray]:

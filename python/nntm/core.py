@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import ml_dtypes
 import numpy as np
 
 from .errors import CoreError
@@ -38,6 +39,37 @@ def _check(rv: int, what: str) -> None:
 
 
 @dataclass(frozen=True)
+class TreeParams:
+    """Coding tree settings of a kernel tensor (tensor parameter set); off by default."""
+
+    enabled: bool = False
+    log2_ctu_size: int = 6
+    log2_min_qt_size: int = 3
+    max_mtt_depth: int = 2
+    log2_min_cu_size: int = 1
+    split_mask: int = 0
+    skip_enabled: bool = False
+    cu_qp_delta_enabled: bool = False
+
+    def fill(self, t: object) -> None:
+        for name in ("log2_ctu_size", "log2_min_qt_size", "max_mtt_depth",
+                     "log2_min_cu_size", "split_mask"):
+            setattr(t, name, int(getattr(self, name)))
+        t.enabled = int(self.enabled)
+        t.skip_enabled = int(self.skip_enabled)
+        t.cu_qp_delta_enabled = int(self.cu_qp_delta_enabled)
+
+
+@dataclass(frozen=True)
+class SearchParams:
+    """Encoder-only bounds of the coding-tree search (speed presets)."""
+
+    max_depth: int = 4
+    skip_no_split: bool = True
+    qp_deltas: tuple[int, ...] = (0,)
+
+
+@dataclass(frozen=True)
 class KernelParams:
     """What the decoder needs for one kernel tensor (from its tensor parameter set)."""
 
@@ -46,12 +78,27 @@ class KernelParams:
     qp: int
     qp_density: int
     num_gt_flags: int
+    tree: TreeParams = TreeParams()
+
+    def fill(self, p: object) -> None:
+        p.rows, p.cols, p.qp = self.rows, self.cols, self.qp
+        p.qp_density, p.num_gt_flags = self.qp_density, self.num_gt_flags
+        self.tree.fill(p.tree)
 
     def to_c(self) -> object:
         p = ffi.new("nntm_kernel_params *")
-        p.rows, p.cols, p.qp = self.rows, self.cols, self.qp
-        p.qp_density, p.num_gt_flags = self.qp_density, self.num_gt_flags
+        self.fill(p)
         return p
+
+
+CU_RECORD = np.dtype([("x", "<i4"), ("y", "<i4"), ("w", "<i4"), ("h", "<i4"),
+                      ("mode", "<i4"), ("qp", "<i4"), ("depth", "<i4")])
+
+
+def _take_trace(buf: object) -> np.ndarray:
+    if not buf.size:
+        return np.zeros(0, dtype=CU_RECORD)
+    return np.frombuffer(bytes(ffi.buffer(buf.data, buf.size)), dtype=CU_RECORD).copy()
 
 
 def qp_to_step(qp: int, qp_density: int) -> tuple[int, int]:
@@ -67,51 +114,96 @@ def step_size(qp: int, qp_density: int) -> float:
     return float(np.ldexp(float(m), s))
 
 
+def max_abs_value(dtype: np.dtype) -> float:
+    """Largest finite value of a float dtype: reconstructions never exceed it."""
+    return float(np.finfo(np.dtype(dtype)).max) if np.dtype(dtype).name != "bfloat16" else (
+        float(ml_dtypes.finfo(ml_dtypes.bfloat16).max))
+
+
+@dataclass
+class KernelResult:
+    payload: bytes
+    recon: np.ndarray
+    levels: np.ndarray
+    cus: np.ndarray  # CU_RECORD records, empty without the tree
+
+
 def encode_kernel(
-    weights: np.ndarray, params: KernelParams, rdoq: bool, lambda_scale: float, what: str
-) -> tuple[bytes, np.ndarray]:
-    """Quantize and code a 2-D float32 kernel tensor; returns (payload, levels)."""
+    weights: np.ndarray,
+    params: KernelParams,
+    dtype: np.dtype,
+    rdoq: bool,
+    lambda_scale: float,
+    what: str,
+    search: SearchParams = SearchParams(),
+) -> KernelResult:
+    """Quantize and code a 2-D kernel tensor (float32 weights); one C call."""
     w = np.ascontiguousarray(weights, dtype=np.float32)
     if w.shape != (params.rows, params.cols):
         raise ValueError(f"{what}: shape {w.shape} != ({params.rows}, {params.cols})")
+    name = np.dtype(dtype).name
+    if name not in DTYPE_CODES:
+        raise ValueError(f"{what}: cannot reconstruct to dtype {name}")
+    if len(search.qp_deltas) > 8:
+        raise ValueError(f"{what}: at most 8 CU QP deltas to try")
     levels = np.empty(w.shape, dtype=np.int32)
+    bits = np.empty(w.shape, dtype=_BITS_DTYPE[name])
     ep = ffi.new("nntm_encoder_params *")
-    ep.kernel = params.to_c()[0]
+    params.fill(ep.kernel)
     ep.rdoq = 1 if rdoq else 0
     ep.lambda_scale = float(lambda_scale)
-    buf = ffi.new("nntm_buffer *")
+    ep.max_abs_value = max_abs_value(np.dtype(dtype))
+    ep.search.max_depth = int(search.max_depth)
+    ep.search.skip_no_split = int(search.skip_no_split)
+    ep.search.num_qp_deltas = len(search.qp_deltas)
+    for i, d in enumerate(search.qp_deltas):
+        ep.search.qp_deltas[i] = int(d)
+    out = ffi.new("nntm_buffer *")
+    trace = ffi.new("nntm_buffer *")
     rv = lib.nntm_encode_kernel(
         ep,
         ffi.cast("const float *", ffi.from_buffer(w)),
+        DTYPE_CODES[name],
+        ffi.from_buffer(bits, require_writable=True),
         ffi.cast("int32_t *", ffi.from_buffer(levels, require_writable=True)),
-        buf,
+        out,
+        trace,
     )
     try:
         _check(rv, what)
-        payload = bytes(ffi.buffer(buf.data, buf.size)) if buf.size else b""
+        payload = bytes(ffi.buffer(out.data, out.size)) if out.size else b""
+        cus = _take_trace(trace)
     finally:
-        lib.nntm_buffer_free(buf)
-    return payload, levels
+        lib.nntm_buffer_free(out)
+        lib.nntm_buffer_free(trace)
+    return KernelResult(payload, bits.view(np.dtype(dtype)), levels, cus)
 
 
-def decode_kernel(payload: bytes, params: KernelParams, what: str) -> np.ndarray:
-    """Parse a kernel tensor payload into its levels (rows x cols int32)."""
+def decode_kernel(payload: bytes, params: KernelParams, dtype: np.dtype, what: str,
+                  trace: bool = False) -> KernelResult:
+    """Parse a kernel tensor payload and reconstruct it; one C call."""
+    name = np.dtype(dtype).name
+    if name not in DTYPE_CODES:
+        raise ValueError(f"{what}: cannot reconstruct to dtype {name}")
     levels = np.empty((params.rows, params.cols), dtype=np.int32)
-    used = ffi.new("size_t *")
+    bits = np.empty((params.rows, params.cols), dtype=_BITS_DTYPE[name])
+    tbuf = ffi.new("nntm_buffer *") if trace else ffi.NULL
     rv = lib.nntm_decode_kernel(
         params.to_c(),
         ffi.from_buffer(payload),
         len(payload),
+        DTYPE_CODES[name],
+        ffi.from_buffer(bits, require_writable=True),
         ffi.cast("int32_t *", ffi.from_buffer(levels, require_writable=True)),
-        used,
+        tbuf,
     )
-    _check(rv, what)
-    if used[0] != len(payload):
-        raise CoreError(
-            lib.NNTM_ERR_CORRUPT,
-            f"{what}: {len(payload) - used[0]} byte(s) after the payload's end",
-        )
-    return levels
+    try:
+        _check(rv, what)
+        cus = _take_trace(tbuf) if trace else np.zeros(0, dtype=CU_RECORD)
+    finally:
+        if trace:
+            lib.nntm_buffer_free(tbuf)
+    return KernelResult(payload, bits.view(np.dtype(dtype)), levels, cus)
 
 
 def reconstruct(levels: np.ndarray, params: KernelParams, dtype: np.dtype, what: str) -> np.ndarray:

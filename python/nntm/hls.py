@@ -20,11 +20,12 @@ import ml_dtypes
 import numpy as np
 from bitstring import BitStream, ReadError
 
+from .core import TreeParams
 from .errors import BitstreamError
 
 MAGIC = b"NNTM"
 FORMAT_VERSION_MAJOR = 1
-FORMAT_VERSION_MINOR = 0
+FORMAT_VERSION_MINOR = 1
 UNIT_HEADER_BYTES = 5
 MAX_NDIM = 8
 MAX_NAME_BYTES = 4096
@@ -33,8 +34,12 @@ MAX_TENSORS = (1 << 24) - 1
 MAX_ELEMENTS = (1 << 31) - 1   # per tensor (kernel tensors are addressed with int32)
 MAX_UNIT_PAYLOAD = (1 << 32) - 1
 PROFILE_MAIN = 0
-KNOWN_TOOL_FLAGS = 0            # bits of tool_flags this decoder knows (none in 1.0)
-LOSSLESS_BOOL = "bool"
+# tool_flags bits (format 1.1); a stream with no bit set is a format 1.0 stream.
+TOOL_CODING_TREE = 1 << 0       # tensor parameter sets carry a tree partition type
+TOOL_SIGNAL_TYPES = 1 << 1      # the model parameter set lists input signal types
+KNOWN_TOOL_FLAGS = TOOL_CODING_TREE | TOOL_SIGNAL_TYPES
+MAX_SIGNAL_TYPES = 255
+MAX_TREE_TYPE = 3
 
 
 class UnitType(enum.IntEnum):
@@ -83,6 +88,7 @@ class ModelParameterSet:
     tool_flags: int = 0
     num_tensors: int = 0
     source_format: SourceFormat = SourceFormat.UNKNOWN
+    signal_types: list[str] = field(default_factory=lambda: ["default"])
 
 
 @dataclass
@@ -99,7 +105,9 @@ class TensorParameterSet:
     qp: int = 0
     qp_density: int = 0
     num_gt_flags: int = 1
-    extra: dict[str, int] = field(default_factory=dict)
+    tree_type: int = 0
+    tree: TreeParams = field(default_factory=TreeParams)
+    signal_type: int = 0
 
     @property
     def num_elements(self) -> int:
@@ -141,8 +149,12 @@ class _Writer:
         return self.bits.tobytes()
 
 
-def rows_cols(shape: tuple[int, ...]) -> tuple[int, int]:
-    """Kernel tensor size of the ROWS arrangement (see nntm.arrange)."""
+def rows_cols(shape: tuple[int, ...], arrangement: int = 0) -> tuple[int, int]:
+    """Kernel tensor size of an arrangement (see nntm.arrange); (-1, -1) if it cannot apply."""
+    if arrangement == 1:  # kernel tiles: O x I x kh x kw -> (O*kh) x (I*kw)
+        if len(shape) != 4:
+            return -1, -1
+        return shape[0] * shape[2], shape[1] * shape[3]
     count = 1
     for d in shape[1:]:
         count *= d
@@ -153,7 +165,9 @@ def rows_cols(shape: tuple[int, ...]) -> tuple[int, int]:
 
 # Largest codes the parameter sets may carry (see nntm.arrange).
 MAX_LAYER_TYPE = 7
-MAX_ARRANGEMENT = 0
+MAX_ARRANGEMENT = 1
+# split_mask of each tree_partition_type: none, qt, qtbt (BT_H, BT_V), qtmtt (BT and TT)
+TREE_SPLIT_MASK = (0, 0, (1 << 2) | (1 << 3), 0x3C)
 
 
 def _unit(unit_type: UnitType, payload: bytes) -> bytes:
@@ -171,11 +185,17 @@ def model_parameter_set(mps: ModelParameterSet) -> bytes:
     w.u(32, mps.tool_flags)
     w.ue(mps.num_tensors)
     w.u(8, int(mps.source_format))
+    if mps.tool_flags & TOOL_SIGNAL_TYPES:
+        w.ue(len(mps.signal_types))
+        for name in mps.signal_types:
+            raw = name.encode("utf-8")
+            w.ue(len(raw))
+            w.bytes(raw)
     w.byte_alignment()
     return _unit(UnitType.MODEL_PARAMETER_SET, w.tobytes())
 
 
-def tensor_parameter_set(tps: TensorParameterSet) -> bytes:
+def tensor_parameter_set(tps: TensorParameterSet, tool_flags: int = 0) -> bytes:
     w = _Writer()
     w.ue(tps.tensor_id)
     name = tps.name.encode("utf-8")
@@ -194,6 +214,19 @@ def tensor_parameter_set(tps: TensorParameterSet) -> bytes:
         w.se(tps.qp)
         w.ue(tps.qp_density)
         w.ue(tps.num_gt_flags - 1)
+        if tool_flags & TOOL_CODING_TREE:
+            w.u(8, tps.tree_type)
+            if tps.tree_type:
+                t = tps.tree
+                w.ue(t.log2_ctu_size)
+                w.ue(t.log2_min_cu_size)
+                w.ue(t.log2_min_qt_size - t.log2_min_cu_size)
+                if tps.tree_type >= 2:
+                    w.ue(t.max_mtt_depth)
+                w.u(1, int(t.skip_enabled))
+                w.u(1, int(t.cu_qp_delta_enabled))
+        if tool_flags & TOOL_SIGNAL_TYPES:
+            w.ue(tps.signal_type)
     w.byte_alignment()
     return _unit(UnitType.TENSOR_PARAMETER_SET, w.tobytes())
 
@@ -246,7 +279,8 @@ def split_units(data: bytes) -> list[Unit]:
         try:
             unit_type = UnitType(raw_type)
         except ValueError:
-            raise BitstreamError(f"unit {index} at byte {pos}: unknown unit_type {raw_type}") from None
+            raise BitstreamError(
+                f"unit {index} at byte {pos}: unknown unit_type {raw_type}") from None
         size = int.from_bytes(data[pos + 1:pos + 5], "big")
         start = pos + UNIT_HEADER_BYTES
         if size > len(data) - start:
@@ -289,7 +323,8 @@ class _Reader:
 
     def bytes(self, n: int, what: str) -> bytes:
         if n * 8 > len(self.bits) - self.bits.pos:
-            raise self.fail(f"{what}: needs {n} bytes, {(len(self.bits) - self.bits.pos) // 8} left")
+            left = (len(self.bits) - self.bits.pos) // 8
+            raise self.fail(f"{what}: needs {n} bytes, {left} left")
         return self.bits.read(f"bytes{n}") if n else b""
 
     def byte_alignment(self) -> None:
@@ -304,7 +339,8 @@ class _Reader:
 
     def end(self) -> None:
         if self.bits.pos != len(self.bits):
-            raise self.fail(f"{(len(self.bits) - self.bits.pos) // 8} unexpected byte(s) at the end")
+            left = (len(self.bits) - self.bits.pos) // 8
+            raise self.fail(f"{left} unexpected byte(s) at the end")
 
 
 def parse_model_parameter_set(unit: Unit) -> ModelParameterSet:
@@ -334,12 +370,24 @@ def parse_model_parameter_set(unit: Unit) -> ModelParameterSet:
         mps.source_format = SourceFormat(raw)
     except ValueError:
         raise r.fail(f"unknown source_format {raw}") from None
+    if mps.tool_flags & TOOL_SIGNAL_TYPES:
+        count = r.ue(MAX_SIGNAL_TYPES, "num_signal_types")
+        if count == 0:
+            raise r.fail("num_signal_types is 0")
+        names = []
+        for _ in range(count):
+            size = r.ue(MAX_NAME_BYTES, "signal_type_name_length")
+            try:
+                names.append(r.bytes(size, "signal_type_name").decode("utf-8"))
+            except UnicodeDecodeError:
+                raise r.fail("signal_type_name is not UTF-8") from None
+        mps.signal_types = names
     r.byte_alignment()
     r.end()
     return mps
 
 
-def parse_tensor_parameter_set(unit: Unit) -> TensorParameterSet:
+def parse_tensor_parameter_set(unit: Unit, mps: ModelParameterSet) -> TensorParameterSet:
     r = _Reader(unit)
     tensor_id = r.ue(MAX_TENSORS - 1, "tensor_id")
     name_len = r.ue(MAX_NAME_BYTES, "tensor_name_length")
@@ -379,7 +427,24 @@ def parse_tensor_parameter_set(unit: Unit) -> TensorParameterSet:
         tps.qp = r.se(-4096, 4096, "qp")
         tps.qp_density = r.ue(6, "qp_density")
         tps.num_gt_flags = r.ue(14, "num_gt_flags_minus1") + 1
-        expected = rows_cols(shape)
+        if mps.tool_flags & TOOL_CODING_TREE:
+            tps.tree_type = r.u(8)
+            if tps.tree_type > MAX_TREE_TYPE:
+                raise r.fail(f"tensor '{name}': unknown tree_partition_type {tps.tree_type}")
+            if tps.tree_type:
+                ctu = r.ue(7, "log2_ctu_size")
+                if ctu < 1:
+                    raise r.fail(f"tensor '{name}': log2_ctu_size is 0")
+                min_cu = r.ue(ctu, "log2_min_cu_size")
+                min_qt = min_cu + r.ue(ctu - min_cu, "log2_min_qt_size_minus_log2_min_cu_size")
+                mtt = r.ue(4, "max_mtt_depth") if tps.tree_type >= 2 else 0
+                skip = bool(r.u(1))
+                qpd = bool(r.u(1))
+                tps.tree = TreeParams(True, ctu, min_qt, mtt, min_cu,
+                                      TREE_SPLIT_MASK[tps.tree_type], skip, qpd)
+        if mps.tool_flags & TOOL_SIGNAL_TYPES:
+            tps.signal_type = r.ue(len(mps.signal_types) - 1, "input_signal_type")
+        expected = rows_cols(shape, tps.arrangement)
         if (tps.rows, tps.cols) != expected:
             raise r.fail(f"tensor '{name}': kernel {tps.rows}x{tps.cols} is not the "
                          f"{expected[0]}x{expected[1]} arrangement of shape {shape}")

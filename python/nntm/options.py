@@ -109,6 +109,50 @@ ENCODER_CODING_OPTIONS: tuple[Option, ...] = (
         "what to do with a float tensor holding NaN or Inf: fail, or carry it losslessly",
         choices=("error", "lossless"),
     ),
+    # ---- tensor classes and the coding tree (nntm.classes; docs/bitstream.md) ----
+    Option(
+        "TreeType",
+        "choice",
+        "none",
+        "tree partition type of every tensor that no ClassRules rule covers",
+        choices=("none", "qt", "qtbt", "qtmtt"),
+    ),
+    Option("CTUSize", "int", 64, "CTU size (a power of two)", minimum=2, maximum=128),
+    Option("MinQTSize", "int", 8, "smallest node a quad split may produce", minimum=1, maximum=128),
+    Option("MaxMTTDepth", "int", 2, "binary/ternary splits below a QT leaf", minimum=0, maximum=4),
+    Option("MinCUSize", "int", 2, "smallest CU side", minimum=1, maximum=128),
+    Option("SkipCU", "bool", True, "all-zero (skip) CUs, with the tree"),
+    Option("CUQPDelta", "bool", False, "a QP delta per coded CU, with the tree"),
+    Option(
+        "QPDeltaSearch",
+        "intlist",
+        (-2, 0, 2),
+        "CU QP deltas the encoder tries when CUQPDelta is on (at most 8)",
+        minimum=-64,
+        maximum=64,
+    ),
+    Option(
+        "Preset",
+        "choice",
+        "medium",
+        "encoder search effort for the tree: fast (depth 1), medium (3), slow (4, no early stop)",
+        choices=("fast", "medium", "slow"),
+    ),
+    Option(
+        "Arrangement",
+        "choice",
+        "rows",
+        "kernel tensor of a k x k conv: rows (O x I*k*k) or tiles ((O*k) x (I*k))",
+        choices=("rows", "tiles"),
+    ),
+    Option("LayerRules", "str", "", "glob=layer type; ... overriding the layer type by name"),
+    Option("SignalRules", "str", "", "glob=signal type; ... naming input signal types"),
+    Option(
+        "ClassRules",
+        "str",
+        "",
+        "layer[/signal]: tree=..,ctu=..,minqt=..,mtt=..,mincu=..,arrangement=..; ...",
+    ),
 )
 
 ENCODER_OPTIONS: tuple[Option, ...] = ENCODER_APP_OPTIONS + ENCODER_CODING_OPTIONS

@@ -39,6 +39,38 @@ extern "C" {
 #define NNTM_MAX_LEVEL 0x3FFFFFFF /* |level| never exceeds 2^30 - 1 */
 #define NNTM_MAX_QP_DENSITY 6
 
+/* Limits. */
+#define NNTM_MAX_LOG2_CTU 7      /* CTUs of up to 128 x 128 */
+#define NNTM_MAX_MTT_DEPTH 4
+#define NNTM_MAX_CU_QP_DELTA 64
+
+/* Split types of the coding tree (split_mask has bit (1 << type) set for
+ * each multi-type split allowed; the quad split is governed by the QT size). */
+#define NNTM_SPLIT_NONE 0
+#define NNTM_SPLIT_QT 1
+#define NNTM_SPLIT_BT_H 2  /* horizontal binary: top and bottom halves */
+#define NNTM_SPLIT_BT_V 3  /* vertical binary: left and right halves */
+#define NNTM_SPLIT_TT_H 4  /* horizontal ternary: 1/4, 1/2, 1/4 of the height */
+#define NNTM_SPLIT_TT_V 5  /* vertical ternary: 1/4, 1/2, 1/4 of the width */
+#define NNTM_SPLIT_MASK_ALL 0x3C
+
+/* CU coding modes. */
+#define NNTM_CU_CODED 0    /* levels coded (with an optional CU QP delta) */
+#define NNTM_CU_SKIP 1     /* every level zero, nothing else coded */
+
+/* Coding tree settings of a kernel tensor (tensor parameter set). With
+ * enabled == 0 the levels are coded in one raster scan (format 1.0). */
+typedef struct nntm_tree_params {
+    int32_t enabled;
+    int32_t log2_ctu_size;       /* 1..7 */
+    int32_t log2_min_qt_size;    /* log2_min_cu_size..log2_ctu_size */
+    int32_t max_mtt_depth;       /* 0..4 */
+    int32_t log2_min_cu_size;    /* 0..log2_ctu_size */
+    int32_t split_mask;          /* subset of NNTM_SPLIT_MASK_ALL */
+    int32_t skip_enabled;        /* cu_skip_flag present */
+    int32_t cu_qp_delta_enabled; /* cu_qp_delta present in coded CUs */
+} nntm_tree_params;
+
 /* What the decoder needs to parse and reconstruct one kernel tensor: all of it
  * comes from the tensor parameter set. */
 typedef struct nntm_kernel_params {
@@ -47,14 +79,33 @@ typedef struct nntm_kernel_params {
     int32_t qp;            /* quantization parameter */
     int32_t qp_density;    /* 2^qp_density QP steps per doubling of the step, 0..6 */
     int32_t num_gt_flags;  /* greater-than flags before the remainder, 1..15 */
+    nntm_tree_params tree;
 } nntm_kernel_params;
+
+/* Encoder search settings (speed presets bound these). */
+typedef struct nntm_search_params {
+    int32_t max_depth;       /* deepest tree level (qt + mtt) the search tries */
+    int32_t skip_no_split;   /* 1: a node whose best leaf is skip is not split further */
+    int32_t num_qp_deltas;   /* CU QP deltas tried for a coded CU (0 allowed: {0}) */
+    int32_t qp_deltas[8];
+} nntm_search_params;
 
 /* Encoder-only settings. */
 typedef struct nntm_encoder_params {
     nntm_kernel_params kernel;
     int32_t rdoq;          /* 0: round to nearest; 1: rate-distortion optimised rounding */
-    double lambda_scale;   /* lambda = lambda_scale * step^2 */
+    double lambda_scale;   /* lambda = lambda_scale * step^2 (step of the tensor QP) */
+    double max_abs_value;  /* reconstructions stay within +-max_abs_value (the dtype's range) */
+    nntm_search_params search;
 } nntm_encoder_params;
+
+/* One coded CU, for pictures of the decisions: its region inside the tensor. */
+typedef struct nntm_cu_record {
+    int32_t x, y, w, h;
+    int32_t mode;  /* NNTM_CU_* */
+    int32_t qp;
+    int32_t depth; /* qt_depth + mtt_depth */
+} nntm_cu_record;
 
 /* A growable byte buffer owned by the library; release with nntm_buffer_free. */
 typedef struct nntm_buffer {
@@ -74,23 +125,25 @@ void nntm_buffer_free(nntm_buffer *buf);
 int nntm_qp_to_step(int32_t qp, int32_t qp_density, int32_t *mantissa, int32_t *shift);
 
 /* Encode the rows x cols float weights (row-major) of one kernel tensor.
- * levels (rows*cols int32) receives the quantized levels; out receives the
- * payload (out must be zeroed or previously freed; it is overwritten).
+ * recon (rows*cols samples of dtype) receives the reconstruction the decoder
+ * will produce; levels (rows*cols int32) the quantized levels, or NULL.
+ * out receives the payload; cu_trace (or NULL) one nntm_cu_record per CU.
+ * Both buffers must be zeroed or freed before; they are overwritten.
  * Returns NNTM_OK, NNTM_ERR_ARG, NNTM_ERR_NOMEM, NNTM_ERR_NONFINITE or NNTM_ERR_RANGE. */
-int nntm_encode_kernel(const nntm_encoder_params *params, const float *weights,
-                       int32_t *levels, nntm_buffer *out);
+int nntm_encode_kernel(const nntm_encoder_params *params, const float *weights, int32_t dtype,
+                       void *recon, int32_t *levels, nntm_buffer *out, nntm_buffer *cu_trace);
 
-/* Parse one kernel tensor's payload (size bytes) into levels (rows*cols int32).
- * *consumed receives the number of payload bytes the arithmetic decoder read.
- * The payload must be consumed exactly: bytes left after it are NNTM_ERR_CORRUPT.
- * Returns NNTM_OK, NNTM_ERR_ARG, NNTM_ERR_CORRUPT or NNTM_ERR_TRUNCATED. */
+/* Parse one kernel tensor's payload (size bytes, consumed exactly) and
+ * reconstruct it into recon (rows*cols samples of dtype); levels (or NULL)
+ * receives the levels, cu_trace (or NULL) one nntm_cu_record per CU.
+ * Returns NNTM_OK, NNTM_ERR_ARG, NNTM_ERR_NOMEM, NNTM_ERR_CORRUPT or NNTM_ERR_TRUNCATED. */
 int nntm_decode_kernel(const nntm_kernel_params *params, const uint8_t *data, size_t size,
-                       int32_t *levels, size_t *consumed);
+                       int32_t dtype, void *recon, int32_t *levels, nntm_buffer *cu_trace);
 
-/* Reconstruct count levels into samples of dtype (NNTM_DTYPE_*), written as
- * raw little-endian bit patterns to out (2, 4 or 8 bytes a sample).  The value
- * level * mantissa * 2^shift is converted with round-to-nearest-even; values
- * beyond the format's range become infinities of the level's sign.
+/* Reconstruct count levels, all at the tensor QP, into samples of dtype
+ * (NNTM_DTYPE_*), written as raw little-endian bit patterns to out (2, 4 or 8
+ * bytes a sample).  The value level * mantissa * 2^shift is converted with
+ * round-to-nearest-even; values beyond the format's range become infinities.
  * Returns NNTM_OK or NNTM_ERR_ARG. */
 int nntm_reconstruct(const nntm_kernel_params *params, const int32_t *levels, size_t count,
                      int32_t dtype, void *out);

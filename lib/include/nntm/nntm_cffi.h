@@ -15,19 +15,60 @@
 #define NNTM_MAX_LEVEL 1073741823
 #define NNTM_MAX_QP_DENSITY 6
 
+#define NNTM_MAX_LOG2_CTU 7
+#define NNTM_MAX_MTT_DEPTH 4
+#define NNTM_MAX_CU_QP_DELTA 64
+#define NNTM_SPLIT_NONE 0
+#define NNTM_SPLIT_QT 1
+#define NNTM_SPLIT_BT_H 2
+#define NNTM_SPLIT_BT_V 3
+#define NNTM_SPLIT_TT_H 4
+#define NNTM_SPLIT_TT_V 5
+#define NNTM_SPLIT_MASK_ALL 60
+#define NNTM_CU_CODED 0
+#define NNTM_CU_SKIP 1
+
+typedef struct nntm_tree_params {
+    int32_t enabled;
+    int32_t log2_ctu_size;
+    int32_t log2_min_qt_size;
+    int32_t max_mtt_depth;
+    int32_t log2_min_cu_size;
+    int32_t split_mask;
+    int32_t skip_enabled;
+    int32_t cu_qp_delta_enabled;
+} nntm_tree_params;
+
 typedef struct nntm_kernel_params {
     int32_t rows;
     int32_t cols;
     int32_t qp;
     int32_t qp_density;
     int32_t num_gt_flags;
+    nntm_tree_params tree;
 } nntm_kernel_params;
+
+typedef struct nntm_search_params {
+    int32_t max_depth;
+    int32_t skip_no_split;
+    int32_t num_qp_deltas;
+    int32_t qp_deltas[8];
+} nntm_search_params;
 
 typedef struct nntm_encoder_params {
     nntm_kernel_params kernel;
     int32_t rdoq;
     double lambda_scale;
+    double max_abs_value;
+    nntm_search_params search;
 } nntm_encoder_params;
+
+typedef struct nntm_cu_record {
+    int32_t x, y, w, h;
+    int32_t mode;
+    int32_t qp;
+    int32_t depth;
+} nntm_cu_record;
 
 typedef struct nntm_buffer {
     uint8_t *data;
@@ -38,10 +79,10 @@ typedef struct nntm_buffer {
 const char *nntm_strerror(int code);
 void nntm_buffer_free(nntm_buffer *buf);
 int nntm_qp_to_step(int32_t qp, int32_t qp_density, int32_t *mantissa, int32_t *shift);
-int nntm_encode_kernel(const nntm_encoder_params *params, const float *weights,
-                       int32_t *levels, nntm_buffer *out);
+int nntm_encode_kernel(const nntm_encoder_params *params, const float *weights, int32_t dtype,
+                       void *recon, int32_t *levels, nntm_buffer *out, nntm_buffer *cu_trace);
 int nntm_decode_kernel(const nntm_kernel_params *params, const uint8_t *data, size_t size,
-                       int32_t *levels, size_t *consumed);
+                       int32_t dtype, void *recon, int32_t *levels, nntm_buffer *cu_trace);
 int nntm_reconstruct(const nntm_kernel_params *params, const int32_t *levels, size_t count,
                      int32_t dtype, void *out);
 int nntm_selftest_bins(const uint8_t *bins, const uint8_t *ctx_idx, size_t n, int32_t num_ctx,

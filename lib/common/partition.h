@@ -1,0 +1,101 @@
+/* The coding tree: node geometry, split legality (one can_split for both
+ * sides), the per-element maps that neighbouring decisions are read from, and
+ * the context sets of the tree syntax. */
+#ifndef NNTM_COMMON_PARTITION_H
+#define NNTM_COMMON_PARTITION_H
+
+#include <stdint.h>
+
+#include "contexts.h"
+#include "nntm/nntm.h"
+
+/* A node of the coding tree: a nominal rectangle of the kernel tensor
+ * (x = column, y = row); only its part inside the tensor is coded. */
+typedef struct nntm_node {
+    int32_t x, y, w, h;
+    int qt_depth;
+    int mtt_depth;
+} nntm_node;
+
+/* Per-element maps of the decisions made so far (row-major, rows x cols). */
+typedef struct nntm_cu_maps {
+    int32_t rows, cols;
+    uint8_t *qt_depth;  /* qt depth of the CU covering the element */
+    uint8_t *log2_w;    /* nominal CU width and height, log2 */
+    uint8_t *log2_h;
+    uint8_t *mode;      /* NNTM_CU_* of the CU covering the element */
+    int16_t *qp_delta;  /* CU QP - tensor QP */
+} nntm_cu_maps;
+
+/* NNTM_OK or NNTM_ERR_NOMEM; a zeroed struct is safe to free. */
+int nntm_cu_maps_alloc(nntm_cu_maps *m, int32_t rows, int32_t cols);
+void nntm_cu_maps_free(nntm_cu_maps *m);
+
+/* NNTM_OK when the tree parameters are within their documented ranges. */
+int nntm_check_tree_params(const nntm_tree_params *t);
+
+/* 1 when the split may be used at node n (both encoder and decoder ask this). */
+int nntm_can_split(const nntm_tree_params *t, const nntm_node *n, int split);
+
+/* The children of n for a split, in coding order; returns their number. */
+int nntm_split_children(const nntm_node *n, int split, nntm_node out[4]);
+
+/* Clip n to the tensor: the coded region [x0, x1) x [y0, y1); 0 when empty. */
+static inline int nntm_node_clip(const nntm_node *n, int32_t rows, int32_t cols, int32_t *x0,
+                                 int32_t *y0, int32_t *x1, int32_t *y1) {
+    *x0 = n->x;
+    *y0 = n->y;
+    *x1 = n->x + n->w < cols ? n->x + n->w : cols;
+    *y1 = n->y + n->h < rows ? n->y + n->h : rows;
+    return *x0 < *x1 && *y0 < *y1;
+}
+
+/* Record a leaf CU in the maps. */
+void nntm_cu_maps_set(nntm_cu_maps *m, const nntm_node *n, int mode, int qp_delta);
+
+/* Append the record of the CU at node n (mode and QP from the maps) to trace;
+ * nothing when trace is NULL.  NNTM_OK or NNTM_ERR_NOMEM. */
+int nntm_trace_cu(nntm_buffer *trace, const nntm_cu_maps *m, const nntm_kernel_params *p,
+                  const nntm_node *n);
+
+/* ---- Context sets of the tree syntax ---- */
+#define NNTM_SPLIT_QT_CTX 9       /* split_qt_flag: 3 * min(qt_depth, 2) + neighbours deeper */
+#define NNTM_MTT_SPLIT_CTX 9      /* mtt_split_flag: 3 * min(mtt_depth, 2) + neighbours smaller */
+#define NNTM_MTT_VERTICAL_CTX 3   /* mtt_vertical_flag: width vs height */
+#define NNTM_MTT_BINARY_CTX 4     /* mtt_binary_flag: 2 * vertical + (mtt_depth > 0) */
+#define NNTM_CU_SKIP_CTX 3        /* cu_skip_flag: skipped neighbours */
+#define NNTM_QP_DELTA_CTX 2       /* cu_qp_delta_abs: first bin, other prefix bins */
+#define NNTM_QP_DELTA_PREFIX 5    /* unary prefix length of cu_qp_delta_abs */
+
+typedef struct nntm_tree_ctxs {
+    nntm_ctx split_qt[NNTM_SPLIT_QT_CTX];
+    nntm_ctx mtt_split[NNTM_MTT_SPLIT_CTX];
+    nntm_ctx mtt_vertical[NNTM_MTT_VERTICAL_CTX];
+    nntm_ctx mtt_binary[NNTM_MTT_BINARY_CTX];
+    nntm_ctx cu_skip[NNTM_CU_SKIP_CTX];
+    nntm_ctx qp_delta[NNTM_QP_DELTA_CTX];
+} nntm_tree_ctxs;
+
+/* Every context variable of a kernel tensor's payload. */
+typedef struct nntm_all_ctxs {
+    nntm_level_ctxs level;
+    nntm_tree_ctxs tree;
+} nntm_all_ctxs;
+
+void nntm_all_ctxs_init(nntm_all_ctxs *c);
+
+int nntm_ctx_split_qt(const nntm_cu_maps *m, const nntm_node *n);
+int nntm_ctx_mtt_split(const nntm_cu_maps *m, const nntm_node *n);
+int nntm_ctx_mtt_vertical(const nntm_node *n);
+int nntm_ctx_cu_skip(const nntm_cu_maps *m, const nntm_node *n);
+
+/* Which mtt flags a node codes, from the splits can_split allows. */
+typedef struct nntm_mtt_options {
+    int any;          /* some MTT split is allowed: mtt_split_flag is coded */
+    int can_v, can_h; /* a vertical / horizontal split is allowed */
+    int bt_v, tt_v, bt_h, tt_h;
+} nntm_mtt_options;
+
+void nntm_mtt_options_get(const nntm_tree_params *t, const nntm_node *n, nntm_mtt_options *o);
+
+#endif

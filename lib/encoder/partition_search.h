@@ -1,0 +1,21 @@
+/* Coding-tree search with rate-distortion mode decision. */
+#ifndef NNTM_ENCODER_PARTITION_SEARCH_H
+#define NNTM_ENCODER_PARTITION_SEARCH_H
+
+#include "../common/partition.h"
+#include "bin_writer.h"
+
+/* A growable list of split decisions in preorder. */
+typedef struct nntm_decisions {
+    uint8_t *d;
+    size_t n, cap;
+} nntm_decisions;
+
+void nntm_decisions_free(nntm_decisions *v);
+
+/* Search every CTU of the kernel tensor: fills levels, the maps (modes and
+ * QP deltas) and the decisions.  Returns NNTM_OK, NNTM_ERR_NOMEM or NNTM_ERR_RANGE. */
+int nntm_search_tree(const nntm_encoder_params *p, const float *weights, int32_t *levels,
+                     nntm_cu_maps *maps, nntm_decisions *decisions);
+
+#endif
