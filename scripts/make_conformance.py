@@ -286,7 +286,17 @@ STREAMS: tuple[Spec, ...] = (
          "The coarsest QP: step 2^127. Ordinary weights quantize to 0 (long runs of zero "
          "levels), weights near the float32 maximum to +-1 or +-2; level 2 reconstructs to "
          "2^128, beyond the float32 range, which the reconstruction process turns into an "
-         "infinity. 1-D tensors at QP 191."),
+         "infinity. 1-D tensors at QP 191. Retired (decode-only) since the encoder keeps "
+         "reconstructions finite (commit 0520a66): the stream is the only one that makes a "
+         "decoder produce an infinity from finite levels; QP_D_2 is its successor.",
+         retired=True),
+    Spec("QP_D_2", "qp_coarse",
+         ("QPDensity 0", "QP 127 (option maximum)", "QPOffset1D 64 (QP 191)",
+          "levels +-1 at step 2^127", "mostly zero levels", "bfloat16", "float64"),
+         "The coarsest QP, step 2^127, with the encoder that keeps every reconstruction "
+         "within the output type's finite range: ordinary weights quantize to 0 (long runs "
+         "of zero levels), weights near the float32 maximum to +-1 (2^127). 1-D tensors at "
+         "QP 191. Successor of QP_D_1 (same source and coding keys)."),
     Spec("SHAPE_A_1", "shapes",
          ("0-d tensor (QUANTIZED, layer_type scalar)", "1-element tensors", "empty tensors",
           "odd shapes", "1xN and Nx1", "3-D", "4-D conv/depthwise/pointwise", "8-D (max ndim)",
@@ -399,6 +409,9 @@ def describe(spec: Spec, data: bytes, md5s: list[tuple[str, str]], version: str)
         f"sha256 `{hashlib.sha256(data).hexdigest()}`",
         f"- Decoded MD5s: `bitstreams/{spec.name}.md5` ({len(md5s)} tensors)",
         f"- Format version: {version}",
+        *(["- Status: **retired** (decode-only): the current encoder no longer makes this "
+           "stream from the command below; it stays in the suite and must decode to its "
+           "MD5s forever. The command is the one that made it."] if spec.retired else []),
         f"- Tools and features: {', '.join(spec.features)}",
         f"- Source model: `{src}` (sha256 `{_sha256(ROOT / src)}`), {how}",
         "",
@@ -447,7 +460,6 @@ def generate(names: list[str], force: bool) -> int:
     refused: list[str] = []
     notes: list[str] = []
     writes: dict[Path, bytes] = {}
-    version = f"{hls.FORMAT_VERSION_MAJOR}.{hls.FORMAT_VERSION_MINOR}"
     old: dict[str, conformance.StreamEntry] = {}
     if SUITE.exists():
         old = {s.name: s for s in conformance.load_suite(SUITE).streams}
@@ -489,13 +501,19 @@ def generate(names: list[str], force: bool) -> int:
                 problem = _check_retired(spec, old.get(spec.name))
                 if problem:
                     refused.append(problem)
-                elif old[spec.name].reencode:
+                    continue
+                stored = bit.read_bytes()
+                writes[ROOT / "conformance" / f"{spec.name}.md"] = describe(
+                    spec, stored, conformance.parse_md5_file(md5_path),
+                    conformance.stream_format_version(stored)).encode("utf-8")
+                if old[spec.name].reencode:
                     entries[spec.name] = dataclasses.replace(old[spec.name], reencode=False)
                     notes.append(f"{spec.name}: retired (decode-only)")
                 continue
             data = conformance.run_encoder_command(ROOT, command(spec),
                                                    Path(tmp) / f"{spec.name}.bit")
             md5s = _decoded_md5s(data)
+            version = conformance.stream_format_version(data)
             if bit.exists():
                 stored = bit.read_bytes()
                 stored_md5s = (conformance.parse_md5_file(md5_path)

@@ -155,25 +155,25 @@ def test_generate_refuses_to_change_a_stored_stream(tmp_path: Path) -> None:
     example.mkdir(parents=True)
     shutil.copy(ROOT / "python/nntm/example/digits_cnn.safetensors", example)
     script = tmp_path / "scripts" / "make_conformance.py"
-    cfg = tmp_path / "conformance" / "cfg" / "QP_D_1.cfg"
-    bit = tmp_path / "bitstreams" / "QP_D_1.bit"
+    cfg = tmp_path / "conformance" / "cfg" / "QP_D_2.cfg"
+    bit = tmp_path / "bitstreams" / "QP_D_2.bit"
     before = bit.read_bytes()
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, str(script), *args], capture_output=True,
                               text=True, cwd=tmp_path, check=False)
 
-    same = run("--generate", "QP_D_1")
+    same = run("--generate", "QP_D_2")
     assert same.returncode == 0, same.stderr
     assert bit.read_bytes() == before
     cfg.write_text(cfg.read_text().replace("QP                  : 127",
                                            "QP                  : 120"))
-    refused = run("--generate", "QP_D_1")
+    refused = run("--generate", "QP_D_2")
     assert refused.returncode == 1 and "refused" in refused.stderr
     assert bit.read_bytes() == before
-    assert run("--check-determinism", "QP_D_1").returncode == 1
-    forced = run("--generate", "--force-new-version", "QP_D_1")
+    assert run("--check-determinism", "QP_D_2").returncode == 1
+    forced = run("--generate", "--force-new-version", "QP_D_2")
     assert forced.returncode == 0, forced.stderr
     assert bit.read_bytes() != before
-    assert run("--check-determinism", "QP_D_1").returncode == 0
+    assert run("--check-determinism", "QP_D_2").returncode == 0
     assert codec.decode(bit.read_bytes())
