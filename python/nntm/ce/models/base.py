@@ -324,16 +324,16 @@ class ChannelEnergyHooks:
         torch = self._torch
 
         def hook(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], output: Any) -> None:
-            x = inputs[0].detach().to(torch.float64)
-            if isinstance(module, torch.nn.Conv2d):
-                flat = x.transpose(0, 1).reshape(x.shape[1], -1)  # (C, N*H*W)
-                total, count = (flat * flat).sum(dim=1), flat.shape[1]
+            x = inputs[0].detach().to(torch.float32)
+            if isinstance(module, torch.nn.Conv2d):  # (N, C, H, W), any memory layout
+                total = x.square().sum(dim=(0, 2, 3), dtype=torch.float64)
+                count = x.shape[0] * x.shape[2] * x.shape[3]
             else:
                 mask = self.token_mask
                 if mask is not None and x.dim() == 3 and tuple(x.shape[:2]) == tuple(mask.shape):
                     x = x[mask]
                 x = x.reshape(-1, x.shape[-1])
-                total, count = (x * x).sum(dim=0), x.shape[0]
+                total, count = x.square().sum(dim=0, dtype=torch.float64), x.shape[0]
             if weight_name in self._sums:
                 self._sums[weight_name] += total
                 self._counts[weight_name] += count
