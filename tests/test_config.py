@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -183,6 +184,17 @@ def test_all_problems_reported_at_once(tmp_path: Path) -> None:
 
 def test_config_error_is_nntm_error() -> None:
     assert issubclass(ConfigError, NntmError)
+
+
+def test_option_parse() -> None:
+    qp = TABLE[2]
+    assert qp.parse("-5") == -5
+    assert qp.parse(np.int16(7)) == 7 and type(qp.parse(np.int16(7))) is int
+    assert TABLE[3].parse(np.True_) is True
+    assert TABLE[6].parse(np.array([2, 3])) == (2, 3)
+    assert qp.parse("0x10") == 16
+    with pytest.raises(ConfigError, match=r"^QP in x.cfg:1: 300 is out of range -128..127$"):
+        qp.parse("300", "in x.cfg:1")
 
 
 def test_bad_default_fails_at_definition() -> None:

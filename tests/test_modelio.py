@@ -166,6 +166,18 @@ def test_pytorch(tmp_path: Path) -> None:
     assert got["w"].tolist() == [[0, 1, 2], [3, 4, 5]]
     assert got["h"].dtype == BF16 and got["h"].astype(np.float32).tolist() == [1.5, -2.0]
     assert got["n"].shape == () and got["n"].dtype == np.int64
+    torch.save({"w": state["w"], "step": 3}, tmp_path / "extra.pt")
+    with pytest.raises(ModelIOError, match="'step' holds a int object, not a tensor"):
+        read_model(tmp_path / "extra.pt")
+    torch.save([state["w"]], tmp_path / "list.pth")
+    with pytest.raises(ModelIOError, match="does not hold a state dict"):
+        read_model(tmp_path / "list.pth")
+    (tmp_path / "junk.pt").write_bytes(b"junk")
+    with pytest.raises(ModelIOError, match="junk.pt"):
+        read_model(tmp_path / "junk.pt")
+    torch.save({"c": torch.zeros(2, dtype=torch.complex64)}, tmp_path / "c.pt")
+    with pytest.raises(ModelIOError, match="unsupported dtype"):
+        read_model(tmp_path / "c.pt")
 
 
 def test_model_format() -> None:

@@ -131,54 +131,72 @@ class Option:
         if self.minimum is not None and self.maximum is not None and self.minimum > self.maximum:
             raise ConfigError(f"{where}: minimum {self.minimum} > maximum {self.maximum}")
         try:
-            default = self.convert(self.default)
+            default = self._convert(self.default)
         except _BadValue as exc:
             raise ConfigError(f"{where}: bad default {self.default!r}: {exc}") from None
-        problem = self.range_problem(default)
+        problem = self._range_problem(default)
         if problem:
             raise ConfigError(f"{where}: default {problem}")
         object.__setattr__(self, "default", default)
 
     # -- values -------------------------------------------------------------
 
-    def convert(self, raw: object) -> Value:
+    def parse(self, raw: object, where: str = "") -> Value:
+        """Cfg text or a Python value -> this option's typed value, range checked.
+
+        Raises ConfigError naming the key (and ``where``, e.g. "in x.cfg:3").
+        """
+        at = f" {where}" if where else ""
+        try:
+            value = self._convert(raw)
+        except _BadValue as exc:
+            shown = raw if isinstance(raw, str) else repr(raw)
+            raise ConfigError(f"bad value '{shown}' for {self.key}{at}: {exc}") from None
+        problem = self._range_problem(value)
+        if problem:
+            raise ConfigError(f"{self.key}{at}: {problem}")
+        return value
+
+    def _convert(self, raw: object) -> Value:
         """Turn cfg text or a Python value into this option's typed value.
 
         Raises ``_BadValue`` (internal) with what was expected.  Range is not
-        checked here: see :meth:`range_problem`.
+        checked here: see :meth:`_range_problem`.
         """
         if isinstance(raw, str):
             return self._parse(raw.strip())
         kind = self.kind
         if kind == "int":
-            if isinstance(raw, (bool, float)) or not _is_integer(raw):
+            if not isinstance(raw, numbers.Integral) or isinstance(raw, bool):
                 raise _BadValue("expected an integer")
-            return int(raw)  # type: ignore[call-overload]
+            return int(raw)
         if kind == "float":
-            if isinstance(raw, bool) or not (_is_integer(raw) or _is_real(raw)):
+            if not isinstance(raw, numbers.Real) or isinstance(raw, bool):
                 raise _BadValue("expected a number")
-            value = float(raw)  # type: ignore[arg-type]
+            value = float(raw)
             if not math.isfinite(value):
                 raise _BadValue("expected a finite number")
             return value
         if kind == "bool":
-            if isinstance(raw, bool) or type(raw).__name__ == "bool_":
-                return bool(raw)
-            if _is_integer(raw) and int(raw) in (0, 1):  # type: ignore[call-overload]
+            if isinstance(raw, bool) or getattr(getattr(raw, "dtype", None), "kind", "") == "b":
+                return bool(raw)  # a Python or numpy bool
+            if isinstance(raw, numbers.Integral) and int(raw) in (0, 1):
                 return bool(raw)
             raise _BadValue("expected a bool (0/1, true/false, yes/no, on/off)")
         if kind == "str":
             if isinstance(raw, os.PathLike):
-                return os.fspath(raw)  # type: ignore[return-value]
+                path = os.fspath(raw)
+                if isinstance(path, str):
+                    return path
             raise _BadValue("expected a string")
         if kind == "choice":
             raise _BadValue(f"expected one of {', '.join(self.choices)}")
         # intlist
-        if _is_integer(raw) and not isinstance(raw, bool):
-            return (int(raw),)  # type: ignore[call-overload]
+        if isinstance(raw, numbers.Integral) and not isinstance(raw, bool):
+            return (int(raw),)
         if isinstance(raw, (list, tuple)) or type(raw).__name__ == "ndarray":
             items = list(raw)  # type: ignore[call-overload]
-            if all(_is_integer(x) and not isinstance(x, bool) for x in items):
+            if all(isinstance(x, numbers.Integral) and not isinstance(x, bool) for x in items):
                 return tuple(int(x) for x in items)
         raise _BadValue("expected a list of integers")
 
@@ -212,7 +230,7 @@ class Option:
         parts = [p for p in re.split(r"[\s,]+", text) if p]
         return tuple(_parse_int(p, "expected a list of integers") for p in parts)
 
-    def range_problem(self, value: Value) -> str | None:
+    def _range_problem(self, value: Value) -> str | None:
         """Return a message if ``value`` is outside minimum..maximum, else None."""
         if self.minimum is None and self.maximum is None:
             return None
@@ -239,14 +257,6 @@ class Option:
 
 def _num(x: float) -> str:
     return format_value(x)
-
-
-def _is_integer(raw: object) -> bool:
-    return isinstance(raw, numbers.Integral)
-
-
-def _is_real(raw: object) -> bool:
-    return isinstance(raw, numbers.Real)
 
 
 def _parse_int(text: str, expected: str = "expected an integer") -> int:
@@ -452,16 +462,10 @@ class Config(Mapping[str, Value]):
             if not isinstance(key, str) or key not in options:
                 problems.append(_unknown_key(str(key), source, options))
                 continue
-            opt = options[key]
             try:
-                value = opt.convert(raw)
-            except _BadValue as exc:
-                shown = raw if isinstance(raw, str) else repr(raw)
-                problems.append(f"bad value '{shown}' for {key} {_where(source)}: {exc}")
-                continue
-            problem = opt.range_problem(value)
-            if problem:
-                problems.append(f"{key} {_where(source)}: {problem}")
+                value = options[key].parse(raw, _where(source))
+            except ConfigError as exc:
+                problems.append(str(exc))
                 continue
             values[key] = value
             sources[key] = source

@@ -179,7 +179,7 @@ def _read_safetensors(name: str) -> dict[str, np.ndarray]:
             nbytes = end - begin
             if nbytes:
                 f.seek(buffer_start + begin)
-                got = f.readinto(memoryview(arr.reshape(-1).view(np.uint8)))
+                got = f.readinto(arr.reshape(-1).view(np.uint8).data)
                 if got != nbytes:
                     raise ModelIOError(
                         f"safetensors file '{name}' is truncated in tensor '{tname}'"
@@ -355,7 +355,8 @@ def _read_torch(name: str) -> dict[str, np.ndarray]:
             raise ModelIOError(f"PyTorch file '{name}': tensor name {key!r} is not a string")
         if not isinstance(tensor, torch.Tensor):
             raise ModelIOError(
-                f"PyTorch file '{name}': '{key}' is a {type(tensor).__name__}, not a tensor"
+                f"PyTorch file '{name}': '{key}' holds a {type(tensor).__name__} object, "
+                "not a tensor"
             )
         t = tensor.detach().cpu().contiguous()
         if t.dtype == torch.bfloat16:
@@ -485,7 +486,7 @@ def _write_safetensors(f: IO[bytes], arrays: list[tuple[str, np.ndarray]]) -> No
     f.write(raw)
     for _key, arr in arrays:
         if arr.nbytes:
-            f.write(memoryview(arr.reshape(-1).view(np.uint8)))
+            f.write(arr.reshape(-1).view(np.uint8).data)
 
 
 def _write_npz(f: IO[bytes], arrays: list[tuple[str, np.ndarray]]) -> None:
