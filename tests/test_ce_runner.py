@@ -166,12 +166,6 @@ def test_nntm_codec_point_without_network() -> None:
     assert p.bytes > 0 and math.isfinite(p.snr_db) and p.snr_db > 10
 
 
-@pytest.mark.xfail(
-    reason="codec: encode_with_recon returns a 0-d lossless tensor with shape (1,) "
-    "(np.ascontiguousarray makes 0-d arrays 1-d) while decode gives shape ()",
-    raises=NntmError,
-    strict=False,
-)
 def test_nntm_recon_equals_decoded_for_0d_buffer() -> None:
     pytest.importorskip("nntm._nntm_c")
     adapter = FakeAdapter()  # has a 0-d int64 num_batches_tracked, like every BatchNorm

@@ -15,6 +15,7 @@ static void ctx_set(nntm_ctx *c, int n, uint32_t p) {
 }
 
 void nntm_level_ctxs_init(nntm_level_ctxs *c) {
+    c->dq_state = 0;
     ctx_set(c->sig, NNTM_SIG_CTX, NNTM_INIT_SIG);
     ctx_set(c->sign, NNTM_SIGN_CTX, NNTM_INIT_SIGN);
     ctx_set(&c->gt[0][0], NNTM_MAX_GT_FLAGS * NNTM_GT_CLASSES, NNTM_INIT_GT);

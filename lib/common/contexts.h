@@ -34,13 +34,16 @@ static inline void nntm_ctx_update(nntm_ctx *c, int bin) {
 }
 
 /* ---- Context sets of level_coding (docs/bitstream.md, "Context sets"). ---- */
-#define NNTM_SIG_CTX 9      /* sig_flag: min(|L|,2) * 3 + min(|A|,2) */
+#define NNTM_SIG_NEIGH 9    /* sig_flag: min(|L|,2) * 3 + min(|A|,2) ... */
+#define NNTM_SIG_SETS 3     /* ... + 9 * max(0, dq_state - 1) */
+#define NNTM_SIG_CTX (NNTM_SIG_NEIGH * NNTM_SIG_SETS)
 #define NNTM_SIGN_CTX 3     /* sign_flag: sign of the left level (0, +, -) */
 #define NNTM_GT_CLASSES 5   /* abs_level_greater_flag: neighbourhood class */
 #define NNTM_EGP_CLASSES 2  /* abs_remainder prefix: neighbourhood small / large */
 #define NNTM_EGP_CTX 12     /* abs_remainder prefix: bin index, last one shared */
 
 typedef struct nntm_level_ctxs {
+    int32_t dq_state;  /* dependent quantization state (0 without DQ) */
     nntm_ctx sig[NNTM_SIG_CTX];
     nntm_ctx sign[NNTM_SIGN_CTX];
     nntm_ctx gt[NNTM_MAX_GT_FLAGS][NNTM_GT_CLASSES];
@@ -63,19 +66,43 @@ static inline int32_t nntm_abs_clip(int32_t v, int32_t cap) {
     return a < cap ? a : cap;
 }
 
-/* Derive the contexts of the level at (r, c) of a row-major kernel tensor of
- * width cols from its left (r, c-1) and above (r-1, c) neighbours. */
-static inline void nntm_level_ctx_derive(const int32_t *levels, int32_t cols, int32_t r,
-                                         int32_t c, nntm_level_ctx_idx *out) {
-    int32_t left = c > 0 ? levels[(int64_t)r * cols + c - 1] : 0;
-    int32_t above = r > 0 ? levels[(int64_t)(r - 1) * cols + c] : 0;
+/* ---- Dependent quantization: the 4-state machine (docs/bitstream.md) ----
+ * States 0 and 1 use quantizer Q0 (reconstruction index 2k), states 2 and 3
+ * quantizer Q1 (2k - sgn(k)); the parity of each level drives the state. */
+static inline int nntm_dq_next_state(int state, int32_t level) {
+    static const int8_t next[4][2] = {{0, 2}, {2, 0}, {1, 3}, {3, 1}};
+    return next[state][level & 1];
+}
+
+/* Reconstruction index of a level: in units of step / 2 with DQ, of step without. */
+static inline int64_t nntm_dq_rindex(int dq, int state, int32_t level) {
+    if (!dq) return level;
+    int64_t twice = 2 * (int64_t)level;
+    if (state < 2 || level == 0) return twice;
+    return level > 0 ? twice - 1 : twice + 1;
+}
+
+/* Contexts of a level from its left and above neighbours' levels and the DQ
+ * state (always 0 without DQ). */
+static inline void nntm_level_ctx_from(int32_t left, int32_t above, int state,
+                                       nntm_level_ctx_idx *out) {
     int32_t a = nntm_abs_clip(left, 64);
     int32_t b = nntm_abs_clip(above, 64);
     int32_t s = a + b;
-    out->sig = (int)(nntm_abs_clip(left, 2) * 3 + nntm_abs_clip(above, 2));
+    out->sig = (int)(nntm_abs_clip(left, 2) * 3 + nntm_abs_clip(above, 2)) +
+               NNTM_SIG_NEIGH * (state > 1 ? state - 1 : 0);
     out->sign = left == 0 ? 0 : (left > 0 ? 1 : 2);
     out->gt_class = s == 0 ? 0 : s <= 2 ? 1 : s <= 5 ? 2 : s <= 10 ? 3 : 4;
     out->egp_class = s > 10 ? 1 : 0;
+}
+
+/* The contexts of the level at (r, c) of a row-major kernel tensor of width
+ * cols, from its left (r, c-1) and above (r-1, c) neighbours. */
+static inline void nntm_level_ctx_derive(const int32_t *levels, int32_t cols, int32_t r,
+                                         int32_t c, int state, nntm_level_ctx_idx *out) {
+    int32_t left = c > 0 ? levels[(int64_t)r * cols + c - 1] : 0;
+    int32_t above = r > 0 ? levels[(int64_t)(r - 1) * cols + c] : 0;
+    nntm_level_ctx_from(left, above, state, out);
 }
 
 #endif

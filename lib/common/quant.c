@@ -29,6 +29,7 @@ int nntm_check_kernel_params(const nntm_kernel_params *p) {
     int32_t m, s;
     int rv = nntm_qp_to_step(p->qp, p->qp_density, &m, &s);
     if (rv) return rv;
+    if (p->dq_enabled < 0 || p->dq_enabled > 1) return NNTM_ERR_ARG;
     return nntm_check_tree_params(&p->tree);
 }
 
@@ -108,6 +109,7 @@ int nntm_reconstruct_map(const nntm_kernel_params *params, const int32_t *levels
         int rv = nntm_qp_to_step(params->qp + d, params->qp_density,
                                  &mant[d + NNTM_MAX_CU_QP_DELTA], &shift[d + NNTM_MAX_CU_QP_DELTA]);
         if (rv && (d == 0 || qp_delta)) return rv;
+        shift[d + NNTM_MAX_CU_QP_DELTA] -= params->dq_enabled; /* DQ indices count half steps */
     }
     for (size_t i = 0; i < count; i++) {
         int k = NNTM_MAX_CU_QP_DELTA + (qp_delta ? qp_delta[i] : 0);

@@ -11,8 +11,10 @@ int nntm_check_kernel_params(const nntm_kernel_params *p);
  * mantissa and ebits exponent bits, round-to-nearest-even, overflow to inf. */
 uint64_t nntm_int_to_float_bits(int64_t v, int32_t e, int mbits, int ebits);
 
-/* Reconstruct count levels whose QPs are params->qp + qp_delta[i] (qp_delta
- * NULL: all at params->qp) into samples of dtype.  NNTM_OK or NNTM_ERR_ARG. */
+/* Reconstruct count reconstruction indices (the levels without DQ; with DQ
+ * the indices in half steps, nntm_dq_rindex) whose QPs are params->qp +
+ * qp_delta[i] (qp_delta NULL: all at params->qp) into samples of dtype.
+ * NNTM_OK or NNTM_ERR_ARG. */
 int nntm_reconstruct_map(const nntm_kernel_params *params, const int32_t *levels,
                          const int16_t *qp_delta, size_t count, int32_t dtype, void *out);
 

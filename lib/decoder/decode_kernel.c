@@ -20,7 +20,12 @@ int nntm_decode_kernel(const nntm_kernel_params *params, const uint8_t *data, si
     if ((count && !recon) || (size && !data)) return NNTM_ERR_ARG;
     if (count == 0) return size == 0 ? NNTM_OK : NNTM_ERR_CORRUPT;
     int32_t *levels = levels_out ? levels_out : malloc(count * sizeof(int32_t));
-    if (!levels) return NNTM_ERR_NOMEM;
+    int32_t *rindex = params->dq_enabled ? malloc(count * sizeof(int32_t)) : levels;
+    if (!levels || !rindex) {
+        if (!levels_out) free(levels);
+        if (rindex != levels) free(rindex);
+        return NNTM_ERR_NOMEM;
+    }
     nntm_cu_maps maps = {0};
     nntm_bin_reader r;
     nntm_bin_reader_init(&r, data, size);
@@ -28,17 +33,19 @@ int nntm_decode_kernel(const nntm_kernel_params *params, const uint8_t *data, si
         nntm_all_ctxs ctxs;
         nntm_all_ctxs_init(&ctxs);
         rv = nntm_cu_maps_alloc(&maps, params->rows, params->cols);
-        if (rv == NNTM_OK) rv = nntm_read_tree_data(&r, &ctxs, &maps, params, levels, cu_trace);
+        if (rv == NNTM_OK)
+            rv = nntm_read_tree_data(&r, &ctxs, &maps, params, levels, rindex, cu_trace);
     } else {
         nntm_level_ctxs ctxs;
         nntm_level_ctxs_init(&ctxs);
-        rv = nntm_read_tensor_data(&r, &ctxs, params, levels);
+        rv = nntm_read_tensor_data(&r, &ctxs, params, levels, rindex);
     }
     if (rv == NNTM_OK && r.pos != size) rv = NNTM_ERR_CORRUPT; /* bytes after the payload */
     if (rv == NNTM_OK)
-        rv = nntm_reconstruct_map(params, levels, params->tree.enabled ? maps.qp_delta : NULL,
+        rv = nntm_reconstruct_map(params, rindex, params->tree.enabled ? maps.qp_delta : NULL,
                                   count, dtype, recon);
     nntm_cu_maps_free(&maps);
+    if (rindex != levels) free(rindex);
     if (!levels_out) free(levels);
     if (rv) nntm_buffer_free(cu_trace);
     return rv;

@@ -48,26 +48,30 @@ int nntm_read_level_coding(nntm_bin_reader *r, nntm_level_ctxs *ctxs,
     return NNTM_OK;
 }
 
-/* transform_unit(): the levels of the region [x0,x1) x [y0,y1) in raster order. */
+/* transform_unit(): the levels of the region [x0,x1) x [y0,y1) in raster order,
+ * advancing the DQ state; rindex receives the reconstruction indices. */
 static int transform_unit(nntm_bin_reader *r, nntm_level_ctxs *ctxs, const nntm_kernel_params *p,
-                          int32_t *levels, int32_t x0, int32_t y0, int32_t x1, int32_t y1) {
+                          int32_t *levels, int32_t *rindex, int32_t x0, int32_t y0, int32_t x1,
+                          int32_t y1) {
     nntm_level_ctx_idx ci;
     for (int32_t row = y0; row < y1; row++) {
         for (int32_t c = x0; c < x1; c++) {
-            nntm_level_ctx_derive(levels, p->cols, row, c, &ci);
-            int rv = nntm_read_level_coding(r, ctxs, &ci, p->num_gt_flags,
-                                            &levels[(int64_t)row * p->cols + c]);
+            size_t i = (size_t)row * (size_t)p->cols + (size_t)c;
+            nntm_level_ctx_derive(levels, p->cols, row, c, ctxs->dq_state, &ci);
+            int rv = nntm_read_level_coding(r, ctxs, &ci, p->num_gt_flags, &levels[i]);
             if (rv) return rv;
             if (nntm_bin_reader_overread(r) > MAX_OVERREAD) return NNTM_ERR_TRUNCATED;
             if (r->corrupt) return NNTM_ERR_CORRUPT;
+            rindex[i] = (int32_t)nntm_dq_rindex(p->dq_enabled, ctxs->dq_state, levels[i]);
+            if (p->dq_enabled) ctxs->dq_state = nntm_dq_next_state(ctxs->dq_state, levels[i]);
         }
     }
     return NNTM_OK;
 }
 
 int nntm_read_tensor_data(nntm_bin_reader *r, nntm_level_ctxs *ctxs,
-                          const nntm_kernel_params *p, int32_t *levels) {
-    return transform_unit(r, ctxs, p, levels, 0, 0, p->cols, p->rows);
+                          const nntm_kernel_params *p, int32_t *levels, int32_t *rindex) {
+    return transform_unit(r, ctxs, p, levels, rindex, 0, 0, p->cols, p->rows);
 }
 
 /* split_mode(): the split of a node, with the flags inferred where absent. */
@@ -113,6 +117,7 @@ typedef struct tree_reader {
     nntm_cu_maps *m;
     const nntm_kernel_params *p;
     int32_t *levels;
+    int32_t *rindex;
     nntm_buffer *trace;
 } tree_reader;
 
@@ -125,7 +130,10 @@ static int coding_unit(tree_reader *tr, const nntm_node *n) {
         mode = NNTM_CU_SKIP;
     if (mode == NNTM_CU_SKIP) {
         for (int32_t y = y0; y < y1; y++)
-            for (int32_t x = x0; x < x1; x++) tr->levels[(int64_t)y * tr->p->cols + x] = 0;
+            for (int32_t x = x0; x < x1; x++) {
+                tr->levels[(int64_t)y * tr->p->cols + x] = 0;
+                tr->rindex[(int64_t)y * tr->p->cols + x] = 0;
+            }
     } else {
         if (t->cu_qp_delta_enabled) {
             rv = cu_qp_delta(tr->r, &tr->ctxs->tree, &qp_delta);
@@ -134,7 +142,8 @@ static int coding_unit(tree_reader *tr, const nntm_node *n) {
             if (nntm_qp_to_step(tr->p->qp + qp_delta, tr->p->qp_density, &m_, &s_))
                 return NNTM_ERR_CORRUPT;
         }
-        rv = transform_unit(tr->r, &tr->ctxs->level, tr->p, tr->levels, x0, y0, x1, y1);
+        rv = transform_unit(tr->r, &tr->ctxs->level, tr->p, tr->levels, tr->rindex, x0, y0, x1,
+                            y1);
         if (rv) return rv;
     }
     if (nntm_bin_reader_overread(tr->r) > MAX_OVERREAD) return NNTM_ERR_TRUNCATED;
@@ -159,8 +168,9 @@ static int coding_tree(tree_reader *tr, const nntm_node *n) {
 }
 
 int nntm_read_tree_data(nntm_bin_reader *r, nntm_all_ctxs *ctxs, nntm_cu_maps *m,
-                        const nntm_kernel_params *p, int32_t *levels, nntm_buffer *trace) {
-    tree_reader tr = {r, ctxs, m, p, levels, trace};
+                        const nntm_kernel_params *p, int32_t *levels, int32_t *rindex,
+                        nntm_buffer *trace) {
+    tree_reader tr = {r, ctxs, m, p, levels, rindex, trace};
     int32_t ctu = (int32_t)1 << p->tree.log2_ctu_size;
     for (int32_t y = 0; y < p->rows; y += ctu) {
         for (int32_t x = 0; x < p->cols; x += ctu) {

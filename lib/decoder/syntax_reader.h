@@ -9,13 +9,15 @@
 int nntm_read_level_coding(nntm_bin_reader *r, nntm_level_ctxs *ctxs,
                            const nntm_level_ctx_idx *ci, int num_gt_flags, int32_t *level);
 
-/* tensor_data() of format 1.0; NNTM_OK, NNTM_ERR_CORRUPT or NNTM_ERR_TRUNCATED. */
+/* tensor_data() of format 1.0 (one raster scan); fills the levels and their
+ * reconstruction indices.  NNTM_OK, NNTM_ERR_CORRUPT or NNTM_ERR_TRUNCATED. */
 int nntm_read_tensor_data(nntm_bin_reader *r, nntm_level_ctxs *ctxs,
-                          const nntm_kernel_params *p, int32_t *levels);
+                          const nntm_kernel_params *p, int32_t *levels, int32_t *rindex);
 
 /* coding_tree() of every CTU: fills levels and the maps (mode, QP delta);
  * appends a record per CU to trace when not NULL. */
 int nntm_read_tree_data(nntm_bin_reader *r, nntm_all_ctxs *ctxs, nntm_cu_maps *m,
-                        const nntm_kernel_params *p, int32_t *levels, nntm_buffer *trace);
+                        const nntm_kernel_params *p, int32_t *levels, int32_t *rindex,
+                        nntm_buffer *trace);
 
 #endif

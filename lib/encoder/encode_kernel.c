@@ -20,8 +20,8 @@ static void buffer_reset(nntm_buffer *b) {
 }
 
 /* Format 1.0: one raster scan over the whole kernel tensor. */
-static int encode_raster(const nntm_encoder_params *p, const float *w, int32_t *levels,
-                         nntm_buffer *out) {
+static int encode_raster(const nntm_encoder_params *p, const float *w, const float *imp,
+                         int32_t *levels, int32_t *rindex, nntm_buffer *out) {
     const nntm_kernel_params *k = &p->kernel;
     nntm_bit_estimator *trial = malloc(sizeof *trial), *track = malloc(sizeof *track);
     if (!trial || !track) {
@@ -33,31 +33,35 @@ static int encode_raster(const nntm_encoder_params *p, const float *w, int32_t *
     nntm_bit_estimator_init(track, 1);
     nntm_quantizer q;
     nntm_quantizer_init(&q, k->qp, k->qp_density, p->max_abs_value);
-    double lambda = p->lambda_scale * q.step * q.step / (double)(1u << NNTM_COST_SHIFT);
+    nntm_region_input in = {k, p->rdoq,
+                            p->lambda_scale * q.step * q.step / (double)(1u << NNTM_COST_SHIFT),
+                            w, imp};
     nntm_level_ctxs ctxs;
     nntm_level_ctxs_init(&ctxs);
-    nntm_quantize_region(k, p->rdoq, lambda, &q, w, levels, &ctxs, trial, track, 0, 0, k->cols,
-                         k->rows);
+    nntm_quantize_region(&in, &q, levels, &ctxs, trial, track, 0, 0, k->cols, k->rows);
     free(trial);
     free(track);
+    if (q.nomem) return NNTM_ERR_NOMEM;
     if (q.overflow) return NNTM_ERR_RANGE;
     nntm_arith_encoder enc;
     nntm_arith_encoder_init(&enc, out);
     nntm_level_ctxs_init(&ctxs);
-    nntm_write_tensor_data(&enc.w, &ctxs, k, levels);
+    nntm_write_tensor_data(&enc.w, &ctxs, k, levels, rindex);
     return nntm_arith_encoder_finish(&enc);
 }
 
-static int encode_tree(const nntm_encoder_params *p, const float *w, int32_t *levels,
-                       nntm_cu_maps *maps, nntm_buffer *out, nntm_buffer *trace) {
+static int encode_tree(const nntm_encoder_params *p, const float *w, const float *imp,
+                       int32_t *levels, int32_t *rindex, nntm_cu_maps *maps, nntm_buffer *out,
+                       nntm_buffer *trace) {
     nntm_decisions dec = {0};
-    int rv = nntm_search_tree(p, w, levels, maps, &dec);
+    int rv = nntm_search_tree(p, w, imp, levels, maps, &dec);
     if (rv == NNTM_OK) {
         nntm_arith_encoder enc;
         nntm_all_ctxs ctxs;
         nntm_arith_encoder_init(&enc, out);
         nntm_all_ctxs_init(&ctxs);
-        rv = nntm_write_tree_data(&enc.w, &ctxs, maps, &p->kernel, levels, dec.d, dec.n, trace);
+        rv = nntm_write_tree_data(&enc.w, &ctxs, maps, &p->kernel, levels, rindex, dec.d, dec.n,
+                                  trace);
         int fin = nntm_arith_encoder_finish(&enc);
         if (rv == NNTM_OK) rv = fin;
     }
@@ -65,8 +69,9 @@ static int encode_tree(const nntm_encoder_params *p, const float *w, int32_t *le
     return rv;
 }
 
-int nntm_encode_kernel(const nntm_encoder_params *params, const float *weights, int32_t dtype,
-                       void *recon, int32_t *levels_out, nntm_buffer *out, nntm_buffer *cu_trace) {
+int nntm_encode_kernel(const nntm_encoder_params *params, const float *weights,
+                       const float *importance, int32_t dtype, void *recon, int32_t *levels_out,
+                       nntm_buffer *out, nntm_buffer *cu_trace) {
     if (!params || !out) return NNTM_ERR_ARG;
     buffer_reset(out);
     buffer_reset(cu_trace);
@@ -81,19 +86,31 @@ int nntm_encode_kernel(const nntm_encoder_params *params, const float *weights, 
     if (!weights || !recon) return NNTM_ERR_ARG;
     for (size_t i = 0; i < n; i++)
         if (!isfinite(weights[i])) return NNTM_ERR_NONFINITE;
+    if (importance)
+        for (size_t i = 0; i < n; i++)
+            if (!(importance[i] >= 0.0f) || !isfinite(importance[i])) return NNTM_ERR_ARG;
     int32_t *levels = levels_out ? levels_out : malloc(n * sizeof(int32_t));
+    int32_t *rindex = k->dq_enabled ? malloc(n * sizeof(int32_t)) : levels;
     nntm_cu_maps maps = {0};
-    if (!levels) return NNTM_ERR_NOMEM;
+    if (!levels || !rindex) {
+        if (!levels_out) free(levels);
+        if (rindex != levels) free(rindex);
+        return NNTM_ERR_NOMEM;
+    }
     memset(levels, 0, n * sizeof(int32_t));
+    if (rindex != levels) memset(rindex, 0, n * sizeof(int32_t)); /* skip CUs stay 0 */
     if (k->tree.enabled) {
         rv = nntm_cu_maps_alloc(&maps, k->rows, k->cols);
-        if (rv == NNTM_OK) rv = encode_tree(params, weights, levels, &maps, out, cu_trace);
+        if (rv == NNTM_OK)
+            rv = encode_tree(params, weights, importance, levels, rindex, &maps, out, cu_trace);
     } else {
-        rv = encode_raster(params, weights, levels, out);
+        rv = encode_raster(params, weights, importance, levels, rindex, out);
     }
     if (rv == NNTM_OK)
-        rv = nntm_reconstruct_map(k, levels, k->tree.enabled ? maps.qp_delta : NULL, n, dtype, recon);
+        rv = nntm_reconstruct_map(k, rindex, k->tree.enabled ? maps.qp_delta : NULL, n, dtype,
+                                  recon);
     nntm_cu_maps_free(&maps);
+    if (rindex != levels) free(rindex);
     if (!levels_out) free(levels);
     if (rv) {
         nntm_buffer_free(out);

@@ -39,6 +39,7 @@ static int push(nntm_decisions *v, const uint8_t *src, size_t n) {
 typedef struct search {
     const nntm_encoder_params *p;
     const float *w;
+    const float *imp;
     int32_t *levels;
     nntm_cu_maps *m;
     double lambda;                 /* per estimator cost unit */
@@ -122,8 +123,9 @@ static double search_leaf(search *s, const nntm_node *n, nntm_all_ctxs *ctx, int
         double d = 0.0;
         for (int32_t y = y0; y < y1; y++)
             for (int32_t x = x0; x < x1; x++) {
-                double v = (double)s->w[(size_t)y * (size_t)s->m->cols + (size_t)x];
-                d += v * v;
+                size_t i = (size_t)y * (size_t)s->m->cols + (size_t)x;
+                double v = (double)s->w[i];
+                d += (s->imp ? (double)s->imp[i] : 1.0) * v * v;
                 s->levels[(size_t)y * (size_t)s->m->cols + (size_t)x] = 0;
             }
         uint64_t r0 = s->track->cost;
@@ -140,9 +142,9 @@ static double search_leaf(search *s, const nntm_node *n, nntm_all_ctxs *ctx, int
         uint64_t r0 = s->track->cost;
         if (t->skip_enabled) nntm_write_cu_skip_flag(&s->track->w, &trial_ctx.tree, s->m, n, 0);
         if (t->cu_qp_delta_enabled) nntm_write_cu_qp_delta(&s->track->w, &trial_ctx.tree, s->deltas[k]);
-        double d = nntm_quantize_region(&s->p->kernel, s->p->rdoq, s->lambda, &s->quant[k], s->w,
-                                        s->levels, &trial_ctx.level, s->trial, s->track, x0, y0,
-                                        x1, y1);
+        nntm_region_input in = {&s->p->kernel, s->p->rdoq, s->lambda, s->w, s->imp};
+        double d = nntm_quantize_region(&in, &s->quant[k], s->levels, &trial_ctx.level, s->trial,
+                                        s->track, x0, y0, x1, y1);
         double j = d + s->lambda * (split_rate + (double)(s->track->cost - r0));
         if (j < best) {
             best = j;
@@ -213,12 +215,13 @@ static double search_node(search *s, const nntm_node *n, nntm_all_ctxs *ctx, nnt
     return best;
 }
 
-int nntm_search_tree(const nntm_encoder_params *p, const float *weights, int32_t *levels,
-                     nntm_cu_maps *maps, nntm_decisions *decisions) {
+int nntm_search_tree(const nntm_encoder_params *p, const float *weights, const float *importance,
+                     int32_t *levels, nntm_cu_maps *maps, nntm_decisions *decisions) {
     const nntm_kernel_params *k = &p->kernel;
     search s = {0};
     s.p = p;
     s.w = weights;
+    s.imp = importance;
     s.levels = levels;
     s.m = maps;
     double step = nntm_step_double(k->qp, k->qp_density);
@@ -252,8 +255,10 @@ int nntm_search_tree(const nntm_encoder_params *p, const float *weights, int32_t
             nntm_node n = {x, y, ctu, ctu, 0, 0};
             search_node(&s, &n, &ctx, decisions);
         }
-    for (int i = 0; i < s.num_deltas; i++)
-        if (s.quant[i].overflow) s.error = NNTM_ERR_RANGE;
+    for (int i = 0; i < s.num_deltas; i++) {
+        if (s.quant[i].overflow && !s.error) s.error = NNTM_ERR_RANGE;
+        if (s.quant[i].nomem) s.error = NNTM_ERR_NOMEM;
+    }
     free(s.trial);
     free(s.track);
     return s.error;

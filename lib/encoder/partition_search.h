@@ -13,9 +13,9 @@ typedef struct nntm_decisions {
 
 void nntm_decisions_free(nntm_decisions *v);
 
-/* Search every CTU of the kernel tensor: fills levels, the maps (modes and
- * QP deltas) and the decisions.  Returns NNTM_OK, NNTM_ERR_NOMEM or NNTM_ERR_RANGE. */
-int nntm_search_tree(const nntm_encoder_params *p, const float *weights, int32_t *levels,
-                     nntm_cu_maps *maps, nntm_decisions *decisions);
+/* Search every CTU of the kernel tensor (distortion weighted by importance,
+ * or NULL): fills levels, the maps (modes and QP deltas) and the decisions.  Returns NNTM_OK, NNTM_ERR_NOMEM or NNTM_ERR_RANGE. */
+int nntm_search_tree(const nntm_encoder_params *p, const float *weights, const float *importance,
+                     int32_t *levels, nntm_cu_maps *maps, nntm_decisions *decisions);
 
 #endif

@@ -1,12 +1,20 @@
-/* Scalar quantization with rate-distortion optimised rounding.
+/* Scalar quantization with rate-distortion optimised rounding, and the
+ * dependent-quantization trellis.
  *
- * Levels are decided in coding order.  For each weight the candidates are the
+ * RDOQ decides levels in coding order: for each weight the candidates are the
  * two nearest levels and zero; each is priced with the bit estimator running
  * the real level_coding() syntax on the contexts as they stand, and the one
- * with the least D + lambda * R wins; then the contexts advance with it. */
+ * with the least D + lambda * R wins; then the contexts advance with it.
+ *
+ * With dependent quantization a Viterbi search runs over each row of the
+ * region: four survivors (one per state), each candidate of the state's
+ * quantizer priced with the contexts frozen at the row start and the
+ * survivor's own left neighbour; the best end state's path is kept. */
 #include "rdoq.h"
 
+#include <float.h>
 #include <math.h>
+#include <stdlib.h>
 
 #include "../common/quant.h"
 #include "syntax_writer.h"
@@ -19,9 +27,10 @@ void nntm_quantizer_init(nntm_quantizer *q, int32_t qp, int32_t qp_density, doub
     while (lim > 0 && (double)lim * q->step > max_abs_value) lim--; /* exact products */
     q->max_level = lim;
     q->overflow = 0;
+    q->nomem = 0;
 }
 
-/* |level| candidates below and above |x| / step, clamped to the dtype's range. */
+/* The largest |level| at or below |x| / step, clamped to the dtype's range. */
 static int32_t floor_level(nntm_quantizer *q, double ax) {
     double f = floor(ax * q->inv_step);
     if (f > (double)NNTM_MAX_LEVEL) {
@@ -31,23 +40,31 @@ static int32_t floor_level(nntm_quantizer *q, double ax) {
     return (int32_t)f < q->max_level ? (int32_t)f : q->max_level;
 }
 
-double nntm_quantize_region(const nntm_kernel_params *k, int rdoq, double lambda,
-                            nntm_quantizer *q, const float *weights, int32_t *levels,
-                            nntm_level_ctxs *ctxs, nntm_bit_estimator *trial,
-                            nntm_bit_estimator *track, int32_t x0, int32_t y0, int32_t x1,
-                            int32_t y1) {
+static double rate_of(nntm_bit_estimator *trial, nntm_level_ctxs *ctxs,
+                      const nntm_level_ctx_idx *ci, int32_t level, int num_gt) {
+    trial->cost = 0;
+    nntm_write_level_coding(&trial->w, ctxs, ci, level, num_gt);
+    return (double)trial->cost;
+}
+
+static double quantize_scalar(const nntm_region_input *in, nntm_quantizer *q, int32_t *levels,
+                              nntm_level_ctxs *ctxs, nntm_bit_estimator *trial,
+                              nntm_bit_estimator *track, int32_t x0, int32_t y0, int32_t x1,
+                              int32_t y1) {
+    const nntm_kernel_params *k = in->k;
     double dist = 0.0;
     nntm_level_ctx_idx ci;
     for (int32_t r = y0; r < y1; r++) {
         for (int32_t c = x0; c < x1; c++) {
             size_t i = (size_t)r * (size_t)k->cols + (size_t)c;
-            double x = (double)weights[i];
+            double x = (double)in->weights[i];
+            double imp = in->importance ? (double)in->importance[i] : 1.0;
             double ax = fabs(x);
             int32_t lo = floor_level(q, ax);
             int32_t hi = lo < q->max_level ? lo + 1 : lo;
-            nntm_level_ctx_derive(levels, k->cols, r, c, &ci);
+            nntm_level_ctx_derive(levels, k->cols, r, c, 0, &ci);
             int32_t best;
-            if (!rdoq) {
+            if (!in->rdoq) {
                 double nearest = floor(ax * q->inv_step + 0.5); /* ties away from zero */
                 best = nearest > (double)lo ? hi : lo;
             } else {
@@ -60,10 +77,9 @@ double nntm_quantize_region(const nntm_kernel_params *k, int rdoq, double lambda
                 best = 0;
                 for (int j = 0; j < ncand; j++) {
                     double d = ax - (double)cand[j] * q->step;
-                    trial->cost = 0;
-                    nntm_write_level_coding(&trial->w, ctxs, &ci, x < 0 ? -cand[j] : cand[j],
-                                            k->num_gt_flags);
-                    double cost = d * d + lambda * (double)trial->cost;
+                    double cost = imp * d * d +
+                                  in->lambda * rate_of(trial, ctxs, &ci, x < 0 ? -cand[j] : cand[j],
+                                                       k->num_gt_flags);
                     if (j == 0 || cost < best_cost) {
                         best_cost = cost;
                         best = cand[j];
@@ -72,10 +88,127 @@ double nntm_quantize_region(const nntm_kernel_params *k, int rdoq, double lambda
             }
             int32_t lv = x < 0 ? -best : best;
             double d = x - (double)lv * q->step;
-            dist += d * d;
+            dist += imp * d * d;
             levels[i] = lv;
             nntm_write_level_coding(&track->w, ctxs, &ci, lv, k->num_gt_flags);
         }
     }
     return dist;
+}
+
+/* One trellis node: the best path into a state at a position. */
+typedef struct dq_node {
+    double cost;
+    int32_t level;  /* level chosen at this position on the path */
+    int8_t prev;    /* state at the previous position */
+} dq_node;
+
+/* The |level| candidates of a quantizer for |x| (in half steps u = 2|x|/step):
+ * Q0 reconstructs 2k, Q1 2k - 1 (and 0). */
+static int dq_candidates(int quantizer, double u, int32_t max_level, int32_t cand[3]) {
+    int n = 0;
+    int32_t lo;
+    if (quantizer == 0) {
+        double f = floor(u * 0.5);
+        lo = f > (double)max_level ? max_level : (int32_t)f;
+    } else {
+        double f = floor((u + 1.0) * 0.5);
+        lo = f > (double)max_level ? max_level : (int32_t)f;
+    }
+    cand[n++] = lo;
+    if (lo < max_level) cand[n++] = lo + 1;
+    if (lo > 0) cand[n++] = 0;
+    return n;
+}
+
+static double dq_recon_half(int quantizer, int32_t a) {
+    return quantizer == 0 || a == 0 ? 2.0 * (double)a : 2.0 * (double)a - 1.0;
+}
+
+static double quantize_dq(const nntm_region_input *in, nntm_quantizer *q, int32_t *levels,
+                          nntm_level_ctxs *ctxs, nntm_bit_estimator *trial,
+                          nntm_bit_estimator *track, int32_t x0, int32_t y0, int32_t x1,
+                          int32_t y1) {
+    const nntm_kernel_params *k = in->k;
+    int32_t w = x1 - x0;
+    double half = 0.5 * q->step;
+    /* levels count half steps: |level| <= max_level keeps 2|level| half steps in range */
+    int32_t max_level = q->max_level;
+    dq_node *nodes = malloc(sizeof(dq_node) * 4 * (size_t)w);
+    if (!nodes) {
+        q->nomem = 1;
+        return 0.0;
+    }
+    double dist = 0.0;
+    nntm_level_ctx_idx ci;
+    for (int32_t r = y0; r < y1; r++) {
+        double cost[4] = {DBL_MAX, DBL_MAX, DBL_MAX, DBL_MAX};
+        int32_t last[4] = {0, 0, 0, 0};  /* the survivor's level at the previous position */
+        cost[ctxs->dq_state] = 0.0;
+        if (x0 > 0)
+            for (int s = 0; s < 4; s++) last[s] = levels[(size_t)r * (size_t)k->cols + x0 - 1];
+        for (int32_t c = x0; c < x1; c++) {
+            size_t i = (size_t)r * (size_t)k->cols + (size_t)c;
+            double x = (double)in->weights[i];
+            double imp = in->importance ? (double)in->importance[i] : 1.0;
+            double ax = fabs(x);
+            double u = ax / half;
+            if (u * 0.5 > (double)NNTM_MAX_LEVEL && max_level == NNTM_MAX_LEVEL) q->overflow = 1;
+            int32_t above = r > 0 ? levels[i - (size_t)k->cols] : 0;
+            dq_node *out = &nodes[4 * (size_t)(c - x0)];
+            for (int s = 0; s < 4; s++) out[s].cost = DBL_MAX;
+            for (int s = 0; s < 4; s++) {
+                if (cost[s] == DBL_MAX) continue;
+                int32_t cand[3];
+                int n = dq_candidates(s >> 1, u, max_level, cand);
+                nntm_level_ctx_from(last[s], above, s, &ci);
+                for (int j = 0; j < n; j++) {
+                    int32_t lv = x < 0 ? -cand[j] : cand[j];
+                    double d = ax - dq_recon_half(s >> 1, cand[j]) * half;
+                    double jc = cost[s] + imp * d * d +
+                                in->lambda * rate_of(trial, ctxs, &ci, lv, k->num_gt_flags);
+                    int ns = nntm_dq_next_state(s, lv);
+                    if (jc < out[ns].cost) {
+                        out[ns].cost = jc;
+                        out[ns].level = lv;
+                        out[ns].prev = (int8_t)s;
+                    }
+                }
+            }
+            for (int s = 0; s < 4; s++) {
+                cost[s] = out[s].cost;
+                if (cost[s] != DBL_MAX) last[s] = out[s].level;
+            }
+        }
+        int best = 0;
+        for (int s = 1; s < 4; s++)
+            if (cost[s] < cost[best]) best = s;
+        for (int32_t c = x1 - 1; c >= x0; c--) {
+            dq_node *nd = &nodes[4 * (size_t)(c - x0) + best];
+            levels[(size_t)r * (size_t)k->cols + (size_t)c] = nd->level;
+            best = nd->prev;
+        }
+        /* advance the contexts and the state along the chosen path */
+        for (int32_t c = x0; c < x1; c++) {
+            size_t i = (size_t)r * (size_t)k->cols + (size_t)c;
+            int s = ctxs->dq_state;
+            nntm_level_ctx_derive(levels, k->cols, r, c, s, &ci);
+            nntm_write_level_coding(&track->w, ctxs, &ci, levels[i], k->num_gt_flags);
+            double d = (double)in->weights[i] -
+                       (double)nntm_dq_rindex(1, s, levels[i]) * half;
+            dist += (in->importance ? (double)in->importance[i] : 1.0) * d * d;
+            ctxs->dq_state = nntm_dq_next_state(s, levels[i]);
+        }
+    }
+    free(nodes);
+    return dist;
+}
+
+double nntm_quantize_region(const nntm_region_input *in, nntm_quantizer *q, int32_t *levels,
+                            nntm_level_ctxs *ctxs, nntm_bit_estimator *trial,
+                            nntm_bit_estimator *track, int32_t x0, int32_t y0, int32_t x1,
+                            int32_t y1) {
+    if (in->k->dq_enabled)
+        return quantize_dq(in, q, levels, ctxs, trial, track, x0, y0, x1, y1);
+    return quantize_scalar(in, q, levels, ctxs, trial, track, x0, y0, x1, y1);
 }

@@ -32,15 +32,8 @@ void nntm_write_level_coding(nntm_bin_writer *w, nntm_level_ctxs *ctxs,
 }
 
 void nntm_write_tensor_data(nntm_bin_writer *w, nntm_level_ctxs *ctxs,
-                            const nntm_kernel_params *p, const int32_t *levels) {
-    nntm_level_ctx_idx ci;
-    for (int32_t r = 0; r < p->rows; r++) {
-        for (int32_t c = 0; c < p->cols; c++) {
-            nntm_level_ctx_derive(levels, p->cols, r, c, &ci);
-            nntm_write_level_coding(w, ctxs, &ci, levels[(int64_t)r * p->cols + c],
-                                    p->num_gt_flags);
-        }
-    }
+                            const nntm_kernel_params *p, const int32_t *levels, int32_t *rindex) {
+    nntm_write_transform_unit(w, ctxs, p, levels, rindex, 0, 0, p->cols, p->rows);
 }
 
 void nntm_write_split_mode(nntm_bin_writer *w, nntm_tree_ctxs *ctxs, const nntm_cu_maps *m,
@@ -87,14 +80,16 @@ void nntm_write_cu_qp_delta(nntm_bin_writer *w, nntm_tree_ctxs *ctxs, int delta)
 }
 
 void nntm_write_transform_unit(nntm_bin_writer *w, nntm_level_ctxs *ctxs,
-                               const nntm_kernel_params *p, const int32_t *levels, int32_t x0,
-                               int32_t y0, int32_t x1, int32_t y1) {
+                               const nntm_kernel_params *p, const int32_t *levels,
+                               int32_t *rindex, int32_t x0, int32_t y0, int32_t x1, int32_t y1) {
     nntm_level_ctx_idx ci;
     for (int32_t r = y0; r < y1; r++) {
         for (int32_t c = x0; c < x1; c++) {
-            nntm_level_ctx_derive(levels, p->cols, r, c, &ci);
-            nntm_write_level_coding(w, ctxs, &ci, levels[(int64_t)r * p->cols + c],
-                                    p->num_gt_flags);
+            size_t i = (size_t)r * (size_t)p->cols + (size_t)c;
+            nntm_level_ctx_derive(levels, p->cols, r, c, ctxs->dq_state, &ci);
+            nntm_write_level_coding(w, ctxs, &ci, levels[i], p->num_gt_flags);
+            if (rindex) rindex[i] = (int32_t)nntm_dq_rindex(p->dq_enabled, ctxs->dq_state, levels[i]);
+            if (p->dq_enabled) ctxs->dq_state = nntm_dq_next_state(ctxs->dq_state, levels[i]);
         }
     }
 }
@@ -105,6 +100,7 @@ typedef struct tree_writer {
     nntm_cu_maps *m;
     const nntm_kernel_params *p;
     const int32_t *levels;
+    int32_t *rindex;
     const uint8_t *decisions;
     size_t num_decisions, pos;
     nntm_buffer *trace;
@@ -120,7 +116,8 @@ static int coding_unit(tree_writer *tw, const nntm_node *n) {
     if (t->skip_enabled) nntm_write_cu_skip_flag(tw->w, &tw->ctxs->tree, tw->m, n, mode == NNTM_CU_SKIP);
     if (mode != NNTM_CU_SKIP) {
         if (t->cu_qp_delta_enabled) nntm_write_cu_qp_delta(tw->w, &tw->ctxs->tree, qp_delta);
-        nntm_write_transform_unit(tw->w, &tw->ctxs->level, tw->p, tw->levels, x0, y0, x1, y1);
+        nntm_write_transform_unit(tw->w, &tw->ctxs->level, tw->p, tw->levels, tw->rindex, x0, y0,
+                                  x1, y1);
     }
     nntm_cu_maps_set(tw->m, n, mode, qp_delta);
     return nntm_trace_cu(tw->trace, tw->m, tw->p, n);
@@ -144,9 +141,9 @@ static int coding_tree(tree_writer *tw, const nntm_node *n) {
 }
 
 int nntm_write_tree_data(nntm_bin_writer *w, nntm_all_ctxs *ctxs, nntm_cu_maps *m,
-                         const nntm_kernel_params *p, const int32_t *levels,
+                         const nntm_kernel_params *p, const int32_t *levels, int32_t *rindex,
                          const uint8_t *decisions, size_t num_decisions, nntm_buffer *trace) {
-    tree_writer tw = {w, ctxs, m, p, levels, decisions, num_decisions, 0, trace};
+    tree_writer tw = {w, ctxs, m, p, levels, rindex, decisions, num_decisions, 0, trace};
     int32_t ctu = (int32_t)1 << p->tree.log2_ctu_size;
     for (int32_t y = 0; y < p->rows; y += ctu) {
         for (int32_t x = 0; x < p->cols; x += ctu) {

@@ -12,7 +12,7 @@ void nntm_write_level_coding(nntm_bin_writer *w, nntm_level_ctxs *ctxs,
 
 /* tensor_data() of format 1.0: every level of a kernel tensor in raster order. */
 void nntm_write_tensor_data(nntm_bin_writer *w, nntm_level_ctxs *ctxs,
-                            const nntm_kernel_params *p, const int32_t *levels);
+                            const nntm_kernel_params *p, const int32_t *levels, int32_t *rindex);
 
 /* split_mode(): the split flags of a node for the given split. */
 void nntm_write_split_mode(nntm_bin_writer *w, nntm_tree_ctxs *ctxs, const nntm_cu_maps *m,
@@ -25,15 +25,17 @@ void nntm_write_cu_skip_flag(nntm_bin_writer *w, nntm_tree_ctxs *ctxs, const nnt
 /* cu_qp_delta(). */
 void nntm_write_cu_qp_delta(nntm_bin_writer *w, nntm_tree_ctxs *ctxs, int delta);
 
-/* transform_unit(): the levels of the region [x0,x1) x [y0,y1) in raster order. */
+/* transform_unit(): the levels of the region [x0,x1) x [y0,y1) in raster
+ * order, advancing the DQ state; rindex (or NULL) receives each level's
+ * reconstruction index. */
 void nntm_write_transform_unit(nntm_bin_writer *w, nntm_level_ctxs *ctxs,
-                               const nntm_kernel_params *p, const int32_t *levels, int32_t x0,
-                               int32_t y0, int32_t x1, int32_t y1);
+                               const nntm_kernel_params *p, const int32_t *levels,
+                               int32_t *rindex, int32_t x0, int32_t y0, int32_t x1, int32_t y1);
 
 /* coding_tree() of every CTU, with the split decisions in preorder (one byte a
  * node inside the tensor) and the CU modes, QP deltas and levels from maps. */
 int nntm_write_tree_data(nntm_bin_writer *w, nntm_all_ctxs *ctxs, nntm_cu_maps *m,
-                         const nntm_kernel_params *p, const int32_t *levels,
+                         const nntm_kernel_params *p, const int32_t *levels, int32_t *rindex,
                          const uint8_t *decisions, size_t num_decisions, nntm_buffer *trace);
 
 #endif

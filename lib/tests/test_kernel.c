@@ -60,7 +60,7 @@ static size_t roundtrip(const nntm_encoder_params *p, const float *w) {
     int32_t *lev = malloc(sizeof(int32_t) * (n + 1)), *dlev = malloc(sizeof(int32_t) * (n + 1));
     uint8_t *cover = calloc(n + 1, 1);
     nntm_buffer buf = {0}, tr = {0}, dtr = {0};
-    CHECK(nntm_encode_kernel(p, w, NNTM_DTYPE_FLOAT32, rec, lev, &buf, &tr) == NNTM_OK);
+    CHECK(nntm_encode_kernel(p, w, NULL, NNTM_DTYPE_FLOAT32, rec, lev, &buf, &tr) == NNTM_OK);
     CHECK(nntm_decode_kernel(&p->kernel, buf.data, buf.size, NNTM_DTYPE_FLOAT32, dec, dlev, &dtr) ==
           NNTM_OK);
     CHECK(n == 0 || memcmp(rec, dec, n * sizeof(float)) == 0);
@@ -115,7 +115,7 @@ static int split_used(const nntm_encoder_params *p, const float *w, int want_dep
     float *rec = malloc(sizeof(float) * n);
     nntm_buffer buf = {0}, tr = {0};
     int found = 0;
-    if (nntm_encode_kernel(p, w, NNTM_DTYPE_FLOAT32, rec, NULL, &buf, &tr) == NNTM_OK) {
+    if (nntm_encode_kernel(p, w, NULL, NNTM_DTYPE_FLOAT32, rec, NULL, &buf, &tr) == NNTM_OK) {
         const nntm_cu_record *cu = (const nntm_cu_record *)tr.data;
         for (size_t i = 0; i < tr.size / sizeof *cu; i++) found |= cu[i].depth > want_depth_gt;
     }
@@ -133,8 +133,9 @@ int main(void) {
         int rows = shapes[i][0], cols = shapes[i][1];
         for (int qp = -40; qp <= 0; qp += 8) {
             fill(w, rows, cols, seed++, 0.1, 0);
-            for (int rdoq = 0; rdoq <= 1; rdoq++) {
-                nntm_encoder_params p = params(rows, cols, qp, rdoq);
+            for (int mode = 0; mode <= 2; mode++) { /* nearest, RDOQ, DQ trellis */
+                nntm_encoder_params p = params(rows, cols, qp, mode > 0);
+                p.kernel.dq_enabled = mode == 2;
                 roundtrip(&p, w);
                 /* every split type alone, and all together; odd sizes exercise the border */
                 int masks[] = {0, 1 << NNTM_SPLIT_BT_H, 1 << NNTM_SPLIT_BT_V, 1 << NNTM_SPLIT_TT_H,
@@ -167,23 +168,76 @@ int main(void) {
         CHECK(b < a);
         CHECK(split_used(&tree, w, 0));
     }
+    /* dependent quantization: on a Gaussian source it beats RDOQ in D + lambda R
+     * terms: at the same QP-offset operating point, fewer bytes or lower error */
+    {
+        fill(w, 64, 300, 11, 0.05, 0);
+        size_t n = 64 * 300;
+        float *rec = malloc(sizeof(float) * n);
+        double best_gain = -1e9;
+        for (int qp = -36; qp <= -24; qp += 4) {
+            double d[2];
+            size_t bytes[2];
+            for (int dq = 0; dq <= 1; dq++) {
+                nntm_encoder_params p = params(64, 300, qp + (dq ? 2 : 0), 1);
+                p.kernel.dq_enabled = dq;
+                nntm_buffer buf = {0};
+                CHECK(nntm_encode_kernel(&p, w, NULL, NNTM_DTYPE_FLOAT32, rec, NULL, &buf, NULL) ==
+                      NNTM_OK);
+                d[dq] = 0;
+                for (size_t i = 0; i < n; i++) d[dq] += (double)(w[i] - rec[i]) * (w[i] - rec[i]);
+                bytes[dq] = buf.size;
+                nntm_buffer_free(&buf);
+            }
+            /* rate difference at equal distortion: ~6 dB/bit per sample, in bits */
+            double gain = ((double)bytes[0] - (double)bytes[1]) * 8.0 / (double)n +
+                          10.0 * log10(d[0] / d[1]) / 6.02;
+            printf("QP %d: RDOQ %zu bytes %.3g, DQ %zu bytes %.3g: DQ gain %.3f bit/weight\n", qp,
+                   bytes[0], d[0], bytes[1], d[1], gain);
+            if (gain > best_gain) best_gain = gain;
+        }
+        CHECK(best_gain > 0.0);
+        free(rec);
+    }
+    /* importance: a column with importance 16 gets a smaller error than the rest */
+    {
+        fill(w, 32, 64, 12, 0.05, 0);
+        float *imp = malloc(sizeof(float) * 32 * 64), *rec = malloc(sizeof(float) * 32 * 64);
+        for (int i = 0; i < 32 * 64; i++) imp[i] = (i % 64) < 8 ? 16.0f : 1.0f;
+        nntm_encoder_params p = params(32, 64, -24, 1);
+        p.lambda_scale = 0.5;
+        nntm_buffer buf = {0};
+        CHECK(nntm_encode_kernel(&p, w, imp, NNTM_DTYPE_FLOAT32, rec, NULL, &buf, NULL) == NNTM_OK);
+        double e_hi = 0, e_lo = 0;
+        for (int i = 0; i < 32 * 64; i++) {
+            double e = (double)(w[i] - rec[i]) * (w[i] - rec[i]);
+            if ((i % 64) < 8) e_hi += e; else e_lo += e / 7.0;
+        }
+        printf("importance 16: error %.3g vs %.3g\n", e_hi, e_lo);
+        CHECK(e_hi < e_lo);
+        imp[5] = -1.0f;
+        CHECK(nntm_encode_kernel(&p, w, imp, NNTM_DTYPE_FLOAT32, rec, NULL, &buf, NULL) == NNTM_ERR_ARG);
+        nntm_buffer_free(&buf);
+        free(imp);
+        free(rec);
+    }
     /* a level beyond the range is refused; the dtype's range clamps */
     {
         float v[2] = {1e30f, 0.0f}, rec[2];
         nntm_encoder_params p = params(1, 2, -40, 1);
         nntm_buffer buf = {0};
-        CHECK(nntm_encode_kernel(&p, v, NNTM_DTYPE_FLOAT32, rec, NULL, &buf, NULL) == NNTM_ERR_RANGE);
+        CHECK(nntm_encode_kernel(&p, v, NULL, NNTM_DTYPE_FLOAT32, rec, NULL, &buf, NULL) == NNTM_ERR_RANGE);
         p.max_abs_value = 65504.0; /* float16 */
         v[0] = 70000.0f;
         p.kernel.qp = 40;
         uint16_t h[2];
-        CHECK(nntm_encode_kernel(&p, v, NNTM_DTYPE_FLOAT16, h, NULL, &buf, NULL) == NNTM_OK);
+        CHECK(nntm_encode_kernel(&p, v, NULL, NNTM_DTYPE_FLOAT16, h, NULL, &buf, NULL) == NNTM_OK);
         CHECK(h[0] != 0x7C00u && (h[0] & 0x7C00u) != 0x7C00u); /* finite */
         nntm_buffer_free(&buf);
         v[0] = NAN;
-        CHECK(nntm_encode_kernel(&p, v, NNTM_DTYPE_FLOAT32, rec, NULL, &buf, NULL) == NNTM_ERR_NONFINITE);
+        CHECK(nntm_encode_kernel(&p, v, NULL, NNTM_DTYPE_FLOAT32, rec, NULL, &buf, NULL) == NNTM_ERR_NONFINITE);
         p.kernel.num_gt_flags = 0;
-        CHECK(nntm_encode_kernel(&p, v, NNTM_DTYPE_FLOAT32, rec, NULL, &buf, NULL) == NNTM_ERR_ARG);
+        CHECK(nntm_encode_kernel(&p, v, NULL, NNTM_DTYPE_FLOAT32, rec, NULL, &buf, NULL) == NNTM_ERR_ARG);
     }
     /* garbage payloads never crash, with and without the tree */
     {

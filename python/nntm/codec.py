@@ -120,6 +120,15 @@ def _choose_mode(name: str, array: np.ndarray, cfg: Config) -> hls.CodingMode:
     return hls.CodingMode.QUANTIZED
 
 
+def tensor_qp(config: Config, ndim: int) -> int:
+    """QP of a tensor: QP, or for 1-D tensors QP + QPOffset1D or the fixed QP1D."""
+    if ndim > 1:
+        return int(config["QP"])
+    if config["QP1DMode"] == "fixed":
+        return int(config["QP1D"])
+    return int(config["QP"]) + int(config["QPOffset1D"])
+
+
 def _check_tensor(tensor_id: int, name: object, array: np.ndarray) -> None:
     if not isinstance(name, str) or not name:
         raise EncodeError(f"tensor {tensor_id}: names must be non-empty strings")
@@ -157,6 +166,8 @@ def encode_with_recon(
         cls = classifier.classify(name, tuple(array.shape))
         if mode == hls.CodingMode.QUANTIZED and cls.tree.enabled:
             tool_flags |= hls.TOOL_CODING_TREE
+        if mode == hls.CodingMode.QUANTIZED and config["DepQuant"]:
+            tool_flags |= hls.TOOL_DEP_QUANT
         plans.append((mode, cls))
     if len(classifier.signals) > 1:
         tool_flags |= hls.TOOL_SIGNAL_TYPES
@@ -174,7 +185,7 @@ def encode_with_recon(
         tps.signal_type = classifier.signals.index(cls.signal)
         if mode == hls.CodingMode.QUANTIZED:
             rows, cols = kernel_shape(tuple(array.shape), cls.arrangement)
-            qp = int(config["QP"]) + (int(config["QPOffset1D"]) if array.ndim <= 1 else 0)
+            qp = tensor_qp(config, array.ndim)
             tps.layer_type = int(cls.layer)
             tps.arrangement = int(cls.arrangement)
             tps.rows, tps.cols, tps.qp = rows, cols, qp
@@ -182,7 +193,9 @@ def encode_with_recon(
             tps.num_gt_flags = int(config["NumGtFlags"])
             tps.tree_type = cls.tree_type if cls.tree.enabled else 0
             tps.tree = cls.tree
-            params = core.KernelParams(rows, cols, qp, tps.qp_density, tps.num_gt_flags, cls.tree)
+            tps.dq_enabled = bool(config["DepQuant"])
+            params = core.KernelParams(rows, cols, qp, tps.qp_density, tps.num_gt_flags, cls.tree,
+                                       tps.dq_enabled)
             kernel = to_kernel(array.astype(np.float32), cls.arrangement)
             try:
                 res = core.encode_kernel(
@@ -195,7 +208,7 @@ def encode_with_recon(
             cus[name] = res.cus
         else:
             payload = _lossless_bytes(array)
-            rec = np.ascontiguousarray(array).copy()
+            rec = np.array(array, copy=True, order="C")  # keeps 0-d tensors 0-d
         recon[name] = rec
         tensor_units = (
             hls.tensor_parameter_set(tps, tool_flags)
@@ -255,7 +268,7 @@ def _decode_tensor(tps: hls.TensorParameterSet, payload: bytes, where: str, trac
         raise BitstreamError(f"{what}: a payload of {len(payload)} bytes cannot hold "
                              f"{tps.num_elements} levels")
     params = core.KernelParams(tps.rows, tps.cols, tps.qp, tps.qp_density, tps.num_gt_flags,
-                               tps.tree)
+                               tps.tree, tps.dq_enabled)
     try:
         res = core.decode_kernel(payload, params, tps.dtype, what, trace)
     except CoreError as exc:

@@ -79,11 +79,13 @@ class KernelParams:
     qp_density: int
     num_gt_flags: int
     tree: TreeParams = TreeParams()
+    dq_enabled: bool = False
 
     def fill(self, p: object) -> None:
         p.rows, p.cols, p.qp = self.rows, self.cols, self.qp
         p.qp_density, p.num_gt_flags = self.qp_density, self.num_gt_flags
         self.tree.fill(p.tree)
+        p.dq_enabled = int(self.dq_enabled)
 
     def to_c(self) -> object:
         p = ffi.new("nntm_kernel_params *")
@@ -136,11 +138,21 @@ def encode_kernel(
     lambda_scale: float,
     what: str,
     search: SearchParams = SearchParams(),
+    importance: np.ndarray | None = None,
 ) -> KernelResult:
-    """Quantize and code a 2-D kernel tensor (float32 weights); one C call."""
+    """Quantize and code a 2-D kernel tensor (float32 weights); one C call.
+
+    ``importance`` (same shape, >= 0) weights each weight's squared error in
+    every rate-distortion decision.
+    """
     w = np.ascontiguousarray(weights, dtype=np.float32)
     if w.shape != (params.rows, params.cols):
         raise ValueError(f"{what}: shape {w.shape} != ({params.rows}, {params.cols})")
+    imp = None
+    if importance is not None:
+        imp = np.ascontiguousarray(importance, dtype=np.float32)
+        if imp.shape != w.shape:
+            raise ValueError(f"{what}: importance shape {imp.shape} != {w.shape}")
     name = np.dtype(dtype).name
     if name not in DTYPE_CODES:
         raise ValueError(f"{what}: cannot reconstruct to dtype {name}")
@@ -163,6 +175,7 @@ def encode_kernel(
     rv = lib.nntm_encode_kernel(
         ep,
         ffi.cast("const float *", ffi.from_buffer(w)),
+        ffi.NULL if imp is None else ffi.cast("const float *", ffi.from_buffer(imp)),
         DTYPE_CODES[name],
         ffi.from_buffer(bits, require_writable=True),
         ffi.cast("int32_t *", ffi.from_buffer(levels, require_writable=True)),

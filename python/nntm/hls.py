@@ -37,7 +37,8 @@ PROFILE_MAIN = 0
 # tool_flags bits (format 1.1); a stream with no bit set is a format 1.0 stream.
 TOOL_CODING_TREE = 1 << 0       # tensor parameter sets carry a tree partition type
 TOOL_SIGNAL_TYPES = 1 << 1      # the model parameter set lists input signal types
-KNOWN_TOOL_FLAGS = TOOL_CODING_TREE | TOOL_SIGNAL_TYPES
+TOOL_DEP_QUANT = 1 << 2         # tensor parameter sets carry dep_quant_enabled_flag
+KNOWN_TOOL_FLAGS = TOOL_CODING_TREE | TOOL_SIGNAL_TYPES | TOOL_DEP_QUANT
 MAX_SIGNAL_TYPES = 255
 MAX_TREE_TYPE = 3
 
@@ -108,6 +109,7 @@ class TensorParameterSet:
     tree_type: int = 0
     tree: TreeParams = field(default_factory=TreeParams)
     signal_type: int = 0
+    dq_enabled: bool = False
 
     @property
     def num_elements(self) -> int:
@@ -227,6 +229,8 @@ def tensor_parameter_set(tps: TensorParameterSet, tool_flags: int = 0) -> bytes:
                 w.u(1, int(t.cu_qp_delta_enabled))
         if tool_flags & TOOL_SIGNAL_TYPES:
             w.ue(tps.signal_type)
+        if tool_flags & TOOL_DEP_QUANT:
+            w.u(1, int(tps.dq_enabled))
     w.byte_alignment()
     return _unit(UnitType.TENSOR_PARAMETER_SET, w.tobytes())
 
@@ -444,6 +448,8 @@ def parse_tensor_parameter_set(unit: Unit, mps: ModelParameterSet) -> TensorPara
                                       TREE_SPLIT_MASK[tps.tree_type], skip, qpd)
         if mps.tool_flags & TOOL_SIGNAL_TYPES:
             tps.signal_type = r.ue(len(mps.signal_types) - 1, "input_signal_type")
+        if mps.tool_flags & TOOL_DEP_QUANT:
+            tps.dq_enabled = bool(r.u(1))
         expected = rows_cols(shape, tps.arrangement)
         if (tps.rows, tps.cols) != expected:
             raise r.fail(f"tensor '{name}': kernel {tps.rows}x{tps.cols} is not the "

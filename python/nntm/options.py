@@ -77,7 +77,28 @@ ENCODER_CODING_OPTIONS: tuple[Option, ...] = (
         minimum=-64,
         maximum=64,
     ),
+    Option(
+        "QP1DMode",
+        "choice",
+        "offset",
+        "QP of 1-D tensors: offset (QP + QPOffset1D) or fixed (QP1D, whatever QP is)",
+        choices=("offset", "fixed"),
+    ),
+    Option(
+        "QP1D",
+        "int",
+        -64,
+        "QP of every 1-D tensor when QP1DMode is fixed (-64: step 2^-16)",
+        minimum=-128,
+        maximum=127,
+    ),
     Option("RDOQ", "bool", True, "rate-distortion optimised quantization"),
+    Option(
+        "DepQuant",
+        "bool",
+        False,
+        "dependent quantization: two quantizers, a 4-state machine, a trellis in the encoder",
+    ),
     Option(
         "LambdaScale",
         "float",

@@ -80,6 +80,7 @@ typedef struct nntm_kernel_params {
     int32_t qp_density;    /* 2^qp_density QP steps per doubling of the step, 0..6 */
     int32_t num_gt_flags;  /* greater-than flags before the remainder, 1..15 */
     nntm_tree_params tree;
+    int32_t dq_enabled;    /* dependent quantization (4-state trellis quantizers) */
 } nntm_kernel_params;
 
 /* Encoder search settings (speed presets bound these). */
@@ -125,13 +126,16 @@ void nntm_buffer_free(nntm_buffer *buf);
 int nntm_qp_to_step(int32_t qp, int32_t qp_density, int32_t *mantissa, int32_t *shift);
 
 /* Encode the rows x cols float weights (row-major) of one kernel tensor.
+ * importance (rows*cols, >= 0, or NULL for all ones) weights the squared
+ * error of each weight in every rate-distortion decision.
  * recon (rows*cols samples of dtype) receives the reconstruction the decoder
  * will produce; levels (rows*cols int32) the quantized levels, or NULL.
  * out receives the payload; cu_trace (or NULL) one nntm_cu_record per CU.
  * Both buffers must be zeroed or freed before; they are overwritten.
  * Returns NNTM_OK, NNTM_ERR_ARG, NNTM_ERR_NOMEM, NNTM_ERR_NONFINITE or NNTM_ERR_RANGE. */
-int nntm_encode_kernel(const nntm_encoder_params *params, const float *weights, int32_t dtype,
-                       void *recon, int32_t *levels, nntm_buffer *out, nntm_buffer *cu_trace);
+int nntm_encode_kernel(const nntm_encoder_params *params, const float *weights,
+                       const float *importance, int32_t dtype, void *recon, int32_t *levels,
+                       nntm_buffer *out, nntm_buffer *cu_trace);
 
 /* Parse one kernel tensor's payload (size bytes, consumed exactly) and
  * reconstruct it into recon (rows*cols samples of dtype); levels (or NULL)

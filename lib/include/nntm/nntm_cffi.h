@@ -46,6 +46,7 @@ typedef struct nntm_kernel_params {
     int32_t qp_density;
     int32_t num_gt_flags;
     nntm_tree_params tree;
+    int32_t dq_enabled;
 } nntm_kernel_params;
 
 typedef struct nntm_search_params {
@@ -79,8 +80,9 @@ typedef struct nntm_buffer {
 const char *nntm_strerror(int code);
 void nntm_buffer_free(nntm_buffer *buf);
 int nntm_qp_to_step(int32_t qp, int32_t qp_density, int32_t *mantissa, int32_t *shift);
-int nntm_encode_kernel(const nntm_encoder_params *params, const float *weights, int32_t dtype,
-                       void *recon, int32_t *levels, nntm_buffer *out, nntm_buffer *cu_trace);
+int nntm_encode_kernel(const nntm_encoder_params *params, const float *weights,
+                       const float *importance, int32_t dtype, void *recon, int32_t *levels,
+                       nntm_buffer *out, nntm_buffer *cu_trace);
 int nntm_decode_kernel(const nntm_kernel_params *params, const uint8_t *data, size_t size,
                        int32_t dtype, void *recon, int32_t *levels, nntm_buffer *cu_trace);
 int nntm_reconstruct(const nntm_kernel_params *params, const int32_t *levels, size_t count,
