@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import core, hls
+from . import importance as imp
 from .arrange import Arrangement, from_kernel, kernel_shape, to_kernel
 from .classes import TREE_TYPES, Classifier, search_params
 from .config import Config
@@ -150,12 +151,22 @@ def encode_with_recon(
     config: Config,
     source_format: hls.SourceFormat = hls.SourceFormat.UNKNOWN,
     progress: Callable[[TensorStats], None] | None = None,
+    importance: Mapping[str, np.ndarray] | None = None,
 ) -> EncodeResult:
     """Encode a model; also return the encoder's reconstruction and per-tensor stats.
 
     ``progress`` is called with each tensor's stats as soon as it is coded.
+    ``importance`` maps tensor names to importance maps (see nntm.importance):
+    each weight's squared error is weighted by it in every RD decision.
     """
     classifier = Classifier(config)
+    unknown = sorted(set(importance or {}) - set(tensors))
+    if unknown:
+        raise EncodeError(f"importance given for tensor(s) not in the model: {', '.join(unknown)}")
+    imp_maps = {name: imp.expand(name, tuple(np.shape(tensors[name])), value)
+                for name, value in (importance or {}).items()}
+    imp_qp = imp.qp_offsets(imp_maps, float(config["ImportanceQPScale"]),
+                            int(config["QPDensity"]))
     search = search_params(config)
     arrays = [(name, np.asarray(value)) for name, value in tensors.items()]
     plans = []
@@ -185,7 +196,7 @@ def encode_with_recon(
         tps.signal_type = classifier.signals.index(cls.signal)
         if mode == hls.CodingMode.QUANTIZED:
             rows, cols = kernel_shape(tuple(array.shape), cls.arrangement)
-            qp = tensor_qp(config, array.ndim)
+            qp = tensor_qp(config, array.ndim) + imp_qp.get(name, 0)
             tps.layer_type = int(cls.layer)
             tps.arrangement = int(cls.arrangement)
             tps.rows, tps.cols, tps.qp = rows, cols, qp
@@ -197,10 +208,13 @@ def encode_with_recon(
             params = core.KernelParams(rows, cols, qp, tps.qp_density, tps.num_gt_flags, cls.tree,
                                        tps.dq_enabled)
             kernel = to_kernel(array.astype(np.float32), cls.arrangement)
+            weight_map = None
+            if name in imp_maps:
+                weight_map = to_kernel(imp.normalized(imp_maps[name]), cls.arrangement)
             try:
                 res = core.encode_kernel(
                     kernel, params, array.dtype, bool(config["RDOQ"]),
-                    float(config["LambdaScale"]), f"tensor '{name}'", search)
+                    float(config["LambdaScale"]), f"tensor '{name}'", search, weight_map)
             except CoreError as exc:
                 raise EncodeError(str(exc)) from exc
             payload = res.payload

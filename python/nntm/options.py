@@ -42,6 +42,14 @@ ENCODER_APP_OPTIONS: tuple[Option, ...] = (
     ),
     Option("BitstreamFile", "str", "", "bitstream file to write", short="-b", group="app"),
     Option(
+        "ImportanceFile",
+        "str",
+        "",
+        "importance maps (.safetensors/.npz, docs/importance.md) weighting the distortion; "
+        "empty: none",
+        group="app",
+    ),
+    Option(
         "ReconFile",
         "str",
         "",
@@ -93,6 +101,14 @@ ENCODER_CODING_OPTIONS: tuple[Option, ...] = (
         maximum=127,
     ),
     Option("RDOQ", "bool", True, "rate-distortion optimised quantization"),
+    Option(
+        "ImportanceQPScale",
+        "float",
+        0.0,
+        "with an importance map: move each tensor's QP by its mean importance (0 = off, 1 = full)",
+        minimum=0.0,
+        maximum=4.0,
+    ),
     Option(
         "DepQuant",
         "bool",

@@ -42,6 +42,9 @@ def validate(cfg: Config) -> None:
     inp = str(cfg["InputFile"])
     if inp and not os.path.isfile(inp):
         problems.append(f"InputFile '{inp}' does not exist")
+    impf = str(cfg["ImportanceFile"])
+    if impf and not os.path.isfile(impf):
+        problems.append(f"ImportanceFile '{impf}' does not exist")
     for key in ("BitstreamFile", "ReconFile"):
         path = str(cfg[key])
         folder = os.path.dirname(os.path.abspath(path)) if path else ""
@@ -103,8 +106,9 @@ def _main(argv: Sequence[str]) -> int:
         print(_line(["tensor", "shape", "layer", "mode", "QP", "bits", "bits/p", "SNR dB",
                      "time s"]))
     start = time.perf_counter()
+    importance = read_model(str(cfg["ImportanceFile"])) if cfg["ImportanceFile"] else None
     result = codec.encode_with_recon(
-        tensors, cfg, source, progress=_print_tensor if verbose else None)
+        tensors, cfg, source, progress=_print_tensor if verbose else None, importance=importance)
     enc_seconds = time.perf_counter() - start
     write_bitstream(str(cfg["BitstreamFile"]), result.data)
     if cfg["ReconFile"]:

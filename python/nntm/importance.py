@@ -1,0 +1,80 @@
+"""Importance maps: output-aware weighting of the encoder's distortion.
+
+An importance map says how much an error in each weight costs at the
+network's output.  The encoder multiplies each weight's squared error by its
+importance in every rate-distortion decision (rounding, trellis, CU modes,
+partitioning) and, with ``ImportanceQPScale``, moves each tensor's QP by its
+mean importance.  The decoder needs nothing: the maps are an encoder input.
+
+File format (docs/importance.md): a .safetensors or .npz file whose entries
+are named like the model's tensors; each entry is float (any float dtype,
+values >= 0, finite) and is either
+
+* a vector with one value per input channel (``shape[1]`` of a linear or conv
+  weight; for a depthwise conv weight of shape (C, 1, kh, kw), C values), or
+* an array of the tensor's own shape (one value per weight).
+
+Tensors without an entry get importance 1 everywhere.  A natural choice is the
+mean squared input activation of each input channel measured on calibration
+data (``nntm-calibrate`` / the CE model adapters), which makes the weighted
+error the expected squared error of the layer's output.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import numpy as np
+
+from .errors import EncodeError
+
+
+def expand(name: str, shape: tuple[int, ...], value: np.ndarray) -> np.ndarray:
+    """The per-weight importance of a tensor from its map entry (float64)."""
+    v = np.asarray(value)
+    if v.dtype.kind != "f" and v.dtype.name != "bfloat16":
+        raise EncodeError(f"importance of '{name}': dtype {v.dtype} is not a float type")
+    v = v.astype(np.float64)
+    if not np.all(np.isfinite(v)) or np.any(v < 0):
+        raise EncodeError(f"importance of '{name}': values must be finite and >= 0")
+    if v.shape == shape:
+        return v
+    if v.ndim == 1 and len(shape) >= 2:
+        if v.size == shape[1]:
+            view = [1] * len(shape)
+            view[1] = shape[1]
+            return np.broadcast_to(v.reshape(view), shape).copy()
+        if shape[1] == 1 and v.size == shape[0]:  # depthwise: one input channel per filter
+            view = [1] * len(shape)
+            view[0] = shape[0]
+            return np.broadcast_to(v.reshape(view), shape).copy()
+    raise EncodeError(f"importance of '{name}': shape {v.shape} fits neither the tensor's "
+                      f"shape {shape} nor its input channels")
+
+
+def qp_offsets(maps: Mapping[str, np.ndarray], scale: float, qp_density: int) -> dict[str, int]:
+    """Per-tensor QP offsets from the mean importance of each tensor.
+
+    With MSE weighted by importance, the best step of a tensor scales as
+    1/sqrt(importance): a tensor whose mean importance is 4x the geometric
+    mean over all mapped tensors gets a step half as large, i.e. a QP offset
+    of -2**qp_density (times ``scale``, 0 = off).
+    """
+    means = {k: float(np.mean(v)) for k, v in maps.items() if v.size and np.mean(v) > 0}
+    if not means or scale == 0.0:
+        return {}
+    ref = math.exp(sum(math.log(m) for m in means.values()) / len(means))
+    per_doubling = 1 << qp_density
+    limit = 4 * per_doubling
+    out = {}
+    for name, m in means.items():
+        off = -round(scale * per_doubling * 0.5 * math.log2(m / ref))
+        out[name] = max(-limit, min(limit, off))
+    return out
+
+
+def normalized(v: np.ndarray) -> np.ndarray:
+    """A map scaled to mean 1 (all ones when it is all zeros)."""
+    m = float(np.mean(v)) if v.size else 0.0
+    return v / m if m > 0 else np.ones_like(v)
