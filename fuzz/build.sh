@@ -20,7 +20,10 @@ if [ $# -ge 1 ]; then
   echo "library sources of $(git rev-parse --short "$1") in $src"
 fi
 srcs=$(ls "$src"/lib/common/*.c "$src"/lib/decoder/*.c)
-"$CC" -g -O1 -std=c11 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
+defs=""
+if grep -q "dq_enabled" "$src/lib/include/nntm/nntm.h"; then defs="-DKERNEL_INPUT_HAS_DQ"; fi
+# shellcheck disable=SC2086
+"$CC" $defs -g -O1 -std=c11 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
   -fno-omit-frame-pointer -ffp-contract=off -I"$src/lib/include" -I"$src/lib" \
   fuzz/fuzz_kernel.c $srcs -lm -o "$out/fuzz_kernel"
 python3 fuzz/make_seeds.py "$out"

@@ -8,6 +8,9 @@
  *   [ext & 1: int32 x 8, the coding tree parameters (nntm_tree_params order: enabled,
  *    log2_ctu_size, log2_min_qt_size, max_mtt_depth, log2_min_cu_size, split_mask,
  *    skip_enabled, cu_qp_delta_enabled), for libraries that have them]
+ *   [ext & 2: int32 dq_enabled (dependent quantization), for libraries that have it:
+ *    compile with -DKERNEL_INPUT_HAS_DQ (fuzz/build.sh and scripts/run_sanitizers.sh
+ *    set it when nntm_kernel_params has dq_enabled)]
  *   payload                                 the tensor data unit payload (the rest)
  *
  * python/nntm/conformance.py (KERNEL_CASE_HEADER, kernel_cases) writes it. */
@@ -23,11 +26,13 @@
 #define KERNEL_INPUT_HEADER 16
 #define KERNEL_INPUT_EXT_TREE 1
 #define KERNEL_INPUT_TREE_BYTES 32
+#define KERNEL_INPUT_EXT_DQ 2
 
 typedef struct kernel_input {
     nntm_kernel_params params;
     int32_t dtype;
     int tree_ext;          /* the case carries coding tree parameters */
+    int dq_ext;            /* the case carries dq_enabled */
     const uint8_t *payload;
     size_t payload_size;
 } kernel_input;
@@ -64,6 +69,16 @@ static inline int kernel_input_parse(const uint8_t *data, size_t size, kernel_in
         tree->cu_qp_delta_enabled = kernel_input_i32(t + 28);
         header += KERNEL_INPUT_TREE_BYTES;
         in->tree_ext = 1;
+#else
+        return -1;
+#endif
+    }
+    if (data[15] & KERNEL_INPUT_EXT_DQ) {
+#if defined(KERNEL_INPUT_HAS_DQ)
+        if (size < header + 4) return -1;
+        in->params.dq_enabled = kernel_input_i32(data + header);
+        header += 4;
+        in->dq_ext = 1;
 #else
         return -1;
 #endif

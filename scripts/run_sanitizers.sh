@@ -22,14 +22,16 @@ export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 SAN="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer"
 
 echo "== C library and unit tests with ASan+UBSan (build-asan/)"
-cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DNNTM_SANITIZE=ON \
+cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DNNTM_SANITIZE=ON \
   -DCMAKE_C_COMPILER="$CC" >/dev/null
 cmake --build build-asan -j 2 >/dev/null
 ctest --test-dir build-asan --output-on-failure
 
 echo "== fuzz/kernel_check.c against the sanitized library"
+defs=""
+if grep -q "dq_enabled" lib/include/nntm/nntm.h; then defs="-DKERNEL_INPUT_HAS_DQ"; fi
 # shellcheck disable=SC2086
-"$CC" -std=c11 -g -O1 $SAN -ffp-contract=off -Wall -Wextra -Werror \
+"$CC" $defs -std=c11 -g -O1 $SAN -ffp-contract=off -Wall -Wextra -Werror \
   -Ilib/include -Ilib fuzz/kernel_check.c build-asan/libnntm.a -lm -o build-asan/kernel_check
 
 echo "== conformance suite through the sanitized decoder"

@@ -63,6 +63,9 @@ KERNEL_CASE_HEADER = struct.Struct("<iiiBBBB")
 #: split_mask, skip_enabled, cu_qp_delta_enabled), then the payload.
 KERNEL_CASE_TREE = struct.Struct("<8i")
 KERNEL_EXT_TREE = 1
+#: Extension flag 2: dq_enabled (int32 LE) follows (after the tree parameters, if any).
+KERNEL_CASE_DQ = struct.Struct("<i")
+KERNEL_EXT_DQ = 2
 _TREE_FIELDS = ("enabled", "log2_ctu_size", "log2_min_qt_size", "max_mtt_depth",
                 "log2_min_cu_size", "split_mask", "skip_enabled", "cu_qp_delta_enabled")
 
@@ -374,19 +377,23 @@ class KernelCase:
 
     def tensor_from_kernel_output(self, raw: bytes) -> np.ndarray:
         """The tensor from the C core's reconstruction of a QUANTIZED case (kernel order)."""
-        header = KERNEL_CASE_HEADER.unpack_from(self.data)
-        kernel = np.frombuffer(raw, dtype=self.dtype).reshape(header[0], header[1])
+        rows, cols = KERNEL_CASE_HEADER.unpack_from(self.data)[:2]
+        kernel = np.frombuffer(raw, dtype=self.dtype).reshape(rows, cols)
         return arrange.from_kernel(kernel, self.shape, arrange.Arrangement(self.arrangement))
 
 
 def kernel_case_bytes(tps: hls.TensorParameterSet, payload: bytes) -> bytes:
     """A QUANTIZED tensor's kernel params in the fuzz/kernel_input.h header, then its payload."""
     tree = getattr(tps, "tree", None)
-    ext = KERNEL_EXT_TREE if tree is not None and tree.enabled else 0
+    dq = bool(getattr(tps, "dq_enabled", False))
+    ext = (KERNEL_EXT_TREE if tree is not None and tree.enabled else 0) | (
+        KERNEL_EXT_DQ if dq else 0)
     header = KERNEL_CASE_HEADER.pack(tps.rows, tps.cols, tps.qp, tps.qp_density,
                                      tps.num_gt_flags, _C_DTYPES[tps.dtype.name], ext)
-    if ext:
+    if ext & KERNEL_EXT_TREE:
         header += KERNEL_CASE_TREE.pack(*(int(getattr(tree, f)) for f in _TREE_FIELDS))
+    if ext & KERNEL_EXT_DQ:
+        header += KERNEL_CASE_DQ.pack(1)
     return header + payload
 
 
@@ -520,6 +527,9 @@ def decode_kernel_case(case: KernelCase) -> tuple[np.ndarray, np.ndarray]:
         values = KERNEL_CASE_TREE.unpack_from(case.data, offset)
         offset += KERNEL_CASE_TREE.size
         extra["tree"] = core.TreeParams(**dict(zip(_TREE_FIELDS, values, strict=True)))
+    if ext & KERNEL_EXT_DQ:
+        extra["dq_enabled"] = bool(KERNEL_CASE_DQ.unpack_from(case.data, offset)[0])
+        offset += KERNEL_CASE_DQ.size
     params = core.KernelParams(rows, cols, qp, density, gt, **extra)
     payload = case.data[offset:]
     what = f"tensor '{case.tensor}'"
