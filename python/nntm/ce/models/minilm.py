@@ -239,10 +239,9 @@ class MiniLMAdapter(ModelAdapter):
 
     def _model(self, tensors: Mapping[str, np.ndarray]) -> Any:
         """The cached BERT module with ``tensors`` loaded (checked against the original)."""
-        reference = self._tensors if self._tensors is not None else None
-        if reference is None:
+        if self._tensors is None:
             self.load()
-            reference = self._tensors
+        reference = self._tensors
         assert reference is not None
         check_tensors(self.name, tensors, reference)
         torch = require_torch()
