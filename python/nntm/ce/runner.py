@@ -168,6 +168,10 @@ class Codec(abc.ABC):
         """``(True, "")`` if this codec can run here, else ``(False, why)``."""
         return True, ""
 
+    def prepare(self, adapter: ModelAdapter, tensors: Mapping[str, np.ndarray]) -> None:
+        """Work done once per model before its sweep, outside the timed encodes
+        (e.g. measuring importance maps on calibration inputs)."""
+
     @abc.abstractmethod
     def encode(self, tensors: Mapping[str, np.ndarray], qp: int, model: str) -> Encoded:
         """Code ``tensors`` (of the CTC model called ``model``) at ``qp``."""
@@ -209,6 +213,25 @@ class NntmCodec(Codec):
         self.model_cfg_dir = Path(model_cfg_dir) if model_cfg_dir else None
         self.overrides = dict(overrides or {})
 
+    #: ImportanceFile value that asks for the CE model adapter's calibration maps
+    CALIBRATION = "@calibration"
+
+    def prepare(self, adapter: ModelAdapter, tensors: Mapping[str, np.ndarray]) -> None:
+        """Measure the adapter's importance maps once when the cfg asks for them."""
+        cfg = self.config(0, adapter.name)
+        spec = str(cfg["ImportanceFile"]) if "ImportanceFile" in cfg else ""
+        if not spec:
+            return
+        if spec == self.CALIBRATION:
+            maps = adapter.input_channel_importance(tensors)
+        else:
+            from nntm.modelio import read_model
+
+            maps = read_model(spec)
+        self._importance = getattr(self, "_importance", {})
+        self._importance[adapter.name] = {k: np.asarray(v) for k, v in maps.items()
+                                          if k in tensors}
+
     def files_for(self, model: str) -> list[Path]:
         files = list(self.cfg_files)
         if self.model_cfg_dir is not None:
@@ -239,7 +262,8 @@ class NntmCodec(Codec):
     def encode(self, tensors: Mapping[str, np.ndarray], qp: int, model: str) -> Encoded:
         import nntm
 
-        res = nntm.encode_with_recon(dict(tensors), self.config(qp, model))
+        importance = getattr(self, "_importance", {}).get(model)
+        res = nntm.encode_with_recon(dict(tensors), self.config(qp, model), importance=importance)
         return Encoded(bytes(res.data), dict(res.recon))
 
     def decode(self, data: bytes) -> dict[str, np.ndarray]:
@@ -421,6 +445,7 @@ def run_sweep(
     """
     if tensors is None:
         tensors = adapter.load()
+    codec.prepare(adapter, tensors)
     points = []
     for qp in qps:
         p = run_point(adapter, codec, qp, tensors, role=role, evaluate=evaluate)
