@@ -213,6 +213,35 @@ def src_gtx(rng: np.random.Generator) -> dict[str, np.ndarray]:
     return {"big.weight": w, "big.bias": bias.astype(np.float32)}
 
 
+def src_recon(rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Values whose reconstruction at step 5 * 2^-10 (QP -31, QPDensity 2) needs rounding:
+    every third float16 and every bfloat16 of [2^-3, 2^6) with random signs (ties, carries
+    out of the mantissa), float16 values up to its maximum 65504, float32 levels up to 2^29.7
+    (more than 24 significant bits after the mantissa 5), and float16 subnormals at step
+    5 * 2^-26 (QP -95, the 1-D tensor)."""
+    def signs(n: int) -> np.ndarray:
+        return np.where(rng.random(n) < 0.5, -1.0, 1.0)
+
+    f16_bits = np.arange(np.float16(0.125).view(np.uint16), np.float16(64).view(np.uint16), 3,
+                         dtype=np.uint16)
+    f16 = f16_bits.view(np.float16).astype(np.float64) * signs(f16_bits.size)
+    top = np.array([65504, -65504, 65472, -65440, 65408, 60000, -32768, 32752], np.float64)
+    f16 = np.concatenate([f16, top])
+    f16 = np.concatenate([f16, np.zeros(-f16.size % 32)]).astype(np.float16).reshape(-1, 32)
+    bf_bits = np.arange(0x3E00, 0x4280, dtype=np.uint16)          # [2^-3, 2^6) in bfloat16
+    bf = (bf_bits.view(BF16).astype(np.float64) * signs(bf_bits.size)).astype(BF16)
+    f32 = (np.exp2(rng.uniform(18, 22, 512)) * signs(512)).astype(np.float32).reshape(16, 32)
+    sub_bits = np.concatenate([np.arange(1, 1024, 7), np.arange(1024, 1100, 5)]).astype(np.uint16)
+    sub = sub_bits.view(np.float16).astype(np.float64) * signs(sub_bits.size)
+    return {
+        "f16.weight": f16,
+        "bf16.weight": bf.reshape(-1, 32),
+        "f32.weight": f32,
+        "f64.weight": _normal(rng, (8, 8), 3.0),
+        "f16_subnormal.bias": sub.astype(np.float16),
+    }
+
+
 @dataclass(frozen=True)
 class Source:
     path: str
@@ -228,6 +257,7 @@ SOURCES: dict[str, Source] = {
     "shapes": Source("conformance/sources/shapes.safetensors", 1005, src_shapes),
     "lossless": Source("conformance/sources/lossless.safetensors", 1006, src_lossless),
     "gtx": Source("conformance/sources/gtx.safetensors", 1007, src_gtx),
+    "recon": Source("conformance/sources/recon.safetensors", 1008, src_recon),
 }
 
 
@@ -325,6 +355,17 @@ STREAMS: tuple[Spec, ...] = (
           "levels up to 2^30 - 64", "all 15 greater-than flag context sets"),
          "NumGtFlags 15 (num_gt_flags_minus1 14, the maximum): fifteen greater-than flags "
          "before the remainder, on the same source as GTX_A_1."),
+    Spec("RECON_A_1", "recon",
+         ("reconstruction rounding (round to nearest, ties to even)",
+          "carry out of the mantissa", "float16 up to 65504", "float16 subnormal output",
+          "float32 levels up to 2^29.7", "bfloat16 every value of 9 octaves", "float64",
+          "QP -31 (step mantissa 5)", "QPOffset1D -64 (QP -95)", "RDOQ 0"),
+         "The conversion of the integer reconstruction level x 5 x 2^shift into the "
+         "output type when it does not fit the type's mantissa: rounding to nearest with "
+         "ties to even, carries out of the mantissa into the exponent, float16 values up "
+         "to the format's maximum, float16 subnormals (the 1-D tensor at QP -95) and "
+         "float32 values with more than 24 significant bits. The other streams have step "
+         "mantissas that are powers of two or levels too small to need rounding."),
     Spec("RDOQ_A_1", "example",
          ("RDOQ 0", "round to nearest", "float32", "QP -20", "QPDensity 2"),
          "RDOQ off: the encoder rounds to the nearest level. RDOQ is an encoder choice "
