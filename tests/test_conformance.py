@@ -177,3 +177,34 @@ def test_generate_refuses_to_change_a_stored_stream(tmp_path: Path) -> None:
     assert bit.read_bytes() != before
     assert run("--check-determinism", "QP_D_2").returncode == 0
     assert codec.decode(bit.read_bytes())
+
+
+# ------------------------------------------------------------------ fuzzing findings
+
+CRASHERS = ROOT / "fuzz" / "crashers"
+
+_DECODE_UNDER_LIMIT = """
+import resource, sys
+limit = int(sys.argv[2]) << 30
+resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+import nntm
+data = open(sys.argv[1], "rb").read()
+try:
+    nntm.decode(data)
+except nntm.NntmError as exc:
+    print("rejected:", exc)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_AS")
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: an 87-byte stream announcing a 46340x46340 float32 tensor with the coding tree "
+    "(no elements-per-byte bound applies to tree tensors) makes the decoder allocate 8 GiB "
+    "of levels + 8 GiB of samples (numpy) + 12 GiB of CU maps (C) before parsing; under any "
+    "memory limit this is a numpy MemoryError, not an NntmError (docs/bitstream.md clause 7 "
+    "asks for a clean rejection)"))
+def test_crasher_tree_huge_tensor_is_rejected_cleanly() -> None:
+    path = CRASHERS / "tree_huge_tensor.bit"
+    proc = subprocess.run([sys.executable, "-c", _DECODE_UNDER_LIMIT, str(path), "4"],
+                          capture_output=True, text=True, check=False, timeout=120)
+    assert proc.returncode == 0, proc.stderr.strip().splitlines()[-1]
