@@ -149,9 +149,6 @@ def test_random_npz_model_gives_npz(capsys: pytest.CaptureFixture[str], tmp_path
         assert list(npz.keys()) == list(random_model(with_bf16=False))
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: OutputFormat auto does not follow the input format: "
-                   "DecoderApp refuses an -o name without .npz/.safetensors although the option "
-                   "help and README say auto uses the format recorded in the stream")
 def test_output_format_auto_follows_the_input(capsys: pytest.CaptureFixture[str],
                                               tmp_path: Path) -> None:
     path = tmp_path / "random.npz"
@@ -223,8 +220,6 @@ def test_app_level_problems_are_reported_together(capsys: pytest.CaptureFixture[
     assert "BitstreamFile" in err and str(missing) in err and "recon.bin" in err
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: option problems and app-level problems (missing "
-                   "input file, missing -b) are reported in two rounds, not in one message")
 def test_all_bad_parameters_in_one_message(capsys: pytest.CaptureFixture[str],
                                            tmp_path: Path) -> None:
     missing = tmp_path / "nope.safetensors"

@@ -210,9 +210,6 @@ def test_finite_weights_never_reconstruct_to_infinity(
     assert codec.decode(result.data)["w"].tobytes() == rec.tobytes()
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: big-endian arrays ('>f4', '>i4') are refused as "
-                   "'unsupported dtype' although codec.py converts big-endian data for the MD5 and "
-                   "lossless bytes")
 def test_big_endian_input_is_coded_like_little_endian() -> None:
     x = make_tensor((4, 6), np.dtype(np.float32), "unit", 3)
     little = codec.encode({"w": x, "i": np.arange(5, dtype="<i4")}, cfg())

@@ -365,7 +365,7 @@ def test_help_lists_every_key(capsys: pytest.CaptureFixture[str]) -> None:
 def test_option_tables() -> None:
     enc = Config.defaults(ENCODER_OPTIONS)
     assert enc["QP"] == -28 and enc["QPDensity"] == 2 and enc["QPOffset1D"] == -8
-    assert enc["RDOQ"] is True and enc["LambdaScale"] == 1.0 and enc["NumGtFlags"] == 4
+    assert enc["RDOQ"] is True and enc["LambdaScale"] == 0.1 and enc["NumGtFlags"] == 4
     assert enc["LosslessMaxElements"] == 1 and enc["InputFile"] == ""
     dec = Config.defaults(DECODER_OPTIONS)
     assert dec["OutputFormat"] == "auto" and dec["OutputFile"] == ""

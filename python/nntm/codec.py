@@ -121,6 +121,11 @@ def _choose_mode(name: str, array: np.ndarray, cfg: Config) -> hls.CodingMode:
     return hls.CodingMode.QUANTIZED
 
 
+def _little_endian(a: np.ndarray) -> np.ndarray:
+    """The array with a little-endian (or byte-order-free) dtype, values unchanged."""
+    return a.astype(a.dtype.newbyteorder("<")) if a.dtype.byteorder == ">" else a
+
+
 def tensor_qp(config: Config, ndim: int) -> int:
     """QP of a tensor: QP, or for 1-D tensors QP + QPOffset1D or the fixed QP1D."""
     if ndim > 1:
@@ -168,7 +173,7 @@ def encode_with_recon(
     imp_qp = imp.qp_offsets(imp_maps, float(config["ImportanceQPScale"]),
                             int(config["QPDensity"]))
     search = search_params(config)
-    arrays = [(name, np.asarray(value)) for name, value in tensors.items()]
+    arrays = [(name, _little_endian(np.asarray(value))) for name, value in tensors.items()]
     plans = []
     tool_flags = 0
     for tensor_id, (name, array) in enumerate(arrays):

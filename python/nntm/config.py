@@ -22,7 +22,7 @@ import os
 import re
 import sys
 import textwrap
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -442,6 +442,7 @@ class Config(Mapping[str, Value]):
         table: Sequence[Option] | None,
         items: Sequence[_Item],
         base: Config | None = None,
+        problems_out: list[str] | None = None,
     ) -> Config:
         if table is None:
             table = base._table if base is not None else _default_table()
@@ -469,8 +470,10 @@ class Config(Mapping[str, Value]):
                 continue
             values[key] = value
             sources[key] = source
-        if problems:
+        if problems and problems_out is None:
             _raise_problems(problems)
+        if problems_out is not None:
+            problems_out.extend(problems)
         self = object.__new__(cls)
         self._table = table
         self._options = options
@@ -650,8 +653,13 @@ def parse_app_args(
     table: Sequence[Option],
     prog: str,
     description: str,
+    checks: Callable[[Config], list[str]] | None = None,
 ) -> tuple[Config, list[str]]:
     """Parse an HM-style command line; return the Config and the cfg files used.
+
+    ``checks`` (the app's own validation: files that must exist, ...) runs on
+    the values that did parse, so that its problems are reported together with
+    the option problems, in one ConfigError.
 
     Accepts ``-c FILE`` / ``--config=FILE`` (repeatable, layered in order),
     ``--Key=value`` or ``--Key value`` for every option (a bool may be given
@@ -742,7 +750,13 @@ def parse_app_args(
     for path in files:
         items.extend(_read_cfg_file(path))
     items.extend(cmdline)
-    return Config._build(table, items), files
+    problems: list[str] = []
+    config = Config._build(table, items, problems_out=problems)
+    if checks is not None:
+        problems.extend(checks(config))
+    if problems:
+        _raise_problems(problems)
+    return config, files
 
 
 def _looks_numeric(tok: str) -> bool:

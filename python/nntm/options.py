@@ -118,7 +118,7 @@ ENCODER_CODING_OPTIONS: tuple[Option, ...] = (
     Option(
         "LambdaScale",
         "float",
-        1.0,
+        0.1,
         "factor on lambda (lambda follows step**2)",
         minimum=0.0,
         maximum=100.0,

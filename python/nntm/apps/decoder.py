@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from .. import codec, hls
 from ..config import Config, parse_app_args
-from ..errors import ConfigError, HashMismatchError, ModelIOError
+from ..errors import HashMismatchError, ModelIOError
 from ..modelio import write_model
 from ..options import DECODER_OPTIONS
 from .common import fmt_shape, run_app
@@ -26,7 +26,8 @@ DESCRIPTION = (
 )
 
 
-def validate(cfg: Config) -> None:
+def validate(cfg: Config) -> list[str]:
+    """Every app-level problem (reported with the option problems, in one message)."""
     problems = []
     path = str(cfg["BitstreamFile"])
     if not path:
@@ -38,11 +39,7 @@ def validate(cfg: Config) -> None:
         folder = os.path.dirname(os.path.abspath(out))
         if not os.path.isdir(folder):
             problems.append(f"OutputFile '{out}': folder '{folder}' does not exist")
-        if cfg["OutputFormat"] == "auto" and not out.endswith((".safetensors", ".npz")):
-            problems.append(f"OutputFile '{out}': use a .safetensors or .npz name, "
-                            "or set OutputFormat")
-    if problems:
-        raise ConfigError("invalid parameters:\n  " + "\n  ".join(problems))
+    return problems
 
 
 def output_format(cfg: Config, source: hls.SourceFormat) -> str:
@@ -58,8 +55,7 @@ def output_format(cfg: Config, source: hls.SourceFormat) -> str:
 
 
 def _main(argv: Sequence[str]) -> int:
-    cfg, _ = parse_app_args(argv, DECODER_OPTIONS, PROG, DESCRIPTION)
-    validate(cfg)
+    cfg, _ = parse_app_args(argv, DECODER_OPTIONS, PROG, DESCRIPTION, checks=validate)
     verbose = int(cfg["Verbose"])
     path = str(cfg["BitstreamFile"])
     try:

@@ -18,7 +18,6 @@ import numpy as np
 
 from .. import codec, hls
 from ..config import Config, parse_app_args
-from ..errors import ConfigError
 from ..modelio import model_format, read_model, write_model
 from ..options import ENCODER_OPTIONS
 from .common import fmt_db, fmt_shape, run_app, write_bitstream
@@ -34,8 +33,8 @@ DESCRIPTION = (
 _SOURCE_FORMATS = {"safetensors": hls.SourceFormat.SAFETENSORS, "npz": hls.SourceFormat.NPZ}
 
 
-def validate(cfg: Config) -> None:
-    """Report every app-level problem at once."""
+def validate(cfg: Config) -> list[str]:
+    """Every app-level problem (reported with the option problems, in one message)."""
     problems = []
     if not cfg["BitstreamFile"]:
         problems.append("BitstreamFile (-b) is required")
@@ -53,8 +52,7 @@ def validate(cfg: Config) -> None:
     recon = str(cfg["ReconFile"])
     if recon and not recon.endswith((".safetensors", ".npz")):
         problems.append(f"ReconFile '{recon}': use a .safetensors or .npz name")
-    if problems:
-        raise ConfigError("invalid parameters:\n  " + "\n  ".join(problems))
+    return problems
 
 
 def _line(cols: Sequence[str]) -> str:
@@ -85,8 +83,7 @@ def _pooled_snr(tensors: dict[str, np.ndarray], recon: dict[str, np.ndarray]) ->
 
 
 def _main(argv: Sequence[str]) -> int:
-    cfg, files = parse_app_args(argv, ENCODER_OPTIONS, PROG, DESCRIPTION)
-    validate(cfg)
+    cfg, files = parse_app_args(argv, ENCODER_OPTIONS, PROG, DESCRIPTION, checks=validate)
     verbose = int(cfg["Verbose"])
     inp = str(cfg["InputFile"])
     example = not inp

@@ -170,7 +170,8 @@ class Codec(abc.ABC):
 
     def prepare(self, adapter: ModelAdapter, tensors: Mapping[str, np.ndarray]) -> None:
         """Work done once per model before its sweep, outside the timed encodes
-        (e.g. measuring importance maps on calibration inputs)."""
+        (e.g. measuring importance maps on calibration inputs).  None by default."""
+        return None
 
     @abc.abstractmethod
     def encode(self, tensors: Mapping[str, np.ndarray], qp: int, model: str) -> Encoded:
