@@ -197,12 +197,6 @@ except nntm.NntmError as exc:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_AS")
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: an 87-byte stream announcing a 46340x46340 float32 tensor with the coding tree "
-    "(no elements-per-byte bound applies to tree tensors) makes the decoder allocate 8 GiB "
-    "of levels + 8 GiB of samples (numpy) + 12 GiB of CU maps (C) before parsing; under any "
-    "memory limit this is a numpy MemoryError, not an NntmError (docs/bitstream.md clause 7 "
-    "asks for a clean rejection)"))
 def test_crasher_tree_huge_tensor_is_rejected_cleanly() -> None:
     path = CRASHERS / "tree_huge_tensor.bit"
     proc = subprocess.run([sys.executable, "-c", _DECODE_UNDER_LIMIT, str(path), "4"],

@@ -292,15 +292,27 @@ def _decode_tensor(tps: hls.TensorParameterSet, payload: bytes, where: str, trac
         res = core.decode_kernel(payload, params, tps.dtype, what, trace)
     except CoreError as exc:
         raise BitstreamError(str(exc)) from exc
+    except MemoryError:
+        raise BitstreamError(f"{what}: cannot allocate {tps.num_elements} elements "
+                             f"(shape {tps.shape})") from None
     if trace:
         traces[tps.name] = res.cus
     return from_kernel(res.recon, tps.shape, Arrangement(tps.arrangement))
 
 
-def decode_detailed(data: bytes, trace: bool = False) -> DecodeResult:
+# A decoded tensor may hold at most this many elements unless the caller
+# raises the limit: like an image decoder's decompression-bomb guard, since a
+# few bytes of skip CUs can announce a huge all-zero tensor.
+DEFAULT_MAX_ELEMENTS = 1 << 28
+
+
+def decode_detailed(data: bytes, trace: bool = False,
+                    max_elements: int = DEFAULT_MAX_ELEMENTS) -> DecodeResult:
     """Decode a bitstream; check every hash; report each tensor (no exception on mismatch).
 
     With ``trace`` the result also holds each tree-coded tensor's CU records.
+    A tensor of more than ``max_elements`` elements is refused before anything
+    is allocated for it.
     """
     units = hls.split_units(data)
     if not units or units[0].unit_type != hls.UnitType.MODEL_PARAMETER_SET:
@@ -319,6 +331,11 @@ def decode_detailed(data: bytes, trace: bool = False) -> DecodeResult:
             raise BitstreamError(f"{unit.where}: unit after end_of_stream")
         if unit.unit_type == hls.UnitType.TENSOR_PARAMETER_SET:
             tps = hls.parse_tensor_parameter_set(unit, mps)
+            if tps.num_elements > max_elements:
+                raise BitstreamError(
+                    f"{unit.where}: tensor '{tps.name}' has {tps.num_elements} elements, more "
+                    f"than this decoder's limit of {max_elements} (raise MaxTensorElements "
+                    "if the stream is trusted)")
             if tps.tensor_id >= mps.num_tensors:
                 raise BitstreamError(f"{unit.where}: tensor_id {tps.tensor_id} but the model "
                                      f"has {mps.num_tensors} tensors")
@@ -364,9 +381,9 @@ def decode_detailed(data: bytes, trace: bool = False) -> DecodeResult:
     return DecodeResult(tensors, reports, mps.source_format, traces)
 
 
-def decode(data: bytes) -> dict[str, np.ndarray]:
+def decode(data: bytes, max_elements: int = DEFAULT_MAX_ELEMENTS) -> dict[str, np.ndarray]:
     """Decode a bitstream; raise HashMismatchError if any tensor's MD5 differs."""
-    result = decode_detailed(data)
+    result = decode_detailed(data, max_elements=max_elements)
     bad = [r.name for r in result.reports if not r.ok]
     if bad:
         raise HashMismatchError("MD5 mismatch in tensor(s): " + ", ".join(f"'{n}'" for n in bad))

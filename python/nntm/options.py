@@ -212,5 +212,14 @@ DECODER_OPTIONS: tuple[Option, ...] = (
         choices=("auto", "safetensors", "npz"),
         group="app",
     ),
+    Option(
+        "MaxTensorElements",
+        "int",
+        1 << 28,
+        "refuse tensors larger than this (a guard against tiny streams announcing huge tensors)",
+        minimum=1,
+        maximum=(1 << 31) - 1,
+        group="app",
+    ),
     VERBOSE,
 )

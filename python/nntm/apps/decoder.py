@@ -64,7 +64,7 @@ def _main(argv: Sequence[str]) -> int:
     except OSError as exc:
         raise ModelIOError(f"cannot read bitstream '{path}': {exc.strerror}") from exc
     start = time.perf_counter()
-    result = codec.decode_detailed(data)
+    result = codec.decode_detailed(data, max_elements=int(cfg["MaxTensorElements"]))
     seconds = time.perf_counter() - start
     if verbose:
         print(f"NNTM {PROG}  {path}: {len(data)} bytes, {len(result.reports)} tensors")
