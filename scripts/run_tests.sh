@@ -18,7 +18,7 @@ cmake --build build -j 2 >/dev/null
 ctest --test-dir build --output-on-failure
 
 echo "== ruff"
-python3 -m ruff check python tests scripts
+python3 -m ruff check python tests scripts benchmarks fuzz
 
 echo "== pytest"
 python3 -m pytest -q "$@"

@@ -43,10 +43,11 @@ int nntm_split_children(const nntm_node *n, int split, nntm_node out[4]);
 /* Clip n to the tensor: the coded region [x0, x1) x [y0, y1); 0 when empty. */
 static inline int nntm_node_clip(const nntm_node *n, int32_t rows, int32_t cols, int32_t *x0,
                                  int32_t *y0, int32_t *x1, int32_t *y1) {
+    int64_t xe = (int64_t)n->x + n->w, ye = (int64_t)n->y + n->h; /* no int32 overflow */
     *x0 = n->x;
     *y0 = n->y;
-    *x1 = n->x + n->w < cols ? n->x + n->w : cols;
-    *y1 = n->y + n->h < rows ? n->y + n->h : rows;
+    *x1 = xe < cols ? (int32_t)xe : cols;
+    *y1 = ye < rows ? (int32_t)ye : rows;
     return *x0 < *x1 && *y0 < *y1;
 }
 

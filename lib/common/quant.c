@@ -30,6 +30,9 @@ int nntm_check_kernel_params(const nntm_kernel_params *p) {
     int rv = nntm_qp_to_step(p->qp, p->qp_density, &m, &s);
     if (rv) return rv;
     if (p->dq_enabled < 0 || p->dq_enabled > 1) return NNTM_ERR_ARG;
+    /* tree nodes reach up to one CTU past the tensor: keep their corners in int32 */
+    if (p->tree.enabled && (p->rows > INT32_MAX - 256 || p->cols > INT32_MAX - 256))
+        return NNTM_ERR_ARG;
     return nntm_check_tree_params(&p->tree);
 }
 
@@ -106,14 +109,16 @@ int nntm_reconstruct_map(const nntm_kernel_params *params, const int32_t *levels
     if (dtype < NNTM_DTYPE_FLOAT32 || dtype > NNTM_DTYPE_FLOAT64) return NNTM_ERR_ARG;
     int32_t mant[2 * NNTM_MAX_CU_QP_DELTA + 1], shift[2 * NNTM_MAX_CU_QP_DELTA + 1];
     for (int d = -NNTM_MAX_CU_QP_DELTA; d <= NNTM_MAX_CU_QP_DELTA; d++) {
-        int rv = nntm_qp_to_step(params->qp + d, params->qp_density,
-                                 &mant[d + NNTM_MAX_CU_QP_DELTA], &shift[d + NNTM_MAX_CU_QP_DELTA]);
-        if (rv && (d == 0 || qp_delta)) return rv;
-        shift[d + NNTM_MAX_CU_QP_DELTA] -= params->dq_enabled; /* DQ indices count half steps */
+        int k = d + NNTM_MAX_CU_QP_DELTA;
+        if (nntm_qp_to_step(params->qp + d, params->qp_density, &mant[k], &shift[k])) {
+            if (d == 0) return NNTM_ERR_ARG;
+            mant[k] = 0; /* not a valid QP: an error only if a CU uses it */
+        }
+        shift[k] -= params->dq_enabled; /* DQ indices count half steps */
     }
     for (size_t i = 0; i < count; i++) {
         int k = NNTM_MAX_CU_QP_DELTA + (qp_delta ? qp_delta[i] : 0);
-        if (k < 0 || k > 2 * NNTM_MAX_CU_QP_DELTA) return NNTM_ERR_ARG;
+        if (k < 0 || k > 2 * NNTM_MAX_CU_QP_DELTA || mant[k] == 0) return NNTM_ERR_ARG;
         store_sample(dtype, (int64_t)levels[i] * mant[k], shift[k], out, i);
     }
     return NNTM_OK;

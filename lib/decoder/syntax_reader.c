@@ -172,9 +172,9 @@ int nntm_read_tree_data(nntm_bin_reader *r, nntm_all_ctxs *ctxs, nntm_cu_maps *m
                         nntm_buffer *trace) {
     tree_reader tr = {r, ctxs, m, p, levels, rindex, trace};
     int32_t ctu = (int32_t)1 << p->tree.log2_ctu_size;
-    for (int32_t y = 0; y < p->rows; y += ctu) {
-        for (int32_t x = 0; x < p->cols; x += ctu) {
-            nntm_node n = {x, y, ctu, ctu, 0, 0};
+    for (int64_t y = 0; y < p->rows; y += ctu) {
+        for (int64_t x = 0; x < p->cols; x += ctu) {
+            nntm_node n = {(int32_t)x, (int32_t)y, ctu, ctu, 0, 0};
             int rv = coding_tree(&tr, &n);
             if (rv) return rv;
         }

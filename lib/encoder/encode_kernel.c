@@ -81,6 +81,11 @@ int nntm_encode_kernel(const nntm_encoder_params *params, const float *weights,
     if (!(params->max_abs_value > 0.0)) return NNTM_ERR_ARG;
     if (dtype < NNTM_DTYPE_FLOAT32 || dtype > NNTM_DTYPE_FLOAT64) return NNTM_ERR_ARG;
     const nntm_kernel_params *k = &params->kernel;
+    /* the encoder works with steps in double: keep them well inside its normal range
+     * (the decoder's integer reconstruction has no such limit) */
+    int32_t mant, shift;
+    nntm_qp_to_step(k->qp, k->qp_density, &mant, &shift);
+    if (shift < -1000 || shift > 1000) return NNTM_ERR_ARG;
     size_t n = (size_t)k->rows * (size_t)k->cols;
     if (n == 0) return NNTM_OK;
     if (!weights || !recon) return NNTM_ERR_ARG;

@@ -250,9 +250,9 @@ int nntm_search_tree(const nntm_encoder_params *p, const float *weights, const f
     nntm_all_ctxs ctx;
     nntm_all_ctxs_init(&ctx);
     int32_t ctu = (int32_t)1 << k->tree.log2_ctu_size;
-    for (int32_t y = 0; y < k->rows && !s.error; y += ctu)
-        for (int32_t x = 0; x < k->cols && !s.error; x += ctu) {
-            nntm_node n = {x, y, ctu, ctu, 0, 0};
+    for (int64_t y = 0; y < k->rows && !s.error; y += ctu)
+        for (int64_t x = 0; x < k->cols && !s.error; x += ctu) {
+            nntm_node n = {(int32_t)x, (int32_t)y, ctu, ctu, 0, 0};
             search_node(&s, &n, &ctx, decisions);
         }
     for (int i = 0; i < s.num_deltas; i++) {

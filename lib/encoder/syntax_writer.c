@@ -145,9 +145,9 @@ int nntm_write_tree_data(nntm_bin_writer *w, nntm_all_ctxs *ctxs, nntm_cu_maps *
                          const uint8_t *decisions, size_t num_decisions, nntm_buffer *trace) {
     tree_writer tw = {w, ctxs, m, p, levels, rindex, decisions, num_decisions, 0, trace};
     int32_t ctu = (int32_t)1 << p->tree.log2_ctu_size;
-    for (int32_t y = 0; y < p->rows; y += ctu) {
-        for (int32_t x = 0; x < p->cols; x += ctu) {
-            nntm_node n = {x, y, ctu, ctu, 0, 0};
+    for (int64_t y = 0; y < p->rows; y += ctu) {
+        for (int64_t x = 0; x < p->cols; x += ctu) {
+            nntm_node n = {(int32_t)x, (int32_t)y, ctu, ctu, 0, 0};
             int rv = coding_tree(&tw, &n);
             if (rv) return rv;
         }

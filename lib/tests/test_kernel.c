@@ -215,6 +215,7 @@ int main(void) {
         }
         printf("importance 16: error %.3g vs %.3g\n", e_hi, e_lo);
         CHECK(e_hi < e_lo);
+        nntm_buffer_free(&buf);
         imp[5] = -1.0f;
         CHECK(nntm_encode_kernel(&p, w, imp, NNTM_DTYPE_FLOAT32, rec, NULL, &buf, NULL) == NNTM_ERR_ARG);
         nntm_buffer_free(&buf);

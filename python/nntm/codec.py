@@ -188,9 +188,12 @@ def encode_with_recon(
     if len(classifier.signals) > 1:
         tool_flags |= hls.TOOL_SIGNAL_TYPES
     # the lowest format version that carries the stream: 1.0 without 1.1 tools
+    uses_11 = bool(tool_flags) or any(
+        mode == hls.CodingMode.QUANTIZED and cls.arrangement != Arrangement.ROWS
+        for mode, cls in plans)
     mps = hls.ModelParameterSet(num_tensors=len(arrays), source_format=source_format,
                                 tool_flags=tool_flags, signal_types=list(classifier.signals),
-                                version_minor=hls.FORMAT_VERSION_MINOR if tool_flags else 0)
+                                version_minor=hls.FORMAT_VERSION_MINOR if uses_11 else 0)
     units: list[bytes] = [hls.model_parameter_set(mps)]
     recon: dict[str, np.ndarray] = {}
     stats: list[TensorStats] = []

@@ -360,11 +360,17 @@ def parse_model_parameter_set(unit: Unit) -> ModelParameterSet:
             f"decoder's {FORMAT_VERSION_MAJOR}.{FORMAT_VERSION_MINOR}: use a newer NNTM")
     if mps.version_major < FORMAT_VERSION_MAJOR:
         raise r.fail(f"format version {mps.version_major}.{mps.version_minor} is not supported")
+    if mps.version_minor > FORMAT_VERSION_MINOR:
+        raise r.fail(f"format version {mps.version_major}.{mps.version_minor} is newer than this "
+                     f"decoder's {FORMAT_VERSION_MAJOR}.{FORMAT_VERSION_MINOR}: use a newer NNTM")
     mps.profile_idc = r.u(8)
     if mps.profile_idc != PROFILE_MAIN:
         raise r.fail(f"profile_idc {mps.profile_idc} is not supported (only {PROFILE_MAIN})")
     mps.tool_flags = r.u(32)
     unknown = mps.tool_flags & ~KNOWN_TOOL_FLAGS
+    if mps.tool_flags and mps.version_minor < 1:
+        raise r.fail(f"tool_flags 0x{mps.tool_flags:08x} need format 1.1, the stream says "
+                     f"{mps.version_major}.{mps.version_minor}")
     if unknown:
         raise r.fail(f"tool_flags 0x{mps.tool_flags:08x} use tools this decoder does not know "
                      f"(0x{unknown:08x})")
@@ -385,6 +391,8 @@ def parse_model_parameter_set(unit: Unit) -> ModelParameterSet:
                 names.append(r.bytes(size, "signal_type_name").decode("utf-8"))
             except UnicodeDecodeError:
                 raise r.fail("signal_type_name is not UTF-8") from None
+        if any(not n for n in names) or len(set(names)) != len(names):
+            raise r.fail("signal type names must be non-empty and distinct")
         mps.signal_types = names
     r.byte_alignment()
     r.end()
@@ -424,7 +432,7 @@ def parse_tensor_parameter_set(unit: Unit, mps: ModelParameterSet) -> TensorPara
         if tps.layer_type > MAX_LAYER_TYPE:
             raise r.fail(f"tensor '{name}': unknown layer_type {tps.layer_type}")
         tps.arrangement = r.u(8)
-        if tps.arrangement > MAX_ARRANGEMENT:
+        if tps.arrangement > (MAX_ARRANGEMENT if mps.version_minor >= 1 else 0):
             raise r.fail(f"tensor '{name}': unknown arrangement_type {tps.arrangement}")
         tps.rows = r.ue(MAX_DIM, "kernel_rows")
         tps.cols = r.ue(MAX_DIM, "kernel_cols")
