@@ -10,7 +10,10 @@ the manifest (conformance/suite.json) from the table STREAMS below and the cfg f
 in conformance/cfg/.  A stored stream decodes to its MD5s forever: --generate refuses
 to replace a stored stream (or a stored source) when the decoded MD5s would change,
 unless --force-new-version is given (only with a deliberate format version change).
-Nothing is written when anything is refused.
+For the streams of the format 1.1 tools (verify=True) it also refuses a stream whose
+decoded data does not show every feature listed for it (stream_facts: the parameter
+sets, the decoder's CU trace, the decoded levels).  Nothing is written when anything is
+refused.
 
 --check-determinism re-encodes every stream's source with the command stored in the
 manifest and compares the bytes with the stored stream, exactly.
@@ -38,7 +41,7 @@ sys.path.insert(0, str(ROOT / "python"))  # a checkout without `pip install -e .
 
 import nntm  # noqa: E402
 from nntm import codec, conformance, hls  # noqa: E402
-from nntm.arrange import LayerType  # noqa: E402
+from nntm.arrange import Arrangement, LayerType, classify, from_kernel  # noqa: E402
 
 SUITE = ROOT / "conformance" / "suite.json"
 EXAMPLE = "python/nntm/example/digits_cnn.safetensors"
@@ -242,6 +245,184 @@ def src_recon(rng: np.random.Generator) -> dict[str, np.ndarray]:
     }
 
 
+# Sources of the format 1.1 streams.  The coding tree search of the encoder separates
+# regions that code differently, so these models are made of blocks laid out on a random
+# partition of each CTU into the children of every split type (as coding_tree( ) makes
+# them): blocks of zeros (skip CUs), of Laplace weights, or of exact multiples of the
+# step of another QP (CU QP deltas).  What the encoder made of them is checked on the
+# decoded streams (stream_facts), not assumed.
+
+
+def _step(qp: int, density: int) -> float:
+    """The step size of a QP (docs/bitstream.md clause 5.5.1), exactly."""
+    per = 1 << density
+    frac = qp % per
+    return float(np.ldexp(per + frac, (qp - frac) // per - density))
+
+
+def _split_children(x: int, y: int, w: int, h: int, split: str) -> list[tuple[int, ...]]:
+    if split == "QT":
+        return [(x, y, w // 2, h // 2), (x + w // 2, y, w // 2, h // 2),
+                (x, y + h // 2, w // 2, h // 2), (x + w // 2, y + h // 2, w // 2, h // 2)]
+    if split == "BT_H":
+        return [(x, y, w, h // 2), (x, y + h // 2, w, h // 2)]
+    if split == "BT_V":
+        return [(x, y, w // 2, h), (x + w // 2, y, w // 2, h)]
+    if split == "TT_H":
+        return [(x, y, w, h // 4), (x, y + h // 4, w, h // 2), (x, y + 3 * h // 4, w, h // 4)]
+    return [(x, y, w // 4, h), (x + w // 4, y, w // 2, h), (x + 3 * w // 4, y, w // 4, h)]
+
+
+def _blocks(rng: np.random.Generator, rows: int, cols: int, ctu: int,
+            fill: Callable[[tuple[int, int]], np.ndarray],
+            splits: tuple[str, ...] = ("QT", "BT_H", "BT_V", "TT_H", "TT_V"),
+            p_zero: float = 0.5, max_depth: int = 3) -> np.ndarray:
+    """A rows x cols array: each CTU-sized square split at random (probability 0.8 per
+    node, down to sides of 2, quad splits only above the other splits), each leaf a
+    block of zeros (probability p_zero) or fill(shape)."""
+    out = np.zeros((rows, cols))
+
+    def node(x: int, y: int, w: int, h: int, depth: int, qt_ok: bool) -> None:
+        if x >= cols or y >= rows:
+            return
+        allowed = [s for s in splits
+                   if {"QT": qt_ok and w == h and w >= 4, "BT_H": h >= 4, "BT_V": w >= 4,
+                       "TT_H": h >= 8, "TT_V": w >= 8}[s]]
+        if allowed and depth < max_depth and rng.random() < 0.8:
+            split = allowed[int(rng.integers(len(allowed)))]
+            for child in _split_children(x, y, w, h, split):
+                node(*child, depth + 1, qt_ok and split == "QT")
+        elif rng.random() >= p_zero:
+            block = out[y:y + h, x:x + w]
+            block[...] = fill(block.shape)
+
+    for y in range(0, rows, ctu):
+        for x in range(0, cols, ctu):
+            node(x, y, ctu, ctu, 0, True)
+    return out
+
+
+def _laplace_blocks(rng: np.random.Generator, rows: int, cols: int, ctu: int, scale: float,
+                    **kw: object) -> np.ndarray:
+    """_blocks of Laplace weights, each block at scale x 2^U(-1, 2)."""
+    def fill(shape: tuple[int, int]) -> np.ndarray:
+        return _laplace(rng, shape, scale * float(np.exp2(rng.uniform(-1.0, 2.0))))
+    return _blocks(rng, rows, cols, ctu, fill, **kw)  # type: ignore[arg-type]
+
+
+def _grid_blocks(rng: np.random.Generator, rows: int, cols: int, ctu: int, qp: int,
+                 deltas: tuple[int, ...], **kw: object) -> np.ndarray:
+    """_blocks whose blocks hold integer multiples (-6..6) of the step of QP + d, d drawn
+    from deltas (QPDensity 2): exact at CU QP delta d."""
+    def fill(shape: tuple[int, int]) -> np.ndarray:
+        d = deltas[int(rng.integers(len(deltas)))]
+        return rng.integers(-6, 7, shape) * _step(qp + d, 2)
+    return _blocks(rng, rows, cols, ctu, fill, p_zero=0.25, **kw)  # type: ignore[arg-type]
+
+
+def src_tree_a(rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Block-structured float32 weights for the coding tree: zero and Laplace blocks on
+    random QT/BT/TT partitions of CTUs of 32 (linear 45x75), 16 (conv 27x4x3x3, kernel
+    27x36) and 8 (embedding 21x19, bias 45); no size is a multiple of its CTU size."""
+    conv = _laplace_blocks(rng, 27, 36, 16, 0.1).reshape(27, 4, 3, 3)
+    bias = _laplace(rng, (45,), 0.05)
+    bias[rng.random(45) < 0.4] = 0.0
+    bias[8:16] = 0.0
+    return {
+        "fc.weight": _laplace_blocks(rng, 45, 75, 32, 0.1).astype(np.float32),
+        "conv.weight": conv.astype(np.float32),
+        "embed.weight": _laplace_blocks(rng, 21, 19, 8, 0.1, max_depth=2).astype(np.float32),
+        "fc.bias": bias.astype(np.float32),
+    }
+
+
+TREE_B_DELTAS = (-8, -5, -2, 0, 2, 5, 8)
+
+
+def src_tree_b(rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Zero blocks and blocks of exact multiples of the step of QP -20 + d, d in
+    -8, -5, -2, 0, 2, 5, 8 (QPDensity 2), for skip CUs and CU QP deltas: linear 40x44
+    (CTU 16), conv 20x3x3x3 (kernel 20x27, CTU 8, quad splits only), embedding 24x36
+    (CTU 16); a Laplace bias."""
+    d = TREE_B_DELTAS
+    return {
+        "fc.weight": _grid_blocks(rng, 40, 44, 16, -20, d).astype(np.float32),
+        "conv.weight": _grid_blocks(rng, 20, 27, 8, -20, d, splits=("QT",))
+        .reshape(20, 3, 3, 3).astype(np.float32),
+        "embed.weight": _grid_blocks(rng, 24, 36, 16, -20, d).astype(np.float32),
+        "fc.bias": _laplace(rng, (40,), 0.02).astype(np.float32),
+    }
+
+
+def src_dq_a(rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Laplace weights for dependent quantization, float32 and bfloat16, with outliers of
+    2^k steps of QP -20 (k up to 20) for long Exp-Golomb remainders."""
+    fc = _laplace(rng, (24, 40), 0.05)
+    pos = rng.choice(fc.size, 40, replace=False)
+    fc.reshape(-1)[pos] = np.where(rng.random(40) < 0.5, -1.0, 1.0) * np.exp2(
+        rng.uniform(-3.0, 15.0, 40))
+    proj = _laplace(rng, (16, 32), 0.08)
+    proj.reshape(-1)[rng.choice(proj.size, 12, replace=False)] = np.exp2(
+        rng.uniform(0.0, 8.0, 12)) * np.where(rng.random(12) < 0.5, -1.0, 1.0)
+    return {
+        "fc.weight": fc.astype(np.float32),
+        "proj.weight": proj.astype(BF16),
+        "conv.weight": _laplace(rng, (8, 4, 3, 3), 0.1).astype(np.float32),
+        "fc.bias": _normal(rng, (24,), 0.02).astype(np.float32),
+    }
+
+
+DQ_B_DELTAS = (-8, -2, 0, 2, 8)
+
+
+def src_dq_b(rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Zero blocks and blocks of exact multiples of the step of QP -20 + d, d in
+    -8, -2, 0, 2, 8, on CTUs of 16 (float32 linear 36x44) and 8 (bfloat16 embedding
+    20x30)."""
+    d = DQ_B_DELTAS
+    return {
+        "fc.weight": _grid_blocks(rng, 36, 44, 16, -20, d).astype(np.float32),
+        "embed.weight": _grid_blocks(rng, 20, 30, 8, -20, d).astype(BF16),
+    }
+
+
+def src_tiles(rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """4-D convolution weights with pruned (all-zero) kernels: 3x3 (8x6x3x3), 5x5
+    (4x4x5x5), 1x3 (6x4x1x3), depthwise 3x3 (16x1x3x3), pointwise (16x8x1x1)."""
+    def conv(shape: tuple[int, ...], std: float, pruned: float) -> np.ndarray:
+        w = _normal(rng, shape, std)
+        w[rng.random(shape[:2]) < pruned] = 0.0
+        return w.astype(np.float32)
+
+    return {
+        "conv3.weight": conv((8, 6, 3, 3), 0.1, 0.4),
+        "conv5.weight": conv((4, 4, 5, 5), 0.05, 0.3),
+        "conv13.weight": conv((6, 4, 1, 3), 0.1, 0.3),
+        "dw.weight": conv((16, 1, 3, 3), 0.2, 0.25),
+        "pw.weight": conv((16, 8, 1, 1), 0.1, 0.3),
+    }
+
+
+def src_signal(rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """A small transformer-like model whose tensor names select signal types and layer
+    types: token embedding, patch-embedding conv, attention and MLP linears, a norm, a
+    pooler and an output head."""
+    def n(shape: tuple[int, ...], std: float) -> np.ndarray:
+        return _laplace(rng, shape, std).astype(np.float32)
+
+    return {
+        "embed_tokens.weight": n((40, 16), 0.2),
+        "patch_embed.proj.weight": n((16, 3, 2, 2), 0.1),
+        "layers.0.attn.qkv.weight": n((48, 16), 0.08),
+        "layers.0.attn.out.weight": n((16, 16), 0.08),
+        "layers.0.mlp.fc1.weight": n((32, 16), 0.06),
+        "layers.0.mlp.fc2.weight": n((16, 32), 0.06),
+        "layers.0.norm.weight": (1.0 + _normal(rng, (16,), 0.1)).astype(np.float32),
+        "pooler.weight": n((16, 16), 0.1),
+        "lm_head.weight": n((40, 16), 0.1),
+    }
+
+
 @dataclass(frozen=True)
 class Source:
     path: str
@@ -258,6 +439,12 @@ SOURCES: dict[str, Source] = {
     "lossless": Source("conformance/sources/lossless.safetensors", 1006, src_lossless),
     "gtx": Source("conformance/sources/gtx.safetensors", 1007, src_gtx),
     "recon": Source("conformance/sources/recon.safetensors", 1008, src_recon),
+    "tree_a": Source("conformance/sources/tree_a.safetensors", 1009, src_tree_a),
+    "tree_b": Source("conformance/sources/tree_b.safetensors", 1010, src_tree_b),
+    "dq_a": Source("conformance/sources/dq_a.safetensors", 1011, src_dq_a),
+    "dq_b": Source("conformance/sources/dq_b.safetensors", 1012, src_dq_b),
+    "tiles": Source("conformance/sources/tiles.safetensors", 1013, src_tiles),
+    "signal": Source("conformance/sources/signal.safetensors", 1014, src_signal),
 }
 
 
@@ -278,6 +465,9 @@ class Spec:
     # encoder change), but it stays in the suite, decode-only, with its MD5s; its
     # successor is the next rev.  --generate only checks that it still decodes.
     retired: bool = False
+    # Every feature is a statement of stream_facts( ) (format 1.1 streams): --generate
+    # refuses the stream unless the decoded stream shows each of them.
+    verify: bool = False
 
 
 STREAMS: tuple[Spec, ...] = (
@@ -371,6 +561,109 @@ STREAMS: tuple[Spec, ...] = (
          "RDOQ off: the encoder rounds to the nearest level. RDOQ is an encoder choice "
          "(the decoder is the same); this stream has other level statistics than "
          "BASE_A_1 on the same model and QP."),
+    # ---- format 1.1: every feature below is checked on the decoded stream (verify=True)
+    Spec("TREE_A_1", "tree_a",
+         ("format 1.1", "TOOL_CODING_TREE", "tree_partition_type 3 (QTMTT)",
+          "split QT", "split BT_H", "split BT_V", "split TT_H", "split TT_V",
+          "kernel sizes not multiples of the CTU size",
+          "border CUs (nominal size beyond the kernel)",
+          "split nodes partly outside the kernel", "children entirely outside the kernel",
+          "CTUSize 8", "CTUSize 16", "CTUSize 32", "MinQTSize 2", "MinQTSize 4",
+          "MinQTSize 8", "MaxMTTDepth 3", "MaxMTTDepth 4", "MinCUSize 1",
+          "cu_skip_enabled_flag 1", "skip CUs", "cu_qp_delta_enabled_flag 0",
+          "layer_type linear", "layer_type conv", "layer_type embedding", "layer_type 1-D",
+          "dtype float32"),
+         "The coding tree (tree_partition_type 3, QTMTT) with every split type: quad, "
+         "binary and ternary splits, horizontal and vertical, on block-structured weights "
+         "whose kernel sizes are not multiples of the CTU size, so that CTUs of the last "
+         "row and column are clipped: split flags coded for nodes partly outside the "
+         "kernel, children entirely outside (not coded), CUs of which only the inside is "
+         "coded. Three CTU sizes (32 for the linear tensor, 16 for the conv, 8 for the "
+         "embedding and the bias, whose kernel is a single row), set per layer type with "
+         "ClassRules. Skip CUs on, CU QP deltas off.",
+         verify=True),
+    Spec("TREE_B_1", "tree_b",
+         ("format 1.1", "TOOL_CODING_TREE", "tree_partition_type 0 (NONE)",
+          "tree_partition_type 1 (QT)", "tree_partition_type 2 (QTBT)",
+          "cu_skip_enabled_flag 1", "skip CUs", "cu_qp_delta_enabled_flag 1",
+          "CU QP delta -8", "CU QP delta -5", "CU QP delta -2", "CU QP delta +2",
+          "CU QP delta +5", "CU QP delta +8", "CU QP delta < 0", "CU QP delta > 0",
+          "|CU QP delta| >= 5", "split QT", "split BT_H", "split BT_V",
+          "CTUSize 8", "CTUSize 16", "MinQTSize 2", "MinQTSize 4", "MinQTSize 16",
+          "MinCUSize 1", "MinCUSize 2", "MaxMTTDepth 2", "MaxMTTDepth 3",
+          "border CUs (nominal size beyond the kernel)", "dtype float32"),
+         "Skip CUs and CU QP deltas: blocks of zeros and blocks of exact multiples of "
+         "the step of QP -20 + d, with QPDeltaSearch -8 -5 -2 0 2 5 8 and a small "
+         "LambdaScale (0.01), so that the encoder picks every delta: cu_qp_delta_abs 2 "
+         "(context-coded prefix only), 5 (the whole 5-bin prefix and the EG0 suffix 0) and "
+         "8 (EG0 suffix 110 00), both signs. Other tensors with other partition types "
+         "(ClassRules): the conv with quad splits only (tree_partition_type 1, no "
+         "max_mtt_depth in its TPS), the linear and the embedding with QTBT (the "
+         "embedding with MinQTSize = CTUSize, so split_qt_flag is never coded), the bias "
+         "without the tree (tree_partition_type 0 in a stream with TOOL_CODING_TREE).",
+         verify=True),
+    Spec("DQ_A_1", "dq_a",
+         ("format 1.1", "TOOL_DEP_QUANT", "dep_quant_enabled_flag 1", "DQ state 0",
+          "DQ state 1", "DQ state 2", "DQ state 3", "DQ all 8 state transitions",
+          "DQ even and odd levels", "DQ Q1 odd reconstruction indices", "DQ abs_remainder",
+          "DQ abs_remainder EG0 prefixes up to 19", "DQ float32", "DQ bfloat16",
+          "layer_type linear", "layer_type conv", "layer_type 1-D"),
+         "Dependent quantization without the coding tree: the levels of each tensor in "
+         "one raster scan, the 4-state machine carried from row to row, sig_flag contexts "
+         "chosen by the state, reconstruction by Q0 (even RecIdx) or Q1 (odd RecIdx). "
+         "Every state occurs, with levels of both parities in each (all 8 transitions of "
+         "NextDqState); NumGtFlags 2 and outliers of up to 2^15 weights make Exp-Golomb "
+         "remainders with prefixes up to 19. float32 and bfloat16 outputs, 2-D, 4-D and "
+         "1-D tensors.",
+         verify=True),
+    Spec("DQ_B_1", "dq_b",
+         ("format 1.1", "TOOL_CODING_TREE", "TOOL_DEP_QUANT", "DQ with coding tree",
+          "tree_partition_type 3 (QTMTT)", "DQ state 0", "DQ state 1", "DQ state 2",
+          "DQ state 3", "DQ all 8 state transitions", "DQ even and odd levels",
+          "DQ Q1 odd reconstruction indices", "DQ abs_remainder",
+          "cu_qp_delta_enabled_flag 1", "CU QP delta -8", "CU QP delta -2",
+          "CU QP delta +2", "CU QP delta +8", "|CU QP delta| >= 5", "skip CUs",
+          "split QT", "split BT_H", "split BT_V", "split TT_H", "split TT_V",
+          "border CUs (nominal size beyond the kernel)", "CTUSize 8", "CTUSize 16",
+          "DQ float32", "DQ bfloat16"),
+         "Dependent quantization with the coding tree and CU QP deltas together: the DQ "
+         "state carried from CU to CU and CTU to CTU in coding order (not in raster "
+         "order), not advanced in skip CUs, each CU's levels reconstructed with the "
+         "step of its own QP (QPDeltaSearch -8 -2 0 2 8). float32 and bfloat16.",
+         verify=True),
+    Spec("TILES_A_1", "tiles",
+         ("format 1.1", "KERNEL_TILES conv 3x3", "KERNEL_TILES conv 5x5",
+          "KERNEL_TILES conv 1x3", "KERNEL_TILES dw-conv 3x3", "ROWS pw-conv 1x1",
+          "KERNEL_TILES with tree_partition_type 3",
+          "KERNEL_TILES with tree_partition_type 0", "tree_partition_type 1 (QT)",
+          "TOOL_CODING_TREE", "skip CUs", "layer_type conv", "layer_type dw-conv",
+          "layer_type pw-conv"),
+         "Kernel tiles (arrangement_type 1, Arrangement tiles): each kh x kw kernel of "
+         "an O x I x kh x kw weight is a tile of the (O kh) x (I kw) kernel tensor. Square "
+         "3x3 and 5x5 kernels and a 1x3 kernel coded with the coding tree (QTMTT, CTU 8, "
+         "tiles that straddle CUs, pruned kernels as skip CUs), a depthwise 16x1x3x3 "
+         "weight in tiles without the tree (a 48x3 kernel tensor), and a pointwise "
+         "16x8x1x1 weight that stays in ROWS (tiles are only for kernels larger than 1x1), "
+         "coded with tree_partition_type 1 (QT).",
+         verify=True),
+    Spec("SIGNAL_A_1", "signal",
+         ("format 1.1", "TOOL_SIGNAL_TYPES", "TOOL_CODING_TREE", "NumSignalTypes 5",
+          "input_signal_type 0 (default)", "input_signal_type 1 (attention)",
+          "input_signal_type 2 (mlp)", "input_signal_type 3 (vision)",
+          "input_signal_type 4 (token)", "layer_type embedding by LayerRules",
+          "linear/attention: tree_partition_type 2", "linear/mlp: tree_partition_type 3",
+          "conv/vision: tree_partition_type 1", "linear/default: tree_partition_type 1",
+          "embedding/token: tree_partition_type 0", "1-D/default: tree_partition_type 0",
+          "KERNEL_TILES conv 2x2"),
+         "Input signal types and tensor classes: SignalRules name five signal types "
+         "(default first, then in order of first appearance), LayerRules turns the output "
+         "head into an embedding, and ClassRules give each class (layer type / signal "
+         "type) its own partition: QTBT for attention linears, QTMTT for MLP linears, QT "
+         "with kernel tiles for the vision conv, QT for the other linears, none for the "
+         "token embeddings and the norm. The decoding process does not depend on the "
+         "signal type; the stream checks that a decoder parses the signal type list and "
+         "the per-tensor input_signal_type.",
+         verify=True),
 )
 
 
@@ -385,6 +678,332 @@ def cfg_path(spec: Spec) -> str:
 def command(spec: Spec) -> list[str]:
     return ["EncoderApp", "-c", cfg_path(spec), "-i", source_path(spec),
             "-b", f"bitstreams/{spec.name}.bit"]
+
+
+# ----------------------------------------------------------------- format 1.1 analysis
+# What a stream of the 1.1 tools really exercises, read back from the decoded stream:
+# the tensor parameter sets, the decoder's CU trace (codec.decode_detailed(trace=True):
+# per CU its clipped region, mode, QP and qt + mtt depth) and the decoded levels.  The
+# split types are not in the trace; _infer_tree finds every coding tree that gives the
+# traced CUs (clause 4.5.1 and CanSplit of clause 5.8.2) and a split counts only when
+# it occurs in all of them.  The features of a stream with `verify=True` must all be
+# facts of its decoded stream (stream_facts), otherwise --generate refuses it.
+
+SPLIT_NAMES = {1: "QT", 2: "BT_H", 3: "BT_V", 4: "TT_H", 5: "TT_V"}
+TREE_NAMES = {0: "NONE", 1: "QT", 2: "QTBT", 3: "QTMTT"}
+CU_SKIP = 1                                   # NNTM_CU_SKIP, the mode in the CU trace
+NEXT_DQ_STATE = ((0, 2), (2, 0), (1, 3), (3, 1))
+# counted per coding tree: the five splits, CUs whose nominal node extends beyond the
+# kernel tensor, split nodes partly outside it, children entirely outside it
+_TREE_KEYS = ("QT", "BT_H", "BT_V", "TT_H", "TT_V", "border CUs", "clipped splits",
+              "outside children")
+_TREE_FACTS = {"border CUs": "border CUs (nominal size beyond the kernel)",
+               "clipped splits": "split nodes partly outside the kernel",
+               "outside children": "children entirely outside the kernel"}
+
+
+def _can_split(tree: object, split: int, w: int, h: int, mtt: int) -> bool:
+    """CanSplit of docs/bitstream.md clause 5.8.2."""
+    if split == 1:
+        return mtt == 0 and w == h and (w >> 1) >= (1 << tree.log2_min_qt_size)
+    if not (tree.split_mask >> split) & 1 or mtt >= tree.max_mtt_depth:
+        return False
+    min_cu = 1 << tree.log2_min_cu_size
+    return {2: (h >> 1) >= min_cu, 3: (w >> 1) >= min_cu,
+            4: (h >> 2) >= min_cu and h % 4 == 0, 5: (w >> 2) >= min_cu and w % 4 == 0}[split]
+
+
+def _children(x: int, y: int, w: int, h: int, split: int) -> list[tuple[int, int, int, int]]:
+    """The children of a split in coding order (clause 4.5.1)."""
+    if split == 1:
+        return [(x, y, w // 2, h // 2), (x + w // 2, y, w // 2, h // 2),
+                (x, y + h // 2, w // 2, h // 2), (x + w // 2, y + h // 2, w // 2, h // 2)]
+    if split == 2:
+        return [(x, y, w, h // 2), (x, y + h // 2, w, h // 2)]
+    if split == 3:
+        return [(x, y, w // 2, h), (x + w // 2, y, w // 2, h)]
+    if split == 4:
+        return [(x, y, w, h // 4), (x, y + h // 4, w, h // 2), (x, y + 3 * h // 4, w, h // 4)]
+    return [(x, y, w // 4, h), (x + w // 4, y, w // 2, h), (x + 3 * w // 4, y, w // 4, h)]
+
+
+_Count = tuple[int, tuple[int, ...], tuple[int, ...]]  # trees, per-key minimum, maximum
+
+
+def _infer_tree(tree: object, rows: int, cols: int, cus: np.ndarray) -> _Count:
+    """Every coding tree of the kernel tensor that gives the traced CUs: how many there
+    are, and the least and most of each _TREE_KEYS count over them."""
+    n_keys = len(_TREE_KEYS)
+    zero = (0,) * n_keys
+
+    def node(x: int, y: int, w: int, h: int, qt: int, mtt: int, idx: list[int]) -> _Count:
+        x1, y1 = min(x + w, cols), min(y + h, rows)
+        clipped = x + w > cols or y + h > rows
+        options: list[_Count] = []
+        if len(idx) == 1:
+            c = cus[idx[0]]
+            if (int(c["x"]), int(c["y"]), int(c["w"]), int(c["h"]), int(c["depth"])) == (
+                    x, y, x1 - x, y1 - y, qt + mtt):
+                leaf = tuple(int(clipped) if k == "border CUs" else 0 for k in _TREE_KEYS)
+                options.append((1, leaf, leaf))
+        for split, name in SPLIT_NAMES.items():
+            if not _can_split(tree, split, w, h, mtt):
+                continue
+            kids = _children(x, y, w, h, split)
+            parts: list[list[int]] = [[] for _ in kids]
+            ok = True
+            for i in idx:
+                c = cus[i]
+                cx, cy = int(c["x"]), int(c["y"])
+                for k, (kx, ky, kw, kh) in enumerate(kids):
+                    if kx <= cx < kx + kw and ky <= cy < ky + kh:
+                        ok = (cx + int(c["w"]) <= min(kx + kw, cols)
+                              and cy + int(c["h"]) <= min(ky + kh, rows))
+                        parts[k].append(i)
+                        break
+                if not ok:
+                    break
+            if not ok:
+                continue
+            own = [0] * n_keys
+            own[_TREE_KEYS.index(name)] = 1
+            own[_TREE_KEYS.index("clipped splits")] = int(clipped)
+            count, lo, hi = 1, list(own), list(own)
+            for (kx, ky, kw, kh), part in zip(kids, parts, strict=True):
+                if kx >= cols or ky >= rows:
+                    lo[-1] += 1
+                    hi[-1] += 1
+                    continue
+                if not part:                  # a coded node holds at least one CU
+                    count = 0
+                    break
+                d_qt, d_mtt = (1, -mtt) if split == 1 else (0, 1)
+                n, klo, khi = node(kx, ky, kw, kh, qt + d_qt, mtt + d_mtt, part)
+                if not n:
+                    count = 0
+                    break
+                count *= n
+                lo = [a + b for a, b in zip(lo, klo, strict=True)]
+                hi = [a + b for a, b in zip(hi, khi, strict=True)]
+            if count:
+                options.append((count, tuple(lo), tuple(hi)))
+        if not options:
+            return 0, zero, zero
+        return (sum(o[0] for o in options),
+                tuple(min(v) for v in zip(*(o[1] for o in options), strict=True)),
+                tuple(max(v) for v in zip(*(o[2] for o in options), strict=True)))
+
+    ctu = 1 << tree.log2_ctu_size
+    by_ctu: dict[tuple[int, int], list[int]] = {}
+    for i, c in enumerate(cus):
+        by_ctu.setdefault((int(c["y"]) // ctu, int(c["x"]) // ctu), []).append(i)
+    total, lo, hi = 1, [0] * n_keys, [0] * n_keys
+    for yc in range(0, rows, ctu):
+        for xc in range(0, cols, ctu):
+            n, clo, chi = node(xc, yc, ctu, ctu, 0, 0, by_ctu.get((yc // ctu, xc // ctu), []))
+            if not n:
+                raise SystemExit(f"internal error: no coding tree gives the CUs of the CTU "
+                                 f"at ({xc}, {yc})")
+            total *= n
+            lo = [a + b for a, b in zip(lo, clo, strict=True)]
+            hi = [a + b for a, b in zip(hi, chi, strict=True)]
+    return total, tuple(lo), tuple(hi)
+
+
+@dataclass
+class TensorTools:
+    """The 1.1 syntax values of one QUANTIZED tensor and what its data exercises."""
+
+    tps: hls.TensorParameterSet
+    signal: str
+    levels: np.ndarray
+    cus: np.ndarray
+    trees: int = 0                                  # coding trees consistent with the trace
+    tree_min: dict[str, int] = dataclasses.field(default_factory=dict)
+    qp_deltas: tuple[int, ...] = ()                 # CU QP deltas of the coded CUs
+    skip_cus: int = 0
+    dq_states: tuple[int, ...] = (0, 0, 0, 0)       # levels coded in each DQ state
+    dq_nonzero_parity: tuple[int, int] = (0, 0)     # non-zero levels, even and odd
+    dq_odd_recidx: int = 0                          # levels reconstructed by Q1 (odd RecIdx)
+    dq_transitions: frozenset[tuple[int, int]] = frozenset()  # (state, level parity) seen
+    remainders: int = 0                             # levels with an abs_remainder
+    max_prefix: int = -1                            # longest EG0 prefix of abs_remainder
+
+
+def _coding_order(t: hls.TensorParameterSet, cus: np.ndarray) -> list[tuple[int, int]]:
+    """(row, col) of every coded level in decoding order (clause 3.5)."""
+    if not t.tree.enabled:
+        return [(r, c) for r in range(t.rows) for c in range(t.cols)]
+    order = []
+    for cu in cus:
+        if int(cu["mode"]) == CU_SKIP:
+            continue
+        x, y, w, h = (int(cu[k]) for k in ("x", "y", "w", "h"))
+        order += [(r, c) for r in range(y, y + h) for c in range(x, x + w)]
+    return order
+
+
+def tensor_tools(data: bytes) -> tuple[hls.ModelParameterSet, list[TensorTools]]:
+    """Decode a stream with the CU trace and analyse each QUANTIZED tensor."""
+    units = hls.split_units(data)
+    mps = hls.parse_model_parameter_set(units[0])
+    traces = codec.decode_detailed(data, trace=True).cus
+    cases = {c.tensor: c for c in conformance.kernel_cases(data)}
+    out = []
+    for u in units[1:]:
+        if u.unit_type != hls.UnitType.TENSOR_PARAMETER_SET:
+            continue
+        t = conformance._parse_tps(u, mps)
+        if t.coding_mode != hls.CodingMode.QUANTIZED or not t.rows * t.cols:
+            continue
+        levels, decoded = conformance.decode_kernel_case(cases[t.name])
+        levels = levels.astype(np.int64)
+        cus = traces.get(t.name, np.zeros(0, dtype=nntm.core.CU_RECORD))
+        tt = TensorTools(t, mps.signal_types[t.signal_type], levels, cus)
+        if t.tree.enabled:
+            tt.trees, lo, _ = _infer_tree(t.tree, t.rows, t.cols, cus)
+            tt.tree_min = dict(zip(_TREE_KEYS, lo, strict=True))
+            coded = cus[cus["mode"] != CU_SKIP]
+            tt.qp_deltas = tuple(int(q) - t.qp for q in coded["qp"])
+            tt.skip_cus = int(np.count_nonzero(cus["mode"] == CU_SKIP))
+            cover = np.zeros((t.rows, t.cols), np.int64)
+            for cu in cus:
+                x, y, w, h = (int(cu[k]) for k in ("x", "y", "w", "h"))
+                cover[y:y + h, x:x + w] += 1
+                if int(cu["mode"]) == CU_SKIP and np.any(levels[y:y + h, x:x + w]):
+                    raise SystemExit(f"internal error: {t.name}: a skip CU with levels")
+            if np.any(cover != 1):
+                raise SystemExit(f"internal error: {t.name}: the CUs do not tile the kernel")
+        order = _coding_order(t, cus)
+        gt = t.num_gt_flags
+        rem = [abs(int(levels[r, c])) - gt - 1 for r, c in order if abs(levels[r, c]) > gt]
+        tt.remainders = len(rem)
+        tt.max_prefix = max(((v + 1).bit_length() - 1 for v in rem), default=-1)
+        if t.dq_enabled:
+            states, parity, odd, state, seen = [0, 0, 0, 0], [0, 0], 0, 0, set()
+            for r, c in order:
+                level = int(levels[r, c])
+                states[state] += 1
+                seen.add((state, abs(level) & 1))
+                if level:
+                    parity[abs(level) & 1] += 1
+                    odd += state >= 2
+                state = NEXT_DQ_STATE[state][abs(level) & 1]
+            tt.dq_states, tt.dq_nonzero_parity, tt.dq_odd_recidx = (
+                tuple(states), (parity[0], parity[1]), odd)
+            tt.dq_transitions = frozenset(seen)
+        _check_reconstruction(tt, order, decoded)
+        out.append(tt)
+    return mps, out
+
+
+def _check_reconstruction(tt: TensorTools, order: list[tuple[int, int]],
+                          decoded: np.ndarray) -> None:
+    """Recompute the tensor from the levels, the CU QPs of the trace and the DQ states of
+    this analysis (clauses 5.5.3, 5.5.4, 5.6) and compare with the decoder's output, so
+    that the analysis follows the decoding order and the QPs the decoder used."""
+    t = tt.tps
+    qp = np.full((t.rows, t.cols), t.qp, np.int64)
+    for cu in tt.cus:
+        x, y, w, h = (int(cu[k]) for k in ("x", "y", "w", "h"))
+        qp[y:y + h, x:x + w] = int(cu["qp"])
+    rec_idx = np.zeros((t.rows, t.cols), np.int64)
+    state = 0
+    for r, c in order:
+        level = int(tt.levels[r, c])
+        if not t.dq_enabled:
+            rec_idx[r, c] = level
+            continue
+        rec_idx[r, c] = 2 * level - (0 if state < 2 or level == 0 else (1 if level > 0 else -1))
+        state = NEXT_DQ_STATE[state][abs(level) & 1]
+    steps = np.vectorize(lambda q: _step(int(q), t.qp_density), otypes=[np.float64])(qp)
+    value = rec_idx * steps * (0.5 if t.dq_enabled else 1.0)
+    kernel = value.astype(t.dtype)
+    expected = from_kernel(kernel, tuple(t.shape), Arrangement(t.arrangement))
+    if not np.array_equal(expected.astype(np.float64), decoded.astype(np.float64)):
+        raise SystemExit(f"internal error: {t.name}: the analysis does not reproduce the "
+                         "decoded tensor")
+
+
+_TOOL_NAMES = ((hls.TOOL_CODING_TREE, "TOOL_CODING_TREE"),
+               (hls.TOOL_SIGNAL_TYPES, "TOOL_SIGNAL_TYPES"), (hls.TOOL_DEP_QUANT, "TOOL_DEP_QUANT"))
+
+
+def stream_facts(data: bytes) -> set[str]:
+    """Statements about a stream, each checked on the decoded stream; the features of a
+    verified stream are taken from these."""
+    mps, tools = tensor_tools(data)
+    facts = {f"format {mps.version_major}.{mps.version_minor}"}
+    facts |= {name for bit, name in _TOOL_NAMES if mps.tool_flags & bit}
+    if mps.tool_flags & hls.TOOL_SIGNAL_TYPES:
+        facts.add(f"NumSignalTypes {len(mps.signal_types)}")
+    dq_prefix = -1
+    for tt in tools:
+        t = tt.tps
+        layer = LayerType(t.layer_type).label
+        facts |= {f"dtype {t.dtype.name}", f"layer_type {layer}"}
+        if mps.tool_flags & hls.TOOL_CODING_TREE:
+            facts.add(f"tree_partition_type {t.tree_type} ({TREE_NAMES[t.tree_type]})")
+        if layer != classify(t.name, tuple(t.shape)).label:
+            facts.add(f"layer_type {layer} by LayerRules")
+        if mps.tool_flags & hls.TOOL_SIGNAL_TYPES:
+            facts.add(f"input_signal_type {t.signal_type} ({tt.signal})")
+            facts.add(f"{layer}/{tt.signal}: tree_partition_type {t.tree_type}")
+        if len(t.shape) == 4:
+            kh, kw = t.shape[2], t.shape[3]
+            arr = "KERNEL_TILES" if t.arrangement == 1 else "ROWS"
+            facts.add(f"{arr} {layer} {kh}x{kw}")
+            if t.arrangement == 1:
+                facts.add(f"KERNEL_TILES with tree_partition_type {t.tree_type}")
+        if t.dq_enabled:
+            facts.add("dep_quant_enabled_flag 1")
+            facts |= {f"DQ state {s}" for s, n in enumerate(tt.dq_states) if n}
+            if all(tt.dq_nonzero_parity):
+                facts.add("DQ even and odd levels")
+            if tt.dq_odd_recidx:
+                facts.add("DQ Q1 odd reconstruction indices")
+            if len(tt.dq_transitions) == 8:
+                facts.add("DQ all 8 state transitions")
+            if tt.remainders:
+                facts.add("DQ abs_remainder")
+                dq_prefix = max(dq_prefix, tt.max_prefix)
+            if t.tree.enabled:
+                facts.add("DQ with coding tree")
+            facts.add(f"DQ {t.dtype.name}")
+        if tt.remainders:
+            facts.add("abs_remainder")
+        if not t.tree.enabled:
+            continue
+        tr = t.tree
+        facts |= {f"CTUSize {1 << tr.log2_ctu_size}", f"MinCUSize {1 << tr.log2_min_cu_size}",
+                  f"MinQTSize {1 << tr.log2_min_qt_size}",
+                  f"cu_skip_enabled_flag {int(tr.skip_enabled)}",
+                  f"cu_qp_delta_enabled_flag {int(tr.cu_qp_delta_enabled)}"}
+        if t.tree_type >= 2:
+            facts.add(f"MaxMTTDepth {tr.max_mtt_depth}")
+        ctu = 1 << tr.log2_ctu_size
+        if t.rows % ctu or t.cols % ctu:
+            facts.add("kernel sizes not multiples of the CTU size")
+        facts |= {f"split {k}" for k in SPLIT_NAMES.values() if tt.tree_min[k]}
+        facts |= {text for k, text in _TREE_FACTS.items() if tt.tree_min[k]}
+        if tt.skip_cus:
+            facts.add("skip CUs")
+        facts |= {f"CU QP delta {d:+d}" for d in tt.qp_deltas if d}
+        if any(d > 0 for d in tt.qp_deltas):
+            facts.add("CU QP delta > 0")
+        if any(d < 0 for d in tt.qp_deltas):
+            facts.add("CU QP delta < 0")
+        if any(abs(d) >= 5 for d in tt.qp_deltas):
+            facts.add("|CU QP delta| >= 5")
+    if dq_prefix >= 0:
+        facts.add(f"DQ abs_remainder EG0 prefixes up to {dq_prefix}")
+    return facts
+
+
+def unverified_features(spec: Spec, data: bytes) -> list[str]:
+    """The features of a verified stream that its decoded stream does not show."""
+    facts = stream_facts(data)
+    return [f for f in spec.features if f not in facts]
 
 
 # ----------------------------------------------------------------- descriptions
@@ -428,6 +1047,92 @@ def _syntax_rows(data: bytes) -> list[str]:
         rows.append(f"| {t.tensor_id} | `{t.name}` | {t.dtype.name} | {shape} | {rest} | "
                     f"{size} |")
     return rows
+
+
+def _counts(values: tuple[int, ...]) -> str:
+    """'-8 x3, 0 x12, +2 x1' for CU QP deltas."""
+    if not values:
+        return "-"
+    uniq, n = np.unique(np.array(values), return_counts=True)
+    return ", ".join(f"{int(v):+d} x{int(k)}" if v else f"0 x{int(k)}"
+                     for v, k in zip(uniq, n, strict=True))
+
+
+def _tools_section(spec: Spec, data: bytes) -> list[str]:
+    """The 1.1 syntax values of a stream and what its decoded data exercises."""
+    mps, tools = tensor_tools(data)
+    flags = " | ".join(name for bit, name in _TOOL_NAMES if mps.tool_flags & bit) or "none"
+    lines = [
+        "## Format 1.1 syntax values",
+        "",
+        f"Model parameter set: `tool_flags` 0x{mps.tool_flags:x} ({flags})"
+        + (f"; `num_signal_types` {len(mps.signal_types)}: "
+           + ", ".join(f"{i} `{n}`" for i, n in enumerate(mps.signal_types))
+           if mps.tool_flags & hls.TOOL_SIGNAL_TYPES else "") + ".",
+        "",
+        "Per QUANTIZED tensor, from its tensor parameter set (CTU, MinQT, MinCU: sizes "
+        "from `log2_ctu_size`, `log2_min_qt_size_minus_log2_min_cu_size`, "
+        "`log2_min_cu_size`; MaxMTT: `max_mtt_depth`; skip, dQP: `cu_skip_enabled_flag`, "
+        "`cu_qp_delta_enabled_flag`):",
+        "",
+        "| id | tensor | arrangement_type | tree_partition_type | CTU | MinQT | MinCU | MaxMTT "
+        "| skip | dQP | input_signal_type | dep_quant_enabled_flag |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for tt in tools:
+        t, tr = tt.tps, tt.tps.tree
+        arr = "1 KERNEL_TILES" if t.arrangement == 1 else "0 ROWS"
+        tree = [str(1 << tr.log2_ctu_size), str(1 << tr.log2_min_qt_size),
+                str(1 << tr.log2_min_cu_size),
+                str(tr.max_mtt_depth) if t.tree_type >= 2 else "-",
+                str(int(tr.skip_enabled)), str(int(tr.cu_qp_delta_enabled))] if tr.enabled \
+            else ["-"] * 6
+        sig = (f"{t.signal_type} `{tt.signal}`" if mps.tool_flags & hls.TOOL_SIGNAL_TYPES
+               else "-")
+        dq = str(int(t.dq_enabled)) if mps.tool_flags & hls.TOOL_DEP_QUANT else "-"
+        ttype = (f"{t.tree_type} {TREE_NAMES[t.tree_type]}"
+                 if mps.tool_flags & hls.TOOL_CODING_TREE else "-")
+        lines.append(f"| {t.tensor_id} | `{t.name}` | {arr} | {ttype} | {' | '.join(tree)} | "
+                     f"{sig} | {dq} |")
+    lines += [
+        "",
+        "What the decoded stream exercises, from the decoder's CU trace "
+        "(`nntm.decode_detailed(data, trace=True).cus`) and the decoded levels. The split "
+        "types are not in the trace: the split counts are the least over all coding trees "
+        "that give the traced CUs (*trees*: how many there are), so a split counted here "
+        "occurs in every one of them; likewise *border CUs* (CUs whose nominal size "
+        "extends beyond the kernel tensor), *clipped splits* (split nodes partly outside) "
+        "and *outside* (children entirely outside, not coded). *DQ states*: levels coded "
+        "in DqState 0 / 1 / 2 / 3; *Q1 odd*: levels reconstructed by Q1 with an odd "
+        "RecIdx; *remainders*: levels with an `abs_remainder` (its longest EG0 prefix).",
+        "",
+        "| tensor | CUs | skip CUs | CU QP deltas (coded CUs) | QT | BT_H | BT_V | TT_H | TT_V "
+        "| border CUs | clipped splits | outside | trees | DQ states | Q1 odd | remainders |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- "
+        "| --- | --- |",
+    ]
+    for tt in tools:
+        t = tt.tps
+        if t.tree.enabled:
+            m = tt.tree_min
+            deltas = _counts(tt.qp_deltas) if t.tree.cu_qp_delta_enabled else "not coded"
+            tree = [str(len(tt.cus)), str(tt.skip_cus), deltas,
+                    *(str(m[k]) for k in _TREE_KEYS), str(tt.trees)]
+        else:
+            tree = ["-"] * 12
+        dq = ([" / ".join(map(str, tt.dq_states)), str(tt.dq_odd_recidx)] if t.dq_enabled
+              else ["-", "-"])
+        rem = f"{tt.remainders} (prefix {tt.max_prefix})" if tt.remainders else "0"
+        lines.append(f"| `{t.name}` | {' | '.join(tree)} | {' | '.join(dq)} | {rem} |")
+    lines.append("")
+    if spec.verify:
+        lines += [
+            "Every item of *Tools and features* above was checked on the decoded stream by "
+            "`stream_facts()` in `scripts/make_conformance.py` (`--generate` refuses the "
+            "stream otherwise; `tests/test_conformance.py` checks it again).",
+            "",
+        ]
+    return lines
 
 
 def describe(spec: Spec, data: bytes, md5s: list[tuple[str, str]], version: str) -> str:
@@ -480,6 +1185,7 @@ def describe(spec: Spec, data: bytes, md5s: list[tuple[str, str]], version: str)
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         *_syntax_rows(data),
         "",
+        *(_tools_section(spec, data) if version != "1.0" else []),
         "Generated by `python3 scripts/make_conformance.py --generate`; do not edit by hand.",
         "",
     ]
@@ -555,6 +1261,12 @@ def generate(names: list[str], force: bool) -> int:
                                                    Path(tmp) / f"{spec.name}.bit")
             md5s = _decoded_md5s(data)
             version = conformance.stream_format_version(data)
+            if spec.verify:
+                unverified = unverified_features(spec, data)
+                if unverified:
+                    refused.append(f"{spec.name}: the decoded stream does not show the "
+                                   f"feature(s) {', '.join(map(repr, unverified))}")
+                    continue
             if bit.exists():
                 stored = bit.read_bytes()
                 stored_md5s = (conformance.parse_md5_file(md5_path)

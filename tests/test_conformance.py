@@ -3,15 +3,21 @@ re-encodes to the same bytes, and ConformanceApp catches an altered suite."""
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import hashlib
+import importlib.util
 import json
+import random
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
+import numpy as np
 import pytest
-from nntm import codec, conformance, hls
+from nntm import codec, conformance, core, hls
 from nntm.apps import conformance as app
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -202,3 +208,111 @@ def test_crasher_tree_huge_tensor_is_rejected_cleanly() -> None:
     proc = subprocess.run([sys.executable, "-c", _DECODE_UNDER_LIMIT, str(path), "4"],
                           capture_output=True, text=True, check=False, timeout=120)
     assert proc.returncode == 0, proc.stderr.strip().splitlines()[-1]
+
+
+# ------------------------------------------------------------------ format 1.1 streams
+# The features of the 1.1 streams are statements that scripts/make_conformance.py
+# checks on the decoded stream (stream_facts: the tensor parameter sets, the decoder's
+# CU trace and the decoded levels); --generate refuses a stream that does not show
+# them, and these tests check the stored streams again.
+
+
+def _load_make_conformance() -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        "make_conformance", ROOT / "scripts" / "make_conformance.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["make_conformance"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+MC = _load_make_conformance()
+VERIFIED = {s.name: s for s in MC.STREAMS if s.verify}
+
+
+@functools.cache
+def _facts(name: str) -> frozenset[str]:
+    return frozenset(MC.stream_facts(SUITE.file(ENTRIES[name].bitstream).read_bytes()))
+
+
+@pytest.mark.parametrize("name", sorted(VERIFIED))
+def test_verified_stream_shows_its_features(name: str) -> None:
+    spec = VERIFIED[name]
+    assert ENTRIES[name].features == spec.features
+    assert ENTRIES[name].format_version == "1.1"
+    missing = [f for f in spec.features if f not in _facts(name)]
+    assert not missing, f"{name}: the decoded stream does not show {missing}"
+
+
+def test_a_feature_the_stream_lacks_is_refused() -> None:
+    spec = VERIFIED["DQ_A_1"]
+    data = SUITE.file(ENTRIES["DQ_A_1"].bitstream).read_bytes()
+    fake = dataclasses.replace(spec, features=(*spec.features, "split QT", "skip CUs"))
+    assert MC.unverified_features(fake, data) == ["split QT", "skip CUs"]
+
+
+def test_the_suite_covers_every_1_1_tool() -> None:
+    facts = frozenset().union(*(_facts(n) for n in VERIFIED))
+    wanted = {
+        "TOOL_CODING_TREE", "TOOL_SIGNAL_TYPES", "TOOL_DEP_QUANT",
+        *(f"tree_partition_type {t}" for t in ("0 (NONE)", "1 (QT)", "2 (QTBT)", "3 (QTMTT)")),
+        *(f"split {s}" for s in ("QT", "BT_H", "BT_V", "TT_H", "TT_V")),
+        "border CUs (nominal size beyond the kernel)", "split nodes partly outside the kernel",
+        "children entirely outside the kernel", "skip CUs", "CU QP delta < 0",
+        "CU QP delta > 0", "|CU QP delta| >= 5", "cu_skip_enabled_flag 1",
+        "cu_qp_delta_enabled_flag 0", "cu_qp_delta_enabled_flag 1",
+        *(f"DQ state {s}" for s in range(4)), "DQ all 8 state transitions",
+        "DQ with coding tree", "DQ float32", "DQ bfloat16",
+        "KERNEL_TILES with tree_partition_type 0", "KERNEL_TILES with tree_partition_type 3",
+        "KERNEL_TILES dw-conv 3x3", "ROWS pw-conv 1x1", "layer_type embedding by LayerRules",
+    }
+    assert wanted <= facts, sorted(wanted - facts)
+
+
+def _random_coding_tree(rng: random.Random) -> tuple[core.TreeParams, int, int, np.ndarray,
+                                                     dict[str, int]]:
+    """A random kernel size and tree parameters, a random coding tree over it (clause
+    3.5), its CU trace records and its true counts of MC._TREE_KEYS."""
+    tree_type = rng.choice([1, 2, 3])
+    log2_ctu = rng.randint(1, 5)
+    log2_min_cu = rng.randint(0, log2_ctu)
+    tree = core.TreeParams(True, log2_ctu, rng.randint(log2_min_cu, log2_ctu),
+                           rng.randint(0, 4) if tree_type >= 2 else 0, log2_min_cu,
+                           hls.TREE_SPLIT_MASK[tree_type])
+    rows, cols = rng.randint(1, 70), rng.randint(1, 70)
+    records: list[tuple[int, ...]] = []
+    truth = dict.fromkeys(MC._TREE_KEYS, 0)
+
+    def node(x: int, y: int, w: int, h: int, qt: int, mtt: int) -> None:
+        if x >= cols or y >= rows:
+            return
+        clipped = int(x + w > cols or y + h > rows)
+        splits = [s for s in MC.SPLIT_NAMES if MC._can_split(tree, s, w, h, mtt)]
+        if splits and rng.random() < 0.7:
+            split = rng.choice(splits)
+            truth[MC.SPLIT_NAMES[split]] += 1
+            truth["clipped splits"] += clipped
+            for child in MC._children(x, y, w, h, split):
+                truth["outside children"] += child[0] >= cols or child[1] >= rows
+                node(*child, qt + (split == 1), 0 if split == 1 else mtt + 1)
+        else:
+            truth["border CUs"] += clipped
+            records.append((x, y, min(x + w, cols) - x, min(y + h, rows) - y, 0, 0, qt + mtt))
+
+    ctu = 1 << log2_ctu
+    for y in range(0, rows, ctu):
+        for x in range(0, cols, ctu):
+            node(x, y, ctu, ctu, 0, 0)
+    return tree, rows, cols, np.array(records, core.CU_RECORD), truth
+
+
+def test_tree_inference_brackets_random_coding_trees() -> None:
+    """_infer_tree (the split counts of the descriptions) on CU traces of random coding
+    trees: the true tree is among those it finds, and its counts lie within the bounds."""
+    rng = random.Random(7)
+    for _ in range(150):
+        tree, rows, cols, cus, truth = _random_coding_tree(rng)
+        count, lo, hi = MC._infer_tree(tree, rows, cols, cus)
+        assert count >= 1
+        assert all(a <= truth[k] <= b for k, a, b in zip(MC._TREE_KEYS, lo, hi, strict=True))
