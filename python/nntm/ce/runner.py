@@ -214,8 +214,10 @@ class NntmCodec(Codec):
         self.model_cfg_dir = Path(model_cfg_dir) if model_cfg_dir else None
         self.overrides = dict(overrides or {})
 
-    #: ImportanceFile value that asks for the CE model adapter's calibration maps
+    #: ImportanceFile values that ask the CE model adapter for maps measured on its
+    #: calibration inputs: mean squared input activations, or output sensitivity
     CALIBRATION = "@calibration"
+    SENSITIVITY = "@sensitivity"
 
     def prepare(self, adapter: ModelAdapter, tensors: Mapping[str, np.ndarray]) -> None:
         """Measure the adapter's importance maps once when the cfg asks for them."""
@@ -225,6 +227,8 @@ class NntmCodec(Codec):
             return
         if spec == self.CALIBRATION:
             maps = adapter.input_channel_importance(tensors)
+        elif spec == self.SENSITIVITY:
+            maps = adapter.output_importance(tensors)
         else:
             from nntm.modelio import read_model
 
