@@ -18,8 +18,8 @@ import ml_dtypes
 import numpy as np
 import pytest
 from nntm.ce.models import ADAPTERS, get_adapter
-from nntm.ce.models.base import ModelAdapter, error_db, read_safetensors
-from nntm.ce.models.minilm import load_sentences
+from nntm.ce.models.base import ModelAdapter, error_db, read_safetensors, smoothed_frequencies
+from nntm.ce.models.minilm import load_calibration_sentences, load_sentences
 from nntm.ce.models.mtcnn import roc_auc
 from nntm.errors import ConfigError, ModelIOError
 
@@ -46,6 +46,20 @@ def adapter_or_skip(name: str) -> ModelAdapter:
             pytest.skip(f"{name}: {why}")
         _ADAPTERS[name] = adapter
     return _ADAPTERS[name]
+
+
+def calibration_or_skip(name: str) -> ModelAdapter:
+    """The adapter of model ``name``; skips when its calibration inputs cannot be read here."""
+    if name == "digits":
+        pytest.importorskip("sklearn", reason="digits calibration images need scikit-learn")
+    adapter = adapter_or_skip(name)
+    if name == "mobilenetv2":
+        from nntm.ce.models.mobilenetv2 import calibration_image_paths
+
+        missing = [label for label, path in calibration_image_paths().items() if path is None]
+        if missing:
+            pytest.skip(f"calibration photos not installed: {', '.join(missing)}")
+    return adapter
 
 
 def original(name: str) -> dict[str, np.ndarray]:
@@ -169,6 +183,26 @@ def test_sentences() -> None:
     sentences = load_sentences()
     assert len(sentences) >= 64
     assert len(set(sentences)) == len(sentences)
+    calibration = load_calibration_sentences()
+    assert len(calibration) >= 150
+    assert len(set(calibration)) == len(calibration)
+    assert not set(calibration) & set(sentences)
+
+
+def test_smoothed_frequencies() -> None:
+    counts = np.array([5, 3, 1, 1, 0, 0, 0, 0, 0, 0], dtype=np.int64)
+    eligible = np.ones(10, dtype=bool)
+    eligible[-1] = False  # e.g. an [unusedN] token
+    freq, alpha = smoothed_frequencies(counts, eligible)
+    assert alpha > 0.0
+    assert freq.sum() == pytest.approx(1.0)
+    assert freq[-1] == 0.0  # ineligible and unseen
+    # Good-Turing: the unseen eligible indices share the mass of the singletons, n1 / N
+    assert freq[4:9].sum() == pytest.approx(2 / 10)
+    assert np.all(freq[4:9] > 0.0) and freq[4] < freq[2]
+    fixed, alpha = smoothed_frequencies(counts, alpha=1.0)
+    assert alpha == 1.0
+    np.testing.assert_allclose(fixed, (counts + 1.0) / 20.0)
 
 
 # -------------------------------------------------------------------------------------
@@ -247,25 +281,125 @@ def test_mismatched_tensors(name: str) -> None:
         adapter.evaluate(tensors)
 
 
+def _conv_linear_weights(tensors: dict[str, np.ndarray]) -> set[str]:
+    return {
+        k
+        for k, v in tensors.items()
+        if k.endswith("weight") and v.ndim in (2, 4) and "embeddings" not in k
+    }
+
+
+EMBEDDINGS = {
+    "minilm": {
+        "embeddings.word_embeddings.weight",
+        "embeddings.position_embeddings.weight",
+        "embeddings.token_type_embeddings.weight",
+    }
+}
+
+
 @pytest.mark.parametrize("name", MODELS)
 def test_input_channel_importance(name: str) -> None:
-    adapter = adapter_or_skip(name)
+    adapter = calibration_or_skip(name)
     tensors = original(name)
     importance = adapter.input_channel_importance(tensors)
     assert importance
+    embeddings = EMBEDDINGS.get(name, set())
     for key, energy in importance.items():
         weight = tensors[key]
+        assert np.all(np.isfinite(energy)) and np.all(energy >= 0.0), key
+        assert energy.max() > 0.0, key
+        if key in embeddings:  # row frequencies, a map of the table's shape
+            assert energy.shape == weight.shape and energy.dtype == np.float32, key
+            np.testing.assert_allclose(energy.sum(axis=0, dtype=np.float64), 1.0, rtol=1e-5)
+            continue
         assert key.endswith("weight") and weight.ndim in (2, 4)
         # MobileNetV2's depthwise kernels (C, 1, 3, 3) see C input channels
         is_depthwise = name == "mobilenetv2" and weight.ndim == 4 and weight.shape[1] == 1
         channels = weight.shape[0] if is_depthwise else weight.shape[1]
         assert energy.shape == (channels,), key
-        assert np.all(np.isfinite(energy)) and np.all(energy >= 0.0), key
-        assert energy.max() > 0.0, key
-    convs_and_linears = {k for k, v in tensors.items() if k.endswith("weight") and v.ndim in (2, 4)}
+    assert set(importance) == _conv_linear_weights(tensors) | embeddings
+
+
+SENSITIVITY_ARGS: dict[str, dict[str, int]] = {
+    "digits": {"samples": 64, "probes": 2},
+    "minilm": {"samples": 12, "probes": 1},
+    "mobilenetv2": {"samples": 2, "probes": 1},
+    "mtcnn": {"samples": 20},
+}
+"""Few calibration samples and probes: the maps' form is tested, not their precision."""
+
+ZERO_SENSITIVITY = {
+    "minilm": {"pooler.dense.weight"},  # not used by the sentence embedding
+    "mtcnn": {  # box regression and landmarks: not in the face probability
+        "pnet.conv4_2.weight",
+        "rnet.dense5_2.weight",
+        "onet.dense6_2.weight",
+        "onet.dense6_3.weight",
+    },
+}
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_output_importance(name: str) -> None:
+    pytest.importorskip("torch", reason="torch is not installed (scripts/install_ce.sh)")
+    adapter = calibration_or_skip(name)
+    tensors = original(name)
+    maps = adapter.output_importance(tensors, **SENSITIVITY_ARGS[name])  # type: ignore[call-arg]
+    assert set(maps) == _conv_linear_weights(tensors) | EMBEDDINGS.get(name, set())
+    for key, value in maps.items():
+        assert value.shape == tensors[key].shape and value.dtype == np.float32, key
+        assert np.all(np.isfinite(value)) and np.all(value >= 0.0), key
+    zero = ZERO_SENSITIVITY.get(name, set())
+    means = {key: float(np.mean(value)) for key, value in maps.items()}
+    reaching = [m for key, m in means.items() if key not in zero]
+    assert min(reaching) > 0.0
+    for key in zero:  # a layer that does not reach the output is ~0 relative to the others
+        assert means[key] <= 1e-6 * float(np.median(reaching)), key
     if name == "minilm":
-        convs_and_linears -= {k for k in convs_and_linears if "embeddings" in k}
-    assert set(importance) == convs_and_linears
+        word = maps["embeddings.word_embeddings.weight"]
+        rows = word[:, 0]
+        ids = adapter.calibration_inputs()["input_ids"][:12]  # type: ignore[index]
+        seen = np.unique(ids[ids > 0])
+        first, last = seen[0], seen[-1]  # one importance per row (frequency x sensitivity)
+        np.testing.assert_allclose(word[first] * rows[last], word[last] * rows[first], rtol=1e-5)
+        unseen = np.setdiff1d(np.arange(2000, 30522), seen)
+        assert rows[unseen].min() > 0.0  # unseen tokens are not free
+        assert rows[unseen].max() < rows[seen].min()  # but cheaper than any seen token
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_calibration_disjoint_from_evaluation(name: str) -> None:
+    adapter = calibration_or_skip(name)
+    calibration = adapter.calibration_inputs()
+    evaluation = adapter.evaluation_inputs()
+    if name == "minilm":
+        cal, ev = set(calibration["sentences"]), set(evaluation["sentences"])  # type: ignore[index]
+        assert len(cal) >= 150 and len(ev) >= 64
+        assert not cal & ev
+        assert not {s.lower() for s in cal} & {s.lower() for s in ev}
+        return
+    if name == "mobilenetv2":
+        from nntm.ce.models.mobilenetv2 import CALIBRATION_IMAGE_FILES, IMAGE_FILES
+
+        cal_names = {file.rsplit("/", 1)[-1] for _package, file in CALIBRATION_IMAGE_FILES}
+        assert not cal_names & set(IMAGE_FILES)
+        assert "motorcycle_right.png" not in cal_names  # the stereo twin of an evaluation photo
+        assert calibration.shape == (70, 3, 224, 224)  # type: ignore[attr-defined]
+        assert calibration.dtype == np.float32  # type: ignore[attr-defined]
+        cal_arrays, ev_arrays = [calibration], [evaluation]
+    elif name == "mtcnn":
+        cal_arrays = [calibration[net] for net in ("pnet", "rnet", "onet")]  # type: ignore[index]
+        ev_arrays = [evaluation[net] for net in ("pnet", "rnet", "onet")]  # type: ignore[index]
+        assert calibration["labels"].sum() == 50 and evaluation["labels"].sum() == 50  # type: ignore[index]
+    else:
+        cal_arrays, ev_arrays = [calibration], [evaluation]
+        assert len(calibration) > 1000  # type: ignore[arg-type]
+    for cal_batch, ev_batch in zip(cal_arrays, ev_arrays, strict=True):
+        cal_set = {np.asarray(x).tobytes() for x in cal_batch}  # type: ignore[union-attr]
+        ev_set = {np.asarray(x).tobytes() for x in ev_batch}  # type: ignore[union-attr]
+        assert len(cal_set) > 1 and len(ev_set) > 1
+        assert not cal_set & ev_set
 
 
 # -------------------------------------------------------------------------------------
@@ -303,17 +437,20 @@ def test_minilm_matches_sentence_transformers() -> None:
 
 
 def test_minilm_inputs() -> None:
-    inputs = adapter_or_skip("minilm").calibration_inputs()
-    ids, mask = inputs["input_ids"], inputs["attention_mask"]
-    assert ids.dtype == np.int64 and ids.shape == mask.shape
-    assert ids.shape[0] == len(inputs["sentences"]) and ids.shape[1] <= 256
-    assert np.all(ids[:, 0] == 101)  # [CLS]
-    assert np.all(ids[mask == 0] == 0)  # [PAD]
+    adapter = adapter_or_skip("minilm")
+    for inputs in (adapter.evaluation_inputs(), adapter.calibration_inputs()):
+        ids, mask = inputs["input_ids"], inputs["attention_mask"]
+        assert ids.dtype == np.int64 and ids.shape == mask.shape
+        assert ids.shape[0] == len(inputs["sentences"]) and ids.shape[1] <= 256
+        assert np.all(ids[:, 0] == 101)  # [CLS]
+        assert np.all(ids[mask == 0] == 0)  # [PAD]
+    assert adapter.evaluation_inputs()["sentences"] == load_sentences()
+    assert adapter.calibration_inputs()["sentences"] == load_calibration_sentences()
 
 
 def test_mobilenetv2_inputs_and_classes() -> None:
     adapter = adapter_or_skip("mobilenetv2")
-    crops = adapter.calibration_inputs()
+    crops = adapter.evaluation_inputs()
     assert crops.shape == (140, 3, 224, 224) and crops.dtype == np.float32
     tensors = original("mobilenetv2")
     assert tensors["features.0.1.num_batches_tracked"].dtype == np.int64
@@ -326,11 +463,12 @@ def test_mobilenetv2_inputs_and_classes() -> None:
 
 
 def test_mtcnn_inputs() -> None:
-    inputs = adapter_or_skip("mtcnn").calibration_inputs()
-    for net, size in (("pnet", 12), ("rnet", 24), ("onet", 48)):
-        assert inputs[net].shape == (200, 3, size, size) and inputs[net].dtype == np.float32
-        assert -1.0 <= inputs[net].min() and inputs[net].max() <= 1.0
-    np.testing.assert_array_equal(inputs["labels"], np.repeat([1, 0], 100))
+    adapter = adapter_or_skip("mtcnn")
+    for inputs in (adapter.evaluation_inputs(), adapter.calibration_inputs()):
+        for net, size in (("pnet", 12), ("rnet", 24), ("onet", 48)):
+            assert inputs[net].shape == (100, 3, size, size) and inputs[net].dtype == np.float32
+            assert -1.0 <= inputs[net].min() and inputs[net].max() <= 1.0
+        np.testing.assert_array_equal(inputs["labels"], np.repeat([1, 0], 50))
     names = list(original("mtcnn"))
     assert names[0] == "pnet.conv1.weight" and "rnet.dense4.weight" in names
     assert names[-1] == "onet.dense6_3.bias"

