@@ -116,8 +116,8 @@ def test_nncodec_update_round_trip(qp: int) -> None:
     step = 2.0 ** (qp / 4)
     for key in new:
         assert decoded[key].dtype == new[key].dtype and decoded[key].shape == new[key].shape
-        # uniform reconstruction with dependent quantization: within about one step
-        assert float(np.max(np.abs(decoded[key] - new[key]))) <= 1.5 * step, key
+        # dependent quantization with RDO: within two steps (about 1.5 measured)
+        assert float(np.max(np.abs(decoded[key] - new[key]))) <= 2.0 * step, key
     # the receiver side alone rebuilds the same model from the bytes and the reference
     again = updates.nncodec_update_decode(data, ref)
     assert all(np.array_equal(again[k], decoded[k]) for k in new)
@@ -147,4 +147,4 @@ def test_nncodec_update_skips_unchanged_tensors_and_chains() -> None:
     d2, r2 = updates.nncodec_update(new_b, r1, -32, state=enc_state, tca=True)
     got2 = updates.nncodec_update_decode(d2, got1, state=dec_state)
     assert all(np.array_equal(got2[k], r2[k]) for k in ref)
-    assert max(float(np.max(np.abs(got2[k] - new_b[k]))) for k in ref) <= 1.5 * 2.0**-8
+    assert max(float(np.max(np.abs(got2[k] - new_b[k]))) for k in ref) <= 2.0 * 2.0**-8

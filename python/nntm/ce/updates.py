@@ -60,19 +60,24 @@ from nntm.errors import BitstreamError, EncodeError, ModelIOError, NntmError
 
 __all__ = [
     "DEFAULT_NEW_PATHS",
+    "DEFAULT_QPS",
     "MAKE_COMMANDS",
     "MODELS_DIR",
     "REPO_ROOT",
     "RESULTS_DIR",
     "UPDATE_PAIRS",
     "UpdatePair",
+    "check_same_layout",
     "digits_domain_images",
+    "digits_domain_test_split",
     "fidelity",
     "layer_kind",
     "load_pair",
+    "nncodec_figures",
     "nncodec_update",
     "nncodec_update_args",
     "nncodec_update_decode",
+    "new_update_state",
     "pair_statistics",
     "update_of",
 ]
@@ -139,6 +144,16 @@ MAKE_COMMANDS: dict[str, str] = {
     "mobilenetv2-adapt": "python scripts/make_update_pairs.py mobilenetv2",
 }
 """The command (run at the repository root) that writes each pair's new version."""
+
+DEFAULT_QPS: dict[str, tuple[int, ...]] = {
+    "digits-continue": (-24, -28, -32),
+    "digits-domain": (-24, -28, -32),
+    "minilm-ft": (-32, -40, -48),
+    "mobilenetv2-adapt": (-40, -48, -56),
+}
+"""QPs of the NNCodec figures of each pair (docs/ce/update_pairs.md).  MiniLM's update is
+about 0.6 % of the weights' energy and MobileNetV2's 0.1 %: at the usual QPs their weight
+updates fall below the step and vanish, so their sweeps go finer."""
 
 _GENERATOR_ARGS: dict[str, list[str]] = {
     "minilm-ft": ["minilm"],
@@ -626,10 +641,14 @@ def nncodec_figures(
 ) -> list[dict[str, float]]:
     """Per QP: NNCodec update coding vs coding ``new`` alone (one run; for the docs).
 
-    Keys: ``qp``, ``update_bytes``, ``alone_bytes``, ``ratio`` (update/alone),
+    Keys: ``qp``, ``update_bytes``, ``alone_bytes``, ``plain_bytes`` (the same update
+    through ``nncodec.nn.encode``, i.e. without the parent signalling and NDU skipping of
+    ``compress_differences``), ``ratio`` (update/alone),
     ``update_bpp``, ``alone_bpp`` (bits per float parameter), ``update_snr_db``,
     ``alone_snr_db``, ``update_nsnr_db``, ``alone_nsnr_db`` (weight SNR of the
-    decoded new model against ``new``), and the :func:`fidelity` metrics of each
+    decoded new model against ``new``), ``update_maxerr_steps``, ``alone_maxerr_steps``
+    (largest error of a weight of a tensor of 2 or more dimensions, in quantizer steps
+    ``2^(qp/4)``), and the :func:`fidelity` metrics of each
     decoded model against ``new`` (prefixed ``update_`` and ``alone_``).
     """
     from nntm.ce.nncodec_anchor import NNCodecAnchor
@@ -640,17 +659,25 @@ def nncodec_figures(
     rows: list[dict[str, float]] = []
     for qp in qps:
         data, decoded = nncodec_update(new, ref, qp)
+        plain = anchor.encode(update_of(new, ref), qp, name).data  # nn.encode(update)
         alone = anchor.encode(new, qp, name).data
         alone_decoded = anchor.decode(alone)
         row: dict[str, float] = {
             "qp": qp,
             "update_bytes": len(data),
             "alone_bytes": len(alone),
+            "plain_bytes": len(plain),
             "ratio": len(data) / len(alone),
             "update_bpp": 8.0 * len(data) / num_params,
             "alone_bpp": 8.0 * len(alone) / num_params,
         }
+        step = 2.0 ** (qp / 4.0)
         for prefix, dec in (("update_", decoded), ("alone_", alone_decoded)):
+            row[prefix + "maxerr_steps"] = max(
+                float(np.max(np.abs(dec[k].astype(np.float64) - v.astype(np.float64)))) / step
+                for k, v in new.items()
+                if _is_float(v) and v.ndim >= 2
+            )
             snr = weight_snr(new, dec)
             row[prefix + "snr_db"] = snr.pooled_db
             row[prefix + "nsnr_db"] = snr.normalised_db
