@@ -78,10 +78,7 @@ class DecodeResult:
 
 def tensor_md5(array: np.ndarray) -> bytes:
     """MD5 of a tensor's bytes in C order, little-endian."""
-    a = np.ascontiguousarray(array)
-    if a.dtype.byteorder == ">":
-        a = a.astype(a.dtype.newbyteorder("<"))
-    return hashlib.md5(a.tobytes()).digest()
+    return hashlib.md5(_lossless_bytes(array)).digest()
 
 
 def snr_db(original: np.ndarray, recon: np.ndarray) -> float:
@@ -97,10 +94,8 @@ def snr_db(original: np.ndarray, recon: np.ndarray) -> float:
 
 
 def _lossless_bytes(array: np.ndarray) -> bytes:
-    a = np.ascontiguousarray(array)
-    if a.dtype.byteorder == ">":
-        a = a.astype(a.dtype.newbyteorder("<"))
-    return a.tobytes()
+    """A tensor's bytes in C order, little-endian."""
+    return np.ascontiguousarray(_little_endian(np.asarray(array))).tobytes()
 
 
 def _choose_mode(name: str, array: np.ndarray, cfg: Config) -> hls.CodingMode:
