@@ -105,7 +105,12 @@ static inline size_t kernel_input_sample_bytes(int32_t dtype) {
 static inline int kernel_input_decode(const kernel_input *in, int32_t *levels, void *recon,
                                       size_t *consumed) {
     const uint8_t *data = in->payload_size ? in->payload : NULL;
-#if defined(NNTM_SPLIT_QT) /* the API with the coding tree: decode and reconstruct at once */
+#if defined(NNTM_PRED_SCALE_SHIFT) /* format 1.2 API: with an (absent) reference picture */
+    int rv = nntm_decode_kernel(&in->params, data, in->payload_size, in->dtype, NULL, recon,
+                                levels, NULL);
+    *consumed = rv == NNTM_OK ? in->payload_size : 0;
+    return rv;
+#elif defined(NNTM_SPLIT_QT) /* the API with the coding tree: decode and reconstruct at once */
     int rv = nntm_decode_kernel(&in->params, data, in->payload_size, in->dtype, recon, levels,
                                 NULL);
     *consumed = rv == NNTM_OK ? in->payload_size : 0;

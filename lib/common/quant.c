@@ -78,35 +78,87 @@ uint64_t nntm_int_to_float_bits(int64_t v, int32_t e, int mbits, int ebits) {
     return sign | ((uint64_t)(exp + bias) << mbits) | frac;
 }
 
-static void store_sample(int32_t dtype, int64_t v, int32_t shift, void *out, size_t i) {
+/* Mantissa and exponent bits of an output format. */
+static void float_format(int32_t dtype, int *mbits, int *ebits) {
     switch (dtype) {
-    case NNTM_DTYPE_FLOAT32: {
-        uint32_t b = (uint32_t)nntm_int_to_float_bits(v, shift, 23, 8);
-        memcpy((uint8_t *)out + 4 * i, &b, 4);
-        break;
-    }
-    case NNTM_DTYPE_FLOAT16: {
-        uint16_t b = (uint16_t)nntm_int_to_float_bits(v, shift, 10, 5);
-        memcpy((uint8_t *)out + 2 * i, &b, 2);
-        break;
-    }
-    case NNTM_DTYPE_BFLOAT16: {
-        uint16_t b = (uint16_t)nntm_int_to_float_bits(v, shift, 7, 8);
-        memcpy((uint8_t *)out + 2 * i, &b, 2);
-        break;
-    }
-    default: { /* NNTM_DTYPE_FLOAT64, checked by the caller */
-        uint64_t b = nntm_int_to_float_bits(v, shift, 52, 11);
-        memcpy((uint8_t *)out + 8 * i, &b, 8);
-        break;
-    }
+    case NNTM_DTYPE_FLOAT32: *mbits = 23, *ebits = 8; break;
+    case NNTM_DTYPE_FLOAT16: *mbits = 10, *ebits = 5; break;
+    case NNTM_DTYPE_BFLOAT16: *mbits = 7, *ebits = 8; break;
+    default: *mbits = 52, *ebits = 11; break; /* NNTM_DTYPE_FLOAT64, checked by the caller */
     }
 }
 
+static void store_bits(int32_t dtype, uint64_t b, void *out, size_t i) {
+    if (dtype == NNTM_DTYPE_FLOAT32) {
+        uint32_t v = (uint32_t)b;
+        memcpy((uint8_t *)out + 4 * i, &v, 4);
+    } else if (dtype == NNTM_DTYPE_FLOAT64) {
+        memcpy((uint8_t *)out + 8 * i, &b, 8);
+    } else {
+        uint16_t v = (uint16_t)b;
+        memcpy((uint8_t *)out + 2 * i, &v, 2);
+    }
+}
+
+int nntm_ref_sample(int32_t dtype, const void *samples, size_t i, int64_t *m, int32_t *e) {
+    int mbits, ebits;
+    uint64_t bits;
+    if (dtype == NNTM_DTYPE_FLOAT32) {
+        uint32_t v;
+        memcpy(&v, (const uint8_t *)samples + 4 * i, 4);
+        bits = v;
+    } else if (dtype == NNTM_DTYPE_FLOAT16 || dtype == NNTM_DTYPE_BFLOAT16) {
+        uint16_t v;
+        memcpy(&v, (const uint8_t *)samples + 2 * i, 2);
+        bits = v;
+    } else {
+        return 0;
+    }
+    float_format(dtype, &mbits, &ebits);
+    uint64_t frac = bits & (((uint64_t)1 << mbits) - 1);
+    uint64_t ex = (bits >> mbits) & (((uint64_t)1 << ebits) - 1);
+    int neg = (int)((bits >> (mbits + ebits)) & 1);
+    int32_t bias = (1 << (ebits - 1)) - 1;
+    if (ex == ((uint64_t)1 << ebits) - 1) return 0; /* infinity or NaN */
+    uint64_t mag = ex ? frac | ((uint64_t)1 << mbits) : frac;
+    *e = (ex ? (int32_t)ex : 1) - bias - mbits;
+    *m = neg ? -(int64_t)mag : (int64_t)mag;
+    return 1;
+}
+
+uint64_t nntm_sum_to_float_bits(int64_t a, int32_t ea, int64_t b, int32_t eb, int mbits,
+                                int ebits) {
+    if (a == 0) return nntm_int_to_float_bits(b, eb, mbits, ebits);
+    if (b == 0) return nntm_int_to_float_bits(a, ea, mbits, ebits);
+    if (ea < eb) { /* a has the larger exponent */
+        int64_t tv = a;
+        int32_t te = ea;
+        a = b, ea = eb, b = tv, eb = te;
+    }
+    uint64_t ma = a < 0 ? (uint64_t)0 - (uint64_t)a : (uint64_t)a;
+    uint64_t mb = b < 0 ? (uint64_t)0 - (uint64_t)b : (uint64_t)b;
+    int t = 60 - msb64(ma);           /* shift that puts a's top bit at bit 60 (t >= 18) */
+    int64_t d = (int64_t)ea - eb;
+    if (d <= t) /* exact: |a| 2^d < 2^61 and |b| < 2^42 */
+        return nntm_int_to_float_bits(a * ((int64_t)1 << d) + b, eb, mbits, ebits);
+    /* |b| is below 2^-18 of |a| 2^d: keep b's bits above a's bit 0 and jam the rest
+     * into one sticky bit, one position below (the doubling), so that the rounding,
+     * at least 7 bits above, sees the same side of every tie as the exact sum. */
+    int64_t r = d - t;
+    uint64_t q = r >= 64 ? 0 : mb >> r;
+    int lost = r >= 64 ? mb != 0 : (q << r) != mb;
+    int64_t big = (int64_t)(ma << (t + 1));
+    int64_t small = (int64_t)(2 * q + (uint64_t)lost);
+    int64_t sum = (a < 0 ? -big : big) + (b < 0 ? -small : small);
+    return nntm_int_to_float_bits(sum, (int32_t)(ea - t - 1), mbits, ebits);
+}
+
 int nntm_reconstruct_map(const nntm_kernel_params *params, const int32_t *levels,
-                         const int16_t *qp_delta, size_t count, int32_t dtype, void *out) {
+                         const int16_t *qp_delta, size_t count, int32_t dtype,
+                         const nntm_reference *ref, void *out) {
     if (!params || (count && (!levels || !out))) return NNTM_ERR_ARG;
     if (dtype < NNTM_DTYPE_FLOAT32 || dtype > NNTM_DTYPE_FLOAT64) return NNTM_ERR_ARG;
+    if (ref && nntm_check_reference(ref, count)) return NNTM_ERR_ARG;
     int32_t mant[2 * NNTM_MAX_CU_QP_DELTA + 1], shift[2 * NNTM_MAX_CU_QP_DELTA + 1];
     for (int d = -NNTM_MAX_CU_QP_DELTA; d <= NNTM_MAX_CU_QP_DELTA; d++) {
         int k = d + NNTM_MAX_CU_QP_DELTA;
@@ -116,15 +168,37 @@ int nntm_reconstruct_map(const nntm_kernel_params *params, const int32_t *levels
         }
         shift[k] -= params->dq_enabled; /* DQ indices count half steps */
     }
+    int mbits, ebits;
+    float_format(dtype, &mbits, &ebits);
     for (size_t i = 0; i < count; i++) {
         int k = NNTM_MAX_CU_QP_DELTA + (qp_delta ? qp_delta[i] : 0);
         if (k < 0 || k > 2 * NNTM_MAX_CU_QP_DELTA || mant[k] == 0) return NNTM_ERR_ARG;
-        store_sample(dtype, (int64_t)levels[i] * mant[k], shift[k], out, i);
+        int64_t v = (int64_t)levels[i] * mant[k];
+        uint64_t bits;
+        if (ref) {
+            int64_t m;
+            int32_t e;
+            if (!nntm_ref_sample(ref->dtype, ref->samples, i, &m, &e)) return NNTM_ERR_NONFINITE;
+            bits = nntm_sum_to_float_bits(m * ref->scale, e - NNTM_PRED_SCALE_SHIFT, v, shift[k],
+                                          mbits, ebits);
+        } else {
+            bits = nntm_int_to_float_bits(v, shift[k], mbits, ebits);
+        }
+        store_bits(dtype, bits, out, i);
     }
     return NNTM_OK;
 }
 
+int nntm_check_reference(const nntm_reference *ref, size_t count) {
+    if (ref->dtype != NNTM_DTYPE_FLOAT32 && ref->dtype != NNTM_DTYPE_FLOAT16 &&
+        ref->dtype != NNTM_DTYPE_BFLOAT16)
+        return NNTM_ERR_ARG;
+    if (ref->scale < -NNTM_MAX_PRED_SCALE || ref->scale > NNTM_MAX_PRED_SCALE) return NNTM_ERR_ARG;
+    if (count && !ref->samples) return NNTM_ERR_ARG;
+    return NNTM_OK;
+}
+
 int nntm_reconstruct(const nntm_kernel_params *params, const int32_t *levels, size_t count,
-                     int32_t dtype, void *out) {
-    return nntm_reconstruct_map(params, levels, NULL, count, dtype, out);
+                     int32_t dtype, const nntm_reference *ref, void *out) {
+    return nntm_reconstruct_map(params, levels, NULL, count, dtype, ref, out);
 }

@@ -8,7 +8,8 @@
 #include "syntax_reader.h"
 
 int nntm_decode_kernel(const nntm_kernel_params *params, const uint8_t *data, size_t size,
-                       int32_t dtype, void *recon, int32_t *levels_out, nntm_buffer *cu_trace) {
+                       int32_t dtype, const nntm_reference *ref, void *recon, int32_t *levels_out,
+                       nntm_buffer *cu_trace) {
     if (cu_trace) {
         cu_trace->data = NULL;
         cu_trace->size = cu_trace->capacity = 0;
@@ -18,6 +19,7 @@ int nntm_decode_kernel(const nntm_kernel_params *params, const uint8_t *data, si
     if (dtype < NNTM_DTYPE_FLOAT32 || dtype > NNTM_DTYPE_FLOAT64) return NNTM_ERR_ARG;
     size_t count = (size_t)params->rows * (size_t)params->cols;
     if ((count && !recon) || (size && !data)) return NNTM_ERR_ARG;
+    if (ref && nntm_check_reference(ref, count)) return NNTM_ERR_ARG;
     if (count == 0) return size == 0 ? NNTM_OK : NNTM_ERR_CORRUPT;
     int32_t *levels = levels_out ? levels_out : malloc(count * sizeof(int32_t));
     int32_t *rindex = params->dq_enabled ? malloc(count * sizeof(int32_t)) : levels;
@@ -43,7 +45,7 @@ int nntm_decode_kernel(const nntm_kernel_params *params, const uint8_t *data, si
     if (rv == NNTM_OK && r.pos != size) rv = NNTM_ERR_CORRUPT; /* bytes after the payload */
     if (rv == NNTM_OK)
         rv = nntm_reconstruct_map(params, rindex, params->tree.enabled ? maps.qp_delta : NULL,
-                                  count, dtype, recon);
+                                  count, dtype, ref, recon);
     nntm_cu_maps_free(&maps);
     if (rindex != levels) free(rindex);
     if (!levels_out) free(levels);

@@ -69,9 +69,46 @@ static int encode_tree(const nntm_encoder_params *p, const float *w, const float
     return rv;
 }
 
+/* The residual target w - prediction (in double, rounded to float) of a predicted
+ * tensor; NNTM_ERR_NONFINITE for a reference sample that is not finite. */
+static int residual_target(const nntm_reference *ref, const float *w, size_t n, float *target) {
+    for (size_t i = 0; i < n; i++) {
+        int64_t m;
+        int32_t e;
+        if (!nntm_ref_sample(ref->dtype, ref->samples, i, &m, &e)) return NNTM_ERR_NONFINITE;
+        double pred = ldexp((double)(m * ref->scale), e - NNTM_PRED_SCALE_SHIFT);
+        double t = (double)w[i] - pred;
+        if (!(fabs(t) <= 3.0e38)) return NNTM_ERR_RANGE;
+        target[i] = (float)t;
+    }
+    return NNTM_OK;
+}
+
+/* 1 if a sample of dtype is an infinity (a prediction plus residual past the range). */
+static int any_infinite(int32_t dtype, const void *recon, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        uint64_t b;
+        if (dtype == NNTM_DTYPE_FLOAT32) {
+            uint32_t v;
+            memcpy(&v, (const uint8_t *)recon + 4 * i, 4);
+            if ((v & 0x7F800000u) == 0x7F800000u) return 1;
+        } else if (dtype == NNTM_DTYPE_FLOAT64) {
+            memcpy(&b, (const uint8_t *)recon + 8 * i, 8);
+            if ((b & 0x7FF0000000000000ull) == 0x7FF0000000000000ull) return 1;
+        } else {
+            uint16_t v;
+            memcpy(&v, (const uint8_t *)recon + 2 * i, 2);
+            uint16_t mask = dtype == NNTM_DTYPE_FLOAT16 ? 0x7C00u : 0x7F80u;
+            if ((v & mask) == mask) return 1;
+        }
+    }
+    return 0;
+}
+
 int nntm_encode_kernel(const nntm_encoder_params *params, const float *weights,
-                       const float *importance, int32_t dtype, void *recon, int32_t *levels_out,
-                       nntm_buffer *out, nntm_buffer *cu_trace) {
+                       const float *importance, int32_t dtype, const nntm_reference *ref,
+                       void *recon, int32_t *levels_out, nntm_buffer *out,
+                       nntm_buffer *cu_trace) {
     if (!params || !out) return NNTM_ERR_ARG;
     buffer_reset(out);
     buffer_reset(cu_trace);
@@ -94,12 +131,25 @@ int nntm_encode_kernel(const nntm_encoder_params *params, const float *weights,
     if (importance)
         for (size_t i = 0; i < n; i++)
             if (!(importance[i] >= 0.0f) || !isfinite(importance[i])) return NNTM_ERR_ARG;
+    float *target = NULL;
+    if (ref) {
+        if (nntm_check_reference(ref, n)) return NNTM_ERR_ARG;
+        target = malloc(n * sizeof(float));
+        if (!target) return NNTM_ERR_NOMEM;
+        rv = residual_target(ref, weights, n, target);
+        if (rv) {
+            free(target);
+            return rv;
+        }
+        weights = target; /* the levels code the residual */
+    }
     int32_t *levels = levels_out ? levels_out : malloc(n * sizeof(int32_t));
     int32_t *rindex = k->dq_enabled ? malloc(n * sizeof(int32_t)) : levels;
     nntm_cu_maps maps = {0};
     if (!levels || !rindex) {
         if (!levels_out) free(levels);
         if (rindex != levels) free(rindex);
+        free(target);
         return NNTM_ERR_NOMEM;
     }
     memset(levels, 0, n * sizeof(int32_t));
@@ -113,8 +163,10 @@ int nntm_encode_kernel(const nntm_encoder_params *params, const float *weights,
     }
     if (rv == NNTM_OK)
         rv = nntm_reconstruct_map(k, rindex, k->tree.enabled ? maps.qp_delta : NULL, n, dtype,
-                                  recon);
+                                  ref, recon);
+    if (rv == NNTM_OK && ref && any_infinite(dtype, recon, n)) rv = NNTM_ERR_RANGE;
     nntm_cu_maps_free(&maps);
+    free(target);
     if (rindex != levels) free(rindex);
     if (!levels_out) free(levels);
     if (rv) {

@@ -60,8 +60,8 @@ static size_t roundtrip(const nntm_encoder_params *p, const float *w) {
     int32_t *lev = malloc(sizeof(int32_t) * (n + 1)), *dlev = malloc(sizeof(int32_t) * (n + 1));
     uint8_t *cover = calloc(n + 1, 1);
     nntm_buffer buf = {0}, tr = {0}, dtr = {0};
-    CHECK(nntm_encode_kernel(p, w, NULL, NNTM_DTYPE_FLOAT32, rec, lev, &buf, &tr) == NNTM_OK);
-    CHECK(nntm_decode_kernel(&p->kernel, buf.data, buf.size, NNTM_DTYPE_FLOAT32, dec, dlev, &dtr) ==
+    CHECK(nntm_encode_kernel(p, w, NULL, NNTM_DTYPE_FLOAT32, NULL, rec, lev, &buf, &tr) == NNTM_OK);
+    CHECK(nntm_decode_kernel(&p->kernel, buf.data, buf.size, NNTM_DTYPE_FLOAT32, NULL, dec, dlev, &dtr) ==
           NNTM_OK);
     CHECK(n == 0 || memcmp(rec, dec, n * sizeof(float)) == 0);
     CHECK(n == 0 || memcmp(lev, dlev, n * sizeof(int32_t)) == 0);
@@ -80,7 +80,7 @@ static size_t roundtrip(const nntm_encoder_params *p, const float *w) {
     }
     /* every truncation is detected */
     for (size_t cut = 0; cut < buf.size; cut += 1 + buf.size / 8) {
-        int rv = nntm_decode_kernel(&p->kernel, buf.data, cut, NNTM_DTYPE_FLOAT32, dec, NULL, NULL);
+        int rv = nntm_decode_kernel(&p->kernel, buf.data, cut, NNTM_DTYPE_FLOAT32, NULL, dec, NULL, NULL);
         CHECK(rv == NNTM_ERR_TRUNCATED || rv == NNTM_ERR_CORRUPT);
     }
     /* trailing bytes are refused */
@@ -88,14 +88,14 @@ static size_t roundtrip(const nntm_encoder_params *p, const float *w) {
         uint8_t *longer = malloc(buf.size + 1);
         memcpy(longer, buf.data, buf.size);
         longer[buf.size] = 0x80;
-        CHECK(nntm_decode_kernel(&p->kernel, longer, buf.size + 1, NNTM_DTYPE_FLOAT32, dec, NULL,
+        CHECK(nntm_decode_kernel(&p->kernel, longer, buf.size + 1, NNTM_DTYPE_FLOAT32, NULL, dec, NULL,
                                  NULL) == NNTM_ERR_CORRUPT);
         free(longer);
     }
     /* flipped bytes: never a crash */
     for (size_t k = 0; k < buf.size && k < 48; k++) {
         buf.data[k] ^= 0x5A;
-        (void)nntm_decode_kernel(&p->kernel, buf.data, buf.size, NNTM_DTYPE_FLOAT32, dec, NULL, NULL);
+        (void)nntm_decode_kernel(&p->kernel, buf.data, buf.size, NNTM_DTYPE_FLOAT32, NULL, dec, NULL, NULL);
         buf.data[k] ^= 0x5A;
     }
     size_t size = buf.size;
@@ -115,7 +115,7 @@ static int split_used(const nntm_encoder_params *p, const float *w, int want_dep
     float *rec = malloc(sizeof(float) * n);
     nntm_buffer buf = {0}, tr = {0};
     int found = 0;
-    if (nntm_encode_kernel(p, w, NULL, NNTM_DTYPE_FLOAT32, rec, NULL, &buf, &tr) == NNTM_OK) {
+    if (nntm_encode_kernel(p, w, NULL, NNTM_DTYPE_FLOAT32, NULL, rec, NULL, &buf, &tr) == NNTM_OK) {
         const nntm_cu_record *cu = (const nntm_cu_record *)tr.data;
         for (size_t i = 0; i < tr.size / sizeof *cu; i++) found |= cu[i].depth > want_depth_gt;
     }
@@ -182,7 +182,7 @@ int main(void) {
                 nntm_encoder_params p = params(64, 300, qp + (dq ? 2 : 0), 1);
                 p.kernel.dq_enabled = dq;
                 nntm_buffer buf = {0};
-                CHECK(nntm_encode_kernel(&p, w, NULL, NNTM_DTYPE_FLOAT32, rec, NULL, &buf, NULL) ==
+                CHECK(nntm_encode_kernel(&p, w, NULL, NNTM_DTYPE_FLOAT32, NULL, rec, NULL, &buf, NULL) ==
                       NNTM_OK);
                 d[dq] = 0;
                 for (size_t i = 0; i < n; i++) d[dq] += (double)(w[i] - rec[i]) * (w[i] - rec[i]);
@@ -207,7 +207,7 @@ int main(void) {
         nntm_encoder_params p = params(32, 64, -24, 1);
         p.lambda_scale = 0.5;
         nntm_buffer buf = {0};
-        CHECK(nntm_encode_kernel(&p, w, imp, NNTM_DTYPE_FLOAT32, rec, NULL, &buf, NULL) == NNTM_OK);
+        CHECK(nntm_encode_kernel(&p, w, imp, NNTM_DTYPE_FLOAT32, NULL, rec, NULL, &buf, NULL) == NNTM_OK);
         double e_hi = 0, e_lo = 0;
         for (int i = 0; i < 32 * 64; i++) {
             double e = (double)(w[i] - rec[i]) * (w[i] - rec[i]);
@@ -217,7 +217,7 @@ int main(void) {
         CHECK(e_hi < e_lo);
         nntm_buffer_free(&buf);
         imp[5] = -1.0f;
-        CHECK(nntm_encode_kernel(&p, w, imp, NNTM_DTYPE_FLOAT32, rec, NULL, &buf, NULL) == NNTM_ERR_ARG);
+        CHECK(nntm_encode_kernel(&p, w, imp, NNTM_DTYPE_FLOAT32, NULL, rec, NULL, &buf, NULL) == NNTM_ERR_ARG);
         nntm_buffer_free(&buf);
         free(imp);
         free(rec);
@@ -227,18 +227,18 @@ int main(void) {
         float v[2] = {1e30f, 0.0f}, rec[2];
         nntm_encoder_params p = params(1, 2, -40, 1);
         nntm_buffer buf = {0};
-        CHECK(nntm_encode_kernel(&p, v, NULL, NNTM_DTYPE_FLOAT32, rec, NULL, &buf, NULL) == NNTM_ERR_RANGE);
+        CHECK(nntm_encode_kernel(&p, v, NULL, NNTM_DTYPE_FLOAT32, NULL, rec, NULL, &buf, NULL) == NNTM_ERR_RANGE);
         p.max_abs_value = 65504.0; /* float16 */
         v[0] = 70000.0f;
         p.kernel.qp = 40;
         uint16_t h[2];
-        CHECK(nntm_encode_kernel(&p, v, NULL, NNTM_DTYPE_FLOAT16, h, NULL, &buf, NULL) == NNTM_OK);
+        CHECK(nntm_encode_kernel(&p, v, NULL, NNTM_DTYPE_FLOAT16, NULL, h, NULL, &buf, NULL) == NNTM_OK);
         CHECK(h[0] != 0x7C00u && (h[0] & 0x7C00u) != 0x7C00u); /* finite */
         nntm_buffer_free(&buf);
         v[0] = NAN;
-        CHECK(nntm_encode_kernel(&p, v, NULL, NNTM_DTYPE_FLOAT32, rec, NULL, &buf, NULL) == NNTM_ERR_NONFINITE);
+        CHECK(nntm_encode_kernel(&p, v, NULL, NNTM_DTYPE_FLOAT32, NULL, rec, NULL, &buf, NULL) == NNTM_ERR_NONFINITE);
         p.kernel.num_gt_flags = 0;
-        CHECK(nntm_encode_kernel(&p, v, NULL, NNTM_DTYPE_FLOAT32, rec, NULL, &buf, NULL) == NNTM_ERR_ARG);
+        CHECK(nntm_encode_kernel(&p, v, NULL, NNTM_DTYPE_FLOAT32, NULL, rec, NULL, &buf, NULL) == NNTM_ERR_ARG);
     }
     /* garbage payloads never crash, with and without the tree */
     {
@@ -252,7 +252,7 @@ int main(void) {
             size_t len = test_rand(&s) % sizeof junk;
             for (size_t i = 0; i < len; i++) junk[i] = (uint8_t)test_rand(&s);
             const nntm_kernel_params *kp = (k & 1) ? &t.kernel : &p.kernel;
-            int rv = nntm_decode_kernel(kp, junk, len, NNTM_DTYPE_FLOAT32, out, NULL, NULL);
+            int rv = nntm_decode_kernel(kp, junk, len, NNTM_DTYPE_FLOAT32, NULL, out, NULL, NULL);
             CHECK(rv == NNTM_OK || rv == NNTM_ERR_CORRUPT || rv == NNTM_ERR_TRUNCATED);
         }
     }

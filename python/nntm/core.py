@@ -122,6 +122,46 @@ def max_abs_value(dtype: np.dtype) -> float:
         float(ml_dtypes.finfo(ml_dtypes.bfloat16).max))
 
 
+PRED_SCALE_SHIFT = int(lib.NNTM_PRED_SCALE_SHIFT)
+PRED_SCALE_ONE = int(lib.NNTM_PRED_SCALE_ONE)
+MAX_PRED_SCALE = int(lib.NNTM_MAX_PRED_SCALE)
+REF_DTYPES = ("float32", "float16", "bfloat16")
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A reference picture: each sample is predicted by ``samples * scale / 2**12``.
+
+    ``samples`` is the reference kernel tensor (same rows x cols as the coded
+    one, float32, float16 or bfloat16); the levels then code the residual.
+    """
+
+    samples: np.ndarray
+    scale: int = PRED_SCALE_ONE
+
+
+def _reference_c(ref: Reference | None, shape: tuple[int, int], what: str) -> tuple[object, object]:
+    """The C nntm_reference of ``ref`` (or NULL), and the array it points into."""
+    if ref is None:
+        return ffi.NULL, None
+    name = np.dtype(ref.samples.dtype).name
+    if name not in REF_DTYPES:
+        raise ValueError(f"{what}: a reference picture of dtype {name} (float32, float16 or "
+                         "bfloat16 only)")
+    if tuple(ref.samples.shape) != tuple(shape):
+        raise ValueError(f"{what}: reference shape {ref.samples.shape} != {shape}")
+    if not -MAX_PRED_SCALE <= int(ref.scale) <= MAX_PRED_SCALE:
+        raise ValueError(f"{what}: prediction scale {ref.scale} outside +-{MAX_PRED_SCALE}")
+    samples = np.ascontiguousarray(ref.samples).view(_BITS_DTYPE[name])
+    if samples.dtype.byteorder == ">":
+        samples = samples.astype(samples.dtype.newbyteorder("<"))
+    c = ffi.new("nntm_reference *")
+    c.samples = ffi.cast("const void *", ffi.from_buffer(samples))
+    c.dtype = DTYPE_CODES[name]
+    c.scale = int(ref.scale)
+    return c, samples
+
+
 @dataclass
 class KernelResult:
     payload: bytes
@@ -139,11 +179,13 @@ def encode_kernel(
     what: str,
     search: SearchParams = SearchParams(),
     importance: np.ndarray | None = None,
+    ref: Reference | None = None,
 ) -> KernelResult:
     """Quantize and code a 2-D kernel tensor (float32 weights); one C call.
 
     ``importance`` (same shape, >= 0) weights each weight's squared error in
-    every rate-distortion decision.
+    every rate-distortion decision; with ``ref`` the levels code the residual
+    from that reference picture.
     """
     w = np.ascontiguousarray(weights, dtype=np.float32)
     if w.shape != (params.rows, params.cols):
@@ -172,11 +214,13 @@ def encode_kernel(
         ep.search.qp_deltas[i] = int(d)
     out = ffi.new("nntm_buffer *")
     trace = ffi.new("nntm_buffer *")
+    cref, _keep = _reference_c(ref, w.shape, what)
     rv = lib.nntm_encode_kernel(
         ep,
         ffi.cast("const float *", ffi.from_buffer(w)),
         ffi.NULL if imp is None else ffi.cast("const float *", ffi.from_buffer(imp)),
         DTYPE_CODES[name],
+        cref,
         ffi.from_buffer(bits, require_writable=True),
         ffi.cast("int32_t *", ffi.from_buffer(levels, require_writable=True)),
         out,
@@ -193,19 +237,21 @@ def encode_kernel(
 
 
 def decode_kernel(payload: bytes, params: KernelParams, dtype: np.dtype, what: str,
-                  trace: bool = False) -> KernelResult:
-    """Parse a kernel tensor payload and reconstruct it; one C call."""
+                  trace: bool = False, ref: Reference | None = None) -> KernelResult:
+    """Parse a kernel tensor payload and reconstruct it (predicted from ``ref``); one C call."""
     name = np.dtype(dtype).name
     if name not in DTYPE_CODES:
         raise ValueError(f"{what}: cannot reconstruct to dtype {name}")
     levels = np.empty((params.rows, params.cols), dtype=np.int32)
     bits = np.empty((params.rows, params.cols), dtype=_BITS_DTYPE[name])
     tbuf = ffi.new("nntm_buffer *") if trace else ffi.NULL
+    cref, _keep = _reference_c(ref, (params.rows, params.cols), what)
     rv = lib.nntm_decode_kernel(
         params.to_c(),
         ffi.from_buffer(payload),
         len(payload),
         DTYPE_CODES[name],
+        cref,
         ffi.from_buffer(bits, require_writable=True),
         ffi.cast("int32_t *", ffi.from_buffer(levels, require_writable=True)),
         tbuf,
@@ -219,18 +265,22 @@ def decode_kernel(payload: bytes, params: KernelParams, dtype: np.dtype, what: s
     return KernelResult(payload, bits.view(np.dtype(dtype)), levels, cus)
 
 
-def reconstruct(levels: np.ndarray, params: KernelParams, dtype: np.dtype, what: str) -> np.ndarray:
-    """Integer reconstruction, then the exact conversion to dtype (a float type)."""
+def reconstruct(levels: np.ndarray, params: KernelParams, dtype: np.dtype, what: str,
+                ref: Reference | None = None) -> np.ndarray:
+    """Integer reconstruction (plus the prediction from ``ref``), then one exact
+    conversion to dtype (a float type)."""
     name = np.dtype(dtype).name
     if name not in DTYPE_CODES:
         raise ValueError(f"{what}: cannot reconstruct to dtype {name}")
     lv = np.ascontiguousarray(levels, dtype=np.int32)
     bits = np.empty(lv.shape, dtype=_BITS_DTYPE[name])
+    cref, _keep = _reference_c(ref, lv.shape, what)
     rv = lib.nntm_reconstruct(
         params.to_c(),
         ffi.cast("const int32_t *", ffi.from_buffer(lv)),
         lv.size,
         DTYPE_CODES[name],
+        cref,
         ffi.from_buffer(bits, require_writable=True),
     )
     _check(rv, what)

@@ -108,6 +108,21 @@ typedef struct nntm_cu_record {
     int32_t depth; /* qt_depth + mtt_depth */
 } nntm_cu_record;
 
+/* Prediction of a kernel tensor from a reference picture (format 1.2): each
+ * sample is predicted by the co-located reference sample times
+ * scale * 2^-NNTM_PRED_SCALE_SHIFT, the levels code the residual, and the
+ * reconstruction prediction + residual is formed exactly and rounded once.
+ * Skip CUs (all levels zero) reconstruct the prediction itself. */
+#define NNTM_PRED_SCALE_SHIFT 12
+#define NNTM_PRED_SCALE_ONE 4096
+#define NNTM_MAX_PRED_SCALE 65535
+
+typedef struct nntm_reference {
+    const void *samples; /* rows*cols raw little-endian samples, in the kernel arrangement */
+    int32_t dtype;       /* NNTM_DTYPE_FLOAT32, NNTM_DTYPE_FLOAT16 or NNTM_DTYPE_BFLOAT16 */
+    int32_t scale;       /* -65535..65535, NNTM_PRED_SCALE_ONE is 1.0 */
+} nntm_reference;
+
 /* A growable byte buffer owned by the library; release with nntm_buffer_free. */
 typedef struct nntm_buffer {
     uint8_t *data;
@@ -126,6 +141,8 @@ void nntm_buffer_free(nntm_buffer *buf);
 int nntm_qp_to_step(int32_t qp, int32_t qp_density, int32_t *mantissa, int32_t *shift);
 
 /* Encode the rows x cols float weights (row-major) of one kernel tensor.
+ * ref (or NULL: no prediction) is the reference picture the residual is
+ * taken from; its samples must be finite (else NNTM_ERR_NONFINITE).
  * importance (rows*cols, >= 0, or NULL for all ones) weights the squared
  * error of each weight in every rate-distortion decision.
  * recon (rows*cols samples of dtype) receives the reconstruction the decoder
@@ -134,23 +151,26 @@ int nntm_qp_to_step(int32_t qp, int32_t qp_density, int32_t *mantissa, int32_t *
  * Both buffers must be zeroed or freed before; they are overwritten.
  * Returns NNTM_OK, NNTM_ERR_ARG, NNTM_ERR_NOMEM, NNTM_ERR_NONFINITE or NNTM_ERR_RANGE. */
 int nntm_encode_kernel(const nntm_encoder_params *params, const float *weights,
-                       const float *importance, int32_t dtype, void *recon, int32_t *levels,
-                       nntm_buffer *out, nntm_buffer *cu_trace);
+                       const float *importance, int32_t dtype, const nntm_reference *ref,
+                       void *recon, int32_t *levels, nntm_buffer *out, nntm_buffer *cu_trace);
 
 /* Parse one kernel tensor's payload (size bytes, consumed exactly) and
- * reconstruct it into recon (rows*cols samples of dtype); levels (or NULL)
+ * reconstruct it into recon (rows*cols samples of dtype), predicted from ref
+ * when ref is not NULL (NNTM_ERR_NONFINITE if a reference sample is not finite); levels (or NULL)
  * receives the levels, cu_trace (or NULL) one nntm_cu_record per CU.
  * Returns NNTM_OK, NNTM_ERR_ARG, NNTM_ERR_NOMEM, NNTM_ERR_CORRUPT or NNTM_ERR_TRUNCATED. */
 int nntm_decode_kernel(const nntm_kernel_params *params, const uint8_t *data, size_t size,
-                       int32_t dtype, void *recon, int32_t *levels, nntm_buffer *cu_trace);
+                       int32_t dtype, const nntm_reference *ref, void *recon, int32_t *levels,
+                       nntm_buffer *cu_trace);
 
 /* Reconstruct count levels, all at the tensor QP, into samples of dtype
  * (NNTM_DTYPE_*), written as raw little-endian bit patterns to out (2, 4 or 8
- * bytes a sample).  The value level * mantissa * 2^shift is converted with
- * round-to-nearest-even; values beyond the format's range become infinities.
- * Returns NNTM_OK or NNTM_ERR_ARG. */
+ * bytes a sample).  The value level * mantissa * 2^shift, plus the prediction
+ * from ref when ref is not NULL, is converted with round-to-nearest-even;
+ * values beyond the format's range become infinities.
+ * Returns NNTM_OK, NNTM_ERR_ARG or NNTM_ERR_NONFINITE (a reference sample). */
 int nntm_reconstruct(const nntm_kernel_params *params, const int32_t *levels, size_t count,
-                     int32_t dtype, void *out);
+                     int32_t dtype, const nntm_reference *ref, void *out);
 
 /* Bit-estimation self-check used by the tests: codes n bins with the given
  * context indices (0..num_ctx-1) through the real coder and the estimator.

@@ -71,6 +71,16 @@ typedef struct nntm_cu_record {
     int32_t depth;
 } nntm_cu_record;
 
+#define NNTM_PRED_SCALE_SHIFT 12
+#define NNTM_PRED_SCALE_ONE 4096
+#define NNTM_MAX_PRED_SCALE 65535
+
+typedef struct nntm_reference {
+    const void *samples;
+    int32_t dtype;
+    int32_t scale;
+} nntm_reference;
+
 typedef struct nntm_buffer {
     uint8_t *data;
     size_t size;
@@ -81,11 +91,12 @@ const char *nntm_strerror(int code);
 void nntm_buffer_free(nntm_buffer *buf);
 int nntm_qp_to_step(int32_t qp, int32_t qp_density, int32_t *mantissa, int32_t *shift);
 int nntm_encode_kernel(const nntm_encoder_params *params, const float *weights,
-                       const float *importance, int32_t dtype, void *recon, int32_t *levels,
-                       nntm_buffer *out, nntm_buffer *cu_trace);
+                       const float *importance, int32_t dtype, const nntm_reference *ref,
+                       void *recon, int32_t *levels, nntm_buffer *out, nntm_buffer *cu_trace);
 int nntm_decode_kernel(const nntm_kernel_params *params, const uint8_t *data, size_t size,
-                       int32_t dtype, void *recon, int32_t *levels, nntm_buffer *cu_trace);
+                       int32_t dtype, const nntm_reference *ref, void *recon, int32_t *levels,
+                       nntm_buffer *cu_trace);
 int nntm_reconstruct(const nntm_kernel_params *params, const int32_t *levels, size_t count,
-                     int32_t dtype, void *out);
+                     int32_t dtype, const nntm_reference *ref, void *out);
 int nntm_selftest_bins(const uint8_t *bins, const uint8_t *ctx_idx, size_t n, int32_t num_ctx,
                        double *real_bits, double *est_bits, uint8_t *decoded);
