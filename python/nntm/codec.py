@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import core, hls
+from . import core, hls, predict
 from . import importance as imp
 from .arrange import Arrangement, from_kernel, kernel_shape, to_kernel
 from .classes import TREE_TYPES, Classifier, search_params
@@ -38,6 +38,7 @@ class TensorStats:
     signal: str = "default"
     tree: str = "-"    # tree partition type, "-" for lossless tensors
     num_cus: int = 0
+    pred: str = "-"    # prediction: "-", "ref" (reference model) or "t<id>" (earlier tensor)
 
     @property
     def bits_per_param(self) -> float:
@@ -152,12 +153,15 @@ def encode_with_recon(
     source_format: hls.SourceFormat = hls.SourceFormat.UNKNOWN,
     progress: Callable[[TensorStats], None] | None = None,
     importance: Mapping[str, np.ndarray] | None = None,
+    ref_model: Mapping[str, np.ndarray] | None = None,
 ) -> EncodeResult:
     """Encode a model; also return the encoder's reconstruction and per-tensor stats.
 
     ``progress`` is called with each tensor's stats as soon as it is coded.
     ``importance`` maps tensor names to importance maps (see nntm.importance):
     each weight's squared error is weighted by it in every RD decision.
+    ``ref_model`` is the model the receiver already holds: with InterPred a
+    tensor is predicted from its namesake there when that pays (nntm.predict).
     """
     classifier = Classifier(config)
     unknown = sorted(set(importance or {}) - set(tensors))
@@ -182,13 +186,16 @@ def encode_with_recon(
         plans.append((mode, cls))
     if len(classifier.signals) > 1:
         tool_flags |= hls.TOOL_SIGNAL_TYPES
+    if _may_predict(arrays, plans, config, ref_model):
+        tool_flags |= hls.TOOL_INTER_PRED
     # the lowest format version that carries the stream: 1.0 without 1.1 tools
-    uses_11 = bool(tool_flags) or any(
-        mode == hls.CodingMode.QUANTIZED and cls.arrangement != Arrangement.ROWS
-        for mode, cls in plans)
+    minor = max((m for flag, m in hls.TOOL_MIN_MINOR.items() if tool_flags & flag), default=0)
+    if any(mode == hls.CodingMode.QUANTIZED and cls.arrangement != Arrangement.ROWS
+           for mode, cls in plans):
+        minor = max(minor, 1)
     mps = hls.ModelParameterSet(num_tensors=len(arrays), source_format=source_format,
                                 tool_flags=tool_flags, signal_types=list(classifier.signals),
-                                version_minor=hls.FORMAT_VERSION_MINOR if uses_11 else 0)
+                                version_minor=minor)
     units: list[bytes] = [hls.model_parameter_set(mps)]
     recon: dict[str, np.ndarray] = {}
     stats: list[TensorStats] = []
@@ -211,13 +218,27 @@ def encode_with_recon(
             params = core.KernelParams(rows, cols, qp, tps.qp_density, tps.num_gt_flags, cls.tree,
                                        tps.dq_enabled)
             kernel = to_kernel(array.astype(np.float32), cls.arrangement)
+            choice = None
+            if tool_flags & hls.TOOL_INTER_PRED:
+                choice = predict.choose(
+                    kernel, _candidates(name, array, tensor_id, arrays, plans, recon, config,
+                                        ref_model), bool(config["PredScale"]))
+            ref = None
+            if choice is not None:
+                cand = choice.candidate
+                tps.pred_mode = cand.mode
+                tps.ref_tensor_id = cand.tensor_id
+                tps.ref_dtype = cand.array.dtype
+                tps.pred_scale = choice.scale
+                tps.ref_md5 = tensor_md5(cand.array)
+                ref = core.Reference(to_kernel(cand.array, cls.arrangement), choice.scale)
             weight_map = None
             if name in imp_maps:
                 weight_map = to_kernel(imp.normalized(imp_maps[name]), cls.arrangement)
             try:
                 res = core.encode_kernel(
                     kernel, params, array.dtype, bool(config["RDOQ"]),
-                    float(config["LambdaScale"]), f"tensor '{name}'", search, weight_map)
+                    float(config["LambdaScale"]), f"tensor '{name}'", search, weight_map, ref)
             except CoreError as exc:
                 raise EncodeError(str(exc)) from exc
             payload = res.payload
@@ -249,12 +270,50 @@ def encode_with_recon(
             signal=cls.signal,
             tree=[k for k, v in TREE_TYPES.items() if v == tps.tree_type][0] if quantized else "-",
             num_cus=len(cus.get(name, ())),
+            pred="-" if tps.pred_mode == hls.PredMode.NONE else (
+                "ref" if tps.pred_mode == hls.PredMode.REF_MODEL else f"t{tps.ref_tensor_id}"),
         )
         stats.append(stat)
         if progress is not None:
             progress(stat)
     units.append(hls.end_of_stream())
     return EncodeResult(b"".join(units), recon, stats, cus)
+
+
+def _may_predict(arrays: list[tuple[str, np.ndarray]], plans: list, config: Config,
+                 ref_model: Mapping[str, np.ndarray] | None) -> bool:
+    """Whether any quantized tensor has a reference picture to try (sets TOOL_INTER_PRED)."""
+    shapes: set[tuple[int, ...]] = set()
+    for (name, array), (mode, _cls) in zip(arrays, plans, strict=True):
+        if mode != hls.CodingMode.QUANTIZED:
+            continue
+        if (config["InterPred"] and ref_model is not None and name in ref_model
+                and predict.usable(np.asarray(ref_model[name]), tuple(array.shape))):
+            return True
+        if config["EarlierTensorPred"]:
+            if tuple(array.shape) in shapes and array.dtype.name in core.REF_DTYPES:
+                return True
+            shapes.add(tuple(array.shape))
+    return False
+
+
+def _candidates(name: str, array: np.ndarray, tensor_id: int,
+                arrays: list[tuple[str, np.ndarray]], plans: list, recon: dict[str, np.ndarray],
+                config: Config, ref_model: Mapping[str, np.ndarray] | None,
+                ) -> list[predict.Candidate]:
+    """The reference pictures a tensor may predict from (in the order they are tried)."""
+    shape = tuple(array.shape)
+    out = []
+    if config["InterPred"] and ref_model is not None and name in ref_model:
+        ref = np.asarray(ref_model[name])
+        if predict.usable(ref, shape):
+            out.append(predict.Candidate(hls.PredMode.REF_MODEL, 0, _little_endian(ref)))
+    if config["EarlierTensorPred"]:
+        for tid in range(tensor_id):
+            other, (mode, _cls) = arrays[tid][0], plans[tid]
+            if mode == hls.CodingMode.QUANTIZED and predict.usable(recon[other], shape):
+                out.append(predict.Candidate(hls.PredMode.EARLIER_TENSOR, tid, recon[other]))
+    return out
 
 
 def encode(tensors: Mapping[str, np.ndarray], config: Config,
@@ -270,7 +329,7 @@ MIN_ELEMENTS_PER_BYTE = 4096
 
 
 def _decode_tensor(tps: hls.TensorParameterSet, payload: bytes, where: str, trace: bool,
-                   traces: dict[str, np.ndarray]) -> np.ndarray:
+                   traces: dict[str, np.ndarray], ref: np.ndarray | None = None) -> np.ndarray:
     what = f"{where}, tensor '{tps.name}'"
     if tps.coding_mode == hls.CodingMode.LOSSLESS:
         expected = tps.num_elements * tps.dtype.itemsize
@@ -286,8 +345,11 @@ def _decode_tensor(tps: hls.TensorParameterSet, payload: bytes, where: str, trac
                              f"{tps.num_elements} levels")
     params = core.KernelParams(tps.rows, tps.cols, tps.qp, tps.qp_density, tps.num_gt_flags,
                                tps.tree, tps.dq_enabled)
+    cref = None
+    if ref is not None:
+        cref = core.Reference(to_kernel(ref, Arrangement(tps.arrangement)), tps.pred_scale)
     try:
-        res = core.decode_kernel(payload, params, tps.dtype, what, trace)
+        res = core.decode_kernel(payload, params, tps.dtype, what, trace, cref)
     except CoreError as exc:
         raise BitstreamError(str(exc)) from exc
     except MemoryError:
@@ -305,12 +367,14 @@ DEFAULT_MAX_ELEMENTS = 1 << 28
 
 
 def decode_detailed(data: bytes, trace: bool = False,
-                    max_elements: int = DEFAULT_MAX_ELEMENTS) -> DecodeResult:
+                    max_elements: int = DEFAULT_MAX_ELEMENTS,
+                    ref_model: Mapping[str, np.ndarray] | None = None) -> DecodeResult:
     """Decode a bitstream; check every hash; report each tensor (no exception on mismatch).
 
     With ``trace`` the result also holds each tree-coded tensor's CU records.
     A tensor of more than ``max_elements`` elements is refused before anything
-    is allocated for it.
+    is allocated for it.  ``ref_model`` is the reference model of a stream
+    with predicted tensors (ReferenceModelError if it is missing or wrong).
     """
     units = hls.split_units(data)
     if not units or units[0].unit_type != hls.UnitType.MODEL_PARAMETER_SET:
@@ -323,6 +387,8 @@ def decode_detailed(data: bytes, trace: bool = False,
     traces: dict[str, np.ndarray] = {}
     seen_ids: set[int] = set()
     seen_names: set[str] = set()
+    by_id: dict[int, np.ndarray] = {}
+    refs: dict[int, np.ndarray] = {}
     ended = False
     for unit in units[1:]:
         if ended:
@@ -342,6 +408,8 @@ def decode_detailed(data: bytes, trace: bool = False,
                                      f"('{tps.name}') appears twice")
             seen_ids.add(tps.tensor_id)
             seen_names.add(tps.name)
+            if tps.coding_mode == hls.CodingMode.QUANTIZED and tps.pred_mode:
+                refs[tps.tensor_id] = predict.find_reference(tps, ref_model, by_id, unit.where)
             pending[tps.tensor_id] = tps
         elif unit.unit_type == hls.UnitType.TENSOR_DATA_UNIT:
             tensor_id, payload = hls.parse_tensor_data_unit(unit)
@@ -349,7 +417,8 @@ def decode_detailed(data: bytes, trace: bool = False,
                 raise BitstreamError(f"{unit.where}: data for tensor_id {tensor_id} "
                                      "without a parameter set before it")
             start = time.perf_counter()
-            array = _decode_tensor(pending[tensor_id], payload, unit.where, trace, traces)
+            array = _decode_tensor(pending[tensor_id], payload, unit.where, trace, traces,
+                                   refs.pop(tensor_id, None))
             decoded[tensor_id] = (array, time.perf_counter() - start)
         elif unit.unit_type == hls.UnitType.TENSOR_HASH_UNIT:
             tensor_id, md5 = hls.parse_tensor_hash_unit(unit)
@@ -360,6 +429,7 @@ def decode_detailed(data: bytes, trace: bool = False,
             array, seconds = decoded.pop(tensor_id)
             actual = tensor_md5(array)
             tensors[tps.name] = array
+            by_id[tensor_id] = array
             reports.append(TensorReport(tps.name, tps.shape, tps.dtype.name, actual.hex(),
                                         actual == md5, seconds))
         elif unit.unit_type == hls.UnitType.END_OF_STREAM:
@@ -379,9 +449,10 @@ def decode_detailed(data: bytes, trace: bool = False,
     return DecodeResult(tensors, reports, mps.source_format, traces)
 
 
-def decode(data: bytes, max_elements: int = DEFAULT_MAX_ELEMENTS) -> dict[str, np.ndarray]:
+def decode(data: bytes, max_elements: int = DEFAULT_MAX_ELEMENTS,
+           ref_model: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """Decode a bitstream; raise HashMismatchError if any tensor's MD5 differs."""
-    result = decode_detailed(data, max_elements=max_elements)
+    result = decode_detailed(data, max_elements=max_elements, ref_model=ref_model)
     bad = [r.name for r in result.reports if not r.ok]
     if bad:
         raise HashMismatchError("MD5 mismatch in tensor(s): " + ", ".join(f"'{n}'" for n in bad))

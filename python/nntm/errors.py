@@ -38,3 +38,7 @@ class CoreError(NntmError):
     def __init__(self, code: int, message: str) -> None:
         super().__init__(message)
         self.code = code
+
+
+class ReferenceModelError(NntmError):
+    """A reference model that is missing, or not the one a predicted stream was coded with."""

@@ -25,7 +25,7 @@ from .errors import BitstreamError
 
 MAGIC = b"NNTM"
 FORMAT_VERSION_MAJOR = 1
-FORMAT_VERSION_MINOR = 1
+FORMAT_VERSION_MINOR = 2
 UNIT_HEADER_BYTES = 5
 MAX_NDIM = 8
 MAX_NAME_BYTES = 4096
@@ -38,7 +38,14 @@ PROFILE_MAIN = 0
 TOOL_CODING_TREE = 1 << 0       # tensor parameter sets carry a tree partition type
 TOOL_SIGNAL_TYPES = 1 << 1      # the model parameter set lists input signal types
 TOOL_DEP_QUANT = 1 << 2         # tensor parameter sets carry dep_quant_enabled_flag
-KNOWN_TOOL_FLAGS = TOOL_CODING_TREE | TOOL_SIGNAL_TYPES | TOOL_DEP_QUANT
+TOOL_INTER_PRED = 1 << 3        # (format 1.2) tensor parameter sets carry pred_mode
+KNOWN_TOOL_FLAGS = TOOL_CODING_TREE | TOOL_SIGNAL_TYPES | TOOL_DEP_QUANT | TOOL_INTER_PRED
+# the lowest format minor version that may carry each tool flag
+TOOL_MIN_MINOR = {TOOL_CODING_TREE: 1, TOOL_SIGNAL_TYPES: 1, TOOL_DEP_QUANT: 1,
+                  TOOL_INTER_PRED: 2}
+PRED_SCALE_ONE = 4096           # pred_scale: the prediction is ref * pred_scale / 2^12
+MAX_PRED_SCALE = 65535
+REF_DTYPE_CODES = (0, 1, 2)     # a reference picture is float32, float16 or bfloat16
 MAX_SIGNAL_TYPES = 255
 MAX_TREE_TYPE = 3
 
@@ -56,6 +63,14 @@ class CodingMode(enum.IntEnum):
 
     QUANTIZED = 0  # kernel tensor, CABAC payload
     LOSSLESS = 1   # raw little-endian bytes of the tensor
+
+
+class PredMode(enum.IntEnum):
+    """pred_mode: where a quantized tensor's prediction comes from (format 1.2)."""
+
+    NONE = 0            # no prediction: the levels code the weights
+    REF_MODEL = 1       # the tensor of the same name in the reference model
+    EARLIER_TENSOR = 2  # the reconstruction of an earlier tensor of this stream
 
 
 class SourceFormat(enum.IntEnum):
@@ -110,6 +125,11 @@ class TensorParameterSet:
     tree: TreeParams = field(default_factory=TreeParams)
     signal_type: int = 0
     dq_enabled: bool = False
+    pred_mode: PredMode = PredMode.NONE
+    ref_tensor_id: int = 0       # EARLIER_TENSOR: the tensor_id predicted from
+    ref_dtype: np.dtype = field(default_factory=lambda: np.dtype(np.float32))
+    pred_scale: int = PRED_SCALE_ONE
+    ref_md5: bytes = b""         # MD5 of the reference tensor (as tensor_md5 computes it)
 
     @property
     def num_elements(self) -> int:
@@ -231,6 +251,16 @@ def tensor_parameter_set(tps: TensorParameterSet, tool_flags: int = 0) -> bytes:
             w.ue(tps.signal_type)
         if tool_flags & TOOL_DEP_QUANT:
             w.u(1, int(tps.dq_enabled))
+        if tool_flags & TOOL_INTER_PRED:
+            w.u(8, int(tps.pred_mode))
+            if tps.pred_mode == PredMode.EARLIER_TENSOR:
+                w.ue(tps.ref_tensor_id)
+            if tps.pred_mode != PredMode.NONE:
+                w.u(8, dtype_code(tps.ref_dtype))
+                w.se(tps.pred_scale - PRED_SCALE_ONE)
+                if len(tps.ref_md5) != 16:
+                    raise AssertionError("ref_md5 must be 16 bytes")
+                w.bytes(tps.ref_md5)
     w.byte_alignment()
     return _unit(UnitType.TENSOR_PARAMETER_SET, w.tobytes())
 
@@ -368,12 +398,13 @@ def parse_model_parameter_set(unit: Unit) -> ModelParameterSet:
         raise r.fail(f"profile_idc {mps.profile_idc} is not supported (only {PROFILE_MAIN})")
     mps.tool_flags = r.u(32)
     unknown = mps.tool_flags & ~KNOWN_TOOL_FLAGS
-    if mps.tool_flags and mps.version_minor < 1:
-        raise r.fail(f"tool_flags 0x{mps.tool_flags:08x} need format 1.1, the stream says "
-                     f"{mps.version_major}.{mps.version_minor}")
     if unknown:
         raise r.fail(f"tool_flags 0x{mps.tool_flags:08x} use tools this decoder does not know "
                      f"(0x{unknown:08x})")
+    need = max((m for flag, m in TOOL_MIN_MINOR.items() if mps.tool_flags & flag), default=0)
+    if mps.version_minor < need:
+        raise r.fail(f"tool_flags 0x{mps.tool_flags:08x} need format 1.{need}, the stream says "
+                     f"{mps.version_major}.{mps.version_minor}")
     mps.num_tensors = r.ue(MAX_TENSORS, "num_tensors")
     raw = r.u(8)
     try:
@@ -458,6 +489,8 @@ def parse_tensor_parameter_set(unit: Unit, mps: ModelParameterSet) -> TensorPara
             tps.signal_type = r.ue(len(mps.signal_types) - 1, "input_signal_type")
         if mps.tool_flags & TOOL_DEP_QUANT:
             tps.dq_enabled = bool(r.u(1))
+        if mps.tool_flags & TOOL_INTER_PRED:
+            _parse_prediction(r, tps)
         expected = rows_cols(shape, tps.arrangement)
         if (tps.rows, tps.cols) != expected:
             raise r.fail(f"tensor '{name}': kernel {tps.rows}x{tps.cols} is not the "
@@ -465,6 +498,28 @@ def parse_tensor_parameter_set(unit: Unit, mps: ModelParameterSet) -> TensorPara
     r.byte_alignment()
     r.end()
     return tps
+
+
+def _parse_prediction(r: _Reader, tps: TensorParameterSet) -> None:
+    raw = r.u(8)
+    try:
+        tps.pred_mode = PredMode(raw)
+    except ValueError:
+        raise r.fail(f"tensor '{tps.name}': unknown pred_mode {raw}") from None
+    if tps.pred_mode == PredMode.EARLIER_TENSOR:
+        if tps.tensor_id == 0:
+            raise r.fail(f"tensor '{tps.name}': tensor 0 cannot predict from an earlier tensor")
+        tps.ref_tensor_id = r.ue(tps.tensor_id - 1, "ref_tensor_id")
+    if tps.pred_mode != PredMode.NONE:
+        code = r.u(8)
+        if code not in REF_DTYPE_CODES:
+            raise r.fail(f"tensor '{tps.name}': ref_dtype {code} is not float32, float16 or "
+                         "bfloat16")
+        tps.ref_dtype = DTYPES[code]
+        tps.pred_scale = PRED_SCALE_ONE + r.se(-MAX_PRED_SCALE - PRED_SCALE_ONE,
+                                               MAX_PRED_SCALE - PRED_SCALE_ONE,
+                                               "pred_scale_minus4096")
+        tps.ref_md5 = r.bytes(16, "ref_md5")
 
 
 def parse_tensor_data_unit(unit: Unit) -> tuple[int, bytes]:

@@ -57,6 +57,14 @@ ENCODER_APP_OPTIONS: tuple[Option, ...] = (
         short="-o",
         group="app",
     ),
+    Option(
+        "RefModel",
+        "str",
+        "",
+        "reference model the receiver already holds (a model update is coded against it, "
+        "InterPred); empty: none",
+        group="app",
+    ),
     VERBOSE,
 )
 
@@ -146,6 +154,21 @@ ENCODER_CODING_OPTIONS: tuple[Option, ...] = (
         "what to do with a float tensor holding NaN or Inf: fail, or carry it losslessly",
         choices=("error", "lossless"),
     ),
+    # ---- prediction (nntm.predict; docs/bitstream.md, "Prediction") ----
+    Option(
+        "InterPred",
+        "bool",
+        True,
+        "with RefModel: predict each tensor from its namesake in the reference model when that "
+        "leaves less residual energy",
+    ),
+    Option("PredScale", "bool", True, "fit a least-squares scale to each prediction (1/4096)"),
+    Option(
+        "EarlierTensorPred",
+        "bool",
+        False,
+        "a tensor may predict from the reconstruction of an earlier tensor of the same shape",
+    ),
     # ---- tensor classes and the coding tree (nntm.classes; docs/bitstream.md) ----
     Option(
         "TreeType",
@@ -210,6 +233,13 @@ DECODER_OPTIONS: tuple[Option, ...] = (
         "auto",
         "auto: the input model's format recorded in the stream, else by the -o extension",
         choices=("auto", "safetensors", "npz"),
+        group="app",
+    ),
+    Option(
+        "RefModel",
+        "str",
+        "",
+        "reference model of a stream with predicted tensors (the model it was coded against)",
         group="app",
     ),
     Option(

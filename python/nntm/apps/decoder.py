@@ -1,6 +1,9 @@
 """DecoderApp: decode an NNTM bitstream, check every tensor's MD5, write the model.
 
-    DecoderApp -b model.bit [-o decoded.safetensors]
+    DecoderApp -b model.bit [-o decoded.safetensors] [--RefModel=old.safetensors]
+
+A stream coded as an update (EncoderApp --RefModel) needs the same reference
+model; a missing or different one is an error naming the tensor.
 
 Prints `[MD5: <hex> OK]` for each tensor; exits non-zero on any mismatch, in
 which case no output file is written.
@@ -15,14 +18,15 @@ from collections.abc import Sequence
 from .. import codec, hls
 from ..config import Config, parse_app_args
 from ..errors import HashMismatchError, ModelIOError
-from ..modelio import write_model
+from ..modelio import read_model, write_model
 from ..options import DECODER_OPTIONS
 from .common import fmt_shape, run_app
 
 PROG = "DecoderApp"
 DESCRIPTION = (
     "Decode an NNTM bitstream, check each tensor against the MD5 in its hash unit, and "
-    "write the model (.safetensors or .npz). Exits non-zero on any mismatch."
+    "write the model (.safetensors or .npz). Exits non-zero on any mismatch. A stream coded "
+    "as a model update needs --RefModel, the model it was coded against."
 )
 
 
@@ -34,6 +38,9 @@ def validate(cfg: Config) -> list[str]:
         problems.append("BitstreamFile (-b) is required")
     elif not os.path.isfile(path):
         problems.append(f"BitstreamFile '{path}' does not exist")
+    ref = str(cfg["RefModel"])
+    if ref and not os.path.isfile(ref):
+        problems.append(f"RefModel '{ref}' does not exist")
     out = str(cfg["OutputFile"])
     if out:
         folder = os.path.dirname(os.path.abspath(out))
@@ -64,7 +71,9 @@ def _main(argv: Sequence[str]) -> int:
     except OSError as exc:
         raise ModelIOError(f"cannot read bitstream '{path}': {exc.strerror}") from exc
     start = time.perf_counter()
-    result = codec.decode_detailed(data, max_elements=int(cfg["MaxTensorElements"]))
+    ref_model = read_model(str(cfg["RefModel"])) if cfg["RefModel"] else None
+    result = codec.decode_detailed(data, max_elements=int(cfg["MaxTensorElements"]),
+                                   ref_model=ref_model)
     seconds = time.perf_counter() - start
     if verbose:
         print(f"NNTM {PROG}  {path}: {len(data)} bytes, {len(result.reports)} tensors")

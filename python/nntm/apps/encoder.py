@@ -1,7 +1,11 @@
 """EncoderApp: encode a model into an NNTM bitstream.
 
     EncoderApp -c cfg/encoder_default.cfg [-c more.cfg] -i model.safetensors -b model.bit
-               [-o recon.safetensors] [--QP=-30 --Key=value ...]
+               [-o recon.safetensors] [--RefModel=old.safetensors] [--QP=-30 --Key=value ...]
+
+With --RefModel the model is coded as an update of that reference model (the
+version the receiver already holds): each tensor is predicted from its namesake
+there and only the residual is coded; DecoderApp needs the same --RefModel.
 
 Without -i the bundled example model (a small CNN on scikit-learn's digits) is
 encoded, and its test accuracy is reported before and after coding.
@@ -27,7 +31,9 @@ DESCRIPTION = (
     "Encode a neural-network model (.safetensors, .npz, .npy, .pt/.pth) into an NNTM "
     "bitstream. Prints one line per tensor (name, shape, layer type, bits, bits/param, "
     "weight SNR, time) and the totals. Without --InputFile the bundled digits CNN is "
-    "encoded and its test accuracy is printed before and after."
+    "encoded and its test accuracy is printed before and after. With --RefModel the model "
+    "is coded as an update of the reference model (mode Q>R: predicted from it; Q>T<id>: "
+    "from an earlier tensor, EarlierTensorPred); DecoderApp then needs the same --RefModel."
 )
 
 _SOURCE_FORMATS = {"safetensors": hls.SourceFormat.SAFETENSORS, "npz": hls.SourceFormat.NPZ}
@@ -41,6 +47,9 @@ def validate(cfg: Config) -> list[str]:
     inp = str(cfg["InputFile"])
     if inp and not os.path.isfile(inp):
         problems.append(f"InputFile '{inp}' does not exist")
+    ref = str(cfg["RefModel"])
+    if ref and not os.path.isfile(ref):
+        problems.append(f"RefModel '{ref}' does not exist")
     impf = str(cfg["ImportanceFile"])
     if impf.startswith("@"):
         problems.append(f"ImportanceFile '{impf}' asks CEApp to measure maps; EncoderApp needs "
@@ -60,13 +69,15 @@ def validate(cfg: Config) -> list[str]:
 
 def _line(cols: Sequence[str]) -> str:
     name, shape, layer, mode, qp, bits, bpp, snr, secs = cols
-    return (f"{name:<34.34} {shape:>16} {layer:>9} {mode:>4} {qp:>4} {bits:>11} {bpp:>7} "
+    return (f"{name:<34.34} {shape:>16} {layer:>9} {mode:>5} {qp:>4} {bits:>11} {bpp:>7} "
             f"{snr:>7} {secs:>7}")
 
 
 def _print_tensor(s: codec.TensorStats) -> None:
     print(_line([
-        s.name, fmt_shape(s.shape), s.layer_type, "Q" if s.mode == "quantized" else "L",
+        s.name, fmt_shape(s.shape), s.layer_type,
+        ("Q" if s.pred == "-" else "Q>" + ("R" if s.pred == "ref" else s.pred.upper()))
+        if s.mode == "quantized" else "L",
         "-" if s.qp is None else str(s.qp), str(s.bits), f"{s.bits_per_param:.3f}",
         fmt_db(s.snr_db), f"{s.seconds:.3f}",
     ]), flush=True)
@@ -100,6 +111,8 @@ def _main(argv: Sequence[str]) -> int:
         print(f"NNTM {PROG}  format {hls.FORMAT_VERSION_MAJOR}.{hls.FORMAT_VERSION_MINOR}")
         print(f"Input         : {inp}{'  (bundled example model)' if example else ''}")
         print(f"Bitstream     : {cfg['BitstreamFile']}")
+        if cfg["RefModel"]:
+            print(f"Reference     : {cfg['RefModel']}  (coded as an update of it)")
         print(f"Config files  : {' '.join(files) if files else '(defaults)'}")
         print("Coding params : " + "  ".join(f"{k}={v}" for k, v in cfg.coding_items()))
         print()
@@ -107,8 +120,10 @@ def _main(argv: Sequence[str]) -> int:
                      "time s"]))
     start = time.perf_counter()
     importance = read_model(str(cfg["ImportanceFile"])) if cfg["ImportanceFile"] else None
+    ref_model = read_model(str(cfg["RefModel"])) if cfg["RefModel"] else None
     result = codec.encode_with_recon(
-        tensors, cfg, source, progress=_print_tensor if verbose else None, importance=importance)
+        tensors, cfg, source, progress=_print_tensor if verbose else None, importance=importance,
+        ref_model=ref_model)
     enc_seconds = time.perf_counter() - start
     write_bitstream(str(cfg["BitstreamFile"]), result.data)
     if cfg["ReconFile"]:
