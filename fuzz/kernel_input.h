@@ -11,6 +11,9 @@
  *   [ext & 2: int32 dq_enabled (dependent quantization), for libraries that have it:
  *    compile with -DKERNEL_INPUT_HAS_DQ (fuzz/build.sh and scripts/run_sanitizers.sh
  *    set it when nntm_kernel_params has dq_enabled)]
+ *   [ext & 4: int32 ref_dtype, int32 scale, then rows*cols reference samples of
+ *    ref_dtype (raw little-endian, kernel order): the reference picture of a
+ *    predicted tensor (format 1.2), for libraries that have nntm_reference]
  *   payload                                 the tensor data unit payload (the rest)
  *
  * python/nntm/conformance.py (KERNEL_CASE_HEADER, kernel_cases) writes it. */
@@ -27,12 +30,17 @@
 #define KERNEL_INPUT_EXT_TREE 1
 #define KERNEL_INPUT_TREE_BYTES 32
 #define KERNEL_INPUT_EXT_DQ 2
+#define KERNEL_INPUT_EXT_PRED 4
 
 typedef struct kernel_input {
     nntm_kernel_params params;
     int32_t dtype;
     int tree_ext;          /* the case carries coding tree parameters */
     int dq_ext;            /* the case carries dq_enabled */
+    int pred_ext;          /* the case carries a reference picture */
+#if defined(NNTM_PRED_SCALE_SHIFT)
+    nntm_reference ref;
+#endif
     const uint8_t *payload;
     size_t payload_size;
 } kernel_input;
@@ -83,6 +91,23 @@ static inline int kernel_input_parse(const uint8_t *data, size_t size, kernel_in
         return -1;
 #endif
     }
+    if (data[15] & KERNEL_INPUT_EXT_PRED) {
+#if defined(NNTM_PRED_SCALE_SHIFT)
+        if (size < header + 8) return -1;
+        in->ref.dtype = kernel_input_i32(data + header);
+        in->ref.scale = kernel_input_i32(data + header + 4);
+        header += 8;
+        size_t item = in->ref.dtype == NNTM_DTYPE_FLOAT32 ? 4 : 2;
+        if (in->params.rows < 0 || in->params.cols < 0) return -1;
+        size_t count = (size_t)in->params.rows * (size_t)in->params.cols;
+        if (count > (size - header) / item) return -1;
+        in->ref.samples = data + header;
+        header += count * item;
+        in->pred_ext = 1;
+#else
+        return -1;
+#endif
+    }
     in->payload = data + header;
     in->payload_size = size - header;
     return 0;
@@ -105,9 +130,9 @@ static inline size_t kernel_input_sample_bytes(int32_t dtype) {
 static inline int kernel_input_decode(const kernel_input *in, int32_t *levels, void *recon,
                                       size_t *consumed) {
     const uint8_t *data = in->payload_size ? in->payload : NULL;
-#if defined(NNTM_PRED_SCALE_SHIFT) /* format 1.2 API: with an (absent) reference picture */
-    int rv = nntm_decode_kernel(&in->params, data, in->payload_size, in->dtype, NULL, recon,
-                                levels, NULL);
+#if defined(NNTM_PRED_SCALE_SHIFT) /* format 1.2 API: with a reference picture, or none */
+    int rv = nntm_decode_kernel(&in->params, data, in->payload_size, in->dtype,
+                                in->pred_ext ? &in->ref : NULL, recon, levels, NULL);
     *consumed = rv == NNTM_OK ? in->payload_size : 0;
     return rv;
 #elif defined(NNTM_SPLIT_QT) /* the API with the coding tree: decode and reconstruct at once */

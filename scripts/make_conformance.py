@@ -423,6 +423,57 @@ def src_signal(rng: np.random.Generator) -> dict[str, np.ndarray]:
     }
 
 
+def src_pred_ref(rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """The reference model of PRED_A_1 (the version the receiver holds)."""
+    def n(shape: tuple[int, ...], std: float) -> np.ndarray:
+        return _laplace(rng, shape, std)
+
+    return {
+        "enc.weight": n((48, 40), 0.05).astype(np.float32),
+        "enc.bias": n((48,), 0.1).astype(np.float32),
+        "conv.weight": n((16, 8, 3, 3), 0.05).astype(np.float32),
+        "proj.weight": n((32, 24), 0.05).astype(np.float16),
+        "head.weight": n((24, 32), 0.05).astype(BF16),
+        "new_head.weight": n((10, 24), 0.1).astype(np.float32),
+        "norm.weight": (1.0 + _normal(rng, (64,), 0.1)).astype(np.float32),
+    }
+
+
+def src_pred_new(rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """PRED_A_1's model: an update of src_pred_ref (rebuilt from its seed) where the first
+    16 rows of enc.weight are unchanged, conv.weight shrank by 3 %, head.weight changed
+    dtype (bfloat16 -> float32) and new_head.weight was trained anew."""
+    ref = src_pred_ref(np.random.default_rng(SOURCES["pred_ref"].seed))
+
+    def moved(name: str, std: float) -> np.ndarray:
+        x = ref[name].astype(np.float64)
+        return x + _normal(rng, x.shape, std)
+
+    enc = moved("enc.weight", 0.002)
+    enc[:16] = ref["enc.weight"][:16]
+    return {
+        "enc.weight": enc.astype(np.float32),
+        "enc.bias": moved("enc.bias", 0.001).astype(np.float32),
+        "conv.weight": (0.97 * moved("conv.weight", 0.001)).astype(np.float32),
+        "proj.weight": moved("proj.weight", 0.002).astype(np.float16),
+        "head.weight": moved("head.weight", 0.002).astype(np.float32),
+        "new_head.weight": _laplace(rng, (10, 24), 0.1).astype(np.float32),
+        "norm.weight": moved("norm.weight", 1e-4).astype(np.float32),
+    }
+
+
+def src_pred_b(rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Tensors that repeat an earlier tensor of the same model, scaled (PRED_B_1)."""
+    base = _laplace(rng, (32, 32), 0.05)
+    return {
+        "layers.0.weight": base.astype(np.float32),
+        "layers.1.weight": (0.5 * base + _normal(rng, (32, 32), 0.001)).astype(np.float32),
+        "other.weight": _laplace(rng, (32, 32), 0.05).astype(np.float32),
+        "layers.2.weight": (-base + _normal(rng, (32, 32), 0.002)).astype(np.float32),
+        "layers.2.bias": _normal(rng, (32,), 0.02).astype(np.float32),
+    }
+
+
 @dataclass(frozen=True)
 class Source:
     path: str
@@ -445,6 +496,9 @@ SOURCES: dict[str, Source] = {
     "dq_b": Source("conformance/sources/dq_b.safetensors", 1012, src_dq_b),
     "tiles": Source("conformance/sources/tiles.safetensors", 1013, src_tiles),
     "signal": Source("conformance/sources/signal.safetensors", 1014, src_signal),
+    "pred_ref": Source("conformance/sources/pred_ref.safetensors", 1015, src_pred_ref),
+    "pred_new": Source("conformance/sources/pred_new.safetensors", 1016, src_pred_new),
+    "pred_b": Source("conformance/sources/pred_b.safetensors", 1017, src_pred_b),
 }
 
 
@@ -468,6 +522,9 @@ class Spec:
     # Every feature is a statement of stream_facts( ) (format 1.1 streams): --generate
     # refuses the stream unless the decoded stream shows each of them.
     verify: bool = False
+    # A key of SOURCES: the reference model of a stream with predicted tensors (format
+    # 1.2), stored beside the source and given to the encoder and decoder (--RefModel).
+    ref: str = ""
 
 
 STREAMS: tuple[Spec, ...] = (
@@ -664,6 +721,34 @@ STREAMS: tuple[Spec, ...] = (
          "signal type; the stream checks that a decoder parses the signal type list and "
          "the per-tensor input_signal_type.",
          verify=True),
+    # ---- format 1.2: prediction (checked like the 1.1 streams)
+    Spec("PRED_A_1", "pred_new",
+         ("format 1.2", "TOOL_INTER_PRED", "TOOL_CODING_TREE", "pred_mode 1 (REF_MODEL)",
+          "pred_mode 0 (NONE)", "ref_dtype float32", "ref_dtype float16",
+          "ref_dtype bfloat16", "ref_dtype differs from tensor_dtype", "pred_scale != 4096",
+          "prediction with skip CUs", "skip CUs", "tree_partition_type 3 (QTMTT)",
+          "dtype float32", "dtype float16"),
+         "A model update predicted from a reference model (pred_mode 1, REF_MODEL): the "
+         "stream needs conformance/sources/pred_ref.safetensors, stored beside its source "
+         "and listed as ref_model in the manifest (ConformanceApp gives it to the decoder; "
+         "DecoderApp --RefModel). Each tensor is predicted by its namesake times a "
+         "least-squares pred_scale, and the levels code the residual; float16 and bfloat16 "
+         "reference pictures, one whose dtype differs from the coded tensor's (bfloat16 "
+         "reference, float32 tensor), and a retrained tensor whose prediction does not pay "
+         "(pred_mode 0). With the coding tree, the unchanged rows of enc.weight are skip "
+         "CUs that reconstruct the prediction itself. The decoder checks each reference "
+         "tensor's MD5 before decoding (E-R3).",
+         verify=True, ref="pred_ref"),
+    Spec("PRED_B_1", "pred_b",
+         ("format 1.2", "TOOL_INTER_PRED", "TOOL_DEP_QUANT", "pred_mode 2 (EARLIER_TENSOR)",
+          "pred_mode 0 (NONE)", "pred_scale != 4096", "pred_scale < 0",
+          "prediction with DQ", "ref_dtype float32"),
+         "Prediction from an earlier tensor of the same stream (pred_mode 2, "
+         "EARLIER_TENSOR, EarlierTensorPred 1): the reconstruction of layers.0.weight "
+         "predicts layers.1.weight (scale about 0.5) and layers.2.weight (scale about -1); "
+         "other.weight, independent of it, is coded without prediction. Dependent "
+         "quantization codes the residuals. No reference model is needed.",
+         verify=True),
 )
 
 
@@ -676,8 +761,14 @@ def cfg_path(spec: Spec) -> str:
 
 
 def command(spec: Spec) -> list[str]:
-    return ["EncoderApp", "-c", cfg_path(spec), "-i", source_path(spec),
+    ref = ["--RefModel", SOURCES[spec.ref].path] if spec.ref else []
+    return ["EncoderApp", "-c", cfg_path(spec), "-i", source_path(spec), *ref,
             "-b", f"bitstreams/{spec.name}.bit"]
+
+
+def ref_model(spec: Spec) -> dict[str, np.ndarray] | None:
+    """The reference model of a predicted stream, as the decoder is given it."""
+    return nntm.read_model(ROOT / SOURCES[spec.ref].path) if spec.ref else None
 
 
 # ----------------------------------------------------------------- format 1.1 analysis
@@ -843,12 +934,14 @@ def _coding_order(t: hls.TensorParameterSet, cus: np.ndarray) -> list[tuple[int,
     return order
 
 
-def tensor_tools(data: bytes) -> tuple[hls.ModelParameterSet, list[TensorTools]]:
-    """Decode a stream with the CU trace and analyse each QUANTIZED tensor."""
+def tensor_tools(data: bytes, ref: dict[str, np.ndarray] | None = None
+                 ) -> tuple[hls.ModelParameterSet, list[TensorTools]]:
+    """Decode a stream with the CU trace and analyse each QUANTIZED tensor (``ref``: the
+    reference model of a stream with predicted tensors)."""
     units = hls.split_units(data)
     mps = hls.parse_model_parameter_set(units[0])
-    traces = codec.decode_detailed(data, trace=True).cus
-    cases = {c.tensor: c for c in conformance.kernel_cases(data)}
+    traces = codec.decode_detailed(data, trace=True, ref_model=ref).cus
+    cases = {c.tensor: c for c in conformance.kernel_cases(data, ref)}
     out = []
     for u in units[1:]:
         if u.unit_type != hls.UnitType.TENSOR_PARAMETER_SET:
@@ -892,7 +985,8 @@ def tensor_tools(data: bytes) -> tuple[hls.ModelParameterSet, list[TensorTools]]
             tt.dq_states, tt.dq_nonzero_parity, tt.dq_odd_recidx = (
                 tuple(states), (parity[0], parity[1]), odd)
             tt.dq_transitions = frozenset(seen)
-        _check_reconstruction(tt, order, decoded)
+        if not t.pred_mode:  # (a prediction is added exactly in C: clause 5.5.2a)
+            _check_reconstruction(tt, order, decoded)
         out.append(tt)
     return mps, out
 
@@ -926,13 +1020,15 @@ def _check_reconstruction(tt: TensorTools, order: list[tuple[int, int]],
 
 
 _TOOL_NAMES = ((hls.TOOL_CODING_TREE, "TOOL_CODING_TREE"),
-               (hls.TOOL_SIGNAL_TYPES, "TOOL_SIGNAL_TYPES"), (hls.TOOL_DEP_QUANT, "TOOL_DEP_QUANT"))
+               (hls.TOOL_SIGNAL_TYPES, "TOOL_SIGNAL_TYPES"), (hls.TOOL_DEP_QUANT, "TOOL_DEP_QUANT"),
+               (hls.TOOL_INTER_PRED, "TOOL_INTER_PRED"))
+PRED_NAMES = {0: "NONE", 1: "REF_MODEL", 2: "EARLIER_TENSOR"}
 
 
-def stream_facts(data: bytes) -> set[str]:
+def stream_facts(data: bytes, ref: dict[str, np.ndarray] | None = None) -> set[str]:
     """Statements about a stream, each checked on the decoded stream; the features of a
     verified stream are taken from these."""
-    mps, tools = tensor_tools(data)
+    mps, tools = tensor_tools(data, ref)
     facts = {f"format {mps.version_major}.{mps.version_minor}"}
     facts |= {name for bit, name in _TOOL_NAMES if mps.tool_flags & bit}
     if mps.tool_flags & hls.TOOL_SIGNAL_TYPES:
@@ -972,6 +1068,20 @@ def stream_facts(data: bytes) -> set[str]:
             facts.add(f"DQ {t.dtype.name}")
         if tt.remainders:
             facts.add("abs_remainder")
+        if mps.tool_flags & hls.TOOL_INTER_PRED:
+            facts.add(f"pred_mode {int(t.pred_mode)} ({PRED_NAMES[int(t.pred_mode)]})")
+            if t.pred_mode:
+                facts.add(f"ref_dtype {t.ref_dtype.name}")
+                facts.add("pred_scale 4096" if t.pred_scale == hls.PRED_SCALE_ONE
+                          else "pred_scale != 4096")
+                if t.pred_scale < 0:
+                    facts.add("pred_scale < 0")
+                if t.dq_enabled:
+                    facts.add("prediction with DQ")
+                if t.tree.enabled and tt.skip_cus:
+                    facts.add("prediction with skip CUs")
+                if t.ref_dtype != t.dtype:
+                    facts.add("ref_dtype differs from tensor_dtype")
         if not t.tree.enabled:
             continue
         tr = t.tree
@@ -1002,7 +1112,7 @@ def stream_facts(data: bytes) -> set[str]:
 
 def unverified_features(spec: Spec, data: bytes) -> list[str]:
     """The features of a verified stream that its decoded stream does not show."""
-    facts = stream_facts(data)
+    facts = stream_facts(data, ref_model(spec))
     return [f for f in spec.features if f not in facts]
 
 
@@ -1021,12 +1131,12 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _syntax_rows(data: bytes) -> list[str]:
+def _syntax_rows(data: bytes, ref: dict[str, np.ndarray] | None = None) -> list[str]:
     """One Markdown table row per tensor: the syntax values of its parameter set and
     what its levels exercise."""
     units = hls.split_units(data)
     mps = hls.parse_model_parameter_set(units[0])
-    cases = {c.tensor: c for c in conformance.kernel_cases(data)}
+    cases = {c.tensor: c for c in conformance.kernel_cases(data, ref)}
     rows = []
     for u in units[1:]:
         if u.unit_type != hls.UnitType.TENSOR_PARAMETER_SET:
@@ -1060,7 +1170,7 @@ def _counts(values: tuple[int, ...]) -> str:
 
 def _tools_section(spec: Spec, data: bytes) -> list[str]:
     """The 1.1 syntax values of a stream and what its decoded data exercises."""
-    mps, tools = tensor_tools(data)
+    mps, tools = tensor_tools(data, ref_model(spec))
     flags = " | ".join(name for bit, name in _TOOL_NAMES if mps.tool_flags & bit) or "none"
     lines = [
         "## Format 1.1 syntax values",
@@ -1183,7 +1293,7 @@ def describe(spec: Spec, data: bytes, md5s: list[tuple[str, str]], version: str)
         "| id | tensor | dtype | shape | coding_mode | layer_type | kernel | qp | qp_density "
         "| NumGtFlags | nonzero | max level | data bytes |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-        *_syntax_rows(data),
+        *_syntax_rows(data, ref_model(spec)),
         "",
         *(_tools_section(spec, data) if version != "1.0" else []),
         "Generated by `python3 scripts/make_conformance.py --generate`; do not edit by hand.",
@@ -1195,8 +1305,9 @@ def describe(spec: Spec, data: bytes, md5s: list[tuple[str, str]], version: str)
 # ----------------------------------------------------------------- generate
 
 
-def _decoded_md5s(data: bytes) -> list[tuple[str, str]]:
-    result = codec.decode_detailed(data)
+def _decoded_md5s(data: bytes, ref: dict[str, np.ndarray] | None = None
+                  ) -> list[tuple[str, str]]:
+    result = codec.decode_detailed(data, ref_model=ref)
     bad = [r.name for r in result.reports if not r.ok]
     if bad:
         raise SystemExit(f"internal error: fresh stream fails its own hash units: {bad}")
@@ -1217,7 +1328,7 @@ def generate(names: list[str], force: bool) -> int:
         return 2
 
     # 1. sources (written first, in place, only when new: the encoder reads them)
-    used = {s.source for s in specs} - {"example"}
+    used = ({s.source for s in specs} | {s.ref for s in specs if s.ref}) - {"example"}
     for key in sorted(used):
         src = SOURCES[key]
         path = ROOT / src.path
@@ -1259,7 +1370,7 @@ def generate(names: list[str], force: bool) -> int:
                 continue
             data = conformance.run_encoder_command(ROOT, command(spec),
                                                    Path(tmp) / f"{spec.name}.bit")
-            md5s = _decoded_md5s(data)
+            md5s = _decoded_md5s(data, ref_model(spec))
             version = conformance.stream_format_version(data)
             if spec.verify:
                 unverified = unverified_features(spec, data)
@@ -1272,7 +1383,7 @@ def generate(names: list[str], force: bool) -> int:
                 stored_md5s = (conformance.parse_md5_file(md5_path)
                                if md5_path.exists() else None)
                 try:
-                    now = _decoded_md5s(stored)
+                    now = _decoded_md5s(stored, ref_model(spec))
                 except nntm.NntmError as exc:
                     now = None
                     refused.append(f"{spec.name}: the stored stream no longer decodes ({exc})")
@@ -1312,6 +1423,7 @@ def generate(names: list[str], force: bool) -> int:
                 bitstream_bytes=len(data),
                 bitstream_sha256=hashlib.sha256(data).hexdigest(),
                 num_tensors=len(md5s),
+                ref_model=SOURCES[spec.ref].path if spec.ref else "",
             )
     if refused:
         return _report_refusals(refused)

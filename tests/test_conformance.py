@@ -71,7 +71,7 @@ def test_manifest_is_complete_and_consistent() -> None:
 def test_kernel_cases_match_the_hash_units(name: str) -> None:
     """The cases the C fuzzer and the sanitizer job decode are the stream's tensors."""
     data = SUITE.file(ENTRIES[name].bitstream).read_bytes()
-    cases = conformance.kernel_cases(data)
+    cases = conformance.kernel_cases(data, conformance.load_ref_model(SUITE, ENTRIES[name]))
     assert len(cases) == ENTRIES[name].num_tensors
     for case in cases:
         if case.coding_mode == hls.CodingMode.QUANTIZED:
@@ -233,14 +233,15 @@ VERIFIED = {s.name: s for s in MC.STREAMS if s.verify}
 
 @functools.cache
 def _facts(name: str) -> frozenset[str]:
-    return frozenset(MC.stream_facts(SUITE.file(ENTRIES[name].bitstream).read_bytes()))
+    return frozenset(MC.stream_facts(SUITE.file(ENTRIES[name].bitstream).read_bytes(),
+                                     MC.ref_model(VERIFIED[name])))
 
 
 @pytest.mark.parametrize("name", sorted(VERIFIED))
 def test_verified_stream_shows_its_features(name: str) -> None:
     spec = VERIFIED[name]
     assert ENTRIES[name].features == spec.features
-    assert ENTRIES[name].format_version == "1.1"
+    assert ENTRIES[name].format_version == ("1.2" if name.startswith("PRED") else "1.1")
     missing = [f for f in spec.features if f not in _facts(name)]
     assert not missing, f"{name}: the decoded stream does not show {missing}"
 
@@ -316,3 +317,21 @@ def test_tree_inference_brackets_random_coding_trees() -> None:
         count, lo, hi = MC._infer_tree(tree, rows, cols, cus)
         assert count >= 1
         assert all(a <= truth[k] <= b for k, a, b in zip(MC._TREE_KEYS, lo, hi, strict=True))
+
+
+def test_the_suite_covers_prediction() -> None:
+    facts = frozenset().union(*(_facts(n) for n in VERIFIED))
+    wanted = {"TOOL_INTER_PRED", "pred_mode 1 (REF_MODEL)", "pred_mode 2 (EARLIER_TENSOR)",
+              "pred_mode 0 (NONE)", "ref_dtype float16", "ref_dtype bfloat16",
+              "pred_scale < 0", "prediction with DQ", "prediction with skip CUs"}
+    assert wanted <= facts, sorted(wanted - facts)
+
+
+def test_a_predicted_stream_needs_its_reference_model(tmp_path: Path) -> None:
+    entry = ENTRIES["PRED_A_1"]
+    assert entry.ref_model and SUITE.file(entry.ref_model).is_file()
+    alone = conformance.check_stream(SUITE, dataclasses.replace(entry, ref_model=""))
+    assert not alone.ok and "reference model" in alone.reason
+    wrong = dataclasses.replace(entry, ref_model=ENTRIES["PRED_B_1"].source_model)
+    result = conformance.check_stream(SUITE, wrong)
+    assert not result.ok and "no tensor of that name" in result.reason

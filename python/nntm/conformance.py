@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import arrange, codec, hls
+from . import arrange, codec, hls, predict
 from .errors import NntmError
 
 __all__ = [
@@ -66,6 +66,8 @@ KERNEL_EXT_TREE = 1
 #: Extension flag 2: dq_enabled (int32 LE) follows (after the tree parameters, if any).
 KERNEL_CASE_DQ = struct.Struct("<i")
 KERNEL_EXT_DQ = 2
+KERNEL_CASE_PRED = struct.Struct("<ii")   # ref dtype (NNTM_DTYPE_*), pred scale; then samples
+KERNEL_EXT_PRED = 4
 _TREE_FIELDS = ("enabled", "log2_ctu_size", "log2_min_qt_size", "max_mtt_depth",
                 "log2_min_cu_size", "split_mask", "skip_enabled", "cu_qp_delta_enabled")
 
@@ -97,8 +99,10 @@ class StreamEntry:
     bitstream_sha256: str
     num_tensors: int
     reencode: bool = True   # False: a retired stream, decode-only (docs/conformance.md)
+    ref_model: str = ""     # the reference model a stream with predicted tensors needs
 
     def to_json(self) -> dict[str, object]:
+        extra: dict[str, object] = {"ref_model": self.ref_model} if self.ref_model else {}
         return {
             "name": self.name,
             "bitstream": self.bitstream,
@@ -113,6 +117,7 @@ class StreamEntry:
             "bitstream_sha256": self.bitstream_sha256,
             "num_tensors": self.num_tensors,
             "reencode": self.reencode,
+            **extra,
         }
 
 
@@ -184,6 +189,9 @@ def load_suite(path: str | os.PathLike[str]) -> Suite:
         if not isinstance(raw.get("reencode", True), bool):
             problems.append(f"{where}: reencode must be true or false")
             continue
+        if not isinstance(raw.get("ref_model", ""), str):
+            problems.append(f"{where}: ref_model must be a path")
+            continue
         if not all(isinstance(a, str) for a in raw["encoder_command"] + raw["features"]):
             problems.append(f"{where}: encoder_command and features must be lists of strings")
             continue
@@ -193,7 +201,8 @@ def load_suite(path: str | os.PathLike[str]) -> Suite:
             features=tuple(raw["features"]), source_model=raw["source_model"],
             cfg=raw["cfg"], encoder_command=tuple(raw["encoder_command"]),
             bitstream_bytes=raw["bitstream_bytes"], bitstream_sha256=raw["bitstream_sha256"],
-            num_tensors=raw["num_tensors"], reencode=raw.get("reencode", True)))
+            num_tensors=raw["num_tensors"], reencode=raw.get("reencode", True),
+            ref_model=raw.get("ref_model", "")))
     if problems:
         raise SuiteError(f"suite manifest '{p}':\n  " + "\n  ".join(problems))
     return Suite(p, root, streams)
@@ -337,7 +346,7 @@ def check_stream(suite: Suite, entry: StreamEntry) -> StreamResult:
     start = time.perf_counter()
     try:
         result.format_version = stream_format_version(data)
-        decoded = codec.decode_detailed(data)
+        decoded = codec.decode_detailed(data, ref_model=load_ref_model(suite, entry))
     except NntmError as exc:
         result.seconds = time.perf_counter() - start
         result.problems.append(f"decoder error: {exc}")
@@ -358,6 +367,15 @@ def check_stream(suite: Suite, entry: StreamEntry) -> StreamResult:
     if expected is not None:
         _compare(expected, [(r.md5, r.name) for r in decoded.reports], entry.md5_file, result)
     return result
+
+
+def load_ref_model(suite: Suite, entry: StreamEntry) -> dict[str, np.ndarray] | None:
+    """The reference model of a stream with predicted tensors (None for the others)."""
+    if not entry.ref_model:
+        return None
+    from .modelio import read_model
+
+    return read_model(str(suite.file(entry.ref_model)))
 
 
 # ------------------------------------------------------------------ kernel cases
@@ -382,29 +400,47 @@ class KernelCase:
         return arrange.from_kernel(kernel, self.shape, arrange.Arrangement(self.arrangement))
 
 
-def kernel_case_bytes(tps: hls.TensorParameterSet, payload: bytes) -> bytes:
-    """A QUANTIZED tensor's kernel params in the fuzz/kernel_input.h header, then its payload."""
+def kernel_case_bytes(tps: hls.TensorParameterSet, payload: bytes,
+                      ref: np.ndarray | None = None) -> bytes:
+    """A QUANTIZED tensor's kernel params in the fuzz/kernel_input.h header, then its payload
+    (with ``ref``, the reference picture of a predicted tensor, in its shape, before it)."""
     tree = getattr(tps, "tree", None)
     dq = bool(getattr(tps, "dq_enabled", False))
     ext = (KERNEL_EXT_TREE if tree is not None and tree.enabled else 0) | (
-        KERNEL_EXT_DQ if dq else 0)
+        KERNEL_EXT_DQ if dq else 0) | (KERNEL_EXT_PRED if ref is not None else 0)
     header = KERNEL_CASE_HEADER.pack(tps.rows, tps.cols, tps.qp, tps.qp_density,
                                      tps.num_gt_flags, _C_DTYPES[tps.dtype.name], ext)
     if ext & KERNEL_EXT_TREE:
         header += KERNEL_CASE_TREE.pack(*(int(getattr(tree, f)) for f in _TREE_FIELDS))
     if ext & KERNEL_EXT_DQ:
         header += KERNEL_CASE_DQ.pack(1)
+    if ref is not None:
+        kernel = arrange.to_kernel(ref, arrange.Arrangement(tps.arrangement))
+        header += KERNEL_CASE_PRED.pack(_C_DTYPES[ref.dtype.name], tps.pred_scale)
+        header += np.ascontiguousarray(codec._little_endian(kernel)).tobytes()
     return header + payload
 
 
-def kernel_cases(data: bytes) -> list[KernelCase]:
+def kernel_cases(data: bytes, ref_model: dict[str, np.ndarray] | None = None
+                 ) -> list[KernelCase]:
     """Every tensor of a (well-formed) stream, in stream order, with its hash-unit MD5.
 
     Only the high-level syntax is parsed here (no C decoding), so that the
-    cases can be handed to another build of the C core.
+    cases can be handed to another build of the C core.  A predicted tensor's
+    case carries its reference picture: the tensor of ``ref_model``, or an earlier
+    tensor of the stream as the Python decoder decodes it (checked by its hash).
     """
     units = hls.split_units(data)
     mps = hls.parse_model_parameter_set(units[0])
+    earlier: dict[int, np.ndarray] = {}
+    if mps.tool_flags & hls.TOOL_INTER_PRED:
+        decoded = codec.decode(data, ref_model=ref_model)
+        names = {}
+        for unit in units[1:]:
+            if unit.unit_type == hls.UnitType.TENSOR_PARAMETER_SET:
+                tps = _parse_tps(unit, mps)
+                names[tps.tensor_id] = tps.name
+        earlier = {tid: decoded[name] for tid, name in names.items()}
     tps_by_id: dict[int, hls.TensorParameterSet] = {}
     payloads: dict[int, bytes] = {}
     cases = []
@@ -420,7 +456,10 @@ def kernel_cases(data: bytes) -> list[KernelCase]:
             tps = tps_by_id[tid]
             payload = payloads[tid]
             if tps.coding_mode == hls.CodingMode.QUANTIZED:
-                blob = kernel_case_bytes(tps, payload)
+                ref = None
+                if tps.pred_mode:
+                    ref = predict.find_reference(tps, ref_model, earlier, f"tensor_id {tid}")
+                blob = kernel_case_bytes(tps, payload, ref)
             else:
                 blob = payload
             cases.append(KernelCase(tps.name, tps.coding_mode, blob, md5.hex(), tps.dtype,
@@ -445,7 +484,7 @@ def check_stream_with_kernel_tool(suite: Suite, entry: StreamEntry,
     start = time.perf_counter()
     try:
         result.format_version = stream_format_version(data)
-        cases = kernel_cases(data)
+        cases = kernel_cases(data, load_ref_model(suite, entry))
     except NntmError as exc:
         result.problems.append(f"high-level syntax error: {exc}")
         return result
@@ -530,10 +569,23 @@ def decode_kernel_case(case: KernelCase) -> tuple[np.ndarray, np.ndarray]:
     if ext & KERNEL_EXT_DQ:
         extra["dq_enabled"] = bool(KERNEL_CASE_DQ.unpack_from(case.data, offset)[0])
         offset += KERNEL_CASE_DQ.size
+    ref = None
+    if ext & KERNEL_EXT_PRED:
+        code, scale = KERNEL_CASE_PRED.unpack_from(case.data, offset)
+        offset += KERNEL_CASE_PRED.size
+        rdtype = next(np.dtype(d) if d != "bfloat16" else hls.DTYPES[2]
+                      for d, c in _C_DTYPES.items() if c == code)
+        n = rows * cols * rdtype.itemsize
+        samples = np.frombuffer(case.data[offset:offset + n], dtype=rdtype).reshape(rows, cols)
+        offset += n
+        ref = core.Reference(samples, scale)
     params = core.KernelParams(rows, cols, qp, density, gt, **extra)
     payload = case.data[offset:]
     what = f"tensor '{case.tensor}'"
-    if "dtype" in inspect.signature(core.decode_kernel).parameters:  # decode + reconstruct
+    if ref is not None:
+        result = core.decode_kernel(payload, params, case.dtype, what, ref=ref)
+        levels, recon = result.levels, result.recon
+    elif "dtype" in inspect.signature(core.decode_kernel).parameters:  # decode + reconstruct
         result = core.decode_kernel(payload, params, case.dtype, what)
         levels, recon = result.levels, result.recon
     else:  # the format 1.0 API: levels, then reconstruct
