@@ -65,7 +65,8 @@ def main(argv: list[str]) -> int:
     for entry in suite.streams:
         data = suite.file(entry.bitstream).read_bytes()
         (dec / f"{entry.name}.bit").write_bytes(data)
-        for i, case in enumerate(conformance.kernel_cases(data)):
+        ref = conformance.load_ref_model(suite, entry)
+        for i, case in enumerate(conformance.kernel_cases(data, ref)):
             if case.coding_mode == hls.CodingMode.QUANTIZED:
                 (ker / f"{entry.name}_{i:02d}.kin").write_bytes(case.data)
                 n += 1
