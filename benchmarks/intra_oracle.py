@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         tot = {"none": 0.0, "rowmean": 0.0, "colmean": 0.0, "copy": 0.0, "best": 0.0}
         ctl = {"none": 0.0, "best": 0.0}
         n_t = n_cu = 0
-        for name, v in tensors.items():
+        for v in tensors.values():
             a = np.asarray(v)
             if a.ndim < 2 or a.dtype.kind != "f" or a.size < 4 * args.cu * args.cu:
                 continue

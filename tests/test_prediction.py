@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from nntm import codec, hls
 from nntm.apps import decoder as decoder_app
 from nntm.apps import encoder as encoder_app
@@ -158,7 +157,8 @@ def test_apps_code_and_decode_an_update(tmp_path: Path, capsys: pytest.CaptureFi
     assert "Q>R" in out and "coded as an update" in out
     assert decoder_app.main(["-b", bit, "--RefModel", str(tmp_path / "old.safetensors"),
                              "-o", str(tmp_path / "dec.safetensors")]) == 0
-    assert (tmp_path / "dec.safetensors").read_bytes() == (tmp_path / "rec.safetensors").read_bytes()
+    decoded = (tmp_path / "dec.safetensors").read_bytes()
+    assert decoded == (tmp_path / "rec.safetensors").read_bytes()
     assert decoder_app.main(["-b", bit]) != 0
     err = capsys.readouterr().err
     assert "'a.weight' is predicted from a reference model" in err

@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from nntm import core
 
 FORMATS = {"float32": (23, 8), "float16": (10, 5), "bfloat16": (7, 8), "float64": (52, 11)}
