@@ -20,6 +20,7 @@ void nntm_cluster_ctxs_init(nntm_cluster_ctxs *c) {
     ctx_fill(c->index, NNTM_CLUSTER_MAX_CODEBOOK, NNTM_INIT_INDEX);
     ctx_fill(c->outlier_flag, NNTM_OUTLIER_FLAG_CTX, NNTM_INIT_OUTLIER_FLAG);
     ctx_fill(c->run, NNTM_RUN_CTX, NNTM_INIT_RUN);
+    nntm_level_ctxs_init(&c->index_lv);
     nntm_level_ctxs_init(&c->outlier);
     nntm_level_ctxs_init(&c->residual);
 }
@@ -45,6 +46,7 @@ int nntm_check_cluster_params(const nntm_cluster_params *p, nntm_cluster_steps *
         if (p->num_points[i] < 0 || p->dims[i] < 1) return NNTM_ERR_ARG;
         if (p->codebook_size[i] < 1 || p->codebook_size[i] > NNTM_CLUSTER_MAX_CODEBOOK)
             return NNTM_ERR_ARG;
+        if (p->row_points[i] < 1) return NNTM_ERR_ARG;
     }
     if (steps) *steps = s;
     return NNTM_OK;

@@ -17,6 +17,7 @@ typedef struct nntm_cluster_ctxs {
     nntm_ctx index[NNTM_CLUSTER_MAX_CODEBOOK]; /* cluster_index bins: node of the binary tree */
     nntm_ctx outlier_flag[NNTM_OUTLIER_FLAG_CTX];
     nntm_ctx run[NNTM_RUN_CTX];
+    nntm_level_ctxs index_lv; /* cluster_index_delta of scalar codebooks */
     nntm_level_ctxs outlier;  /* outlier_level */
     nntm_level_ctxs residual; /* residual_level */
 } nntm_cluster_ctxs;
@@ -50,6 +51,26 @@ static inline int nntm_cluster_index_bits(int32_t k) {
 static inline int nntm_cluster_index_bin_coded(int32_t k, int nbits, int i, int32_t prefix) {
     int32_t with_one = ((prefix << 1) | 1) << (nbits - i - 1);
     return with_one <= k - 1;
+}
+
+/* Zero entry of a scalar codebook: the first entry of least magnitude. */
+static inline int32_t nntm_cluster_zero_entry(const int32_t *codebook, int32_t k) {
+    int32_t z = 0;
+    for (int32_t i = 1; i < k; i++) {
+        int64_t a = codebook[i] < 0 ? -(int64_t)codebook[i] : codebook[i];
+        int64_t b = codebook[z] < 0 ? -(int64_t)codebook[z] : codebook[z];
+        if (a < b) z = i;
+    }
+    return z;
+}
+
+/* Contexts of the index delta of point i of a subspace from the deltas of its
+ * left (same row) and above (previous row) points; outliers count as 0. */
+static inline void nntm_cluster_delta_ctx(const int32_t *delta, int32_t i, int32_t row,
+                                          nntm_level_ctx_idx *ci) {
+    int32_t left = (i % row) ? delta[i - 1] : 0;
+    int32_t above = i >= row ? delta[i - row] : 0;
+    nntm_level_ctx_from(left, above, 0, ci);
 }
 
 /* Store one reconstructed value to sample i of out (dtype NNTM_DTYPE_*):

@@ -46,10 +46,13 @@ static int point_levels(nntm_bin_reader *r, nntm_level_ctxs *ctxs, int32_t *lv, 
 }
 
 int nntm_read_cluster_data(nntm_bin_reader *r, nntm_cluster_ctxs *ctxs,
-                           const nntm_cluster_params *p, int32_t *labels, int32_t *levels) {
-    size_t v = 0, pt = 0;
+                           const nntm_cluster_params *p, const int32_t *codebooks,
+                           int32_t *labels, int32_t *levels, int32_t *delta) {
+    size_t v = 0, pt = 0, cb = 0;
     for (int32_t s = 0; s < p->num_subspaces; s++) {
         int32_t n = p->num_points[s], d = p->dims[s], k = p->codebook_size[s];
+        int32_t zero = d == 1 ? nntm_cluster_zero_entry(codebooks + cb, k) : 0;
+        cb += (size_t)k * (size_t)d;
         nntm_cluster_ctxs_init(ctxs);
         int prev = 0;
         int32_t next_outlier = -1;
@@ -67,6 +70,7 @@ int nntm_read_cluster_data(nntm_bin_reader *r, nntm_cluster_ctxs *ctxs,
                 outlier = next_outlier == i;
             }
             prev = outlier;
+            delta[i] = 0;
             if (nntm_bin_reader_overread(r) > 0) return NNTM_ERR_TRUNCATED;
             if (r->corrupt) return NNTM_ERR_CORRUPT;
             if (outlier) {
@@ -75,7 +79,16 @@ int nntm_read_cluster_data(nntm_bin_reader *r, nntm_cluster_ctxs *ctxs,
                 if (rv) return rv;
                 continue;
             }
-            labels[pt] = k > 1 ? nntm_read_cluster_index(r, ctxs, k) : 0;
+            if (d == 1 && k > 1) {
+                nntm_level_ctx_idx ci;
+                nntm_cluster_delta_ctx(delta, i, p->row_points[s], &ci);
+                int rv = nntm_read_level_coding(r, &ctxs->index_lv, &ci, p->num_gt_flags, &delta[i]);
+                if (rv) return rv;
+                if (delta[i] < -zero || delta[i] > k - 1 - zero) return NNTM_ERR_CORRUPT;
+                labels[pt] = zero + delta[i];
+            } else {
+                labels[pt] = k > 1 ? nntm_read_cluster_index(r, ctxs, k) : 0;
+            }
             if (p->residual_enabled) {
                 int rv = point_levels(r, &ctxs->residual, levels + v, d, p->num_gt_flags);
                 if (rv) return rv;
@@ -104,18 +117,20 @@ int nntm_decode_cluster(const nntm_cluster_params *params, const int32_t *codebo
     if (count == 0) return size == 0 ? NNTM_OK : NNTM_ERR_CORRUPT;
     int32_t *labels = labels_out ? labels_out : malloc(npoints * sizeof(int32_t));
     int32_t *levels = malloc(count * sizeof(int32_t));
+    int32_t *delta = malloc(npoints * sizeof(int32_t));
     nntm_cluster_ctxs *ctxs = malloc(sizeof *ctxs);
-    if (!labels || !levels || !ctxs) {
+    if (!labels || !levels || !ctxs || !delta) {
         rv = NNTM_ERR_NOMEM;
     } else {
         nntm_bin_reader r;
         nntm_bin_reader_init(&r, data, size);
-        rv = nntm_read_cluster_data(&r, ctxs, params, labels, levels);
+        rv = nntm_read_cluster_data(&r, ctxs, params, codebooks, labels, levels, delta);
         if (rv == NNTM_OK && r.pos != size) rv = NNTM_ERR_CORRUPT; /* bytes after the payload */
         if (rv == NNTM_OK)
             rv = nntm_cluster_reconstruct(params, &steps, codebooks, labels, levels, dtype, recon);
     }
     free(ctxs);
+    free(delta);
     free(levels);
     if (!labels_out) free(labels);
     return rv;

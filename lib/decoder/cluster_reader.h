@@ -15,6 +15,7 @@ int nntm_read_outlier_run(nntm_bin_reader *r, nntm_cluster_ctxs *ctxs, uint32_t 
 /* cluster_data(): fills labels and levels (zeros where none are coded).
  * NNTM_OK or NNTM_ERR_CORRUPT. */
 int nntm_read_cluster_data(nntm_bin_reader *r, nntm_cluster_ctxs *ctxs,
-                           const nntm_cluster_params *p, int32_t *labels, int32_t *levels);
+                           const nntm_cluster_params *p, const int32_t *codebooks,
+                           int32_t *labels, int32_t *levels, int32_t *delta);
 
 #endif

@@ -7,13 +7,19 @@
  * encoder trades distortion against index bits with the lambda of the scalar
  * coder; entries that lose all their points are dropped.  Seeding is
  * deterministic: quantiles for scalar points, k-means++ with a fixed
- * xorshift64* generator for vector points.  Scalar points are clustered on a
+ * xorshift64* generator for vector points.  A scalar codebook is sent in
+ * ascending order (its indices are coded as signed distances to the entry
+ * nearest zero, with neighbour contexts), a vector codebook most used first.  Scalar points are clustered on a
  * histogram (bins of half a codebook step), vectors directly.
  *
- * Outliers: after clustering, a point whose RMS distance to its entry exceeds
- * threshold * the entry's RMS spread (or the given fraction of the farthest
- * points, by distance over spread) is an outlier; the entries are re-estimated
- * without the outliers and the points re-assigned, twice.  Every sum runs in a
+ * Outliers: before clustering, a point whose RMS distance to the mean of the
+ * subspace exceeds threshold * the RMS spread of the subspace (both measured
+ * without the outliers, two passes), or, with a fraction, that fraction of the
+ * points farthest from the mean, is an outlier and takes no part in the
+ * clustering.  With the spread rule, after clustering a point whose RMS
+ * distance to its entry exceeds threshold * the entry's RMS spread is an
+ * outlier too; the entries are re-estimated without the outliers and the
+ * points re-assigned, twice.  Every sum runs in a
  * fixed order: the result depends on the input only. */
 #include "nntm/nntm.h"
 
@@ -35,11 +41,13 @@ typedef struct sub_in {
     const float *w; /* n x d, or NULL: all ones */
     int32_t n, d, kmax;
     double lambda;  /* per bit */
+    double step;    /* step of the tensor QP (seeds of scalar codebooks) */
     double cb_step, out_step, res_step;
     double max_abs;
     int outliers, outlier_mode, residual, max_iter;
     double threshold;
     uint64_t seed;
+    uint8_t *pre;   /* n: outliers found before the clustering (or NULL) */
 } sub_in;
 
 typedef struct sub_work {
@@ -192,43 +200,33 @@ static int assign_all(const sub_in *in, sub_work *wk, int32_t *labels, int mark_
     const int32_t d = in->d;
     for (size_t i = 0; i < (size_t)in->n; i++) {
         double dist;
+        if (in->pre && in->pre[i]) {
+            labels[i] = -1;
+            wk->e[i] = 0.0;
+            continue;
+        }
         if (d == 1)
             labels[i] = best_1d(wk, in->lambda, (double)in->x[i], wt(in, i), &dist);
         else
             labels[i] = best_nd(wk, in, i, &dist);
         wk->e[i] = dist / d;
     }
-    if (mark_outliers && in->outliers && wk->k > 0) {
+    if (mark_outliers && in->outliers && in->outlier_mode == NNTM_OUTLIER_SPREAD && wk->k > 0) {
         /* spread of each entry: mean squared distance per value of its members */
         double *spread = wk->swx; /* scratch of kmax doubles at least */
         memset(spread, 0, (size_t)wk->k * sizeof(double));
         memset(wk->cnt, 0, (size_t)wk->k * sizeof(double));
         for (size_t i = 0; i < (size_t)in->n; i++) {
+            if (labels[i] < 0) continue;
             spread[labels[i]] += wk->e[i];
             wk->cnt[labels[i]] += 1.0;
         }
         for (int32_t k = 0; k < wk->k; k++) spread[k] = wk->cnt[k] > 0 ? spread[k] / wk->cnt[k] : 0;
-        double limit;
-        if (in->outlier_mode == NNTM_OUTLIER_SPREAD) {
-            limit = in->threshold * in->threshold;
-        } else {
-            size_t num = (size_t)floor(in->threshold * in->n);
-            double *r = malloc((size_t)in->n * sizeof(double));
-            if (!r) return NNTM_ERR_NOMEM;
-            for (size_t i = 0; i < (size_t)in->n; i++) {
-                double s = spread[labels[i]];
-                r[i] = s > 0 ? wk->e[i] / s : 0.0;
-            }
-            qsort(r, (size_t)in->n, sizeof(double), cmp_double);
-            limit = num == 0 ? DBL_MAX : r[(size_t)in->n - num];
-            /* ties at the limit: only strictly larger ratios, or the limit when it is > 0 */
-            free(r);
-            if (limit <= 0) limit = DBL_MIN;
-            limit = nextafter(limit, 0.0);
-        }
+        double limit = in->threshold * in->threshold;
         for (size_t i = 0; i < (size_t)in->n; i++) {
-            double s = spread[labels[i]];
-            if (s > 0 && wk->e[i] > limit * s) labels[i] = -1;
+            if (labels[i] < 0) continue;
+            double sp = spread[labels[i]];
+            if (sp > 0 && wk->e[i] > limit * sp) labels[i] = -1;
         }
     }
     sums_clear(wk, d);
@@ -251,8 +249,10 @@ static int assign_all(const sub_in *in, sub_work *wk, int32_t *labels, int mark_
 
 /* Scalar points: Lloyd iterations on a histogram of the values. */
 static int lloyd_1d(const sub_in *in, sub_work *wk) {
-    double lo = DBL_MAX, hi = -DBL_MAX;
+    double lo = DBL_MAX, hi = -DBL_MAX, n_in = 0.0;
     for (int32_t i = 0; i < in->n; i++) {
+        if (in->pre && in->pre[i]) continue;
+        n_in += 1.0;
         double x = in->x[i];
         lo = x < lo ? x : lo;
         hi = x > hi ? x : hi;
@@ -270,19 +270,36 @@ static int lloyd_1d(const sub_in *in, sub_work *wk) {
         return NNTM_ERR_NOMEM;
     }
     for (int32_t i = 0; i < in->n; i++) {
+        if (in->pre && in->pre[i]) continue;
         double x = in->x[i], w = wt(in, (size_t)i);
         size_t b = (size_t)floor((x - lo) / h);
         if (b >= nb) b = nb - 1;
         hc[b] += 1.0, hw[b] += w, hwx[b] += w * x, hx[b] += x;
     }
-    /* seeds: the bins at the quantiles (k + 1/2) / K of the values */
+    /* seeds: the uniform quantizer of the tensor's step (an entry at zero and
+     * +-j*g), its spacing g widened when kmax entries cannot cover the values
+     * between the 0.1 % and 99.9 % quantiles */
+    double acc = 0.0, qlo = lo, qhi = hi;
+    int have_lo = 0;
+    for (size_t b = 0; b < nb; b++) {
+        acc += hc[b];
+        if (!have_lo && acc >= 0.001 * n_in) qlo = lo + b * h, have_lo = 1;
+        if (acc >= 0.999 * n_in) {
+            qhi = lo + (b + 1) * h;
+            break;
+        }
+    }
+    double reach = fabs(qlo) > fabs(qhi) ? fabs(qlo) : fabs(qhi);
+    int32_t half = (in->kmax - 1) / 2;
+    double g = in->step;
+    if (half > 0 && reach / half > g) g = reach / half;
     int32_t k = 0;
-    double acc = 0.0;
-    size_t b = 0;
-    for (int32_t q = 0; q < in->kmax; q++) {
-        double target = ((double)q + 0.5) / in->kmax * in->n;
-        while (b + 1 < nb && acc + hc[b] < target) acc += hc[b++];
-        wk->c[k++] = hc[b] > 0 ? hx[b] / hc[b] : lo + (b + 0.5) * h;
+    if (half == 0) {
+        wk->c[k++] = 0.0;
+        if (in->kmax > 1) wk->c[k++] = (qlo + qhi) * 0.5;
+    } else {
+        for (int32_t j = -half; j <= half; j++) wk->c[k++] = j * g;
+        if (k < in->kmax) wk->c[k++] = (half + 1) * g; /* even kmax: one more on the right */
     }
     wk->k = k;
     for (int32_t t = 0; t < wk->k; t++) wk->len[t] = 0.0, wk->cnt[t] = 1.0;
@@ -301,7 +318,7 @@ static int lloyd_1d(const sub_in *in, sub_work *wk) {
         memcpy(old, wk->c, (size_t)wk->k * sizeof(double));
         int32_t k0 = wk->k;
         sums_to_centroids(wk, 1);
-        set_lengths(wk, (double)in->n);
+        set_lengths(wk, n_in);
         compact(wk, 1);
         int moved = wk->k != k0;
         for (int32_t t = 0; !moved && t < wk->k; t++) moved = wk->c[t] != old[t];
@@ -317,7 +334,16 @@ static int lloyd_nd(const sub_in *in, sub_work *wk, int32_t *labels) {
     const int32_t d = in->d;
     uint64_t rng = in->seed | 1;
     double *mind = wk->e;
-    int32_t first = (int32_t)(rng_next(&rng) % (uint64_t)in->n);
+    int32_t n_in = 0;
+    for (int32_t i = 0; i < in->n; i++) n_in += !(in->pre && in->pre[i]);
+    int32_t first = (int32_t)(rng_next(&rng) % (uint64_t)n_in);
+    for (int32_t i = 0; i < in->n; i++) { /* the first-th inlier */
+        if (in->pre && in->pre[i]) continue;
+        if (first-- == 0) {
+            first = i;
+            break;
+        }
+    }
     for (int32_t j = 0; j < d; j++) wk->c[j] = in->x[(size_t)first * d + j];
     wk->k = 1;
     for (int32_t i = 0; i < in->n; i++) mind[i] = DBL_MAX;
@@ -326,6 +352,10 @@ static int lloyd_nd(const sub_in *in, sub_work *wk, int32_t *labels) {
         double total = 0.0;
         for (int32_t i = 0; i < in->n; i++) {
             double s = 0.0;
+            if (in->pre && in->pre[i]) {
+                mind[i] = 0.0; /* outliers are never seeds */
+                continue;
+            }
             for (int32_t j = 0; j < d; j++) {
                 double dd = (double)in->x[(size_t)i * d + j] - c[j];
                 s += dd * dd;
@@ -355,7 +385,7 @@ static int lloyd_nd(const sub_in *in, sub_work *wk, int32_t *labels) {
         if (!old) return NNTM_ERR_NOMEM;
         memcpy(old, wk->c, (size_t)wk->k * d * sizeof(double));
         sums_to_centroids(wk, d);
-        set_lengths(wk, (double)in->n);
+        set_lengths(wk, (double)n_in);
         int moved = memcmp(old, wk->c, (size_t)wk->k * d * sizeof(double)) != 0;
         free(old);
         compact(wk, d);
@@ -386,6 +416,12 @@ static int cmp_order(const void *a, const void *b) {
     return (x->k > y->k) - (x->k < y->k);
 }
 
+/* Scalar codebooks: ascending values (the centroids are sorted already). */
+static int cmp_order_value(const void *a, const void *b) {
+    const order_item *x = a, *y = b;
+    return (x->k > y->k) - (x->k < y->k);
+}
+
 static int32_t level_of(double v, double step, double max_abs, int *range) {
     double q = floor(fabs(v) / step + 0.5);
     while (q > 0 && q * step > max_abs) q -= 1;
@@ -394,6 +430,59 @@ static int32_t level_of(double v, double step, double max_abs, int *range) {
         q = NNTM_MAX_LEVEL;
     }
     return v < 0 ? -(int32_t)q : (int32_t)q;
+}
+
+/* Outliers before the clustering (in->pre): far from the subspace's mean. */
+static int find_outliers(const sub_in *in, double *dist) {
+    const int32_t d = in->d;
+    memset(in->pre, 0, (size_t)in->n);
+    double *mean = malloc((size_t)d * sizeof(double));
+    if (!mean) return NNTM_ERR_NOMEM;
+    int passes = in->outlier_mode == NNTM_OUTLIER_SPREAD ? 2 : 1;
+    for (int pass = 0; pass < passes; pass++) {
+        double cnt = 0.0, var = 0.0;
+        memset(mean, 0, (size_t)d * sizeof(double));
+        for (size_t i = 0; i < (size_t)in->n; i++) {
+            if (in->pre[i]) continue;
+            cnt += 1.0;
+            for (int32_t j = 0; j < d; j++) mean[j] += in->x[i * (size_t)d + j];
+        }
+        if (cnt == 0) break;
+        for (int32_t j = 0; j < d; j++) mean[j] /= cnt;
+        for (size_t i = 0; i < (size_t)in->n; i++) {
+            double s = 0.0;
+            for (int32_t j = 0; j < d; j++) {
+                double dd = (double)in->x[i * (size_t)d + j] - mean[j];
+                s += dd * dd;
+            }
+            dist[i] = s / d;
+            if (!in->pre[i]) var += dist[i];
+        }
+        var /= cnt;
+        if (in->outlier_mode == NNTM_OUTLIER_SPREAD) {
+            double limit = in->threshold * in->threshold * var;
+            for (size_t i = 0; i < (size_t)in->n; i++) in->pre[i] = var > 0 && dist[i] > limit;
+        } else {
+            size_t num = (size_t)floor(in->threshold * in->n);
+            if (num == 0) break;
+            double *r = malloc((size_t)in->n * sizeof(double));
+            if (!r) {
+                free(mean);
+                return NNTM_ERR_NOMEM;
+            }
+            memcpy(r, dist, (size_t)in->n * sizeof(double));
+            qsort(r, (size_t)in->n, sizeof(double), cmp_double);
+            double limit = r[(size_t)in->n - num];
+            free(r);
+            size_t marked = 0; /* exactly num points: the farthest, ties by position */
+            for (size_t i = 0; i < (size_t)in->n && marked < num; i++)
+                if (dist[i] > limit) in->pre[i] = 1, marked++;
+            for (size_t i = 0; i < (size_t)in->n && marked < num; i++)
+                if (dist[i] == limit) in->pre[i] = 1, marked++;
+        }
+    }
+    free(mean);
+    return NNTM_OK;
 }
 
 /* Cluster one subspace: codebook integers, labels, levels. */
@@ -420,7 +509,19 @@ static int cluster_subspace(const sub_in *in, int32_t *k_out, int32_t *codebook,
         memset(codebook, 0, (size_t)d * sizeof(int32_t));
         goto done;
     }
-    rv = d == 1 ? lloyd_1d(in, &wk) : lloyd_nd(in, &wk, labels);
+    if (in->outliers) {
+        rv = find_outliers(in, wk.e);
+        if (rv) goto done;
+    }
+    int32_t inliers_n = 0;
+    for (int32_t i = 0; i < in->n; i++) inliers_n += !(in->pre && in->pre[i]);
+    if (inliers_n == 0) { /* every point an outlier */
+        wk.k = 1;
+        wk.c[0] = 0.0;
+        for (int32_t j = 1; j < d; j++) wk.c[j] = 0.0;
+    } else {
+        rv = d == 1 ? lloyd_1d(in, &wk) : lloyd_nd(in, &wk, labels);
+    }
     /* refinement with outliers, on the codebook grid */
     for (int round = 0; rv == NNTM_OK && round <= REFINE_ROUNDS; round++) {
         rv = quantize_centroids(in, &wk);
@@ -445,7 +546,7 @@ static int cluster_subspace(const sub_in *in, int32_t *k_out, int32_t *codebook,
         remap[k] = -1;
         if (wk.cnt[k] > 0) ord[m].cnt = wk.cnt[k], ord[m].k = k, m++;
     }
-    qsort(ord, (size_t)m, sizeof(order_item), cmp_order);
+    qsort(ord, (size_t)m, sizeof(order_item), d == 1 ? cmp_order_value : cmp_order);
     if (m == 0) { /* every point an outlier */
         memset(codebook, 0, (size_t)d * sizeof(int32_t));
         m = 1;
@@ -518,20 +619,22 @@ int nntm_encode_cluster(const nntm_cluster_encoder_params *params, const float *
     int32_t *labels = labels_out ? labels_out : malloc((npoints ? npoints : 1) * sizeof(int32_t));
     int32_t *levels = malloc((count ? count : 1) * sizeof(int32_t));
     nntm_cluster_ctxs *ctxs = malloc(sizeof *ctxs);
+    uint8_t *pre = malloc(npoints ? npoints : 1);
     nntm_cluster_params used = *cp;
-    if (!labels || !levels || !ctxs) {
+    if (!labels || !levels || !ctxs || !pre) {
         rv = NNTM_ERR_NOMEM;
         goto done;
     }
     size_t v = 0, pt = 0, cb = 0;
     for (int32_t sp = 0; sp < cp->num_subspaces && rv == NNTM_OK; sp++) {
         sub_in in = {points + v, importance ? importance + v : NULL, cp->num_points[sp],
-                     cp->dims[sp], cp->codebook_size[sp], params->lambda_scale * step * step,
+                     cp->dims[sp], cp->codebook_size[sp], params->lambda_scale * step * step, step,
                      ldexp((double)st.cb_mant, st.cb_shift), ldexp((double)st.out_mant, st.out_shift),
                      ldexp((double)st.res_mant, st.res_shift), params->max_abs_value,
                      cp->outliers_enabled, params->outlier_mode, cp->residual_enabled,
                      params->max_iterations, params->outlier_threshold,
-                     0x9E3779B97F4A7C15ULL ^ ((uint64_t)(sp + 1) * 0xBF58476D1CE4E5B9ULL)};
+                     0x9E3779B97F4A7C15ULL ^ ((uint64_t)(sp + 1) * 0xBF58476D1CE4E5B9ULL),
+                     cp->outliers_enabled ? pre : NULL};
         if (in.kmax > in.n && in.n > 0) in.kmax = in.n;
         rv = cluster_subspace(&in, &used.codebook_size[sp], codebooks + cb, labels + pt,
                               levels + v);
@@ -541,14 +644,17 @@ int nntm_encode_cluster(const nntm_cluster_encoder_params *params, const float *
         cb += (size_t)used.codebook_size[sp] * (size_t)in.d;
     }
     if (rv == NNTM_OK && count) {
+        int32_t *delta = malloc(npoints * sizeof(int32_t));
         nntm_arith_encoder enc;
         nntm_arith_encoder_init(&enc, out);
-        nntm_write_cluster_data(&enc.w, ctxs, &used, labels, levels);
-        rv = nntm_arith_encoder_finish(&enc);
+        if (delta) nntm_write_cluster_data(&enc.w, ctxs, &used, codebooks, labels, levels, delta);
+        rv = delta ? nntm_arith_encoder_finish(&enc) : NNTM_ERR_NOMEM;
+        free(delta);
     }
     if (rv == NNTM_OK)
         rv = nntm_cluster_reconstruct(&used, &st, codebooks, labels, levels, dtype, recon);
 done:
+    free(pre);
     free(ctxs);
     free(levels);
     if (!labels_out) free(labels);

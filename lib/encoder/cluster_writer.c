@@ -38,11 +38,13 @@ static void point_levels(nntm_bin_writer *w, nntm_level_ctxs *ctxs, const int32_
 }
 
 void nntm_write_cluster_data(nntm_bin_writer *w, nntm_cluster_ctxs *ctxs,
-                             const nntm_cluster_params *p, const int32_t *labels,
-                             const int32_t *levels) {
-    size_t v = 0, pt = 0;
+                             const nntm_cluster_params *p, const int32_t *codebooks,
+                             const int32_t *labels, const int32_t *levels, int32_t *delta) {
+    size_t v = 0, pt = 0, cb = 0;
     for (int32_t s = 0; s < p->num_subspaces; s++) {
         int32_t n = p->num_points[s], d = p->dims[s], k = p->codebook_size[s];
+        int32_t zero = d == 1 ? nntm_cluster_zero_entry(codebooks + cb, k) : 0;
+        cb += (size_t)k * (size_t)d;
         nntm_cluster_ctxs_init(ctxs);
         int prev = 0;
         int32_t next_outlier = -1; /* runs: position of the next outlier (n: none) */
@@ -57,11 +59,19 @@ void nntm_write_cluster_data(nntm_bin_writer *w, nntm_cluster_ctxs *ctxs,
                 next_outlier = j;
             }
             prev = outlier;
+            delta[i] = 0;
             if (outlier) {
                 point_levels(w, &ctxs->outlier, levels + v, d, p->num_gt_flags);
                 continue;
             }
-            if (k > 1) nntm_write_cluster_index(w, ctxs, k, labels[pt]);
+            if (d == 1 && k > 1) { /* scalar codebook: signed distance to the zero entry */
+                nntm_level_ctx_idx ci;
+                delta[i] = labels[pt] - zero;
+                nntm_cluster_delta_ctx(delta, i, p->row_points[s], &ci);
+                nntm_write_level_coding(w, &ctxs->index_lv, &ci, delta[i], p->num_gt_flags);
+            } else if (k > 1) {
+                nntm_write_cluster_index(w, ctxs, k, labels[pt]);
+            }
             if (p->residual_enabled) point_levels(w, &ctxs->residual, levels + v, d, p->num_gt_flags);
         }
     }

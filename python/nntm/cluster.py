@@ -23,7 +23,7 @@ import numpy as np
 
 from . import hls
 from .config import Config
-from .core import DTYPE_CODES, _BITS_DTYPE, _check, ffi, lib, max_abs_value, step_size
+from .core import _BITS_DTYPE, DTYPE_CODES, _check, ffi, lib, max_abs_value, step_size
 from .errors import BitstreamError, ConfigError, CoreError, EncodeError
 
 
@@ -49,6 +49,7 @@ class Layout:
     perm: np.ndarray
     num_points: tuple[int, ...]
     dims: tuple[int, ...]
+    row_points: tuple[int, ...]  # points per row: the above neighbour of the index contexts
 
 
 def point_type_applies(shape: tuple[int, ...], point_type: int) -> bool:
@@ -81,21 +82,25 @@ def layout(shape: tuple[int, ...], point_type: int, axis: int, num_subspaces: in
     if not 1 <= num_subspaces <= min(channels, hls.MAX_SUBSPACES):
         raise ValueError(f"{num_subspaces} subspaces along an axis of {channels} channels")
     index = np.arange(int(np.prod(shape)), dtype=np.int64).reshape(shape)
-    perms, counts, dims = [], [], []
+    perms, counts, dims, rows = [], [], [], []
     for lo, hi in _bounds(channels, num_subspaces):
         part = index if axis == 0 else (index[lo:hi] if axis == 1 else index[:, lo:hi])
+        row = 1
         if point_type == PointType.SCALAR:
             pts = part.reshape(-1, 1)
+            row = int(np.prod(part.shape[1:]))
         elif point_type == PointType.KERNEL:
             pts = part.reshape(part.shape[0] * part.shape[1], -1)
+            row = part.shape[1]
         elif point_type == PointType.FILTER:
             pts = part.reshape(part.shape[0], -1)
         else:
             pts = np.swapaxes(part, 0, 1).reshape(part.shape[1], -1)
+        rows.append(max(1, row))
         perms.append(pts.reshape(-1))
         counts.append(pts.shape[0])
         dims.append(pts.shape[1])
-    return Layout(np.concatenate(perms), tuple(counts), tuple(dims))
+    return Layout(np.concatenate(perms), tuple(counts), tuple(dims), tuple(rows))
 
 
 # ------------------------------------------------------------------ settings
@@ -192,6 +197,7 @@ def _params(c: hls.ClusterInfo, qp: int, qp_density: int, num_gt_flags: int,
     p.residual_enabled = int(c.residual_enabled)
     for s, (n, d) in enumerate(zip(geo.num_points, geo.dims, strict=True)):
         p.num_points[s], p.dims[s], p.codebook_size[s] = n, d, sizes[s]
+        p.row_points[s] = geo.row_points[s]
     return p
 
 

@@ -189,6 +189,7 @@ typedef struct nntm_cluster_params {
     int32_t num_points[NNTM_CLUSTER_MAX_SUBSPACES];
     int32_t dims[NNTM_CLUSTER_MAX_SUBSPACES];          /* >= 1 */
     int32_t codebook_size[NNTM_CLUSTER_MAX_SUBSPACES]; /* 1..NNTM_CLUSTER_MAX_CODEBOOK */
+    int32_t row_points[NNTM_CLUSTER_MAX_SUBSPACES];    /* points per row (above neighbour), >= 1 */
 } nntm_cluster_params;
 
 typedef struct nntm_cluster_encoder_params {

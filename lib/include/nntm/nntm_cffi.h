@@ -112,6 +112,7 @@ typedef struct nntm_cluster_params {
     int32_t num_points[64];
     int32_t dims[64];
     int32_t codebook_size[64];
+    int32_t row_points[64];
 } nntm_cluster_params;
 
 typedef struct nntm_cluster_encoder_params {
