@@ -291,3 +291,21 @@ def test_c_argument_checks() -> None:
     assert lib.nntm_decode_cluster(p, book, ffi.NULL, 0, 0, out, ffi.NULL) != lib.NNTM_OK
     p.codebook_size[0] = 300
     assert lib.nntm_decode_cluster(p, book, ffi.NULL, 0, 0, out, ffi.NULL) == lib.NNTM_ERR_ARG
+
+
+def test_the_suite_covers_every_cluster_tool() -> None:
+    """The CLUSTER_* conformance streams (their features are checked on the decoded
+    streams by tests/test_conformance.py) cover every clustered-mode syntax value."""
+    from nntm import conformance
+
+    suite = conformance.load_suite("conformance/suite.json")
+    features = {f for s in suite.streams if s.name.startswith("CLUSTER_") for f in s.features}
+    wanted = {
+        "TOOL_CLUSTER", *(f"point_type {i} ({n})" for i, n in
+                          enumerate(("scalar", "kernel", "filter", "inchannel"))),
+        "subspace_axis 1 (output channels)", "subspace_axis 2 (input channels)",
+        "outlier_pos_mode 0 (flags)", "outlier_pos_mode 1 (runs)", "outlier points",
+        "vector outliers", "residual_enabled 1", "scalar codebook", "vector codebook",
+        *(f"CLUSTERED {d}" for d in ("float32", "float16", "bfloat16", "float64")),
+    }
+    assert wanted <= features, sorted(wanted - features)

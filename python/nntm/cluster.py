@@ -260,6 +260,12 @@ def encode_tensor(array: np.ndarray, importance: np.ndarray | None, st: Settings
 
 def decode_tensor(tps: hls.TensorParameterSet, payload: bytes, what: str) -> np.ndarray:
     """Parse and reconstruct a CLUSTERED tensor; one C call."""
+    return decode_tensor_labels(tps, payload, what)[0]
+
+
+def decode_tensor_labels(tps: hls.TensorParameterSet, payload: bytes,
+                         what: str) -> tuple[np.ndarray, np.ndarray]:
+    """A CLUSTERED tensor and the label of each point (codebook index, -1: outlier)."""
     c = tps.cluster
     assert c is not None
     geo = layout(tps.shape, c.point_type, c.subspace_axis, c.num_subspaces)
@@ -272,16 +278,18 @@ def decode_tensor(tps: hls.TensorParameterSet, payload: bytes, what: str) -> np.
                                  .astype(np.int32))
     total = sum(n * d for n, d in zip(geo.num_points, geo.dims, strict=True))
     bits = np.empty(total, dtype=_BITS_DTYPE[name])
+    labels = np.empty(sum(geo.num_points), dtype=np.int32)
     rv = lib.nntm_decode_cluster(
         p, ffi.cast("const int32_t *", ffi.from_buffer(books)), ffi.from_buffer(payload),
-        len(payload), DTYPE_CODES[name], ffi.from_buffer(bits, require_writable=True), ffi.NULL)
+        len(payload), DTYPE_CODES[name], ffi.from_buffer(bits, require_writable=True),
+        ffi.cast("int32_t *", ffi.from_buffer(labels, require_writable=True)))
     try:
         _check(rv, what)
     except CoreError as exc:
         raise BitstreamError(str(exc)) from exc
     out = np.empty(total, dtype=_BITS_DTYPE[name])
     out[geo.perm] = bits
-    return out.view(tps.dtype).reshape(tps.shape)
+    return out.view(tps.dtype).reshape(tps.shape), labels
 
 
 # ------------------------------------------------------------------ mode decision
