@@ -10,7 +10,9 @@
  * xorshift64* generator for vector points.  A scalar codebook is sent in
  * ascending order (its indices are coded as signed distances to the entry
  * nearest zero, with neighbour contexts), a vector codebook most used first.  Scalar points are clustered on a
- * histogram (bins of half a codebook step), vectors directly.
+ * histogram (bins of half a codebook step), vectors directly.  No libm
+ * function whose rounding may vary between machines is used (lengths come from
+ * the integer log2 of the bit estimator), so the bytes depend on the input only.
  *
  * Outliers: before clustering, a point whose RMS distance to the mean of the
  * subspace exceeds threshold * the RMS spread of the subspace (both measured
@@ -68,9 +70,19 @@ static uint64_t rng_next(uint64_t *s) {
 
 static double wt(const sub_in *in, size_t i) { return in->w ? (double)in->w[i] : 1.0; }
 
+/* log2(total / count) of integer counts, with the integer log2 of the bit
+ * estimator (libm's log2 may differ between machines by an ulp). */
+static double index_bits(double total, double count) {
+    uint32_t t = total >= 4294967295.0 ? 0xFFFFFFFFu : (uint32_t)total;
+    uint32_t c = count >= 4294967295.0 ? 0xFFFFFFFFu : (uint32_t)count;
+    if (c < 1) c = 1;
+    if (t < c) t = c;
+    return (double)((int64_t)nntm_log2_q16(t) - (int64_t)nntm_log2_q16(c)) / 65536.0;
+}
+
 static void set_lengths(sub_work *wk, double total) {
     for (int32_t k = 0; k < wk->k; k++)
-        wk->len[k] = wk->cnt[k] > 0 ? log2(total / wk->cnt[k]) : 64.0;
+        wk->len[k] = wk->cnt[k] > 0 ? index_bits(total, wk->cnt[k]) : 64.0;
 }
 
 /* Drop entries without members (keeping the order of the others). */
@@ -304,7 +316,7 @@ static int lloyd_1d(const sub_in *in, sub_work *wk) {
     wk->k = k;
     for (int32_t t = 0; t < wk->k; t++) wk->len[t] = 0.0, wk->cnt[t] = 1.0;
     int rv = sort_1d(wk);
-    for (int32_t t = 0; t < wk->k; t++) wk->len[t] = log2((double)wk->k);
+    for (int32_t t = 0; t < wk->k; t++) wk->len[t] = index_bits((double)wk->k, 1.0);
     for (int it = 0; it < in->max_iter; it++) {
         sums_clear(wk, 1);
         for (size_t i = 0; i < nb; i++) {
@@ -376,7 +388,7 @@ static int lloyd_nd(const sub_in *in, sub_work *wk, int32_t *labels) {
         for (int32_t j = 0; j < d; j++) wk->c[(size_t)wk->k * d + j] = in->x[(size_t)pick * d + j];
         wk->k++;
     }
-    for (int32_t t = 0; t < wk->k; t++) wk->len[t] = log2((double)wk->k);
+    for (int32_t t = 0; t < wk->k; t++) wk->len[t] = index_bits((double)wk->k, 1.0);
     for (int it = 0; it < in->max_iter; it++) {
         int32_t k0 = wk->k;
         int rv = assign_all(in, wk, labels, 0);

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import enum
 import fnmatch
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -296,12 +297,23 @@ def decode_tensor_labels(tps: hls.TensorParameterSet, payload: bytes,
 
 
 def weighted_sse(original: np.ndarray, recon: np.ndarray, importance: np.ndarray | None) -> float:
-    """The encoder's distortion: sum of importance * squared error (float64)."""
+    """The encoder's distortion: sum of importance * squared error, each term in float64
+    and summed in a fixed order, so that the mode decision does not depend on the order
+    in which a numpy build happens to add (pairwise, SIMD width)."""
     e = np.asarray(original, np.float64) - np.asarray(recon, np.float64)
     e *= e
     if importance is not None:
         e *= np.asarray(importance, np.float64).reshape(e.shape)
-    return float(np.sum(e))
+    flat = e.reshape(-1)
+    pad = (-flat.size) % _SUM_COLUMNS
+    if pad:
+        flat = np.concatenate([flat, np.zeros(pad)])
+    # rows added one after another (an element-wise loop: the same order on every machine)
+    columns = np.add.reduce(flat.reshape(-1, _SUM_COLUMNS), axis=0)
+    return math.fsum(columns.tolist())
+
+
+_SUM_COLUMNS = 1024
 
 
 @dataclass
