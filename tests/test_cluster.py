@@ -309,3 +309,29 @@ def test_the_suite_covers_every_cluster_tool() -> None:
         *(f"CLUSTERED {d}" for d in ("float32", "float16", "bfloat16", "float64")),
     }
     assert wanted <= features, sorted(wanted - features)
+
+
+@pytest.mark.parametrize("point", list(cluster.PointType))
+@pytest.mark.parametrize("axis,parts", [(0, 1), (1, 3), (2, 2)])
+def test_geometry_matches_layout(point: cluster.PointType, axis: int, parts: int) -> None:
+    shape = (6, 4, 3, 2)
+    geo = cluster.layout(shape, point, axis, parts)
+    assert cluster.geometry(shape, point, axis, parts) == (geo.num_points, geo.dims,
+                                                          geo.row_points)
+
+
+def test_huge_announced_tensor_is_refused_before_allocation() -> None:
+    """A parameter set announcing a 2^31-element clustered tensor costs nothing to parse:
+    the decoder's element limit refuses it before anything is allocated."""
+    t = _model(9)
+    data = codec.encode({"fc.weight": t["fc.weight"]}, _cfg(ClusterSizes="2"))
+    units = hls.split_units(data)
+    mps = hls.parse_model_parameter_set(units[0])
+    tps = hls.parse_tensor_parameter_set(units[1], mps)
+    assert tps.cluster is not None
+    big = cluster.cluster_tps(tps, tps.cluster)
+    big.shape = (1 << 15, (1 << 16) - 1)
+    blob = hls.tensor_parameter_set(big, mps.tool_flags)
+    forged = data[:units[1].offset] + blob + data[units[1].offset + 5 + len(units[1].payload):]
+    with pytest.raises(BitstreamError, match="limit"):
+        nntm.decode(forged)

@@ -66,6 +66,39 @@ def _bounds(total: int, parts: int) -> list[tuple[int, int]]:
     return [(s * total // parts, (s + 1) * total // parts) for s in range(parts)]
 
 
+def geometry(shape: tuple[int, ...], point_type: int, axis: int,
+             num_subspaces: int) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+    """(num_points, dims, row_points) of each subspace, without building the permutation
+    (cheap for any shape: the parameter set parser uses it before any size guard)."""
+    shape = tuple(int(d) for d in shape)
+    if not point_type_applies(shape, point_type):
+        raise ValueError(f"point_type {point_type} does not apply to shape {shape}")
+    if axis == 0 and num_subspaces != 1:
+        raise ValueError("several subspaces need a subspace axis")
+    channels = shape[axis - 1] if axis else 1
+    if not 1 <= num_subspaces <= min(channels, hls.MAX_SUBSPACES):
+        raise ValueError(f"{num_subspaces} subspaces along an axis of {channels} channels")
+    rest = 1
+    for d in shape[2:]:
+        rest *= d
+    counts, dims, rows = [], [], []
+    for lo, hi in _bounds(channels, num_subspaces):
+        o = hi - lo if axis == 1 else shape[0]
+        i = hi - lo if axis == 2 else shape[1]
+        if point_type == PointType.SCALAR:
+            n, d, row = o * i * rest, 1, i * rest
+        elif point_type == PointType.KERNEL:
+            n, d, row = o * i, rest, i
+        elif point_type == PointType.FILTER:
+            n, d, row = o, i * rest, 1
+        else:
+            n, d, row = i, o * rest, 1
+        counts.append(n)
+        dims.append(d)
+        rows.append(max(1, row))
+    return tuple(counts), tuple(dims), tuple(rows)
+
+
 def layout(shape: tuple[int, ...], point_type: int, axis: int, num_subspaces: int) -> Layout:
     """The point geometry of a clustered tensor; ValueError when it does not apply.
 

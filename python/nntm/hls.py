@@ -139,7 +139,7 @@ def _write_cluster_info(w: _Writer, c: ClusterInfo) -> None:
 
 
 def _read_cluster_info(r: _Reader, name: str, shape: tuple[int, ...]) -> ClusterInfo:
-    from .cluster import layout  # the point geometry lives with the tool
+    from .cluster import geometry  # the point geometry lives with the tool
 
     c = ClusterInfo()
     c.point_type = r.u(8)
@@ -160,10 +160,10 @@ def _read_cluster_info(r: _Reader, name: str, shape: tuple[int, ...]) -> Cluster
         c.residual_qp_offset = r.se(-MAX_CLUSTER_QP_OFFSET, MAX_CLUSTER_QP_OFFSET,
                                     "residual_qp_offset")
     try:
-        geometry = layout(shape, c.point_type, c.subspace_axis, c.num_subspaces)
+        _, point_dims, _ = geometry(shape, c.point_type, c.subspace_axis, c.num_subspaces)
     except ValueError as exc:
         raise r.fail(f"tensor '{name}': {exc}") from None
-    for _, dims in zip(geometry.num_points, geometry.dims, strict=True):
+    for dims in point_dims:
         size = r.ue(MAX_CODEBOOK_SIZE - 1, "codebook_size_minus1") + 1
         if size * dims > (1 << 24):
             raise r.fail(f"tensor '{name}': codebook of {size}x{dims} values is too large")
