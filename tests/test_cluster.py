@@ -335,3 +335,19 @@ def test_huge_announced_tensor_is_refused_before_allocation() -> None:
     forged = data[:units[1].offset] + blob + data[units[1].offset + 5 + len(units[1].payload):]
     with pytest.raises(BitstreamError, match="limit"):
         nntm.decode(forged)
+
+
+def test_encoder_app_reports_clustered_tensors(tmp_path: object,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    from pathlib import Path
+
+    from nntm.apps import decoder, encoder
+
+    bit = Path(str(tmp_path)) / "m.bit"
+    assert encoder.main(["-c", ANCHOR, "--QP=-8", "--Cluster=2", "-b", str(bit),
+                         "--Verbose=2"]) == 0
+    out = capsys.readouterr().out
+    line = [ln for ln in out.splitlines() if ln.startswith("conv2.weight")][0]
+    assert line.split()[3] == "C"
+    assert decoder.main(["-b", str(bit)]) == 0
+    assert "all 8 MD5s OK" in capsys.readouterr().out

@@ -64,9 +64,13 @@ def _line(cols: Sequence[str]) -> str:
             f"{snr:>7} {secs:>7}")
 
 
+# Q quantized, L lossless, C clustered (format 1.2)
+_MODE_LETTERS = {"quantized": "Q", "lossless": "L", "clustered": "C"}
+
+
 def _print_tensor(s: codec.TensorStats) -> None:
     print(_line([
-        s.name, fmt_shape(s.shape), s.layer_type, "Q" if s.mode == "quantized" else "L",
+        s.name, fmt_shape(s.shape), s.layer_type, _MODE_LETTERS.get(s.mode, "?"),
         "-" if s.qp is None else str(s.qp), str(s.bits), f"{s.bits_per_param:.3f}",
         fmt_db(s.snr_db), f"{s.seconds:.3f}",
     ]), flush=True)
