@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "python"))  # a checkout without `pip install -e .`
 
 import nntm  # noqa: E402
-from nntm import codec, conformance, hls  # noqa: E402
+from nntm import cluster, codec, conformance, hls  # noqa: E402
 from nntm.arrange import Arrangement, LayerType, classify, from_kernel  # noqa: E402
 
 SUITE = ROOT / "conformance" / "suite.json"
@@ -472,6 +472,67 @@ def src_pred_b(rng: np.random.Generator) -> dict[str, np.ndarray]:
         "layers.2.weight": (-base + _normal(rng, (32, 32), 0.002)).astype(np.float32),
         "layers.2.bias": _normal(rng, (32,), 0.02).astype(np.float32),
     }
+# ---- clustering-based quantization (format 1.2)
+
+
+def src_cluster_a(rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Scalar codebooks: Laplace and normal weights of every float type, weights drawn
+    around three values (a natural three-entry codebook), and a 1-D bias."""
+    centres = np.array([-0.1, 0.0, 0.12])
+    mix = centres[rng.integers(0, 3, (32, 64))] + _normal(rng, (32, 64), 0.004)
+    return {
+        "fc.weight": _laplace(rng, (64, 96), 0.03).astype(np.float32),
+        "embed.weight": _normal(rng, (100, 32), 0.05).astype(np.float16),
+        "conv.weight": _laplace(rng, (16, 8, 3, 3), 0.05).astype(BF16),
+        "head.weight": _normal(rng, (10, 64), 0.1).astype(np.float64),
+        "mix.weight": mix.astype(np.float32),
+        "fc.bias": _normal(rng, (64,), 0.02).astype(np.float32),
+    }
+
+
+def src_cluster_b(rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Vector points: conv weights whose kernels, filters and input-channel slices repeat
+    a few patterns (plus noise), a pointwise conv and a linear weight."""
+    def patterned(shape: tuple[int, ...], axis: int, patterns: int) -> np.ndarray:
+        unit = [d for i, d in enumerate(shape) if i != axis] if axis >= 0 else list(shape[2:])
+        base = _normal(rng, (patterns, *unit), 0.1)
+        if axis < 0:      # kernels: one of the patterns per (o, i)
+            pick = rng.integers(0, patterns, shape[:2])
+            return base[pick] + _normal(rng, shape, 0.01)
+        pick = rng.integers(0, patterns, shape[axis])
+        out = np.moveaxis(base[pick], 0, axis)
+        return out + _normal(rng, shape, 0.01)
+    return {
+        "conv1.weight": patterned((16, 8, 3, 3), -1, 6).astype(np.float32),
+        "conv2.weight": patterned((12, 6, 3, 3), 0, 3).astype(np.float32),
+        "conv3.weight": patterned((8, 10, 5, 5), 1, 4).astype(np.float32),
+        "pw.weight": _normal(rng, (16, 8, 1, 1), 0.1).astype(np.float32),
+        "fc.weight": _laplace(rng, (24, 48), 0.05).astype(np.float32),
+    }
+
+
+def src_cluster_c(rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Outliers: Laplace weights with 1 % of the weights (and 2 of the 128 conv kernels)
+    20 to 60 times larger, in float32 and float16."""
+    fc = _laplace(rng, (64, 128), 0.02)
+    hit = rng.random(fc.shape) < 0.01
+    fc[hit] = rng.choice([-1.0, 1.0], hit.sum()) * rng.uniform(0.4, 1.2, hit.sum())
+    conv = _laplace(rng, (16, 8, 3, 3), 0.03)
+    conv[3, 5] = _normal(rng, (3, 3), 1.0)
+    conv[11, 0] = _normal(rng, (3, 3), 1.0)
+    half = _laplace(rng, (32, 48), 0.05)
+    half[rng.random(half.shape) < 0.01] = 2.0
+    return {"fc.weight": fc.astype(np.float32), "conv.weight": conv.astype(np.float32),
+            "proj.weight": half.astype(np.float16)}
+
+
+def src_cluster_d(rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Subspaces: a linear weight whose output-channel groups and a conv whose
+    input-channel groups have different scales (0.01, 0.1, 0.03, ...)."""
+    fc = np.concatenate([_laplace(rng, (16, 64), s) for s in (0.01, 0.1, 0.03)])
+    conv = np.concatenate([_laplace(rng, (12, 3, 3, 3), s) for s in (0.02, 0.2, 0.05)], axis=1)
+    return {"fc.weight": fc.astype(np.float32), "conv.weight": conv.astype(np.float32),
+            "fc.bias": _normal(rng, (48,), 0.02).astype(np.float32)}
 
 
 @dataclass(frozen=True)
@@ -496,9 +557,13 @@ SOURCES: dict[str, Source] = {
     "dq_b": Source("conformance/sources/dq_b.safetensors", 1012, src_dq_b),
     "tiles": Source("conformance/sources/tiles.safetensors", 1013, src_tiles),
     "signal": Source("conformance/sources/signal.safetensors", 1014, src_signal),
-    "pred_ref": Source("conformance/sources/pred_ref.safetensors", 1015, src_pred_ref),
-    "pred_new": Source("conformance/sources/pred_new.safetensors", 1016, src_pred_new),
-    "pred_b": Source("conformance/sources/pred_b.safetensors", 1017, src_pred_b),
+    "pred_ref": Source("conformance/sources/pred_ref.safetensors", 1019, src_pred_ref),
+    "pred_new": Source("conformance/sources/pred_new.safetensors", 1020, src_pred_new),
+    "pred_b": Source("conformance/sources/pred_b.safetensors", 1021, src_pred_b),
+    "cluster_a": Source("conformance/sources/cluster_a.safetensors", 1015, src_cluster_a),
+    "cluster_b": Source("conformance/sources/cluster_b.safetensors", 1016, src_cluster_b),
+    "cluster_c": Source("conformance/sources/cluster_c.safetensors", 1017, src_cluster_c),
+    "cluster_d": Source("conformance/sources/cluster_d.safetensors", 1018, src_cluster_d),
 }
 
 
@@ -748,6 +813,64 @@ STREAMS: tuple[Spec, ...] = (
          "predicts layers.1.weight (scale about 0.5) and layers.2.weight (scale about -1); "
          "other.weight, independent of it, is coded without prediction. Dependent "
          "quantization codes the residuals. No reference model is needed.",
+         verify=True),
+    # ---- format 1.2: clustering-based quantization (verify=True)
+    Spec("CLUSTER_A_1", "cluster_a",
+         ("format 1.2", "TOOL_CLUSTER", "point_type 0 (scalar)", "scalar codebook",
+          "codebook size <= 4", "codebook size > 16", "CLUSTERED float32",
+          "CLUSTERED float16", "CLUSTERED bfloat16", "CLUSTERED float64",
+          "QUANTIZED beside CLUSTERED", "layer_type linear", "layer_type conv",
+          "layer_type embedding"),
+         "Scalar codebooks (point_type 0): every 2-D and 4-D tensor coded in "
+         "tensor_coding_mode CLUSTERED (Cluster 2), each with its own codebook of "
+         "fixed-point integers at the codebook step (QP - 16) in its tensor parameter set, "
+         "sizes chosen by RD cost among 2, 8 and 64 (entries without points dropped). The "
+         "indices are coded as signed distances to the entry nearest zero with "
+         "neighbour contexts. Reconstruction to all four float types; the 1-D bias stays "
+         "QUANTIZED in the same stream.",
+         verify=True),
+    Spec("CLUSTER_B_1", "cluster_b",
+         ("format 1.2", "TOOL_CLUSTER", "point_type 1 (kernel)", "point_type 2 (filter)",
+          "point_type 3 (inchannel)", "point_type 0 (scalar)", "vector codebook",
+          "vector dims 9", "vector dims 54", "vector dims 200", "cluster_index tree bins",
+          "CLUSTERED float32"),
+         "Vector codebooks: ClusterPointRules makes the points of conv1 its 3x3 kernels "
+         "(point_type 1, 9 values), of conv2 its filters (point_type 2, 6*3*3 values), of "
+         "conv3 the kernels across one input channel (point_type 3, 8*5*5 values); the "
+         "pointwise conv (kernel rule, but 1x1 kernels) and the linear weight fall back to "
+         "scalar points. Vector indices are coded with the binary-tree contexts of "
+         "cluster_index.",
+         verify=True),
+    Spec("CLUSTER_C_1", "cluster_c",
+         ("format 1.2", "TOOL_CLUSTER", "outliers_enabled 1", "outlier_pos_mode 0 (flags)",
+          "outlier points", "vector outliers", "scalar codebook", "vector codebook",
+          "CLUSTERED float32", "CLUSTERED float16"),
+         "Outliers with context-coded position flags: weights far from every cluster "
+         "(OutlierMode spread, OutlierThreshold 3) are coded with the fine scalar "
+         "quantizer (QP - 4) instead of a codebook index; in the conv, whose points are "
+         "3x3 kernels, two whole kernels are outliers.",
+         verify=True),
+    Spec("CLUSTER_C_2", "cluster_c",
+         ("format 1.2", "TOOL_CLUSTER", "outliers_enabled 1", "outlier_pos_mode 1 (runs)",
+          "outlier points", "vector outliers", "CLUSTERED float32", "CLUSTERED float16"),
+         "Outlier positions as run lengths (OutlierPositions runs) and the outliers chosen "
+         "as a fraction of the points (OutlierMode fraction, 2 %), on the source of "
+         "CLUSTER_C_1.",
+         verify=True),
+    Spec("CLUSTER_D_1", "cluster_d",
+         ("format 1.2", "TOOL_CLUSTER", "subspace_axis 1 (output channels)",
+          "num_subspaces 3", "residual_enabled 1", "scalar codebook", "CLUSTERED float32",
+          "QUANTIZED beside CLUSTERED"),
+         "Subspaces along the output channels (ClusterSubspaceAxis out, 3 subspaces), each "
+         "with its own codebook and its own contexts, and a residual level per inlier "
+         "value (ClusterResidual 1, residual step QP + 4).",
+         verify=True),
+    Spec("CLUSTER_D_2", "cluster_d",
+         ("format 1.2", "TOOL_CLUSTER", "subspace_axis 2 (input channels)",
+          "num_subspaces 4", "point_type 1 (kernel)", "vector codebook",
+          "CLUSTERED float32"),
+         "Subspaces along the input channels (ClusterSubspaceAxis in, 4 subspaces) with "
+         "kernel points in the conv and scalar points in the linear weight.",
          verify=True),
 )
 
@@ -1021,8 +1144,95 @@ def _check_reconstruction(tt: TensorTools, order: list[tuple[int, int]],
 
 _TOOL_NAMES = ((hls.TOOL_CODING_TREE, "TOOL_CODING_TREE"),
                (hls.TOOL_SIGNAL_TYPES, "TOOL_SIGNAL_TYPES"), (hls.TOOL_DEP_QUANT, "TOOL_DEP_QUANT"),
-               (hls.TOOL_INTER_PRED, "TOOL_INTER_PRED"))
+               (hls.TOOL_INTER_PRED, "TOOL_INTER_PRED"), (hls.TOOL_CLUSTER, "TOOL_CLUSTER"))
 PRED_NAMES = {0: "NONE", 1: "REF_MODEL", 2: "EARLIER_TENSOR"}
+POINT_NAMES = {0: "scalar", 1: "kernel", 2: "filter", 3: "inchannel"}
+AXIS_NAMES = {0: "none", 1: "output channels", 2: "input channels"}
+
+
+def cluster_tensors(data: bytes) -> list[tuple[hls.TensorParameterSet, np.ndarray]]:
+    """Every CLUSTERED tensor of a stream with the decoder's label of each point."""
+    out: list[tuple[hls.TensorParameterSet, np.ndarray]] = []
+    mps = hls.parse_model_parameter_set(hls.split_units(data)[0])
+    if not mps.tool_flags & hls.TOOL_CLUSTER:
+        return out
+    for case in conformance.kernel_cases(data):
+        if case.coding_mode == hls.CodingMode.CLUSTERED:
+            assert case.params is not None
+            _, labels = cluster.decode_tensor_labels(case.params, case.data, case.tensor)
+            out.append((case.params, labels))
+    return out
+
+
+def cluster_facts(data: bytes) -> set[str]:
+    """Statements about the CLUSTERED tensors of a stream (format 1.2)."""
+    facts: set[str] = set()
+    modes = {c.coding_mode for c in conformance.kernel_cases(data)}
+    if {hls.CodingMode.QUANTIZED, hls.CodingMode.CLUSTERED} <= modes:
+        facts.add("QUANTIZED beside CLUSTERED")
+    for t, labels in cluster_tensors(data):
+        c = t.cluster
+        assert c is not None
+        facts |= {f"CLUSTERED {t.dtype.name}", f"point_type {c.point_type} "
+                  f"({POINT_NAMES[c.point_type]})", f"layer_type {LayerType(t.layer_type).label}"}
+        if c.subspace_axis:
+            facts.add(f"subspace_axis {c.subspace_axis} ({AXIS_NAMES[c.subspace_axis]})")
+            facts.add(f"num_subspaces {c.num_subspaces}")
+        dims = {b.shape[1] for b in c.codebooks}
+        sizes = [b.shape[0] for b in c.codebooks]
+        if dims == {1}:
+            facts.add("scalar codebook")
+        else:
+            facts.add("vector codebook")
+            facts |= {f"vector dims {d}" for d in dims}
+            if max(sizes) > 1:
+                facts.add("cluster_index tree bins")
+        if min(sizes) <= 4:
+            facts.add("codebook size <= 4")
+        if max(sizes) > 16:
+            facts.add("codebook size > 16")
+        if c.outliers_enabled:
+            facts.add("outliers_enabled 1")
+            facts.add(f"outlier_pos_mode {c.outlier_pos_mode} "
+                      f"({'runs' if c.outlier_pos_mode else 'flags'})")
+            if np.any(labels < 0):
+                facts.add("outlier points")
+                if dims != {1}:
+                    facts.add("vector outliers")
+        if c.residual_enabled:
+            facts.add("residual_enabled 1")
+    return facts
+
+
+def _cluster_section(data: bytes) -> list[str]:
+    rows = cluster_tensors(data)
+    if not rows:
+        return []
+    lines = [
+        "## Format 1.2 syntax values (clustered tensors)",
+        "",
+        "Per CLUSTERED tensor, from its tensor parameter set, and the decoder's labels "
+        "(*outliers*: points coded with the outlier quantizer):",
+        "",
+        "| id | tensor | point_type | subspace_axis | subspaces | codebook sizes | point dims "
+        "| codebook_qp_offset | outliers | outlier_qp_offset | positions | residual | points "
+        "| outliers |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for t, labels in rows:
+        c = t.cluster
+        assert c is not None
+        sizes = " ".join(str(b.shape[0]) for b in c.codebooks)
+        dims = " ".join(sorted({str(b.shape[1]) for b in c.codebooks}))
+        lines.append(
+            f"| {t.tensor_id} | `{t.name}` | {c.point_type} {POINT_NAMES[c.point_type]} | "
+            f"{c.subspace_axis} {AXIS_NAMES[c.subspace_axis]} | {c.num_subspaces} | {sizes} | "
+            f"{dims} | {c.codebook_qp_offset} | {int(c.outliers_enabled)} | "
+            f"{c.outlier_qp_offset if c.outliers_enabled else '-'} | "
+            f"{('runs' if c.outlier_pos_mode else 'flags') if c.outliers_enabled else '-'} | "
+            f"{(f'1 (QP + {c.residual_qp_offset})') if c.residual_enabled else '0'} | "
+            f"{labels.size} | {int(np.count_nonzero(labels < 0))} |")
+    return lines + [""]
 
 
 def stream_facts(data: bytes, ref: dict[str, np.ndarray] | None = None) -> set[str]:
@@ -1107,6 +1317,8 @@ def stream_facts(data: bytes, ref: dict[str, np.ndarray] | None = None) -> set[s
             facts.add("|CU QP delta| >= 5")
     if dq_prefix >= 0:
         facts.add(f"DQ abs_remainder EG0 prefixes up to {dq_prefix}")
+    if mps.tool_flags & hls.TOOL_CLUSTER:
+        facts |= cluster_facts(data)
     return facts
 
 
@@ -1145,7 +1357,10 @@ def _syntax_rows(data: bytes, ref: dict[str, np.ndarray] | None = None) -> list[
         shape = "x".join(map(str, t.shape)) if t.shape else "() 0-d"
         case = cases[t.name]
         size = len(case.data)
-        if t.coding_mode == hls.CodingMode.QUANTIZED:
+        if t.coding_mode == hls.CodingMode.CLUSTERED:
+            rest = (f"CLUSTERED | {LayerType(t.layer_type).name.lower()} | - | {t.qp} | "
+                    f"{t.qp_density} | {t.num_gt_flags} | - | -")
+        elif t.coding_mode == hls.CodingMode.QUANTIZED:
             size -= conformance.KERNEL_CASE_HEADER.size
             lv = conformance.decode_kernel_case(case)[0] if t.rows * t.cols else None
             top = int(np.abs(lv.astype(np.int64)).max()) if lv is not None else 0
@@ -1296,6 +1511,7 @@ def describe(spec: Spec, data: bytes, md5s: list[tuple[str, str]], version: str)
         *_syntax_rows(data, ref_model(spec)),
         "",
         *(_tools_section(spec, data) if version != "1.0" else []),
+        *_cluster_section(data),
         "Generated by `python3 scripts/make_conformance.py --generate`; do not edit by hand.",
         "",
     ]

@@ -76,6 +76,8 @@ def test_kernel_cases_match_the_hash_units(name: str) -> None:
     for case in cases:
         if case.coding_mode == hls.CodingMode.QUANTIZED:
             md5 = codec.tensor_md5(conformance.decode_kernel_case(case)[1]).hex()
+        elif case.coding_mode == hls.CodingMode.CLUSTERED:
+            md5 = codec.tensor_md5(conformance.decode_cluster_case(case)).hex()
         else:
             md5 = hashlib.md5(case.data).hexdigest()
         assert md5 == case.hash_md5, case.tensor
@@ -241,7 +243,9 @@ def _facts(name: str) -> frozenset[str]:
 def test_verified_stream_shows_its_features(name: str) -> None:
     spec = VERIFIED[name]
     assert ENTRIES[name].features == spec.features
-    assert ENTRIES[name].format_version == ("1.2" if name.startswith("PRED") else "1.1")
+    # 1.2: the streams of TOOL_CLUSTER (clustering) and TOOL_INTER_PRED (prediction)
+    assert ENTRIES[name].format_version == (
+        "1.2" if {"TOOL_CLUSTER", "TOOL_INTER_PRED"} & set(spec.features) else "1.1")
     missing = [f for f in spec.features if f not in _facts(name)]
     assert not missing, f"{name}: the decoded stream does not show {missing}"
 

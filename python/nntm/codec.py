@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import core, hls, predict
+from . import cluster, core, hls, predict
 from . import importance as imp
 from .arrange import Arrangement, from_kernel, kernel_shape, to_kernel
 from .classes import TREE_TYPES, Classifier, search_params
@@ -29,7 +29,7 @@ class TensorStats:
     shape: tuple[int, ...]
     dtype: str
     layer_type: str
-    mode: str          # "quantized" or "lossless"
+    mode: str          # "quantized", "lossless" or "clustered"
     qp: int | None
     bits: int          # bits of this tensor's units (parameter set, data, hash)
     num_params: int
@@ -172,6 +172,8 @@ def encode_with_recon(
     imp_qp = imp.qp_offsets(imp_maps, float(config["ImportanceQPScale"]),
                             int(config["QPDensity"]))
     search = search_params(config)
+    cluster.check_settings(config)
+    clustered_any = False
     arrays = [(name, _little_endian(np.asarray(value))) for name, value in tensors.items()]
     plans = []
     tool_flags = 0
@@ -244,6 +246,19 @@ def encode_with_recon(
             payload = res.payload
             rec = from_kernel(res.recon, tuple(array.shape), cls.arrangement)
             cus[name] = res.cus
+            # ---- clustering-based quantization: RD decision against scalar coding [1.2]
+            cst = cluster.settings(config, name, cls.layer.label, tuple(array.shape))
+            if cluster.eligible(array, cst):
+                full_imp = imp.normalized(imp_maps[name]) if name in imp_maps else None
+                scalar_bits = 8 * (len(hls.tensor_parameter_set(tps, tool_flags))
+                                   + len(hls.tensor_data_unit(tensor_id, payload)))
+                decision = cluster.choose(array, full_imp, cst, tps, tool_flags, scalar_bits, rec,
+                                          float(config["LambdaScale"]), f"tensor '{name}'")
+                if decision.clustered is not None:
+                    tps = cluster.cluster_tps(tps, decision.clustered.info)
+                    payload, rec = decision.clustered.payload, decision.clustered.recon
+                    mode, clustered_any = hls.CodingMode.CLUSTERED, True
+                    cus.pop(name, None)
         else:
             payload = _lossless_bytes(array)
             rec = np.array(array, copy=True, order="C")  # keeps 0-d tensors 0-d
@@ -254,13 +269,13 @@ def encode_with_recon(
             + hls.tensor_hash_unit(tensor_id, tensor_md5(rec))
         )
         units.append(tensor_units)
-        quantized = mode == hls.CodingMode.QUANTIZED
+        quantized = mode != hls.CodingMode.LOSSLESS
         stat = TensorStats(
             name=name,
             shape=tuple(array.shape),
             dtype=array.dtype.name,
             layer_type=cls.layer.label,
-            mode="quantized" if quantized else "lossless",
+            mode=mode.name.lower(),
             qp=tps.qp if quantized else None,
             bits=8 * len(tensor_units),
             num_params=int(array.size),
@@ -268,14 +283,19 @@ def encode_with_recon(
             if quantized else float("inf"),
             seconds=time.perf_counter() - start,
             signal=cls.signal,
-            tree=[k for k, v in TREE_TYPES.items() if v == tps.tree_type][0] if quantized else "-",
+            tree=[k for k, v in TREE_TYPES.items() if v == tps.tree_type][0]
+            if mode == hls.CodingMode.QUANTIZED else "-",
             num_cus=len(cus.get(name, ())),
-            pred="-" if tps.pred_mode == hls.PredMode.NONE else (
+            pred="-" if mode != hls.CodingMode.QUANTIZED or tps.pred_mode == hls.PredMode.NONE else (
                 "ref" if tps.pred_mode == hls.PredMode.REF_MODEL else f"t{tps.ref_tensor_id}"),
         )
         stats.append(stat)
         if progress is not None:
             progress(stat)
+    if clustered_any:  # clustered tensors: TOOL_CLUSTER, format 1.2
+        mps.tool_flags |= hls.TOOL_CLUSTER
+        mps.version_minor = 2
+        units[0] = hls.model_parameter_set(mps)
     units.append(hls.end_of_stream())
     return EncodeResult(b"".join(units), recon, stats, cus)
 
@@ -340,6 +360,8 @@ def _decode_tensor(tps: hls.TensorParameterSet, payload: bytes, where: str, trac
             raise BitstreamError(f"{what}: bool tensor with bytes other than 0 and 1")
         return np.frombuffer(payload, dtype=tps.dtype.newbyteorder("<")).astype(
             tps.dtype).reshape(tps.shape)
+    if tps.coding_mode == hls.CodingMode.CLUSTERED:
+        return cluster.decode_tensor(tps, payload, what)
     if not tps.tree.enabled and tps.num_elements > MIN_ELEMENTS_PER_BYTE * (len(payload) + 8):
         raise BitstreamError(f"{what}: a payload of {len(payload)} bytes cannot hold "
                              f"{tps.num_elements} levels")

@@ -392,6 +392,7 @@ class KernelCase:
     dtype: np.dtype
     shape: tuple[int, ...]
     arrangement: int
+    params: hls.TensorParameterSet | None = None  # CLUSTERED: its parameter set (codebooks)
 
     def tensor_from_kernel_output(self, raw: bytes) -> np.ndarray:
         """The tensor from the C core's reconstruction of a QUANTIZED case (kernel order)."""
@@ -463,7 +464,9 @@ def kernel_cases(data: bytes, ref_model: dict[str, np.ndarray] | None = None
             else:
                 blob = payload
             cases.append(KernelCase(tps.name, tps.coding_mode, blob, md5.hex(), tps.dtype,
-                                    tuple(tps.shape), int(tps.arrangement)))
+                                    tuple(tps.shape), int(tps.arrangement),
+                                    tps if tps.coding_mode == hls.CodingMode.CLUSTERED
+                                    else None))
     return cases
 
 
@@ -474,7 +477,8 @@ def check_stream_with_kernel_tool(suite: Suite, entry: StreamEntry,
     ``tool`` is fuzz/kernel_check.c built (e.g. with sanitizers): it is run once
     per stream as ``tool IN1 OUT1 IN2 OUT2 ...``, decodes and reconstructs each
     QUANTIZED case and writes the output bytes.  LOSSLESS tensors are their
-    payload bytes.  The MD5s are compared with the hash units and the md5 file.
+    payload bytes; CLUSTERED tensors are decoded with the extension.  The MD5s
+    are compared with the hash units and the md5 file.
     """
     result = StreamResult(entry.name)
     data = _read_stream(suite, entry, result)
@@ -510,6 +514,8 @@ def check_stream_with_kernel_tool(suite: Suite, entry: StreamEntry,
             if i in outputs:
                 md5 = codec.tensor_md5(case.tensor_from_kernel_output(outputs[i].read_bytes()))
                 md5 = md5.hex()
+            elif case.coding_mode == hls.CodingMode.CLUSTERED:  # the extension decodes these
+                md5 = codec.tensor_md5(decode_cluster_case(case)).hex()
             else:
                 md5 = hashlib.md5(case.data).hexdigest()
             if md5 != case.hash_md5:
@@ -553,6 +559,14 @@ def reencode(suite: Suite, entry: StreamEntry) -> bytes:
     with tempfile.TemporaryDirectory(prefix="nntm_reencode_") as tmp:
         return run_encoder_command(suite.root, entry.encoder_command,
                                    Path(tmp) / f"{entry.name}.bit")
+
+
+def decode_cluster_case(case: KernelCase) -> np.ndarray:
+    """Decode a CLUSTERED case with the Python extension."""
+    from . import cluster
+
+    assert case.params is not None
+    return cluster.decode_tensor(case.params, case.data, f"tensor '{case.tensor}'")
 
 
 def decode_kernel_case(case: KernelCase) -> tuple[np.ndarray, np.ndarray]:

@@ -39,13 +39,16 @@ TOOL_CODING_TREE = 1 << 0       # tensor parameter sets carry a tree partition t
 TOOL_SIGNAL_TYPES = 1 << 1      # the model parameter set lists input signal types
 TOOL_DEP_QUANT = 1 << 2         # tensor parameter sets carry dep_quant_enabled_flag
 TOOL_INTER_PRED = 1 << 3        # (format 1.2) tensor parameter sets carry pred_mode
-KNOWN_TOOL_FLAGS = TOOL_CODING_TREE | TOOL_SIGNAL_TYPES | TOOL_DEP_QUANT | TOOL_INTER_PRED
-# the lowest format minor version that may carry each tool flag
-TOOL_MIN_MINOR = {TOOL_CODING_TREE: 1, TOOL_SIGNAL_TYPES: 1, TOOL_DEP_QUANT: 1,
-                  TOOL_INTER_PRED: 2}
 PRED_SCALE_ONE = 4096           # pred_scale: the prediction is ref * pred_scale / 2^12
 MAX_PRED_SCALE = 65535
 REF_DTYPE_CODES = (0, 1, 2)     # a reference picture is float32, float16 or bfloat16
+# ---- clustering-based quantization (format 1.2); bit 1 << 4 is reserved
+TOOL_CLUSTER = 1 << 5           # tensors may use tensor_coding_mode CLUSTERED
+KNOWN_TOOL_FLAGS = (TOOL_CODING_TREE | TOOL_SIGNAL_TYPES | TOOL_DEP_QUANT | TOOL_INTER_PRED
+                    | TOOL_CLUSTER)
+# the lowest format minor version that may carry each tool flag
+TOOL_MIN_MINOR = {TOOL_CODING_TREE: 1, TOOL_SIGNAL_TYPES: 1, TOOL_DEP_QUANT: 1,
+                  TOOL_INTER_PRED: 2, TOOL_CLUSTER: 2}
 MAX_SIGNAL_TYPES = 255
 MAX_TREE_TYPE = 3
 
@@ -63,6 +66,7 @@ class CodingMode(enum.IntEnum):
 
     QUANTIZED = 0  # kernel tensor, CABAC payload
     LOSSLESS = 1   # raw little-endian bytes of the tensor
+    CLUSTERED = 2  # codebooks in the parameter set, cluster_data() payload [1.2]
 
 
 class PredMode(enum.IntEnum):
@@ -107,6 +111,84 @@ class ModelParameterSet:
     signal_types: list[str] = field(default_factory=lambda: ["default"])
 
 
+# ---------------------------------------------------------------- clustered tensors [1.2]
+MAX_POINT_TYPE = 3          # scalar, kernel, filter, inchannel (nntm.cluster.PointType)
+MAX_SUBSPACE_AXIS = 2       # none, output channels, input channels
+MAX_SUBSPACES = 64
+MAX_CODEBOOK_SIZE = 256
+MAX_CODEBOOK_VALUE = (1 << 30) - 1
+MAX_CLUSTER_QP_OFFSET = 64
+
+
+@dataclass
+class ClusterInfo:
+    """The clustered-mode fields of a tensor parameter set (docs/bitstream.md 3.4.1)."""
+
+    point_type: int = 0
+    subspace_axis: int = 0
+    num_subspaces: int = 1
+    codebook_qp_offset: int = 8     # codebook step: QP - offset
+    outliers_enabled: bool = False
+    outlier_qp_offset: int = 4      # outlier step: QP - offset
+    outlier_pos_mode: int = 0       # 0 flags, 1 runs
+    residual_enabled: bool = False
+    residual_qp_offset: int = 0     # residual step: QP + offset
+    codebooks: list[np.ndarray] = field(default_factory=list)  # (K, D) int32 per subspace
+
+
+def _write_cluster_info(w: _Writer, c: ClusterInfo) -> None:
+    w.u(8, c.point_type)
+    w.u(8, c.subspace_axis)
+    w.ue(c.num_subspaces - 1)
+    w.ue(c.codebook_qp_offset)
+    w.u(1, int(c.outliers_enabled))
+    if c.outliers_enabled:
+        w.se(c.outlier_qp_offset)
+        w.u(1, c.outlier_pos_mode)
+    w.u(1, int(c.residual_enabled))
+    if c.residual_enabled:
+        w.se(c.residual_qp_offset)
+    for book in c.codebooks:
+        w.ue(book.shape[0] - 1)
+        for v in book.reshape(-1).tolist():
+            w.se(int(v))
+
+
+def _read_cluster_info(r: _Reader, name: str, shape: tuple[int, ...]) -> ClusterInfo:
+    from .cluster import geometry  # the point geometry lives with the tool
+
+    c = ClusterInfo()
+    c.point_type = r.u(8)
+    if c.point_type > MAX_POINT_TYPE:
+        raise r.fail(f"tensor '{name}': unknown point_type {c.point_type}")
+    c.subspace_axis = r.u(8)
+    if c.subspace_axis > MAX_SUBSPACE_AXIS:
+        raise r.fail(f"tensor '{name}': unknown subspace_axis {c.subspace_axis}")
+    c.num_subspaces = r.ue(MAX_SUBSPACES - 1, "num_subspaces_minus1") + 1
+    c.codebook_qp_offset = r.ue(MAX_CLUSTER_QP_OFFSET, "codebook_qp_offset")
+    c.outliers_enabled = bool(r.u(1))
+    if c.outliers_enabled:
+        c.outlier_qp_offset = r.se(-MAX_CLUSTER_QP_OFFSET, MAX_CLUSTER_QP_OFFSET,
+                                   "outlier_qp_offset")
+        c.outlier_pos_mode = r.u(1)
+    c.residual_enabled = bool(r.u(1))
+    if c.residual_enabled:
+        c.residual_qp_offset = r.se(-MAX_CLUSTER_QP_OFFSET, MAX_CLUSTER_QP_OFFSET,
+                                    "residual_qp_offset")
+    try:
+        _, point_dims, _ = geometry(shape, c.point_type, c.subspace_axis, c.num_subspaces)
+    except ValueError as exc:
+        raise r.fail(f"tensor '{name}': {exc}") from None
+    for dims in point_dims:
+        size = r.ue(MAX_CODEBOOK_SIZE - 1, "codebook_size_minus1") + 1
+        if size * dims > (1 << 24):
+            raise r.fail(f"tensor '{name}': codebook of {size}x{dims} values is too large")
+        values = [r.se(-MAX_CODEBOOK_VALUE, MAX_CODEBOOK_VALUE, "codebook_value")
+                  for _ in range(size * dims)]
+        c.codebooks.append(np.array(values, dtype=np.int32).reshape(size, dims))
+    return c
+
+
 @dataclass
 class TensorParameterSet:
     tensor_id: int
@@ -130,6 +212,7 @@ class TensorParameterSet:
     ref_dtype: np.dtype = field(default_factory=lambda: np.dtype(np.float32))
     pred_scale: int = PRED_SCALE_ONE
     ref_md5: bytes = b""         # MD5 of the reference tensor (as tensor_md5 computes it)
+    cluster: ClusterInfo | None = None  # CLUSTERED tensors only
 
     @property
     def num_elements(self) -> int:
@@ -261,6 +344,16 @@ def tensor_parameter_set(tps: TensorParameterSet, tool_flags: int = 0) -> bytes:
                 if len(tps.ref_md5) != 16:
                     raise AssertionError("ref_md5 must be 16 bytes")
                 w.bytes(tps.ref_md5)
+    elif tps.coding_mode == CodingMode.CLUSTERED:
+        if tps.cluster is None:
+            raise ValueError(f"tensor '{tps.name}': CLUSTERED without cluster fields")
+        w.u(8, tps.layer_type)
+        w.se(tps.qp)
+        w.ue(tps.qp_density)
+        w.ue(tps.num_gt_flags - 1)
+        if tool_flags & TOOL_SIGNAL_TYPES:
+            w.ue(tps.signal_type)
+        _write_cluster_info(w, tps.cluster)
     w.byte_alignment()
     return _unit(UnitType.TENSOR_PARAMETER_SET, w.tobytes())
 
@@ -456,6 +549,21 @@ def parse_tensor_parameter_set(unit: Unit, mps: ModelParameterSet) -> TensorPara
     except ValueError:
         raise r.fail(f"tensor '{name}': unknown tensor_coding_mode {raw_mode}") from None
     tps = TensorParameterSet(tensor_id, name, DTYPES[code], shape, mode)
+    if mode == CodingMode.CLUSTERED:
+        if not mps.tool_flags & TOOL_CLUSTER or mps.version_minor < 2:
+            raise r.fail(f"tensor '{name}': tensor_coding_mode CLUSTERED needs TOOL_CLUSTER "
+                         "(format 1.2)")
+        if tps.dtype.name not in FLOAT_DTYPES:
+            raise r.fail(f"tensor '{name}': clustered coding of non-float dtype {tps.dtype}")
+        tps.layer_type = r.u(8)
+        if tps.layer_type > MAX_LAYER_TYPE:
+            raise r.fail(f"tensor '{name}': unknown layer_type {tps.layer_type}")
+        tps.qp = r.se(-4096, 4096, "qp")
+        tps.qp_density = r.ue(6, "qp_density")
+        tps.num_gt_flags = r.ue(14, "num_gt_flags_minus1") + 1
+        if mps.tool_flags & TOOL_SIGNAL_TYPES:
+            tps.signal_type = r.ue(len(mps.signal_types) - 1, "input_signal_type")
+        tps.cluster = _read_cluster_info(r, name, shape)
     if mode == CodingMode.QUANTIZED:
         if tps.dtype.name not in FLOAT_DTYPES:
             raise r.fail(f"tensor '{name}': quantized coding of non-float dtype {tps.dtype}")

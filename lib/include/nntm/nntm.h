@@ -179,6 +179,69 @@ int nntm_reconstruct(const nntm_kernel_params *params, const int32_t *levels, si
 int nntm_selftest_bins(const uint8_t *bins, const uint8_t *ctx_idx, size_t n, int32_t num_ctx,
                        double *real_bits, double *est_bits, uint8_t *decoded);
 
+/* ==== Clustering-based quantization (tensor coding mode CLUSTERED, format 1.2) ====
+ * A tensor is rearranged (by the caller) into points: num_subspaces groups,
+ * subspace s holding num_points[s] points of dims[s] values, row-major, the
+ * subspaces one after another.  Each subspace has a codebook of
+ * codebook_size[s] entries (dims[s] integers each, at the codebook step).
+ * An inlier point reconstructs as codebook entry (+ residual levels at the
+ * residual step), an outlier as levels at the outlier step; the steps are
+ * those of codebook_qp, residual_qp and outlier_qp.  See docs/bitstream.md,
+ * "Clustered tensors". */
+#define NNTM_CLUSTER_MAX_SUBSPACES 64
+#define NNTM_CLUSTER_MAX_CODEBOOK 256
+#define NNTM_CLUSTER_MAX_SHIFT_GAP 24   /* |shift(codebook) - shift(residual)| */
+#define NNTM_OUTLIER_POS_FLAGS 0        /* outlier_flag per point */
+#define NNTM_OUTLIER_POS_RUNS 1         /* inlier run lengths between outliers */
+#define NNTM_OUTLIER_SPREAD 0           /* encoder: distance > threshold * cluster spread */
+#define NNTM_OUTLIER_FRACTION 1         /* encoder: the threshold fraction of farthest points */
+
+typedef struct nntm_cluster_params {
+    int32_t num_subspaces;       /* 1..NNTM_CLUSTER_MAX_SUBSPACES */
+    int32_t qp_density;          /* 0..6 */
+    int32_t codebook_qp;         /* step of the codebook integers */
+    int32_t outlier_qp;          /* step of the outlier levels */
+    int32_t residual_qp;         /* step of the residual levels */
+    int32_t num_gt_flags;        /* of outlier and residual levels, 1..15 */
+    int32_t outliers_enabled;    /* 0/1 */
+    int32_t outlier_pos_mode;    /* NNTM_OUTLIER_POS_* */
+    int32_t residual_enabled;    /* 0/1 */
+    int32_t num_points[NNTM_CLUSTER_MAX_SUBSPACES];
+    int32_t dims[NNTM_CLUSTER_MAX_SUBSPACES];          /* >= 1 */
+    int32_t codebook_size[NNTM_CLUSTER_MAX_SUBSPACES]; /* 1..NNTM_CLUSTER_MAX_CODEBOOK */
+    int32_t row_points[NNTM_CLUSTER_MAX_SUBSPACES];    /* points per row (above neighbour), >= 1 */
+} nntm_cluster_params;
+
+typedef struct nntm_cluster_encoder_params {
+    nntm_cluster_params cluster; /* codebook_size: the largest size to use */
+    int32_t qp;                  /* lambda = lambda_scale * step(qp)^2 */
+    double lambda_scale;
+    int32_t outlier_mode;        /* NNTM_OUTLIER_SPREAD or NNTM_OUTLIER_FRACTION */
+    double outlier_threshold;    /* spread multiple (> 0) or fraction (0..0.5) */
+    int32_t max_iterations;      /* Lloyd iterations, 1..1000 */
+    double max_abs_value;        /* reconstructions stay within +-max_abs_value */
+} nntm_cluster_encoder_params;
+
+/* Cluster and code the points (see above; count = sum num_points[s]*dims[s]).
+ * importance (count, >= 0, or NULL) weights each value's squared error.
+ * codebook_size_out (num_subspaces) receives the sizes used, codebooks the
+ * entries (room for sum codebook_size[s]*dims[s] int32), labels (or NULL, one
+ * per point) the codebook index or -1 for an outlier, recon (count samples of
+ * dtype) the decoder's reconstruction, out the payload (zeroed or freed before).
+ * NNTM_OK, NNTM_ERR_ARG, NNTM_ERR_NOMEM, NNTM_ERR_NONFINITE or NNTM_ERR_RANGE. */
+int nntm_encode_cluster(const nntm_cluster_encoder_params *params, const float *points,
+                        const float *importance, int32_t dtype, int32_t *codebook_size_out,
+                        int32_t *codebooks, int32_t *labels, void *recon, nntm_buffer *out);
+
+/* Parse a clustered tensor's payload (size bytes, consumed exactly) with the
+ * codebooks of its tensor parameter set (sum codebook_size[s]*dims[s] int32,
+ * |entry| <= NNTM_MAX_LEVEL) and reconstruct the points into recon (count
+ * samples of dtype); labels (or NULL) as for the encoder.
+ * NNTM_OK, NNTM_ERR_ARG, NNTM_ERR_NOMEM, NNTM_ERR_CORRUPT or NNTM_ERR_TRUNCATED. */
+int nntm_decode_cluster(const nntm_cluster_params *params, const int32_t *codebooks,
+                        const uint8_t *data, size_t size, int32_t dtype, void *recon,
+                        int32_t *labels);
+
 #ifdef __cplusplus
 }
 #endif

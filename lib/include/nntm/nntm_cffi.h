@@ -100,3 +100,45 @@ int nntm_reconstruct(const nntm_kernel_params *params, const int32_t *levels, si
                      int32_t dtype, const nntm_reference *ref, void *out);
 int nntm_selftest_bins(const uint8_t *bins, const uint8_t *ctx_idx, size_t n, int32_t num_ctx,
                        double *real_bits, double *est_bits, uint8_t *decoded);
+
+/* ==== Clustering-based quantization (format 1.2) ==== */
+#define NNTM_CLUSTER_MAX_SUBSPACES 64
+#define NNTM_CLUSTER_MAX_CODEBOOK 256
+#define NNTM_CLUSTER_MAX_SHIFT_GAP 24
+#define NNTM_OUTLIER_POS_FLAGS 0
+#define NNTM_OUTLIER_POS_RUNS 1
+#define NNTM_OUTLIER_SPREAD 0
+#define NNTM_OUTLIER_FRACTION 1
+
+typedef struct nntm_cluster_params {
+    int32_t num_subspaces;
+    int32_t qp_density;
+    int32_t codebook_qp;
+    int32_t outlier_qp;
+    int32_t residual_qp;
+    int32_t num_gt_flags;
+    int32_t outliers_enabled;
+    int32_t outlier_pos_mode;
+    int32_t residual_enabled;
+    int32_t num_points[64];
+    int32_t dims[64];
+    int32_t codebook_size[64];
+    int32_t row_points[64];
+} nntm_cluster_params;
+
+typedef struct nntm_cluster_encoder_params {
+    nntm_cluster_params cluster;
+    int32_t qp;
+    double lambda_scale;
+    int32_t outlier_mode;
+    double outlier_threshold;
+    int32_t max_iterations;
+    double max_abs_value;
+} nntm_cluster_encoder_params;
+
+int nntm_encode_cluster(const nntm_cluster_encoder_params *params, const float *points,
+                        const float *importance, int32_t dtype, int32_t *codebook_size_out,
+                        int32_t *codebooks, int32_t *labels, void *recon, nntm_buffer *out);
+int nntm_decode_cluster(const nntm_cluster_params *params, const int32_t *codebooks,
+                        const uint8_t *data, size_t size, int32_t dtype, void *recon,
+                        int32_t *labels);

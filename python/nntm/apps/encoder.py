@@ -73,11 +73,16 @@ def _line(cols: Sequence[str]) -> str:
             f"{snr:>7} {secs:>7}")
 
 
+# Q quantized, L lossless, C clustered (format 1.2); Q>R predicted from the reference
+# model, Q>T<id> from an earlier tensor
+_MODE_LETTERS = {"quantized": "Q", "lossless": "L", "clustered": "C"}
+
+
 def _print_tensor(s: codec.TensorStats) -> None:
     print(_line([
         s.name, fmt_shape(s.shape), s.layer_type,
-        ("Q" if s.pred == "-" else "Q>" + ("R" if s.pred == "ref" else s.pred.upper()))
-        if s.mode == "quantized" else "L",
+        _MODE_LETTERS.get(s.mode, "?") + ("" if s.pred == "-" else
+                                          ">" + ("R" if s.pred == "ref" else s.pred.upper())),
         "-" if s.qp is None else str(s.qp), str(s.bits), f"{s.bits_per_param:.3f}",
         fmt_db(s.snr_db), f"{s.seconds:.3f}",
     ]), flush=True)
