@@ -286,8 +286,7 @@ def encode_with_recon(
             tree=[k for k, v in TREE_TYPES.items() if v == tps.tree_type][0]
             if mode == hls.CodingMode.QUANTIZED else "-",
             num_cus=len(cus.get(name, ())),
-            pred="-" if mode != hls.CodingMode.QUANTIZED or tps.pred_mode == hls.PredMode.NONE else (
-                "ref" if tps.pred_mode == hls.PredMode.REF_MODEL else f"t{tps.ref_tensor_id}"),
+            pred=_pred_label(tps) if mode == hls.CodingMode.QUANTIZED else "-",
         )
         stats.append(stat)
         if progress is not None:
@@ -298,6 +297,13 @@ def encode_with_recon(
         units[0] = hls.model_parameter_set(mps)
     units.append(hls.end_of_stream())
     return EncodeResult(b"".join(units), recon, stats, cus)
+
+
+def _pred_label(tps: hls.TensorParameterSet) -> str:
+    """TensorStats.pred of a QUANTIZED tensor: "-", "ref" or "t<id>"."""
+    if tps.pred_mode == hls.PredMode.NONE:
+        return "-"
+    return "ref" if tps.pred_mode == hls.PredMode.REF_MODEL else f"t{tps.ref_tensor_id}"
 
 
 def _may_predict(arrays: list[tuple[str, np.ndarray]], plans: list, config: Config,
