@@ -9,17 +9,11 @@
 #define NNTM_INIT_OUTLIER_FLAG 2048u /* P(outlier_flag == 1) = 1/16 */
 #define NNTM_INIT_RUN 16384u
 
-static void ctx_fill(nntm_ctx *c, int n, uint32_t p) {
-    for (int i = 0; i < n; i++) {
-        c[i].p_fast = (uint16_t)p;
-        c[i].p_slow = (uint16_t)p;
-    }
-}
 
 void nntm_cluster_ctxs_init(nntm_cluster_ctxs *c) {
-    ctx_fill(c->index, NNTM_CLUSTER_MAX_CODEBOOK, NNTM_INIT_INDEX);
-    ctx_fill(c->outlier_flag, NNTM_OUTLIER_FLAG_CTX, NNTM_INIT_OUTLIER_FLAG);
-    ctx_fill(c->run, NNTM_RUN_CTX, NNTM_INIT_RUN);
+    nntm_ctx_fill(c->index, NNTM_CLUSTER_MAX_CODEBOOK, NNTM_INIT_INDEX);
+    nntm_ctx_fill(c->outlier_flag, NNTM_OUTLIER_FLAG_CTX, NNTM_INIT_OUTLIER_FLAG);
+    nntm_ctx_fill(c->run, NNTM_RUN_CTX, NNTM_INIT_RUN);
     nntm_level_ctxs_init(&c->index_lv);
     nntm_level_ctxs_init(&c->outlier);
     nntm_level_ctxs_init(&c->residual);

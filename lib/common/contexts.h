@@ -53,6 +53,9 @@ typedef struct nntm_level_ctxs {
 /* Set every context of the level context sets to its initial value. */
 void nntm_level_ctxs_init(nntm_level_ctxs *c);
 
+/* Set n context variables to the probability p (15 bits) in both estimators. */
+void nntm_ctx_fill(nntm_ctx *c, int n, uint16_t p);
+
 /* Context indices of one level, derived from already coded neighbours. */
 typedef struct nntm_level_ctx_idx {
     int sig;

@@ -126,9 +126,6 @@ void nntm_cu_maps_set(nntm_cu_maps *m, const nntm_node *n, int mode, int qp_delt
     }
 }
 
-static void ctx_fill(nntm_ctx *c, int n, uint16_t p) {
-    for (int i = 0; i < n; i++) c[i].p_fast = c[i].p_slow = p;
-}
 
 /* Initial values of the tree context sets (P(bin == 1), 15 bits). */
 #define NNTM_INIT_SPLIT_QT 16384
@@ -140,12 +137,12 @@ static void ctx_fill(nntm_ctx *c, int n, uint16_t p) {
 
 void nntm_all_ctxs_init(nntm_all_ctxs *c) {
     nntm_level_ctxs_init(&c->level);
-    ctx_fill(c->tree.split_qt, NNTM_SPLIT_QT_CTX, NNTM_INIT_SPLIT_QT);
-    ctx_fill(c->tree.mtt_split, NNTM_MTT_SPLIT_CTX, NNTM_INIT_MTT_SPLIT);
-    ctx_fill(c->tree.mtt_vertical, NNTM_MTT_VERTICAL_CTX, NNTM_INIT_MTT_VERTICAL);
-    ctx_fill(c->tree.mtt_binary, NNTM_MTT_BINARY_CTX, NNTM_INIT_MTT_BINARY);
-    ctx_fill(c->tree.cu_skip, NNTM_CU_SKIP_CTX, NNTM_INIT_CU_SKIP);
-    ctx_fill(c->tree.qp_delta, NNTM_QP_DELTA_CTX, NNTM_INIT_QP_DELTA);
+    nntm_ctx_fill(c->tree.split_qt, NNTM_SPLIT_QT_CTX, NNTM_INIT_SPLIT_QT);
+    nntm_ctx_fill(c->tree.mtt_split, NNTM_MTT_SPLIT_CTX, NNTM_INIT_MTT_SPLIT);
+    nntm_ctx_fill(c->tree.mtt_vertical, NNTM_MTT_VERTICAL_CTX, NNTM_INIT_MTT_VERTICAL);
+    nntm_ctx_fill(c->tree.mtt_binary, NNTM_MTT_BINARY_CTX, NNTM_INIT_MTT_BINARY);
+    nntm_ctx_fill(c->tree.cu_skip, NNTM_CU_SKIP_CTX, NNTM_INIT_CU_SKIP);
+    nntm_ctx_fill(c->tree.qp_delta, NNTM_QP_DELTA_CTX, NNTM_INIT_QP_DELTA);
 }
 
 /* The left and above neighbours of a node's top-left element, when inside. */

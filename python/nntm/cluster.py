@@ -66,11 +66,9 @@ def _bounds(total: int, parts: int) -> list[tuple[int, int]]:
     return [(s * total // parts, (s + 1) * total // parts) for s in range(parts)]
 
 
-def geometry(shape: tuple[int, ...], point_type: int, axis: int,
-             num_subspaces: int) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
-    """(num_points, dims, row_points) of each subspace, without building the permutation
-    (cheap for any shape: the parameter set parser uses it before any size guard)."""
-    shape = tuple(int(d) for d in shape)
+def _subspace_channels(shape: tuple[int, ...], point_type: int, axis: int,
+                       num_subspaces: int) -> int:
+    """The channels along the subspace axis; ValueError when the geometry does not apply."""
     if not point_type_applies(shape, point_type):
         raise ValueError(f"point_type {point_type} does not apply to shape {shape}")
     if axis == 0 and num_subspaces != 1:
@@ -78,6 +76,15 @@ def geometry(shape: tuple[int, ...], point_type: int, axis: int,
     channels = shape[axis - 1] if axis else 1
     if not 1 <= num_subspaces <= min(channels, hls.MAX_SUBSPACES):
         raise ValueError(f"{num_subspaces} subspaces along an axis of {channels} channels")
+    return channels
+
+
+def geometry(shape: tuple[int, ...], point_type: int, axis: int,
+             num_subspaces: int) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+    """(num_points, dims, row_points) of each subspace, without building the permutation
+    (cheap for any shape: the parameter set parser uses it before any size guard)."""
+    shape = tuple(int(d) for d in shape)
+    channels = _subspace_channels(shape, point_type, axis, num_subspaces)
     rest = 1
     for d in shape[2:]:
         rest *= d
@@ -108,13 +115,7 @@ def layout(shape: tuple[int, ...], point_type: int, axis: int, num_subspaces: in
     every output channel o (filter), every input channel i (inchannel).
     """
     shape = tuple(int(d) for d in shape)
-    if not point_type_applies(shape, point_type):
-        raise ValueError(f"point_type {point_type} does not apply to shape {shape}")
-    if axis == 0 and num_subspaces != 1:
-        raise ValueError("several subspaces need a subspace axis")
-    channels = shape[axis - 1] if axis else 1
-    if not 1 <= num_subspaces <= min(channels, hls.MAX_SUBSPACES):
-        raise ValueError(f"{num_subspaces} subspaces along an axis of {channels} channels")
+    channels = _subspace_channels(shape, point_type, axis, num_subspaces)
     index = np.arange(int(np.prod(shape)), dtype=np.int64).reshape(shape)
     perms, counts, dims, rows = [], [], [], []
     for lo, hi in _bounds(channels, num_subspaces):
