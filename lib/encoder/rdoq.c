@@ -40,11 +40,69 @@ static int32_t floor_level(nntm_quantizer *q, double ax) {
     return (int32_t)f < q->max_level ? (int32_t)f : q->max_level;
 }
 
+/* The estimator's price of one bin on ctx (est_encode_bin without the call). */
+static inline uint32_t bin_cost(const uint32_t *cost1, const nntm_ctx *c, int bin) {
+    uint32_t idx = nntm_ctx_p1(c) >> (NNTM_PROB_BITS - NNTM_COST_TABLE_BITS);
+    if (!bin) idx = (1u << NNTM_COST_TABLE_BITS) - 1 - idx;
+    return cost1[idx];
+}
+
+/* The rate of level_coding() for a level of magnitude a (sign neg) as the
+ * non-updating estimator measures it: the bins of nntm_write_level_coding(),
+ * each priced on its context as it stands (no update between bins), summed as
+ * integers.  Equal to running the syntax writer through the trial estimator. */
+static inline uint64_t level_rate(const uint32_t *cost1, const nntm_level_ctxs *ctxs,
+                                  const nntm_level_ctx_idx *ci, uint32_t a, int neg, int num_gt) {
+    if (a == 0) return bin_cost(cost1, &ctxs->sig[ci->sig], 0);
+    uint64_t r = (uint64_t)bin_cost(cost1, &ctxs->sig[ci->sig], 1) +
+                 bin_cost(cost1, &ctxs->sign[ci->sign], neg);
+    for (int i = 0; i < num_gt; i++) {
+        int gt = a > (uint32_t)(i + 1);
+        r += bin_cost(cost1, &ctxs->gt[i][ci->gt_class], gt);
+        if (!gt) return r;
+    }
+    uint32_t v = a - (uint32_t)num_gt - 1 + 1;
+    int prefix = 0;
+    while ((v >> (prefix + 1)) != 0) prefix++;
+    const nntm_ctx *pc = ctxs->egp[ci->egp_class];
+    for (int i = 0; i < prefix; i++) r += bin_cost(cost1, &pc[i < NNTM_EGP_CTX ? i : NNTM_EGP_CTX - 1], 1);
+    r += bin_cost(cost1, &pc[prefix < NNTM_EGP_CTX ? prefix : NNTM_EGP_CTX - 1], 0);
+    return r + ((uint64_t)prefix << NNTM_COST_SHIFT);
+}
+
 static double rate_of(nntm_bit_estimator *trial, nntm_level_ctxs *ctxs,
                       const nntm_level_ctx_idx *ci, int32_t level, int num_gt) {
-    trial->cost = 0;
-    nntm_write_level_coding(&trial->w, ctxs, ci, level, num_gt);
-    return (double)trial->cost;
+    (void)trial;
+    uint32_t a = level < 0 ? (uint32_t)(-(int64_t)level) : (uint32_t)level;
+    return (double)level_rate(trial->cost1, ctxs, ci, a, level < 0, num_gt);
+}
+
+/* One bin through the updating estimator (est_encode_bin inlined). */
+static inline void bin_track(nntm_bit_estimator *e, nntm_ctx *c, int bin) {
+    e->cost += bin_cost(e->cost1, c, bin);
+    nntm_ctx_update(c, bin);
+}
+
+/* nntm_write_level_coding() through the updating estimator, inlined: the same
+ * bins on the same contexts in the same order. */
+static inline void level_track(nntm_bit_estimator *e, nntm_level_ctxs *ctxs,
+                               const nntm_level_ctx_idx *ci, int32_t level, int num_gt) {
+    bin_track(e, &ctxs->sig[ci->sig], level != 0);
+    if (level == 0) return;
+    bin_track(e, &ctxs->sign[ci->sign], level < 0);
+    uint32_t a = level < 0 ? (uint32_t)(-(int64_t)level) : (uint32_t)level;
+    for (int i = 0; i < num_gt; i++) {
+        int gt = a > (uint32_t)(i + 1);
+        bin_track(e, &ctxs->gt[i][ci->gt_class], gt);
+        if (!gt) return;
+    }
+    uint32_t v = a - (uint32_t)num_gt - 1 + 1;
+    int prefix = 0;
+    while ((v >> (prefix + 1)) != 0) prefix++;
+    nntm_ctx *pc = ctxs->egp[ci->egp_class];
+    for (int i = 0; i < prefix; i++) bin_track(e, &pc[i < NNTM_EGP_CTX ? i : NNTM_EGP_CTX - 1], 1);
+    bin_track(e, &pc[prefix < NNTM_EGP_CTX ? prefix : NNTM_EGP_CTX - 1], 0);
+    e->cost += (uint64_t)prefix << NNTM_COST_SHIFT;
 }
 
 static double quantize_scalar(const nntm_region_input *in, nntm_quantizer *q, int32_t *levels,
@@ -90,7 +148,7 @@ static double quantize_scalar(const nntm_region_input *in, nntm_quantizer *q, in
             double d = x - (double)lv * q->step;
             dist += imp * d * d;
             levels[i] = lv;
-            nntm_write_level_coding(&track->w, ctxs, &ci, lv, k->num_gt_flags);
+            level_track(track, ctxs, &ci, lv, k->num_gt_flags);
         }
     }
     return dist;
@@ -193,7 +251,7 @@ static double quantize_dq(const nntm_region_input *in, nntm_quantizer *q, int32_
             size_t i = (size_t)r * (size_t)k->cols + (size_t)c;
             int s = ctxs->dq_state;
             nntm_level_ctx_derive(levels, k->cols, r, c, s, &ci);
-            nntm_write_level_coding(&track->w, ctxs, &ci, levels[i], k->num_gt_flags);
+            level_track(track, ctxs, &ci, levels[i], k->num_gt_flags);
             double d = (double)in->weights[i] -
                        (double)nntm_dq_rindex(1, s, levels[i]) * half;
             dist += (in->importance ? (double)in->importance[i] : 1.0) * d * d;
