@@ -46,6 +46,8 @@ typedef struct search {
     nntm_bit_estimator *trial;     /* prices candidates, contexts untouched */
     nntm_bit_estimator *track;     /* advances contexts, accumulates rate */
     nntm_quantizer quant[8];       /* one per candidate QP delta */
+    nntm_quant_table table[8];     /* per quantizer, for the current CTU (RDOQ without DQ) */
+    int use_table;
     int32_t deltas[8];
     int num_deltas;
     int error;
@@ -143,8 +145,9 @@ static double search_leaf(search *s, const nntm_node *n, nntm_all_ctxs *ctx, int
         if (t->skip_enabled) nntm_write_cu_skip_flag(&s->track->w, &trial_ctx.tree, s->m, n, 0);
         if (t->cu_qp_delta_enabled) nntm_write_cu_qp_delta(&s->track->w, &trial_ctx.tree, s->deltas[k]);
         nntm_region_input in = {&s->p->kernel, s->p->rdoq, s->lambda, s->w, s->imp};
-        double d = nntm_quantize_region(&in, &s->quant[k], s->levels, &trial_ctx.level, s->trial,
-                                        s->track, x0, y0, x1, y1);
+        double d = nntm_quantize_region_table(&in, &s->quant[k], s->use_table ? &s->table[k] : NULL,
+                                              s->levels, &trial_ctx.level, s->trial, s->track,
+                                              x0, y0, x1, y1);
         double j = d + s->lambda * (split_rate + (double)(s->track->cost - r0));
         if (j < best) {
             best = j;
@@ -247,18 +250,28 @@ int nntm_search_tree(const nntm_encoder_params *p, const float *weights, const f
     }
     nntm_bit_estimator_init(s.trial, 0);
     nntm_bit_estimator_init(s.track, 1);
+    s.use_table = p->rdoq && !k->dq_enabled;
     nntm_all_ctxs ctx;
     nntm_all_ctxs_init(&ctx);
     int32_t ctu = (int32_t)1 << k->tree.log2_ctu_size;
     for (int64_t y = 0; y < k->rows && !s.error; y += ctu)
         for (int64_t x = 0; x < k->cols && !s.error; x += ctu) {
             nntm_node n = {(int32_t)x, (int32_t)y, ctu, ctu, 0, 0};
+            if (s.use_table) {
+                int32_t x0, y0, x1, y1;
+                nntm_node_clip(&n, maps->rows, maps->cols, &x0, &y0, &x1, &y1);
+                nntm_region_input in = {k, p->rdoq, s.lambda, weights, importance};
+                for (int i = 0; i < s.num_deltas && !s.error; i++)
+                    s.error = nntm_quant_table_fill(&s.table[i], &in, &s.quant[i], x0, y0, x1, y1);
+                if (s.error) break;
+            }
             search_node(&s, &n, &ctx, decisions);
         }
     for (int i = 0; i < s.num_deltas; i++) {
         if (s.quant[i].overflow && !s.error) s.error = NNTM_ERR_RANGE;
         if (s.quant[i].nomem) s.error = NNTM_ERR_NOMEM;
     }
+    for (int i = 0; i < 8; i++) nntm_quant_table_free(&s.table[i]);
     free(s.trial);
     free(s.track);
     return s.error;
