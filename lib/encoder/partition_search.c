@@ -424,7 +424,7 @@ int nntm_search_tree(const nntm_encoder_params *p, const float *weights, const f
     }
     nntm_bit_estimator_init(s.trial, 0);
     nntm_bit_estimator_init(s.track, 1);
-    s.use_table = p->rdoq && !k->dq_enabled;
+    s.use_table = p->rdoq || k->dq_enabled;
     int32_t ctu = (int32_t)1 << k->tree.log2_ctu_size;
     s.leaf_keep = malloc((size_t)ctu * (size_t)ctu * sizeof *s.leaf_keep);
     s.cache = malloc(sizeof *s.cache);

@@ -164,13 +164,42 @@ static inline void level_update(nntm_level_ctxs *ctxs, const nntm_level_ctx_idx 
     nntm_ctx_update(&pc[prefix], 0);
 }
 
+/* One trellis node: the best path into a state at a position. */
+typedef struct dq_node {
+    double cost;
+    int32_t level;  /* level chosen at this position on the path */
+    int8_t prev;    /* state at the previous position */
+} dq_node;
+
+/* The |level| candidates of a quantizer for |x| (in half steps u = 2|x|/step):
+ * Q0 reconstructs 2k, Q1 2k - 1 (and 0). */
+static int dq_candidates(int quantizer, double u, int32_t max_level, int32_t cand[3]) {
+    int n = 0;
+    int32_t lo;
+    if (quantizer == 0) {
+        double f = floor(u * 0.5);
+        lo = f > (double)max_level ? max_level : (int32_t)f;
+    } else {
+        double f = floor((u + 1.0) * 0.5);
+        lo = f > (double)max_level ? max_level : (int32_t)f;
+    }
+    cand[n++] = lo;
+    if (lo < max_level) cand[n++] = lo + 1;
+    if (lo > 0) cand[n++] = 0;
+    return n;
+}
+
+static double dq_recon_half(int quantizer, int32_t a) {
+    return quantizer == 0 || a == 0 ? 2.0 * (double)a : 2.0 * (double)a - 1.0;
+}
+
 int nntm_quant_table_fill(nntm_quant_table *t, const nntm_region_input *in, nntm_quantizer *q,
                           int32_t x0, int32_t y0, int32_t x1, int32_t y1) {
     size_t n = (size_t)(x1 - x0) * (size_t)(y1 - y0);
     if (n > t->cap) {
-        int32_t *lo = realloc(t->lo, n * sizeof *lo);
+        int32_t *lo = realloc(t->lo, 2 * n * sizeof *lo);
         if (lo) t->lo = lo;
-        double *dist = realloc(t->dist, 3 * n * sizeof *dist);
+        double *dist = realloc(t->dist, 6 * n * sizeof *dist);
         if (dist) t->dist = dist;
         if (!lo || !dist) return NNTM_ERR_NOMEM;
         t->cap = n;
@@ -180,7 +209,38 @@ int nntm_quant_table_fill(nntm_quant_table *t, const nntm_region_input *in, nntm
     t->x1 = x1;
     t->y1 = y1;
     const nntm_kernel_params *k = in->k;
+    t->dq = k->dq_enabled;
     size_t j = 0;
+    if (t->dq) {
+        double half = 0.5 * q->step;
+        int32_t max_level = q->max_level;
+        for (int32_t r = y0; r < y1; r++)
+            for (int32_t c = x0; c < x1; c++, j++) {
+                size_t i = (size_t)r * (size_t)k->cols + (size_t)c;
+                double x = (double)in->weights[i];
+                double imp = in->importance ? (double)in->importance[i] : 1.0;
+                double ax = fabs(x);
+                double u = ax / half;
+                if (u * 0.5 > (double)NNTM_MAX_LEVEL && max_level == NNTM_MAX_LEVEL)
+                    q->overflow = 1;
+                for (int qz = 0; qz < 2; qz++) {
+                    int32_t cand[3];
+                    dq_candidates(qz, u, max_level, cand);
+                    int32_t lo = cand[0];
+                    int32_t hi = lo < max_level ? lo + 1 : lo;
+                    double d;
+                    t->lo[2 * j + (size_t)qz] = lo;
+                    double *dd = &t->dist[6 * j + 3 * (size_t)qz];
+                    d = ax - dq_recon_half(qz, lo) * half;
+                    dd[0] = imp * d * d;
+                    d = ax - dq_recon_half(qz, hi) * half;
+                    dd[1] = imp * d * d;
+                    d = ax - dq_recon_half(qz, 0) * half;
+                    dd[2] = imp * d * d;
+                }
+            }
+        return NNTM_OK;
+    }
     for (int32_t r = y0; r < y1; r++)
         for (int32_t c = x0; c < x1; c++, j++) {
             size_t i = (size_t)r * (size_t)k->cols + (size_t)c;
@@ -338,35 +398,6 @@ static double quantize_scalar(const nntm_region_input *in, nntm_quantizer *q, in
     return dist;
 }
 
-/* One trellis node: the best path into a state at a position. */
-typedef struct dq_node {
-    double cost;
-    int32_t level;  /* level chosen at this position on the path */
-    int8_t prev;    /* state at the previous position */
-} dq_node;
-
-/* The |level| candidates of a quantizer for |x| (in half steps u = 2|x|/step):
- * Q0 reconstructs 2k, Q1 2k - 1 (and 0). */
-static int dq_candidates(int quantizer, double u, int32_t max_level, int32_t cand[3]) {
-    int n = 0;
-    int32_t lo;
-    if (quantizer == 0) {
-        double f = floor(u * 0.5);
-        lo = f > (double)max_level ? max_level : (int32_t)f;
-    } else {
-        double f = floor((u + 1.0) * 0.5);
-        lo = f > (double)max_level ? max_level : (int32_t)f;
-    }
-    cand[n++] = lo;
-    if (lo < max_level) cand[n++] = lo + 1;
-    if (lo > 0) cand[n++] = 0;
-    return n;
-}
-
-static double dq_recon_half(int quantizer, int32_t a) {
-    return quantizer == 0 || a == 0 ? 2.0 * (double)a : 2.0 * (double)a - 1.0;
-}
-
 static double quantize_dq(const nntm_region_input *in, nntm_quantizer *q, int32_t *levels,
                           nntm_level_ctxs *ctxs, nntm_bit_estimator *trial,
                           nntm_bit_estimator *track, int32_t x0, int32_t y0, int32_t x1,
@@ -452,6 +483,112 @@ static double quantize_dq(const nntm_region_input *in, nntm_quantizer *q, int32_
     return dist;
 }
 
+/* quantize_dq() from a table: the same trellis, costs and decisions, with the
+ * per-weight candidates and errors looked up. */
+static double quantize_dq_table(const nntm_region_input *in, nntm_quantizer *q,
+                                const nntm_quant_table *t, int32_t *levels,
+                                nntm_level_ctxs *ctxs, nntm_bit_estimator *trial,
+                                nntm_bit_estimator *track, int32_t x0, int32_t y0, int32_t x1,
+                                int32_t y1) {
+    const nntm_kernel_params *k = in->k;
+    const uint32_t *cost1 = trial->cost1;
+    const int num_gt = k->num_gt_flags;
+    const double lambda = in->lambda;
+    int32_t w = x1 - x0;
+    double half = 0.5 * q->step;
+    int32_t max_level = q->max_level;
+    const size_t tw = (size_t)(t->x1 - t->x0);
+    dq_node *nodes = malloc(sizeof(dq_node) * 4 * (size_t)w);
+    if (!nodes) {
+        q->nomem = 1;
+        return 0.0;
+    }
+    double dist = 0.0;
+    nntm_level_ctx_idx ci;
+    for (int32_t r = y0; r < y1; r++) {
+        double cost[4] = {DBL_MAX, DBL_MAX, DBL_MAX, DBL_MAX};
+        int32_t last[4] = {0, 0, 0, 0};
+        cost[ctxs->dq_state] = 0.0;
+        if (x0 > 0)
+            for (int s = 0; s < 4; s++) last[s] = levels[(size_t)r * (size_t)k->cols + x0 - 1];
+        size_t trow = (size_t)(r - t->y0) * tw - (size_t)t->x0;
+        for (int32_t c = x0; c < x1; c++) {
+            size_t i = (size_t)r * (size_t)k->cols + (size_t)c, tj = trow + (size_t)c;
+            int neg = in->weights[i] < 0.0f;
+            int32_t above = r > 0 ? levels[i - (size_t)k->cols] : 0;
+            dq_node *out = &nodes[4 * (size_t)(c - x0)];
+            for (int s = 0; s < 4; s++) out[s].cost = DBL_MAX;
+            uint64_t r0 = 0, rlo = 0, rhi = 0;
+            int have = -1;  /* the state whose rates r0, rlo, rhi are */
+            for (int s = 0; s < 4; s++) {
+                if (cost[s] == DBL_MAX) continue;
+                int qz = s >> 1;
+                int32_t lo = t->lo[2 * tj + (size_t)qz];
+                const double *dd = &t->dist[6 * tj + 3 * (size_t)qz];
+                /* states 0 and 1 share the quantizer and every context: same rates
+                 * when their left neighbours agree */
+                if (!(s == 1 && have == 0 && last[1] == last[0])) {
+                    nntm_level_ctx_from(last[s], above, s, &ci);
+                    candidate_rates(cost1, ctxs, &ci, (uint32_t)lo, neg, num_gt, &r0, &rlo, &rhi);
+                    have = s;
+                }
+                /* the candidates of dq_candidates(): lo, lo + 1 below max_level, 0 above 0 */
+                int32_t cand[3];
+                uint64_t rate[3];
+                double dc[3];
+                int n = 0;
+                cand[n] = lo;
+                rate[n] = rlo;
+                dc[n++] = dd[0];
+                if (lo < max_level) {
+                    cand[n] = lo + 1;
+                    rate[n] = rhi;
+                    dc[n++] = dd[1];
+                }
+                if (lo > 0) {
+                    cand[n] = 0;
+                    rate[n] = r0;
+                    dc[n++] = dd[2];
+                }
+                for (int j = 0; j < n; j++) {
+                    int32_t lv = neg ? -cand[j] : cand[j];
+                    double jc = cost[s] + dc[j] + lambda * (double)(int64_t)rate[j];
+                    int ns = nntm_dq_next_state(s, lv);
+                    if (jc < out[ns].cost) {
+                        out[ns].cost = jc;
+                        out[ns].level = lv;
+                        out[ns].prev = (int8_t)s;
+                    }
+                }
+            }
+            for (int s = 0; s < 4; s++) {
+                cost[s] = out[s].cost;
+                if (cost[s] != DBL_MAX) last[s] = out[s].level;
+            }
+        }
+        int best = 0;
+        for (int s = 1; s < 4; s++)
+            if (cost[s] < cost[best]) best = s;
+        for (int32_t c = x1 - 1; c >= x0; c--) {
+            dq_node *nd = &nodes[4 * (size_t)(c - x0) + best];
+            levels[(size_t)r * (size_t)k->cols + (size_t)c] = nd->level;
+            best = nd->prev;
+        }
+        for (int32_t c = x0; c < x1; c++) {
+            size_t i = (size_t)r * (size_t)k->cols + (size_t)c;
+            int s = ctxs->dq_state;
+            nntm_level_ctx_derive(levels, k->cols, r, c, s, &ci);
+            level_track(track, ctxs, &ci, levels[i], num_gt);
+            double d = (double)in->weights[i] -
+                       (double)nntm_dq_rindex(1, s, levels[i]) * half;
+            dist += (in->importance ? (double)in->importance[i] : 1.0) * d * d;
+            ctxs->dq_state = nntm_dq_next_state(s, levels[i]);
+        }
+    }
+    free(nodes);
+    return dist;
+}
+
 double nntm_quantize_region(const nntm_region_input *in, nntm_quantizer *q, int32_t *levels,
                             nntm_level_ctxs *ctxs, nntm_bit_estimator *trial,
                             nntm_bit_estimator *track, int32_t x0, int32_t y0, int32_t x1,
@@ -466,8 +603,11 @@ double nntm_quantize_region_table(const nntm_region_input *in, nntm_quantizer *q
                                   nntm_level_ctxs *ctxs, nntm_bit_estimator *trial,
                                   nntm_bit_estimator *track, int32_t x0, int32_t y0, int32_t x1,
                                   int32_t y1) {
-    if (in->rdoq && !in->k->dq_enabled && t && x0 >= t->x0 && y0 >= t->y0 && x1 <= t->x1 &&
-        y1 <= t->y1)
-        return quantize_scalar_table(in, q, t, levels, ctxs, trial, track, x0, y0, x1, y1);
+    if (t && x0 >= t->x0 && y0 >= t->y0 && x1 <= t->x1 && y1 <= t->y1) {
+        if (in->k->dq_enabled && t->dq)
+            return quantize_dq_table(in, q, t, levels, ctxs, trial, track, x0, y0, x1, y1);
+        if (in->rdoq && !in->k->dq_enabled && !t->dq)
+            return quantize_scalar_table(in, q, t, levels, ctxs, trial, track, x0, y0, x1, y1);
+    }
     return nntm_quantize_region(in, q, levels, ctxs, trial, track, x0, y0, x1, y1);
 }
