@@ -182,14 +182,26 @@ static size_t cache_key(search *s, leaf_cache *c, int k, const nntm_level_ctxs *
     return len;
 }
 
-static uint64_t key_hash(const uint32_t *w, size_t len) {
-    uint64_t h = 0x9E3779B97F4A7C15ull ^ (uint64_t)len;
-    for (size_t i = 0; i < len; i++) {
+/* The hash of a key: its header, the DQ state and significance contexts (the
+ * first words of the context copy, which change with nearly every level) and
+ * the boundary levels.  Lookups compare whole keys, so the words left out
+ * only cost collisions. */
+#define KEY_HASH_CTX_WORDS 32
+
+static uint64_t hash_words(uint64_t h, const uint32_t *w, size_t n) {
+    for (size_t i = 0; i < n; i++) {
         h ^= w[i];
         h *= 0xFF51AFD7ED558CCDull;
         h ^= h >> 29;
     }
     return h;
+}
+
+static uint64_t key_hash(const uint32_t *w, size_t len) {
+    size_t cw = (sizeof(nntm_level_ctxs) + 3) / 4;
+    size_t hc = cw < KEY_HASH_CTX_WORDS ? cw : KEY_HASH_CTX_WORDS;
+    uint64_t h = hash_words(0x9E3779B97F4A7C15ull ^ (uint64_t)len, w, 5 + hc);
+    return hash_words(h, w + 5 + cw, len - 5 - cw);
 }
 
 static const leaf_entry *cache_find(const leaf_cache *c, uint64_t h, size_t len) {
