@@ -5,7 +5,12 @@
  * can_split allows; the children are searched recursively on a copy of the
  * context state.  Every cost is D + lambda * R, with R from the bit estimator
  * running the real syntax writer on the contexts as they stand.  The best
- * option's levels, maps and context state are kept. */
+ * option's levels, maps and context state are kept.
+ *
+ * Speed without changing a decision: per CTU, each quantizer's per-weight
+ * values (floor level, candidate errors) are computed once (rdoq.h,
+ * nntm_quant_table), and a leaf quantized from the same level contexts and
+ * boundary levels as before is taken from the leaf cache. */
 #include "partition_search.h"
 
 #include <float.h>
