@@ -5,7 +5,12 @@
  * can_split allows; the children are searched recursively on a copy of the
  * context state.  Every cost is D + lambda * R, with R from the bit estimator
  * running the real syntax writer on the contexts as they stand.  The best
- * option's levels, maps and context state are kept. */
+ * option's levels, maps and context state are kept.
+ *
+ * Speed without changing a decision: per CTU, each quantizer's per-weight
+ * values (floor level, candidate errors) are computed once (rdoq.h,
+ * nntm_quant_table), and a leaf quantized from the same level contexts and
+ * boundary levels as before is taken from the leaf cache. */
 #include "partition_search.h"
 
 #include <float.h>
@@ -46,6 +51,10 @@ typedef struct search {
     nntm_bit_estimator *trial;     /* prices candidates, contexts untouched */
     nntm_bit_estimator *track;     /* advances contexts, accumulates rate */
     nntm_quantizer quant[8];       /* one per candidate QP delta */
+    nntm_quant_table table[8];     /* per quantizer, for the current CTU (RDOQ without DQ) */
+    int use_table;
+    int32_t *leaf_keep;            /* the best leaf candidate's levels (search_leaf) */
+    struct leaf_cache *cache;      /* quantized regions of the current CTU */
     int32_t deltas[8];
     int num_deltas;
     int error;
@@ -97,11 +106,196 @@ static void region_copy(search *s, region_state *r, int save) {
     }
 }
 
+/* ---- Leaf cache ----
+ * Quantizing a region with one quantizer is a pure function of the region,
+ * the quantizer, the level contexts (with the DQ state) and the levels just
+ * left of and just above the region: the only levels outside the region that
+ * the context derivation reads.  Different split paths reach the same region
+ * in the same state (the first child of QT and of BT_H then BT_V, ...), so the
+ * result (levels, contexts after, rate, distortion) is kept per CTU under the
+ * whole key, compared in full, and reused: the same decisions, faster. */
+#define CACHE_BUCKETS 65536
+
+typedef struct leaf_entry {
+    uint64_t hash;
+    size_t key_off, key_len;   /* 32-bit words in the key pool */
+    size_t lv_off;             /* levels in the level pool */
+    nntm_level_ctxs after;
+    uint64_t rate;
+    double dist;
+    int32_t next;
+} leaf_entry;
+
+typedef struct leaf_cache {
+    int32_t head[CACHE_BUCKETS];
+    leaf_entry *e;
+    size_t n, cap;
+    uint32_t *keys;
+    size_t nkeys, capkeys;
+    int32_t *lv;
+    size_t nlv, caplv;
+    uint32_t *scratch;         /* the key being looked up */
+    size_t capscratch;
+} leaf_cache;
+
+static void cache_reset(leaf_cache *c) {
+    memset(c->head, 0xFF, sizeof c->head);
+    c->n = c->nkeys = c->nlv = 0;
+}
+
+static void cache_free(leaf_cache *c) {
+    if (!c) return;
+    free(c->e);
+    free(c->keys);
+    free(c->lv);
+    free(c->scratch);
+    free(c);
+}
+
+static int grow(void **p, size_t *cap, size_t need, size_t size) {
+    if (need <= *cap) return 0;
+    size_t n = *cap ? *cap : 1024;
+    while (n < need) n *= 2;
+    void *q = realloc(*p, n * size);
+    if (!q) return -1;
+    *p = q;
+    *cap = n;
+    return 0;
+}
+
+/* Build the key of quantizing [x0,x1) x [y0,y1) with quantizer k from ctx;
+ * returns its length in words (in c->scratch), 0 when out of memory. */
+static size_t cache_key(search *s, leaf_cache *c, int k, const nntm_level_ctxs *ctx, int32_t x0,
+                        int32_t y0, int32_t x1, int32_t y1) {
+    size_t cw = (sizeof *ctx + 3) / 4;
+    size_t len = 5 + cw + (size_t)(y1 - y0) + (size_t)(x1 - x0);
+    if (grow((void **)&c->scratch, &c->capscratch, len, sizeof *c->scratch)) return 0;
+    uint32_t *w = c->scratch;
+    w[0] = (uint32_t)x0;
+    w[1] = (uint32_t)y0;
+    w[2] = (uint32_t)x1;
+    w[3] = (uint32_t)y1;
+    w[4] = (uint32_t)k;
+    w[4 + cw] = 0;
+    memcpy(w + 5, ctx, sizeof *ctx);
+    size_t o = 5 + cw;
+    size_t cols = (size_t)s->m->cols;
+    for (int32_t y = y0; y < y1; y++)
+        w[o++] = x0 > 0 ? (uint32_t)s->levels[(size_t)y * cols + (size_t)x0 - 1] : 0;
+    for (int32_t x = x0; x < x1; x++)
+        w[o++] = y0 > 0 ? (uint32_t)s->levels[(size_t)(y0 - 1) * cols + (size_t)x] : 0;
+    return len;
+}
+
+/* The hash of a key: its header, the DQ state and significance contexts (the
+ * first words of the context copy, which change with nearly every level) and
+ * the boundary levels.  Lookups compare whole keys, so the words left out
+ * only cost collisions. */
+#define KEY_HASH_CTX_WORDS 32
+
+static uint64_t hash_words(uint64_t h, const uint32_t *w, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        h ^= w[i];
+        h *= 0xFF51AFD7ED558CCDull;
+        h ^= h >> 29;
+    }
+    return h;
+}
+
+static uint64_t key_hash(const uint32_t *w, size_t len) {
+    size_t cw = (sizeof(nntm_level_ctxs) + 3) / 4;
+    size_t hc = cw < KEY_HASH_CTX_WORDS ? cw : KEY_HASH_CTX_WORDS;
+    uint64_t h = hash_words(0x9E3779B97F4A7C15ull ^ (uint64_t)len, w, 5 + hc);
+    return hash_words(h, w + 5 + cw, len - 5 - cw);
+}
+
+static const leaf_entry *cache_find(const leaf_cache *c, uint64_t h, size_t len) {
+    for (int32_t i = c->head[h & (CACHE_BUCKETS - 1)]; i >= 0; i = c->e[i].next) {
+        const leaf_entry *e = &c->e[i];
+        if (e->hash == h && e->key_len == len &&
+            memcmp(c->keys + e->key_off, c->scratch, len * sizeof *c->scratch) == 0)
+            return e;
+    }
+    return NULL;
+}
+
+/* Keep the result now in s->levels and ctx under the key in c->scratch. */
+static void cache_store(search *s, leaf_cache *c, uint64_t h, size_t len,
+                        const nntm_level_ctxs *ctx, uint64_t rate, double dist, int32_t x0,
+                        int32_t y0, int32_t x1, int32_t y1) {
+    size_t w = (size_t)(x1 - x0), area = w * (size_t)(y1 - y0);
+    if (c->n >= (size_t)INT32_MAX || grow((void **)&c->e, &c->cap, c->n + 1, sizeof *c->e) ||
+        grow((void **)&c->keys, &c->capkeys, c->nkeys + len, sizeof *c->keys) ||
+        grow((void **)&c->lv, &c->caplv, c->nlv + area, sizeof *c->lv))
+        return; /* not kept: only slower */
+    leaf_entry *e = &c->e[c->n];
+    e->hash = h;
+    e->key_off = c->nkeys;
+    e->key_len = len;
+    e->lv_off = c->nlv;
+    e->after = *ctx;
+    e->rate = rate;
+    e->dist = dist;
+    memcpy(c->keys + c->nkeys, c->scratch, len * sizeof *c->keys);
+    c->nkeys += len;
+    for (int32_t y = y0; y < y1; y++, c->nlv += w)
+        memcpy(c->lv + c->nlv, s->levels + (size_t)y * (size_t)s->m->cols + (size_t)x0,
+               w * sizeof *c->lv);
+    size_t b = h & (CACHE_BUCKETS - 1);
+    e->next = c->head[b];
+    c->head[b] = (int32_t)c->n++;
+}
+
+/* Quantize the region with quantizer k on ctx through the track estimator,
+ * or take the same result from the cache. */
+static double quantize_leaf(search *s, int k, nntm_level_ctxs *ctx, int32_t x0, int32_t y0,
+                            int32_t x1, int32_t y1) {
+    leaf_cache *c = s->cache;
+    size_t len = c ? cache_key(s, c, k, ctx, x0, y0, x1, y1) : 0;
+    uint64_t h = 0;
+    if (len) {
+        h = key_hash(c->scratch, len);
+        const leaf_entry *e = cache_find(c, h, len);
+        if (e) {
+            size_t w = (size_t)(x1 - x0);
+            const int32_t *src = c->lv + e->lv_off;
+            for (int32_t y = y0; y < y1; y++, src += w)
+                memcpy(s->levels + (size_t)y * (size_t)s->m->cols + (size_t)x0, src,
+                       w * sizeof *src);
+            *ctx = e->after;
+            s->track->cost += e->rate;
+            return e->dist;
+        }
+    }
+    uint64_t r0 = s->track->cost;
+    nntm_region_input in = {&s->p->kernel, s->p->rdoq, s->lambda, s->w, s->imp};
+    double d = nntm_quantize_region_table(&in, &s->quant[k], s->use_table ? &s->table[k] : NULL,
+                                          s->levels, ctx, s->trial, s->track, x0, y0, x1, y1);
+    if (len) cache_store(s, c, h, len, ctx, s->track->cost - r0, d, x0, y0, x1, y1);
+    return d;
+}
+
 /* Cost of coding bins through the track estimator on ctx. */
 #define RATE_BEGIN(s) uint64_t rate0_ = (s)->track->cost
 #define RATE_END(s) ((s)->track->cost - rate0_)
 
-/* The best leaf CU of node n: skip or coded at one of the QP deltas. */
+/* Copy the levels of [x0,x1) x [y0,y1) between the search array and buf. */
+static void levels_copy(search *s, int32_t *buf, int save, int32_t x0, int32_t y0, int32_t x1,
+                        int32_t y1) {
+    size_t w = (size_t)(x1 - x0);
+    for (int32_t y = y0; y < y1; y++, buf += w) {
+        int32_t *a = s->levels + (size_t)y * (size_t)s->m->cols + (size_t)x0;
+        if (save)
+            memcpy(buf, a, w * sizeof *a);
+        else
+            memcpy(a, buf, w * sizeof *a);
+    }
+}
+
+/* The best leaf CU of node n: skip or coded at one of the QP deltas.  Only
+ * the levels of the candidates differ inside the region (the maps of the
+ * region are read by no candidate), so the best one's levels are kept aside
+ * while later candidates run, and the maps are set once for the winner. */
 static double search_leaf(search *s, const nntm_node *n, nntm_all_ctxs *ctx, int *skip_won) {
     const nntm_tree_params *t = &s->p->kernel.tree;
     int32_t x0, y0, x1, y1;
@@ -112,12 +306,8 @@ static double search_leaf(search *s, const nntm_node *n, nntm_all_ctxs *ctx, int
     double split_rate = (double)RATE_END(s);
     double best = DBL_MAX;
     int best_mode = NNTM_CU_CODED, best_delta = 0;
-    region_state keep = {0};
-    if (region_alloc(&keep, x0, y0, x1, y1)) {
-        s->error = NNTM_ERR_NOMEM;
-        region_free(&keep);
-        return DBL_MAX;
-    }
+    int best_k = -2;   /* -1: skip; k: coded with delta k */
+    int last_k = -2;   /* the candidate whose levels are in the search array */
     if (t->skip_enabled) {
         trial_ctx = base;
         double d = 0.0;
@@ -126,37 +316,41 @@ static double search_leaf(search *s, const nntm_node *n, nntm_all_ctxs *ctx, int
                 size_t i = (size_t)y * (size_t)s->m->cols + (size_t)x;
                 double v = (double)s->w[i];
                 d += (s->imp ? (double)s->imp[i] : 1.0) * v * v;
-                s->levels[(size_t)y * (size_t)s->m->cols + (size_t)x] = 0;
             }
         uint64_t r0 = s->track->cost;
         nntm_write_cu_skip_flag(&s->track->w, &trial_ctx.tree, s->m, n, 1);
         double j = d + s->lambda * (split_rate + (double)(s->track->cost - r0));
-        nntm_cu_maps_set(s->m, n, NNTM_CU_SKIP, 0);
         best = j;
         best_mode = NNTM_CU_SKIP;
+        best_k = -1;
         *ctx = trial_ctx;
-        region_copy(s, &keep, 1);
     }
     for (int k = 0; k < s->num_deltas; k++) {
+        if (best_k >= 0 && best_k == last_k)  /* the best so far is about to be overwritten */
+            levels_copy(s, s->leaf_keep, 1, x0, y0, x1, y1);
         trial_ctx = base;
         uint64_t r0 = s->track->cost;
         if (t->skip_enabled) nntm_write_cu_skip_flag(&s->track->w, &trial_ctx.tree, s->m, n, 0);
         if (t->cu_qp_delta_enabled) nntm_write_cu_qp_delta(&s->track->w, &trial_ctx.tree, s->deltas[k]);
-        nntm_region_input in = {&s->p->kernel, s->p->rdoq, s->lambda, s->w, s->imp};
-        double d = nntm_quantize_region(&in, &s->quant[k], s->levels, &trial_ctx.level, s->trial,
-                                        s->track, x0, y0, x1, y1);
+        double d = quantize_leaf(s, k, &trial_ctx.level, x0, y0, x1, y1);
+        last_k = k;
         double j = d + s->lambda * (split_rate + (double)(s->track->cost - r0));
         if (j < best) {
             best = j;
             best_mode = NNTM_CU_CODED;
             best_delta = s->deltas[k];
+            best_k = k;
             *ctx = trial_ctx;
-            nntm_cu_maps_set(s->m, n, best_mode, best_delta);
-            region_copy(s, &keep, 1);
         }
     }
-    region_copy(s, &keep, 0);
-    region_free(&keep);
+    if (best_k == -1) {
+        for (int32_t y = y0; y < y1; y++)
+            memset(s->levels + (size_t)y * (size_t)s->m->cols + (size_t)x0, 0,
+                   (size_t)(x1 - x0) * sizeof *s->levels);
+    } else if (best_k != last_k) {
+        levels_copy(s, s->leaf_keep, 0, x0, y0, x1, y1);
+    }
+    nntm_cu_maps_set(s->m, n, best_mode, best_delta);
     *skip_won = best_mode == NNTM_CU_SKIP;
     return best;
 }
@@ -247,18 +441,40 @@ int nntm_search_tree(const nntm_encoder_params *p, const float *weights, const f
     }
     nntm_bit_estimator_init(s.trial, 0);
     nntm_bit_estimator_init(s.track, 1);
+    s.use_table = p->rdoq || k->dq_enabled;
+    int32_t ctu = (int32_t)1 << k->tree.log2_ctu_size;
+    s.leaf_keep = malloc((size_t)ctu * (size_t)ctu * sizeof *s.leaf_keep);
+    s.cache = malloc(sizeof *s.cache);
+    if (s.cache) memset(s.cache, 0, sizeof *s.cache); /* without it: no cache, same result */
+    if (!s.leaf_keep) {
+        cache_free(s.cache);
+        free(s.trial);
+        free(s.track);
+        return NNTM_ERR_NOMEM;
+    }
     nntm_all_ctxs ctx;
     nntm_all_ctxs_init(&ctx);
-    int32_t ctu = (int32_t)1 << k->tree.log2_ctu_size;
     for (int64_t y = 0; y < k->rows && !s.error; y += ctu)
         for (int64_t x = 0; x < k->cols && !s.error; x += ctu) {
             nntm_node n = {(int32_t)x, (int32_t)y, ctu, ctu, 0, 0};
+            if (s.cache) cache_reset(s.cache);
+            if (s.use_table) {
+                int32_t x0, y0, x1, y1;
+                nntm_node_clip(&n, maps->rows, maps->cols, &x0, &y0, &x1, &y1);
+                nntm_region_input in = {k, p->rdoq, s.lambda, weights, importance};
+                for (int i = 0; i < s.num_deltas && !s.error; i++)
+                    s.error = nntm_quant_table_fill(&s.table[i], &in, &s.quant[i], x0, y0, x1, y1);
+                if (s.error) break;
+            }
             search_node(&s, &n, &ctx, decisions);
         }
     for (int i = 0; i < s.num_deltas; i++) {
         if (s.quant[i].overflow && !s.error) s.error = NNTM_ERR_RANGE;
         if (s.quant[i].nomem) s.error = NNTM_ERR_NOMEM;
     }
+    for (int i = 0; i < 8; i++) nntm_quant_table_free(&s.table[i]);
+    cache_free(s.cache);
+    free(s.leaf_keep);
     free(s.trial);
     free(s.track);
     return s.error;

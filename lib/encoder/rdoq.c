@@ -40,60 +40,128 @@ static int32_t floor_level(nntm_quantizer *q, double ax) {
     return (int32_t)f < q->max_level ? (int32_t)f : q->max_level;
 }
 
-static double rate_of(nntm_bit_estimator *trial, nntm_level_ctxs *ctxs,
-                      const nntm_level_ctx_idx *ci, int32_t level, int num_gt) {
-    trial->cost = 0;
-    nntm_write_level_coding(&trial->w, ctxs, ci, level, num_gt);
-    return (double)trial->cost;
+/* The estimator's price of one bin on ctx (est_encode_bin without the call). */
+static inline uint32_t bin_cost(const uint32_t *cost1, const nntm_ctx *c, int bin) {
+    uint32_t idx = nntm_ctx_p1(c) >> (NNTM_PROB_BITS - NNTM_COST_TABLE_BITS);
+    if (!bin) idx = (1u << NNTM_COST_TABLE_BITS) - 1 - idx;
+    return cost1[idx];
 }
 
-static double quantize_scalar(const nntm_region_input *in, nntm_quantizer *q, int32_t *levels,
-                              nntm_level_ctxs *ctxs, nntm_bit_estimator *trial,
-                              nntm_bit_estimator *track, int32_t x0, int32_t y0, int32_t x1,
-                              int32_t y1) {
-    const nntm_kernel_params *k = in->k;
-    double dist = 0.0;
-    nntm_level_ctx_idx ci;
-    for (int32_t r = y0; r < y1; r++) {
-        for (int32_t c = x0; c < x1; c++) {
-            size_t i = (size_t)r * (size_t)k->cols + (size_t)c;
-            double x = (double)in->weights[i];
-            double imp = in->importance ? (double)in->importance[i] : 1.0;
-            double ax = fabs(x);
-            int32_t lo = floor_level(q, ax);
-            int32_t hi = lo < q->max_level ? lo + 1 : lo;
-            nntm_level_ctx_derive(levels, k->cols, r, c, 0, &ci);
-            int32_t best;
-            if (!in->rdoq) {
-                double nearest = floor(ax * q->inv_step + 0.5); /* ties away from zero */
-                best = nearest > (double)lo ? hi : lo;
-            } else {
-                int32_t cand[3];
-                int ncand = 0;
-                cand[ncand++] = lo;
-                if (hi > lo) cand[ncand++] = hi;
-                if (lo > 0) cand[ncand++] = 0;
-                double best_cost = 0.0;
-                best = 0;
-                for (int j = 0; j < ncand; j++) {
-                    double d = ax - (double)cand[j] * q->step;
-                    double cost = imp * d * d +
-                                  in->lambda * rate_of(trial, ctxs, &ci, x < 0 ? -cand[j] : cand[j],
-                                                       k->num_gt_flags);
-                    if (j == 0 || cost < best_cost) {
-                        best_cost = cost;
-                        best = cand[j];
-                    }
-                }
-            }
-            int32_t lv = x < 0 ? -best : best;
-            double d = x - (double)lv * q->step;
-            dist += imp * d * d;
-            levels[i] = lv;
-            nntm_write_level_coding(&track->w, ctxs, &ci, lv, k->num_gt_flags);
-        }
+/* The rate of level_coding() for a level of magnitude a (sign neg) as the
+ * non-updating estimator measures it: the bins of nntm_write_level_coding(),
+ * each priced on its context as it stands (no update between bins), summed as
+ * integers.  Equal to running the syntax writer through the trial estimator. */
+static inline uint64_t level_rate(const uint32_t *cost1, const nntm_level_ctxs *ctxs,
+                                  const nntm_level_ctx_idx *ci, uint32_t a, int neg, int num_gt) {
+    if (a == 0) return bin_cost(cost1, &ctxs->sig[ci->sig], 0);
+    uint64_t r = (uint64_t)bin_cost(cost1, &ctxs->sig[ci->sig], 1) +
+                 bin_cost(cost1, &ctxs->sign[ci->sign], neg);
+    for (int i = 0; i < num_gt; i++) {
+        int gt = a > (uint32_t)(i + 1);
+        r += bin_cost(cost1, &ctxs->gt[i][ci->gt_class], gt);
+        if (!gt) return r;
     }
-    return dist;
+    uint32_t v = a - (uint32_t)num_gt - 1 + 1;
+    int prefix = 0;
+    while ((v >> (prefix + 1)) != 0) prefix++;
+    const nntm_ctx *pc = ctxs->egp[ci->egp_class];
+    for (int i = 0; i < prefix; i++) r += bin_cost(cost1, &pc[i < NNTM_EGP_CTX ? i : NNTM_EGP_CTX - 1], 1);
+    r += bin_cost(cost1, &pc[prefix < NNTM_EGP_CTX ? prefix : NNTM_EGP_CTX - 1], 0);
+    return r + ((uint64_t)prefix << NNTM_COST_SHIFT);
+}
+
+/* abs_remainder() of rem as the non-updating estimator prices it. */
+static inline uint64_t remainder_rate(const uint32_t *cost1, const nntm_ctx *pc, uint32_t rem) {
+    uint32_t v = rem + 1;
+    int prefix = 0;
+    while ((v >> (prefix + 1)) != 0) prefix++;
+    uint64_t r = (uint64_t)prefix << NNTM_COST_SHIFT;
+    for (int i = 0; i < prefix; i++) r += bin_cost(cost1, &pc[i < NNTM_EGP_CTX ? i : NNTM_EGP_CTX - 1], 1);
+    return r + bin_cost(cost1, &pc[prefix < NNTM_EGP_CTX ? prefix : NNTM_EGP_CTX - 1], 0);
+}
+
+/* level_rate() of the magnitudes 0, a and a + 1 at once (the candidates of a
+ * weight): the bins that a and a + 1 share are priced once.  The integer sums
+ * equal level_rate()'s. */
+static inline void candidate_rates(const uint32_t *cost1, const nntm_level_ctxs *ctxs,
+                                   const nntm_level_ctx_idx *ci, uint32_t a, int neg, int num_gt,
+                                   uint64_t *r0, uint64_t *ra, uint64_t *ra1) {
+    const nntm_ctx *sig = &ctxs->sig[ci->sig];
+    *r0 = bin_cost(cost1, sig, 0);
+    uint64_t base = (uint64_t)bin_cost(cost1, sig, 1) + bin_cost(cost1, &ctxs->sign[ci->sign], neg);
+    const nntm_ctx *pc = ctxs->egp[ci->egp_class];
+    const uint32_t g = (uint32_t)num_gt;
+    if (a == 0) {
+        *ra = *r0;
+        *ra1 = base + bin_cost(cost1, &ctxs->gt[0][ci->gt_class], 0);
+        return;
+    }
+    /* a >= 1: greater-than flags 0 .. min(a - 1, g) - 1 are 1 for both */
+    uint32_t ones = a - 1 < g ? a - 1 : g;
+    for (uint32_t i = 0; i < ones; i++) base += bin_cost(cost1, &ctxs->gt[i][ci->gt_class], 1);
+    if (a - 1 < g) {
+        const nntm_ctx *c = &ctxs->gt[a - 1][ci->gt_class];
+        *ra = base + bin_cost(cost1, c, 0);
+        base += bin_cost(cost1, c, 1);
+        if (a < g)
+            *ra1 = base + bin_cost(cost1, &ctxs->gt[a][ci->gt_class], 0);
+        else
+            *ra1 = base + remainder_rate(cost1, pc, a - g);
+    } else {
+        *ra = base + remainder_rate(cost1, pc, a - g - 1);
+        *ra1 = base + remainder_rate(cost1, pc, a - g);
+    }
+}
+
+
+/* One bin through the updating estimator (est_encode_bin inlined). */
+static inline void bin_track(nntm_bit_estimator *e, nntm_ctx *c, int bin) {
+    e->cost += bin_cost(e->cost1, c, bin);
+    nntm_ctx_update(c, bin);
+}
+
+/* nntm_write_level_coding() through the updating estimator, inlined: the same
+ * bins on the same contexts in the same order. */
+static inline void level_track(nntm_bit_estimator *e, nntm_level_ctxs *ctxs,
+                               const nntm_level_ctx_idx *ci, int32_t level, int num_gt) {
+    bin_track(e, &ctxs->sig[ci->sig], level != 0);
+    if (level == 0) return;
+    bin_track(e, &ctxs->sign[ci->sign], level < 0);
+    uint32_t a = level < 0 ? (uint32_t)(-(int64_t)level) : (uint32_t)level;
+    for (int i = 0; i < num_gt; i++) {
+        int gt = a > (uint32_t)(i + 1);
+        bin_track(e, &ctxs->gt[i][ci->gt_class], gt);
+        if (!gt) return;
+    }
+    uint32_t v = a - (uint32_t)num_gt - 1 + 1;
+    int prefix = 0;
+    while ((v >> (prefix + 1)) != 0) prefix++;
+    nntm_ctx *pc = ctxs->egp[ci->egp_class];
+    for (int i = 0; i < prefix; i++) bin_track(e, &pc[i < NNTM_EGP_CTX ? i : NNTM_EGP_CTX - 1], 1);
+    bin_track(e, &pc[prefix < NNTM_EGP_CTX ? prefix : NNTM_EGP_CTX - 1], 0);
+    e->cost += (uint64_t)prefix << NNTM_COST_SHIFT;
+}
+
+/* The context updates of nntm_write_level_coding() for a level whose bins all
+ * use distinct contexts (remainder prefix at most NNTM_EGP_CTX - 1, i.e.
+ * |level| - num_gt < 2^NNTM_EGP_CTX): then the rate of the updating estimator
+ * equals the non-updating one, and only the updates are left to do. */
+static inline void level_update(nntm_level_ctxs *ctxs, const nntm_level_ctx_idx *ci, uint32_t a,
+                                int neg, int num_gt) {
+    nntm_ctx_update(&ctxs->sig[ci->sig], a != 0);
+    if (a == 0) return;
+    nntm_ctx_update(&ctxs->sign[ci->sign], neg);
+    for (int i = 0; i < num_gt; i++) {
+        int gt = a > (uint32_t)(i + 1);
+        nntm_ctx_update(&ctxs->gt[i][ci->gt_class], gt);
+        if (!gt) return;
+    }
+    uint32_t v = a - (uint32_t)num_gt;
+    int prefix = 0;
+    while ((v >> (prefix + 1)) != 0) prefix++;
+    nntm_ctx *pc = ctxs->egp[ci->egp_class];
+    for (int i = 0; i < prefix; i++) nntm_ctx_update(&pc[i], 1);
+    nntm_ctx_update(&pc[prefix], 0);
 }
 
 /* One trellis node: the best path into a state at a position. */
@@ -123,6 +191,211 @@ static int dq_candidates(int quantizer, double u, int32_t max_level, int32_t can
 
 static double dq_recon_half(int quantizer, int32_t a) {
     return quantizer == 0 || a == 0 ? 2.0 * (double)a : 2.0 * (double)a - 1.0;
+}
+
+int nntm_quant_table_fill(nntm_quant_table *t, const nntm_region_input *in, nntm_quantizer *q,
+                          int32_t x0, int32_t y0, int32_t x1, int32_t y1) {
+    size_t n = (size_t)(x1 - x0) * (size_t)(y1 - y0);
+    if (n > t->cap) {
+        int32_t *lo = realloc(t->lo, 2 * n * sizeof *lo);
+        if (lo) t->lo = lo;
+        double *dist = realloc(t->dist, 6 * n * sizeof *dist);
+        if (dist) t->dist = dist;
+        if (!lo || !dist) return NNTM_ERR_NOMEM;
+        t->cap = n;
+    }
+    t->x0 = x0;
+    t->y0 = y0;
+    t->x1 = x1;
+    t->y1 = y1;
+    const nntm_kernel_params *k = in->k;
+    t->dq = k->dq_enabled;
+    size_t j = 0;
+    if (t->dq) {
+        double half = 0.5 * q->step;
+        int32_t max_level = q->max_level;
+        for (int32_t r = y0; r < y1; r++)
+            for (int32_t c = x0; c < x1; c++, j++) {
+                size_t i = (size_t)r * (size_t)k->cols + (size_t)c;
+                double x = (double)in->weights[i];
+                double imp = in->importance ? (double)in->importance[i] : 1.0;
+                double ax = fabs(x);
+                double u = ax / half;
+                if (u * 0.5 > (double)NNTM_MAX_LEVEL && max_level == NNTM_MAX_LEVEL)
+                    q->overflow = 1;
+                for (int qz = 0; qz < 2; qz++) {
+                    int32_t cand[3];
+                    dq_candidates(qz, u, max_level, cand);
+                    int32_t lo = cand[0];
+                    int32_t hi = lo < max_level ? lo + 1 : lo;
+                    double d;
+                    t->lo[2 * j + (size_t)qz] = lo;
+                    double *dd = &t->dist[6 * j + 3 * (size_t)qz];
+                    d = ax - dq_recon_half(qz, lo) * half;
+                    dd[0] = imp * d * d;
+                    d = ax - dq_recon_half(qz, hi) * half;
+                    dd[1] = imp * d * d;
+                    d = ax - dq_recon_half(qz, 0) * half;
+                    dd[2] = imp * d * d;
+                }
+            }
+        return NNTM_OK;
+    }
+    for (int32_t r = y0; r < y1; r++)
+        for (int32_t c = x0; c < x1; c++, j++) {
+            size_t i = (size_t)r * (size_t)k->cols + (size_t)c;
+            double x = (double)in->weights[i];
+            double imp = in->importance ? (double)in->importance[i] : 1.0;
+            double ax = fabs(x);
+            int32_t lo = floor_level(q, ax);
+            int32_t hi = lo < q->max_level ? lo + 1 : lo;
+            double d;
+            t->lo[j] = lo;
+            d = ax - (double)lo * q->step;
+            t->dist[3 * j] = imp * d * d;
+            d = ax - (double)hi * q->step;
+            t->dist[3 * j + 1] = imp * d * d;
+            d = ax - (double)0 * q->step;
+            t->dist[3 * j + 2] = imp * d * d;
+        }
+    return NNTM_OK;
+}
+
+void nntm_quant_table_free(nntm_quant_table *t) {
+    free(t->lo);
+    free(t->dist);
+    t->lo = NULL;
+    t->dist = NULL;
+    t->cap = 0;
+}
+
+/* RDOQ without DQ from a table: the same candidates, costs and decisions as
+ * quantize_scalar(), with the per-weight arithmetic looked up. */
+static double quantize_scalar_table(const nntm_region_input *in, nntm_quantizer *q,
+                                    const nntm_quant_table *t, int32_t *levels, nntm_level_ctxs *ctxs,
+                                    nntm_bit_estimator *trial, nntm_bit_estimator *track,
+                                    int32_t x0, int32_t y0, int32_t x1, int32_t y1) {
+    const nntm_kernel_params *k = in->k;
+    const uint32_t *cost1 = trial->cost1;
+    const int num_gt = k->num_gt_flags;
+    const double lambda = in->lambda;
+    const int32_t max_level = q->max_level;
+    const size_t tw = (size_t)(t->x1 - t->x0);
+    double dist = 0.0;
+    nntm_level_ctx_idx ci;
+    for (int32_t r = y0; r < y1; r++) {
+        size_t row = (size_t)r * (size_t)k->cols;
+        size_t trow = (size_t)(r - t->y0) * tw - (size_t)t->x0;
+        for (int32_t c = x0; c < x1; c++) {
+            size_t i = row + (size_t)c, j = trow + (size_t)c;
+            int neg = in->weights[i] < 0.0f;
+            int32_t lo = t->lo[j];
+            const double *dd = &t->dist[3 * j];
+            nntm_level_ctx_derive(levels, k->cols, r, c, 0, &ci);
+            uint64_t r0, rlo, rhi;
+            candidate_rates(cost1, ctxs, &ci, (uint32_t)lo, neg, num_gt, &r0, &rlo, &rhi);
+            /* candidates in quantize_scalar()'s order: lo, lo + 1, 0; rates below 2^63 */
+            int32_t best = lo;
+            uint64_t best_rate = rlo;
+            double best_d = dd[0];
+            double best_cost = dd[0] + lambda * (double)(int64_t)rlo;
+            if (lo < max_level) {
+                double cost = dd[1] + lambda * (double)(int64_t)rhi;
+                if (cost < best_cost) {
+                    best_cost = cost;
+                    best = lo + 1;
+                    best_rate = rhi;
+                    best_d = dd[1];
+                }
+            }
+            if (lo > 0) {
+                double cost = dd[2] + lambda * (double)(int64_t)r0;
+                if (cost < best_cost) {
+                    best = 0;
+                    best_rate = r0;
+                    best_d = dd[2];
+                }
+            }
+            int32_t lv = neg ? -best : best;
+            dist += best_d;
+            levels[i] = lv;
+            if ((uint32_t)best < (uint32_t)num_gt + (1u << NNTM_EGP_CTX)) {
+                track->cost += best_rate;
+                level_update(ctxs, &ci, (uint32_t)best, neg, num_gt);
+            } else {
+                level_track(track, ctxs, &ci, lv, num_gt);
+            }
+        }
+    }
+    return dist;
+}
+
+static double quantize_scalar(const nntm_region_input *in, nntm_quantizer *q, int32_t *levels,
+                              nntm_level_ctxs *ctxs, nntm_bit_estimator *trial,
+                              nntm_bit_estimator *track, int32_t x0, int32_t y0, int32_t x1,
+                              int32_t y1) {
+    const nntm_kernel_params *k = in->k;
+    double dist = 0.0;
+    nntm_level_ctx_idx ci;
+    for (int32_t r = y0; r < y1; r++) {
+        for (int32_t c = x0; c < x1; c++) {
+            size_t i = (size_t)r * (size_t)k->cols + (size_t)c;
+            double x = (double)in->weights[i];
+            double imp = in->importance ? (double)in->importance[i] : 1.0;
+            double ax = fabs(x);
+            int32_t lo = floor_level(q, ax);
+            int32_t hi = lo < q->max_level ? lo + 1 : lo;
+            nntm_level_ctx_derive(levels, k->cols, r, c, 0, &ci);
+            int32_t best;
+            if (!in->rdoq) {
+                double nearest = floor(ax * q->inv_step + 0.5); /* ties away from zero */
+                best = nearest > (double)lo ? hi : lo;
+            } else {
+                int32_t cand[3];
+                uint64_t rate[3], r0, rlo, rhi;
+                candidate_rates(trial->cost1, ctxs, &ci, (uint32_t)lo, x < 0, k->num_gt_flags,
+                                &r0, &rlo, &rhi);
+                int ncand = 0;
+                rate[ncand] = rlo;
+                cand[ncand++] = lo;
+                if (hi > lo) {
+                    rate[ncand] = rhi;
+                    cand[ncand++] = hi;
+                }
+                if (lo > 0) {
+                    rate[ncand] = r0;
+                    cand[ncand++] = 0;
+                }
+                double best_cost = 0.0;
+                int best_j = 0;
+                for (int j = 0; j < ncand; j++) {
+                    double d = ax - (double)cand[j] * q->step;
+                    double cost = imp * d * d + in->lambda * (double)rate[j];
+                    if (j == 0 || cost < best_cost) {
+                        best_cost = cost;
+                        best_j = j;
+                    }
+                }
+                best = cand[best_j];
+                if ((uint32_t)best < (uint32_t)k->num_gt_flags + (1u << NNTM_EGP_CTX)) {
+                    /* distinct contexts: the trial rate is the tracked rate */
+                    int32_t lv = x < 0 ? -best : best;
+                    double d = x - (double)lv * q->step;
+                    dist += imp * d * d;
+                    levels[i] = lv;
+                    track->cost += rate[best_j];
+                    level_update(ctxs, &ci, (uint32_t)best, x < 0, k->num_gt_flags);
+                    continue;
+                }
+            }
+            int32_t lv = x < 0 ? -best : best;
+            double d = x - (double)lv * q->step;
+            dist += imp * d * d;
+            levels[i] = lv;
+            level_track(track, ctxs, &ci, lv, k->num_gt_flags);
+        }
+    }
+    return dist;
 }
 
 static double quantize_dq(const nntm_region_input *in, nntm_quantizer *q, int32_t *levels,
@@ -160,13 +433,19 @@ static double quantize_dq(const nntm_region_input *in, nntm_quantizer *q, int32_
             for (int s = 0; s < 4; s++) {
                 if (cost[s] == DBL_MAX) continue;
                 int32_t cand[3];
+                uint64_t rate[3], r0, rlo, rhi;
                 int n = dq_candidates(s >> 1, u, max_level, cand);
                 nntm_level_ctx_from(last[s], above, s, &ci);
+                candidate_rates(trial->cost1, ctxs, &ci, (uint32_t)cand[0], x < 0,
+                                k->num_gt_flags, &r0, &rlo, &rhi);
+                /* dq_candidates: lo, then lo + 1 when below max_level, then 0 when lo > 0 */
+                rate[0] = rlo;
+                rate[1] = n > 1 && cand[1] == cand[0] + 1 ? rhi : r0;
+                rate[2] = r0;
                 for (int j = 0; j < n; j++) {
                     int32_t lv = x < 0 ? -cand[j] : cand[j];
                     double d = ax - dq_recon_half(s >> 1, cand[j]) * half;
-                    double jc = cost[s] + imp * d * d +
-                                in->lambda * rate_of(trial, ctxs, &ci, lv, k->num_gt_flags);
+                    double jc = cost[s] + imp * d * d + in->lambda * (double)rate[j];
                     int ns = nntm_dq_next_state(s, lv);
                     if (jc < out[ns].cost) {
                         out[ns].cost = jc;
@@ -193,7 +472,113 @@ static double quantize_dq(const nntm_region_input *in, nntm_quantizer *q, int32_
             size_t i = (size_t)r * (size_t)k->cols + (size_t)c;
             int s = ctxs->dq_state;
             nntm_level_ctx_derive(levels, k->cols, r, c, s, &ci);
-            nntm_write_level_coding(&track->w, ctxs, &ci, levels[i], k->num_gt_flags);
+            level_track(track, ctxs, &ci, levels[i], k->num_gt_flags);
+            double d = (double)in->weights[i] -
+                       (double)nntm_dq_rindex(1, s, levels[i]) * half;
+            dist += (in->importance ? (double)in->importance[i] : 1.0) * d * d;
+            ctxs->dq_state = nntm_dq_next_state(s, levels[i]);
+        }
+    }
+    free(nodes);
+    return dist;
+}
+
+/* quantize_dq() from a table: the same trellis, costs and decisions, with the
+ * per-weight candidates and errors looked up. */
+static double quantize_dq_table(const nntm_region_input *in, nntm_quantizer *q,
+                                const nntm_quant_table *t, int32_t *levels,
+                                nntm_level_ctxs *ctxs, nntm_bit_estimator *trial,
+                                nntm_bit_estimator *track, int32_t x0, int32_t y0, int32_t x1,
+                                int32_t y1) {
+    const nntm_kernel_params *k = in->k;
+    const uint32_t *cost1 = trial->cost1;
+    const int num_gt = k->num_gt_flags;
+    const double lambda = in->lambda;
+    int32_t w = x1 - x0;
+    double half = 0.5 * q->step;
+    int32_t max_level = q->max_level;
+    const size_t tw = (size_t)(t->x1 - t->x0);
+    dq_node *nodes = malloc(sizeof(dq_node) * 4 * (size_t)w);
+    if (!nodes) {
+        q->nomem = 1;
+        return 0.0;
+    }
+    double dist = 0.0;
+    nntm_level_ctx_idx ci;
+    for (int32_t r = y0; r < y1; r++) {
+        double cost[4] = {DBL_MAX, DBL_MAX, DBL_MAX, DBL_MAX};
+        int32_t last[4] = {0, 0, 0, 0};
+        cost[ctxs->dq_state] = 0.0;
+        if (x0 > 0)
+            for (int s = 0; s < 4; s++) last[s] = levels[(size_t)r * (size_t)k->cols + x0 - 1];
+        size_t trow = (size_t)(r - t->y0) * tw - (size_t)t->x0;
+        for (int32_t c = x0; c < x1; c++) {
+            size_t i = (size_t)r * (size_t)k->cols + (size_t)c, tj = trow + (size_t)c;
+            int neg = in->weights[i] < 0.0f;
+            int32_t above = r > 0 ? levels[i - (size_t)k->cols] : 0;
+            dq_node *out = &nodes[4 * (size_t)(c - x0)];
+            for (int s = 0; s < 4; s++) out[s].cost = DBL_MAX;
+            uint64_t r0 = 0, rlo = 0, rhi = 0;
+            int have = -1;  /* the state whose rates r0, rlo, rhi are */
+            for (int s = 0; s < 4; s++) {
+                if (cost[s] == DBL_MAX) continue;
+                int qz = s >> 1;
+                int32_t lo = t->lo[2 * tj + (size_t)qz];
+                const double *dd = &t->dist[6 * tj + 3 * (size_t)qz];
+                /* states 0 and 1 share the quantizer and every context: same rates
+                 * when their left neighbours agree */
+                if (!(s == 1 && have == 0 && last[1] == last[0])) {
+                    nntm_level_ctx_from(last[s], above, s, &ci);
+                    candidate_rates(cost1, ctxs, &ci, (uint32_t)lo, neg, num_gt, &r0, &rlo, &rhi);
+                    have = s;
+                }
+                /* the candidates of dq_candidates(): lo, lo + 1 below max_level, 0 above 0 */
+                int32_t cand[3];
+                uint64_t rate[3];
+                double dc[3];
+                int n = 0;
+                cand[n] = lo;
+                rate[n] = rlo;
+                dc[n++] = dd[0];
+                if (lo < max_level) {
+                    cand[n] = lo + 1;
+                    rate[n] = rhi;
+                    dc[n++] = dd[1];
+                }
+                if (lo > 0) {
+                    cand[n] = 0;
+                    rate[n] = r0;
+                    dc[n++] = dd[2];
+                }
+                for (int j = 0; j < n; j++) {
+                    int32_t lv = neg ? -cand[j] : cand[j];
+                    double jc = cost[s] + dc[j] + lambda * (double)(int64_t)rate[j];
+                    int ns = nntm_dq_next_state(s, lv);
+                    if (jc < out[ns].cost) {
+                        out[ns].cost = jc;
+                        out[ns].level = lv;
+                        out[ns].prev = (int8_t)s;
+                    }
+                }
+            }
+            for (int s = 0; s < 4; s++) {
+                cost[s] = out[s].cost;
+                if (cost[s] != DBL_MAX) last[s] = out[s].level;
+            }
+        }
+        int best = 0;
+        for (int s = 1; s < 4; s++)
+            if (cost[s] < cost[best]) best = s;
+        for (int32_t c = x1 - 1; c >= x0; c--) {
+            dq_node *nd = &nodes[4 * (size_t)(c - x0) + best];
+            levels[(size_t)r * (size_t)k->cols + (size_t)c] = nd->level;
+            best = nd->prev;
+        }
+        for (int32_t c = x0; c < x1; c++) {
+            size_t i = (size_t)r * (size_t)k->cols + (size_t)c;
+            int s = ctxs->dq_state;
+            nntm_level_ctx_derive(levels, k->cols, r, c, s, &ci);
+            level_track(track, ctxs, &ci, levels[i], num_gt);
             double d = (double)in->weights[i] -
                        (double)nntm_dq_rindex(1, s, levels[i]) * half;
             dist += (in->importance ? (double)in->importance[i] : 1.0) * d * d;
@@ -211,4 +596,18 @@ double nntm_quantize_region(const nntm_region_input *in, nntm_quantizer *q, int3
     if (in->k->dq_enabled)
         return quantize_dq(in, q, levels, ctxs, trial, track, x0, y0, x1, y1);
     return quantize_scalar(in, q, levels, ctxs, trial, track, x0, y0, x1, y1);
+}
+
+double nntm_quantize_region_table(const nntm_region_input *in, nntm_quantizer *q,
+                                  const nntm_quant_table *t, int32_t *levels,
+                                  nntm_level_ctxs *ctxs, nntm_bit_estimator *trial,
+                                  nntm_bit_estimator *track, int32_t x0, int32_t y0, int32_t x1,
+                                  int32_t y1) {
+    if (t && x0 >= t->x0 && y0 >= t->y0 && x1 <= t->x1 && y1 <= t->y1) {
+        if (in->k->dq_enabled && t->dq)
+            return quantize_dq_table(in, q, t, levels, ctxs, trial, track, x0, y0, x1, y1);
+        if (in->rdoq && !in->k->dq_enabled && !t->dq)
+            return quantize_scalar_table(in, q, t, levels, ctxs, trial, track, x0, y0, x1, y1);
+    }
+    return nntm_quantize_region(in, q, levels, ctxs, trial, track, x0, y0, x1, y1);
 }

@@ -16,6 +16,19 @@ typedef struct nntm_quantizer {
 
 void nntm_quantizer_init(nntm_quantizer *q, int32_t qp, int32_t qp_density, double max_abs_value);
 
+/* What RDOQ needs of each weight for one quantizer, computed once for a
+ * rectangle (a CTU) that the tree search quantizes many times: the floor level
+ * and the weighted squared errors of the candidates lo, lo + 1 and 0, the very
+ * values the per-weight code computes.  With DQ, one such triple for each of
+ * the two quantizers Q0 and Q1. */
+typedef struct nntm_quant_table {
+    int32_t x0, y0, x1, y1;
+    int dq;
+    int32_t *lo;              /* per weight: lo (DQ: lo of Q0, lo of Q1) */
+    double *dist;             /* per weight: lo, lo + 1, 0 (DQ: for Q0, then for Q1) */
+    size_t cap;
+} nntm_quant_table;
+
 /* What a region is quantized against. */
 typedef struct nntm_region_input {
     const nntm_kernel_params *k;
@@ -24,6 +37,13 @@ typedef struct nntm_region_input {
     const float *weights;
     const float *importance;  /* NULL: all ones */
 } nntm_region_input;
+
+/* Fill t for the rectangle [x0,x1) x [y0,y1) (RDOQ, with or without DQ); sets
+ * q->overflow exactly as quantizing those weights does.  NNTM_OK or
+ * NNTM_ERR_NOMEM. */
+int nntm_quant_table_fill(nntm_quant_table *t, const nntm_region_input *in, nntm_quantizer *q,
+                          int32_t x0, int32_t y0, int32_t x1, int32_t y1);
+void nntm_quant_table_free(nntm_quant_table *t);
 
 /* Quantize the region [x0,x1) x [y0,y1) of the weights into levels, in raster
  * order, advancing ctxs (and the DQ state) with the chosen levels through
@@ -35,5 +55,14 @@ double nntm_quantize_region(const nntm_region_input *in, nntm_quantizer *q, int3
                             nntm_level_ctxs *ctxs, nntm_bit_estimator *trial,
                             nntm_bit_estimator *track, int32_t x0, int32_t y0, int32_t x1,
                             int32_t y1);
+
+/* nntm_quantize_region() with the table of quantizer q (or NULL): when the
+ * table covers the region and RDOQ (or DQ) is on, the per-weight values are
+ * read from it; the levels, contexts, rate and distortion are the same. */
+double nntm_quantize_region_table(const nntm_region_input *in, nntm_quantizer *q,
+                                  const nntm_quant_table *t, int32_t *levels,
+                                  nntm_level_ctxs *ctxs, nntm_bit_estimator *trial,
+                                  nntm_bit_estimator *track, int32_t x0, int32_t y0, int32_t x1,
+                                  int32_t y1);
 
 #endif
