@@ -398,6 +398,58 @@ static double quantize_scalar(const nntm_region_input *in, nntm_quantizer *q, in
     return dist;
 }
 
+/* Viterbi step: relax the n candidates of state s (cost base) into the survivors out[]
+ * of the next position. */
+static inline void dq_relax(dq_node *out, double base, int s, const int32_t *cand,
+                            const double *dist, const uint64_t *rate, int n, int neg,
+                            double lambda) {
+    for (int j = 0; j < n; j++) {
+        int32_t lv = neg ? -cand[j] : cand[j];
+        double jc = base + dist[j] + lambda * (double)rate[j];
+        int ns = nntm_dq_next_state(s, lv);
+        if (jc < out[ns].cost) {
+            out[ns].cost = jc;
+            out[ns].level = lv;
+            out[ns].prev = (int8_t)s;
+        }
+    }
+}
+
+/* The survivors of a position become the states of the next one. */
+static inline void dq_advance(double cost[4], int32_t last[4], const dq_node *out) {
+    for (int s = 0; s < 4; s++) {
+        cost[s] = out[s].cost;
+        if (cost[s] != DBL_MAX) last[s] = out[s].level;
+    }
+}
+
+/* End of a row: backtrack the best survivor into levels, then advance the contexts, the
+ * DQ state and the tracking estimator along it, adding its weighted distortion to *dist. */
+static void dq_finish_row(const nntm_region_input *in, const dq_node *nodes,
+                          const double cost[4], int32_t r, int32_t x0, int32_t x1, double half,
+                          int32_t *levels, nntm_level_ctxs *ctxs, nntm_bit_estimator *track,
+                          double *dist) {
+    const nntm_kernel_params *k = in->k;
+    nntm_level_ctx_idx ci;
+    int best = 0;
+    for (int s = 1; s < 4; s++)
+        if (cost[s] < cost[best]) best = s;
+    for (int32_t c = x1 - 1; c >= x0; c--) {
+        const dq_node *nd = &nodes[4 * (size_t)(c - x0) + best];
+        levels[(size_t)r * (size_t)k->cols + (size_t)c] = nd->level;
+        best = nd->prev;
+    }
+    for (int32_t c = x0; c < x1; c++) {
+        size_t i = (size_t)r * (size_t)k->cols + (size_t)c;
+        int s = ctxs->dq_state;
+        nntm_level_ctx_derive(levels, k->cols, r, c, s, &ci);
+        level_track(track, ctxs, &ci, levels[i], k->num_gt_flags);
+        double d = (double)in->weights[i] - (double)nntm_dq_rindex(1, s, levels[i]) * half;
+        *dist += (in->importance ? (double)in->importance[i] : 1.0) * d * d;
+        ctxs->dq_state = nntm_dq_next_state(s, levels[i]);
+    }
+}
+
 static double quantize_dq(const nntm_region_input *in, nntm_quantizer *q, int32_t *levels,
                           nntm_level_ctxs *ctxs, nntm_bit_estimator *trial,
                           nntm_bit_estimator *track, int32_t x0, int32_t y0, int32_t x1,
@@ -442,42 +494,17 @@ static double quantize_dq(const nntm_region_input *in, nntm_quantizer *q, int32_
                 rate[0] = rlo;
                 rate[1] = n > 1 && cand[1] == cand[0] + 1 ? rhi : r0;
                 rate[2] = r0;
+                double dc[3];
                 for (int j = 0; j < n; j++) {
-                    int32_t lv = x < 0 ? -cand[j] : cand[j];
                     double d = ax - dq_recon_half(s >> 1, cand[j]) * half;
-                    double jc = cost[s] + imp * d * d + in->lambda * (double)rate[j];
-                    int ns = nntm_dq_next_state(s, lv);
-                    if (jc < out[ns].cost) {
-                        out[ns].cost = jc;
-                        out[ns].level = lv;
-                        out[ns].prev = (int8_t)s;
-                    }
+                    dc[j] = imp * d * d;
                 }
+                dq_relax(out, cost[s], s, cand, dc, rate, n, x < 0, in->lambda);
             }
-            for (int s = 0; s < 4; s++) {
-                cost[s] = out[s].cost;
-                if (cost[s] != DBL_MAX) last[s] = out[s].level;
-            }
-        }
-        int best = 0;
-        for (int s = 1; s < 4; s++)
-            if (cost[s] < cost[best]) best = s;
-        for (int32_t c = x1 - 1; c >= x0; c--) {
-            dq_node *nd = &nodes[4 * (size_t)(c - x0) + best];
-            levels[(size_t)r * (size_t)k->cols + (size_t)c] = nd->level;
-            best = nd->prev;
+            dq_advance(cost, last, out);
         }
         /* advance the contexts and the state along the chosen path */
-        for (int32_t c = x0; c < x1; c++) {
-            size_t i = (size_t)r * (size_t)k->cols + (size_t)c;
-            int s = ctxs->dq_state;
-            nntm_level_ctx_derive(levels, k->cols, r, c, s, &ci);
-            level_track(track, ctxs, &ci, levels[i], k->num_gt_flags);
-            double d = (double)in->weights[i] -
-                       (double)nntm_dq_rindex(1, s, levels[i]) * half;
-            dist += (in->importance ? (double)in->importance[i] : 1.0) * d * d;
-            ctxs->dq_state = nntm_dq_next_state(s, levels[i]);
-        }
+        dq_finish_row(in, nodes, cost, r, x0, x1, half, levels, ctxs, track, &dist);
     }
     free(nodes);
     return dist;
@@ -550,40 +577,11 @@ static double quantize_dq_table(const nntm_region_input *in, nntm_quantizer *q,
                     rate[n] = r0;
                     dc[n++] = dd[2];
                 }
-                for (int j = 0; j < n; j++) {
-                    int32_t lv = neg ? -cand[j] : cand[j];
-                    double jc = cost[s] + dc[j] + lambda * (double)(int64_t)rate[j];
-                    int ns = nntm_dq_next_state(s, lv);
-                    if (jc < out[ns].cost) {
-                        out[ns].cost = jc;
-                        out[ns].level = lv;
-                        out[ns].prev = (int8_t)s;
-                    }
-                }
+                dq_relax(out, cost[s], s, cand, dc, rate, n, neg, lambda);
             }
-            for (int s = 0; s < 4; s++) {
-                cost[s] = out[s].cost;
-                if (cost[s] != DBL_MAX) last[s] = out[s].level;
-            }
+            dq_advance(cost, last, out);
         }
-        int best = 0;
-        for (int s = 1; s < 4; s++)
-            if (cost[s] < cost[best]) best = s;
-        for (int32_t c = x1 - 1; c >= x0; c--) {
-            dq_node *nd = &nodes[4 * (size_t)(c - x0) + best];
-            levels[(size_t)r * (size_t)k->cols + (size_t)c] = nd->level;
-            best = nd->prev;
-        }
-        for (int32_t c = x0; c < x1; c++) {
-            size_t i = (size_t)r * (size_t)k->cols + (size_t)c;
-            int s = ctxs->dq_state;
-            nntm_level_ctx_derive(levels, k->cols, r, c, s, &ci);
-            level_track(track, ctxs, &ci, levels[i], num_gt);
-            double d = (double)in->weights[i] -
-                       (double)nntm_dq_rindex(1, s, levels[i]) * half;
-            dist += (in->importance ? (double)in->importance[i] : 1.0) * d * d;
-            ctxs->dq_state = nntm_dq_next_state(s, levels[i]);
-        }
+        dq_finish_row(in, nodes, cost, r, x0, x1, half, levels, ctxs, track, &dist);
     }
     free(nodes);
     return dist;
