@@ -164,3 +164,19 @@ def test_apps_code_and_decode_an_update(tmp_path: Path, capsys: pytest.CaptureFi
     assert "'a.weight' is predicted from a reference model" in err
     assert decoder_app.main(["-b", bit, "--RefModel", str(tmp_path / "none.safetensors")]) != 0
     assert "RefModel" in capsys.readouterr().err
+
+
+def test_pred_lambda_scale_applies_to_predicted_tensors_only() -> None:
+    ref, new = _pair()
+    base = codec.encode_with_recon(new, cfg(QP=-36), ref_model=ref)
+    same = codec.encode_with_recon(new, cfg(QP=-36, PredLambdaScale=0.1), ref_model=ref)
+    small = codec.encode_with_recon(new, cfg(QP=-36, PredLambdaScale=0.005), ref_model=ref)
+    assert same.data == base.data  # 0.1 is the default LambdaScale
+    bits = {s.name: s.bits for s in base.stats}
+    small_bits = {s.name: s.bits for s in small.stats}
+    assert small_bits["a.weight"] > bits["a.weight"]  # more of the update is coded
+    assert small_bits["a.bias"] == bits["a.bias"]     # not predicted: unchanged
+    assert codec.snr_db(new["a.weight"], small.recon["a.weight"]) > codec.snr_db(
+        new["a.weight"], base.recon["a.weight"])
+    intra = codec.encode(new, cfg(QP=-36))
+    assert codec.encode(new, cfg(QP=-36, PredLambdaScale=0.005)) == intra

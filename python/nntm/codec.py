@@ -240,7 +240,8 @@ def encode_with_recon(
             try:
                 res = core.encode_kernel(
                     kernel, params, array.dtype, bool(config["RDOQ"]),
-                    float(config["LambdaScale"]), f"tensor '{name}'", search, weight_map, ref)
+                    _lambda_scale(config, ref is not None), f"tensor '{name}'", search,
+                    weight_map, ref)
             except CoreError as exc:
                 raise EncodeError(str(exc)) from exc
             payload = res.payload
@@ -297,6 +298,13 @@ def encode_with_recon(
         units[0] = hls.model_parameter_set(mps)
     units.append(hls.end_of_stream())
     return EncodeResult(b"".join(units), recon, stats, cus)
+
+
+def _lambda_scale(config: Config, predicted: bool) -> float:
+    """LambdaScale, or PredLambdaScale for a predicted tensor when that is set (> 0)."""
+    if predicted and float(config["PredLambdaScale"]) > 0.0:
+        return float(config["PredLambdaScale"])
+    return float(config["LambdaScale"])
 
 
 def _pred_label(tps: hls.TensorParameterSet) -> str:

@@ -164,6 +164,14 @@ ENCODER_CODING_OPTIONS: tuple[Option, ...] = (
     ),
     Option("PredScale", "bool", True, "fit a least-squares scale to each prediction (1/4096)"),
     Option(
+        "PredLambdaScale",
+        "float",
+        0.0,
+        "LambdaScale of predicted tensors (sparse residuals of model updates); 0: LambdaScale",
+        minimum=0.0,
+        maximum=100.0,
+    ),
+    Option(
         "EarlierTensorPred",
         "bool",
         False,
