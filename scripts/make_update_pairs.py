@@ -115,18 +115,7 @@ def _digits_epochs(
     for epoch_batches in plan:
         model.train()
         for xb, yb in epoch_batches:
-            saved = [w.detach().clone() for w in weights]
-            with torch.no_grad():
-                for w in weights:
-                    w.add_(weight_noise * torch.randn(w.shape, generator=gen))
-            opt.zero_grad()
-            loss = loss_fn(model(xb), yb)
-            loss.backward()
-            with torch.no_grad():
-                for w, s in zip(weights, saved, strict=True):
-                    w.copy_(s)
-            opt.step()
-            sched.step()
+            td.noisy_step(model, weights, xb, yb, opt, sched, loss_fn, weight_noise, gen)
 
 
 def make_digits(args: argparse.Namespace) -> int:

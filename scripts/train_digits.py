@@ -93,6 +93,25 @@ def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return out.clamp(0.0, 1.0)
 
 
+def noisy_step(model: nn.Module, weights: list[torch.Tensor], xb: torch.Tensor,
+               yb: torch.Tensor, opt: torch.optim.Optimizer,
+               sched: torch.optim.lr_scheduler.LRScheduler, loss_fn: nn.Module,
+               weight_noise: float, gen: torch.Generator) -> None:
+    """One training step with weight-noise injection: perturb, forward/backward, restore."""
+    saved = [w.detach().clone() for w in weights]
+    with torch.no_grad():
+        for w in weights:
+            w.add_(weight_noise * torch.randn(w.shape, generator=gen))
+    opt.zero_grad()
+    loss = loss_fn(model(xb), yb)
+    loss.backward()
+    with torch.no_grad():
+        for w, s in zip(weights, saved, strict=True):
+            w.copy_(s)
+    opt.step()
+    sched.step()
+
+
 def train(
     model: DigitsCnn,
     x_train: torch.Tensor,
@@ -117,19 +136,7 @@ def train(
             idx = perm[start : start + batch_size]
             xb = augment(x_train[idx], gen)
             yb = y_train[idx]
-            # Weight-noise injection: perturb, forward/backward, restore.
-            saved = [w.detach().clone() for w in weights]
-            with torch.no_grad():
-                for w in weights:
-                    w.add_(weight_noise * torch.randn(w.shape, generator=gen))
-            opt.zero_grad()
-            loss = loss_fn(model(xb), yb)
-            loss.backward()
-            with torch.no_grad():
-                for w, s in zip(weights, saved, strict=True):
-                    w.copy_(s)
-            opt.step()
-            sched.step()
+            noisy_step(model, weights, xb, yb, opt, sched, loss_fn, weight_noise, gen)
 
 
 def write_safetensors(path: pathlib.Path, tensors: dict[str, np.ndarray]) -> None:
