@@ -398,6 +398,18 @@ static double quantize_scalar(const nntm_region_input *in, nntm_quantizer *q, in
     return dist;
 }
 
+/* Start of a row: only the current DQ state is reachable, and every survivor's left
+ * neighbour is the level before x0 (0 at the tensor's left edge). */
+static inline void dq_start_row(double cost[4], int32_t last[4], int state,
+                                const int32_t *levels, int32_t cols, int32_t r, int32_t x0) {
+    int32_t left = x0 > 0 ? levels[(size_t)r * (size_t)cols + (size_t)x0 - 1] : 0;
+    for (int s = 0; s < 4; s++) {
+        cost[s] = DBL_MAX;
+        last[s] = left;
+    }
+    cost[state] = 0.0;
+}
+
 /* Viterbi step: relax the n candidates of state s (cost base) into the survivors out[]
  * of the next position. */
 static inline void dq_relax(dq_node *out, double base, int s, const int32_t *cand,
@@ -467,11 +479,9 @@ static double quantize_dq(const nntm_region_input *in, nntm_quantizer *q, int32_
     double dist = 0.0;
     nntm_level_ctx_idx ci;
     for (int32_t r = y0; r < y1; r++) {
-        double cost[4] = {DBL_MAX, DBL_MAX, DBL_MAX, DBL_MAX};
-        int32_t last[4] = {0, 0, 0, 0};  /* the survivor's level at the previous position */
-        cost[ctxs->dq_state] = 0.0;
-        if (x0 > 0)
-            for (int s = 0; s < 4; s++) last[s] = levels[(size_t)r * (size_t)k->cols + x0 - 1];
+        double cost[4];
+        int32_t last[4];  /* the survivor's level at the previous position */
+        dq_start_row(cost, last, ctxs->dq_state, levels, k->cols, r, x0);
         for (int32_t c = x0; c < x1; c++) {
             size_t i = (size_t)r * (size_t)k->cols + (size_t)c;
             double x = (double)in->weights[i];
@@ -533,11 +543,9 @@ static double quantize_dq_table(const nntm_region_input *in, nntm_quantizer *q,
     double dist = 0.0;
     nntm_level_ctx_idx ci;
     for (int32_t r = y0; r < y1; r++) {
-        double cost[4] = {DBL_MAX, DBL_MAX, DBL_MAX, DBL_MAX};
-        int32_t last[4] = {0, 0, 0, 0};
-        cost[ctxs->dq_state] = 0.0;
-        if (x0 > 0)
-            for (int s = 0; s < 4; s++) last[s] = levels[(size_t)r * (size_t)k->cols + x0 - 1];
+        double cost[4];
+        int32_t last[4];  /* the survivor's level at the previous position */
+        dq_start_row(cost, last, ctxs->dq_state, levels, k->cols, r, x0);
         size_t trow = (size_t)(r - t->y0) * tw - (size_t)t->x0;
         for (int32_t c = x0; c < x1; c++) {
             size_t i = (size_t)r * (size_t)k->cols + (size_t)c, tj = trow + (size_t)c;
