@@ -433,23 +433,16 @@ def kernel_cases(data: bytes, ref_model: dict[str, np.ndarray] | None = None
     """
     units = hls.split_units(data)
     mps = hls.parse_model_parameter_set(units[0])
+    tps_by_id = {tps.tensor_id: tps for tps in (
+        _parse_tps(u, mps) for u in units[1:] if u.unit_type == hls.UnitType.TENSOR_PARAMETER_SET)}
     earlier: dict[int, np.ndarray] = {}
-    if mps.tool_flags & hls.TOOL_INTER_PRED:
+    if any(t.pred_mode == hls.PredMode.EARLIER_TENSOR for t in tps_by_id.values()):
         decoded = codec.decode(data, ref_model=ref_model)
-        names = {}
-        for unit in units[1:]:
-            if unit.unit_type == hls.UnitType.TENSOR_PARAMETER_SET:
-                tps = _parse_tps(unit, mps)
-                names[tps.tensor_id] = tps.name
-        earlier = {tid: decoded[name] for tid, name in names.items()}
-    tps_by_id: dict[int, hls.TensorParameterSet] = {}
+        earlier = {tid: decoded[t.name] for tid, t in tps_by_id.items()}
     payloads: dict[int, bytes] = {}
     cases = []
     for unit in units[1:]:
-        if unit.unit_type == hls.UnitType.TENSOR_PARAMETER_SET:
-            tps = _parse_tps(unit, mps)
-            tps_by_id[tps.tensor_id] = tps
-        elif unit.unit_type == hls.UnitType.TENSOR_DATA_UNIT:
+        if unit.unit_type == hls.UnitType.TENSOR_DATA_UNIT:
             tid, payload = hls.parse_tensor_data_unit(unit)
             payloads[tid] = payload
         elif unit.unit_type == hls.UnitType.TENSOR_HASH_UNIT:
