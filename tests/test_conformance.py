@@ -303,7 +303,8 @@ def _random_coding_tree(rng: random.Random) -> tuple[core.TreeParams, int, int, 
                 node(*child, qt + (split == 1), 0 if split == 1 else mtt + 1)
         else:
             truth["border CUs"] += clipped
-            records.append((x, y, min(x + w, cols) - x, min(y + h, rows) - y, 0, 0, qt + mtt))
+            records.append((x, y, min(x + w, cols) - x, min(y + h, rows) - y, 0, 0, qt + mtt,
+                            0, 0, 0))
 
     ctu = 1 << log2_ctu
     for y in range(0, rows, ctu):

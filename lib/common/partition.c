@@ -20,7 +20,20 @@ int nntm_cu_maps_alloc(nntm_cu_maps *m, int32_t rows, int32_t cols) {
     return NNTM_OK;
 }
 
+int nntm_cu_maps_alloc_intra(nntm_cu_maps *m) {
+    size_t n = (size_t)m->rows * (size_t)m->cols;
+    m->intra = calloc(n ? n : 1, 1);
+    m->bv_x = calloc(n ? n : 1, sizeof(int16_t));
+    m->bv_y = calloc(n ? n : 1, sizeof(int16_t));
+    return m->intra && m->bv_x && m->bv_y ? NNTM_OK : NNTM_ERR_NOMEM;
+}
+
 void nntm_cu_maps_free(nntm_cu_maps *m) {
+    free(m->intra);
+    free(m->bv_x);
+    free(m->bv_y);
+    m->intra = NULL;
+    m->bv_x = m->bv_y = NULL;
     free(m->qt_depth);
     free(m->log2_w);
     free(m->log2_h);
@@ -40,6 +53,7 @@ int nntm_check_tree_params(const nntm_tree_params *t) {
     if (t->split_mask & ~NNTM_SPLIT_MASK_ALL) return NNTM_ERR_ARG;
     if (t->skip_enabled < 0 || t->skip_enabled > 1) return NNTM_ERR_ARG;
     if (t->cu_qp_delta_enabled < 0 || t->cu_qp_delta_enabled > 1) return NNTM_ERR_ARG;
+    if (t->intra_pred_enabled < 0 || t->intra_pred_enabled > 1) return NNTM_ERR_ARG;
     return NNTM_OK;
 }
 
@@ -124,6 +138,21 @@ void nntm_cu_maps_set(nntm_cu_maps *m, const nntm_node *n, int mode, int qp_delt
             m->qp_delta[i + x] = (int16_t)qp_delta;
         }
     }
+    if (m->intra) nntm_cu_maps_set_intra(m, n, NNTM_INTRA_NONE, 0, 0);
+}
+
+void nntm_cu_maps_set_intra(nntm_cu_maps *m, const nntm_node *n, int intra, int32_t bv_x,
+                            int32_t bv_y) {
+    int32_t x0, y0, x1, y1;
+    if (!nntm_node_clip(n, m->rows, m->cols, &x0, &y0, &x1, &y1)) return;
+    for (int32_t y = y0; y < y1; y++) {
+        size_t i = (size_t)y * (size_t)m->cols;
+        for (int32_t x = x0; x < x1; x++) {
+            m->intra[i + x] = (uint8_t)intra;
+            m->bv_x[i + x] = (int16_t)bv_x;
+            m->bv_y[i + x] = (int16_t)bv_y;
+        }
+    }
 }
 
 
@@ -134,6 +163,9 @@ void nntm_cu_maps_set(nntm_cu_maps *m, const nntm_node *n, int mode, int qp_delt
 #define NNTM_INIT_MTT_BINARY 16384
 #define NNTM_INIT_CU_SKIP 8192
 #define NNTM_INIT_QP_DELTA 8192
+#define NNTM_INIT_INTRA_FLAG 8192
+#define NNTM_INIT_INTRA_COPY 16384
+#define NNTM_INIT_INTRA_DIR 16384
 
 void nntm_all_ctxs_init(nntm_all_ctxs *c) {
     nntm_level_ctxs_init(&c->level);
@@ -143,6 +175,9 @@ void nntm_all_ctxs_init(nntm_all_ctxs *c) {
     nntm_ctx_fill(c->tree.mtt_binary, NNTM_MTT_BINARY_CTX, NNTM_INIT_MTT_BINARY);
     nntm_ctx_fill(c->tree.cu_skip, NNTM_CU_SKIP_CTX, NNTM_INIT_CU_SKIP);
     nntm_ctx_fill(c->tree.qp_delta, NNTM_QP_DELTA_CTX, NNTM_INIT_QP_DELTA);
+    nntm_ctx_fill(c->tree.intra_flag, NNTM_INTRA_FLAG_CTX, NNTM_INIT_INTRA_FLAG);
+    nntm_ctx_fill(c->tree.intra_copy, NNTM_INTRA_COPY_CTX, NNTM_INIT_INTRA_COPY);
+    nntm_ctx_fill(c->tree.intra_dir, NNTM_INTRA_DIR_CTX, NNTM_INIT_INTRA_DIR);
 }
 
 /* The left and above neighbours of a node's top-left element, when inside. */
@@ -188,6 +223,14 @@ int nntm_ctx_cu_skip(const nntm_cu_maps *m, const nntm_node *n) {
     return inc;
 }
 
+int nntm_ctx_intra_flag(const nntm_cu_maps *m, const nntm_node *n) {
+    size_t i;
+    int inc = 0;
+    if (left_of(m, n, &i) && m->intra[i] != NNTM_INTRA_NONE) inc++;
+    if (above_of(m, n, &i) && m->intra[i] != NNTM_INTRA_NONE) inc++;
+    return inc;
+}
+
 void nntm_mtt_options_get(const nntm_tree_params *t, const nntm_node *n, nntm_mtt_options *o) {
     o->bt_v = nntm_can_split(t, n, NNTM_SPLIT_BT_V);
     o->tt_v = nntm_can_split(t, n, NNTM_SPLIT_TT_V);
@@ -211,7 +254,8 @@ int nntm_trace_cu(nntm_buffer *trace, const nntm_cu_maps *m, const nntm_kernel_p
     }
     size_t i = (size_t)y0 * (size_t)m->cols + (size_t)x0;
     nntm_cu_record rec = {x0, y0, x1 - x0, y1 - y0, m->mode[i], p->qp + m->qp_delta[i],
-                          n->qt_depth + n->mtt_depth};
+                          n->qt_depth + n->mtt_depth, m->intra ? m->intra[i] : NNTM_INTRA_NONE,
+                          m->bv_x ? m->bv_x[i] : 0, m->bv_y ? m->bv_y[i] : 0};
     memcpy(trace->data + trace->size, &rec, sizeof rec);
     trace->size += sizeof rec;
     return NNTM_OK;

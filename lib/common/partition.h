@@ -25,10 +25,15 @@ typedef struct nntm_cu_maps {
     uint8_t *log2_h;
     uint8_t *mode;      /* NNTM_CU_* of the CU covering the element */
     int16_t *qp_delta;  /* CU QP - tensor QP */
+    uint8_t *intra;     /* NNTM_INTRA_* of the CU (only with intra prediction, else NULL) */
+    int16_t *bv_x;      /* its block vector */
+    int16_t *bv_y;
 } nntm_cu_maps;
 
 /* NNTM_OK or NNTM_ERR_NOMEM; a zeroed struct is safe to free. */
 int nntm_cu_maps_alloc(nntm_cu_maps *m, int32_t rows, int32_t cols);
+/* The intra maps as well (after nntm_cu_maps_alloc); NNTM_OK or NNTM_ERR_NOMEM. */
+int nntm_cu_maps_alloc_intra(nntm_cu_maps *m);
 void nntm_cu_maps_free(nntm_cu_maps *m);
 
 /* NNTM_OK when the tree parameters are within their documented ranges. */
@@ -51,8 +56,12 @@ static inline int nntm_node_clip(const nntm_node *n, int32_t rows, int32_t cols,
     return *x0 < *x1 && *y0 < *y1;
 }
 
-/* Record a leaf CU in the maps. */
+/* Record a leaf CU in the maps (its intra mode, when the intra maps exist, as
+ * NNTM_INTRA_NONE). */
 void nntm_cu_maps_set(nntm_cu_maps *m, const nntm_node *n, int mode, int qp_delta);
+/* Record the intra mode and block vector of a leaf CU (intra maps required). */
+void nntm_cu_maps_set_intra(nntm_cu_maps *m, const nntm_node *n, int intra, int32_t bv_x,
+                            int32_t bv_y);
 
 /* Append the record of the CU at node n (mode and QP from the maps) to trace;
  * nothing when trace is NULL.  NNTM_OK or NNTM_ERR_NOMEM. */
@@ -67,6 +76,9 @@ int nntm_trace_cu(nntm_buffer *trace, const nntm_cu_maps *m, const nntm_kernel_p
 #define NNTM_CU_SKIP_CTX 3        /* cu_skip_flag: skipped neighbours */
 #define NNTM_QP_DELTA_CTX 2       /* cu_qp_delta_abs: first bin, other prefix bins */
 #define NNTM_QP_DELTA_PREFIX 5    /* unary prefix length of cu_qp_delta_abs */
+#define NNTM_INTRA_FLAG_CTX 3     /* intra_pred_flag: intra-predicted neighbours */
+#define NNTM_INTRA_COPY_CTX 1     /* intra_copy_flag */
+#define NNTM_INTRA_DIR_CTX 1      /* intra_col_flag */
 
 typedef struct nntm_tree_ctxs {
     nntm_ctx split_qt[NNTM_SPLIT_QT_CTX];
@@ -75,6 +87,9 @@ typedef struct nntm_tree_ctxs {
     nntm_ctx mtt_binary[NNTM_MTT_BINARY_CTX];
     nntm_ctx cu_skip[NNTM_CU_SKIP_CTX];
     nntm_ctx qp_delta[NNTM_QP_DELTA_CTX];
+    nntm_ctx intra_flag[NNTM_INTRA_FLAG_CTX];
+    nntm_ctx intra_copy[NNTM_INTRA_COPY_CTX];
+    nntm_ctx intra_dir[NNTM_INTRA_DIR_CTX];
 } nntm_tree_ctxs;
 
 /* Every context variable of a kernel tensor's payload. */
@@ -89,6 +104,7 @@ int nntm_ctx_split_qt(const nntm_cu_maps *m, const nntm_node *n);
 int nntm_ctx_mtt_split(const nntm_cu_maps *m, const nntm_node *n);
 int nntm_ctx_mtt_vertical(const nntm_node *n);
 int nntm_ctx_cu_skip(const nntm_cu_maps *m, const nntm_node *n);
+int nntm_ctx_intra_flag(const nntm_cu_maps *m, const nntm_node *n);
 
 /* Which mtt flags a node codes, from the splits can_split allows. */
 typedef struct nntm_mtt_options {

@@ -33,6 +33,9 @@ int nntm_check_kernel_params(const nntm_kernel_params *p) {
     /* tree nodes reach up to one CTU past the tensor: keep their corners in int32 */
     if (p->tree.enabled && (p->rows > INT32_MAX - 256 || p->cols > INT32_MAX - 256))
         return NNTM_ERR_ARG;
+    /* intra prediction works on CU levels in the level domain: not with DQ,
+     * whose reconstruction depends on each level's parity path */
+    if (p->tree.intra_pred_enabled && (!p->tree.enabled || p->dq_enabled)) return NNTM_ERR_ARG;
     return nntm_check_tree_params(&p->tree);
 }
 

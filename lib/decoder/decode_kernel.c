@@ -2,6 +2,7 @@
 #include "nntm/nntm.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 #include "../common/partition.h"
 #include "../common/quant.h"
@@ -22,7 +23,8 @@ int nntm_decode_kernel(const nntm_kernel_params *params, const uint8_t *data, si
     if (ref && nntm_check_reference(ref, count)) return NNTM_ERR_ARG;
     if (count == 0) return size == 0 ? NNTM_OK : NNTM_ERR_CORRUPT;
     int32_t *levels = levels_out ? levels_out : malloc(count * sizeof(int32_t));
-    int32_t *rindex = params->dq_enabled ? malloc(count * sizeof(int32_t)) : levels;
+    int intra = params->tree.enabled && params->tree.intra_pred_enabled;
+    int32_t *rindex = params->dq_enabled || intra ? malloc(count * sizeof(int32_t)) : levels;
     if (!levels || !rindex) {
         if (!levels_out) free(levels);
         if (rindex != levels) free(rindex);
@@ -35,6 +37,7 @@ int nntm_decode_kernel(const nntm_kernel_params *params, const uint8_t *data, si
         nntm_all_ctxs ctxs;
         nntm_all_ctxs_init(&ctxs);
         rv = nntm_cu_maps_alloc(&maps, params->rows, params->cols);
+        if (rv == NNTM_OK && intra) rv = nntm_cu_maps_alloc_intra(&maps);
         if (rv == NNTM_OK)
             rv = nntm_read_tree_data(&r, &ctxs, &maps, params, levels, rindex, cu_trace);
     } else {
@@ -47,6 +50,8 @@ int nntm_decode_kernel(const nntm_kernel_params *params, const uint8_t *data, si
         rv = nntm_reconstruct_map(params, rindex, params->tree.enabled ? maps.qp_delta : NULL,
                                   count, dtype, ref, recon);
     nntm_cu_maps_free(&maps);
+    if (rv == NNTM_OK && intra && levels_out) /* report the reconstructed levels */
+        memcpy(levels_out, rindex, count * sizeof(int32_t));
     if (rindex != levels) free(rindex);
     if (!levels_out) free(levels);
     if (rv) nntm_buffer_free(cu_trace);

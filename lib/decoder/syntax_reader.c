@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../common/intra.h"
 #include "../common/quant.h"
 
 /* Longest Exp-Golomb prefix that keeps |level| <= NNTM_MAX_LEVEL. */
@@ -111,6 +112,38 @@ static int cu_qp_delta(nntm_bin_reader *r, nntm_tree_ctxs *ctxs, int *delta) {
     return NNTM_OK;
 }
 
+/* A signed value from Exp-Golomb order 0 bypass bins of its zigzag index;
+ * NNTM_ERR_CORRUPT beyond +-NNTM_MAX_BV. */
+static int se_bypass(nntm_bin_reader *r, int32_t *v) {
+    int prefix = 0;
+    while (nntm_decode_bypass(r, 1)) {
+        if (++prefix > 16) return NNTM_ERR_CORRUPT;
+    }
+    uint32_t u = (1u << prefix) - 1 + nntm_decode_bypass(r, prefix);
+    if (u > 2u * NNTM_MAX_BV) return NNTM_ERR_CORRUPT;
+    *v = (u & 1) ? (int32_t)((u + 1) / 2) : -(int32_t)(u / 2);
+    return NNTM_OK;
+}
+
+/* intra_pred(); NNTM_ERR_CORRUPT for a mode the CU may not use. */
+static int intra_pred(nntm_bin_reader *r, nntm_tree_ctxs *ctxs, const nntm_cu_maps *m,
+                      const nntm_tree_params *t, const nntm_node *n, int *intra, int32_t *bv_x,
+                      int32_t *bv_y) {
+    *intra = NNTM_INTRA_NONE;
+    *bv_x = *bv_y = 0;
+    if (!nntm_decode_bin(r, &ctxs->intra_flag[nntm_ctx_intra_flag(m, n)])) return NNTM_OK;
+    if (nntm_decode_bin(r, &ctxs->intra_copy[0])) {
+        *intra = NNTM_INTRA_COPY;
+        int rv = se_bypass(r, bv_x);
+        if (rv == NNTM_OK) rv = se_bypass(r, bv_y);
+        if (rv) return rv;
+    } else {
+        *intra = nntm_decode_bin(r, &ctxs->intra_dir[0]) ? NNTM_INTRA_COL : NNTM_INTRA_ROW;
+    }
+    return nntm_intra_allowed_node(t, m->rows, m->cols, n, *intra, *bv_x, *bv_y) ? NNTM_OK
+                                                                              : NNTM_ERR_CORRUPT;
+}
+
 typedef struct tree_reader {
     nntm_bin_reader *r;
     nntm_all_ctxs *ctxs;
@@ -119,13 +152,15 @@ typedef struct tree_reader {
     int32_t *levels;
     int32_t *rindex;
     nntm_buffer *trace;
+    int32_t *pred;  /* one CTU of predicted levels (intra prediction) */
 } tree_reader;
 
 static int coding_unit(tree_reader *tr, const nntm_node *n) {
     int32_t x0, y0, x1, y1;
     nntm_node_clip(n, tr->m->rows, tr->m->cols, &x0, &y0, &x1, &y1);
     const nntm_tree_params *t = &tr->p->tree;
-    int mode = NNTM_CU_CODED, qp_delta = 0, rv;
+    int mode = NNTM_CU_CODED, qp_delta = 0, rv, intra = NNTM_INTRA_NONE;
+    int32_t bv_x = 0, bv_y = 0;
     if (t->skip_enabled && nntm_decode_bin(tr->r, &tr->ctxs->tree.cu_skip[nntm_ctx_cu_skip(tr->m, n)]))
         mode = NNTM_CU_SKIP;
     if (mode == NNTM_CU_SKIP) {
@@ -135,6 +170,10 @@ static int coding_unit(tree_reader *tr, const nntm_node *n) {
                 tr->rindex[(int64_t)y * tr->p->cols + x] = 0;
             }
     } else {
+        if (t->intra_pred_enabled) {
+            rv = intra_pred(tr->r, &tr->ctxs->tree, tr->m, t, n, &intra, &bv_x, &bv_y);
+            if (rv) return rv;
+        }
         if (t->cu_qp_delta_enabled) {
             rv = cu_qp_delta(tr->r, &tr->ctxs->tree, &qp_delta);
             if (rv) return rv;
@@ -145,10 +184,23 @@ static int coding_unit(tree_reader *tr, const nntm_node *n) {
         rv = transform_unit(tr->r, &tr->ctxs->level, tr->p, tr->levels, tr->rindex, x0, y0, x1,
                             y1);
         if (rv) return rv;
+        if (intra) {  /* the levels reconstructed: prediction + coded residual */
+            int32_t w = x1 - x0;
+            nntm_intra_predict(tr->rindex, tr->p->cols, intra, bv_x, bv_y, x0, y0, x1, y1,
+                               tr->pred);
+            for (int32_t y = y0; y < y1; y++)
+                for (int32_t x = x0; x < x1; x++) {
+                    int64_t v = (int64_t)tr->levels[(int64_t)y * tr->p->cols + x] +
+                                tr->pred[(int64_t)(y - y0) * w + (x - x0)];
+                    if (v > NNTM_MAX_LEVEL || v < -NNTM_MAX_LEVEL) return NNTM_ERR_CORRUPT;
+                    tr->rindex[(int64_t)y * tr->p->cols + x] = (int32_t)v;
+                }
+        }
     }
     if (nntm_bin_reader_overread(tr->r) > MAX_OVERREAD) return NNTM_ERR_TRUNCATED;
     if (tr->r->corrupt) return NNTM_ERR_CORRUPT;
     nntm_cu_maps_set(tr->m, n, mode, qp_delta);
+    if (intra) nntm_cu_maps_set_intra(tr->m, n, intra, bv_x, bv_y);
     return nntm_trace_cu(tr->trace, tr->m, tr->p, n);
 }
 
@@ -170,14 +222,20 @@ static int coding_tree(tree_reader *tr, const nntm_node *n) {
 int nntm_read_tree_data(nntm_bin_reader *r, nntm_all_ctxs *ctxs, nntm_cu_maps *m,
                         const nntm_kernel_params *p, int32_t *levels, int32_t *rindex,
                         nntm_buffer *trace) {
-    tree_reader tr = {r, ctxs, m, p, levels, rindex, trace};
+    tree_reader tr = {r, ctxs, m, p, levels, rindex, trace, NULL};
     int32_t ctu = (int32_t)1 << p->tree.log2_ctu_size;
-    for (int64_t y = 0; y < p->rows; y += ctu) {
-        for (int64_t x = 0; x < p->cols; x += ctu) {
+    if (p->tree.intra_pred_enabled) {
+        if (rindex == levels || !m->intra) return NNTM_ERR_ARG;
+        tr.pred = malloc((size_t)ctu * (size_t)ctu * sizeof *tr.pred);
+        if (!tr.pred) return NNTM_ERR_NOMEM;
+    }
+    int rv = NNTM_OK;
+    for (int64_t y = 0; y < p->rows && !rv; y += ctu) {
+        for (int64_t x = 0; x < p->cols && !rv; x += ctu) {
             nntm_node n = {(int32_t)x, (int32_t)y, ctu, ctu, 0, 0};
-            int rv = coding_tree(&tr, &n);
-            if (rv) return rv;
+            rv = coding_tree(&tr, &n);
         }
     }
-    return NNTM_OK;
+    free(tr.pred);
+    return rv;
 }

@@ -54,7 +54,8 @@ static int encode_tree(const nntm_encoder_params *p, const float *w, const float
                        int32_t *levels, int32_t *rindex, nntm_cu_maps *maps, nntm_buffer *out,
                        nntm_buffer *trace) {
     nntm_decisions dec = {0};
-    int rv = nntm_search_tree(p, w, imp, levels, maps, &dec);
+    int rv = nntm_search_tree(p, w, imp, levels, p->kernel.tree.intra_pred_enabled ? rindex : NULL,
+                              maps, &dec);
     if (rv == NNTM_OK) {
         nntm_arith_encoder enc;
         nntm_all_ctxs ctxs;
@@ -144,7 +145,13 @@ int nntm_encode_kernel(const nntm_encoder_params *params, const float *weights,
         weights = target; /* the levels code the residual */
     }
     int32_t *levels = levels_out ? levels_out : malloc(n * sizeof(int32_t));
-    int32_t *rindex = k->dq_enabled ? malloc(n * sizeof(int32_t)) : levels;
+    int intra = k->tree.enabled && k->tree.intra_pred_enabled;
+    if (intra && (params->search.intra_copy_range < 0 ||
+                  params->search.intra_copy_range > NNTM_MAX_INTRA_COPY_RANGE)) {
+        free(target);
+        return NNTM_ERR_ARG;
+    }
+    int32_t *rindex = k->dq_enabled || intra ? malloc(n * sizeof(int32_t)) : levels;
     nntm_cu_maps maps = {0};
     if (!levels || !rindex) {
         if (!levels_out) free(levels);
@@ -156,6 +163,7 @@ int nntm_encode_kernel(const nntm_encoder_params *params, const float *weights,
     if (rindex != levels) memset(rindex, 0, n * sizeof(int32_t)); /* skip CUs stay 0 */
     if (k->tree.enabled) {
         rv = nntm_cu_maps_alloc(&maps, k->rows, k->cols);
+        if (rv == NNTM_OK && intra) rv = nntm_cu_maps_alloc_intra(&maps);
         if (rv == NNTM_OK)
             rv = encode_tree(params, weights, importance, levels, rindex, &maps, out, cu_trace);
     } else {
@@ -167,6 +175,8 @@ int nntm_encode_kernel(const nntm_encoder_params *params, const float *weights,
     if (rv == NNTM_OK && ref && any_infinite(dtype, recon, n)) rv = NNTM_ERR_RANGE;
     nntm_cu_maps_free(&maps);
     free(target);
+    if (rv == NNTM_OK && intra && levels_out) /* report the reconstructed levels */
+        memcpy(levels_out, rindex, n * sizeof(int32_t));
     if (rindex != levels) free(rindex);
     if (!levels_out) free(levels);
     if (rv) {

@@ -14,9 +14,11 @@
 #include "partition_search.h"
 
 #include <float.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "../common/intra.h"
 #include "../common/quant.h"
 #include "rdoq.h"
 #include "syntax_writer.h"
@@ -58,6 +60,10 @@ typedef struct search {
     int32_t deltas[8];
     int num_deltas;
     int error;
+    /* intra prediction (NULL / 0 without it) */
+    int32_t *rec;                  /* reconstructed levels: prediction + residual */
+    float *shifted;                /* weights minus the prediction, for a candidate's region */
+    int32_t *pred;                 /* one CTU of predicted levels */
 } search;
 
 /* The state of a region that an option leaves behind. */
@@ -66,10 +72,21 @@ typedef struct region_state {
     int32_t *levels;
     uint8_t *qt, *lw, *lh, *mode;
     int16_t *qpd;
+    int32_t *rec;      /* intra prediction only */
+    uint8_t *intra;
+    int16_t *bvx, *bvy;
 } region_state;
 
-static int region_alloc(region_state *r, int32_t x0, int32_t y0, int32_t x1, int32_t y1) {
+static int region_alloc(region_state *r, int32_t x0, int32_t y0, int32_t x1, int32_t y1,
+                        int with_intra) {
     size_t n = (size_t)(x1 - x0) * (size_t)(y1 - y0);
+    if (with_intra) {
+        r->rec = malloc(n * sizeof(int32_t));
+        r->intra = malloc(n);
+        r->bvx = malloc(2 * n * sizeof(int16_t));
+        if (!r->rec || !r->intra || !r->bvx) return NNTM_ERR_NOMEM;
+        r->bvy = r->bvx + n;
+    }
     r->x0 = x0;
     r->y0 = y0;
     r->x1 = x1;
@@ -85,6 +102,9 @@ static int region_alloc(region_state *r, int32_t x0, int32_t y0, int32_t x1, int
 }
 
 static void region_free(region_state *r) {
+    free(r->rec);
+    free(r->intra);
+    free(r->bvx);
     free(r->levels);
     free(r->qt);
     free(r->qpd);
@@ -102,6 +122,12 @@ static void region_copy(search *s, region_state *r, int save) {
         COPY(r->lh + k, s->m->log2_h + i, w);
         COPY(r->mode + k, s->m->mode + i, w);
         COPY(r->qpd + k, s->m->qp_delta + i, w * sizeof(int16_t));
+        if (s->rec) {
+            COPY(r->rec + k, s->rec + i, w * sizeof(int32_t));
+            COPY(r->intra + k, s->m->intra + i, w);
+            COPY(r->bvx + k, s->m->bv_x + i, w * sizeof(int16_t));
+            COPY(r->bvy + k, s->m->bv_y + i, w * sizeof(int16_t));
+        }
 #undef COPY
     }
 }
@@ -292,6 +318,116 @@ static void levels_copy(search *s, int32_t *buf, int save, int32_t x0, int32_t y
     }
 }
 
+/* ---- Intra prediction candidates ----
+ * A prediction pays only when it leaves less (importance-weighted) error to
+ * code than no prediction.  The search measures that for the row mean, the
+ * column mean and every block vector within the copy range, and quantizes at
+ * most three candidates: each mean that reduces the error and the block
+ * vector that reduces it most. */
+typedef struct intra_cand {
+    int mode;
+    int32_t bv_x, bv_y;
+} intra_cand;
+
+/* The weighted error of the region against pred * step (pred region-major, or
+ * NULL: zero); stops early once above bound. */
+static double pred_error(const search *s, const int32_t *pred, double step, double bound,
+                         int32_t x0, int32_t y0, int32_t x1, int32_t y1) {
+    double e = 0.0;
+    size_t cols = (size_t)s->m->cols, k = 0;
+    for (int32_t y = y0; y < y1 && e <= bound; y++)
+        for (int32_t x = x0; x < x1; x++, k++) {
+            size_t i = (size_t)y * cols + (size_t)x;
+            double d = (double)s->w[i] - (pred ? (double)pred[k] * step : 0.0);
+            e += (s->imp ? (double)s->imp[i] : 1.0) * d * d;
+        }
+    return e;
+}
+
+/* pred_error() of the block displaced by (bv_x, bv_y). */
+static double copy_error(const search *s, int32_t bv_x, int32_t bv_y, double step, double bound,
+                         int32_t x0, int32_t y0, int32_t x1, int32_t y1) {
+    double e = 0.0;
+    size_t cols = (size_t)s->m->cols;
+    for (int32_t y = y0; y < y1 && e <= bound; y++) {
+        const int32_t *src = s->rec + (int64_t)(y + bv_y) * s->m->cols + bv_x;
+        for (int32_t x = x0; x < x1; x++) {
+            size_t i = (size_t)y * cols + (size_t)x;
+            double d = (double)s->w[i] - (double)src[x] * step;
+            e += (s->imp ? (double)s->imp[i] : 1.0) * d * d;
+        }
+    }
+    return e;
+}
+
+static int intra_candidates(search *s, const nntm_node *n, double step, int32_t x0, int32_t y0,
+                            int32_t x1, int32_t y1, intra_cand out[3]) {
+    const nntm_tree_params *t = &s->p->kernel.tree;
+    int32_t rows = s->m->rows, cols = s->m->cols;
+    double e0 = pred_error(s, NULL, step, DBL_MAX, x0, y0, x1, y1);
+    int k = 0;
+    for (int mode = NNTM_INTRA_ROW; mode <= NNTM_INTRA_COL; mode++) {
+        if (!nntm_intra_allowed_node(t, rows, cols, n, mode, 0, 0)) continue;
+        nntm_intra_predict(s->rec, cols, mode, 0, 0, x0, y0, x1, y1, s->pred);
+        if (pred_error(s, s->pred, step, e0, x0, y0, x1, y1) < e0)
+            out[k++] = (intra_cand){mode, 0, 0};
+    }
+    int32_t range = s->p->search.intra_copy_range;
+    double best = e0;
+    int found = 0;
+    for (int32_t by = -range; by <= range; by++)
+        for (int32_t bx = -range; bx <= range; bx++) {
+            if (!nntm_intra_allowed_node(t, rows, cols, n, NNTM_INTRA_COPY, bx, by)) continue;
+            double e = copy_error(s, bx, by, step, best, x0, y0, x1, y1);
+            if (e < best) {
+                best = e;
+                out[k] = (intra_cand){NNTM_INTRA_COPY, bx, by};
+                found = 1;
+            }
+        }
+    return k + found;
+}
+
+/* D + lambda R of the CU at node n coded with intra candidate c and
+ * quantizer k, on a copy of base left in out; DBL_MAX when a level or a
+ * weight minus its prediction leaves the representable range. */
+static double intra_leaf(search *s, const nntm_node *n, const nntm_all_ctxs *base, int k,
+                         const intra_cand *c, double split_rate, nntm_all_ctxs *out, int32_t x0,
+                         int32_t y0, int32_t x1, int32_t y1) {
+    const nntm_tree_params *t = &s->p->kernel.tree;
+    size_t cols = (size_t)s->m->cols, j = 0;
+    nntm_quantizer q = s->quant[k];
+    nntm_intra_predict(s->rec, s->m->cols, c->mode, c->bv_x, c->bv_y, x0, y0, x1, y1, s->pred);
+    for (int32_t y = y0; y < y1; y++)
+        for (int32_t x = x0; x < x1; x++, j++) {
+            size_t i = (size_t)y * cols + (size_t)x;
+            double v = (double)s->w[i] - (double)s->pred[j] * q.step;
+            if (!(fabs(v) <= 3.0e38)) return DBL_MAX;
+            s->shifted[i] = (float)v;
+        }
+    *out = *base;
+    uint64_t r0 = s->track->cost;
+    if (t->skip_enabled) nntm_write_cu_skip_flag(&s->track->w, &out->tree, s->m, n, 0);
+    nntm_write_intra_pred(&s->track->w, &out->tree, s->m, n, c->mode, c->bv_x, c->bv_y);
+    if (t->cu_qp_delta_enabled) nntm_write_cu_qp_delta(&s->track->w, &out->tree, s->deltas[k]);
+    q.overflow = 0;
+    nntm_region_input in = {&s->p->kernel, s->p->rdoq, s->lambda, s->shifted, s->imp};
+    double d = nntm_quantize_region(&in, &q, s->levels, &out->level, s->trial, s->track, x0, y0,
+                                    x1, y1);
+    if (q.nomem) {
+        s->error = NNTM_ERR_NOMEM;
+        return DBL_MAX;
+    }
+    if (q.overflow) return DBL_MAX;
+    j = 0;
+    for (int32_t y = y0; y < y1; y++)
+        for (int32_t x = x0; x < x1; x++, j++) {
+            int64_t v = (int64_t)s->levels[(size_t)y * cols + (size_t)x] + s->pred[j];
+            if (v > s->quant[k].max_level || v < -(int64_t)s->quant[k].max_level) return DBL_MAX;
+        }
+    return d + s->lambda * (split_rate + (double)(s->track->cost - r0));
+}
+
 /* The best leaf CU of node n: skip or coded at one of the QP deltas.  Only
  * the levels of the candidates differ inside the region (the maps of the
  * region are read by no candidate), so the best one's levels are kept aside
@@ -331,6 +467,8 @@ static double search_leaf(search *s, const nntm_node *n, nntm_all_ctxs *ctx, int
         trial_ctx = base;
         uint64_t r0 = s->track->cost;
         if (t->skip_enabled) nntm_write_cu_skip_flag(&s->track->w, &trial_ctx.tree, s->m, n, 0);
+        if (t->intra_pred_enabled)
+            nntm_write_intra_pred(&s->track->w, &trial_ctx.tree, s->m, n, NNTM_INTRA_NONE, 0, 0);
         if (t->cu_qp_delta_enabled) nntm_write_cu_qp_delta(&s->track->w, &trial_ctx.tree, s->deltas[k]);
         double d = quantize_leaf(s, k, &trial_ctx.level, x0, y0, x1, y1);
         last_k = k;
@@ -343,6 +481,25 @@ static double search_leaf(search *s, const nntm_node *n, nntm_all_ctxs *ctx, int
             *ctx = trial_ctx;
         }
     }
+    intra_cand best_intra = {NNTM_INTRA_NONE, 0, 0};
+    if (s->rec) {
+        int k = best_k >= 0 ? best_k : 0;
+        intra_cand cand[3];
+        int nc = intra_candidates(s, n, s->quant[k].step, x0, y0, x1, y1, cand);
+        for (int c = 0; c < nc && !s->error; c++) {
+            if (best_k >= 0 && best_k == last_k) levels_copy(s, s->leaf_keep, 1, x0, y0, x1, y1);
+            double j = intra_leaf(s, n, &base, k, &cand[c], split_rate, &trial_ctx, x0, y0, x1, y1);
+            last_k = s->num_deltas + c;
+            if (j < best) {
+                best = j;
+                best_mode = NNTM_CU_CODED;
+                best_delta = s->deltas[k];
+                best_k = last_k;
+                best_intra = cand[c];
+                *ctx = trial_ctx;
+            }
+        }
+    }
     if (best_k == -1) {
         for (int32_t y = y0; y < y1; y++)
             memset(s->levels + (size_t)y * (size_t)s->m->cols + (size_t)x0, 0,
@@ -350,7 +507,21 @@ static double search_leaf(search *s, const nntm_node *n, nntm_all_ctxs *ctx, int
     } else if (best_k != last_k) {
         levels_copy(s, s->leaf_keep, 0, x0, y0, x1, y1);
     }
+    if (s->rec) { /* the reconstructed levels later CUs predict from */
+        int intra = best_intra.mode != NNTM_INTRA_NONE;
+        if (intra)
+            nntm_intra_predict(s->rec, s->m->cols, best_intra.mode, best_intra.bv_x,
+                               best_intra.bv_y, x0, y0, x1, y1, s->pred);
+        size_t j = 0;
+        for (int32_t y = y0; y < y1; y++)
+            for (int32_t x = x0; x < x1; x++, j++) {
+                size_t i = (size_t)y * (size_t)s->m->cols + (size_t)x;
+                s->rec[i] = s->levels[i] + (intra ? s->pred[j] : 0);
+            }
+    }
     nntm_cu_maps_set(s->m, n, best_mode, best_delta);
+    if (best_intra.mode != NNTM_INTRA_NONE)
+        nntm_cu_maps_set_intra(s->m, n, best_intra.mode, best_intra.bv_x, best_intra.bv_y);
     *skip_won = best_mode == NNTM_CU_SKIP;
     return best;
 }
@@ -372,7 +543,7 @@ static double search_node(search *s, const nntm_node *n, nntm_all_ctxs *ctx, nnt
     int depth = n->qt_depth + n->mtt_depth;
     if (depth < s->p->search.max_depth && !(skip_won && s->p->search.skip_no_split)) {
         region_state keep = {0};
-        if (region_alloc(&keep, x0, y0, x1, y1)) s->error = NNTM_ERR_NOMEM;
+        if (region_alloc(&keep, x0, y0, x1, y1, s->rec != NULL)) s->error = NNTM_ERR_NOMEM;
         region_copy(s, &keep, 1);
         for (int split = NNTM_SPLIT_QT; split <= NNTM_SPLIT_TT_V && !s->error; split++) {
             if (!nntm_can_split(t, n, split)) continue;
@@ -410,7 +581,8 @@ static double search_node(search *s, const nntm_node *n, nntm_all_ctxs *ctx, nnt
 }
 
 int nntm_search_tree(const nntm_encoder_params *p, const float *weights, const float *importance,
-                     int32_t *levels, nntm_cu_maps *maps, nntm_decisions *decisions) {
+                     int32_t *levels, int32_t *rec, nntm_cu_maps *maps,
+                     nntm_decisions *decisions) {
     const nntm_kernel_params *k = &p->kernel;
     search s = {0};
     s.p = p;
@@ -446,7 +618,17 @@ int nntm_search_tree(const nntm_encoder_params *p, const float *weights, const f
     s.leaf_keep = malloc((size_t)ctu * (size_t)ctu * sizeof *s.leaf_keep);
     s.cache = malloc(sizeof *s.cache);
     if (s.cache) memset(s.cache, 0, sizeof *s.cache); /* without it: no cache, same result */
-    if (!s.leaf_keep) {
+    int intra_nomem = 0;
+    if (rec && k->tree.intra_pred_enabled) {
+        s.rec = rec;
+        s.shifted = malloc((size_t)k->rows * (size_t)k->cols * sizeof *s.shifted);
+        s.pred = malloc((size_t)ctu * (size_t)ctu * sizeof *s.pred);
+        intra_nomem = !s.shifted || !s.pred || !maps->intra;
+    }
+    if (!s.leaf_keep || intra_nomem) {
+        free(s.shifted);
+        free(s.pred);
+        free(s.leaf_keep);
         cache_free(s.cache);
         free(s.trial);
         free(s.track);
@@ -474,6 +656,8 @@ int nntm_search_tree(const nntm_encoder_params *p, const float *weights, const f
     }
     for (int i = 0; i < 8; i++) nntm_quant_table_free(&s.table[i]);
     cache_free(s.cache);
+    free(s.shifted);
+    free(s.pred);
     free(s.leaf_keep);
     free(s.trial);
     free(s.track);

@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../common/intra.h"
+
 /* abs_remainder: Exp-Golomb order 0, prefix bins context coded, suffix bypass. */
 static void abs_remainder(nntm_bin_writer *w, nntm_level_ctxs *ctxs, int egp_class,
                           uint32_t rem) {
@@ -79,6 +81,31 @@ void nntm_write_cu_qp_delta(nntm_bin_writer *w, nntm_tree_ctxs *ctxs, int delta)
     if (a) w->encode_bypass(w, delta < 0, 1);
 }
 
+/* A signed value as Exp-Golomb order 0 bypass bins of its zigzag index
+ * (0, 1, -1, 2, -2, ... -> 0, 1, 2, 3, 4, ...). */
+static void se_bypass(nntm_bin_writer *w, int32_t v) {
+    uint32_t u = v > 0 ? 2u * (uint32_t)v - 1u : 2u * (uint32_t)(-(int64_t)v);
+    uint32_t x = u + 1;
+    int prefix = 0;
+    while ((x >> (prefix + 1)) != 0) prefix++;
+    w->encode_bypass(w, (1u << prefix) - 1, prefix);
+    w->encode_bypass(w, 0, 1);
+    w->encode_bypass(w, x - (1u << prefix), prefix);
+}
+
+void nntm_write_intra_pred(nntm_bin_writer *w, nntm_tree_ctxs *ctxs, const nntm_cu_maps *m,
+                           const nntm_node *n, int intra, int32_t bv_x, int32_t bv_y) {
+    w->encode_bin(w, &ctxs->intra_flag[nntm_ctx_intra_flag(m, n)], intra != NNTM_INTRA_NONE);
+    if (intra == NNTM_INTRA_NONE) return;
+    w->encode_bin(w, &ctxs->intra_copy[0], intra == NNTM_INTRA_COPY);
+    if (intra == NNTM_INTRA_COPY) {
+        se_bypass(w, bv_x);
+        se_bypass(w, bv_y);
+    } else {
+        w->encode_bin(w, &ctxs->intra_dir[0], intra == NNTM_INTRA_COL);
+    }
+}
+
 void nntm_write_transform_unit(nntm_bin_writer *w, nntm_level_ctxs *ctxs,
                                const nntm_kernel_params *p, const int32_t *levels,
                                int32_t *rindex, int32_t x0, int32_t y0, int32_t x1, int32_t y1) {
@@ -104,6 +131,7 @@ typedef struct tree_writer {
     const uint8_t *decisions;
     size_t num_decisions, pos;
     nntm_buffer *trace;
+    int32_t *pred;  /* one CTU of predicted levels (intra prediction) */
 } tree_writer;
 
 static int coding_unit(tree_writer *tw, const nntm_node *n) {
@@ -113,13 +141,36 @@ static int coding_unit(tree_writer *tw, const nntm_node *n) {
     int mode = tw->m->mode[i];
     int qp_delta = tw->m->qp_delta[i];
     const nntm_tree_params *t = &tw->p->tree;
+    int intra = t->intra_pred_enabled ? tw->m->intra[i] : NNTM_INTRA_NONE;
+    int32_t bv_x = intra ? tw->m->bv_x[i] : 0, bv_y = intra ? tw->m->bv_y[i] : 0;
     if (t->skip_enabled) nntm_write_cu_skip_flag(tw->w, &tw->ctxs->tree, tw->m, n, mode == NNTM_CU_SKIP);
     if (mode != NNTM_CU_SKIP) {
+        if (t->intra_pred_enabled) {
+            if (intra && !nntm_intra_allowed_node(t, tw->m->rows, tw->m->cols, n, intra, bv_x, bv_y))
+                return NNTM_ERR_ARG;
+            nntm_write_intra_pred(tw->w, &tw->ctxs->tree, tw->m, n, intra, bv_x, bv_y);
+        }
         if (t->cu_qp_delta_enabled) nntm_write_cu_qp_delta(tw->w, &tw->ctxs->tree, qp_delta);
         nntm_write_transform_unit(tw->w, &tw->ctxs->level, tw->p, tw->levels, tw->rindex, x0, y0,
                                   x1, y1);
+        if (intra) {  /* the levels reconstructed: prediction + coded residual */
+            int32_t w = x1 - x0;
+            nntm_intra_predict(tw->rindex, tw->p->cols, intra, bv_x, bv_y, x0, y0, x1, y1,
+                               tw->pred);
+            for (int32_t y = y0; y < y1; y++)
+                for (int32_t x = x0; x < x1; x++) {
+                    int64_t v = (int64_t)tw->levels[(int64_t)y * tw->p->cols + x] +
+                                tw->pred[(int64_t)(y - y0) * w + (x - x0)];
+                    if (v > NNTM_MAX_LEVEL || v < -NNTM_MAX_LEVEL) return NNTM_ERR_RANGE;
+                    tw->rindex[(int64_t)y * tw->p->cols + x] = (int32_t)v;
+                }
+        }
+    } else if (t->intra_pred_enabled) {
+        for (int32_t y = y0; y < y1; y++)
+            for (int32_t x = x0; x < x1; x++) tw->rindex[(int64_t)y * tw->p->cols + x] = 0;
     }
     nntm_cu_maps_set(tw->m, n, mode, qp_delta);
+    if (intra) nntm_cu_maps_set_intra(tw->m, n, intra, bv_x, bv_y);
     return nntm_trace_cu(tw->trace, tw->m, tw->p, n);
 }
 
@@ -143,14 +194,21 @@ static int coding_tree(tree_writer *tw, const nntm_node *n) {
 int nntm_write_tree_data(nntm_bin_writer *w, nntm_all_ctxs *ctxs, nntm_cu_maps *m,
                          const nntm_kernel_params *p, const int32_t *levels, int32_t *rindex,
                          const uint8_t *decisions, size_t num_decisions, nntm_buffer *trace) {
-    tree_writer tw = {w, ctxs, m, p, levels, rindex, decisions, num_decisions, 0, trace};
+    tree_writer tw = {w, ctxs, m, p, levels, rindex, decisions, num_decisions, 0, trace, NULL};
     int32_t ctu = (int32_t)1 << p->tree.log2_ctu_size;
-    for (int64_t y = 0; y < p->rows; y += ctu) {
-        for (int64_t x = 0; x < p->cols; x += ctu) {
+    if (p->tree.intra_pred_enabled) {
+        if (!rindex || rindex == levels || !m->intra) return NNTM_ERR_ARG;
+        tw.pred = malloc((size_t)ctu * (size_t)ctu * sizeof *tw.pred);
+        if (!tw.pred) return NNTM_ERR_NOMEM;
+    }
+    int rv = NNTM_OK;
+    for (int64_t y = 0; y < p->rows && !rv; y += ctu) {
+        for (int64_t x = 0; x < p->cols && !rv; x += ctu) {
             nntm_node n = {(int32_t)x, (int32_t)y, ctu, ctu, 0, 0};
-            int rv = coding_tree(&tw, &n);
-            if (rv) return rv;
+            rv = coding_tree(&tw, &n);
         }
     }
+    free(tw.pred);
+    if (rv) return rv;
     return tw.pos == num_decisions ? NNTM_OK : NNTM_ERR_ARG;
 }

@@ -22,6 +22,11 @@ void nntm_write_split_mode(nntm_bin_writer *w, nntm_tree_ctxs *ctxs, const nntm_
 void nntm_write_cu_skip_flag(nntm_bin_writer *w, nntm_tree_ctxs *ctxs, const nntm_cu_maps *m,
                              const nntm_node *n, int skip);
 
+/* intra_pred(): the intra mode of a coded CU (NNTM_INTRA_*) and, for
+ * NNTM_INTRA_COPY, its block vector. */
+void nntm_write_intra_pred(nntm_bin_writer *w, nntm_tree_ctxs *ctxs, const nntm_cu_maps *m,
+                           const nntm_node *n, int intra, int32_t bv_x, int32_t bv_y);
+
 /* cu_qp_delta(). */
 void nntm_write_cu_qp_delta(nntm_bin_writer *w, nntm_tree_ctxs *ctxs, int delta);
 
@@ -33,7 +38,10 @@ void nntm_write_transform_unit(nntm_bin_writer *w, nntm_level_ctxs *ctxs,
                                int32_t *rindex, int32_t x0, int32_t y0, int32_t x1, int32_t y1);
 
 /* coding_tree() of every CTU, with the split decisions in preorder (one byte a
- * node inside the tensor) and the CU modes, QP deltas and levels from maps. */
+ * node inside the tensor) and the CU modes, QP deltas, intra modes and coded
+ * levels from maps and levels.  rindex receives the reconstruction indices
+ * (with intra prediction: prediction + residual; then rindex must be its own
+ * array and the intra maps allocated). */
 int nntm_write_tree_data(nntm_bin_writer *w, nntm_all_ctxs *ctxs, nntm_cu_maps *m,
                          const nntm_kernel_params *p, const int32_t *levels, int32_t *rindex,
                          const uint8_t *decisions, size_t num_decisions, nntm_buffer *trace);

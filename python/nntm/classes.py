@@ -54,7 +54,16 @@ def search_params(cfg: Config) -> SearchParams:
         deltas = (0,)
     if len(deltas) > 8:
         raise ConfigError("QPDeltaSearch: at most 8 CU QP deltas")
-    return SearchParams(max_depth=depth, skip_no_split=skip_no_split, qp_deltas=deltas)
+    return SearchParams(max_depth=depth, skip_no_split=skip_no_split, qp_deltas=deltas,
+                        intra_copy_range=int(cfg["IntraCopyRange"]))
+
+
+def intra_problem(cfg: Config) -> str:
+    """Why IntraPred cannot be used with these settings, or ""."""
+    if cfg["IntraPred"] and cfg["DepQuant"]:
+        return ("IntraPred needs DepQuant 0: intra prediction predicts the levels of scalar "
+                "quantization (docs/bitstream.md, \"Intra prediction\")")
+    return ""
 
 
 @dataclass(frozen=True)
@@ -169,6 +178,7 @@ class Classifier:
             split_mask=TREE_SPLIT_MASK[tree_type],
             skip_enabled=bool(cfg["SkipCU"]),
             cu_qp_delta_enabled=bool(cfg["CUQPDelta"]),
+            intra_pred_enabled=bool(cfg["IntraPred"]) and tree_type != 0,
         )
         return ARRANGEMENTS[arr_name], tree_type, tree
 

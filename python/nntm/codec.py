@@ -16,9 +16,9 @@ import numpy as np
 from . import cluster, core, hls, predict
 from . import importance as imp
 from .arrange import Arrangement, from_kernel, kernel_shape, to_kernel
-from .classes import TREE_TYPES, Classifier, search_params
+from .classes import TREE_TYPES, Classifier, intra_problem, search_params
 from .config import Config
-from .errors import BitstreamError, CoreError, EncodeError, HashMismatchError
+from .errors import BitstreamError, ConfigError, CoreError, EncodeError, HashMismatchError
 
 
 @dataclass
@@ -173,6 +173,9 @@ def encode_with_recon(
                             int(config["QPDensity"]))
     search = search_params(config)
     cluster.check_settings(config)
+    problem = intra_problem(config)
+    if problem:
+        raise ConfigError(problem)
     clustered_any = False
     arrays = [(name, _little_endian(np.asarray(value))) for name, value in tensors.items()]
     plans = []
@@ -185,6 +188,8 @@ def encode_with_recon(
             tool_flags |= hls.TOOL_CODING_TREE
         if mode == hls.CodingMode.QUANTIZED and config["DepQuant"]:
             tool_flags |= hls.TOOL_DEP_QUANT
+        if mode == hls.CodingMode.QUANTIZED and cls.tree.intra_pred_enabled:
+            tool_flags |= hls.TOOL_INTRA_PRED
         plans.append((mode, cls))
     if len(classifier.signals) > 1:
         tool_flags |= hls.TOOL_SIGNAL_TYPES

@@ -50,6 +50,7 @@ class TreeParams:
     split_mask: int = 0
     skip_enabled: bool = False
     cu_qp_delta_enabled: bool = False
+    intra_pred_enabled: bool = False
 
     def fill(self, t: object) -> None:
         for name in ("log2_ctu_size", "log2_min_qt_size", "max_mtt_depth",
@@ -58,6 +59,7 @@ class TreeParams:
         t.enabled = int(self.enabled)
         t.skip_enabled = int(self.skip_enabled)
         t.cu_qp_delta_enabled = int(self.cu_qp_delta_enabled)
+        t.intra_pred_enabled = int(self.intra_pred_enabled)
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,7 @@ class SearchParams:
     max_depth: int = 4
     skip_no_split: bool = True
     qp_deltas: tuple[int, ...] = (0,)
+    intra_copy_range: int = 4   # block vectors tried with intra prediction: |bv| <= this
 
 
 @dataclass(frozen=True)
@@ -94,7 +97,12 @@ class KernelParams:
 
 
 CU_RECORD = np.dtype([("x", "<i4"), ("y", "<i4"), ("w", "<i4"), ("h", "<i4"),
-                      ("mode", "<i4"), ("qp", "<i4"), ("depth", "<i4")])
+                      ("mode", "<i4"), ("qp", "<i4"), ("depth", "<i4"),
+                      ("intra", "<i4"), ("bv_x", "<i4"), ("bv_y", "<i4")])
+CU_SKIP = int(lib.NNTM_CU_SKIP)
+#: CU_RECORD "intra" values (nntm.h NNTM_INTRA_*).
+INTRA_NAMES = {int(lib.NNTM_INTRA_NONE): "none", int(lib.NNTM_INTRA_ROW): "row",
+               int(lib.NNTM_INTRA_COL): "col", int(lib.NNTM_INTRA_COPY): "copy"}
 
 
 def _take_trace(buf: object) -> np.ndarray:
@@ -212,6 +220,7 @@ def encode_kernel(
     ep.search.num_qp_deltas = len(search.qp_deltas)
     for i, d in enumerate(search.qp_deltas):
         ep.search.qp_deltas[i] = int(d)
+    ep.search.intra_copy_range = int(search.intra_copy_range)
     out = ffi.new("nntm_buffer *")
     trace = ffi.new("nntm_buffer *")
     cref, _keep = _reference_c(ref, w.shape, what)

@@ -25,7 +25,7 @@ from .errors import BitstreamError
 
 MAGIC = b"NNTM"
 FORMAT_VERSION_MAJOR = 1
-FORMAT_VERSION_MINOR = 2
+FORMAT_VERSION_MINOR = 3
 UNIT_HEADER_BYTES = 5
 MAX_NDIM = 8
 MAX_NAME_BYTES = 4096
@@ -44,11 +44,12 @@ MAX_PRED_SCALE = 65535
 REF_DTYPE_CODES = (0, 1, 2)     # a reference picture is float32, float16 or bfloat16
 # ---- clustering-based quantization (format 1.2); bit 1 << 4 is reserved
 TOOL_CLUSTER = 1 << 5           # tensors may use tensor_coding_mode CLUSTERED
+TOOL_INTRA_PRED = 1 << 6        # (format 1.3) tree parameters carry intra_pred_enabled_flag
 KNOWN_TOOL_FLAGS = (TOOL_CODING_TREE | TOOL_SIGNAL_TYPES | TOOL_DEP_QUANT | TOOL_INTER_PRED
-                    | TOOL_CLUSTER)
+                    | TOOL_CLUSTER | TOOL_INTRA_PRED)
 # the lowest format minor version that may carry each tool flag
 TOOL_MIN_MINOR = {TOOL_CODING_TREE: 1, TOOL_SIGNAL_TYPES: 1, TOOL_DEP_QUANT: 1,
-                  TOOL_INTER_PRED: 2, TOOL_CLUSTER: 2}
+                  TOOL_INTER_PRED: 2, TOOL_CLUSTER: 2, TOOL_INTRA_PRED: 3}
 MAX_SIGNAL_TYPES = 255
 MAX_TREE_TYPE = 3
 
@@ -330,6 +331,10 @@ def tensor_parameter_set(tps: TensorParameterSet, tool_flags: int = 0) -> bytes:
                     w.ue(t.max_mtt_depth)
                 w.u(1, int(t.skip_enabled))
                 w.u(1, int(t.cu_qp_delta_enabled))
+                if tool_flags & TOOL_INTRA_PRED:
+                    w.u(1, int(t.intra_pred_enabled))
+            elif tps.tree.intra_pred_enabled:
+                raise ValueError(f"tensor '{tps.name}': intra prediction needs the coding tree")
         if tool_flags & TOOL_SIGNAL_TYPES:
             w.ue(tps.signal_type)
         if tool_flags & TOOL_DEP_QUANT:
@@ -591,12 +596,16 @@ def parse_tensor_parameter_set(unit: Unit, mps: ModelParameterSet) -> TensorPara
                 mtt = r.ue(4, "max_mtt_depth") if tps.tree_type >= 2 else 0
                 skip = bool(r.u(1))
                 qpd = bool(r.u(1))
+                intra = bool(r.u(1)) if mps.tool_flags & TOOL_INTRA_PRED else False
                 tps.tree = TreeParams(True, ctu, min_qt, mtt, min_cu,
-                                      TREE_SPLIT_MASK[tps.tree_type], skip, qpd)
+                                      TREE_SPLIT_MASK[tps.tree_type], skip, qpd, intra)
         if mps.tool_flags & TOOL_SIGNAL_TYPES:
             tps.signal_type = r.ue(len(mps.signal_types) - 1, "input_signal_type")
         if mps.tool_flags & TOOL_DEP_QUANT:
             tps.dq_enabled = bool(r.u(1))
+        if tps.dq_enabled and tps.tree.intra_pred_enabled:
+            raise r.fail(f"tensor '{name}': intra_pred_enabled_flag and dep_quant_enabled_flag "
+                         "are both set (intra prediction needs scalar quantization)")
         if mps.tool_flags & TOOL_INTER_PRED:
             _parse_prediction(r, tps)
         expected = rows_cols(shape, tps.arrangement)

@@ -200,6 +200,21 @@ ENCODER_CODING_OPTIONS: tuple[Option, ...] = (
         maximum=64,
     ),
     Option(
+        "IntraPred",
+        "bool",
+        False,
+        "intra prediction of each coded CU's levels from earlier levels of the tensor (row mean, "
+        "column mean, block copy), with the tree; not with DepQuant",
+    ),
+    Option(
+        "IntraCopyRange",
+        "int",
+        4,
+        "block vectors the encoder tries for intra block copy: |bv_x|, |bv_y| <= this",
+        minimum=0,
+        maximum=64,
+    ),
+    Option(
         "Preset",
         "choice",
         "medium",

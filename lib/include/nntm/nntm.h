@@ -58,6 +58,17 @@ extern "C" {
 #define NNTM_CU_CODED 0    /* levels coded (with an optional CU QP delta) */
 #define NNTM_CU_SKIP 1     /* every level zero, nothing else coded */
 
+/* Intra prediction of a coded CU's levels (format 1.3, tree.intra_pred_enabled):
+ * the CU's levels are predicted from levels of the same kernel tensor that
+ * precede the CU in decoding order, and its transform unit codes the residual
+ * levels.  See docs/bitstream.md, "Intra prediction". */
+#define NNTM_INTRA_NONE 0
+#define NNTM_INTRA_ROW 1   /* each row: rounded mean of the nearest levels to its left */
+#define NNTM_INTRA_COL 2   /* each column: rounded mean of the nearest levels above it */
+#define NNTM_INTRA_COPY 3  /* the block displaced by the block vector (bv_x, bv_y) */
+#define NNTM_MAX_BV 32767  /* |bv_x|, |bv_y| */
+#define NNTM_MAX_INTRA_COPY_RANGE 64
+
 /* Coding tree settings of a kernel tensor (tensor parameter set). With
  * enabled == 0 the levels are coded in one raster scan (format 1.0). */
 typedef struct nntm_tree_params {
@@ -69,6 +80,7 @@ typedef struct nntm_tree_params {
     int32_t split_mask;          /* subset of NNTM_SPLIT_MASK_ALL */
     int32_t skip_enabled;        /* cu_skip_flag present */
     int32_t cu_qp_delta_enabled; /* cu_qp_delta present in coded CUs */
+    int32_t intra_pred_enabled;  /* intra_pred() present in coded CUs; needs dq_enabled == 0 */
 } nntm_tree_params;
 
 /* What the decoder needs to parse and reconstruct one kernel tensor: all of it
@@ -89,6 +101,7 @@ typedef struct nntm_search_params {
     int32_t skip_no_split;   /* 1: a node whose best leaf is skip is not split further */
     int32_t num_qp_deltas;   /* CU QP deltas tried for a coded CU (0 allowed: {0}) */
     int32_t qp_deltas[8];
+    int32_t intra_copy_range; /* block vectors tried: |bv_x|, |bv_y| <= this (0..64) */
 } nntm_search_params;
 
 /* Encoder-only settings. */
@@ -106,6 +119,8 @@ typedef struct nntm_cu_record {
     int32_t mode;  /* NNTM_CU_* */
     int32_t qp;
     int32_t depth; /* qt_depth + mtt_depth */
+    int32_t intra; /* NNTM_INTRA_* */
+    int32_t bv_x, bv_y;
 } nntm_cu_record;
 
 /* Prediction of a kernel tensor from a reference picture (format 1.2): each
@@ -146,7 +161,8 @@ int nntm_qp_to_step(int32_t qp, int32_t qp_density, int32_t *mantissa, int32_t *
  * importance (rows*cols, >= 0, or NULL for all ones) weights the squared
  * error of each weight in every rate-distortion decision.
  * recon (rows*cols samples of dtype) receives the reconstruction the decoder
- * will produce; levels (rows*cols int32) the quantized levels, or NULL.
+ * will produce; levels (rows*cols int32) the quantized levels, or NULL
+ * (with intra prediction: prediction + coded residual, the levels reconstructed).
  * out receives the payload; cu_trace (or NULL) one nntm_cu_record per CU.
  * Both buffers must be zeroed or freed before; they are overwritten.
  * Returns NNTM_OK, NNTM_ERR_ARG, NNTM_ERR_NOMEM, NNTM_ERR_NONFINITE or NNTM_ERR_RANGE. */
@@ -171,6 +187,14 @@ int nntm_decode_kernel(const nntm_kernel_params *params, const uint8_t *data, si
  * Returns NNTM_OK, NNTM_ERR_ARG or NNTM_ERR_NONFINITE (a reference sample). */
 int nntm_reconstruct(const nntm_kernel_params *params, const int32_t *levels, size_t count,
                      int32_t dtype, const nntm_reference *ref, void *out);
+
+/* The predicted levels of the CU [x0,x1) x [y0,y1) of a rows x cols kernel
+ * tensor (CTUs of 2^log2_ctu_size) from the reconstructed levels rec: the
+ * decoder's predictor, for tools and tests (pred: (x1-x0)*(y1-y0) int32,
+ * row-major).  NNTM_ERR_ARG when the mode may not be used by that CU. */
+int nntm_intra_predict_levels(int32_t log2_ctu_size, int32_t rows, int32_t cols,
+                              const int32_t *rec, int32_t x0, int32_t y0, int32_t x1, int32_t y1,
+                              int32_t mode, int32_t bv_x, int32_t bv_y, int32_t *pred);
 
 /* Bit-estimation self-check used by the tests: codes n bins with the given
  * context indices (0..num_ctx-1) through the real coder and the estimator.

@@ -27,6 +27,12 @@
 #define NNTM_SPLIT_MASK_ALL 60
 #define NNTM_CU_CODED 0
 #define NNTM_CU_SKIP 1
+#define NNTM_INTRA_NONE 0
+#define NNTM_INTRA_ROW 1
+#define NNTM_INTRA_COL 2
+#define NNTM_INTRA_COPY 3
+#define NNTM_MAX_BV 32767
+#define NNTM_MAX_INTRA_COPY_RANGE 64
 
 typedef struct nntm_tree_params {
     int32_t enabled;
@@ -37,6 +43,7 @@ typedef struct nntm_tree_params {
     int32_t split_mask;
     int32_t skip_enabled;
     int32_t cu_qp_delta_enabled;
+    int32_t intra_pred_enabled;
 } nntm_tree_params;
 
 typedef struct nntm_kernel_params {
@@ -54,6 +61,7 @@ typedef struct nntm_search_params {
     int32_t skip_no_split;
     int32_t num_qp_deltas;
     int32_t qp_deltas[8];
+    int32_t intra_copy_range;
 } nntm_search_params;
 
 typedef struct nntm_encoder_params {
@@ -69,6 +77,8 @@ typedef struct nntm_cu_record {
     int32_t mode;
     int32_t qp;
     int32_t depth;
+    int32_t intra;
+    int32_t bv_x, bv_y;
 } nntm_cu_record;
 
 #define NNTM_PRED_SCALE_SHIFT 12
@@ -98,6 +108,9 @@ int nntm_decode_kernel(const nntm_kernel_params *params, const uint8_t *data, si
                        nntm_buffer *cu_trace);
 int nntm_reconstruct(const nntm_kernel_params *params, const int32_t *levels, size_t count,
                      int32_t dtype, const nntm_reference *ref, void *out);
+int nntm_intra_predict_levels(int32_t log2_ctu_size, int32_t rows, int32_t cols,
+                              const int32_t *rec, int32_t x0, int32_t y0, int32_t x1, int32_t y1,
+                              int32_t mode, int32_t bv_x, int32_t bv_y, int32_t *pred);
 int nntm_selftest_bins(const uint8_t *bins, const uint8_t *ctx_idx, size_t n, int32_t num_ctx,
                        double *real_bits, double *est_bits, uint8_t *decoded);
 

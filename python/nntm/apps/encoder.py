@@ -21,7 +21,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from .. import codec, hls
+from ..classes import intra_problem
 from ..config import Config, parse_app_args
+from ..core import CU_SKIP, INTRA_NAMES
 from ..modelio import model_format, read_model, write_model
 from ..options import ENCODER_OPTIONS
 from .common import fmt_db, fmt_shape, run_app, write_bitstream
@@ -61,6 +63,9 @@ def validate(cfg: Config) -> list[str]:
         folder = os.path.dirname(os.path.abspath(path)) if path else ""
         if path and not os.path.isdir(folder):
             problems.append(f"{key} '{path}': folder '{folder}' does not exist")
+    intra = intra_problem(cfg)
+    if intra:
+        problems.append(intra)
     recon = str(cfg["ReconFile"])
     if recon and not recon.endswith((".safetensors", ".npz")):
         problems.append(f"ReconFile '{recon}': use a .safetensors or .npz name")
@@ -86,6 +91,17 @@ def _print_tensor(s: codec.TensorStats) -> None:
         "-" if s.qp is None else str(s.qp), str(s.bits), f"{s.bits_per_param:.3f}",
         fmt_db(s.snr_db), f"{s.seconds:.3f}",
     ]), flush=True)
+
+
+def _cu_summary(cus: dict[str, np.ndarray]) -> str:
+    """Counts of the coded CUs: skipped, intra-predicted by mode."""
+    recs = np.concatenate(list(cus.values()))
+    text = f"{len(recs)} ({int(np.sum(recs['mode'] == CU_SKIP))} skip"
+    intra = {name: int(np.sum(recs["intra"] == code))
+             for code, name in INTRA_NAMES.items() if name != "none"}
+    if any(intra.values()):
+        text += ", intra " + ", ".join(f"{k} {v}" for k, v in intra.items())
+    return text + ")"
 
 
 def _pooled_snr(tensors: dict[str, np.ndarray], recon: dict[str, np.ndarray]) -> float:
@@ -143,6 +159,8 @@ def _main(argv: Sequence[str]) -> int:
               f"{total_bits / max(float_params, 1):.3f} bits/param, "
               f"1/{raw_bytes / max(len(result.data), 1):.1f} of the input's {raw_bytes} bytes")
         print(f"Weight SNR    : {fmt_db(_pooled_snr(tensors, result.recon)).strip()} dB")
+        if result.cus:
+            print(f"Coding units  : {_cu_summary(result.cus)}")
         print(f"Encode time   : {enc_seconds:.3f} s")
         if example:
             from ..example import accuracy
