@@ -54,8 +54,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             if (levels[i] > NNTM_MAX_LEVEL || levels[i] < -NNTM_MAX_LEVEL)
                 fail("decoded level out of range", rv);
     } else if (rv != NNTM_ERR_CORRUPT && rv != NNTM_ERR_TRUNCATED && rv != NNTM_ERR_NOMEM &&
-               !(rv == NNTM_ERR_ARG && (in.tree_ext || in.dq_ext))) {
-        /* (the tree and dq parameters are not range-checked here: ARG is fine for them) */
+               !(rv == NNTM_ERR_ARG && (in.tree_ext || in.dq_ext || in.intra_ext))) {
+        /* (the tree, dq and intra parameters are not range-checked here: ARG is fine) */
         fail("undocumented return code", rv);
     }
     free(payload);

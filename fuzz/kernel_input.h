@@ -14,6 +14,8 @@
  *   [ext & 4: int32 ref_dtype, int32 scale, then rows*cols reference samples of
  *    ref_dtype (raw little-endian, kernel order): the reference picture of a
  *    predicted tensor (format 1.2), for libraries that have nntm_reference]
+ *   [ext & 8: int32 intra_pred_enabled (format 1.3, intra prediction of CU levels),
+ *    for libraries that have NNTM_INTRA_COPY]
  *   payload                                 the tensor data unit payload (the rest)
  *
  * python/nntm/conformance.py (KERNEL_CASE_HEADER, kernel_cases) writes it. */
@@ -31,6 +33,7 @@
 #define KERNEL_INPUT_TREE_BYTES 32
 #define KERNEL_INPUT_EXT_DQ 2
 #define KERNEL_INPUT_EXT_PRED 4
+#define KERNEL_INPUT_EXT_INTRA 8
 
 typedef struct kernel_input {
     nntm_kernel_params params;
@@ -38,6 +41,7 @@ typedef struct kernel_input {
     int tree_ext;          /* the case carries coding tree parameters */
     int dq_ext;            /* the case carries dq_enabled */
     int pred_ext;          /* the case carries a reference picture */
+    int intra_ext;         /* the case carries intra_pred_enabled */
 #if defined(NNTM_PRED_SCALE_SHIFT)
     nntm_reference ref;
 #endif
@@ -104,6 +108,16 @@ static inline int kernel_input_parse(const uint8_t *data, size_t size, kernel_in
         in->ref.samples = data + header;
         header += count * item;
         in->pred_ext = 1;
+#else
+        return -1;
+#endif
+    }
+    if (data[15] & KERNEL_INPUT_EXT_INTRA) {
+#if defined(NNTM_INTRA_COPY)
+        if (size < header + 4) return -1;
+        in->params.tree.intra_pred_enabled = kernel_input_i32(data + header);
+        header += 4;
+        in->intra_ext = 1;
 #else
         return -1;
 #endif

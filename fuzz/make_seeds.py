@@ -32,6 +32,8 @@ TOOL_SETTINGS = (
      "MaxMTTDepth": 3, "Arrangement": "tiles", "Preset": "fast"},
     {"DepQuant": True},
     {"DepQuant": True, "TreeType": "qtbt", "CUQPDelta": True, "Preset": "fast"},
+    {"IntraPred": True, "IntraCopyRange": 8, "TreeType": "qtmtt", "CTUSize": 16,
+     "MinQTSize": 4, "CUQPDelta": True, "Preset": "fast"},
 )
 
 

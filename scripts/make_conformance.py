@@ -542,6 +542,28 @@ class Source:
     make: Callable[[np.random.Generator], dict[str, np.ndarray]]
 
 
+def src_intra_a(rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Weights with the structure intra prediction uses (INTRA_A_1): a linear 48x80 of
+    8x16 tiles repeated with small noise (block copy), a linear 40x64 whose rows are
+    constant offsets plus noise (row mean), a linear 64x40 whose columns are (column
+    mean), an embedding 37x53 (no multiple of the CTU size) of repeated 4x8 tiles with
+    zero blocks, and a Laplace bias."""
+    tile = _laplace(rng, (8, 16), 0.2)
+    copy = np.tile(tile, (6, 5)) + _normal(rng, (48, 80), 0.004)
+    rows = np.repeat(_laplace(rng, (40, 1), 0.3), 64, axis=1) + _normal(rng, (40, 64), 0.004)
+    cols = np.repeat(_laplace(rng, (1, 40), 0.3), 64, axis=0) + _normal(rng, (64, 40), 0.004)
+    small = _laplace(rng, (4, 8), 0.2)
+    embed = np.tile(small, (10, 7))[:37, :53] + _normal(rng, (37, 53), 0.004)
+    embed[16:24, 24:40] = 0.0
+    return {
+        "copy.weight": copy.astype(np.float32),
+        "rows.weight": rows.astype(np.float32),
+        "cols.weight": cols.astype(np.float32),
+        "embed.weight": embed.astype(np.float32),
+        "copy.bias": _laplace(rng, (48,), 0.05).astype(np.float32),
+    }
+
+
 SOURCES: dict[str, Source] = {
     "base_b": Source("conformance/sources/base_b.safetensors", 1001, src_base_b),
     "qp": Source("conformance/sources/qp.safetensors", 1002, src_qp),
@@ -564,6 +586,7 @@ SOURCES: dict[str, Source] = {
     "cluster_b": Source("conformance/sources/cluster_b.safetensors", 1016, src_cluster_b),
     "cluster_c": Source("conformance/sources/cluster_c.safetensors", 1017, src_cluster_c),
     "cluster_d": Source("conformance/sources/cluster_d.safetensors", 1018, src_cluster_d),
+    "intra_a": Source("conformance/sources/intra_a.safetensors", 1022, src_intra_a),
 }
 
 
@@ -872,6 +895,24 @@ STREAMS: tuple[Spec, ...] = (
          "Subspaces along the input channels (ClusterSubspaceAxis in, 4 subspaces) with "
          "kernel points in the conv and scalar points in the linear weight.",
          verify=True),
+    # ---- format 1.3: intra prediction of CU levels (verify=True)
+    Spec("INTRA_A_1", "intra_a",
+         ("format 1.3", "TOOL_INTRA_PRED", "TOOL_CODING_TREE", "intra_pred_enabled_flag 1",
+          "intra row mean", "intra column mean", "intra block copy",
+          "block copy from an earlier CTU", "block copy within the CTU", "bv_x < 0",
+          "bv_y < 0", "bv_x = 0", "bv_y = 0", "intra CUs with a zero residual",
+          "intra border CUs", "intra with CU QP delta != 0", "skip CUs",
+          "CU QP delta > 0", "tree_partition_type 3 (QTMTT)", "dtype float32"),
+         "Intra prediction of CU levels (IntraPred 1, IntraCopyRange 16, CTUs of 16): a "
+         "tensor of repeated tiles coded by block copy (block vectors into earlier CTUs "
+         "and into the part of the current CTU coded before the CU), a tensor of constant "
+         "rows (row mean of the levels to the left), one of constant columns (column mean "
+         "of the levels above), and an embedding whose size is no multiple of the CTU "
+         "size (intra-predicted border CUs) with zero blocks (skip CUs). CU QP deltas on: "
+         "intra CUs at other QPs than the tensor's. The analysis recomputes every "
+         "prediction from the decoded levels in decoding order (clause 5.9) and checks "
+         "that it reads only levels of earlier CUs.",
+         verify=True),
 )
 
 
@@ -1042,6 +1083,63 @@ class TensorTools:
     dq_transitions: frozenset[tuple[int, int]] = frozenset()  # (state, level parity) seen
     remainders: int = 0                             # levels with an abs_remainder
     max_prefix: int = -1                            # longest EG0 prefix of abs_remainder
+    intra: frozenset[str] = frozenset()             # intra facts (format 1.3)
+
+
+INTRA_ROW, INTRA_COL, INTRA_COPY = 1, 2, 3            # NNTM_INTRA_* in the CU trace
+
+
+def _intra_residuals(t: hls.TensorParameterSet, cus: np.ndarray, levels: np.ndarray
+                     ) -> tuple[np.ndarray, frozenset[str]]:
+    """The coded residual levels of an intra-predicted tensor: each intra CU's prediction
+    recomputed from the decoded levels (clause 5.9, in Python) and taken off.  Checks
+    that every prediction reads only levels of CUs decoded before it."""
+    order = np.full(levels.shape, -1, np.int64)
+    residual = levels.copy()
+    facts: set[str] = set()
+    ctu = 1 << t.tree.log2_ctu_size
+    for i, cu in enumerate(cus):
+        x, y, w, h = (int(cu[k]) for k in ("x", "y", "w", "h"))
+        mode = int(cu["intra"])
+        if mode == INTRA_ROW:
+            span = min(x, w)
+            src = order[y:y + h, x - span:x]
+            sums = levels[y:y + h, x - span:x].sum(axis=1, keepdims=True)
+            pred = np.repeat((2 * sums + span) // (2 * span), w, axis=1)
+            facts.add("intra row mean")
+        elif mode == INTRA_COL:
+            span = min(y, h)
+            src = order[y - span:y, x:x + w]
+            sums = levels[y - span:y, x:x + w].sum(axis=0, keepdims=True)
+            pred = np.repeat((2 * sums + span) // (2 * span), h, axis=0)
+            facts.add("intra column mean")
+        elif mode == INTRA_COPY:
+            bx, by = int(cu["bv_x"]), int(cu["bv_y"])
+            if x + bx < 0 or y + by < 0:
+                raise SystemExit(f"internal error: {t.name}: a block vector out of the kernel")
+            src = order[y + by:y + by + h, x + bx:x + bx + w]
+            pred = levels[y + by:y + by + h, x + bx:x + bx + w]
+            facts.add("intra block copy")
+            facts.add("bv_x < 0" if bx < 0 else "bv_x > 0" if bx > 0 else "bv_x = 0")
+            facts.add("bv_y < 0" if by < 0 else "bv_y > 0" if by > 0 else "bv_y = 0")
+            same_ctu = ((x + bx) // ctu, (y + by) // ctu) == (x // ctu, y // ctu)
+            facts.add("block copy within the CTU" if same_ctu
+                      else "block copy from an earlier CTU")
+        else:
+            order[y:y + h, x:x + w] = i
+            continue
+        if src.shape != (h, w) and mode == INTRA_COPY or src.size == 0 or np.any(src < 0):
+            raise SystemExit(f"internal error: {t.name}: CU {i} predicts from levels not "
+                             "decoded before it")
+        residual[y:y + h, x:x + w] = levels[y:y + h, x:x + w] - pred
+        if not np.any(residual[y:y + h, x:x + w]):
+            facts.add("intra CUs with a zero residual")
+        if x + w == t.cols and t.cols % ctu or y + h == t.rows and t.rows % ctu:
+            facts.add("intra border CUs")
+        if int(cu["qp"]) != t.qp:
+            facts.add("intra with CU QP delta != 0")
+        order[y:y + h, x:x + w] = i
+    return residual, frozenset(facts)
 
 
 def _coding_order(t: hls.TensorParameterSet, cus: np.ndarray) -> list[tuple[int, int]]:
@@ -1091,8 +1189,11 @@ def tensor_tools(data: bytes, ref: dict[str, np.ndarray] | None = None
             if np.any(cover != 1):
                 raise SystemExit(f"internal error: {t.name}: the CUs do not tile the kernel")
         order = _coding_order(t, cus)
+        coded = levels
+        if t.tree.enabled and t.tree.intra_pred_enabled:
+            coded, tt.intra = _intra_residuals(t, cus, levels)
         gt = t.num_gt_flags
-        rem = [abs(int(levels[r, c])) - gt - 1 for r, c in order if abs(levels[r, c]) > gt]
+        rem = [abs(int(coded[r, c])) - gt - 1 for r, c in order if abs(coded[r, c]) > gt]
         tt.remainders = len(rem)
         tt.max_prefix = max(((v + 1).bit_length() - 1 for v in rem), default=-1)
         if t.dq_enabled:
@@ -1144,7 +1245,8 @@ def _check_reconstruction(tt: TensorTools, order: list[tuple[int, int]],
 
 _TOOL_NAMES = ((hls.TOOL_CODING_TREE, "TOOL_CODING_TREE"),
                (hls.TOOL_SIGNAL_TYPES, "TOOL_SIGNAL_TYPES"), (hls.TOOL_DEP_QUANT, "TOOL_DEP_QUANT"),
-               (hls.TOOL_INTER_PRED, "TOOL_INTER_PRED"), (hls.TOOL_CLUSTER, "TOOL_CLUSTER"))
+               (hls.TOOL_INTER_PRED, "TOOL_INTER_PRED"), (hls.TOOL_CLUSTER, "TOOL_CLUSTER"),
+               (hls.TOOL_INTRA_PRED, "TOOL_INTRA_PRED"))
 PRED_NAMES = {0: "NONE", 1: "REF_MODEL", 2: "EARLIER_TENSOR"}
 POINT_NAMES = {0: "scalar", 1: "kernel", 2: "filter", 3: "inchannel"}
 AXIS_NAMES = {0: "none", 1: "output channels", 2: "input channels"}
@@ -1295,6 +1397,9 @@ def stream_facts(data: bytes, ref: dict[str, np.ndarray] | None = None) -> set[s
         if not t.tree.enabled:
             continue
         tr = t.tree
+        if mps.tool_flags & hls.TOOL_INTRA_PRED:
+            facts.add(f"intra_pred_enabled_flag {int(tr.intra_pred_enabled)}")
+            facts |= tt.intra
         facts |= {f"CTUSize {1 << tr.log2_ctu_size}", f"MinCUSize {1 << tr.log2_min_cu_size}",
                   f"MinQTSize {1 << tr.log2_min_qt_size}",
                   f"cu_skip_enabled_flag {int(tr.skip_enabled)}",

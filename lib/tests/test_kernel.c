@@ -168,6 +168,44 @@ int main(void) {
         CHECK(b < a);
         CHECK(split_used(&tree, w, 0));
     }
+    /* intra prediction (format 1.3): repeated tiles and constant rows code in far fewer
+     * bytes; every shape and split mask round-trips; the decoder's levels are the
+     * reconstructed ones (prediction + residual) */
+    {
+        int rows = 48, cols = 80;
+        unsigned long long s = 21;
+        float tile[8 * 16];
+        for (int i = 0; i < 8 * 16; i++) tile[i] = (float)(test_uniform(&s) - 0.5);
+        for (int y = 0; y < rows; y++)
+            for (int x = 0; x < cols; x++)
+                w[y * cols + x] = tile[(y % 8) * 16 + x % 16] + 0.001f * (float)(test_uniform(&s) - 0.5);
+        nntm_encoder_params p = params(rows, cols, -24, 1);
+        enable_tree(&p, 4, 2, NNTM_SPLIT_MASK_ALL);
+        nntm_encoder_params q = p;
+        q.kernel.tree.intra_pred_enabled = 1;
+        q.search.intra_copy_range = 16;
+        size_t a = roundtrip(&p, w), b = roundtrip(&q, w);
+        printf("repeated tiles: tree %zu bytes, tree + intra %zu bytes\n", a, b);
+        CHECK(2 * b < a);
+        q.kernel.dq_enabled = 1; /* not with DQ */
+        float rec[48 * 80];
+        nntm_buffer buf = {0};
+        CHECK(nntm_encode_kernel(&q, w, NULL, NNTM_DTYPE_FLOAT32, NULL, rec, NULL, &buf, NULL) ==
+              NNTM_ERR_ARG);
+        q.kernel.dq_enabled = 0;
+        q.search.intra_copy_range = NNTM_MAX_INTRA_COPY_RANGE + 1;
+        CHECK(nntm_encode_kernel(&q, w, NULL, NNTM_DTYPE_FLOAT32, NULL, rec, NULL, &buf, NULL) ==
+              NNTM_ERR_ARG);
+        int sizes[][2] = {{1, 9}, {9, 1}, {17, 33}, {40, 40}};
+        for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+            fill(w, sizes[i][0], sizes[i][1], 31 + i, 0.1, 1);
+            nntm_encoder_params t = params(sizes[i][0], sizes[i][1], -20, 1);
+            enable_tree(&t, 3 + (int)(i % 2), 2, NNTM_SPLIT_MASK_ALL);
+            t.kernel.tree.intra_pred_enabled = 1;
+            t.search.intra_copy_range = 8;
+            roundtrip(&t, w);
+        }
+    }
     /* dependent quantization: on a Gaussian source it beats RDOQ in D + lambda R
      * terms: at the same QP-offset operating point, fewer bytes or lower error */
     {
@@ -248,10 +286,13 @@ int main(void) {
         nntm_encoder_params p = params(40, 40, -20, 1);
         nntm_encoder_params t = p;
         enable_tree(&t, 4, 3, NNTM_SPLIT_MASK_ALL);
-        for (int k = 0; k < 4000; k++) {
+        nntm_encoder_params ti = t;
+        ti.kernel.tree.intra_pred_enabled = 1;
+        for (int k = 0; k < 6000; k++) {
             size_t len = test_rand(&s) % sizeof junk;
             for (size_t i = 0; i < len; i++) junk[i] = (uint8_t)test_rand(&s);
-            const nntm_kernel_params *kp = (k & 1) ? &t.kernel : &p.kernel;
+            const nntm_kernel_params *kp = k % 3 == 0 ? &p.kernel : k % 3 == 1 ? &t.kernel
+                                                                                  : &ti.kernel;
             int rv = nntm_decode_kernel(kp, junk, len, NNTM_DTYPE_FLOAT32, NULL, out, NULL, NULL);
             CHECK(rv == NNTM_OK || rv == NNTM_ERR_CORRUPT || rv == NNTM_ERR_TRUNCATED);
         }

@@ -23,7 +23,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -68,6 +68,9 @@ KERNEL_CASE_DQ = struct.Struct("<i")
 KERNEL_EXT_DQ = 2
 KERNEL_CASE_PRED = struct.Struct("<ii")   # ref dtype (NNTM_DTYPE_*), pred scale; then samples
 KERNEL_EXT_PRED = 4
+#: Extension flag 8: intra_pred_enabled (int32 LE), after the reference picture, if any.
+KERNEL_CASE_INTRA = struct.Struct("<i")
+KERNEL_EXT_INTRA = 8
 _TREE_FIELDS = ("enabled", "log2_ctu_size", "log2_min_qt_size", "max_mtt_depth",
                 "log2_min_cu_size", "split_mask", "skip_enabled", "cu_qp_delta_enabled")
 
@@ -407,8 +410,10 @@ def kernel_case_bytes(tps: hls.TensorParameterSet, payload: bytes,
     (with ``ref``, the reference picture of a predicted tensor, in its shape, before it)."""
     tree = getattr(tps, "tree", None)
     dq = bool(getattr(tps, "dq_enabled", False))
+    intra = tree is not None and tree.enabled and tree.intra_pred_enabled
     ext = (KERNEL_EXT_TREE if tree is not None and tree.enabled else 0) | (
-        KERNEL_EXT_DQ if dq else 0) | (KERNEL_EXT_PRED if ref is not None else 0)
+        KERNEL_EXT_DQ if dq else 0) | (KERNEL_EXT_PRED if ref is not None else 0) | (
+        KERNEL_EXT_INTRA if intra else 0)
     header = KERNEL_CASE_HEADER.pack(tps.rows, tps.cols, tps.qp, tps.qp_density,
                                      tps.num_gt_flags, _C_DTYPES[tps.dtype.name], ext)
     if ext & KERNEL_EXT_TREE:
@@ -419,6 +424,8 @@ def kernel_case_bytes(tps: hls.TensorParameterSet, payload: bytes,
         kernel = arrange.to_kernel(ref, arrange.Arrangement(tps.arrangement))
         header += KERNEL_CASE_PRED.pack(_C_DTYPES[ref.dtype.name], tps.pred_scale)
         header += np.ascontiguousarray(codec._little_endian(kernel)).tobytes()
+    if ext & KERNEL_EXT_INTRA:
+        header += KERNEL_CASE_INTRA.pack(1)
     return header + payload
 
 
@@ -586,6 +593,10 @@ def decode_kernel_case(case: KernelCase) -> tuple[np.ndarray, np.ndarray]:
         samples = np.frombuffer(case.data[offset:offset + n], dtype=rdtype).reshape(rows, cols)
         offset += n
         ref = core.Reference(samples, scale)
+    if ext & KERNEL_EXT_INTRA:
+        intra = bool(KERNEL_CASE_INTRA.unpack_from(case.data, offset)[0])
+        offset += KERNEL_CASE_INTRA.size
+        extra["tree"] = replace(extra["tree"], intra_pred_enabled=intra)
     params = core.KernelParams(rows, cols, qp, density, gt, **extra)
     payload = case.data[offset:]
     what = f"tensor '{case.tensor}'"

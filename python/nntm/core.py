@@ -316,3 +316,21 @@ def selftest_bins(
     )
     _check(rv, "selftest")
     return float(real[0]), float(est[0]), dec
+
+
+def intra_predict_levels(log2_ctu_size: int, rec: np.ndarray, region: tuple[int, int, int, int],
+                         mode: int, bv: tuple[int, int] = (0, 0)) -> np.ndarray | None:
+    """The decoder's intra prediction (docs/bitstream.md clause 10.3) of the CU region
+    (x0, y0, x1, y1) from the reconstructed levels ``rec`` (rows x cols int32); None
+    when the CU may not use the mode (clause 10.2)."""
+    r = np.ascontiguousarray(rec, dtype=np.int32)
+    x0, y0, x1, y1 = (int(v) for v in region)
+    pred = np.zeros((max(y1 - y0, 0), max(x1 - x0, 0)), dtype=np.int32)
+    rv = lib.nntm_intra_predict_levels(
+        int(log2_ctu_size), r.shape[0], r.shape[1], ffi.from_buffer("int32_t[]", r), x0, y0, x1,
+        y1, int(mode), int(bv[0]), int(bv[1]),
+        ffi.from_buffer("int32_t[]", pred, require_writable=True) if pred.size else ffi.NULL)
+    if rv == lib.NNTM_ERR_ARG:
+        return None
+    _check(rv, "intra prediction")
+    return pred
