@@ -243,9 +243,11 @@ def _facts(name: str) -> frozenset[str]:
 def test_verified_stream_shows_its_features(name: str) -> None:
     spec = VERIFIED[name]
     assert ENTRIES[name].features == spec.features
-    # 1.2: the streams of TOOL_CLUSTER (clustering) and TOOL_INTER_PRED (prediction)
-    assert ENTRIES[name].format_version == (
-        "1.2" if {"TOOL_CLUSTER", "TOOL_INTER_PRED"} & set(spec.features) else "1.1")
+    # 1.2: the streams of TOOL_CLUSTER (clustering) and TOOL_INTER_PRED (prediction);
+    # 1.3: TOOL_INTRA_PRED (intra prediction)
+    want = ("1.3" if "TOOL_INTRA_PRED" in spec.features else
+            "1.2" if {"TOOL_CLUSTER", "TOOL_INTER_PRED"} & set(spec.features) else "1.1")
+    assert ENTRIES[name].format_version == want
     missing = [f for f in spec.features if f not in _facts(name)]
     assert not missing, f"{name}: the decoded stream does not show {missing}"
 
@@ -273,6 +275,31 @@ def test_the_suite_covers_every_1_1_tool() -> None:
         "KERNEL_TILES dw-conv 3x3", "ROWS pw-conv 1x1", "layer_type embedding by LayerRules",
     }
     assert wanted <= facts, sorted(wanted - facts)
+
+
+def test_the_suite_covers_every_intra_mode() -> None:
+    facts = frozenset().union(*(_facts(n) for n in VERIFIED))
+    wanted = {"TOOL_INTRA_PRED", "intra row mean", "intra column mean", "intra block copy",
+              "block copy from an earlier CTU", "block copy within the CTU",
+              "intra border CUs", "intra with CU QP delta != 0"}
+    assert wanted <= facts, sorted(wanted - facts)
+
+
+def test_intra_analysis_refuses_a_prediction_from_a_later_cu() -> None:
+    """_intra_residuals checks the decoding order itself: a block vector into a CU that
+    comes later in the trace is an internal error, not a fact."""
+    data = SUITE.file(ENTRIES["INTRA_A_1"].bitstream).read_bytes()
+    mps, tools = MC.tensor_tools(data)
+    tt = next(t for t in tools if np.any(t.cus["intra"] == MC.INTRA_COPY))
+    MC._intra_residuals(tt.tps, tt.cus, tt.levels)  # the real trace passes
+    cus = tt.cus.copy()
+    fits = [int(i) for i in np.flatnonzero(cus["intra"] == MC.INTRA_COPY)
+            if int(cus[i]["y"]) + 2 * int(cus[i]["h"]) <= tt.tps.rows]
+    assert fits
+    i = fits[0]
+    cus[i]["bv_x"], cus[i]["bv_y"] = 0, int(cus[i]["h"])  # the block below: not decoded yet
+    with pytest.raises(SystemExit, match="not decoded before it"):
+        MC._intra_residuals(tt.tps, cus, tt.levels)
 
 
 def _random_coding_tree(rng: random.Random) -> tuple[core.TreeParams, int, int, np.ndarray,
