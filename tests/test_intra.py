@@ -201,13 +201,18 @@ def test_with_inter_prediction_and_importance() -> None:
         assert np.array_equal(dec[name].view(np.uint32), res.recon[name].view(np.uint32))
 
 
-def test_levels_reported_are_the_reconstructed_levels() -> None:
-    """The decoder's levels are prediction + residual: level * step is the reconstruction."""
-    x = structured(11, 32, 48)["copy.weight"]
+def kernel_encode(seed: int) -> tuple[core.KernelParams, core.KernelResult]:
+    """A 32x48 tensor of repeated tiles coded with intra prediction by the C core (CTU 16)."""
+    x = structured(seed, 32, 48)["copy.weight"]
     params = core.KernelParams(32, 48, -24, 2, 4, core.TreeParams(
         True, 4, 2, 2, 1, hls.TREE_SPLIT_MASK[3], True, False, True))
-    enc = core.encode_kernel(x, params, np.dtype(np.float32), True, 0.1, "t",
-                             core.SearchParams(max_depth=3, intra_copy_range=16))
+    return params, core.encode_kernel(x, params, np.dtype(np.float32), True, 0.1, "t",
+                                      core.SearchParams(max_depth=3, intra_copy_range=16))
+
+
+def test_levels_reported_are_the_reconstructed_levels() -> None:
+    """The decoder's levels are prediction + residual: level * step is the reconstruction."""
+    params, enc = kernel_encode(11)
     assert np.count_nonzero(enc.cus["intra"])
     dec = core.decode_kernel(enc.payload, params, np.dtype(np.float32), "t")
     assert np.array_equal(dec.levels, enc.levels)
@@ -232,11 +237,7 @@ def test_intra_with_dep_quant_is_a_config_error() -> None:
 
 def test_corrupt_payloads_fail_cleanly() -> None:
     """Damaged intra payloads: an error or a different tensor, never a crash."""
-    x = structured(13, 32, 48)["copy.weight"]
-    params = core.KernelParams(32, 48, -24, 2, 4, core.TreeParams(
-        True, 4, 2, 2, 1, hls.TREE_SPLIT_MASK[3], True, False, True))
-    enc = core.encode_kernel(x, params, np.dtype(np.float32), True, 0.1, "t",
-                             core.SearchParams(max_depth=3, intra_copy_range=16))
+    params, enc = kernel_encode(13)
     rng = np.random.default_rng(14)
     errors = 0
     for _ in range(200):

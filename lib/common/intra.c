@@ -74,6 +74,19 @@ void nntm_intra_predict(const int32_t *rec, int32_t cols, int mode, int32_t bv_x
     }
 }
 
+int nntm_intra_add(const int32_t *pred, const int32_t *coded, int32_t *rec, int32_t cols,
+                   int32_t x0, int32_t y0, int32_t x1, int32_t y1) {
+    const int32_t *p = pred;
+    for (int32_t y = y0; y < y1; y++)
+        for (int32_t x = x0; x < x1; x++, p++) {
+            int64_t i = (int64_t)y * cols + x;
+            int64_t v = (int64_t)coded[i] + *p;
+            if (v > NNTM_MAX_LEVEL || v < -NNTM_MAX_LEVEL) return -1;
+            rec[i] = (int32_t)v;
+        }
+    return 0;
+}
+
 int nntm_intra_predict_levels(int32_t log2_ctu_size, int32_t rows, int32_t cols,
                               const int32_t *rec, int32_t x0, int32_t y0, int32_t x1, int32_t y1,
                               int32_t mode, int32_t bv_x, int32_t bv_y, int32_t *pred) {

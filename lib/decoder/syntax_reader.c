@@ -185,16 +185,11 @@ static int coding_unit(tree_reader *tr, const nntm_node *n) {
                             y1);
         if (rv) return rv;
         if (intra) {  /* the levels reconstructed: prediction + coded residual */
-            int32_t w = x1 - x0;
             nntm_intra_predict(tr->rindex, tr->p->cols, intra, bv_x, bv_y, x0, y0, x1, y1,
                                tr->pred);
-            for (int32_t y = y0; y < y1; y++)
-                for (int32_t x = x0; x < x1; x++) {
-                    int64_t v = (int64_t)tr->levels[(int64_t)y * tr->p->cols + x] +
-                                tr->pred[(int64_t)(y - y0) * w + (x - x0)];
-                    if (v > NNTM_MAX_LEVEL || v < -NNTM_MAX_LEVEL) return NNTM_ERR_CORRUPT;
-                    tr->rindex[(int64_t)y * tr->p->cols + x] = (int32_t)v;
-                }
+            if (nntm_intra_add(tr->pred, tr->levels, tr->rindex, tr->p->cols, x0, y0, x1,
+                               y1))
+                return NNTM_ERR_CORRUPT;
         }
     }
     if (nntm_bin_reader_overread(tr->r) > MAX_OVERREAD) return NNTM_ERR_TRUNCATED;

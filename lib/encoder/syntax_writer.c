@@ -154,16 +154,11 @@ static int coding_unit(tree_writer *tw, const nntm_node *n) {
         nntm_write_transform_unit(tw->w, &tw->ctxs->level, tw->p, tw->levels, tw->rindex, x0, y0,
                                   x1, y1);
         if (intra) {  /* the levels reconstructed: prediction + coded residual */
-            int32_t w = x1 - x0;
             nntm_intra_predict(tw->rindex, tw->p->cols, intra, bv_x, bv_y, x0, y0, x1, y1,
                                tw->pred);
-            for (int32_t y = y0; y < y1; y++)
-                for (int32_t x = x0; x < x1; x++) {
-                    int64_t v = (int64_t)tw->levels[(int64_t)y * tw->p->cols + x] +
-                                tw->pred[(int64_t)(y - y0) * w + (x - x0)];
-                    if (v > NNTM_MAX_LEVEL || v < -NNTM_MAX_LEVEL) return NNTM_ERR_RANGE;
-                    tw->rindex[(int64_t)y * tw->p->cols + x] = (int32_t)v;
-                }
+            if (nntm_intra_add(tw->pred, tw->levels, tw->rindex, tw->p->cols, x0, y0, x1,
+                               y1))
+                return NNTM_ERR_RANGE;
         }
     } else if (t->intra_pred_enabled) {
         for (int32_t y = y0; y < y1; y++)
