@@ -144,13 +144,13 @@ int nntm_encode_kernel(const nntm_encoder_params *params, const float *weights,
         }
         weights = target; /* the levels code the residual */
     }
-    int32_t *levels = levels_out ? levels_out : malloc(n * sizeof(int32_t));
     int intra = k->tree.enabled && k->tree.intra_pred_enabled;
     if (intra && (params->search.intra_copy_range < 0 ||
                   params->search.intra_copy_range > NNTM_MAX_INTRA_COPY_RANGE)) {
         free(target);
         return NNTM_ERR_ARG;
     }
+    int32_t *levels = levels_out ? levels_out : malloc(n * sizeof(int32_t));
     int32_t *rindex = k->dq_enabled || intra ? malloc(n * sizeof(int32_t)) : levels;
     nntm_cu_maps maps = {0};
     if (!levels || !rindex) {
