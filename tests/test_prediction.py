@@ -180,3 +180,26 @@ def test_pred_lambda_scale_applies_to_predicted_tensors_only() -> None:
         new["a.weight"], base.recon["a.weight"])
     intra = codec.encode(new, cfg(QP=-36))
     assert codec.encode(new, cfg(QP=-36, PredLambdaScale=0.005)) == intra
+
+
+def test_predicted_1d_tensors_take_the_offset_qp() -> None:
+    """With QP1DMode fixed, a predicted 1-D tensor (a small residual) is coded at
+    QP + QPOffset1D (PredQP1DMode offset) instead of the fine QP1D; unpredicted ones and
+    PredQP1DMode same keep QP1D."""
+    rng = np.random.default_rng(3)
+    ref, new = _pair()
+    ref["c.bias"] = rng.normal(0, 0.01, (40,)).astype(np.float32)
+    new["c.bias"] = rng.normal(0, 0.01, (40,)).astype(np.float32)  # retrained: no prediction
+    ref["d.bias"] = rng.normal(0, 0.01, (400,)).astype(np.float32)
+    new["d.bias"] = (ref["d.bias"] + rng.normal(0, 1e-4, (400,))).astype(np.float32)
+    fixed = dict(QP=-36, QP1DMode="fixed", QP1D=-80, QPOffset1D=-8)
+    res = codec.encode_with_recon(new, cfg(**fixed), ref_model=ref)
+    qp = {s.name: s.qp for s in res.stats}
+    pred = {s.name: s.pred for s in res.stats}
+    assert pred["d.bias"] == "ref" and qp["d.bias"] == -44
+    assert pred["c.bias"] == "-" and qp["c.bias"] == -80
+    same = codec.encode_with_recon(new, cfg(**fixed, PredQP1DMode="same"), ref_model=ref)
+    assert {s.name: s.qp for s in same.stats}["d.bias"] == -80
+    assert {s.name: s.bits for s in res.stats}["d.bias"] < {
+        s.name: s.bits for s in same.stats}["d.bias"]
+    assert _bits_equal(codec.decode(res.data, ref_model=ref), res.recon)

@@ -122,11 +122,16 @@ def _little_endian(a: np.ndarray) -> np.ndarray:
     return a.astype(a.dtype.newbyteorder("<")) if a.dtype.byteorder == ">" else a
 
 
-def tensor_qp(config: Config, ndim: int) -> int:
-    """QP of a tensor: QP, or for 1-D tensors QP + QPOffset1D or the fixed QP1D."""
+def tensor_qp(config: Config, ndim: int, predicted: bool = False) -> int:
+    """QP of a tensor: QP, or for 1-D tensors QP + QPOffset1D or the fixed QP1D.
+
+    A predicted 1-D tensor (an update's residual) takes QP + QPOffset1D whatever
+    QP1DMode says when PredQP1DMode is "offset": the fixed fine QP1D is there for
+    the intra coding of statistics such as BatchNorm variances (docs/ce/CE3_prediction.md).
+    """
     if ndim > 1:
         return int(config["QP"])
-    if config["QP1DMode"] == "fixed":
+    if config["QP1DMode"] == "fixed" and not (predicted and config["PredQP1DMode"] == "offset"):
         return int(config["QP1D"])
     return int(config["QP"]) + int(config["QPOffset1D"])
 
@@ -213,7 +218,13 @@ def encode_with_recon(
         tps.signal_type = classifier.signals.index(cls.signal)
         if mode == hls.CodingMode.QUANTIZED:
             rows, cols = kernel_shape(tuple(array.shape), cls.arrangement)
-            qp = tensor_qp(config, array.ndim) + imp_qp.get(name, 0)
+            kernel = to_kernel(array.astype(np.float32), cls.arrangement)
+            choice = None
+            if tool_flags & hls.TOOL_INTER_PRED:
+                choice = predict.choose(
+                    kernel, _candidates(name, array, tensor_id, arrays, plans, recon, config,
+                                        ref_model), bool(config["PredScale"]))
+            qp = tensor_qp(config, array.ndim, choice is not None) + imp_qp.get(name, 0)
             tps.layer_type = int(cls.layer)
             tps.arrangement = int(cls.arrangement)
             tps.rows, tps.cols, tps.qp = rows, cols, qp
@@ -224,12 +235,6 @@ def encode_with_recon(
             tps.dq_enabled = bool(config["DepQuant"])
             params = core.KernelParams(rows, cols, qp, tps.qp_density, tps.num_gt_flags, cls.tree,
                                        tps.dq_enabled)
-            kernel = to_kernel(array.astype(np.float32), cls.arrangement)
-            choice = None
-            if tool_flags & hls.TOOL_INTER_PRED:
-                choice = predict.choose(
-                    kernel, _candidates(name, array, tensor_id, arrays, plans, recon, config,
-                                        ref_model), bool(config["PredScale"]))
             ref = None
             if choice is not None:
                 cand = choice.candidate

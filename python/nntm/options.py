@@ -172,6 +172,14 @@ ENCODER_CODING_OPTIONS: tuple[Option, ...] = (
         maximum=100.0,
     ),
     Option(
+        "PredQP1DMode",
+        "choice",
+        "offset",
+        "QP of a predicted 1-D tensor: offset (QP + QPOffset1D, whatever QP1DMode says) or "
+        "same (as other 1-D tensors)",
+        choices=("offset", "same"),
+    ),
+    Option(
         "EarlierTensorPred",
         "bool",
         False,
