@@ -63,9 +63,23 @@ def float_params(model: dict[str, np.ndarray]) -> int:
                or v.dtype.name == "bfloat16")
 
 
-def run_pair(pair: str, cfg: Config, nncodec: bool, log: list[str]
+def reused_rows(folder: Path, pair: str) -> list[dict[str, object]]:
+    """The points of an earlier run other than NNTM's update (its CE3_<pair>.csv)."""
+    with open(folder / f"CE3_{pair}.csv", newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["codec"] != "nntm-update"]
+    if not rows:
+        raise SystemExit(f"--reuse: no points of {pair} in {folder}")
+    ints, text = {"qp", "bytes"}, {"pair", "codec"}
+    return [{k: v if k in text else int(v) if k in ints else float(v) for k, v in r.items()}
+            for r in rows]
+
+
+def run_pair(pair: str, cfg: Config, nncodec: bool, log: list[str],
+             reuse: list[dict[str, object]] | None = None
              ) -> tuple[list[dict[str, object]], int]:
-    """Every point of one pair; also its number of float parameters."""
+    """Every point of one pair; also its number of float parameters.  With ``reuse``
+    (points of an earlier run), only NNTM's update is coded and the other points are
+    taken from there: bytes and metrics are deterministic, their times are that run's."""
     ref, new = updates.load_pair(pair)
     adapter = updates.UPDATE_PAIRS[pair].adapter
     n = float_params(new)
@@ -86,7 +100,11 @@ def run_pair(pair: str, cfg: Config, nncodec: bool, log: list[str]
 
     for qp in QPS[pair]:
         c = cfg.replace(QP=qp)
-        for kind, refm in (("nntm-intra", None), ("nntm-update", ref)):
+        if reuse is not None:
+            rows += [r for r in reuse if r["qp"] == qp and r["codec"] == "nntm-intra"]
+        kinds = (("nntm-intra", None), ("nntm-update", ref)) if reuse is None else (
+            ("nntm-update", ref),)
+        for kind, refm in kinds:
             t0 = time.perf_counter()
             res = codec.encode_with_recon(new, c, ref_model=refm)
             t1 = time.perf_counter()
@@ -97,7 +115,9 @@ def run_pair(pair: str, cfg: Config, nncodec: bool, log: list[str]
                     raise SystemExit(f"{pair} QP {qp}: decoder output differs from the encoder's "
                                      f"reconstruction in '{k}'")
             add(kind, qp, len(res.data), decoded, t1 - t0, t2 - t1)
-        if nncodec:
+        if reuse is not None:
+            rows += [r for r in reuse if r["qp"] == qp and r["codec"].startswith("nncodec")]
+        elif nncodec:
             from nntm.ce.nncodec_anchor import NNCodecAnchor
 
             t0 = time.perf_counter()
@@ -131,6 +151,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="NNTM cfg files, comma-separated (layered)")
     ap.add_argument("--out", default="docs/ce/CE3")
     ap.add_argument("--no-nncodec", action="store_true", help="skip the NNCodec anchors")
+    ap.add_argument("--reuse", default="",
+                    help="folder of an earlier run: take its intra and NNCodec points "
+                         "(deterministic) and code only NNTM's updates")
     args = ap.parse_args(argv)
     files = [str(ROOT / f) for f in args.cfg.split(",") if f]
     cfg = Config.from_files(files)
@@ -151,7 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     log: list[str] = []
     all_rows: list[dict[str, object]] = []
     for pair in [p for p in args.pairs.split(",") if p]:
-        rows, n = run_pair(pair, cfg, nncodec, log)
+        reuse = reused_rows(ROOT / args.reuse, pair) if args.reuse else None
+        rows, n = run_pair(pair, cfg, nncodec and reuse is None, log, reuse)
         all_rows += rows
         with open(out / f"CE3_{pair}.csv", "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=list(rows[0]))
