@@ -74,8 +74,10 @@ void nntm_intra_predict(const int32_t *rec, int32_t cols, int mode, int32_t bv_x
     }
 }
 
-int nntm_intra_add(const int32_t *pred, const int32_t *coded, int32_t *rec, int32_t cols,
-                   int32_t x0, int32_t y0, int32_t x1, int32_t y1) {
+int nntm_intra_reconstruct(int32_t *rec, const int32_t *coded, int32_t cols, int mode,
+                           int32_t bv_x, int32_t bv_y, int32_t x0, int32_t y0, int32_t x1,
+                           int32_t y1, int32_t *pred) {
+    nntm_intra_predict(rec, cols, mode, bv_x, bv_y, x0, y0, x1, y1, pred);
     const int32_t *p = pred;
     for (int32_t y = y0; y < y1; y++)
         for (int32_t x = x0; x < x1; x++, p++) {

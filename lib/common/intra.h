@@ -32,10 +32,12 @@ static inline int nntm_intra_allowed_node(const nntm_tree_params *t, int32_t row
 void nntm_intra_predict(const int32_t *rec, int32_t cols, int mode, int32_t bv_x, int32_t bv_y,
                         int32_t x0, int32_t y0, int32_t x1, int32_t y1, int32_t *pred);
 
-/* The CU's reconstructed levels rec = pred + coded (both row-major over the
- * tensor of width cols; pred region-major) over [x0,x1) x [y0,y1); 0, or -1 when
- * a sum is beyond +-NNTM_MAX_LEVEL (rec is then partly written). */
-int nntm_intra_add(const int32_t *pred, const int32_t *coded, int32_t *rec, int32_t cols,
-                   int32_t x0, int32_t y0, int32_t x1, int32_t y1);
+/* The reconstructed levels of an intra CU [x0,x1) x [y0,y1): rec = prediction
+ * (from rec itself, into the CTU-sized scratch pred) + coded, both row-major over
+ * the tensor of width cols; 0, or -1 when a level is beyond +-NNTM_MAX_LEVEL (rec
+ * is then partly written).  The writer and the reader call it after the CU's TU. */
+int nntm_intra_reconstruct(int32_t *rec, const int32_t *coded, int32_t cols, int mode,
+                           int32_t bv_x, int32_t bv_y, int32_t x0, int32_t y0, int32_t x1,
+                           int32_t y1, int32_t *pred);
 
 #endif

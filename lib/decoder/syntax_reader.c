@@ -184,13 +184,10 @@ static int coding_unit(tree_reader *tr, const nntm_node *n) {
         rv = transform_unit(tr->r, &tr->ctxs->level, tr->p, tr->levels, tr->rindex, x0, y0, x1,
                             y1);
         if (rv) return rv;
-        if (intra) {  /* the levels reconstructed: prediction + coded residual */
-            nntm_intra_predict(tr->rindex, tr->p->cols, intra, bv_x, bv_y, x0, y0, x1, y1,
-                               tr->pred);
-            if (nntm_intra_add(tr->pred, tr->levels, tr->rindex, tr->p->cols, x0, y0, x1,
-                               y1))
-                return NNTM_ERR_CORRUPT;
-        }
+        /* the levels reconstructed: prediction + coded residual */
+        if (intra && nntm_intra_reconstruct(tr->rindex, tr->levels, tr->p->cols, intra, bv_x,
+                                            bv_y, x0, y0, x1, y1, tr->pred))
+            return NNTM_ERR_CORRUPT;
     }
     if (nntm_bin_reader_overread(tr->r) > MAX_OVERREAD) return NNTM_ERR_TRUNCATED;
     if (tr->r->corrupt) return NNTM_ERR_CORRUPT;

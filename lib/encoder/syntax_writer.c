@@ -153,13 +153,10 @@ static int coding_unit(tree_writer *tw, const nntm_node *n) {
         if (t->cu_qp_delta_enabled) nntm_write_cu_qp_delta(tw->w, &tw->ctxs->tree, qp_delta);
         nntm_write_transform_unit(tw->w, &tw->ctxs->level, tw->p, tw->levels, tw->rindex, x0, y0,
                                   x1, y1);
-        if (intra) {  /* the levels reconstructed: prediction + coded residual */
-            nntm_intra_predict(tw->rindex, tw->p->cols, intra, bv_x, bv_y, x0, y0, x1, y1,
-                               tw->pred);
-            if (nntm_intra_add(tw->pred, tw->levels, tw->rindex, tw->p->cols, x0, y0, x1,
-                               y1))
-                return NNTM_ERR_RANGE;
-        }
+        /* the levels reconstructed: prediction + coded residual */
+        if (intra && nntm_intra_reconstruct(tw->rindex, tw->levels, tw->p->cols, intra, bv_x,
+                                            bv_y, x0, y0, x1, y1, tw->pred))
+            return NNTM_ERR_RANGE;
     } else if (t->intra_pred_enabled) {
         for (int32_t y = y0; y < y1; y++)
             for (int32_t x = x0; x < x1; x++) tw->rindex[(int64_t)y * tw->p->cols + x] = 0;
