@@ -11,7 +11,7 @@ from pathlib import Path
 import ml_dtypes
 import numpy as np
 import pytest
-from nntm import hls
+from nntm import codec, hls
 from nntm.apps import decoder, encoder
 from nntm.example import EXAMPLE_MODEL_PATH, TENSOR_NAMES, accuracy
 from nntm.modelio import read_model, write_model
@@ -87,6 +87,7 @@ def test_bundled_example_round_trip(capsys: pytest.CaptureFixture[str], tmp_path
     out = check_round_trip(capsys, tmp_path, None, "recon.safetensors", "decoded.safetensors",
                            ["-c", str(DEFAULT_CFG)])
     assert "bundled example" in out and "Test accuracy" in out
+    assert "Coding units" not in out  # no coding tree in the default cfg
     assert [ln.split()[0] for ln in out.splitlines() if ln.split() and
             ln.split()[0] in TENSOR_NAMES] == list(TENSOR_NAMES)
     assert leftovers(tmp_path, {"model.bit", "recon.safetensors", "decoded.safetensors"}) == []
@@ -275,3 +276,18 @@ def test_corrupt_bitstream_writes_no_output(capsys: pytest.CaptureFixture[str],
     statuses = {m["name"]: m["status"] for m in MD5_LINE.finditer(out)}
     assert statuses["bn.num_batches_tracked"] == "MISMATCH"
     assert statuses["features.0.weight"] == "OK"
+
+
+def test_encoder_reports_the_coding_units(capsys: pytest.CaptureFixture[str],
+                                          tmp_path: Path) -> None:
+    """With the tree, EncoderApp prints how many CUs were skipped and intra-predicted."""
+    bit = tmp_path / "t.bit"
+    assert run(encoder.main, ["-c", str(DEFAULT_CFG), "--TreeType=qtmtt", "--IntraPred=1",
+                              "--Preset=fast", "-b", str(bit)]) == 0
+    line = next(ln for ln in capsys.readouterr().out.splitlines()
+                if ln.startswith("Coding units"))
+    data = bit.read_bytes()
+    cus = codec.decode_detailed(data, trace=True).cus
+    total = sum(len(c) for c in cus.values())
+    skip = sum(int((c["mode"] == 1).sum()) for c in cus.values())
+    assert line.split(":", 1)[1].strip().startswith(f"{total} ({skip} skip")

@@ -159,7 +159,7 @@ def _main(argv: Sequence[str]) -> int:
               f"{total_bits / max(float_params, 1):.3f} bits/param, "
               f"1/{raw_bytes / max(len(result.data), 1):.1f} of the input's {raw_bytes} bytes")
         print(f"Weight SNR    : {fmt_db(_pooled_snr(tensors, result.recon)).strip()} dB")
-        if result.cus:
+        if any(len(c) for c in result.cus.values()):  # tensors coded with the tree
             print(f"Coding units  : {_cu_summary(result.cus)}")
         print(f"Encode time   : {enc_seconds:.3f} s")
         if example:
