@@ -64,9 +64,17 @@ def draw(kernel: np.ndarray, cus: np.ndarray, tensor_qp: int, title: str, path: 
         ax.add_patch(Rectangle((x - 0.5, y - 0.5), cw, ch, fill=skip, facecolor="white",
                                alpha=0.35 if skip else 1.0, edgecolor="red", linewidth=0.6))
         dq = int(cu["qp"]) - tensor_qp
-        if not skip and dq and cw * ch >= 16:
-            ax.text(x + cw / 2 - 0.5, y + ch / 2 - 0.5, f"{dq:+d}", ha="center", va="center",
+        # intra-predicted CUs: R (row mean), C (column mean), B (block copy) and an arrow
+        # to the block a copy reads
+        mark = {1: "R", 2: "C", 3: "B"}.get(int(cu["intra"]), "")
+        label = " ".join(t for t in (mark, f"{dq:+d}" if dq else "") if t)
+        if not skip and label and cw * ch >= 16:
+            ax.text(x + cw / 2 - 0.5, y + ch / 2 - 0.5, label, ha="center", va="center",
                     fontsize=6, color="white")
+        if mark == "B":
+            cx, cy = x + cw / 2 - 0.5, y + ch / 2 - 0.5
+            ax.annotate("", xy=(cx + int(cu["bv_x"]), cy + int(cu["bv_y"])), xytext=(cx, cy),
+                        arrowprops={"arrowstyle": "->", "color": "orange", "linewidth": 0.6})
     ax.set_title(title, fontsize=9)
     ax.set_xlabel("column")
     ax.set_ylabel("row")
@@ -107,8 +115,9 @@ def _main(argv: Sequence[str]) -> int:
     cols = _span(args.cols, kernel.shape[1], "--cols")
     cus = result.cus[name]
     n_skip = int(np.sum(cus["mode"] == 1))
+    n_intra = int(np.count_nonzero(cus["intra"]))
     title = (f"{name}  {kernel.shape[0]}x{kernel.shape[1]}  QP {tps.qp}  "
-             f"{len(cus)} CUs ({n_skip} skip)")
+             f"{len(cus)} CUs ({n_skip} skip" + (f", {n_intra} intra" if n_intra else "") + ")")
     drawn = draw(kernel, cus, tps.qp, title, args.output, rows, cols)
     print(f"{PROG}: wrote {args.output} ({drawn} CUs of '{name}')")
     return 0
