@@ -169,8 +169,12 @@ def encode_with_recon(
         raise EncodeError(f"importance given for tensor(s) not in the model: {', '.join(unknown)}")
     imp_maps = {name: imp.expand(name, tuple(np.shape(tensors[name])), value)
                 for name, value in (importance or {}).items()}
-    imp_qp = imp.qp_offsets(imp_maps, float(config["ImportanceQPScale"]),
-                            int(config["QPDensity"]))
+    max_step = float(config["ImportanceMaxStep"])
+    imp_qp = imp.qp_offsets(
+        imp_maps, float(config["ImportanceQPScale"]), int(config["QPDensity"]),
+        max_offset=int(config["ImportanceQPMaxOffset"]), max_step=max_step,
+        base_qp=int(config["QP"]),
+        rms={n: imp.weight_rms(tensors[n]) for n in imp_maps} if max_step > 0 else None)
     search = search_params(config)
     cluster.check_settings(config)
     clustered_any = False

@@ -118,6 +118,24 @@ ENCODER_CODING_OPTIONS: tuple[Option, ...] = (
         maximum=4.0,
     ),
     Option(
+        "ImportanceQPMaxOffset",
+        "int",
+        0,
+        "with ImportanceQPScale: largest |QP offset| a tensor's map may give it "
+        "(0 = four step doublings)",
+        minimum=0,
+        maximum=64,
+    ),
+    Option(
+        "ImportanceMaxStep",
+        "float",
+        0.0,
+        "with ImportanceQPScale: no mapped tensor gets a step coarser than this times the "
+        "RMS of its weights (rate-aware cap on the offsets; 0 = off)",
+        minimum=0.0,
+        maximum=16.0,
+    ),
+    Option(
         "DepQuant",
         "bool",
         False,
