@@ -32,6 +32,21 @@ def _value(text: str) -> object:
     return text
 
 
+def _tensor_qps(tensors, maps, cfg) -> dict[str, int]:
+    """The QP offset the encoder gives each mapped tensor under ``cfg``."""
+    from nntm import importance as imp
+
+    if not maps:
+        return {}
+    full = {k: imp.expand(k, tuple(np.shape(tensors[k])), v) for k, v in maps.items()}
+    max_step = float(cfg["ImportanceMaxStep"])
+    return imp.qp_offsets(
+        full, float(cfg["ImportanceQPScale"]), int(cfg["QPDensity"]),
+        max_offset=int(cfg["ImportanceQPMaxOffset"]), max_step=max_step,
+        base_qp=int(cfg["QP"]),
+        rms={n: imp.weight_rms(tensors[n]) for n in full} if max_step > 0 else None)
+
+
 def main(argv: list[str] | None = None) -> int:
     import nntm
     from nntm.ce.bdrate import bd_rate
@@ -49,6 +64,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--label", default="test")
     ap.add_argument("--out", default="", help="append the points to this CSV")
     ap.add_argument("--tensors", action="store_true", help="print per-tensor stats")
+    ap.add_argument("--reuse-csv", default="",
+                    help="CE CSV of a run of the plain cfg (no --set): a QP whose tensor QPs "
+                         "equal the plain cfg's is taken from it instead of coded")
+    ap.add_argument("--reuse-config", default="encoder_output_aware")
+    ap.add_argument("--no-eval", action="store_true", help="weight SNR only (no output metric)")
+    ap.add_argument("--decode-check", action="store_true",
+                    help="decode each stream and check it equals the encoder's reconstruction")
     args = ap.parse_args(argv)
 
     adapter = get_adapter(args.model)
@@ -60,15 +82,40 @@ def main(argv: list[str] | None = None) -> int:
     overrides = {k: _value(v) for k, v in overrides.items()}
     if not maps:
         overrides.setdefault("ImportanceFile", "")
+    reuse = {}
+    if args.reuse_csv:
+        with open(args.reuse_csv, newline="") as f:
+            reuse = {int(r["qp"]): r for r in csv.DictReader(f)
+                     if r["config"] == args.reuse_config and r["model"] == args.model}
     points = []
     for qp in args.qps:
         cfg = nntm.Config.from_files(args.cfg, overrides={**overrides, "QP": qp,
                                                           "ImportanceFile": ""})
+        if qp in reuse:
+            plain = nntm.Config.from_files(args.cfg, overrides={"QP": qp, "ImportanceFile": ""})
+            if _tensor_qps(tensors, maps, cfg) == _tensor_qps(tensors, maps, plain) and all(
+                    cfg[k] == plain[k] for k in plain.keys()
+                    if k not in ("ImportanceQPScale", "ImportanceQPMaxOffset",
+                                 "ImportanceMaxStep")):
+                r = reuse[qp]
+                p = (qp, float(r["bits_per_param"]), float(r["snr_db"]),
+                     float(r["snr_norm_db"]), float(r[r["primary_metric"]]))
+                points.append(p)
+                print(f"{args.label} QP {qp:4d} {p[1]:.4f} bpp  SNR {p[2]:6.2f}  "
+                      f"nSNR {p[3]:6.2f}  {adapter.primary_metric} {p[4]:8.4f}  "
+                      f"(same tensor QPs as {args.reuse_config}: reused)", flush=True)
+                continue
         t0 = time.perf_counter()
         res = nntm.encode_with_recon(dict(tensors), cfg, importance=maps)
         enc_s = time.perf_counter() - t0
+        if args.decode_check:
+            dec = nntm.decode(res.data)
+            bad = [k for k in tensors if dec[k].tobytes() != res.recon[k].tobytes()]
+            if bad:
+                raise SystemExit(f"QP {qp}: decoded != reconstruction: {bad[:3]}")
         w = weight_snr(tensors, res.recon)
-        metrics = adapter.evaluate(res.recon)
+        metrics = ({adapter.primary_metric: float("nan")} if args.no_eval
+                   else adapter.evaluate(res.recon))
         bpp = 8 * len(res.data) / w.num_params
         prim = float(metrics[adapter.primary_metric])
         points.append((qp, bpp, w.pooled_db, w.normalised_db, prim))

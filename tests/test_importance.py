@@ -39,8 +39,9 @@ def test_step_cap_binds_only_at_coarse_base_qps() -> None:
     assert coarse == {"a": 2, "b": -4}
     for base in range(-48, -10):
         off = imp.qp_offsets(_maps(), 1.0, 2, max_step=0.25, base_qp=base, rms=rms)
-        assert 2.0 ** ((base + off["a"]) / 4) <= 0.25 * 0.05 * (1 + 1e-12) or off["a"] == -16
-        assert off["a"] <= 4 and off["b"] == min(-4, off["a"])
+        # a demoted tensor keeps its step <= 0.25 * rms, or the base QP when that is coarser
+        assert 2.0 ** ((base + off["a"]) / 4) <= 0.25 * 0.05 * (1 + 1e-12) or off["a"] == 0
+        assert 0 <= off["a"] <= 4 and off["b"] == -4  # promotions are left alone
     # no cap without the RMS or the base QP
     assert imp.qp_offsets(_maps(), 1.0, 2, max_step=0.25, base_qp=-28) == {"a": 4, "b": -4}
 
@@ -74,9 +75,11 @@ def test_encoder_applies_the_cap_and_the_clamp() -> None:
     assert qps == {"big": -30, "small": -42}
     assert _qps(-36, ImportanceMaxStep=0.0, ImportanceQPMaxOffset=0)[1] == data
     assert _qps(-36, ImportanceQPMaxOffset=3)[0] == {"big": -33, "small": -39}
-    # cap 0.25 * rms(big) ~ 0.0125: QP <= -26 binds at base -24 (big would be -18), not at -36
+    # cap 0.25 * rms(big) ~ 0.0125: QP <= -26 binds at base -30 (big would be -24), not at -36
     assert _qps(-36, ImportanceMaxStep=0.25)[1] == data
-    capped, _ = _qps(-24, ImportanceMaxStep=0.25)
+    capped, _ = _qps(-30, ImportanceMaxStep=0.25)
     rms = imp.weight_rms(_model()["big"])
-    assert capped["big"] == math.floor(4 * math.log2(0.25 * rms) + 1e-9)
-    assert capped["small"] == -30
+    assert capped["big"] == math.floor(4 * math.log2(0.25 * rms) + 1e-9) == -26
+    assert capped["small"] == -36
+    # at base -24 the cap is below the base QP: big keeps the base QP, small its promotion
+    assert _qps(-24, ImportanceMaxStep=0.25)[0] == {"big": -24, "small": -30}

@@ -70,9 +70,10 @@ def qp_offsets(
     of -2**qp_density (times ``scale``, 0 = off).  Offsets are clamped to
     ``max_offset`` QPs either way (0: four step doublings), after the cap below.
 
-    ``max_step`` > 0 caps the step a tensor's offset may give it at
-    ``max_step * rms[name]`` (the RMS of its weights) for the base QP
-    ``base_qp``: a rate-aware limit.  The 1/sqrt(importance) rule assumes
+    ``max_step`` > 0 limits demotions (positive offsets) so that they do not
+    make a tensor's step coarser than ``max_step * rms[name]`` (the RMS of its
+    weights) at the base QP ``base_qp``, though never below the base QP
+    itself: a rate-aware limit.  The 1/sqrt(importance) rule assumes
     the error is noise-like; once the step nears a tensor's weight spread,
     RDOQ zeroes most of it and the error becomes a shrinkage of the tensor
     that the maps underrate (docs/ce/CE4_rate.md, third session).  The cap
@@ -90,7 +91,7 @@ def qp_offsets(
         if max_step > 0.0 and base_qp is not None and rms is not None and rms.get(name, 0.0) > 0:
             # QP whose step is max_step * rms: step = 2 ** (QP / per_doubling)
             cap = math.floor(per_doubling * math.log2(max_step * rms[name]) + 1e-9) - base_qp
-            off = min(off, cap)
+            off = min(off, max(cap, 0))  # limits demotions only: never below the base QP
         out[name] = max(-limit, min(limit, off))
     return out
 
@@ -101,7 +102,18 @@ def weight_rms(array: np.ndarray) -> float:
     return float(np.sqrt(np.mean(a * a))) if a.size else 0.0
 
 
-def normalized(v: np.ndarray) -> np.ndarray:
-    """A map scaled to mean 1 (all ones when it is all zeros)."""
+def normalized(v: np.ndarray, floor: float = 0.0) -> np.ndarray:
+    """A map scaled to mean 1 (all ones when it is all zeros).
+
+    ``floor`` > 0 first raises every value to at least ``floor`` times the
+    map's mean, then rescales to mean 1: no weight counts for less than about
+    ``floor`` of the tensor's average weight (``ImportanceFloor``).
+    """
     m = float(np.mean(v)) if v.size else 0.0
-    return v / m if m > 0 else np.ones_like(v)
+    if m <= 0:
+        return np.ones_like(v)
+    out = v / m
+    if floor > 0.0:
+        out = np.maximum(out, floor)
+        out = out / float(np.mean(out))
+    return out

@@ -127,6 +127,15 @@ ENCODER_CODING_OPTIONS: tuple[Option, ...] = (
         maximum=64,
     ),
     Option(
+        "ImportanceFloor",
+        "float",
+        0.0,
+        "with an importance map: raise each weight's importance to at least this times its "
+        "tensor's mean before the RD decisions (0 = off)",
+        minimum=0.0,
+        maximum=1.0,
+    ),
+    Option(
         "ImportanceMaxStep",
         "float",
         0.0,
