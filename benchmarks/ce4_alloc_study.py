@@ -68,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="CE CSV of a run of the plain cfg (no --set): a QP whose tensor QPs "
                          "equal the plain cfg's is taken from it instead of coded")
     ap.add_argument("--reuse-config", default="encoder_output_aware")
+    ap.add_argument("--reuse-set", nargs="*", default=[],
+                    help="Key=value overrides of --cfg that the --reuse-csv run was made with")
     ap.add_argument("--no-eval", action="store_true", help="weight SNR only (no output metric)")
     ap.add_argument("--decode-check", action="store_true",
                     help="decode each stream and check it equals the encoder's reconstruction")
@@ -92,11 +94,13 @@ def main(argv: list[str] | None = None) -> int:
         cfg = nntm.Config.from_files(args.cfg, overrides={**overrides, "QP": qp,
                                                           "ImportanceFile": ""})
         if qp in reuse:
-            plain = nntm.Config.from_files(args.cfg, overrides={"QP": qp, "ImportanceFile": ""})
+            plain_set = {k: _value(v) for k, v in (kv.split("=", 1) for kv in args.reuse_set)}
+            plain = nntm.Config.from_files(args.cfg, overrides={**plain_set, "QP": qp,
+                                                                "ImportanceFile": ""})
             if _tensor_qps(tensors, maps, cfg) == _tensor_qps(tensors, maps, plain) and all(
                     cfg[k] == plain[k] for k in plain.keys()
                     if k not in ("ImportanceQPScale", "ImportanceQPMaxOffset",
-                                 "ImportanceMaxStep")):
+                                 "ImportanceMaxStep", "QP")):
                 r = reuse[qp]
                 p = (qp, float(r["bits_per_param"]), float(r["snr_db"]),
                      float(r["snr_norm_db"]), float(r[r["primary_metric"]]))

@@ -83,3 +83,30 @@ def test_encoder_applies_the_cap_and_the_clamp() -> None:
     assert capped["small"] == -36
     # at base -24 the cap is below the base QP: big keeps the base QP, small its promotion
     assert _qps(-24, ImportanceMaxStep=0.25)[0] == {"big": -24, "small": -30}
+
+
+def test_floor_raises_the_low_values_and_keeps_mean_one() -> None:
+    v = np.array([0.0, 0.0, 1.0, 3.0])  # mean 1
+    np.testing.assert_allclose(imp.normalized(v), v)
+    f = imp.normalized(v, 0.5)  # [0.5, 0.5, 1, 3] / 1.25
+    np.testing.assert_allclose(f, np.array([0.5, 0.5, 1.0, 3.0]) / 1.25)
+    assert float(np.mean(f)) == pytest.approx(1.0)
+    np.testing.assert_allclose(imp.normalized(np.zeros(3), 0.5), np.ones(3))
+    np.testing.assert_allclose(imp.normalized(v * 7.0, 0.0), v)
+
+
+def test_floor_keeps_weights_the_map_would_drop() -> None:
+    rng = np.random.default_rng(2)
+    tensors = {"w": (0.05 * rng.standard_normal((32, 64))).astype(np.float32)}
+    imap = np.ones(64, np.float32)
+    imap[:32] = 0.0  # half the input channels do not matter to the map
+    out = {}
+    for floor in (0.0, 0.3):
+        cfg = nntm.Config.from_files([CFG], overrides={"QP": -28, "ImportanceFile": "",
+                                                       "ImportanceFloor": floor})
+        res = nntm.encode_with_recon(tensors, cfg, importance={"w": imap})
+        assert nntm.decode(res.data)["w"].tobytes() == res.recon["w"].tobytes()
+        out[floor] = res.recon["w"][:, :32]
+    # weight 0: RDOQ zeroes (nearly) all of them; with the floor most are kept
+    assert np.count_nonzero(out[0.0]) < 0.1 * out[0.0].size
+    assert np.count_nonzero(out[0.3]) > 0.5 * out[0.3].size
