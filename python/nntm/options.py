@@ -139,8 +139,8 @@ ENCODER_CODING_OPTIONS: tuple[Option, ...] = (
         "ImportanceMaxStep",
         "float",
         0.0,
-        "with ImportanceQPScale: no mapped tensor gets a step coarser than this times the "
-        "RMS of its weights (rate-aware cap on the offsets; 0 = off)",
+        "with ImportanceQPScale: a demoted tensor's step may not exceed this times the RMS "
+        "of its weights, though never below the base QP (rate-aware cap; 0 = off)",
         minimum=0.0,
         maximum=16.0,
     ),
