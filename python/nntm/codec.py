@@ -174,8 +174,13 @@ def encode_with_recon(
         raise EncodeError(f"importance given for tensor(s) not in the model: {', '.join(unknown)}")
     imp_maps = {name: imp.expand(name, tuple(np.shape(tensors[name])), value)
                 for name, value in (importance or {}).items()}
-    imp_qp = imp.qp_offsets(imp_maps, float(config["ImportanceQPScale"]),
-                            int(config["QPDensity"]))
+    max_step = float(config["ImportanceMaxStep"])
+    imp_floor = float(config["ImportanceFloor"])
+    imp_qp = imp.qp_offsets(
+        imp_maps, float(config["ImportanceQPScale"]), int(config["QPDensity"]),
+        max_offset=int(config["ImportanceQPMaxOffset"]), max_step=max_step,
+        base_qp=int(config["QP"]),
+        rms={n: imp.weight_rms(tensors[n]) for n in imp_maps} if max_step > 0 else None)
     search = search_params(config)
     cluster.check_settings(config)
     problem = intra_problem(config)
@@ -246,7 +251,7 @@ def encode_with_recon(
                 ref = core.Reference(to_kernel(cand.array, cls.arrangement), choice.scale)
             weight_map = None
             if name in imp_maps:
-                weight_map = to_kernel(imp.normalized(imp_maps[name]), cls.arrangement)
+                weight_map = to_kernel(imp.normalized(imp_maps[name], imp_floor), cls.arrangement)
             try:
                 res = core.encode_kernel(
                     kernel, params, array.dtype, bool(config["RDOQ"]),
@@ -260,7 +265,8 @@ def encode_with_recon(
             # ---- clustering-based quantization: RD decision against scalar coding [1.2]
             cst = cluster.settings(config, name, cls.layer.label, tuple(array.shape))
             if cluster.eligible(array, cst):
-                full_imp = imp.normalized(imp_maps[name]) if name in imp_maps else None
+                full_imp = (imp.normalized(imp_maps[name], imp_floor) if name in imp_maps
+                            else None)
                 scalar_bits = 8 * (len(hls.tensor_parameter_set(tps, tool_flags))
                                    + len(hls.tensor_data_unit(tensor_id, payload)))
                 decision = cluster.choose(array, full_imp, cst, tps, tool_flags, scalar_bits, rec,

@@ -53,28 +53,67 @@ def expand(name: str, shape: tuple[int, ...], value: np.ndarray) -> np.ndarray:
                       f"shape {shape} nor its input channels")
 
 
-def qp_offsets(maps: Mapping[str, np.ndarray], scale: float, qp_density: int) -> dict[str, int]:
+def qp_offsets(
+    maps: Mapping[str, np.ndarray],
+    scale: float,
+    qp_density: int,
+    max_offset: int = 0,
+    max_step: float = 0.0,
+    base_qp: int | None = None,
+    rms: Mapping[str, float] | None = None,
+) -> dict[str, int]:
     """Per-tensor QP offsets from the mean importance of each tensor.
 
     With MSE weighted by importance, the best step of a tensor scales as
     1/sqrt(importance): a tensor whose mean importance is 4x the geometric
     mean over all mapped tensors gets a step half as large, i.e. a QP offset
-    of -2**qp_density (times ``scale``, 0 = off).
+    of -2**qp_density (times ``scale``, 0 = off).  Offsets are clamped to
+    ``max_offset`` QPs either way (0: four step doublings), after the cap below.
+
+    ``max_step`` > 0 limits demotions (positive offsets) so that they do not
+    make a tensor's step coarser than ``max_step * rms[name]`` (the RMS of its
+    weights) at the base QP ``base_qp``, though never below the base QP
+    itself: a rate-aware limit.  The 1/sqrt(importance) rule assumes
+    the error is noise-like; once the step nears a tensor's weight spread,
+    RDOQ zeroes most of it and the error becomes a shrinkage of the tensor
+    that the maps underrate (docs/ce/CE4_rate.md, third session).  The cap
+    binds only at low rates, where a heavily demoted tensor reaches it.
     """
     means = {k: float(np.mean(v)) for k, v in maps.items() if v.size and np.mean(v) > 0}
     if not means or scale == 0.0:
         return {}
     ref = math.exp(sum(math.log(m) for m in means.values()) / len(means))
     per_doubling = 1 << qp_density
-    limit = 4 * per_doubling
+    limit = max_offset if max_offset > 0 else 4 * per_doubling
     out = {}
     for name, m in means.items():
         off = -round(scale * per_doubling * 0.5 * math.log2(m / ref))
+        if max_step > 0.0 and base_qp is not None and rms is not None and rms.get(name, 0.0) > 0:
+            # QP whose step is max_step * rms: step = 2 ** (QP / per_doubling)
+            cap = math.floor(per_doubling * math.log2(max_step * rms[name]) + 1e-9) - base_qp
+            off = min(off, max(cap, 0))  # limits demotions only: never below the base QP
         out[name] = max(-limit, min(limit, off))
     return out
 
 
-def normalized(v: np.ndarray) -> np.ndarray:
-    """A map scaled to mean 1 (all ones when it is all zeros)."""
+def weight_rms(array: np.ndarray) -> float:
+    """The RMS of a tensor's values (float64; 0 for an empty tensor)."""
+    a = np.asarray(array, dtype=np.float64)
+    return float(np.sqrt(np.mean(a * a))) if a.size else 0.0
+
+
+def normalized(v: np.ndarray, floor: float = 0.0) -> np.ndarray:
+    """A map scaled to mean 1 (all ones when it is all zeros).
+
+    ``floor`` > 0 first raises every value to at least ``floor`` times the
+    map's mean, then rescales to mean 1: no weight counts for less than about
+    ``floor`` of the tensor's average weight (``ImportanceFloor``).
+    """
     m = float(np.mean(v)) if v.size else 0.0
-    return v / m if m > 0 else np.ones_like(v)
+    if m <= 0:
+        return np.ones_like(v)
+    out = v / m
+    if floor > 0.0:
+        out = np.maximum(out, floor)
+        out = out / float(np.mean(out))
+    return out

@@ -118,6 +118,33 @@ ENCODER_CODING_OPTIONS: tuple[Option, ...] = (
         maximum=4.0,
     ),
     Option(
+        "ImportanceQPMaxOffset",
+        "int",
+        0,
+        "with ImportanceQPScale: largest |QP offset| a tensor's map may give it "
+        "(0 = four step doublings)",
+        minimum=0,
+        maximum=64,
+    ),
+    Option(
+        "ImportanceFloor",
+        "float",
+        0.0,
+        "with an importance map: raise each weight's importance to at least this times its "
+        "tensor's mean before the RD decisions (0 = off)",
+        minimum=0.0,
+        maximum=1.0,
+    ),
+    Option(
+        "ImportanceMaxStep",
+        "float",
+        0.0,
+        "with ImportanceQPScale: a demoted tensor's step may not exceed this times the RMS "
+        "of its weights, though never below the base QP (rate-aware cap; 0 = off)",
+        minimum=0.0,
+        maximum=16.0,
+    ),
+    Option(
         "DepQuant",
         "bool",
         False,
