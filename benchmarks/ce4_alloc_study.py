@@ -23,7 +23,8 @@ import time
 import numpy as np
 
 
-def _value(text: str) -> object:
+def parse_value(text: str) -> object:
+    """A cfg override's value: an int, a float, or the text."""
     for cast in (int, float):
         try:
             return cast(text)
@@ -81,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.maps:
         maps = {k: np.asarray(v) for k, v in nntm.read_model(args.maps).items() if k in tensors}
     overrides = dict(kv.split("=", 1) for kv in args.set)
-    overrides = {k: _value(v) for k, v in overrides.items()}
+    overrides = {k: parse_value(v) for k, v in overrides.items()}
     if not maps:
         overrides.setdefault("ImportanceFile", "")
     reuse = {}
@@ -94,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = nntm.Config.from_files(args.cfg, overrides={**overrides, "QP": qp,
                                                           "ImportanceFile": ""})
         if qp in reuse:
-            plain_set = {k: _value(v) for k, v in (kv.split("=", 1) for kv in args.reuse_set)}
+            plain_set = {k: parse_value(v) for k, v in (kv.split("=", 1) for kv in args.reuse_set)}
             plain = nntm.Config.from_files(args.cfg, overrides={**plain_set, "QP": qp,
                                                                 "ImportanceFile": ""})
             if _tensor_qps(tensors, maps, cfg) == _tensor_qps(tensors, maps, plain) and all(

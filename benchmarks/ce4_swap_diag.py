@@ -13,6 +13,7 @@ import sys
 
 import nntm
 import numpy as np
+from ce4_alloc_study import parse_value  # the same cfg-override parsing
 from nntm.ce.models import get_adapter
 
 
@@ -35,22 +36,13 @@ def group(k: str, shape: tuple[int, ...], mapped: bool) -> str:
     return "conv_other"
 
 
-def _value(text: str) -> object:
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return text
-
-
 def main() -> None:
     ad = get_adapter(sys.argv[1])
     t = ad.load()
     maps = {k: np.asarray(v, dtype=np.float64)
             for k, v in nntm.read_model(sys.argv[2]).items() if k in t}
     qp, scale = int(sys.argv[3]), float(sys.argv[4])
-    extra = {k: _value(v) for k, v in (a.split("=", 1) for a in sys.argv[5:])}
+    extra = {k: parse_value(v) for k, v in (a.split("=", 1) for a in sys.argv[5:])}
     cfg = nntm.Config.from_files(
         ["cfg/encoder_output_aware.cfg"],
         overrides={"QP": qp, "ImportanceFile": "", "ImportanceQPScale": scale, **extra})
