@@ -122,16 +122,23 @@ def _little_endian(a: np.ndarray) -> np.ndarray:
     return a.astype(a.dtype.newbyteorder("<")) if a.dtype.byteorder == ">" else a
 
 
-def tensor_qp(config: Config, ndim: int, predicted: bool = False) -> int:
+BN_STATS_SUFFIXES = ("running_mean", "running_var")
+
+
+def tensor_qp(config: Config, ndim: int, predicted: bool = False, name: str = "") -> int:
     """QP of a tensor: QP, or for 1-D tensors QP + QPOffset1D or the fixed QP1D.
 
-    A predicted 1-D tensor (an update's residual) takes QP + QPOffset1D whatever
-    QP1DMode says when PredQP1DMode is "offset": the fixed fine QP1D is there for
-    the intra coding of statistics such as BatchNorm variances (docs/ce/CE3_prediction.md).
+    QP1DMode "stats" takes QP1D only for BatchNorm statistics (names ending in
+    running_mean / running_var), whose relative precision the output needs
+    (docs/ce/CE4_rate.md). A predicted 1-D tensor (an update's residual) takes
+    QP + QPOffset1D whatever QP1DMode says when PredQP1DMode is "offset": the fixed
+    fine QP1D is there for the intra coding of such statistics (docs/ce/CE3_prediction.md).
     """
     if ndim > 1:
         return int(config["QP"])
-    if config["QP1DMode"] == "fixed" and not (predicted and config["PredQP1DMode"] == "offset"):
+    mode = str(config["QP1DMode"])
+    fixed = mode == "fixed" or (mode == "stats" and name.endswith(BN_STATS_SUFFIXES))
+    if fixed and not (predicted and config["PredQP1DMode"] == "offset"):
         return int(config["QP1D"])
     return int(config["QP"]) + int(config["QPOffset1D"])
 
@@ -229,7 +236,7 @@ def encode_with_recon(
                 choice = predict.choose(
                     kernel, _candidates(name, array, tensor_id, arrays, plans, recon, config,
                                         ref_model), bool(config["PredScale"]))
-            qp = tensor_qp(config, array.ndim, choice is not None) + imp_qp.get(name, 0)
+            qp = tensor_qp(config, array.ndim, choice is not None, name) + imp_qp.get(name, 0)
             tps.layer_type = int(cls.layer)
             tps.arrangement = int(cls.arrangement)
             tps.rows, tps.cols, tps.qp = rows, cols, qp

@@ -97,8 +97,9 @@ ENCODER_CODING_OPTIONS: tuple[Option, ...] = (
         "QP1DMode",
         "choice",
         "offset",
-        "QP of 1-D tensors: offset (QP + QPOffset1D) or fixed (QP1D, whatever QP is)",
-        choices=("offset", "fixed"),
+        "QP of 1-D tensors: offset (QP + QPOffset1D), fixed (QP1D, whatever QP is), or stats "
+        "(QP1D for BatchNorm statistics, *running_mean / *running_var; offset for the others)",
+        choices=("offset", "fixed", "stats"),
     ),
     Option(
         "QP1D",
