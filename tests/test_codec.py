@@ -497,3 +497,22 @@ def test_empty_and_garbage_streams() -> None:
     for data in (b"", b"\x00", b"NNTM", bytes(64), b"\x04\x00\x00\x00\x00"):
         with pytest.raises(BitstreamError):
             codec.decode(data)
+
+
+@pytest.mark.parametrize("mode, want", [
+    ("offset", {"bn.running_var": -36, "bn.weight": -36, "fc.bias": -36, "fc.weight": -28}),
+    ("fixed", {"bn.running_var": -80, "bn.weight": -80, "fc.bias": -80, "fc.weight": -28}),
+    ("stats", {"bn.running_var": -80, "bn.weight": -36, "fc.bias": -36, "fc.weight": -28}),
+])
+def test_qp_of_1d_tensors_by_mode(mode: str, want: dict[str, int]) -> None:
+    """QP1DMode: offset (QP + QPOffset1D), fixed (QP1D), stats (QP1D only for BatchNorm
+    running statistics)."""
+    rng = np.random.default_rng(4)
+    tensors = {"fc.weight": rng.normal(0, 0.1, (8, 16)).astype(np.float32),
+               "fc.bias": rng.normal(0, 0.1, (8,)).astype(np.float32),
+               "bn.weight": rng.normal(1, 0.1, (8,)).astype(np.float32),
+               "bn.running_var": rng.uniform(0.01, 2, (8,)).astype(np.float32)}
+    res = codec.encode_with_recon(tensors, cfg(QP=-28, QPOffset1D=-8, QP1DMode=mode, QP1D=-80))
+    assert {s.name: s.qp for s in res.stats} == want
+    decoded = codec.decode(res.data)
+    assert all(decoded[k].tobytes() == res.recon[k].tobytes() for k in tensors)
