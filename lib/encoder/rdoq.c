@@ -462,71 +462,13 @@ static void dq_finish_row(const nntm_region_input *in, const dq_node *nodes,
     }
 }
 
-static double quantize_dq(const nntm_region_input *in, nntm_quantizer *q, int32_t *levels,
-                          nntm_level_ctxs *ctxs, nntm_bit_estimator *trial,
-                          nntm_bit_estimator *track, int32_t x0, int32_t y0, int32_t x1,
-                          int32_t y1) {
-    const nntm_kernel_params *k = in->k;
-    int32_t w = x1 - x0;
-    double half = 0.5 * q->step;
-    /* levels count half steps: |level| <= max_level keeps 2|level| half steps in range */
-    int32_t max_level = q->max_level;
-    dq_node *nodes = malloc(sizeof(dq_node) * 4 * (size_t)w);
-    if (!nodes) {
-        q->nomem = 1;
-        return 0.0;
-    }
-    double dist = 0.0;
-    nntm_level_ctx_idx ci;
-    for (int32_t r = y0; r < y1; r++) {
-        double cost[4];
-        int32_t last[4];  /* the survivor's level at the previous position */
-        dq_start_row(cost, last, ctxs->dq_state, levels, k->cols, r, x0);
-        for (int32_t c = x0; c < x1; c++) {
-            size_t i = (size_t)r * (size_t)k->cols + (size_t)c;
-            double x = (double)in->weights[i];
-            double imp = in->importance ? (double)in->importance[i] : 1.0;
-            double ax = fabs(x);
-            double u = ax / half;
-            if (u * 0.5 > (double)NNTM_MAX_LEVEL && max_level == NNTM_MAX_LEVEL) q->overflow = 1;
-            int32_t above = r > 0 ? levels[i - (size_t)k->cols] : 0;
-            dq_node *out = &nodes[4 * (size_t)(c - x0)];
-            for (int s = 0; s < 4; s++) out[s].cost = DBL_MAX;
-            for (int s = 0; s < 4; s++) {
-                if (cost[s] == DBL_MAX) continue;
-                int32_t cand[3];
-                uint64_t rate[3], r0, rlo, rhi;
-                int n = dq_candidates(s >> 1, u, max_level, cand);
-                nntm_level_ctx_from(last[s], above, s, &ci);
-                candidate_rates(trial->cost1, ctxs, &ci, (uint32_t)cand[0], x < 0,
-                                k->num_gt_flags, &r0, &rlo, &rhi);
-                /* dq_candidates: lo, then lo + 1 when below max_level, then 0 when lo > 0 */
-                rate[0] = rlo;
-                rate[1] = n > 1 && cand[1] == cand[0] + 1 ? rhi : r0;
-                rate[2] = r0;
-                double dc[3];
-                for (int j = 0; j < n; j++) {
-                    double d = ax - dq_recon_half(s >> 1, cand[j]) * half;
-                    dc[j] = imp * d * d;
-                }
-                dq_relax(out, cost[s], s, cand, dc, rate, n, x < 0, in->lambda);
-            }
-            dq_advance(cost, last, out);
-        }
-        /* advance the contexts and the state along the chosen path */
-        dq_finish_row(in, nodes, cost, r, x0, x1, half, levels, ctxs, track, &dist);
-    }
-    free(nodes);
-    return dist;
-}
-
-/* quantize_dq() from a table: the same trellis, costs and decisions, with the
- * per-weight candidates and errors looked up. */
-static double quantize_dq_table(const nntm_region_input *in, nntm_quantizer *q,
-                                const nntm_quant_table *t, int32_t *levels,
-                                nntm_level_ctxs *ctxs, nntm_bit_estimator *trial,
-                                nntm_bit_estimator *track, int32_t x0, int32_t y0, int32_t x1,
-                                int32_t y1) {
+/* The DQ trellis over the rows of [x0,x1) x [y0,y1), with the per-weight
+ * candidates and errors of the table t (which covers the region); adds the
+ * region's distortion to *dist in raster order. */
+static void dq_trellis(const nntm_region_input *in, nntm_quantizer *q, const nntm_quant_table *t,
+                       int32_t *levels, nntm_level_ctxs *ctxs, nntm_bit_estimator *trial,
+                       nntm_bit_estimator *track, int32_t x0, int32_t y0, int32_t x1, int32_t y1,
+                       double *dist) {
     const nntm_kernel_params *k = in->k;
     const uint32_t *cost1 = trial->cost1;
     const int num_gt = k->num_gt_flags;
@@ -538,9 +480,8 @@ static double quantize_dq_table(const nntm_region_input *in, nntm_quantizer *q,
     dq_node *nodes = malloc(sizeof(dq_node) * 4 * (size_t)w);
     if (!nodes) {
         q->nomem = 1;
-        return 0.0;
+        return;
     }
-    double dist = 0.0;
     nntm_level_ctx_idx ci;
     for (int32_t r = y0; r < y1; r++) {
         double cost[4];
@@ -589,11 +530,41 @@ static double quantize_dq_table(const nntm_region_input *in, nntm_quantizer *q,
             }
             dq_advance(cost, last, out);
         }
-        dq_finish_row(in, nodes, cost, r, x0, x1, half, levels, ctxs, track, &dist);
+        dq_finish_row(in, nodes, cost, r, x0, x1, half, levels, ctxs, track, dist);
     }
     free(nodes);
+}
+
+/* The DQ trellis from a table: the per-weight values looked up. */
+static double quantize_dq_table(const nntm_region_input *in, nntm_quantizer *q,
+                                const nntm_quant_table *t, int32_t *levels,
+                                nntm_level_ctxs *ctxs, nntm_bit_estimator *trial,
+                                nntm_bit_estimator *track, int32_t x0, int32_t y0, int32_t x1,
+                                int32_t y1) {
+    double dist = 0.0;
+    dq_trellis(in, q, t, levels, ctxs, trial, track, x0, y0, x1, y1, &dist);
     return dist;
 }
+
+/* The DQ trellis without a table: each row's per-weight values computed first
+ * (nntm_quant_table_fill, the same values), then the same trellis. */
+static double quantize_dq(const nntm_region_input *in, nntm_quantizer *q, int32_t *levels,
+                          nntm_level_ctxs *ctxs, nntm_bit_estimator *trial,
+                          nntm_bit_estimator *track, int32_t x0, int32_t y0, int32_t x1,
+                          int32_t y1) {
+    nntm_quant_table row = {0};
+    double dist = 0.0;
+    for (int32_t r = y0; r < y1 && !q->nomem; r++) {
+        if (nntm_quant_table_fill(&row, in, q, x0, r, x1, r + 1)) {
+            q->nomem = 1;
+            break;
+        }
+        dq_trellis(in, q, &row, levels, ctxs, trial, track, x0, r, x1, r + 1, &dist);
+    }
+    nntm_quant_table_free(&row);
+    return dist;
+}
+
 
 double nntm_quantize_region(const nntm_region_input *in, nntm_quantizer *q, int32_t *levels,
                             nntm_level_ctxs *ctxs, nntm_bit_estimator *trial,
