@@ -344,22 +344,6 @@ static double pred_error(const search *s, const int32_t *pred, double step, doub
     return e;
 }
 
-/* pred_error() of the block displaced by (bv_x, bv_y). */
-static double copy_error(const search *s, int32_t bv_x, int32_t bv_y, double step, double bound,
-                         int32_t x0, int32_t y0, int32_t x1, int32_t y1) {
-    double e = 0.0;
-    size_t cols = (size_t)s->m->cols;
-    for (int32_t y = y0; y < y1 && e <= bound; y++) {
-        const int32_t *src = s->rec + (int64_t)(y + bv_y) * s->m->cols + bv_x;
-        for (int32_t x = x0; x < x1; x++) {
-            size_t i = (size_t)y * cols + (size_t)x;
-            double d = (double)s->w[i] - (double)src[x] * step;
-            e += (s->imp ? (double)s->imp[i] : 1.0) * d * d;
-        }
-    }
-    return e;
-}
-
 static int intra_candidates(search *s, const nntm_node *n, double step, int32_t x0, int32_t y0,
                             int32_t x1, int32_t y1, intra_cand out[3]) {
     const nntm_tree_params *t = &s->p->kernel.tree;
@@ -378,7 +362,8 @@ static int intra_candidates(search *s, const nntm_node *n, double step, int32_t 
     for (int32_t by = -range; by <= range; by++)
         for (int32_t bx = -range; bx <= range; bx++) {
             if (!nntm_intra_allowed_node(t, rows, cols, n, NNTM_INTRA_COPY, bx, by)) continue;
-            double e = copy_error(s, bx, by, step, best, x0, y0, x1, y1);
+            nntm_intra_predict(s->rec, cols, NNTM_INTRA_COPY, bx, by, x0, y0, x1, y1, s->pred);
+            double e = pred_error(s, s->pred, step, best, x0, y0, x1, y1);
             if (e < best) {
                 best = e;
                 out[k] = (intra_cand){NNTM_INTRA_COPY, bx, by};
