@@ -16,6 +16,8 @@
  *    predicted tensor (format 1.2), for libraries that have nntm_reference]
  *   [ext & 8: int32 intra_pred_enabled (format 1.3, intra prediction of CU levels),
  *    for libraries that have NNTM_INTRA_COPY]
+ *   [ext & 16: int32 prob_window (format 1.4, the counting probability estimator),
+ *    for libraries that have NNTM_MAX_PROB_WINDOW]
  *   payload                                 the tensor data unit payload (the rest)
  *
  * python/nntm/conformance.py (KERNEL_CASE_HEADER, kernel_cases) writes it. */
@@ -34,6 +36,7 @@
 #define KERNEL_INPUT_EXT_DQ 2
 #define KERNEL_INPUT_EXT_PRED 4
 #define KERNEL_INPUT_EXT_INTRA 8
+#define KERNEL_INPUT_EXT_WINDOW 16
 
 typedef struct kernel_input {
     nntm_kernel_params params;
@@ -42,6 +45,7 @@ typedef struct kernel_input {
     int dq_ext;            /* the case carries dq_enabled */
     int pred_ext;          /* the case carries a reference picture */
     int intra_ext;         /* the case carries intra_pred_enabled */
+    int window_ext;        /* the case carries prob_window */
 #if defined(NNTM_PRED_SCALE_SHIFT)
     nntm_reference ref;
 #endif
@@ -118,6 +122,16 @@ static inline int kernel_input_parse(const uint8_t *data, size_t size, kernel_in
         in->params.tree.intra_pred_enabled = kernel_input_i32(data + header);
         header += 4;
         in->intra_ext = 1;
+#else
+        return -1;
+#endif
+    }
+    if (data[15] & KERNEL_INPUT_EXT_WINDOW) {
+#if defined(NNTM_MAX_PROB_WINDOW)
+        if (size < header + 4) return -1;
+        in->params.prob_window = kernel_input_i32(data + header);
+        header += 4;
+        in->window_ext = 1;
 #else
         return -1;
 #endif

@@ -913,6 +913,27 @@ STREAMS: tuple[Spec, ...] = (
          "prediction from the decoded levels in decoding order (clause 5.9) and checks "
          "that it reads only levels of earlier CUs.",
          verify=True),
+    # ---- format 1.4: the counting probability estimator (verify=True)
+    Spec("PROBWIN_A_1", "qp",
+         ("format 1.4", "TOOL_PROB_WINDOW", "TOOL_DEP_QUANT", "TOOL_CODING_TREE",
+          "prob_window 12", "prob_window 3", "prob_window 1", "prob_window 0",
+          "prob_window with DQ", "prob_window with coding tree", "CU QP delta < 0",
+          "split QT", "split TT_V", "dtype float32", "dtype bfloat16", "dtype float16",
+          "dtype float64"),
+         "The counting probability estimator (clause 5.2.5) with a window per tensor class "
+         "(ClassRules): 12 for the linear weights (estimators still counting at the end of "
+         "the tensor), 3 for the conv, coded with the coding tree and CU QP deltas "
+         "(the tree contexts use the estimator too; window reached after 6 bins), "
+         "1 for the embedding (a step of 1/2 throughout), 0 (the dual-rate estimator) for "
+         "the 1-D tensors of the same stream. Dependent quantization on.",
+         verify=True),
+    Spec("PROBWIN_B_1", "gtx",
+         ("format 1.4", "TOOL_PROB_WINDOW", "prob_window 2", "abs_remainder",
+          "dtype float32"),
+         "The counting estimator with window 2 (a step of 1/4 after the first two bins) on "
+         "levels of every magnitude 2^k, k = 0..29, with 15 greater-than flags: long runs of "
+         "equal bins drive the estimates to the clip of ProbOne (16 and 32752).",
+         verify=True),
 )
 
 
@@ -1246,7 +1267,7 @@ def _check_reconstruction(tt: TensorTools, order: list[tuple[int, int]],
 _TOOL_NAMES = ((hls.TOOL_CODING_TREE, "TOOL_CODING_TREE"),
                (hls.TOOL_SIGNAL_TYPES, "TOOL_SIGNAL_TYPES"), (hls.TOOL_DEP_QUANT, "TOOL_DEP_QUANT"),
                (hls.TOOL_INTER_PRED, "TOOL_INTER_PRED"), (hls.TOOL_CLUSTER, "TOOL_CLUSTER"),
-               (hls.TOOL_INTRA_PRED, "TOOL_INTRA_PRED"))
+               (hls.TOOL_INTRA_PRED, "TOOL_INTRA_PRED"), (hls.TOOL_PROB_WINDOW, "TOOL_PROB_WINDOW"))
 PRED_NAMES = {0: "NONE", 1: "REF_MODEL", 2: "EARLIER_TENSOR"}
 POINT_NAMES = {0: "scalar", 1: "kernel", 2: "filter", 3: "inchannel"}
 AXIS_NAMES = {0: "none", 1: "output channels", 2: "input channels"}
@@ -1380,6 +1401,12 @@ def stream_facts(data: bytes, ref: dict[str, np.ndarray] | None = None) -> set[s
             facts.add(f"DQ {t.dtype.name}")
         if tt.remainders:
             facts.add("abs_remainder")
+        if mps.tool_flags & hls.TOOL_PROB_WINDOW:
+            facts.add(f"prob_window {t.prob_window}")
+            if t.prob_window and t.dq_enabled:
+                facts.add("prob_window with DQ")
+            if t.prob_window and t.tree.enabled:
+                facts.add("prob_window with coding tree")
         if mps.tool_flags & hls.TOOL_INTER_PRED:
             facts.add(f"pred_mode {int(t.pred_mode)} ({PRED_NAMES[int(t.pred_mode)]})")
             if t.pred_mode:

@@ -7,14 +7,20 @@
 #define NNTM_INIT_GT 16384u
 #define NNTM_INIT_EGP 16384u
 
-void nntm_ctx_fill(nntm_ctx *c, int n, uint16_t p) {
-    for (int i = 0; i < n; i++) c[i].p_fast = c[i].p_slow = p;
+void nntm_ctx_fill(nntm_ctx *c, int n, uint16_t p, int window) {
+    for (int i = 0; i < n; i++) {
+        c[i].p_fast = c[i].p_slow = p;
+        c[i].p = (uint32_t)p << (NNTM_WIN_BITS - NNTM_PROB_BITS);
+        c[i].count = 0;
+        c[i].shift = 1;
+        c[i].window = (uint8_t)window;
+    }
 }
 
-void nntm_level_ctxs_init(nntm_level_ctxs *c) {
+void nntm_level_ctxs_init(nntm_level_ctxs *c, int window) {
     c->dq_state = 0;
-    nntm_ctx_fill(c->sig, NNTM_SIG_CTX, NNTM_INIT_SIG);
-    nntm_ctx_fill(c->sign, NNTM_SIGN_CTX, NNTM_INIT_SIGN);
-    nntm_ctx_fill(&c->gt[0][0], NNTM_MAX_GT_FLAGS * NNTM_GT_CLASSES, NNTM_INIT_GT);
-    nntm_ctx_fill(&c->egp[0][0], NNTM_EGP_CLASSES * NNTM_EGP_CTX, NNTM_INIT_EGP);
+    nntm_ctx_fill(c->sig, NNTM_SIG_CTX, NNTM_INIT_SIG, window);
+    nntm_ctx_fill(c->sign, NNTM_SIGN_CTX, NNTM_INIT_SIGN, window);
+    nntm_ctx_fill(&c->gt[0][0], NNTM_MAX_GT_FLAGS * NNTM_GT_CLASSES, NNTM_INIT_GT, window);
+    nntm_ctx_fill(&c->egp[0][0], NNTM_EGP_CLASSES * NNTM_EGP_CTX, NNTM_INIT_EGP, window);
 }

@@ -12,18 +12,46 @@
 #define NNTM_RATE_FAST 4
 #define NNTM_RATE_SLOW 7
 
-/* An adaptive binary model: the mean of a fast and a slow estimator. */
+/* Counting estimator [1.4]: P(bin == 1) in NNTM_WIN_BITS bits; its adaptation
+ * shift grows from 1 with the number of bins seen (a running mean) up to the
+ * tensor's prob_window; the probability used for coding is clipped to
+ * [NNTM_WIN_PMIN, 2^15 - NNTM_WIN_PMIN]. */
+#define NNTM_WIN_BITS 23
+#define NNTM_WIN_PMIN 16u
+
+/* An adaptive binary model. window 0: the mean of a fast and a slow estimator
+ * (formats 1.0-1.3); window 1..NNTM_MAX_PROB_WINDOW: the counting estimator. */
 typedef struct nntm_ctx {
-    uint16_t p_fast;
-    uint16_t p_slow;
+    uint16_t p_fast;  /* window 0 */
+    uint16_t p_slow;  /* window 0 */
+    uint32_t p;       /* window > 0: P(1) * 2^NNTM_WIN_BITS */
+    uint16_t count;   /* window > 0: bins seen while shift < window */
+    uint8_t shift;    /* window > 0: current adaptation shift, 1..window */
+    uint8_t window;
 } nntm_ctx;
 
 static inline uint32_t nntm_ctx_p1(const nntm_ctx *c) {
-    return ((uint32_t)c->p_fast + (uint32_t)c->p_slow) >> 1;
+    if (!c->window) return ((uint32_t)c->p_fast + (uint32_t)c->p_slow) >> 1;
+    uint32_t p1 = c->p >> (NNTM_WIN_BITS - NNTM_PROB_BITS);
+    if (p1 < NNTM_WIN_PMIN) return NNTM_WIN_PMIN;
+    if (p1 > NNTM_PROB_ONE - NNTM_WIN_PMIN) return NNTM_PROB_ONE - NNTM_WIN_PMIN;
+    return p1;
 }
 
-/* p stays within [1, 2^15 - 1] for any start value in that range. */
+/* p stays within [1, 2^15 - 1] for any start value in that range (window 0);
+ * within [0, 2^23) (window > 0). */
 static inline void nntm_ctx_update(nntm_ctx *c, int bin) {
+    if (c->window) {
+        if (bin)
+            c->p += ((1u << NNTM_WIN_BITS) - c->p) >> c->shift;
+        else
+            c->p -= c->p >> c->shift;
+        if (c->shift < c->window) {
+            c->count++;
+            if ((uint32_t)c->count + 2 >= (1u << (c->shift + 1))) c->shift++;
+        }
+        return;
+    }
     if (bin) {
         c->p_fast = (uint16_t)(c->p_fast + ((NNTM_PROB_ONE - c->p_fast) >> NNTM_RATE_FAST));
         c->p_slow = (uint16_t)(c->p_slow + ((NNTM_PROB_ONE - c->p_slow) >> NNTM_RATE_SLOW));
@@ -50,11 +78,12 @@ typedef struct nntm_level_ctxs {
     nntm_ctx egp[NNTM_EGP_CLASSES][NNTM_EGP_CTX];
 } nntm_level_ctxs;
 
-/* Set every context of the level context sets to its initial value. */
-void nntm_level_ctxs_init(nntm_level_ctxs *c);
+/* Set every context of the level context sets to its initial value, with the
+ * estimator of prob_window (0: the dual estimator). */
+void nntm_level_ctxs_init(nntm_level_ctxs *c, int window);
 
-/* Set n context variables to the probability p (15 bits) in both estimators. */
-void nntm_ctx_fill(nntm_ctx *c, int n, uint16_t p);
+/* Set n context variables to the probability p (15 bits), estimator window. */
+void nntm_ctx_fill(nntm_ctx *c, int n, uint16_t p, int window);
 
 /* Context indices of one level, derived from already coded neighbours. */
 typedef struct nntm_level_ctx_idx {

@@ -167,17 +167,17 @@ void nntm_cu_maps_set_intra(nntm_cu_maps *m, const nntm_node *n, int intra, int3
 #define NNTM_INIT_INTRA_COPY 16384
 #define NNTM_INIT_INTRA_DIR 16384
 
-void nntm_all_ctxs_init(nntm_all_ctxs *c) {
-    nntm_level_ctxs_init(&c->level);
-    nntm_ctx_fill(c->tree.split_qt, NNTM_SPLIT_QT_CTX, NNTM_INIT_SPLIT_QT);
-    nntm_ctx_fill(c->tree.mtt_split, NNTM_MTT_SPLIT_CTX, NNTM_INIT_MTT_SPLIT);
-    nntm_ctx_fill(c->tree.mtt_vertical, NNTM_MTT_VERTICAL_CTX, NNTM_INIT_MTT_VERTICAL);
-    nntm_ctx_fill(c->tree.mtt_binary, NNTM_MTT_BINARY_CTX, NNTM_INIT_MTT_BINARY);
-    nntm_ctx_fill(c->tree.cu_skip, NNTM_CU_SKIP_CTX, NNTM_INIT_CU_SKIP);
-    nntm_ctx_fill(c->tree.qp_delta, NNTM_QP_DELTA_CTX, NNTM_INIT_QP_DELTA);
-    nntm_ctx_fill(c->tree.intra_flag, NNTM_INTRA_FLAG_CTX, NNTM_INIT_INTRA_FLAG);
-    nntm_ctx_fill(c->tree.intra_copy, NNTM_INTRA_COPY_CTX, NNTM_INIT_INTRA_COPY);
-    nntm_ctx_fill(c->tree.intra_dir, NNTM_INTRA_DIR_CTX, NNTM_INIT_INTRA_DIR);
+void nntm_all_ctxs_init(nntm_all_ctxs *c, int window) {
+    nntm_level_ctxs_init(&c->level, window);
+    nntm_ctx_fill(c->tree.split_qt, NNTM_SPLIT_QT_CTX, NNTM_INIT_SPLIT_QT, window);
+    nntm_ctx_fill(c->tree.mtt_split, NNTM_MTT_SPLIT_CTX, NNTM_INIT_MTT_SPLIT, window);
+    nntm_ctx_fill(c->tree.mtt_vertical, NNTM_MTT_VERTICAL_CTX, NNTM_INIT_MTT_VERTICAL, window);
+    nntm_ctx_fill(c->tree.mtt_binary, NNTM_MTT_BINARY_CTX, NNTM_INIT_MTT_BINARY, window);
+    nntm_ctx_fill(c->tree.cu_skip, NNTM_CU_SKIP_CTX, NNTM_INIT_CU_SKIP, window);
+    nntm_ctx_fill(c->tree.qp_delta, NNTM_QP_DELTA_CTX, NNTM_INIT_QP_DELTA, window);
+    nntm_ctx_fill(c->tree.intra_flag, NNTM_INTRA_FLAG_CTX, NNTM_INIT_INTRA_FLAG, window);
+    nntm_ctx_fill(c->tree.intra_copy, NNTM_INTRA_COPY_CTX, NNTM_INIT_INTRA_COPY, window);
+    nntm_ctx_fill(c->tree.intra_dir, NNTM_INTRA_DIR_CTX, NNTM_INIT_INTRA_DIR, window);
 }
 
 /* The left and above neighbours of a node's top-left element, when inside. */

@@ -98,7 +98,8 @@ typedef struct nntm_all_ctxs {
     nntm_tree_ctxs tree;
 } nntm_all_ctxs;
 
-void nntm_all_ctxs_init(nntm_all_ctxs *c);
+/* All context sets of a tree-coded tensor, with the estimator of prob_window. */
+void nntm_all_ctxs_init(nntm_all_ctxs *c, int window);
 
 int nntm_ctx_split_qt(const nntm_cu_maps *m, const nntm_node *n);
 int nntm_ctx_mtt_split(const nntm_cu_maps *m, const nntm_node *n);

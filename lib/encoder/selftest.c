@@ -7,8 +7,9 @@
 #include "bin_writer.h"
 
 int nntm_selftest_bins(const uint8_t *bins, const uint8_t *ctx_idx, size_t n, int32_t num_ctx,
-                       double *real_bits, double *est_bits, uint8_t *decoded) {
-    if (!bins || !ctx_idx || !real_bits || !est_bits || num_ctx < 1 || num_ctx > 256)
+                       int32_t window, double *real_bits, double *est_bits, uint8_t *decoded) {
+    if (!bins || !ctx_idx || !real_bits || !est_bits || num_ctx < 1 || num_ctx > 256 ||
+        window < 0 || window > NNTM_MAX_PROB_WINDOW)
         return NNTM_ERR_ARG;
     nntm_ctx *a = malloc(sizeof(nntm_ctx) * (size_t)num_ctx * 2);
     nntm_bit_estimator *est = malloc(sizeof *est);
@@ -18,7 +19,7 @@ int nntm_selftest_bins(const uint8_t *bins, const uint8_t *ctx_idx, size_t n, in
         return NNTM_ERR_NOMEM;
     }
     nntm_ctx *b = a + num_ctx;
-    for (int32_t i = 0; i < 2 * num_ctx; i++) a[i].p_fast = a[i].p_slow = 16384;
+    nntm_ctx_fill(a, 2 * num_ctx, 16384, window);
     nntm_buffer buf = {0};
     nntm_arith_encoder enc;
     nntm_arith_encoder_init(&enc, &buf);
@@ -39,7 +40,7 @@ int nntm_selftest_bins(const uint8_t *bins, const uint8_t *ctx_idx, size_t n, in
     if (decoded) {
         nntm_bin_reader r;
         nntm_bin_reader_init(&r, buf.data, buf.size);
-        for (int32_t i = 0; i < num_ctx; i++) a[i].p_fast = a[i].p_slow = 16384;
+        nntm_ctx_fill(a, num_ctx, 16384, window);
         for (size_t i = 0; i < n; i++) decoded[i] = (uint8_t)nntm_decode_bin(&r, &a[ctx_idx[i]]);
     }
 done:

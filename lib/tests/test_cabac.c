@@ -8,7 +8,7 @@
 #include "nntm/nntm.h"
 
 /* Random bins over random contexts, each context with its own bias. */
-static void roundtrip(unsigned long long seed, size_t n, int num_ctx, double *ratio) {
+static void roundtrip(unsigned long long seed, size_t n, int num_ctx, int window, double *ratio) {
     unsigned long long s = seed;
     double *bias = malloc(sizeof(double) * (size_t)num_ctx);
     uint8_t *bins = malloc(n), *ctx = malloc(n), *dec = malloc(n);
@@ -19,7 +19,7 @@ static void roundtrip(unsigned long long seed, size_t n, int num_ctx, double *ra
         if (test_rand(&s) % 7 == 0) bins[i] ^= 1; /* keep some surprise in */
     }
     double real = 0, est = 0;
-    CHECK(nntm_selftest_bins(bins, ctx, n, num_ctx, &real, &est, dec) == NNTM_OK);
+    CHECK(nntm_selftest_bins(bins, ctx, n, num_ctx, window, &real, &est, dec) == NNTM_OK);
     CHECK(memcmp(bins, dec, n) == 0);
     *ratio = real > 0 ? est / real : 1.0;
     free(bias);
@@ -32,11 +32,13 @@ int main(void) {
     double ratio;
     /* short and odd-sized runs must round-trip exactly */
     for (unsigned long long seed = 1; seed <= 200; seed++)
-        roundtrip(seed, (size_t)(seed * 37 % 1000), 1 + (int)(seed % 40), &ratio);
+        roundtrip(seed, (size_t)(seed * 37 % 1000), 1 + (int)(seed % 40),
+                  (int)(seed % (NNTM_MAX_PROB_WINDOW + 1)), &ratio);
     /* long runs: estimate within 1 % of the real coder's bits */
-    for (unsigned long long seed = 1000; seed < 1005; seed++) {
-        roundtrip(seed, 2000000, 24, &ratio);
-        printf("seed %llu: estimate / real = %.5f\n", seed, ratio);
+    for (unsigned long long seed = 1000; seed < 1008; seed++) {
+        int window = seed < 1005 ? 0 : 6 + 2 * (int)(seed - 1005);
+        roundtrip(seed, 2000000, 24, window, &ratio);
+        printf("seed %llu window %d: estimate / real = %.5f\n", seed, window, ratio);
         CHECK(fabs(ratio - 1.0) < 0.01);
     }
     /* all-zero and all-one runs */
@@ -44,11 +46,14 @@ int main(void) {
         size_t n = 100000;
         uint8_t *bins = calloc(n, 1), *ctx = calloc(n, 1), *dec = malloc(n);
         double real, est;
-        CHECK(nntm_selftest_bins(bins, ctx, n, 1, &real, &est, dec) == NNTM_OK);
-        CHECK(memcmp(bins, dec, n) == 0);
-        memset(bins, 1, n);
-        CHECK(nntm_selftest_bins(bins, ctx, n, 1, &real, &est, dec) == NNTM_OK);
-        CHECK(memcmp(bins, dec, n) == 0);
+        for (int window = 0; window <= NNTM_MAX_PROB_WINDOW; window += 4) {
+            memset(bins, 0, n);
+            CHECK(nntm_selftest_bins(bins, ctx, n, 1, window, &real, &est, dec) == NNTM_OK);
+            CHECK(memcmp(bins, dec, n) == 0);
+            memset(bins, 1, n);
+            CHECK(nntm_selftest_bins(bins, ctx, n, 1, window, &real, &est, dec) == NNTM_OK);
+            CHECK(memcmp(bins, dec, n) == 0);
+        }
         free(bins);
         free(ctx);
         free(dec);

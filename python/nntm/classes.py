@@ -9,12 +9,12 @@ set.  The rule syntax, in a cfg file::
     LayerRules  : *embed*=embedding; conv1.weight=conv
     SignalRules : *attention*=attention; *intermediate*=mlp
     ClassRules  : conv: tree=qtmtt, arrangement=tiles; linear/attention: tree=qtbt, ctu=32;
-                  1-D: tree=none   (one line in a real cfg file)
+                  1-D: tree=none, window=6   (one line in a real cfg file)
 
 A ClassRules selector is a layer type label, ``layer/signal``, ``*/signal`` or
 ``*``; the first rule whose selector matches wins, and its settings override
 the global keys (TreeType, CTUSize, MinQTSize, MaxMTTDepth, MinCUSize,
-Arrangement).
+Arrangement, ProbWindow: keys tree, ctu, minqt, mtt, mincu, arrangement, window).
 """
 
 from __future__ import annotations
@@ -26,13 +26,13 @@ from .arrange import Arrangement, LayerType, classify
 from .config import Config
 from .core import SearchParams, TreeParams
 from .errors import ConfigError
-from .hls import TREE_SPLIT_MASK
+from .hls import MAX_PROB_WINDOW, TREE_SPLIT_MASK
 
 LAYER_BY_LABEL = {t.label: t for t in LayerType}
 
 TREE_TYPES = {"none": 0, "qt": 1, "qtbt": 2, "qtmtt": 3}
 ARRANGEMENTS = {"rows": Arrangement.ROWS, "tiles": Arrangement.KERNEL_TILES}
-_RULE_KEYS = {"tree", "ctu", "minqt", "mtt", "mincu", "arrangement"}
+_RULE_KEYS = {"tree", "ctu", "minqt", "mtt", "mincu", "arrangement", "window"}
 
 
 def _log2(value: int, key: str, problems: list[str]) -> int:
@@ -73,6 +73,7 @@ class TensorClass:
     arrangement: Arrangement
     tree_type: int        # TREE_TYPES value
     tree: TreeParams
+    prob_window: int = 0  # [1.4] context estimator (ProbWindow, rule key window)
 
 
 def _parse_globs(text: str, key: str, problems: list[str]) -> list[tuple[str, str]]:
@@ -138,7 +139,7 @@ class Classifier:
 
     @staticmethod
     def _settings(cfg: Config, over: dict[str, str], problems: list[str],
-                  where: str) -> tuple[Arrangement, int, TreeParams]:
+                  where: str) -> tuple[Arrangement, int, TreeParams, int]:
         def num(key: str, cfg_key: str) -> int:
             if key not in over:
                 return int(cfg[cfg_key])
@@ -161,6 +162,10 @@ class Classifier:
         minqt = _log2(num("minqt", "MinQTSize"), f"{where}: minqt", problems)
         mincu = _log2(num("mincu", "MinCUSize"), f"{where}: mincu", problems)
         mtt = num("mtt", "MaxMTTDepth")
+        window = num("window", "ProbWindow")
+        if not 0 <= window <= MAX_PROB_WINDOW:
+            problems.append(f"{where}: window must be 0..{MAX_PROB_WINDOW}")
+            window = 0
         tree_type = TREE_TYPES[tree_name]
         if tree_type:
             if not 1 <= ctu <= 7:
@@ -180,7 +185,7 @@ class Classifier:
             cu_qp_delta_enabled=bool(cfg["CUQPDelta"]),
             intra_pred_enabled=bool(cfg["IntraPred"]) and tree_type != 0,
         )
-        return ARRANGEMENTS[arr_name], tree_type, tree
+        return ARRANGEMENTS[arr_name], tree_type, tree, window
 
     def classify(self, name: str, shape: tuple[int, ...]) -> TensorClass:
         layer = classify(name, shape)
@@ -193,14 +198,14 @@ class Classifier:
             if fnmatch.fnmatchcase(name, pattern):
                 signal = value
                 break
-        arrangement, tree_type, tree = self.base
+        arrangement, tree_type, tree, window = self.base
         for rule_layer, rule_signal, settings in self.class_rules:
             if rule_layer in ("*", layer.label) and rule_signal in ("*", signal):
-                arrangement, tree_type, tree = self._settings(self.cfg, settings, [], "")
+                arrangement, tree_type, tree, window = self._settings(self.cfg, settings, [], "")
                 break
         if arrangement == Arrangement.KERNEL_TILES and (
                 len(shape) != 4 or shape[2] * shape[3] <= 1):
             arrangement = Arrangement.ROWS  # tiles only for k x k kernels
         if not tree.enabled:
             tree = replace(TreeParams(), log2_ctu_size=0, log2_min_qt_size=0, log2_min_cu_size=0)
-        return TensorClass(layer, signal, arrangement, tree_type, tree)
+        return TensorClass(layer, signal, arrangement, tree_type, tree, window)

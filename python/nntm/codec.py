@@ -205,6 +205,8 @@ def encode_with_recon(
             tool_flags |= hls.TOOL_CODING_TREE
         if mode == hls.CodingMode.QUANTIZED and config["DepQuant"]:
             tool_flags |= hls.TOOL_DEP_QUANT
+        if mode == hls.CodingMode.QUANTIZED and cls.prob_window:
+            tool_flags |= hls.TOOL_PROB_WINDOW
         if mode == hls.CodingMode.QUANTIZED and cls.tree.intra_pred_enabled:
             tool_flags |= hls.TOOL_INTRA_PRED
         plans.append((mode, cls))
@@ -245,8 +247,9 @@ def encode_with_recon(
             tps.tree_type = cls.tree_type if cls.tree.enabled else 0
             tps.tree = cls.tree
             tps.dq_enabled = bool(config["DepQuant"])
+            tps.prob_window = cls.prob_window
             params = core.KernelParams(rows, cols, qp, tps.qp_density, tps.num_gt_flags, cls.tree,
-                                       tps.dq_enabled)
+                                       tps.dq_enabled, tps.prob_window)
             ref = None
             if choice is not None:
                 cand = choice.candidate
@@ -403,7 +406,7 @@ def _decode_tensor(tps: hls.TensorParameterSet, payload: bytes, where: str, trac
         raise BitstreamError(f"{what}: a payload of {len(payload)} bytes cannot hold "
                              f"{tps.num_elements} levels")
     params = core.KernelParams(tps.rows, tps.cols, tps.qp, tps.qp_density, tps.num_gt_flags,
-                               tps.tree, tps.dq_enabled)
+                               tps.tree, tps.dq_enabled, tps.prob_window)
     cref = None
     if ref is not None:
         cref = core.Reference(to_kernel(ref, Arrangement(tps.arrangement)), tps.pred_scale)

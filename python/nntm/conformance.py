@@ -71,6 +71,8 @@ KERNEL_EXT_PRED = 4
 #: Extension flag 8: intra_pred_enabled (int32 LE), after the reference picture, if any.
 KERNEL_CASE_INTRA = struct.Struct("<i")
 KERNEL_EXT_INTRA = 8
+KERNEL_CASE_WINDOW = struct.Struct("<i")
+KERNEL_EXT_WINDOW = 16
 _TREE_FIELDS = ("enabled", "log2_ctu_size", "log2_min_qt_size", "max_mtt_depth",
                 "log2_min_cu_size", "split_mask", "skip_enabled", "cu_qp_delta_enabled")
 
@@ -411,9 +413,10 @@ def kernel_case_bytes(tps: hls.TensorParameterSet, payload: bytes,
     tree = getattr(tps, "tree", None)
     dq = bool(getattr(tps, "dq_enabled", False))
     intra = tree is not None and tree.enabled and tree.intra_pred_enabled
+    window = int(getattr(tps, "prob_window", 0))
     ext = (KERNEL_EXT_TREE if tree is not None and tree.enabled else 0) | (
         KERNEL_EXT_DQ if dq else 0) | (KERNEL_EXT_PRED if ref is not None else 0) | (
-        KERNEL_EXT_INTRA if intra else 0)
+        KERNEL_EXT_INTRA if intra else 0) | (KERNEL_EXT_WINDOW if window else 0)
     header = KERNEL_CASE_HEADER.pack(tps.rows, tps.cols, tps.qp, tps.qp_density,
                                      tps.num_gt_flags, _C_DTYPES[tps.dtype.name], ext)
     if ext & KERNEL_EXT_TREE:
@@ -426,6 +429,8 @@ def kernel_case_bytes(tps: hls.TensorParameterSet, payload: bytes,
         header += np.ascontiguousarray(codec._little_endian(kernel)).tobytes()
     if ext & KERNEL_EXT_INTRA:
         header += KERNEL_CASE_INTRA.pack(1)
+    if ext & KERNEL_EXT_WINDOW:
+        header += KERNEL_CASE_WINDOW.pack(window)
     return header + payload
 
 
@@ -597,6 +602,9 @@ def decode_kernel_case(case: KernelCase) -> tuple[np.ndarray, np.ndarray]:
         intra = bool(KERNEL_CASE_INTRA.unpack_from(case.data, offset)[0])
         offset += KERNEL_CASE_INTRA.size
         extra["tree"] = replace(extra["tree"], intra_pred_enabled=intra)
+    if ext & KERNEL_EXT_WINDOW:
+        extra["prob_window"] = KERNEL_CASE_WINDOW.unpack_from(case.data, offset)[0]
+        offset += KERNEL_CASE_WINDOW.size
     params = core.KernelParams(rows, cols, qp, density, gt, **extra)
     payload = case.data[offset:]
     what = f"tensor '{case.tensor}'"

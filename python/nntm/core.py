@@ -83,12 +83,14 @@ class KernelParams:
     num_gt_flags: int
     tree: TreeParams = TreeParams()
     dq_enabled: bool = False
+    prob_window: int = 0  # [1.4] 0: dual-rate context estimator; 1..12: counting estimator
 
     def fill(self, p: object) -> None:
         p.rows, p.cols, p.qp = self.rows, self.cols, self.qp
         p.qp_density, p.num_gt_flags = self.qp_density, self.num_gt_flags
         self.tree.fill(p.tree)
         p.dq_enabled = int(self.dq_enabled)
+        p.prob_window = int(self.prob_window)
 
     def to_c(self) -> object:
         p = ffi.new("nntm_kernel_params *")
@@ -297,9 +299,12 @@ def reconstruct(levels: np.ndarray, params: KernelParams, dtype: np.dtype, what:
 
 
 def selftest_bins(
-    bins: np.ndarray, ctx: np.ndarray, num_ctx: int
+    bins: np.ndarray, ctx: np.ndarray, num_ctx: int, window: int = 0
 ) -> tuple[float, float, np.ndarray]:
-    """Code bins through the real coder and the estimator: (real bits, estimated bits, decoded)."""
+    """Code bins through the real coder and the estimator: (real bits, estimated bits, decoded).
+
+    ``window`` is the contexts' prob_window (0: dual-rate estimator; 1..12: counting).
+    """
     b = np.ascontiguousarray(bins, dtype=np.uint8)
     c = np.ascontiguousarray(ctx, dtype=np.uint8)
     dec = np.empty_like(b)
@@ -310,6 +315,7 @@ def selftest_bins(
         ffi.from_buffer(c),
         b.size,
         num_ctx,
+        window,
         real,
         est,
         ffi.from_buffer(dec, require_writable=True),

@@ -25,7 +25,7 @@ from .errors import BitstreamError
 
 MAGIC = b"NNTM"
 FORMAT_VERSION_MAJOR = 1
-FORMAT_VERSION_MINOR = 3
+FORMAT_VERSION_MINOR = 4
 UNIT_HEADER_BYTES = 5
 MAX_NDIM = 8
 MAX_NAME_BYTES = 4096
@@ -45,11 +45,13 @@ REF_DTYPE_CODES = (0, 1, 2)     # a reference picture is float32, float16 or bfl
 # ---- clustering-based quantization (format 1.2); bit 1 << 4 is reserved
 TOOL_CLUSTER = 1 << 5           # tensors may use tensor_coding_mode CLUSTERED
 TOOL_INTRA_PRED = 1 << 6        # (format 1.3) tree parameters carry intra_pred_enabled_flag
+TOOL_PROB_WINDOW = 1 << 7       # (format 1.4) tensor parameter sets carry prob_window
+MAX_PROB_WINDOW = 12            # prob_window 1..12: the counting estimator; 0: dual-rate
 KNOWN_TOOL_FLAGS = (TOOL_CODING_TREE | TOOL_SIGNAL_TYPES | TOOL_DEP_QUANT | TOOL_INTER_PRED
-                    | TOOL_CLUSTER | TOOL_INTRA_PRED)
+                    | TOOL_CLUSTER | TOOL_INTRA_PRED | TOOL_PROB_WINDOW)
 # the lowest format minor version that may carry each tool flag
 TOOL_MIN_MINOR = {TOOL_CODING_TREE: 1, TOOL_SIGNAL_TYPES: 1, TOOL_DEP_QUANT: 1,
-                  TOOL_INTER_PRED: 2, TOOL_CLUSTER: 2, TOOL_INTRA_PRED: 3}
+                  TOOL_INTER_PRED: 2, TOOL_CLUSTER: 2, TOOL_INTRA_PRED: 3, TOOL_PROB_WINDOW: 4}
 MAX_SIGNAL_TYPES = 255
 MAX_TREE_TYPE = 3
 
@@ -208,6 +210,7 @@ class TensorParameterSet:
     tree: TreeParams = field(default_factory=TreeParams)
     signal_type: int = 0
     dq_enabled: bool = False
+    prob_window: int = 0         # [1.4] 0: dual-rate context estimator; 1..12: counting
     pred_mode: PredMode = PredMode.NONE
     ref_tensor_id: int = 0       # EARLIER_TENSOR: the tensor_id predicted from
     ref_dtype: np.dtype = field(default_factory=lambda: np.dtype(np.float32))
@@ -339,6 +342,13 @@ def tensor_parameter_set(tps: TensorParameterSet, tool_flags: int = 0) -> bytes:
             w.ue(tps.signal_type)
         if tool_flags & TOOL_DEP_QUANT:
             w.u(1, int(tps.dq_enabled))
+        if tool_flags & TOOL_PROB_WINDOW:
+            if not 0 <= tps.prob_window <= MAX_PROB_WINDOW:
+                raise ValueError(f"tensor '{tps.name}': prob_window {tps.prob_window} not in "
+                                 f"0..{MAX_PROB_WINDOW}")
+            w.u(4, tps.prob_window)
+        elif tps.prob_window:
+            raise ValueError(f"tensor '{tps.name}': prob_window needs TOOL_PROB_WINDOW")
         if tool_flags & TOOL_INTER_PRED:
             w.u(8, int(tps.pred_mode))
             if tps.pred_mode == PredMode.EARLIER_TENSOR:
@@ -606,6 +616,11 @@ def parse_tensor_parameter_set(unit: Unit, mps: ModelParameterSet) -> TensorPara
         if tps.dq_enabled and tps.tree.intra_pred_enabled:
             raise r.fail(f"tensor '{name}': intra_pred_enabled_flag and dep_quant_enabled_flag "
                          "are both set (intra prediction needs scalar quantization)")
+        if mps.tool_flags & TOOL_PROB_WINDOW:
+            tps.prob_window = r.u(4)
+            if tps.prob_window > MAX_PROB_WINDOW:
+                raise r.fail(f"tensor '{name}': prob_window {tps.prob_window} is reserved "
+                             f"(0..{MAX_PROB_WINDOW})")
         if mps.tool_flags & TOOL_INTER_PRED:
             _parse_prediction(r, tps)
         expected = rows_cols(shape, tps.arrangement)

@@ -85,6 +85,8 @@ typedef struct nntm_tree_params {
 
 /* What the decoder needs to parse and reconstruct one kernel tensor: all of it
  * comes from the tensor parameter set. */
+#define NNTM_MAX_PROB_WINDOW 12 /* largest prob_window [1.4] */
+
 typedef struct nntm_kernel_params {
     int32_t rows;          /* kernel tensor height, >= 0 */
     int32_t cols;          /* kernel tensor width, >= 0 */
@@ -93,6 +95,7 @@ typedef struct nntm_kernel_params {
     int32_t num_gt_flags;  /* greater-than flags before the remainder, 1..15 */
     nntm_tree_params tree;
     int32_t dq_enabled;    /* dependent quantization (4-state trellis quantizers) */
+    int32_t prob_window;   /* 0: dual-rate context estimator; 1..12: counting estimator [1.4] */
 } nntm_kernel_params;
 
 /* Encoder search settings (speed presets bound these). */
@@ -199,9 +202,10 @@ int nntm_intra_predict_levels(int32_t log2_ctu_size, int32_t rows, int32_t cols,
 /* Bit-estimation self-check used by the tests: codes n bins with the given
  * context indices (0..num_ctx-1) through the real coder and the estimator.
  * *real_bits receives 8 * payload bytes, *est_bits the estimate (in bits).
+ * window is the contexts' prob_window (0: dual-rate estimator, 1..12: counting).
  * When decoded is not NULL, the payload is decoded again into it (n bytes). */
 int nntm_selftest_bins(const uint8_t *bins, const uint8_t *ctx_idx, size_t n, int32_t num_ctx,
-                       double *real_bits, double *est_bits, uint8_t *decoded);
+                       int32_t window, double *real_bits, double *est_bits, uint8_t *decoded);
 
 /* ==== Clustering-based quantization (tensor coding mode CLUSTERED, format 1.2) ====
  * A tensor is rearranged (by the caller) into points: num_subspaces groups,

@@ -12,6 +12,7 @@
 #define NNTM_DTYPE_BFLOAT16 2
 #define NNTM_DTYPE_FLOAT64 3
 #define NNTM_MAX_GT_FLAGS 15
+#define NNTM_MAX_PROB_WINDOW 12
 #define NNTM_MAX_LEVEL 1073741823
 #define NNTM_MAX_QP_DENSITY 6
 
@@ -54,6 +55,7 @@ typedef struct nntm_kernel_params {
     int32_t num_gt_flags;
     nntm_tree_params tree;
     int32_t dq_enabled;
+    int32_t prob_window;
 } nntm_kernel_params;
 
 typedef struct nntm_search_params {
@@ -112,7 +114,7 @@ int nntm_intra_predict_levels(int32_t log2_ctu_size, int32_t rows, int32_t cols,
                               const int32_t *rec, int32_t x0, int32_t y0, int32_t x1, int32_t y1,
                               int32_t mode, int32_t bv_x, int32_t bv_y, int32_t *pred);
 int nntm_selftest_bins(const uint8_t *bins, const uint8_t *ctx_idx, size_t n, int32_t num_ctx,
-                       double *real_bits, double *est_bits, uint8_t *decoded);
+                       int32_t window, double *real_bits, double *est_bits, uint8_t *decoded);
 
 /* ==== Clustering-based quantization (format 1.2) ==== */
 #define NNTM_CLUSTER_MAX_SUBSPACES 64

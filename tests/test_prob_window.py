@@ -1,0 +1,301 @@
+"""The counting probability estimator (format 1.4, TOOL_PROB_WINDOW, docs/bitstream.md 5.2.5).
+
+A decoder of raster-scan tensor data written from the text of clauses 5.2 to 5.4 alone (both
+estimators) must parse the payloads of the C encoder to the levels the C decoder gives.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nntm
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from nntm import core, hls
+from nntm.errors import BitstreamError, ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+INIT = {"sig": 12288, "sign": 16384, "gt": 16384, "egp": 16384}
+NEXT_STATE = ((0, 2), (2, 0), (1, 3), (3, 1))
+
+
+class Ctx:
+    """One context variable, clause 5.2.5."""
+
+    def __init__(self, init: int, window: int) -> None:
+        self.window = window
+        self.p_fast = self.p_slow = init
+        self.p, self.shift, self.n = init << 8, 1, 0
+
+    def prob_one(self) -> int:
+        if self.window == 0:
+            return (self.p_fast + self.p_slow) >> 1
+        return min(max(self.p >> 8, 16), 32752)
+
+    def update(self, b: int) -> None:
+        if self.window == 0:
+            if b:
+                self.p_fast += (32768 - self.p_fast) >> 4
+                self.p_slow += (32768 - self.p_slow) >> 7
+            else:
+                self.p_fast -= self.p_fast >> 4
+                self.p_slow -= self.p_slow >> 7
+            return
+        if b:
+            self.p += ((1 << 23) - self.p) >> self.shift
+        else:
+            self.p -= self.p >> self.shift
+        if self.shift < self.window:
+            self.n += 1
+            if self.n + 2 >= 1 << (self.shift + 1):
+                self.shift += 1
+
+
+class Engine:
+    """The arithmetic decoding engine, clauses 5.2.2 to 5.2.6."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data, self.pos = data, 0
+        self.range = 0xFFFFFFFF
+        self.offset = 0
+        for _ in range(4):
+            self.offset = (self.offset << 8) | self.byte()
+        self.p_seen: list[int] = []
+
+    def byte(self) -> int:
+        b = self.data[self.pos] if self.pos < len(self.data) else 0
+        self.pos += 1
+        return b
+
+    def renorm(self) -> None:
+        while self.range < 1 << 24:
+            self.range = (self.range << 8) & 0xFFFFFFFF
+            self.offset = ((self.offset << 8) | self.byte()) & 0xFFFFFFFF
+
+    def decision(self, ctx: Ctx) -> int:
+        p1 = ctx.prob_one()
+        self.p_seen.append(p1)
+        bound = (self.range >> 15) * p1
+        if self.offset < bound:
+            b, self.range = 1, bound
+        else:
+            b = 0
+            self.offset -= bound
+            self.range -= bound
+        ctx.update(b)
+        self.renorm()
+        return b
+
+    def bypass(self, n: int) -> int:
+        v = 0
+        for _ in range(n):
+            self.range >>= 1
+            b = int(self.offset >= self.range)
+            if b:
+                self.offset -= self.range
+            self.renorm()
+            v = (v << 1) | b
+        return v
+
+
+def spec_decode_levels(payload: bytes, rows: int, cols: int, num_gt: int, dq: bool,
+                       window: int) -> tuple[np.ndarray, list[int]]:
+    """tensor_data( ) of a raster-scan tensor (clauses 5.3.1, 5.3.2, 5.4.1, 5.5.4):
+    the levels and every ProbOne used."""
+    sig = [Ctx(INIT["sig"], window) for _ in range(27)]
+    sign = [Ctx(INIT["sign"], window) for _ in range(3)]
+    gt = [[Ctx(INIT["gt"], window) for _ in range(5)] for _ in range(15)]
+    egp = [[Ctx(INIT["egp"], window) for _ in range(12)] for _ in range(2)]
+    eng = Engine(payload)
+    lv = np.zeros((rows, cols), dtype=np.int64)
+    state = 0
+    for r in range(rows):
+        for c in range(cols):
+            left = int(lv[r, c - 1]) if c > 0 else 0
+            above = int(lv[r - 1, c]) if r > 0 else 0
+            a, b = min(abs(left), 64), min(abs(above), 64)
+            s = a + b
+            sig_ctx = min(a, 2) * 3 + min(b, 2) + 9 * max(0, state - 1)
+            sign_ctx = 0 if left == 0 else (1 if left > 0 else 2)
+            gt_class = 0 if s == 0 else 1 if s <= 2 else 2 if s <= 5 else 3 if s <= 10 else 4
+            egp_class = 1 if s > 10 else 0
+            level = 0
+            if eng.decision(sig[sig_ctx]):
+                negative = eng.decision(sign[sign_ctx])
+                mag = 1
+                i = 0
+                while i < num_gt:
+                    if not eng.decision(gt[i][gt_class]):
+                        break
+                    mag += 1
+                    i += 1
+                if i == num_gt:
+                    k = 0
+                    while eng.decision(egp[egp_class][min(k, 11)]):
+                        k += 1
+                        assert k <= 29
+                    mag += (1 << k) - 1 + eng.bypass(k)
+                level = -mag if negative else mag
+            lv[r, c] = level
+            if dq:
+                state = NEXT_STATE[state][level & 1]
+    return lv, eng.p_seen
+
+
+def _encode(w: np.ndarray, qp: int, gt: int, dq: bool, window: int) -> tuple[bytes, np.ndarray]:
+    params = core.KernelParams(w.shape[0], w.shape[1], qp, 2, gt, core.TreeParams(), dq, window)
+    res = core.encode_kernel(w, params, np.dtype(np.float32), True, 0.1, "t")
+    dec = core.decode_kernel(res.payload, params, np.dtype(np.float32), "t")
+    assert np.array_equal(dec.levels, res.levels)
+    return res.payload, res.levels
+
+
+@pytest.mark.parametrize("window", [0, 1, 2, 5, 10, 12])
+@pytest.mark.parametrize("dq", [False, True])
+def test_spec_reading_decodes_the_c_payload(window: int, dq: bool) -> None:
+    rng = np.random.default_rng(100 + window + 20 * dq)
+    w = (rng.laplace(0, 0.05, (24, 40)) * rng.uniform(0.2, 2.0, (24, 1))).astype(np.float32)
+    payload, levels = _encode(w, -28, 3, dq, window)
+    spec, _ = spec_decode_levels(payload, 24, 40, 3, dq, window)
+    assert np.array_equal(spec, levels)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 12), st.integers(0, 2**31 - 1), st.integers(1, 15))
+def test_spec_reading_matches_for_any_window(window: int, seed: int, gt: int) -> None:
+    rng = np.random.default_rng(seed)
+    rows, cols = int(rng.integers(1, 12)), int(rng.integers(1, 30))
+    scale = float(rng.choice([0.001, 0.05, 3.0]))
+    w = rng.laplace(0, scale, (rows, cols)).astype(np.float32)
+    payload, levels = _encode(w, -24, gt, bool(seed & 1), window)
+    spec, _ = spec_decode_levels(payload, rows, cols, gt, bool(seed & 1), window)
+    assert np.array_equal(spec, levels)
+
+
+def test_a_changed_update_rule_fails_the_spec_reading(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The comparison can fail: a spec reading whose shift grows one bin late parses
+    the payload to other levels."""
+    rng = np.random.default_rng(7)
+    w = rng.laplace(0, 0.05, (16, 32)).astype(np.float32)
+    payload, levels = _encode(w, -28, 3, False, 8)
+
+    def late(self: Ctx, b: int) -> None:
+        if b:
+            self.p += ((1 << 23) - self.p) >> self.shift
+        else:
+            self.p -= self.p >> self.shift
+        if self.shift < self.window:
+            self.n += 1
+            if self.n + 1 >= 1 << (self.shift + 1):
+                self.shift += 1
+
+    monkeypatch.setattr(Ctx, "update", late)
+    try:
+        spec, _ = spec_decode_levels(payload, 16, 32, 3, False, 8)
+    except AssertionError:
+        return
+    assert not np.array_equal(spec, levels)
+
+
+def stream_tensors(data: bytes) -> tuple[hls.ModelParameterSet,
+                                         list[tuple[hls.TensorParameterSet, bytes]]]:
+    """The MPS, and each QUANTIZED tensor's parameter set and tensor data, in stream order."""
+    units = hls.split_units(data)
+    mps = hls.parse_model_parameter_set(units[0])
+    tps_by_id, out = {}, []
+    for unit in units[1:]:
+        if unit.unit_type == hls.UnitType.TENSOR_PARAMETER_SET:
+            tps = hls.parse_tensor_parameter_set(unit, mps)
+            tps_by_id[tps.tensor_id] = tps
+        elif unit.unit_type == hls.UnitType.TENSOR_DATA_UNIT:
+            tid, payload = hls.parse_tensor_data_unit(unit)
+            if tps_by_id[tid].coding_mode == hls.CodingMode.QUANTIZED:
+                out.append((tps_by_id[tid], payload))
+    return mps, out
+
+
+def test_conformance_stream_b_reaches_the_clip() -> None:
+    """PROBWIN_B_1 (window 2, levels up to 2^30): the spec reading decodes its tensor to
+    the C decoder's levels, and ProbOne reaches both ends of its clip."""
+    data = (ROOT / "bitstreams" / "PROBWIN_B_1.bit").read_bytes()
+    _, tensors = stream_tensors(data)
+    tps, payload = next((t, p) for t, p in tensors if t.prob_window)
+    assert tps.prob_window == 2 and not tps.tree.enabled
+    params = core.KernelParams(tps.rows, tps.cols, tps.qp, tps.qp_density, tps.num_gt_flags,
+                               tps.tree, tps.dq_enabled, tps.prob_window)
+    levels = core.decode_kernel(payload, params, tps.dtype, "t").levels
+    spec, seen = spec_decode_levels(payload, tps.rows, tps.cols, tps.num_gt_flags,
+                                    tps.dq_enabled, tps.prob_window)
+    assert np.array_equal(spec, levels)
+    assert min(seen) == 16 and max(seen) == 32752
+
+
+def test_window_saves_bits_on_laplacian_weights() -> None:
+    """A window of 10 codes a large Laplacian tensor smaller than the dual-rate estimator."""
+    rng = np.random.default_rng(3)
+    w = rng.laplace(0, 0.02, (256, 256)).astype(np.float32)
+    old, _ = _encode(w, -32, 4, True, 0)
+    new, _ = _encode(w, -32, 4, True, 10)
+    assert len(new) < 0.995 * len(old)
+
+
+def test_format_1_4_only_when_used() -> None:
+    rng = np.random.default_rng(5)
+    model = {"fc.weight": rng.normal(0, 0.05, (16, 24)).astype(np.float32),
+             "fc.bias": rng.normal(0, 0.05, (16,)).astype(np.float32)}
+    plain = nntm.encode(model, nntm.Config.from_files(overrides={"DepQuant": 1}))
+    assert hls.parse_model_parameter_set(hls.split_units(plain)[0]).version_minor == 1
+    cfg = nntm.Config.from_files(overrides={"DepQuant": 1, "ProbWindow": 10,
+                                 "ClassRules": "1-D: window=0"})
+    data = nntm.encode(model, cfg)
+    mps, tensors = stream_tensors(data)
+    assert mps.version_minor == 4 and mps.tool_flags & hls.TOOL_PROB_WINDOW
+    assert {t.name: t.prob_window for t, _ in tensors} == {"fc.weight": 10, "fc.bias": 0}
+    decoded = nntm.decode(data)
+    assert set(decoded) == set(model)
+
+
+def test_writer_refuses_a_window_out_of_range() -> None:
+    tps = hls.TensorParameterSet(0, "w", np.dtype(np.float32), (4, 4),
+                                 hls.CodingMode.QUANTIZED, rows=4, cols=4, num_gt_flags=1,
+                                 prob_window=13)
+    with pytest.raises(ValueError):
+        hls.tensor_parameter_set(tps, hls.TOOL_PROB_WINDOW)
+    tps.prob_window = 3
+    with pytest.raises(ValueError):  # a window without the tool flag
+        hls.tensor_parameter_set(tps, 0)
+
+
+def test_cfg_rejects_a_window_out_of_range() -> None:
+    with pytest.raises(ConfigError):
+        nntm.Config.from_files(overrides={"ProbWindow": 13})
+    with pytest.raises(ConfigError):
+        nntm.encode({"w": np.ones((4, 4), np.float32)},
+                    nntm.Config.from_files(overrides={"ClassRules": "*: window=20"}))
+
+
+@pytest.mark.parametrize("window", [13, 15])
+def test_decoder_rejects_a_reserved_window(window: int) -> None:
+    """prob_window 13..15 is E-T22: set the 4-bit field of a real TPS and parse it."""
+    rng = np.random.default_rng(9)
+    data = nntm.encode({"w": rng.normal(0, 0.05, (8, 8)).astype(np.float32)},
+                       nntm.Config.from_files(overrides={"ProbWindow": 12}))
+    mps, tensors = stream_tensors(data)
+    tps = tensors[0][0]
+    a = hls.tensor_parameter_set(tps, mps.tool_flags)
+    tps.prob_window = 3
+    b = hls.tensor_parameter_set(tps, mps.tool_flags)
+    assert len(a) == len(b)
+    diff = int.from_bytes(a, "big") ^ int.from_bytes(b, "big")
+    low = (diff & -diff).bit_length() - 1          # 12 ^ 3 = 0b1111: the whole field
+    assert diff == 0xF << low
+    value = (int.from_bytes(a, "big") & ~(0xF << low)) | (window << low)
+    bad = value.to_bytes(len(a), "big")
+    units = hls.split_units(bad)
+    with pytest.raises(BitstreamError, match="prob_window"):
+        hls.parse_tensor_parameter_set(units[0], mps)
+    tps.prob_window = 12
+    good = hls.split_units(hls.tensor_parameter_set(tps, mps.tool_flags))[0]
+    assert hls.parse_tensor_parameter_set(good, mps).prob_window == 12
