@@ -927,6 +927,17 @@ STREAMS: tuple[Spec, ...] = (
          "1 for the embedding (a step of 1/2 throughout), 0 (the dual-rate estimator) for "
          "the 1-D tensors of the same stream. Dependent quantization on.",
          verify=True),
+    Spec("DQ8_A_1", "dq_b",
+         ("format 1.4", "TOOL_DQ_8STATES", "TOOL_DEP_QUANT", "TOOL_CODING_TREE",
+          "DQ 8 states", "DQ with coding tree", "DQ state 0", "DQ state 1", "DQ state 2",
+          "DQ state 3", "DQ state 4", "DQ state 5", "DQ state 6", "DQ state 7",
+          "DQ all 16 state transitions", "DQ even and odd levels",
+          "DQ Q1 odd reconstruction indices", "DQ abs_remainder", "skip CUs",
+          "CU QP delta -8", "CU QP delta +8", "DQ float32", "DQ bfloat16"),
+         "Dependent quantization with 8 states (DQStates 8, clause 5.5.4) on the source "
+         "and coding keys of DQ_B_1: the state carried through the coding tree, skip CUs "
+         "and CU QP deltas; every state and every transition used.",
+         verify=True),
     Spec("PROBWIN_B_1", "gtx",
          ("format 1.4", "TOOL_PROB_WINDOW", "prob_window 2", "abs_remainder",
           "dtype float32"),
@@ -969,6 +980,13 @@ SPLIT_NAMES = {1: "QT", 2: "BT_H", 3: "BT_V", 4: "TT_H", 5: "TT_V"}
 TREE_NAMES = {0: "NONE", 1: "QT", 2: "QTBT", 3: "QTMTT"}
 CU_SKIP = 1                                   # NNTM_CU_SKIP, the mode in the CU trace
 NEXT_DQ_STATE = ((0, 2), (2, 0), (1, 3), (3, 1))
+# 8 states [1.4] (clause 5.5.4): states 0..3 use Q0, 4..7 Q1
+NEXT_DQ_STATE_8 = ((0, 1), (4, 5), (1, 0), (5, 4), (7, 6), (3, 2), (6, 7), (2, 3))
+
+
+def _dq_machine(t: object) -> tuple[tuple[tuple[int, int], ...], int]:
+    """The state table of a DQ tensor and its first Q1 state."""
+    return (NEXT_DQ_STATE_8, 4) if t.dq_states == 8 else (NEXT_DQ_STATE, 2)
 # counted per coding tree: the five splits, CUs whose nominal node extends beyond the
 # kernel tensor, split nodes partly outside it, children entirely outside it
 _TREE_KEYS = ("QT", "BT_H", "BT_V", "TT_H", "TT_V", "border CUs", "clipped splits",
@@ -1218,15 +1236,16 @@ def tensor_tools(data: bytes, ref: dict[str, np.ndarray] | None = None
         tt.remainders = len(rem)
         tt.max_prefix = max(((v + 1).bit_length() - 1 for v in rem), default=-1)
         if t.dq_enabled:
-            states, parity, odd, state, seen = [0, 0, 0, 0], [0, 0], 0, 0, set()
+            table, first_q1 = _dq_machine(t)
+            states, parity, odd, state, seen = [0] * len(table), [0, 0], 0, 0, set()
             for r, c in order:
                 level = int(levels[r, c])
                 states[state] += 1
                 seen.add((state, abs(level) & 1))
                 if level:
                     parity[abs(level) & 1] += 1
-                    odd += state >= 2
-                state = NEXT_DQ_STATE[state][abs(level) & 1]
+                    odd += state >= first_q1
+                state = table[state][abs(level) & 1]
             tt.dq_states, tt.dq_nonzero_parity, tt.dq_odd_recidx = (
                 tuple(states), (parity[0], parity[1]), odd)
             tt.dq_transitions = frozenset(seen)
@@ -1248,13 +1267,15 @@ def _check_reconstruction(tt: TensorTools, order: list[tuple[int, int]],
         qp[y:y + h, x:x + w] = int(cu["qp"])
     rec_idx = np.zeros((t.rows, t.cols), np.int64)
     state = 0
+    table, first_q1 = _dq_machine(t)
     for r, c in order:
         level = int(tt.levels[r, c])
         if not t.dq_enabled:
             rec_idx[r, c] = level
             continue
-        rec_idx[r, c] = 2 * level - (0 if state < 2 or level == 0 else (1 if level > 0 else -1))
-        state = NEXT_DQ_STATE[state][abs(level) & 1]
+        rec_idx[r, c] = 2 * level - (0 if state < first_q1 or level == 0
+                                     else (1 if level > 0 else -1))
+        state = table[state][abs(level) & 1]
     steps = np.vectorize(lambda q: _step(int(q), t.qp_density), otypes=[np.float64])(qp)
     value = rec_idx * steps * (0.5 if t.dq_enabled else 1.0)
     kernel = value.astype(t.dtype)
@@ -1267,7 +1288,8 @@ def _check_reconstruction(tt: TensorTools, order: list[tuple[int, int]],
 _TOOL_NAMES = ((hls.TOOL_CODING_TREE, "TOOL_CODING_TREE"),
                (hls.TOOL_SIGNAL_TYPES, "TOOL_SIGNAL_TYPES"), (hls.TOOL_DEP_QUANT, "TOOL_DEP_QUANT"),
                (hls.TOOL_INTER_PRED, "TOOL_INTER_PRED"), (hls.TOOL_CLUSTER, "TOOL_CLUSTER"),
-               (hls.TOOL_INTRA_PRED, "TOOL_INTRA_PRED"), (hls.TOOL_PROB_WINDOW, "TOOL_PROB_WINDOW"))
+               (hls.TOOL_INTRA_PRED, "TOOL_INTRA_PRED"), (hls.TOOL_PROB_WINDOW, "TOOL_PROB_WINDOW"),
+               (hls.TOOL_DQ_8STATES, "TOOL_DQ_8STATES"))
 PRED_NAMES = {0: "NONE", 1: "REF_MODEL", 2: "EARLIER_TENSOR"}
 POINT_NAMES = {0: "scalar", 1: "kernel", 2: "filter", 3: "inchannel"}
 AXIS_NAMES = {0: "none", 1: "output channels", 2: "input channels"}
@@ -1391,8 +1413,10 @@ def stream_facts(data: bytes, ref: dict[str, np.ndarray] | None = None) -> set[s
                 facts.add("DQ even and odd levels")
             if tt.dq_odd_recidx:
                 facts.add("DQ Q1 odd reconstruction indices")
-            if len(tt.dq_transitions) == 8:
-                facts.add("DQ all 8 state transitions")
+            if len(tt.dq_transitions) == 2 * len(tt.dq_states):
+                facts.add(f"DQ all {2 * len(tt.dq_states)} state transitions")
+            if t.dq_states == 8:
+                facts.add("DQ 8 states")
             if tt.remainders:
                 facts.add("DQ abs_remainder")
                 dq_prefix = max(dq_prefix, tt.max_prefix)

@@ -1,7 +1,9 @@
-"""The counting probability estimator (format 1.4, TOOL_PROB_WINDOW, docs/bitstream.md 5.2.5).
+"""Format 1.4: the counting probability estimator (TOOL_PROB_WINDOW, docs/bitstream.md
+5.2.5) and 8-state dependent quantization (TOOL_DQ_8STATES, 5.5.4).
 
-A decoder of raster-scan tensor data written from the text of clauses 5.2 to 5.4 alone (both
-estimators) must parse the payloads of the C encoder to the levels the C decoder gives.
+A decoder of raster-scan tensor data written from the text of clauses 5.2 to 5.5.4 alone (both
+estimators, no DQ, 4 and 8 states) must parse the payloads of the C encoder to the levels the C
+decoder gives, and reconstruct the C decoder's values.
 """
 
 from __future__ import annotations
@@ -13,12 +15,13 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from nntm import core, hls
+from nntm import codec, core, hls
 from nntm.errors import BitstreamError, ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 INIT = {"sig": 12288, "sign": 16384, "gt": 16384, "egp": 16384}
-NEXT_STATE = ((0, 2), (2, 0), (1, 3), (3, 1))
+NEXT_STATE = {1: ((0, 2), (2, 0), (1, 3), (3, 1)),
+              2: ((0, 1), (4, 5), (1, 0), (5, 4), (7, 6), (3, 2), (6, 7), (2, 3))}
 
 
 class Ctx:
@@ -100,16 +103,19 @@ class Engine:
         return v
 
 
-def spec_decode_levels(payload: bytes, rows: int, cols: int, num_gt: int, dq: bool,
-                       window: int) -> tuple[np.ndarray, list[int]]:
-    """tensor_data( ) of a raster-scan tensor (clauses 5.3.1, 5.3.2, 5.4.1, 5.5.4):
-    the levels and every ProbOne used."""
-    sig = [Ctx(INIT["sig"], window) for _ in range(27)]
+def spec_decode_levels(payload: bytes, rows: int, cols: int, num_gt: int, dq: int,
+                       window: int) -> tuple[np.ndarray, list[int], np.ndarray]:
+    """tensor_data( ) of a raster-scan tensor (clauses 5.3.1, 5.3.2, 5.4.1, 5.5.4) with
+    dq 0 (off), 1 (4 states) or 2 (8 states): the levels, every ProbOne used and the
+    reconstruction indices (in half steps with DQ)."""
+    sig = [Ctx(INIT["sig"], window) for _ in range(36)]
     sign = [Ctx(INIT["sign"], window) for _ in range(3)]
     gt = [[Ctx(INIT["gt"], window) for _ in range(5)] for _ in range(15)]
     egp = [[Ctx(INIT["egp"], window) for _ in range(12)] for _ in range(2)]
     eng = Engine(payload)
     lv = np.zeros((rows, cols), dtype=np.int64)
+    rec = np.zeros((rows, cols), dtype=np.int64)
+    states = 8 if dq == 2 else 4
     state = 0
     for r in range(rows):
         for c in range(cols):
@@ -117,7 +123,8 @@ def spec_decode_levels(payload: bytes, rows: int, cols: int, num_gt: int, dq: bo
             above = int(lv[r - 1, c]) if r > 0 else 0
             a, b = min(abs(left), 64), min(abs(above), 64)
             s = a + b
-            sig_ctx = min(a, 2) * 3 + min(b, 2) + 9 * max(0, state - 1)
+            sig_set = state >> 1 if states == 8 else max(0, state - 1)
+            sig_ctx = min(a, 2) * 3 + min(b, 2) + 9 * sig_set
             sign_ctx = 0 if left == 0 else (1 if left > 0 else 2)
             gt_class = 0 if s == 0 else 1 if s <= 2 else 2 if s <= 5 else 3 if s <= 10 else 4
             egp_class = 1 if s > 10 else 0
@@ -139,39 +146,52 @@ def spec_decode_levels(payload: bytes, rows: int, cols: int, num_gt: int, dq: bo
                     mag += (1 << k) - 1 + eng.bypass(k)
                 level = -mag if negative else mag
             lv[r, c] = level
+            rec[r, c] = level
             if dq:
-                state = NEXT_STATE[state][level & 1]
-    return lv, eng.p_seen
+                q1 = state >= states // 2 and level != 0
+                rec[r, c] = 2 * level - ((1 if level > 0 else -1) if q1 else 0)
+                state = NEXT_STATE[dq][state][level & 1]
+    return lv, eng.p_seen, rec
 
 
-def _encode(w: np.ndarray, qp: int, gt: int, dq: bool, window: int) -> tuple[bytes, np.ndarray]:
+def _encode(w: np.ndarray, qp: int, gt: int, dq: int, window: int,
+            ) -> tuple[bytes, np.ndarray, np.ndarray]:
+    """Payload, levels and the decoder's reconstruction of one raster-coded kernel."""
     params = core.KernelParams(w.shape[0], w.shape[1], qp, 2, gt, core.TreeParams(), dq, window)
     res = core.encode_kernel(w, params, np.dtype(np.float32), True, 0.1, "t")
     dec = core.decode_kernel(res.payload, params, np.dtype(np.float32), "t")
     assert np.array_equal(dec.levels, res.levels)
-    return res.payload, res.levels
+    assert dec.recon.tobytes() == res.recon.tobytes()
+    return res.payload, res.levels, dec.recon
+
+
+def _check(payload: bytes, levels: np.ndarray, recon: np.ndarray, qp: int, gt: int, dq: int,
+           window: int) -> None:
+    rows, cols = levels.shape
+    spec, _, rec = spec_decode_levels(payload, rows, cols, gt, dq, window)
+    assert np.array_equal(spec, levels)
+    step = core.step_size(qp, 2) * (0.5 if dq else 1.0)
+    assert np.array_equal((rec * step).astype(np.float32), recon)
 
 
 @pytest.mark.parametrize("window", [0, 1, 2, 5, 10, 12])
-@pytest.mark.parametrize("dq", [False, True])
-def test_spec_reading_decodes_the_c_payload(window: int, dq: bool) -> None:
+@pytest.mark.parametrize("dq", [0, 1, 2])
+def test_spec_reading_decodes_the_c_payload(window: int, dq: int) -> None:
     rng = np.random.default_rng(100 + window + 20 * dq)
     w = (rng.laplace(0, 0.05, (24, 40)) * rng.uniform(0.2, 2.0, (24, 1))).astype(np.float32)
-    payload, levels = _encode(w, -28, 3, dq, window)
-    spec, _ = spec_decode_levels(payload, 24, 40, 3, dq, window)
-    assert np.array_equal(spec, levels)
+    payload, levels, recon = _encode(w, -28, 3, dq, window)
+    _check(payload, levels, recon, -28, 3, dq, window)
 
 
-@settings(max_examples=25, deadline=None)
-@given(st.integers(0, 12), st.integers(0, 2**31 - 1), st.integers(1, 15))
-def test_spec_reading_matches_for_any_window(window: int, seed: int, gt: int) -> None:
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 12), st.integers(0, 2**31 - 1), st.integers(1, 15), st.integers(0, 2))
+def test_spec_reading_matches_for_any_window(window: int, seed: int, gt: int, dq: int) -> None:
     rng = np.random.default_rng(seed)
     rows, cols = int(rng.integers(1, 12)), int(rng.integers(1, 30))
     scale = float(rng.choice([0.001, 0.05, 3.0]))
     w = rng.laplace(0, scale, (rows, cols)).astype(np.float32)
-    payload, levels = _encode(w, -24, gt, bool(seed & 1), window)
-    spec, _ = spec_decode_levels(payload, rows, cols, gt, bool(seed & 1), window)
-    assert np.array_equal(spec, levels)
+    payload, levels, recon = _encode(w, -24, gt, dq, window)
+    _check(payload, levels, recon, -24, gt, dq, window)
 
 
 def test_a_changed_update_rule_fails_the_spec_reading(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -179,7 +199,7 @@ def test_a_changed_update_rule_fails_the_spec_reading(monkeypatch: pytest.Monkey
     the payload to other levels."""
     rng = np.random.default_rng(7)
     w = rng.laplace(0, 0.05, (16, 32)).astype(np.float32)
-    payload, levels = _encode(w, -28, 3, False, 8)
+    payload, levels, _ = _encode(w, -28, 3, 0, 8)
 
     def late(self: Ctx, b: int) -> None:
         if b:
@@ -193,7 +213,7 @@ def test_a_changed_update_rule_fails_the_spec_reading(monkeypatch: pytest.Monkey
 
     monkeypatch.setattr(Ctx, "update", late)
     try:
-        spec, _ = spec_decode_levels(payload, 16, 32, 3, False, 8)
+        spec, _, _ = spec_decode_levels(payload, 16, 32, 3, 0, 8)
     except AssertionError:
         return
     assert not np.array_equal(spec, levels)
@@ -224,10 +244,10 @@ def test_conformance_stream_b_reaches_the_clip() -> None:
     tps, payload = next((t, p) for t, p in tensors if t.prob_window)
     assert tps.prob_window == 2 and not tps.tree.enabled
     params = core.KernelParams(tps.rows, tps.cols, tps.qp, tps.qp_density, tps.num_gt_flags,
-                               tps.tree, tps.dq_enabled, tps.prob_window)
+                               tps.tree, codec.dq_mode(tps), tps.prob_window)
     levels = core.decode_kernel(payload, params, tps.dtype, "t").levels
-    spec, seen = spec_decode_levels(payload, tps.rows, tps.cols, tps.num_gt_flags,
-                                    tps.dq_enabled, tps.prob_window)
+    spec, seen, _ = spec_decode_levels(payload, tps.rows, tps.cols, tps.num_gt_flags,
+                                       codec.dq_mode(tps), tps.prob_window)
     assert np.array_equal(spec, levels)
     assert min(seen) == 16 and max(seen) == 32752
 
@@ -236,8 +256,8 @@ def test_window_saves_bits_on_laplacian_weights() -> None:
     """A window of 10 codes a large Laplacian tensor smaller than the dual-rate estimator."""
     rng = np.random.default_rng(3)
     w = rng.laplace(0, 0.02, (256, 256)).astype(np.float32)
-    old, _ = _encode(w, -32, 4, True, 0)
-    new, _ = _encode(w, -32, 4, True, 10)
+    old = _encode(w, -32, 4, 1, 0)[0]
+    new = _encode(w, -32, 4, 1, 10)[0]
     assert len(new) < 0.995 * len(old)
 
 
@@ -299,3 +319,22 @@ def test_decoder_rejects_a_reserved_window(window: int) -> None:
     tps.prob_window = 12
     good = hls.split_units(hls.tensor_parameter_set(tps, mps.tool_flags))[0]
     assert hls.parse_tensor_parameter_set(good, mps).prob_window == 12
+
+
+def test_dq_8_states_flag_only_with_dq_and_format_1_4() -> None:
+    rng = np.random.default_rng(12)
+    model = {"fc.weight": rng.laplace(0, 0.05, (32, 48)).astype(np.float32)}
+    four = nntm.encode(model, nntm.Config.from_files(overrides={"DepQuant": 1}))
+    eight = nntm.encode(model, nntm.Config.from_files(overrides={"DepQuant": 1,
+                                                                 "DQStates": "8"}))
+    mps4, t4 = stream_tensors(four)
+    mps8, t8 = stream_tensors(eight)
+    assert mps4.version_minor == 1 and not mps4.tool_flags & hls.TOOL_DQ_8STATES
+    assert mps8.version_minor == 4 and mps8.tool_flags & hls.TOOL_DQ_8STATES
+    assert t4[0][0].dq_states == 4 and t8[0][0].dq_states == 8
+    assert nntm.decode(eight)["fc.weight"].shape == (32, 48)
+    # without DQ the flag is absent and DQStates 8 changes nothing
+    plain = nntm.encode(model, nntm.Config.from_files(overrides={"DQStates": "8"}))
+    assert plain == nntm.encode(model, nntm.Config.from_files())
+    with pytest.raises(ConfigError):
+        nntm.Config.from_files(overrides={"DQStates": "6"})

@@ -63,7 +63,8 @@ static inline void nntm_ctx_update(nntm_ctx *c, int bin) {
 
 /* ---- Context sets of level_coding (docs/bitstream.md, "Context sets"). ---- */
 #define NNTM_SIG_NEIGH 9    /* sig_flag: min(|L|,2) * 3 + min(|A|,2) ... */
-#define NNTM_SIG_SETS 3     /* ... + 9 * max(0, dq_state - 1) */
+#define NNTM_SIG_SETS 4     /* ... + 9 * nntm_dq_sig_set(dq, dq_state): 0..2 with 4 states,
+                               0..3 with 8 [1.4] */
 #define NNTM_SIG_CTX (NNTM_SIG_NEIGH * NNTM_SIG_SETS)
 #define NNTM_SIGN_CTX 3     /* sign_flag: sign of the left level (0, +, -) */
 #define NNTM_GT_CLASSES 5   /* abs_level_greater_flag: neighbourhood class */
@@ -98,31 +99,46 @@ static inline int32_t nntm_abs_clip(int32_t v, int32_t cap) {
     return a < cap ? a : cap;
 }
 
-/* ---- Dependent quantization: the 4-state machine (docs/bitstream.md) ----
- * States 0 and 1 use quantizer Q0 (reconstruction index 2k), states 2 and 3
- * quantizer Q1 (2k - sgn(k)); the parity of each level drives the state. */
-static inline int nntm_dq_next_state(int state, int32_t level) {
-    static const int8_t next[4][2] = {{0, 2}, {2, 0}, {1, 3}, {3, 1}};
-    return next[state][level & 1];
+/* ---- Dependent quantization (docs/bitstream.md 5.5.4) ----
+ * dq 1: the 4-state machine; states 0 and 1 use quantizer Q0 (reconstruction
+ * index 2k), states 2 and 3 quantizer Q1 (2k - sgn(k)).  dq 2 [1.4]: an 8-state
+ * machine; states 0..3 use Q0, 4..7 Q1.  The parity of each level drives the state. */
+static inline int nntm_dq_num_states(int dq) { return dq == 2 ? 8 : 4; }
+
+static inline int nntm_dq_quantizer(int dq, int state) {
+    return dq == 2 ? state >> 2 : state >> 1;
+}
+
+static inline int nntm_dq_next(int dq, int state, int32_t level) {
+    static const int8_t next4[4][2] = {{0, 2}, {2, 0}, {1, 3}, {3, 1}};
+    static const int8_t next8[8][2] = {{0, 1}, {4, 5}, {1, 0}, {5, 4},
+                                       {7, 6}, {3, 2}, {6, 7}, {2, 3}};
+    return dq == 2 ? next8[state][level & 1] : next4[state][level & 1];
+}
+
+/* The SigCtx set of a state (0 without DQ): 4 states {0, 0, 1, 2}; 8 states state >> 1. */
+static inline int nntm_dq_sig_set(int dq, int state) {
+    if (dq == 2) return state >> 1;
+    return state > 1 ? state - 1 : 0;
 }
 
 /* Reconstruction index of a level: in units of step / 2 with DQ, of step without. */
 static inline int64_t nntm_dq_rindex(int dq, int state, int32_t level) {
     if (!dq) return level;
     int64_t twice = 2 * (int64_t)level;
-    if (state < 2 || level == 0) return twice;
+    if (nntm_dq_quantizer(dq, state) == 0 || level == 0) return twice;
     return level > 0 ? twice - 1 : twice + 1;
 }
 
-/* Contexts of a level from its left and above neighbours' levels and the DQ
- * state (always 0 without DQ). */
-static inline void nntm_level_ctx_from(int32_t left, int32_t above, int state,
+/* Contexts of a level from its left and above neighbours' levels and the SigCtx
+ * set of the DQ state (nntm_dq_sig_set; 0 without DQ). */
+static inline void nntm_level_ctx_from(int32_t left, int32_t above, int sig_set,
                                        nntm_level_ctx_idx *out) {
     int32_t a = nntm_abs_clip(left, 64);
     int32_t b = nntm_abs_clip(above, 64);
     int32_t s = a + b;
     out->sig = (int)(nntm_abs_clip(left, 2) * 3 + nntm_abs_clip(above, 2)) +
-               NNTM_SIG_NEIGH * (state > 1 ? state - 1 : 0);
+               NNTM_SIG_NEIGH * sig_set;
     out->sign = left == 0 ? 0 : (left > 0 ? 1 : 2);
     out->gt_class = s == 0 ? 0 : s <= 2 ? 1 : s <= 5 ? 2 : s <= 10 ? 3 : 4;
     out->egp_class = s > 10 ? 1 : 0;
@@ -131,10 +147,10 @@ static inline void nntm_level_ctx_from(int32_t left, int32_t above, int state,
 /* The contexts of the level at (r, c) of a row-major kernel tensor of width
  * cols, from its left (r, c-1) and above (r-1, c) neighbours. */
 static inline void nntm_level_ctx_derive(const int32_t *levels, int32_t cols, int32_t r,
-                                         int32_t c, int state, nntm_level_ctx_idx *out) {
+                                         int32_t c, int sig_set, nntm_level_ctx_idx *out) {
     int32_t left = c > 0 ? levels[(int64_t)r * cols + c - 1] : 0;
     int32_t above = r > 0 ? levels[(int64_t)(r - 1) * cols + c] : 0;
-    nntm_level_ctx_from(left, above, state, out);
+    nntm_level_ctx_from(left, above, sig_set, out);
 }
 
 #endif

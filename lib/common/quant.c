@@ -29,7 +29,7 @@ int nntm_check_kernel_params(const nntm_kernel_params *p) {
     int32_t m, s;
     int rv = nntm_qp_to_step(p->qp, p->qp_density, &m, &s);
     if (rv) return rv;
-    if (p->dq_enabled < 0 || p->dq_enabled > 1) return NNTM_ERR_ARG;
+    if (p->dq_enabled < 0 || p->dq_enabled > 2) return NNTM_ERR_ARG;
     if (p->prob_window < 0 || p->prob_window > NNTM_MAX_PROB_WINDOW) return NNTM_ERR_ARG;
     /* tree nodes reach up to one CTU past the tensor: keep their corners in int32 */
     if (p->tree.enabled && (p->rows > INT32_MAX - 256 || p->cols > INT32_MAX - 256))
@@ -170,7 +170,7 @@ int nntm_reconstruct_map(const nntm_kernel_params *params, const int32_t *levels
             if (d == 0) return NNTM_ERR_ARG;
             mant[k] = 0; /* not a valid QP: an error only if a CU uses it */
         }
-        shift[k] -= params->dq_enabled; /* DQ indices count half steps */
+        shift[k] -= params->dq_enabled ? 1 : 0; /* DQ indices count half steps */
     }
     int mbits, ebits;
     float_format(dtype, &mbits, &ebits);

@@ -58,13 +58,15 @@ static int transform_unit(nntm_bin_reader *r, nntm_level_ctxs *ctxs, const nntm_
     for (int32_t row = y0; row < y1; row++) {
         for (int32_t c = x0; c < x1; c++) {
             size_t i = (size_t)row * (size_t)p->cols + (size_t)c;
-            nntm_level_ctx_derive(levels, p->cols, row, c, ctxs->dq_state, &ci);
+            nntm_level_ctx_derive(levels, p->cols, row, c,
+                                  nntm_dq_sig_set(p->dq_enabled, ctxs->dq_state), &ci);
             int rv = nntm_read_level_coding(r, ctxs, &ci, p->num_gt_flags, &levels[i]);
             if (rv) return rv;
             if (nntm_bin_reader_overread(r) > MAX_OVERREAD) return NNTM_ERR_TRUNCATED;
             if (r->corrupt) return NNTM_ERR_CORRUPT;
             rindex[i] = (int32_t)nntm_dq_rindex(p->dq_enabled, ctxs->dq_state, levels[i]);
-            if (p->dq_enabled) ctxs->dq_state = nntm_dq_next_state(ctxs->dq_state, levels[i]);
+            if (p->dq_enabled)
+                ctxs->dq_state = nntm_dq_next(p->dq_enabled, ctxs->dq_state, levels[i]);
         }
     }
     return NNTM_OK;

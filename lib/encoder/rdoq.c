@@ -7,7 +7,7 @@
  * with the least D + lambda * R wins; then the contexts advance with it.
  *
  * With dependent quantization a Viterbi search runs over each row of the
- * region: four survivors (one per state), each candidate of the state's
+ * region: one survivor per state (4, or 8 [1.4]), each candidate of the state's
  * quantizer priced with the contexts frozen at the row start and the
  * survivor's own left neighbour; the best end state's path is kept. */
 #include "rdoq.h"
@@ -398,12 +398,14 @@ static double quantize_scalar(const nntm_region_input *in, nntm_quantizer *q, in
     return dist;
 }
 
+#define DQ_MAX_STATES 8
+
 /* Start of a row: only the current DQ state is reachable, and every survivor's left
  * neighbour is the level before x0 (0 at the tensor's left edge). */
-static inline void dq_start_row(double cost[4], int32_t last[4], int state,
+static inline void dq_start_row(double *cost, int32_t *last, int ns, int state,
                                 const int32_t *levels, int32_t cols, int32_t r, int32_t x0) {
     int32_t left = x0 > 0 ? levels[(size_t)r * (size_t)cols + (size_t)x0 - 1] : 0;
-    for (int s = 0; s < 4; s++) {
+    for (int s = 0; s < ns; s++) {
         cost[s] = DBL_MAX;
         last[s] = left;
     }
@@ -412,13 +414,13 @@ static inline void dq_start_row(double cost[4], int32_t last[4], int state,
 
 /* Viterbi step: relax the n candidates of state s (cost base) into the survivors out[]
  * of the next position. */
-static inline void dq_relax(dq_node *out, double base, int s, const int32_t *cand,
+static inline void dq_relax(dq_node *out, int dq, double base, int s, const int32_t *cand,
                             const double *dist, const uint64_t *rate, int n, int neg,
                             double lambda) {
     for (int j = 0; j < n; j++) {
         int32_t lv = neg ? -cand[j] : cand[j];
         double jc = base + dist[j] + lambda * (double)rate[j];
-        int ns = nntm_dq_next_state(s, lv);
+        int ns = nntm_dq_next(dq, s, lv);
         if (jc < out[ns].cost) {
             out[ns].cost = jc;
             out[ns].level = lv;
@@ -428,8 +430,8 @@ static inline void dq_relax(dq_node *out, double base, int s, const int32_t *can
 }
 
 /* The survivors of a position become the states of the next one. */
-static inline void dq_advance(double cost[4], int32_t last[4], const dq_node *out) {
-    for (int s = 0; s < 4; s++) {
+static inline void dq_advance(double *cost, int32_t *last, int ns, const dq_node *out) {
+    for (int s = 0; s < ns; s++) {
         cost[s] = out[s].cost;
         if (cost[s] != DBL_MAX) last[s] = out[s].level;
     }
@@ -438,27 +440,28 @@ static inline void dq_advance(double cost[4], int32_t last[4], const dq_node *ou
 /* End of a row: backtrack the best survivor into levels, then advance the contexts, the
  * DQ state and the tracking estimator along it, adding its weighted distortion to *dist. */
 static void dq_finish_row(const nntm_region_input *in, const dq_node *nodes,
-                          const double cost[4], int32_t r, int32_t x0, int32_t x1, double half,
+                          const double *cost, int32_t r, int32_t x0, int32_t x1, double half,
                           int32_t *levels, nntm_level_ctxs *ctxs, nntm_bit_estimator *track,
                           double *dist) {
     const nntm_kernel_params *k = in->k;
+    const int dq = k->dq_enabled, ns = nntm_dq_num_states(dq);
     nntm_level_ctx_idx ci;
     int best = 0;
-    for (int s = 1; s < 4; s++)
+    for (int s = 1; s < ns; s++)
         if (cost[s] < cost[best]) best = s;
     for (int32_t c = x1 - 1; c >= x0; c--) {
-        const dq_node *nd = &nodes[4 * (size_t)(c - x0) + best];
+        const dq_node *nd = &nodes[(size_t)ns * (size_t)(c - x0) + (size_t)best];
         levels[(size_t)r * (size_t)k->cols + (size_t)c] = nd->level;
         best = nd->prev;
     }
     for (int32_t c = x0; c < x1; c++) {
         size_t i = (size_t)r * (size_t)k->cols + (size_t)c;
         int s = ctxs->dq_state;
-        nntm_level_ctx_derive(levels, k->cols, r, c, s, &ci);
+        nntm_level_ctx_derive(levels, k->cols, r, c, nntm_dq_sig_set(dq, s), &ci);
         level_track(track, ctxs, &ci, levels[i], k->num_gt_flags);
-        double d = (double)in->weights[i] - (double)nntm_dq_rindex(1, s, levels[i]) * half;
+        double d = (double)in->weights[i] - (double)nntm_dq_rindex(dq, s, levels[i]) * half;
         *dist += (in->importance ? (double)in->importance[i] : 1.0) * d * d;
-        ctxs->dq_state = nntm_dq_next_state(s, levels[i]);
+        ctxs->dq_state = nntm_dq_next(dq, s, levels[i]);
     }
 }
 
@@ -477,34 +480,37 @@ static void dq_trellis(const nntm_region_input *in, nntm_quantizer *q, const nnt
     double half = 0.5 * q->step;
     int32_t max_level = q->max_level;
     const size_t tw = (size_t)(t->x1 - t->x0);
-    dq_node *nodes = malloc(sizeof(dq_node) * 4 * (size_t)w);
+    const int dq = k->dq_enabled, ns = nntm_dq_num_states(dq);
+    dq_node *nodes = malloc(sizeof(dq_node) * (size_t)ns * (size_t)w);
     if (!nodes) {
         q->nomem = 1;
         return;
     }
     nntm_level_ctx_idx ci;
     for (int32_t r = y0; r < y1; r++) {
-        double cost[4];
-        int32_t last[4];  /* the survivor's level at the previous position */
-        dq_start_row(cost, last, ctxs->dq_state, levels, k->cols, r, x0);
+        double cost[DQ_MAX_STATES];
+        int32_t last[DQ_MAX_STATES];  /* the survivor's level at the previous position */
+        dq_start_row(cost, last, ns, ctxs->dq_state, levels, k->cols, r, x0);
         size_t trow = (size_t)(r - t->y0) * tw - (size_t)t->x0;
         for (int32_t c = x0; c < x1; c++) {
             size_t i = (size_t)r * (size_t)k->cols + (size_t)c, tj = trow + (size_t)c;
             int neg = in->weights[i] < 0.0f;
             int32_t above = r > 0 ? levels[i - (size_t)k->cols] : 0;
-            dq_node *out = &nodes[4 * (size_t)(c - x0)];
-            for (int s = 0; s < 4; s++) out[s].cost = DBL_MAX;
+            dq_node *out = &nodes[(size_t)ns * (size_t)(c - x0)];
+            for (int s = 0; s < ns; s++) out[s].cost = DBL_MAX;
             uint64_t r0 = 0, rlo = 0, rhi = 0;
             int have = -1;  /* the state whose rates r0, rlo, rhi are */
-            for (int s = 0; s < 4; s++) {
+            for (int s = 0; s < ns; s++) {
                 if (cost[s] == DBL_MAX) continue;
-                int qz = s >> 1;
+                int qz = nntm_dq_quantizer(dq, s);
+                int set = nntm_dq_sig_set(dq, s);
                 int32_t lo = t->lo[2 * tj + (size_t)qz];
                 const double *dd = &t->dist[6 * tj + 3 * (size_t)qz];
-                /* states 0 and 1 share the quantizer and every context: same rates
-                 * when their left neighbours agree */
-                if (!(s == 1 && have == 0 && last[1] == last[0])) {
-                    nntm_level_ctx_from(last[s], above, s, &ci);
+                /* states with the same quantizer and SigCtx set share every context:
+                 * same rates when their left neighbours agree */
+                if (!(have >= 0 && nntm_dq_quantizer(dq, have) == qz &&
+                      nntm_dq_sig_set(dq, have) == set && last[have] == last[s])) {
+                    nntm_level_ctx_from(last[s], above, set, &ci);
                     candidate_rates(cost1, ctxs, &ci, (uint32_t)lo, neg, num_gt, &r0, &rlo, &rhi);
                     have = s;
                 }
@@ -526,9 +532,9 @@ static void dq_trellis(const nntm_region_input *in, nntm_quantizer *q, const nnt
                     rate[n] = r0;
                     dc[n++] = dd[2];
                 }
-                dq_relax(out, cost[s], s, cand, dc, rate, n, neg, lambda);
+                dq_relax(out, dq, cost[s], s, cand, dc, rate, n, neg, lambda);
             }
-            dq_advance(cost, last, out);
+            dq_advance(cost, last, ns, out);
         }
         dq_finish_row(in, nodes, cost, r, x0, x1, half, levels, ctxs, track, dist);
     }

@@ -113,10 +113,12 @@ void nntm_write_transform_unit(nntm_bin_writer *w, nntm_level_ctxs *ctxs,
     for (int32_t r = y0; r < y1; r++) {
         for (int32_t c = x0; c < x1; c++) {
             size_t i = (size_t)r * (size_t)p->cols + (size_t)c;
-            nntm_level_ctx_derive(levels, p->cols, r, c, ctxs->dq_state, &ci);
+            nntm_level_ctx_derive(levels, p->cols, r, c,
+                                  nntm_dq_sig_set(p->dq_enabled, ctxs->dq_state), &ci);
             nntm_write_level_coding(w, ctxs, &ci, levels[i], p->num_gt_flags);
             if (rindex) rindex[i] = (int32_t)nntm_dq_rindex(p->dq_enabled, ctxs->dq_state, levels[i]);
-            if (p->dq_enabled) ctxs->dq_state = nntm_dq_next_state(ctxs->dq_state, levels[i]);
+            if (p->dq_enabled)
+                ctxs->dq_state = nntm_dq_next(p->dq_enabled, ctxs->dq_state, levels[i]);
         }
     }
 }

@@ -125,6 +125,13 @@ def _little_endian(a: np.ndarray) -> np.ndarray:
 BN_STATS_SUFFIXES = ("running_mean", "running_var")
 
 
+def dq_mode(tps: hls.TensorParameterSet) -> int:
+    """The C core's dq_enabled of a tensor: 0 off, 1 four states, 2 eight [1.4]."""
+    if not tps.dq_enabled:
+        return 0
+    return 2 if tps.dq_states == 8 else 1
+
+
 def tensor_qp(config: Config, ndim: int, predicted: bool = False, name: str = "") -> int:
     """QP of a tensor: QP, or for 1-D tensors QP + QPOffset1D or the fixed QP1D.
 
@@ -205,6 +212,8 @@ def encode_with_recon(
             tool_flags |= hls.TOOL_CODING_TREE
         if mode == hls.CodingMode.QUANTIZED and config["DepQuant"]:
             tool_flags |= hls.TOOL_DEP_QUANT
+            if int(config["DQStates"]) == 8:
+                tool_flags |= hls.TOOL_DQ_8STATES
         if mode == hls.CodingMode.QUANTIZED and cls.prob_window:
             tool_flags |= hls.TOOL_PROB_WINDOW
         if mode == hls.CodingMode.QUANTIZED and cls.tree.intra_pred_enabled:
@@ -247,9 +256,10 @@ def encode_with_recon(
             tps.tree_type = cls.tree_type if cls.tree.enabled else 0
             tps.tree = cls.tree
             tps.dq_enabled = bool(config["DepQuant"])
+            tps.dq_states = int(config["DQStates"]) if tps.dq_enabled else 4
             tps.prob_window = cls.prob_window
             params = core.KernelParams(rows, cols, qp, tps.qp_density, tps.num_gt_flags, cls.tree,
-                                       tps.dq_enabled, tps.prob_window)
+                                       dq_mode(tps), tps.prob_window)
             ref = None
             if choice is not None:
                 cand = choice.candidate
@@ -406,7 +416,7 @@ def _decode_tensor(tps: hls.TensorParameterSet, payload: bytes, where: str, trac
         raise BitstreamError(f"{what}: a payload of {len(payload)} bytes cannot hold "
                              f"{tps.num_elements} levels")
     params = core.KernelParams(tps.rows, tps.cols, tps.qp, tps.qp_density, tps.num_gt_flags,
-                               tps.tree, tps.dq_enabled, tps.prob_window)
+                               tps.tree, dq_mode(tps), tps.prob_window)
     cref = None
     if ref is not None:
         cref = core.Reference(to_kernel(ref, Arrangement(tps.arrangement)), tps.pred_scale)

@@ -411,7 +411,7 @@ def kernel_case_bytes(tps: hls.TensorParameterSet, payload: bytes,
     """A QUANTIZED tensor's kernel params in the fuzz/kernel_input.h header, then its payload
     (with ``ref``, the reference picture of a predicted tensor, in its shape, before it)."""
     tree = getattr(tps, "tree", None)
-    dq = bool(getattr(tps, "dq_enabled", False))
+    dq = codec.dq_mode(tps) if getattr(tps, "dq_enabled", False) else 0
     intra = tree is not None and tree.enabled and tree.intra_pred_enabled
     window = int(getattr(tps, "prob_window", 0))
     ext = (KERNEL_EXT_TREE if tree is not None and tree.enabled else 0) | (
@@ -422,7 +422,7 @@ def kernel_case_bytes(tps: hls.TensorParameterSet, payload: bytes,
     if ext & KERNEL_EXT_TREE:
         header += KERNEL_CASE_TREE.pack(*(int(getattr(tree, f)) for f in _TREE_FIELDS))
     if ext & KERNEL_EXT_DQ:
-        header += KERNEL_CASE_DQ.pack(1)
+        header += KERNEL_CASE_DQ.pack(dq)  # 1: four states, 2: eight [1.4]
     if ref is not None:
         kernel = arrange.to_kernel(ref, arrange.Arrangement(tps.arrangement))
         header += KERNEL_CASE_PRED.pack(_C_DTYPES[ref.dtype.name], tps.pred_scale)
@@ -586,7 +586,7 @@ def decode_kernel_case(case: KernelCase) -> tuple[np.ndarray, np.ndarray]:
         offset += KERNEL_CASE_TREE.size
         extra["tree"] = core.TreeParams(**dict(zip(_TREE_FIELDS, values, strict=True)))
     if ext & KERNEL_EXT_DQ:
-        extra["dq_enabled"] = bool(KERNEL_CASE_DQ.unpack_from(case.data, offset)[0])
+        extra["dq_enabled"] = int(KERNEL_CASE_DQ.unpack_from(case.data, offset)[0])
         offset += KERNEL_CASE_DQ.size
     ref = None
     if ext & KERNEL_EXT_PRED:

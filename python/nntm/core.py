@@ -82,7 +82,7 @@ class KernelParams:
     qp_density: int
     num_gt_flags: int
     tree: TreeParams = TreeParams()
-    dq_enabled: bool = False
+    dq_enabled: int = 0   # 0 off, 1: four DQ states, 2: eight [1.4]
     prob_window: int = 0  # [1.4] 0: dual-rate context estimator; 1..12: counting estimator
 
     def fill(self, p: object) -> None:

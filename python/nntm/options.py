@@ -152,6 +152,14 @@ ENCODER_CODING_OPTIONS: tuple[Option, ...] = (
         "dependent quantization: two quantizers, a 4-state machine, a trellis in the encoder",
     ),
     Option(
+        "DQStates",
+        "choice",
+        "4",
+        "states of dependent quantization: 4, or 8 [format 1.4] (a finer trellis: about "
+        "0.25 % fewer bits at equal weight SNR, the encoder's trellis 1.3x slower)",
+        choices=("4", "8"),
+    ),
+    Option(
         "ProbWindow",
         "int",
         0,
