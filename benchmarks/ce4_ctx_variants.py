@@ -1,0 +1,153 @@
+"""Level-context variants priced with the counting estimator (issue #8, contexts).
+
+Encodes a CE model's quantized tensors at one QP (cfg/encoder_anchor.cfg + tool_dq, 1-D
+tensors at the QP, 4 greater-than flags, window 10), rebuilds the bins of level_coding and
+prices each context's bin sequence with the window-10 counting estimator under context
+assignments that add to the NNTM 1.4 contexts (base): the quantizer of the DQ state to the
+greater-than flags (gtq), one SigCtx set per DQ state (sig4), a class of the mean |level|
+of the column above (col) and of the last 16 levels of the row (row); and, without more
+greater-than contexts, neighbourhood sums that mix in the row and column means (mix: the
+mean of |L| + |A| and the row + column means; rc: the row + column means alone), with three
+scale classes in the sig_flag contexts.
+
+    python benchmarks/ce4_ctx_variants.py minilm --qp=-32
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(__file__))
+import prob_est_bound as pb  # noqa: E402
+
+GT = 4
+VARIANTS = ["base", "gtq", "sig4", "col", "row", "col+row", "col+row+gtq", "mix", "rc"]
+
+
+def _mean_class(m4: np.ndarray) -> np.ndarray:
+    """Class of 4 x a mean |level| (-1: nothing seen yet)."""
+    return np.select([m4 < 0, m4 < 2, m4 < 6, m4 < 16], [0, 1, 2, 3], 4)
+
+
+def _scale_sums(lv: np.ndarray, win: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean |level| of the column above and of the last `win` levels of the row (0 if none)."""
+    rows, cols = lv.shape
+    mag = np.abs(lv.astype(np.int64))
+    col_sum = np.cumsum(mag, axis=0) - mag
+    r_idx = np.arange(rows)[:, None] * np.ones((1, cols), np.int64)
+    col_m = np.where(r_idx > 0, col_sum / np.maximum(r_idx, 1), 0.0)
+    row_sum = np.cumsum(mag, axis=1) - mag
+    if cols > win:
+        row_sum = row_sum - np.concatenate([np.zeros((rows, win), np.int64),
+                                            row_sum[:, :-win]], axis=1)
+    c_idx = np.ones((rows, 1), np.int64) * np.arange(cols)[None, :]
+    row_m = np.where(c_idx > 0, row_sum / np.maximum(np.minimum(c_idx, win), 1), 0.0)
+    return col_m.ravel(), row_m.ravel()
+
+
+def variant_bins(lv: np.ndarray, state: np.ndarray, variant: str) -> tuple[list, int]:
+    rows, cols = lv.shape
+    k = lv.astype(np.int64)
+    mag2 = np.abs(k)
+    left = np.zeros_like(k)
+    left[:, 1:] = k[:, :-1]
+    above = np.zeros_like(k)
+    above[1:, :] = k[:-1, :]
+    col_sum = np.cumsum(mag2, axis=0) - mag2
+    r_idx = np.arange(rows)[:, None] * np.ones((1, cols), np.int64)
+    col_m4 = np.where(r_idx > 0, (4 * col_sum) // np.maximum(r_idx, 1), -1)
+    row_sum = np.cumsum(mag2, axis=1) - mag2
+    c_idx = np.ones((rows, 1), np.int64) * np.arange(cols)[None, :]
+    win = 16
+    if cols > win:
+        row_sum = row_sum - np.concatenate([np.zeros((rows, win), np.int64),
+                                            row_sum[:, :-win]], axis=1)
+    row_m4 = np.where(c_idx > 0, (4 * row_sum) // np.maximum(np.minimum(c_idx, win), 1), -1)
+    k, left, above = k.ravel(), left.ravel(), above.ravel()
+    st = state.astype(np.int64)
+    a, b = np.minimum(np.abs(left), 64), np.minimum(np.abs(above), 64)
+    s = a + b
+    sig = np.minimum(a, 2) * 3 + np.minimum(b, 2) + 9 * np.maximum(0, st - 1)
+    if "sig4" in variant:
+        sig = np.minimum(a, 2) * 3 + np.minimum(b, 2) + 9 * st
+    sign = np.where(left == 0, 0, np.where(left > 0, 1, 2))
+    if variant in ("mix", "rc"):
+        col_mean, row_mean = _scale_sums(lv, 32)
+        scale = row_mean + col_mean
+        s = np.round(0.5 * (a + b) + 0.5 * scale if variant == "mix" else scale).astype(np.int64)
+        sig_n = (np.minimum(a, 2) * 3 + np.minimum(b, 2)) * 3 + np.select(
+            [scale < 0.5, scale < 1.5], [0, 1], 2)
+        sig = sig_n + 27 * np.maximum(0, st - 1)
+    gtc = np.select([s == 0, s <= 2, s <= 5, s <= 10], [0, 1, 2, 3], 4)
+    egc = (s > 10).astype(np.int64)
+    extra_sig = np.zeros_like(k)
+    extra_gt = np.zeros_like(k)
+    for key, cls in (("col", _mean_class(col_m4).ravel()), ("row", _mean_class(row_m4).ravel())):
+        if key in variant:
+            extra_sig = extra_sig * 5 + cls
+            extra_gt = extra_gt * 5 + cls
+    if "gtq" in variant:
+        extra_gt = extra_gt * 2 + (st >= 2)
+    pos = np.arange(k.size, dtype=np.int64) * 64
+    mag = np.abs(k)
+    out = [(sig * 1000 + extra_sig, (k != 0).astype(np.int8), pos)]
+    nz = mag > 0
+    out.append((10**6 + sign[nz], (k[nz] < 0).astype(np.int8), pos[nz] + 1))
+    for i in range(GT):
+        m = mag > i
+        out.append((2 * 10**6 + i * 10**5 + gtc[m] * 1000 + extra_gt[m],
+                    (mag[m] > i + 1).astype(np.int8), pos[m] + 2 + i))
+    m = mag > GT
+    prefix = np.floor(np.log2(mag[m] - GT)).astype(np.int64)
+    cls, p0 = egc[m], pos[m] + 2 + GT
+    for j in range(int(prefix.max()) + 1 if prefix.size else 0):
+        mm = prefix >= j
+        out.append((3 * 10**6 + cls[mm] * 100 + min(j, 11), (prefix[mm] > j).astype(np.int8),
+                    p0[mm] + j))
+    return out, int(prefix.sum())
+
+
+def main(argv: list[str] | None = None) -> int:
+    import nntm
+    from nntm import core, hls
+    from nntm.arrange import to_kernel
+    from nntm.ce.models import get_adapter
+    from nntm.codec import _choose_mode, tensor_qp
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("model")
+    ap.add_argument("--qp", type=int, default=-32)
+    args = ap.parse_args(argv)
+    cfg = nntm.Config.from_files(["cfg/encoder_anchor.cfg", "cfg/ce/tool_dq.cfg"], overrides={
+        "QP": args.qp, "QP1DMode": "offset", "QPOffset1D": 0, "ProbWindow": 10})
+    total = dict.fromkeys(VARIANTS, 0.0)
+    n = 0
+    for name, value in get_adapter(args.model).load().items():
+        arr = np.asarray(value)
+        if _choose_mode(name, arr, cfg) != hls.CodingMode.QUANTIZED:
+            continue
+        kern = to_kernel(arr.astype(np.float32))
+        params = core.KernelParams(kern.shape[0], kern.shape[1],
+                                   tensor_qp(cfg, arr.ndim, False, name), 2, GT,
+                                   core.TreeParams(), 1, 10)
+        res = core.encode_kernel(kern, params, arr.dtype, True, 0.1, name)
+        state = pb.dq_states(res.levels, True)
+        for v in VARIANTS:
+            parts, bypass = variant_bins(res.levels, state, v)
+            c = float(bypass)
+            for ctx, b in pb.per_context(parts).items():
+                p0 = 12288 / 32768 if ctx < 10**6 else 0.5
+                c += pb.cost(b, pb.warm2(b, 10, p0) if len(b) < 3000 else pb.warm(b, 10, p0))
+            total[v] += c
+        n += arr.size
+    for v in VARIANTS:
+        print(f"{v:14s} {total[v] / n:.4f} bit/param {100 * (total[v] / total['base'] - 1):+.2f} %")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
