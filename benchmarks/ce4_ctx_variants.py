@@ -8,7 +8,9 @@ greater-than flags (gtq), one SigCtx set per DQ state (sig4), a class of the mea
 of the column above (col) and of the last 16 levels of the row (row); and, without more
 greater-than contexts, neighbourhood sums that mix in the row and column means (mix: the
 mean of |L| + |A| and the row + column means; rc: the row + column means alone), with three
-scale classes in the sig_flag contexts.
+scale classes in the sig_flag contexts; and a forward-adaptive bound (rowfwd): each row's
+mean |level| over the whole row put in one of four classes, as if sent with 2 bits per row
+(counted), selecting the sig_flag and greater-than contexts.
 
     python benchmarks/ce4_ctx_variants.py minilm --qp=-32
 """
@@ -25,7 +27,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 import prob_est_bound as pb  # noqa: E402
 
 GT = 4
-VARIANTS = ["base", "gtq", "sig4", "col", "row", "col+row", "col+row+gtq", "mix", "rc"]
+VARIANTS = ["base", "gtq", "sig4", "col", "row", "col+row", "col+row+gtq", "mix", "rc", "rowfwd"]
 
 
 def _mean_class(m4: np.ndarray) -> np.ndarray:
@@ -92,6 +94,14 @@ def variant_bins(lv: np.ndarray, state: np.ndarray, variant: str) -> tuple[list,
             extra_gt = extra_gt * 5 + cls
     if "gtq" in variant:
         extra_gt = extra_gt * 2 + (st >= 2)
+    side = 0
+    if variant == "rowfwd":
+        rmean = np.abs(lv.astype(np.float64)).mean(axis=1)
+        edges = np.quantile(rmean, [0.25, 0.5, 0.75])
+        cls = np.repeat(np.searchsorted(edges, rmean), cols)
+        extra_sig = cls
+        extra_gt = cls
+        side = 2 * rows
     pos = np.arange(k.size, dtype=np.int64) * 64
     mag = np.abs(k)
     out = [(sig * 1000 + extra_sig, (k != 0).astype(np.int8), pos)]
@@ -108,7 +118,7 @@ def variant_bins(lv: np.ndarray, state: np.ndarray, variant: str) -> tuple[list,
         mm = prefix >= j
         out.append((3 * 10**6 + cls[mm] * 100 + min(j, 11), (prefix[mm] > j).astype(np.int8),
                     p0[mm] + j))
-    return out, int(prefix.sum())
+    return out, int(prefix.sum()) + side
 
 
 def main(argv: list[str] | None = None) -> int:
