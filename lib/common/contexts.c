@@ -9,8 +9,12 @@
 
 void nntm_ctx_fill(nntm_ctx *c, int n, uint16_t p, int window) {
     for (int i = 0; i < n; i++) {
-        c[i].p_fast = c[i].p_slow = p;
-        c[i].p = (uint32_t)p << (NNTM_WIN_BITS - NNTM_PROB_BITS);
+        if (window) {
+            c[i].p = (uint32_t)p << (NNTM_WIN_BITS - NNTM_PROB_BITS);
+        } else {
+            c[i].p_fast = p;
+            c[i].p_slow = p;
+        }
         c[i].count = 0;
         c[i].shift = 1;
         c[i].window = (uint8_t)window;

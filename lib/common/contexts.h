@@ -22,13 +22,17 @@
 /* An adaptive binary model. window 0: the mean of a fast and a slow estimator
  * (formats 1.0-1.3); window 1..NNTM_MAX_PROB_WINDOW: the counting estimator. */
 typedef struct nntm_ctx {
-    uint16_t p_fast;  /* window 0 */
-    uint16_t p_slow;  /* window 0 */
-    uint32_t p;       /* window > 0: P(1) * 2^NNTM_WIN_BITS */
+    union {
+        struct {
+            uint16_t p_fast;  /* window 0 */
+            uint16_t p_slow;  /* window 0 */
+        };
+        uint32_t p;           /* window > 0: P(1) * 2^NNTM_WIN_BITS */
+    };
     uint16_t count;   /* window > 0: bins seen while shift < window */
     uint8_t shift;    /* window > 0: current adaptation shift, 1..window */
     uint8_t window;
-} nntm_ctx;
+} nntm_ctx;           /* 8 bytes: the search copies and hashes context sets */
 
 static inline uint32_t nntm_ctx_p1(const nntm_ctx *c) {
     if (!c->window) return ((uint32_t)c->p_fast + (uint32_t)c->p_slow) >> 1;
@@ -109,11 +113,15 @@ static inline int nntm_dq_quantizer(int dq, int state) {
     return dq == 2 ? state >> 2 : state >> 1;
 }
 
+/* The state table of dq (1 or 2): next state = table[2 * state + (level & 1)]. */
+static inline const int8_t *nntm_dq_table(int dq) {
+    static const int8_t next4[8] = {0, 2, 2, 0, 1, 3, 3, 1};
+    static const int8_t next8[16] = {0, 1, 4, 5, 1, 0, 5, 4, 7, 6, 3, 2, 6, 7, 2, 3};
+    return dq == 2 ? next8 : next4;
+}
+
 static inline int nntm_dq_next(int dq, int state, int32_t level) {
-    static const int8_t next4[4][2] = {{0, 2}, {2, 0}, {1, 3}, {3, 1}};
-    static const int8_t next8[8][2] = {{0, 1}, {4, 5}, {1, 0}, {5, 4},
-                                       {7, 6}, {3, 2}, {6, 7}, {2, 3}};
-    return dq == 2 ? next8[state][level & 1] : next4[state][level & 1];
+    return nntm_dq_table(dq)[2 * state + (level & 1)];
 }
 
 /* The SigCtx set of a state (0 without DQ): 4 states {0, 0, 1, 2}; 8 states state >> 1. */

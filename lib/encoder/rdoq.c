@@ -414,13 +414,13 @@ static inline void dq_start_row(double *cost, int32_t *last, int ns, int state,
 
 /* Viterbi step: relax the n candidates of state s (cost base) into the survivors out[]
  * of the next position. */
-static inline void dq_relax(dq_node *out, int dq, double base, int s, const int32_t *cand,
-                            const double *dist, const uint64_t *rate, int n, int neg,
-                            double lambda) {
+static inline void dq_relax(dq_node *out, const int8_t *next, double base, int s,
+                            const int32_t *cand, const double *dist, const uint64_t *rate, int n,
+                            int neg, double lambda) {
     for (int j = 0; j < n; j++) {
         int32_t lv = neg ? -cand[j] : cand[j];
         double jc = base + dist[j] + lambda * (double)rate[j];
-        int ns = nntm_dq_next(dq, s, lv);
+        int ns = next[2 * s + (lv & 1)];
         if (jc < out[ns].cost) {
             out[ns].cost = jc;
             out[ns].level = lv;
@@ -481,6 +481,12 @@ static void dq_trellis(const nntm_region_input *in, nntm_quantizer *q, const nnt
     int32_t max_level = q->max_level;
     const size_t tw = (size_t)(t->x1 - t->x0);
     const int dq = k->dq_enabled, ns = nntm_dq_num_states(dq);
+    const int8_t *next = nntm_dq_table(dq);
+    int qz_of[DQ_MAX_STATES], set_of[DQ_MAX_STATES];
+    for (int s = 0; s < ns; s++) {
+        qz_of[s] = nntm_dq_quantizer(dq, s);
+        set_of[s] = nntm_dq_sig_set(dq, s);
+    }
     dq_node *nodes = malloc(sizeof(dq_node) * (size_t)ns * (size_t)w);
     if (!nodes) {
         q->nomem = 1;
@@ -502,14 +508,14 @@ static void dq_trellis(const nntm_region_input *in, nntm_quantizer *q, const nnt
             int have = -1;  /* the state whose rates r0, rlo, rhi are */
             for (int s = 0; s < ns; s++) {
                 if (cost[s] == DBL_MAX) continue;
-                int qz = nntm_dq_quantizer(dq, s);
-                int set = nntm_dq_sig_set(dq, s);
+                int qz = qz_of[s];
+                int set = set_of[s];
                 int32_t lo = t->lo[2 * tj + (size_t)qz];
                 const double *dd = &t->dist[6 * tj + 3 * (size_t)qz];
                 /* states with the same quantizer and SigCtx set share every context:
                  * same rates when their left neighbours agree */
-                if (!(have >= 0 && nntm_dq_quantizer(dq, have) == qz &&
-                      nntm_dq_sig_set(dq, have) == set && last[have] == last[s])) {
+                if (!(have >= 0 && qz_of[have] == qz && set_of[have] == set &&
+                      last[have] == last[s])) {
                     nntm_level_ctx_from(last[s], above, set, &ci);
                     candidate_rates(cost1, ctxs, &ci, (uint32_t)lo, neg, num_gt, &r0, &rlo, &rhi);
                     have = s;
@@ -532,7 +538,7 @@ static void dq_trellis(const nntm_region_input *in, nntm_quantizer *q, const nnt
                     rate[n] = r0;
                     dc[n++] = dd[2];
                 }
-                dq_relax(out, dq, cost[s], s, cand, dc, rate, n, neg, lambda);
+                dq_relax(out, next, cost[s], s, cand, dc, rate, n, neg, lambda);
             }
             dq_advance(cost, last, ns, out);
         }
