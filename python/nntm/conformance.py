@@ -411,9 +411,9 @@ def kernel_case_bytes(tps: hls.TensorParameterSet, payload: bytes,
     """A QUANTIZED tensor's kernel params in the fuzz/kernel_input.h header, then its payload
     (with ``ref``, the reference picture of a predicted tensor, in its shape, before it)."""
     tree = getattr(tps, "tree", None)
-    dq = codec.dq_mode(tps) if getattr(tps, "dq_enabled", False) else 0
+    dq = codec.dq_mode(tps)
     intra = tree is not None and tree.enabled and tree.intra_pred_enabled
-    window = int(getattr(tps, "prob_window", 0))
+    window = tps.prob_window
     ext = (KERNEL_EXT_TREE if tree is not None and tree.enabled else 0) | (
         KERNEL_EXT_DQ if dq else 0) | (KERNEL_EXT_PRED if ref is not None else 0) | (
         KERNEL_EXT_INTRA if intra else 0) | (KERNEL_EXT_WINDOW if window else 0)
