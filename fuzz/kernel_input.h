@@ -59,6 +59,16 @@ static inline int32_t kernel_input_i32(const uint8_t *p) {
                      (uint32_t)p[3] << 24);
 }
 
+/* The one-int32 extensions (dq_enabled, intra_pred_enabled, prob_window): read the
+ * value at *header into *out and step over it; -1 when the case is too short. */
+static inline int kernel_input_take_i32(const uint8_t *data, size_t size, size_t *header,
+                                        int32_t *out) {
+    if (size < *header + 4) return -1;
+    *out = kernel_input_i32(data + *header);
+    *header += 4;
+    return 0;
+}
+
 /* Returns 0, or -1 when size is smaller than the header or the case needs parameters
  * that this library does not have. */
 static inline int kernel_input_parse(const uint8_t *data, size_t size, kernel_input *in) {
@@ -92,9 +102,7 @@ static inline int kernel_input_parse(const uint8_t *data, size_t size, kernel_in
     }
     if (data[15] & KERNEL_INPUT_EXT_DQ) {
 #if defined(KERNEL_INPUT_HAS_DQ)
-        if (size < header + 4) return -1;
-        in->params.dq_enabled = kernel_input_i32(data + header);
-        header += 4;
+        if (kernel_input_take_i32(data, size, &header, &in->params.dq_enabled)) return -1;
         in->dq_ext = 1;
 #else
         return -1;
@@ -119,9 +127,8 @@ static inline int kernel_input_parse(const uint8_t *data, size_t size, kernel_in
     }
     if (data[15] & KERNEL_INPUT_EXT_INTRA) {
 #if defined(NNTM_INTRA_COPY)
-        if (size < header + 4) return -1;
-        in->params.tree.intra_pred_enabled = kernel_input_i32(data + header);
-        header += 4;
+        if (kernel_input_take_i32(data, size, &header, &in->params.tree.intra_pred_enabled))
+            return -1;
         in->intra_ext = 1;
 #else
         return -1;
@@ -129,9 +136,7 @@ static inline int kernel_input_parse(const uint8_t *data, size_t size, kernel_in
     }
     if (data[15] & KERNEL_INPUT_EXT_WINDOW) {
 #if defined(NNTM_MAX_PROB_WINDOW)
-        if (size < header + 4) return -1;
-        in->params.prob_window = kernel_input_i32(data + header);
-        header += 4;
+        if (kernel_input_take_i32(data, size, &header, &in->params.prob_window)) return -1;
         in->window_ext = 1;
 #else
         return -1;
