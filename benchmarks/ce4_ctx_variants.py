@@ -30,46 +30,35 @@ GT = 4
 VARIANTS = ["base", "gtq", "sig4", "col", "row", "col+row", "col+row+gtq", "mix", "rc", "rowfwd"]
 
 
-def _mean_class(m4: np.ndarray) -> np.ndarray:
-    """Class of 4 x a mean |level| (-1: nothing seen yet)."""
-    return np.select([m4 < 0, m4 < 2, m4 < 6, m4 < 16], [0, 1, 2, 3], 4)
-
-
-def _scale_sums(lv: np.ndarray, win: int) -> tuple[np.ndarray, np.ndarray]:
-    """Mean |level| of the column above and of the last `win` levels of the row (0 if none)."""
+def _prev_means(lv: np.ndarray, win: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per level, the mean |level| of the column above it and of the last `win` levels of
+    its row (NaN where there is none), flattened."""
     rows, cols = lv.shape
     mag = np.abs(lv.astype(np.int64))
     col_sum = np.cumsum(mag, axis=0) - mag
     r_idx = np.arange(rows)[:, None] * np.ones((1, cols), np.int64)
-    col_m = np.where(r_idx > 0, col_sum / np.maximum(r_idx, 1), 0.0)
     row_sum = np.cumsum(mag, axis=1) - mag
     if cols > win:
         row_sum = row_sum - np.concatenate([np.zeros((rows, win), np.int64),
                                             row_sum[:, :-win]], axis=1)
-    c_idx = np.ones((rows, 1), np.int64) * np.arange(cols)[None, :]
-    row_m = np.where(c_idx > 0, row_sum / np.maximum(np.minimum(c_idx, win), 1), 0.0)
+    c_n = np.minimum(np.ones((rows, 1), np.int64) * np.arange(cols)[None, :], win)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        col_m = np.where(r_idx > 0, col_sum / r_idx, np.nan)
+        row_m = np.where(c_n > 0, row_sum / c_n, np.nan)
     return col_m.ravel(), row_m.ravel()
 
 
-def variant_bins(lv: np.ndarray, state: np.ndarray, variant: str) -> tuple[list, int]:
+def _mean_class(mean: np.ndarray) -> np.ndarray:
+    """Class of a mean |level|: 0 none seen, then 4 x mean < 2, < 6, < 16, else."""
+    m4 = np.where(np.isnan(mean), -1.0, np.floor(4.0 * np.nan_to_num(mean)))
+    return np.select([m4 < 0, m4 < 2, m4 < 6, m4 < 16], [0, 1, 2, 3], 4)
+
+
+def variant_bins(lv: np.ndarray, state: np.ndarray, variant: str) -> tuple[list, int, int]:
+    """The bins of one context variant (prob_est_bound.emit_bins): parts, bypass bins plus
+    side information, n_sig."""
     rows, cols = lv.shape
-    k = lv.astype(np.int64)
-    mag2 = np.abs(k)
-    left = np.zeros_like(k)
-    left[:, 1:] = k[:, :-1]
-    above = np.zeros_like(k)
-    above[1:, :] = k[:-1, :]
-    col_sum = np.cumsum(mag2, axis=0) - mag2
-    r_idx = np.arange(rows)[:, None] * np.ones((1, cols), np.int64)
-    col_m4 = np.where(r_idx > 0, (4 * col_sum) // np.maximum(r_idx, 1), -1)
-    row_sum = np.cumsum(mag2, axis=1) - mag2
-    c_idx = np.ones((rows, 1), np.int64) * np.arange(cols)[None, :]
-    win = 16
-    if cols > win:
-        row_sum = row_sum - np.concatenate([np.zeros((rows, win), np.int64),
-                                            row_sum[:, :-win]], axis=1)
-    row_m4 = np.where(c_idx > 0, (4 * row_sum) // np.maximum(np.minimum(c_idx, win), 1), -1)
-    k, left, above = k.ravel(), left.ravel(), above.ravel()
+    k, left, above = pb.neighbours(lv)
     st = state.astype(np.int64)
     a, b = np.minimum(np.abs(left), 64), np.minimum(np.abs(above), 64)
     s = a + b
@@ -78,47 +67,32 @@ def variant_bins(lv: np.ndarray, state: np.ndarray, variant: str) -> tuple[list,
         sig = np.minimum(a, 2) * 3 + np.minimum(b, 2) + 9 * st
     sign = np.where(left == 0, 0, np.where(left > 0, 1, 2))
     if variant in ("mix", "rc"):
-        col_mean, row_mean = _scale_sums(lv, 32)
-        scale = row_mean + col_mean
+        col_mean, row_mean = _prev_means(lv, 32)
+        scale = np.nan_to_num(row_mean) + np.nan_to_num(col_mean)
         s = np.round(0.5 * (a + b) + 0.5 * scale if variant == "mix" else scale).astype(np.int64)
         sig_n = (np.minimum(a, 2) * 3 + np.minimum(b, 2)) * 3 + np.select(
             [scale < 0.5, scale < 1.5], [0, 1], 2)
         sig = sig_n + 27 * np.maximum(0, st - 1)
-    gtc = np.select([s == 0, s <= 2, s <= 5, s <= 10], [0, 1, 2, 3], 4)
-    egc = (s > 10).astype(np.int64)
+    gtc, egc = pb.neighbour_sum_classes(s)
     extra_sig = np.zeros_like(k)
     extra_gt = np.zeros_like(k)
-    for key, cls in (("col", _mean_class(col_m4).ravel()), ("row", _mean_class(row_m4).ravel())):
-        if key in variant:
-            extra_sig = extra_sig * 5 + cls
-            extra_gt = extra_gt * 5 + cls
+    if "col" in variant or "row" in variant:
+        col_mean, row_mean = _prev_means(lv, 16)
+        for key, mean in (("col", col_mean), ("row", row_mean)):
+            if key in variant:
+                extra_sig = extra_sig * 5 + _mean_class(mean)
+                extra_gt = extra_gt * 5 + _mean_class(mean)
     if "gtq" in variant:
         extra_gt = extra_gt * 2 + (st >= 2)
     side = 0
     if variant == "rowfwd":
         rmean = np.abs(lv.astype(np.float64)).mean(axis=1)
         edges = np.quantile(rmean, [0.25, 0.5, 0.75])
-        cls = np.repeat(np.searchsorted(edges, rmean), cols)
-        extra_sig = cls
-        extra_gt = cls
+        extra_sig = extra_gt = np.repeat(np.searchsorted(edges, rmean), cols)
         side = 2 * rows
-    pos = np.arange(k.size, dtype=np.int64) * 64
-    mag = np.abs(k)
-    out = [(sig * 1000 + extra_sig, (k != 0).astype(np.int8), pos)]
-    nz = mag > 0
-    out.append((10**6 + sign[nz], (k[nz] < 0).astype(np.int8), pos[nz] + 1))
-    for i in range(GT):
-        m = mag > i
-        out.append((2 * 10**6 + i * 10**5 + gtc[m] * 1000 + extra_gt[m],
-                    (mag[m] > i + 1).astype(np.int8), pos[m] + 2 + i))
-    m = mag > GT
-    prefix = np.floor(np.log2(mag[m] - GT)).astype(np.int64)
-    cls, p0 = egc[m], pos[m] + 2 + GT
-    for j in range(int(prefix.max()) + 1 if prefix.size else 0):
-        mm = prefix >= j
-        out.append((3 * 10**6 + cls[mm] * 100 + min(j, 11), (prefix[mm] > j).astype(np.int8),
-                    p0[mm] + j))
-    return out, int(prefix.sum()) + side
+    parts, bypass, n_sig = pb.emit_bins(k, sig * 1000 + extra_sig, sign, gtc * 1000 + extra_gt,
+                                        egc, GT)
+    return parts, bypass + side, n_sig
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -147,10 +121,10 @@ def main(argv: list[str] | None = None) -> int:
         res = core.encode_kernel(kern, params, arr.dtype, True, 0.1, name)
         state = pb.dq_states(res.levels, True)
         for v in VARIANTS:
-            parts, bypass = variant_bins(res.levels, state, v)
+            parts, bypass, n_sig = variant_bins(res.levels, state, v)
             c = float(bypass)
             for ctx, b in pb.per_context(parts).items():
-                p0 = 12288 / 32768 if ctx < 10**6 else 0.5
+                p0 = 12288 / 32768 if ctx < n_sig else 0.5
                 c += pb.cost(b, pb.warm2(b, 10, p0) if len(b) < 3000 else pb.warm(b, 10, p0))
             total[v] += c
         n += arr.size

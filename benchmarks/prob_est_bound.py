@@ -49,42 +49,64 @@ def dq_states(levels: np.ndarray, dq: bool) -> np.ndarray:
     return np.frombuffer(bytes(out), dtype=np.int8)
 
 
-def level_bins(levels: np.ndarray, num_gt: int, dq: bool) -> tuple[list, int]:
-    """[(ctx id array, bin array, order key array)] of the context-coded bins; bypass count."""
+def neighbours(levels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The levels, their left and above neighbours (0 outside), each flattened."""
     k = levels.astype(np.int64)
     left = np.zeros_like(k)
     left[:, 1:] = k[:, :-1]
     above = np.zeros_like(k)
     above[1:, :] = k[:-1, :]
-    k, left, above = k.ravel(), left.ravel(), above.ravel()
-    state = dq_states(levels, dq).astype(np.int64)
-    a, b = np.minimum(np.abs(left), 64), np.minimum(np.abs(above), 64)
-    s = a + b
-    sig = np.minimum(a, 2) * 3 + np.minimum(b, 2) + 9 * np.maximum(0, state - 1)
-    sign = np.where(left == 0, 0, np.where(left > 0, 1, 2))
-    gtc = np.select([s == 0, s <= 2, s <= 5, s <= 10], [0, 1, 2, 3], 4)
-    egc = (s > 10).astype(np.int64)
+    return k.ravel(), left.ravel(), above.ravel()
+
+
+def neighbour_sum_classes(s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """gtClass and egpClass of a neighbourhood sum s (clause 5.3.2)."""
+    return np.select([s == 0, s <= 2, s <= 5, s <= 10], [0, 1, 2, 3], 4), (s > 10).astype(np.int64)
+
+
+def emit_bins(k: np.ndarray, sig_id: np.ndarray, sign_id: np.ndarray, gt_id: np.ndarray,
+              egp_class: np.ndarray, num_gt: int) -> tuple[list, int, int]:
+    """The context-coded bins of level_coding for the flattened levels k, with the given
+    per-level context ids (any non-negative integers): [(ctx id array, bin array, order key
+    array)], the number of bypass bins, and n_sig (the ids below it are sig_flag contexts).
+    Each syntax element's ids get a range of their own; greater-than flag i uses gt_id with
+    its own range per i, the remainder prefix bin j EgpCtx[egp_class][min(j, 11)]."""
     pos = np.arange(k.size, dtype=np.int64) * 64
     mag = np.abs(k)
-    out = [(sig, (k != 0).astype(np.int8), pos)]
+    n_sig = max(int(sig_id.max()) + 1 if sig_id.size else 0, NUM_SIG)
+    out = [(sig_id, (k != 0).astype(np.int8), pos)]
     nz = mag > 0
-    base = NUM_SIG
-    out.append((base + sign[nz], (k[nz] < 0).astype(np.int8), pos[nz] + 1))
-    base += NUM_SIGN
+    base = n_sig
+    n_sign = max(int(sign_id.max()) + 1 if sign_id.size else 0, NUM_SIGN)
+    out.append((base + sign_id[nz], (k[nz] < 0).astype(np.int8), pos[nz] + 1))
+    base += n_sign
+    n_gt = max(int(gt_id.max()) + 1 if gt_id.size else 0, GT_CLASSES)
     for i in range(num_gt):
         m = mag > i
-        out.append((base + i * GT_CLASSES + gtc[m], (mag[m] > i + 1).astype(np.int8),
+        out.append((base + i * n_gt + gt_id[m], (mag[m] > i + 1).astype(np.int8),
                     pos[m] + 2 + i))
-    base += num_gt * GT_CLASSES
+    base += num_gt * n_gt
     m = mag > num_gt
     rem = mag[m] - num_gt - 1
     kk = np.floor(np.log2(rem + 1)).astype(np.int64)  # prefix ones
-    bypass = int(kk.sum())
-    cls, p0 = egc[m], pos[m] + 2 + num_gt
+    cls, p0 = egp_class[m], pos[m] + 2 + num_gt
     for j in range(int(kk.max()) + 1 if kk.size else 0):
         mm = kk >= j
         out.append((base + cls[mm] * EGP_CTX + min(j, EGP_CTX - 1), (kk[mm] > j).astype(np.int8),
                     p0[mm] + j))
+    return out, int(kk.sum()), n_sig
+
+
+def level_bins(levels: np.ndarray, num_gt: int, dq: bool) -> tuple[list, int]:
+    """[(ctx id array, bin array, order key array)] of the context-coded bins of NNTM's
+    level contexts (sig ids 0..26 first); bypass count."""
+    k, left, above = neighbours(levels)
+    state = dq_states(levels, dq).astype(np.int64)
+    a, b = np.minimum(np.abs(left), 64), np.minimum(np.abs(above), 64)
+    sig = np.minimum(a, 2) * 3 + np.minimum(b, 2) + 9 * np.maximum(0, state - 1)
+    sign = np.where(left == 0, 0, np.where(left > 0, 1, 2))
+    gtc, egc = neighbour_sum_classes(a + b)
+    out, bypass, _ = emit_bins(k, sig, sign, gtc, egc, num_gt)
     return out, bypass
 
 
