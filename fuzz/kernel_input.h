@@ -19,6 +19,8 @@
  *    for libraries that have NNTM_INTRA_COPY]
  *   [ext & 16: int32 prob_window (format 1.4, the counting probability estimator),
  *    for libraries that have NNTM_MAX_PROB_WINDOW]
+ *   [ext & 32: int32 suffix_ctx (format 1.5, context-coded abs_remainder suffix bins),
+ *    for libraries that have NNTM_SUFFIX_CTX_BINS]
  *   payload                                 the tensor data unit payload (the rest)
  *
  * python/nntm/conformance.py (KERNEL_CASE_HEADER, kernel_cases) writes it. */
@@ -38,6 +40,7 @@
 #define KERNEL_INPUT_EXT_PRED 4
 #define KERNEL_INPUT_EXT_INTRA 8
 #define KERNEL_INPUT_EXT_WINDOW 16
+#define KERNEL_INPUT_EXT_SUFFIX 32
 
 typedef struct kernel_input {
     nntm_kernel_params params;
@@ -47,6 +50,7 @@ typedef struct kernel_input {
     int pred_ext;          /* the case carries a reference picture */
     int intra_ext;         /* the case carries intra_pred_enabled */
     int window_ext;        /* the case carries prob_window */
+    int suffix_ext;        /* the case carries suffix_ctx */
 #if defined(NNTM_PRED_SCALE_SHIFT)
     nntm_reference ref;
 #endif
@@ -138,6 +142,14 @@ static inline int kernel_input_parse(const uint8_t *data, size_t size, kernel_in
 #if defined(NNTM_MAX_PROB_WINDOW)
         if (kernel_input_take_i32(data, size, &header, &in->params.prob_window)) return -1;
         in->window_ext = 1;
+#else
+        return -1;
+#endif
+    }
+    if (data[15] & KERNEL_INPUT_EXT_SUFFIX) {
+#if defined(NNTM_SUFFIX_CTX_BINS)
+        if (kernel_input_take_i32(data, size, &header, &in->params.suffix_ctx)) return -1;
+        in->suffix_ext = 1;
 #else
         return -1;
 #endif

@@ -945,6 +945,27 @@ STREAMS: tuple[Spec, ...] = (
          "levels of every magnitude 2^k, k = 0..29, with 15 greater-than flags: long runs of "
          "equal bins drive the estimates to the clip of ProbOne (16 and 32752).",
          verify=True),
+    # ---- format 1.5: context-coded remainder suffix (verify=True)
+    Spec("SUFFIX_A_1", "gtx",
+         ("format 1.5", "TOOL_SUFFIX_CTX", "TOOL_PROB_WINDOW", "TOOL_DEP_QUANT",
+          "suffix_ctx_flag 1", "EgsCtx all 12 sets", "EgsCtx prefix > 12",
+          "suffix bypass bins after the context-coded ones", "suffix_ctx with DQ",
+          "suffix_ctx with prob_window", "suffix_ctx with the dual-rate estimator",
+          "abs_remainder", "dtype float32"),
+         "The context-coded suffix of abs_remainder (clause 5.4.1) on levels of every "
+         "magnitude 2^k, k = 0..29, with 2 greater-than flags: every EgsCtx set, prefixes "
+         "longer than 12 (the last set shared), prefixes of one bin (one context-coded "
+         "suffix bin). The weight with 8-state DQ and window 10, the bias with the "
+         "dual-rate estimator (ClassRules window=0).",
+         verify=True),
+    Spec("SUFFIX_B_1", "qp",
+         ("format 1.5", "TOOL_SUFFIX_CTX", "TOOL_CODING_TREE", "suffix_ctx_flag 1",
+          "suffix_ctx with coding tree", "suffix_ctx with prob_window",
+          "suffix bypass bins after the context-coded ones", "abs_remainder",
+          "dtype float32", "dtype bfloat16", "dtype float16", "dtype float64"),
+         "The context-coded suffix with the coding tree and CU QP deltas at a "
+         "fine step (QP -40: most levels have a remainder), window 6, no DQ.",
+         verify=True),
 )
 
 
@@ -1122,6 +1143,7 @@ class TensorTools:
     dq_transitions: frozenset[tuple[int, int]] = frozenset()  # (state, level parity) seen
     remainders: int = 0                             # levels with an abs_remainder
     max_prefix: int = -1                            # longest EG0 prefix of abs_remainder
+    prefixes: frozenset[int] = frozenset()          # the EG0 prefix lengths used
     intra: frozenset[str] = frozenset()             # intra facts (format 1.3)
 
 
@@ -1235,6 +1257,7 @@ def tensor_tools(data: bytes, ref: dict[str, np.ndarray] | None = None
         rem = [abs(int(coded[r, c])) - gt - 1 for r, c in order if abs(coded[r, c]) > gt]
         tt.remainders = len(rem)
         tt.max_prefix = max(((v + 1).bit_length() - 1 for v in rem), default=-1)
+        tt.prefixes = frozenset((int(v) + 1).bit_length() - 1 for v in rem)
         if t.dq_enabled:
             table, first_q1 = _dq_machine(t)
             states, parity, odd, state, seen = [0] * len(table), [0, 0], 0, 0, set()
@@ -1289,7 +1312,7 @@ _TOOL_NAMES = ((hls.TOOL_CODING_TREE, "TOOL_CODING_TREE"),
                (hls.TOOL_SIGNAL_TYPES, "TOOL_SIGNAL_TYPES"), (hls.TOOL_DEP_QUANT, "TOOL_DEP_QUANT"),
                (hls.TOOL_INTER_PRED, "TOOL_INTER_PRED"), (hls.TOOL_CLUSTER, "TOOL_CLUSTER"),
                (hls.TOOL_INTRA_PRED, "TOOL_INTRA_PRED"), (hls.TOOL_PROB_WINDOW, "TOOL_PROB_WINDOW"),
-               (hls.TOOL_DQ_8STATES, "TOOL_DQ_8STATES"))
+               (hls.TOOL_DQ_8STATES, "TOOL_DQ_8STATES"), (hls.TOOL_SUFFIX_CTX, "TOOL_SUFFIX_CTX"))
 PRED_NAMES = {0: "NONE", 1: "REF_MODEL", 2: "EARLIER_TENSOR"}
 POINT_NAMES = {0: "scalar", 1: "kernel", 2: "filter", 3: "inchannel"}
 AXIS_NAMES = {0: "none", 1: "output channels", 2: "input channels"}
@@ -1431,6 +1454,26 @@ def stream_facts(data: bytes, ref: dict[str, np.ndarray] | None = None) -> set[s
                 facts.add("prob_window with DQ")
             if t.prob_window and t.tree.enabled:
                 facts.add("prob_window with coding tree")
+        if mps.tool_flags & hls.TOOL_SUFFIX_CTX:
+            facts.add(f"suffix_ctx_flag {int(t.suffix_ctx)}")
+            if t.suffix_ctx and tt.remainders:
+                # EgsCtx sets Min( k, 12 ) - 1: one context-coded bin for k = 1, two from 2,
+                # the set of 12 shared by every longer prefix
+                used = {min(k, 12) for k in tt.prefixes if k}
+                if used >= set(range(1, 13)):
+                    facts.add("EgsCtx all 12 sets")
+                if any(k > 12 for k in tt.prefixes):
+                    facts.add("EgsCtx prefix > 12")
+                if any(k > 2 for k in tt.prefixes):
+                    facts.add("suffix bypass bins after the context-coded ones")
+                if t.dq_enabled:
+                    facts.add("suffix_ctx with DQ")
+                if t.prob_window:
+                    facts.add("suffix_ctx with prob_window")
+                else:
+                    facts.add("suffix_ctx with the dual-rate estimator")
+                if t.tree.enabled:
+                    facts.add("suffix_ctx with coding tree")
         if mps.tool_flags & hls.TOOL_INTER_PRED:
             facts.add(f"pred_mode {int(t.pred_mode)} ({PRED_NAMES[int(t.pred_mode)]})")
             if t.pred_mode:

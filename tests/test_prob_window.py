@@ -19,7 +19,7 @@ from nntm import codec, core, hls
 from nntm.errors import BitstreamError, ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
-INIT = {"sig": 12288, "sign": 16384, "gt": 16384, "egp": 16384}
+INIT = {"sig": 12288, "sign": 16384, "gt": 16384, "egp": 16384, "egs": 16384}
 NEXT_STATE = {1: ((0, 2), (2, 0), (1, 3), (3, 1)),
               2: ((0, 1), (4, 5), (1, 0), (5, 4), (7, 6), (3, 2), (6, 7), (2, 3))}
 
@@ -107,14 +107,16 @@ class Engine:
 
 
 def spec_decode_levels(payload: bytes, rows: int, cols: int, num_gt: int, dq: int,
-                       window: int) -> tuple[np.ndarray, list[int], np.ndarray]:
+                       window: int, suffix_ctx: int = 0,
+                       ) -> tuple[np.ndarray, list[int], np.ndarray]:
     """tensor_data( ) of a raster-scan tensor (clauses 5.3.1, 5.3.2, 5.4.1, 5.5.4) with
-    dq 0 (off), 1 (4 states) or 2 (8 states): the levels, every ProbOne used and the
-    reconstruction indices (in half steps with DQ)."""
+    dq 0 (off), 1 (4 states) or 2 (8 states) and suffix_ctx_flag [1.5]: the levels, every
+    ProbOne used and the reconstruction indices (in half steps with DQ)."""
     sig = [Ctx(INIT["sig"], window) for _ in range(36)]
     sign = [Ctx(INIT["sign"], window) for _ in range(3)]
     gt = [[Ctx(INIT["gt"], window) for _ in range(5)] for _ in range(15)]
     egp = [[Ctx(INIT["egp"], window) for _ in range(12)] for _ in range(2)]
+    egs = [[Ctx(INIT["egs"], window) for _ in range(3)] for _ in range(12)]
     eng = Engine(payload)
     lv = np.zeros((rows, cols), dtype=np.int64)
     rec = np.zeros((rows, cols), dtype=np.int64)
@@ -146,7 +148,15 @@ def spec_decode_levels(payload: bytes, rows: int, cols: int, num_gt: int, dq: in
                     while eng.decision(egp[egp_class][min(k, 11)]):
                         k += 1
                         assert k <= 29
-                    mag += (1 << k) - 1 + eng.bypass(k)
+                    n_ctx = min(k, 2) if suffix_ctx else 0
+                    suffix = 0
+                    if n_ctx:  # clause 5.4.1: EgsCtx[ Min( k, 12 ) - 1 ][ node ]
+                        sets = egs[min(k, 12) - 1]
+                        suffix = eng.decision(sets[0])
+                        if n_ctx == 2:
+                            suffix = (suffix << 1) | eng.decision(sets[1 + suffix])
+                    suffix = (suffix << (k - n_ctx)) | eng.bypass(k - n_ctx)
+                    mag += (1 << k) - 1 + suffix
                 level = -mag if negative else mag
             lv[r, c] = level
             rec[r, c] = level
@@ -157,10 +167,11 @@ def spec_decode_levels(payload: bytes, rows: int, cols: int, num_gt: int, dq: in
     return lv, eng.p_seen, rec
 
 
-def _encode(w: np.ndarray, qp: int, gt: int, dq: int, window: int,
+def _encode(w: np.ndarray, qp: int, gt: int, dq: int, window: int, suffix_ctx: int = 0,
             ) -> tuple[bytes, np.ndarray, np.ndarray]:
     """Payload, levels and the decoder's reconstruction of one raster-coded kernel."""
-    params = core.KernelParams(w.shape[0], w.shape[1], qp, 2, gt, core.TreeParams(), dq, window)
+    params = core.KernelParams(w.shape[0], w.shape[1], qp, 2, gt, core.TreeParams(), dq, window,
+                               suffix_ctx)
     res = core.encode_kernel(w, params, np.dtype(np.float32), True, 0.1, "t")
     dec = core.decode_kernel(res.payload, params, np.dtype(np.float32), "t")
     assert np.array_equal(dec.levels, res.levels)
@@ -169,9 +180,9 @@ def _encode(w: np.ndarray, qp: int, gt: int, dq: int, window: int,
 
 
 def _check(payload: bytes, levels: np.ndarray, recon: np.ndarray, qp: int, gt: int, dq: int,
-           window: int) -> None:
+           window: int, suffix_ctx: int = 0) -> None:
     rows, cols = levels.shape
-    spec, _, rec = spec_decode_levels(payload, rows, cols, gt, dq, window)
+    spec, _, rec = spec_decode_levels(payload, rows, cols, gt, dq, window, suffix_ctx)
     assert np.array_equal(spec, levels)
     step = core.step_size(qp, 2) * (0.5 if dq else 1.0)
     assert np.array_equal((rec * step).astype(np.float32), recon)

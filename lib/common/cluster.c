@@ -14,9 +14,9 @@ void nntm_cluster_ctxs_init(nntm_cluster_ctxs *c) {
     nntm_ctx_fill(c->index, NNTM_CLUSTER_MAX_CODEBOOK, NNTM_INIT_INDEX, 0);
     nntm_ctx_fill(c->outlier_flag, NNTM_OUTLIER_FLAG_CTX, NNTM_INIT_OUTLIER_FLAG, 0);
     nntm_ctx_fill(c->run, NNTM_RUN_CTX, NNTM_INIT_RUN, 0);
-    nntm_level_ctxs_init(&c->index_lv, 0);
-    nntm_level_ctxs_init(&c->outlier, 0);
-    nntm_level_ctxs_init(&c->residual, 0);
+    nntm_level_ctxs_init(&c->index_lv, 0, 0);
+    nntm_level_ctxs_init(&c->outlier, 0, 0);
+    nntm_level_ctxs_init(&c->residual, 0, 0);
 }
 
 int nntm_check_cluster_params(const nntm_cluster_params *p, nntm_cluster_steps *steps) {

@@ -74,18 +74,30 @@ static inline void nntm_ctx_update(nntm_ctx *c, int bin) {
 #define NNTM_GT_CLASSES 5   /* abs_level_greater_flag: neighbourhood class */
 #define NNTM_EGP_CLASSES 2  /* abs_remainder prefix: neighbourhood small / large */
 #define NNTM_EGP_CTX 12     /* abs_remainder prefix: bin index, last one shared */
+#define NNTM_EGS_K 12       /* abs_remainder suffix [1.5]: Min( prefix, 12 ) - 1 */
+#define NNTM_EGS_NODES 3    /* the suffix's first bin; its second after a 0, after a 1 */
+#define NNTM_EGS_BINS 2     /* context-coded suffix bins (the most significant ones) */
 
 typedef struct nntm_level_ctxs {
     int32_t dq_state;  /* dependent quantization state (0 without DQ) */
+    int32_t suffix_ctx; /* 1: the first NNTM_EGS_BINS suffix bins context coded [1.5] */
     nntm_ctx sig[NNTM_SIG_CTX];
     nntm_ctx sign[NNTM_SIGN_CTX];
     nntm_ctx gt[NNTM_MAX_GT_FLAGS][NNTM_GT_CLASSES];
     nntm_ctx egp[NNTM_EGP_CLASSES][NNTM_EGP_CTX];
+    nntm_ctx egs[NNTM_EGS_K][NNTM_EGS_NODES];
 } nntm_level_ctxs;
 
 /* Set every context of the level context sets to its initial value, with the
- * estimator of prob_window (0: the dual estimator). */
-void nntm_level_ctxs_init(nntm_level_ctxs *c, int window);
+ * estimator of prob_window (0: the dual estimator) and suffix_ctx_flag. */
+void nntm_level_ctxs_init(nntm_level_ctxs *c, int window, int suffix_ctx);
+
+/* abs_remainder's suffix of a prefix of k (>= 1) bins [1.5]: the number of its
+ * bins that are context coded and their context set EgsCtx[ Min( k, 12 ) - 1 ]. */
+static inline int nntm_egs_num_ctx_bins(const nntm_level_ctxs *c, int k) {
+    if (!c->suffix_ctx) return 0;
+    return k < NNTM_EGS_BINS ? k : NNTM_EGS_BINS;
+}
 
 /* Set n context variables to the probability p (15 bits), estimator window. */
 void nntm_ctx_fill(nntm_ctx *c, int n, uint16_t p, int window);

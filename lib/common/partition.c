@@ -167,8 +167,8 @@ void nntm_cu_maps_set_intra(nntm_cu_maps *m, const nntm_node *n, int intra, int3
 #define NNTM_INIT_INTRA_COPY 16384
 #define NNTM_INIT_INTRA_DIR 16384
 
-void nntm_all_ctxs_init(nntm_all_ctxs *c, int window) {
-    nntm_level_ctxs_init(&c->level, window);
+void nntm_all_ctxs_init(nntm_all_ctxs *c, int window, int suffix_ctx) {
+    nntm_level_ctxs_init(&c->level, window, suffix_ctx);
     nntm_ctx_fill(c->tree.split_qt, NNTM_SPLIT_QT_CTX, NNTM_INIT_SPLIT_QT, window);
     nntm_ctx_fill(c->tree.mtt_split, NNTM_MTT_SPLIT_CTX, NNTM_INIT_MTT_SPLIT, window);
     nntm_ctx_fill(c->tree.mtt_vertical, NNTM_MTT_VERTICAL_CTX, NNTM_INIT_MTT_VERTICAL, window);

@@ -98,8 +98,9 @@ typedef struct nntm_all_ctxs {
     nntm_tree_ctxs tree;
 } nntm_all_ctxs;
 
-/* All context sets of a tree-coded tensor, with the estimator of prob_window. */
-void nntm_all_ctxs_init(nntm_all_ctxs *c, int window);
+/* All context sets of a tree-coded tensor, with the estimator of prob_window and
+ * suffix_ctx_flag. */
+void nntm_all_ctxs_init(nntm_all_ctxs *c, int window, int suffix_ctx);
 
 int nntm_ctx_split_qt(const nntm_cu_maps *m, const nntm_node *n);
 int nntm_ctx_mtt_split(const nntm_cu_maps *m, const nntm_node *n);

@@ -35,14 +35,14 @@ int nntm_decode_kernel(const nntm_kernel_params *params, const uint8_t *data, si
     nntm_bin_reader_init(&r, data, size);
     if (params->tree.enabled) {
         nntm_all_ctxs ctxs;
-        nntm_all_ctxs_init(&ctxs, params->prob_window);
+        nntm_all_ctxs_init(&ctxs, params->prob_window, params->suffix_ctx);
         rv = nntm_cu_maps_alloc(&maps, params->rows, params->cols);
         if (rv == NNTM_OK && intra) rv = nntm_cu_maps_alloc_intra(&maps);
         if (rv == NNTM_OK)
             rv = nntm_read_tree_data(&r, &ctxs, &maps, params, levels, rindex, cu_trace);
     } else {
         nntm_level_ctxs ctxs;
-        nntm_level_ctxs_init(&ctxs, params->prob_window);
+        nntm_level_ctxs_init(&ctxs, params->prob_window, params->suffix_ctx);
         rv = nntm_read_tensor_data(&r, &ctxs, params, levels, rindex);
     }
     if (rv == NNTM_OK && r.pos != size) rv = NNTM_ERR_CORRUPT; /* bytes after the payload */

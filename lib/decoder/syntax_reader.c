@@ -20,7 +20,15 @@ static int abs_remainder(nntm_bin_reader *r, nntm_level_ctxs *ctxs, int egp_clas
     while (nntm_decode_bin(r, &pc[prefix < NNTM_EGP_CTX ? prefix : NNTM_EGP_CTX - 1])) {
         if (++prefix > MAX_EG_PREFIX) return NNTM_ERR_CORRUPT;
     }
-    uint32_t suffix = nntm_decode_bypass(r, prefix);
+    uint32_t suffix = 0;
+    int nctx = nntm_egs_num_ctx_bins(ctxs, prefix);
+    if (nctx) {
+        nntm_ctx *sc = ctxs->egs[(prefix < NNTM_EGS_K ? prefix : NNTM_EGS_K) - 1];
+        uint32_t b0 = (uint32_t)nntm_decode_bin(r, &sc[0]);
+        suffix = b0;
+        if (nctx > 1) suffix = (suffix << 1) | (uint32_t)nntm_decode_bin(r, &sc[1 + b0]);
+    }
+    suffix = (suffix << (prefix - nctx)) | nntm_decode_bypass(r, prefix - nctx);
     *rem = (1u << prefix) + suffix - 1;
     return NNTM_OK;
 }

@@ -37,7 +37,7 @@ static int encode_raster(const nntm_encoder_params *p, const float *w, const flo
                             p->lambda_scale * q.step * q.step / (double)(1u << NNTM_COST_SHIFT),
                             w, imp};
     nntm_level_ctxs ctxs;
-    nntm_level_ctxs_init(&ctxs, k->prob_window);
+    nntm_level_ctxs_init(&ctxs, k->prob_window, k->suffix_ctx);
     nntm_quantize_region(&in, &q, levels, &ctxs, trial, track, 0, 0, k->cols, k->rows);
     free(trial);
     free(track);
@@ -45,7 +45,7 @@ static int encode_raster(const nntm_encoder_params *p, const float *w, const flo
     if (q.overflow) return NNTM_ERR_RANGE;
     nntm_arith_encoder enc;
     nntm_arith_encoder_init(&enc, out);
-    nntm_level_ctxs_init(&ctxs, k->prob_window);
+    nntm_level_ctxs_init(&ctxs, k->prob_window, k->suffix_ctx);
     nntm_write_tensor_data(&enc.w, &ctxs, k, levels, rindex);
     return nntm_arith_encoder_finish(&enc);
 }
@@ -60,7 +60,7 @@ static int encode_tree(const nntm_encoder_params *p, const float *w, const float
         nntm_arith_encoder enc;
         nntm_all_ctxs ctxs;
         nntm_arith_encoder_init(&enc, out);
-        nntm_all_ctxs_init(&ctxs, p->kernel.prob_window);
+        nntm_all_ctxs_init(&ctxs, p->kernel.prob_window, p->kernel.suffix_ctx);
         rv = nntm_write_tree_data(&enc.w, &ctxs, maps, &p->kernel, levels, rindex, dec.d, dec.n,
                                   trace);
         int fin = nntm_arith_encoder_finish(&enc);

@@ -620,7 +620,7 @@ int nntm_search_tree(const nntm_encoder_params *p, const float *weights, const f
         return NNTM_ERR_NOMEM;
     }
     nntm_all_ctxs ctx;
-    nntm_all_ctxs_init(&ctx, k->prob_window);
+    nntm_all_ctxs_init(&ctx, k->prob_window, k->suffix_ctx);
     for (int64_t y = 0; y < k->rows && !s.error; y += ctu)
         for (int64_t x = 0; x < k->cols && !s.error; x += ctu) {
             nntm_node n = {(int32_t)x, (int32_t)y, ctu, ctu, 0, 0};

@@ -47,6 +47,22 @@ static inline uint32_t bin_cost(const uint32_t *cost1, const nntm_ctx *c, int bi
     return cost1[idx];
 }
 
+/* The suffix bins of abs_remainder() (prefix k, suffix value) as the
+ * non-updating estimator prices them: bypass bins 1 each, the first two on
+ * EgsCtx with suffix_ctx_flag [1.5]. */
+static inline uint64_t suffix_rate(const uint32_t *cost1, const nntm_level_ctxs *ctxs, int k,
+                                   uint32_t suffix) {
+    int nctx = nntm_egs_num_ctx_bins(ctxs, k);
+    uint64_t r = (uint64_t)(k - nctx) << NNTM_COST_SHIFT;
+    if (nctx) {
+        const nntm_ctx *sc = ctxs->egs[(k < NNTM_EGS_K ? k : NNTM_EGS_K) - 1];
+        int b0 = (int)(suffix >> (k - 1)) & 1;
+        r += bin_cost(cost1, &sc[0], b0);
+        if (nctx > 1) r += bin_cost(cost1, &sc[1 + b0], (int)(suffix >> (k - 2)) & 1);
+    }
+    return r;
+}
+
 /* The rate of level_coding() for a level of magnitude a (sign neg) as the
  * non-updating estimator measures it: the bins of nntm_write_level_coding(),
  * each priced on its context as it stands (no update between bins), summed as
@@ -67,15 +83,16 @@ static inline uint64_t level_rate(const uint32_t *cost1, const nntm_level_ctxs *
     const nntm_ctx *pc = ctxs->egp[ci->egp_class];
     for (int i = 0; i < prefix; i++) r += bin_cost(cost1, &pc[i < NNTM_EGP_CTX ? i : NNTM_EGP_CTX - 1], 1);
     r += bin_cost(cost1, &pc[prefix < NNTM_EGP_CTX ? prefix : NNTM_EGP_CTX - 1], 0);
-    return r + ((uint64_t)prefix << NNTM_COST_SHIFT);
+    return r + suffix_rate(cost1, ctxs, prefix, v - (1u << prefix));
 }
 
 /* abs_remainder() of rem as the non-updating estimator prices it. */
-static inline uint64_t remainder_rate(const uint32_t *cost1, const nntm_ctx *pc, uint32_t rem) {
+static inline uint64_t remainder_rate(const uint32_t *cost1, const nntm_level_ctxs *ctxs,
+                                      const nntm_ctx *pc, uint32_t rem) {
     uint32_t v = rem + 1;
     int prefix = 0;
     while ((v >> (prefix + 1)) != 0) prefix++;
-    uint64_t r = (uint64_t)prefix << NNTM_COST_SHIFT;
+    uint64_t r = suffix_rate(cost1, ctxs, prefix, v - (1u << prefix));
     for (int i = 0; i < prefix; i++) r += bin_cost(cost1, &pc[i < NNTM_EGP_CTX ? i : NNTM_EGP_CTX - 1], 1);
     return r + bin_cost(cost1, &pc[prefix < NNTM_EGP_CTX ? prefix : NNTM_EGP_CTX - 1], 0);
 }
@@ -106,10 +123,10 @@ static inline void candidate_rates(const uint32_t *cost1, const nntm_level_ctxs 
         if (a < g)
             *ra1 = base + bin_cost(cost1, &ctxs->gt[a][ci->gt_class], 0);
         else
-            *ra1 = base + remainder_rate(cost1, pc, a - g);
+            *ra1 = base + remainder_rate(cost1, ctxs, pc, a - g);
     } else {
-        *ra = base + remainder_rate(cost1, pc, a - g - 1);
-        *ra1 = base + remainder_rate(cost1, pc, a - g);
+        *ra = base + remainder_rate(cost1, ctxs, pc, a - g - 1);
+        *ra1 = base + remainder_rate(cost1, ctxs, pc, a - g);
     }
 }
 
@@ -139,7 +156,15 @@ static inline void level_track(nntm_bit_estimator *e, nntm_level_ctxs *ctxs,
     nntm_ctx *pc = ctxs->egp[ci->egp_class];
     for (int i = 0; i < prefix; i++) bin_track(e, &pc[i < NNTM_EGP_CTX ? i : NNTM_EGP_CTX - 1], 1);
     bin_track(e, &pc[prefix < NNTM_EGP_CTX ? prefix : NNTM_EGP_CTX - 1], 0);
-    e->cost += (uint64_t)prefix << NNTM_COST_SHIFT;
+    int nctx = nntm_egs_num_ctx_bins(ctxs, prefix);
+    if (nctx) {
+        uint32_t suffix = v - (1u << prefix);
+        nntm_ctx *sc = ctxs->egs[(prefix < NNTM_EGS_K ? prefix : NNTM_EGS_K) - 1];
+        int b0 = (int)(suffix >> (prefix - 1)) & 1;
+        bin_track(e, &sc[0], b0);
+        if (nctx > 1) bin_track(e, &sc[1 + b0], (int)(suffix >> (prefix - 2)) & 1);
+    }
+    e->cost += (uint64_t)(prefix - nctx) << NNTM_COST_SHIFT;
 }
 
 /* The context updates of nntm_write_level_coding() for a level whose bins all
@@ -162,6 +187,14 @@ static inline void level_update(nntm_level_ctxs *ctxs, const nntm_level_ctx_idx 
     nntm_ctx *pc = ctxs->egp[ci->egp_class];
     for (int i = 0; i < prefix; i++) nntm_ctx_update(&pc[i], 1);
     nntm_ctx_update(&pc[prefix], 0);
+    int nctx = nntm_egs_num_ctx_bins(ctxs, prefix);
+    if (nctx) {
+        uint32_t suffix = v - (1u << prefix);
+        nntm_ctx *sc = ctxs->egs[(prefix < NNTM_EGS_K ? prefix : NNTM_EGS_K) - 1];
+        int b0 = (int)(suffix >> (prefix - 1)) & 1;
+        nntm_ctx_update(&sc[0], b0);
+        if (nctx > 1) nntm_ctx_update(&sc[1 + b0], (int)(suffix >> (prefix - 2)) & 1);
+    }
 }
 
 /* One trellis node: the best path into a state at a position. */

@@ -6,7 +6,8 @@
 
 #include "../common/intra.h"
 
-/* abs_remainder: Exp-Golomb order 0, prefix bins context coded, suffix bypass. */
+/* abs_remainder: Exp-Golomb order 0, prefix bins context coded, suffix bypass
+ * (its first two bins context coded with suffix_ctx_flag [1.5]). */
 static void abs_remainder(nntm_bin_writer *w, nntm_level_ctxs *ctxs, int egp_class,
                           uint32_t rem) {
     uint32_t v = rem + 1;
@@ -16,7 +17,15 @@ static void abs_remainder(nntm_bin_writer *w, nntm_level_ctxs *ctxs, int egp_cla
     for (int i = 0; i < prefix; i++)
         w->encode_bin(w, &pc[i < NNTM_EGP_CTX ? i : NNTM_EGP_CTX - 1], 1);
     w->encode_bin(w, &pc[prefix < NNTM_EGP_CTX ? prefix : NNTM_EGP_CTX - 1], 0);
-    w->encode_bypass(w, v - (1u << prefix), prefix);
+    uint32_t suffix = v - (1u << prefix);
+    int nctx = nntm_egs_num_ctx_bins(ctxs, prefix);
+    if (nctx) {
+        nntm_ctx *sc = ctxs->egs[(prefix < NNTM_EGS_K ? prefix : NNTM_EGS_K) - 1];
+        int b0 = (int)(suffix >> (prefix - 1)) & 1;
+        w->encode_bin(w, &sc[0], b0);
+        if (nctx > 1) w->encode_bin(w, &sc[1 + b0], (int)(suffix >> (prefix - 2)) & 1);
+    }
+    w->encode_bypass(w, suffix & ((1u << (prefix - nctx)) - 1), prefix - nctx);
 }
 
 void nntm_write_level_coding(nntm_bin_writer *w, nntm_level_ctxs *ctxs,

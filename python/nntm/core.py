@@ -84,6 +84,7 @@ class KernelParams:
     tree: TreeParams = TreeParams()
     dq_enabled: int = 0   # 0 off, 1: four DQ states, 2: eight [1.4]
     prob_window: int = 0  # [1.4] 0: dual-rate context estimator; 1..12: counting estimator
+    suffix_ctx: int = 0   # [1.5] 1: abs_remainder's first two suffix bins context coded
 
     def fill(self, p: object) -> None:
         p.rows, p.cols, p.qp = self.rows, self.cols, self.qp
@@ -91,6 +92,7 @@ class KernelParams:
         self.tree.fill(p.tree)
         p.dq_enabled = int(self.dq_enabled)
         p.prob_window = int(self.prob_window)
+        p.suffix_ctx = int(self.suffix_ctx)
 
     def to_c(self) -> object:
         p = ffi.new("nntm_kernel_params *")

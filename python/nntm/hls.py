@@ -25,7 +25,7 @@ from .errors import BitstreamError
 
 MAGIC = b"NNTM"
 FORMAT_VERSION_MAJOR = 1
-FORMAT_VERSION_MINOR = 4
+FORMAT_VERSION_MINOR = 5
 UNIT_HEADER_BYTES = 5
 MAX_NDIM = 8
 MAX_NAME_BYTES = 4096
@@ -48,12 +48,14 @@ TOOL_INTRA_PRED = 1 << 6        # (format 1.3) tree parameters carry intra_pred_
 TOOL_PROB_WINDOW = 1 << 7       # (format 1.4) tensor parameter sets carry prob_window
 MAX_PROB_WINDOW = 12            # prob_window 1..12: the counting estimator; 0: dual-rate
 TOOL_DQ_8STATES = 1 << 8        # (format 1.4) TPSs with DQ carry dq_8_states_flag
+TOOL_SUFFIX_CTX = 1 << 9        # (format 1.5) tensor parameter sets carry suffix_ctx_flag
 KNOWN_TOOL_FLAGS = (TOOL_CODING_TREE | TOOL_SIGNAL_TYPES | TOOL_DEP_QUANT | TOOL_INTER_PRED
-                    | TOOL_CLUSTER | TOOL_INTRA_PRED | TOOL_PROB_WINDOW | TOOL_DQ_8STATES)
+                    | TOOL_CLUSTER | TOOL_INTRA_PRED | TOOL_PROB_WINDOW | TOOL_DQ_8STATES
+                    | TOOL_SUFFIX_CTX)
 # the lowest format minor version that may carry each tool flag
 TOOL_MIN_MINOR = {TOOL_CODING_TREE: 1, TOOL_SIGNAL_TYPES: 1, TOOL_DEP_QUANT: 1,
                   TOOL_INTER_PRED: 2, TOOL_CLUSTER: 2, TOOL_INTRA_PRED: 3, TOOL_PROB_WINDOW: 4,
-                  TOOL_DQ_8STATES: 4}
+                  TOOL_DQ_8STATES: 4, TOOL_SUFFIX_CTX: 5}
 MAX_SIGNAL_TYPES = 255
 MAX_TREE_TYPE = 3
 
@@ -214,6 +216,7 @@ class TensorParameterSet:
     dq_enabled: bool = False
     dq_states: int = 4           # [1.4] 4 or 8 states of dependent quantization
     prob_window: int = 0         # [1.4] 0: dual-rate context estimator; 1..12: counting
+    suffix_ctx: bool = False     # [1.5] abs_remainder's first two suffix bins context coded
     pred_mode: PredMode = PredMode.NONE
     ref_tensor_id: int = 0       # EARLIER_TENSOR: the tensor_id predicted from
     ref_dtype: np.dtype = field(default_factory=lambda: np.dtype(np.float32))
@@ -358,6 +361,10 @@ def tensor_parameter_set(tps: TensorParameterSet, tool_flags: int = 0) -> bytes:
             w.u(4, tps.prob_window)
         elif tps.prob_window:
             raise ValueError(f"tensor '{tps.name}': prob_window needs TOOL_PROB_WINDOW")
+        if tool_flags & TOOL_SUFFIX_CTX:
+            w.u(1, int(tps.suffix_ctx))
+        elif tps.suffix_ctx:
+            raise ValueError(f"tensor '{tps.name}': suffix_ctx_flag needs TOOL_SUFFIX_CTX")
         if tool_flags & TOOL_INTER_PRED:
             w.u(8, int(tps.pred_mode))
             if tps.pred_mode == PredMode.EARLIER_TENSOR:
@@ -632,6 +639,8 @@ def parse_tensor_parameter_set(unit: Unit, mps: ModelParameterSet) -> TensorPara
             if tps.prob_window > MAX_PROB_WINDOW:
                 raise r.fail(f"tensor '{name}': prob_window {tps.prob_window} is reserved "
                              f"(0..{MAX_PROB_WINDOW})")
+        if mps.tool_flags & TOOL_SUFFIX_CTX:
+            tps.suffix_ctx = bool(r.u(1))
         if mps.tool_flags & TOOL_INTER_PRED:
             _parse_prediction(r, tps)
         expected = rows_cols(shape, tps.arrangement)

@@ -86,6 +86,7 @@ typedef struct nntm_tree_params {
 /* What the decoder needs to parse and reconstruct one kernel tensor: all of it
  * comes from the tensor parameter set. */
 #define NNTM_MAX_PROB_WINDOW 12 /* largest prob_window [1.4] */
+#define NNTM_SUFFIX_CTX_BINS 2  /* abs_remainder suffix bins context coded with suffix_ctx [1.5] */
 
 typedef struct nntm_kernel_params {
     int32_t rows;          /* kernel tensor height, >= 0 */
@@ -96,6 +97,7 @@ typedef struct nntm_kernel_params {
     nntm_tree_params tree;
     int32_t dq_enabled;    /* dependent quantization: 0 off, 1 four states, 2 eight [1.4] */
     int32_t prob_window;   /* 0: dual-rate context estimator; 1..12: counting estimator [1.4] */
+    int32_t suffix_ctx;    /* 1: abs_remainder's first two suffix bins context coded [1.5] */
 } nntm_kernel_params;
 
 /* Encoder search settings (speed presets bound these). */

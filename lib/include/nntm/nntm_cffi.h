@@ -13,6 +13,7 @@
 #define NNTM_DTYPE_FLOAT64 3
 #define NNTM_MAX_GT_FLAGS 15
 #define NNTM_MAX_PROB_WINDOW 12
+#define NNTM_SUFFIX_CTX_BINS 2
 #define NNTM_MAX_LEVEL 1073741823
 #define NNTM_MAX_QP_DENSITY 6
 
@@ -56,6 +57,7 @@ typedef struct nntm_kernel_params {
     nntm_tree_params tree;
     int32_t dq_enabled;
     int32_t prob_window;
+    int32_t suffix_ctx;
 } nntm_kernel_params;
 
 typedef struct nntm_search_params {
