@@ -8,7 +8,8 @@
  *   [ext & 1: int32 x 8, the coding tree parameters (nntm_tree_params order: enabled,
  *    log2_ctu_size, log2_min_qt_size, max_mtt_depth, log2_min_cu_size, split_mask,
  *    skip_enabled, cu_qp_delta_enabled), for libraries that have them]
- *   [ext & 2: int32 dq_enabled (dependent quantization: 1 four states, 2 eight [1.4]),
+ *   [ext & 2: int32 dq_enabled (dependent quantization: 1 four states, 2 eight [1.4],
+ *    3 thirty-two [1.5]),
  *    for libraries that have it:
  *    compile with -DKERNEL_INPUT_HAS_DQ (fuzz/build.sh and scripts/run_sanitizers.sh
  *    set it when nntm_kernel_params has dq_enabled)]

@@ -958,6 +958,16 @@ STREAMS: tuple[Spec, ...] = (
          "suffix bin). The weight with 8-state DQ and window 10, the bias with the "
          "dual-rate estimator (ClassRules window=0).",
          verify=True),
+    Spec("DQ32_A_1", "dq_b",
+         ("format 1.5", "TOOL_DQ_32STATES", "TOOL_DEP_QUANT", "TOOL_CODING_TREE",
+          "DQ 32 states", "DQ all 64 state transitions", "DQ with coding tree",
+          "DQ even and odd levels", "DQ Q1 odd reconstruction indices", "DQ abs_remainder",
+          "skip CUs", "DQ float32"),
+         "Dependent quantization with 32 states (DQStates 32, clause 5.5.4) on the source "
+         "and coding keys of DQ8_A_1: the state carried through the coding tree, skip CUs "
+         "and CU QP deltas in the linear weight, the embedding raster-coded (ClassRules "
+         "tree=none); every state and every transition used.",
+         verify=True),
     Spec("SUFFIX_B_1", "qp",
          ("format 1.5", "TOOL_SUFFIX_CTX", "TOOL_CODING_TREE", "suffix_ctx_flag 1",
           "suffix_ctx with coding tree", "suffix_ctx with prob_window",
@@ -1003,11 +1013,18 @@ CU_SKIP = 1                                   # NNTM_CU_SKIP, the mode in the CU
 NEXT_DQ_STATE = ((0, 2), (2, 0), (1, 3), (3, 1))
 # 8 states [1.4] (clause 5.5.4): states 0..3 use Q0, 4..7 Q1
 NEXT_DQ_STATE_8 = ((0, 1), (4, 5), (1, 0), (5, 4), (7, 6), (3, 2), (6, 7), (2, 3))
+# 32 states [1.5] (clause 5.5.4): states 0..15 use Q0, 16..31 Q1
+NEXT_DQ_STATE_32 = (
+    (0, 2), (16, 18), (1, 3), (17, 19), (2, 0), (18, 16), (3, 1), (19, 17),
+    (4, 6), (20, 22), (5, 7), (21, 23), (6, 4), (22, 20), (7, 5), (23, 21),
+    (9, 11), (25, 27), (8, 10), (24, 26), (11, 9), (27, 25), (10, 8), (26, 24),
+    (13, 15), (29, 31), (12, 14), (28, 30), (15, 13), (31, 29), (14, 12), (30, 28))
 
 
 def _dq_machine(t: object) -> tuple[tuple[tuple[int, int], ...], int]:
     """The state table of a DQ tensor and its first Q1 state."""
-    return (NEXT_DQ_STATE_8, 4) if t.dq_states == 8 else (NEXT_DQ_STATE, 2)
+    return {8: (NEXT_DQ_STATE_8, 4), 32: (NEXT_DQ_STATE_32, 16)}.get(
+        t.dq_states, (NEXT_DQ_STATE, 2))
 # counted per coding tree: the five splits, CUs whose nominal node extends beyond the
 # kernel tensor, split nodes partly outside it, children entirely outside it
 _TREE_KEYS = ("QT", "BT_H", "BT_V", "TT_H", "TT_V", "border CUs", "clipped splits",
@@ -1312,7 +1329,8 @@ _TOOL_NAMES = ((hls.TOOL_CODING_TREE, "TOOL_CODING_TREE"),
                (hls.TOOL_SIGNAL_TYPES, "TOOL_SIGNAL_TYPES"), (hls.TOOL_DEP_QUANT, "TOOL_DEP_QUANT"),
                (hls.TOOL_INTER_PRED, "TOOL_INTER_PRED"), (hls.TOOL_CLUSTER, "TOOL_CLUSTER"),
                (hls.TOOL_INTRA_PRED, "TOOL_INTRA_PRED"), (hls.TOOL_PROB_WINDOW, "TOOL_PROB_WINDOW"),
-               (hls.TOOL_DQ_8STATES, "TOOL_DQ_8STATES"), (hls.TOOL_SUFFIX_CTX, "TOOL_SUFFIX_CTX"))
+               (hls.TOOL_DQ_8STATES, "TOOL_DQ_8STATES"), (hls.TOOL_SUFFIX_CTX, "TOOL_SUFFIX_CTX"),
+               (hls.TOOL_DQ_32STATES, "TOOL_DQ_32STATES"))
 PRED_NAMES = {0: "NONE", 1: "REF_MODEL", 2: "EARLIER_TENSOR"}
 POINT_NAMES = {0: "scalar", 1: "kernel", 2: "filter", 3: "inchannel"}
 AXIS_NAMES = {0: "none", 1: "output channels", 2: "input channels"}
@@ -1438,8 +1456,8 @@ def stream_facts(data: bytes, ref: dict[str, np.ndarray] | None = None) -> set[s
                 facts.add("DQ Q1 odd reconstruction indices")
             if len(tt.dq_transitions) == 2 * len(tt.dq_states):
                 facts.add(f"DQ all {2 * len(tt.dq_states)} state transitions")
-            if t.dq_states == 8:
-                facts.add("DQ 8 states")
+            if t.dq_states in (8, 32):
+                facts.add(f"DQ {t.dq_states} states")
             if tt.remainders:
                 facts.add("DQ abs_remainder")
                 dq_prefix = max(dq_prefix, tt.max_prefix)

@@ -21,7 +21,13 @@ from nntm.errors import BitstreamError, ConfigError
 ROOT = Path(__file__).resolve().parents[1]
 INIT = {"sig": 12288, "sign": 16384, "gt": 16384, "egp": 16384, "egs": 16384}
 NEXT_STATE = {1: ((0, 2), (2, 0), (1, 3), (3, 1)),
-              2: ((0, 1), (4, 5), (1, 0), (5, 4), (7, 6), (3, 2), (6, 7), (2, 3))}
+              2: ((0, 1), (4, 5), (1, 0), (5, 4), (7, 6), (3, 2), (6, 7), (2, 3)),
+              # clause 5.5.4, the 32-state table [1.5]
+              3: ((0, 2), (16, 18), (1, 3), (17, 19), (2, 0), (18, 16), (3, 1), (19, 17),
+                  (4, 6), (20, 22), (5, 7), (21, 23), (6, 4), (22, 20), (7, 5), (23, 21),
+                  (9, 11), (25, 27), (8, 10), (24, 26), (11, 9), (27, 25), (10, 8), (26, 24),
+                  (13, 15), (29, 31), (12, 14), (28, 30), (15, 13), (31, 29), (14, 12), (30, 28))}
+NUM_STATES = {0: 4, 1: 4, 2: 8, 3: 32}
 
 
 class Ctx:
@@ -110,8 +116,8 @@ def spec_decode_levels(payload: bytes, rows: int, cols: int, num_gt: int, dq: in
                        window: int, suffix_ctx: int = 0,
                        ) -> tuple[np.ndarray, list[int], np.ndarray]:
     """tensor_data( ) of a raster-scan tensor (clauses 5.3.1, 5.3.2, 5.4.1, 5.5.4) with
-    dq 0 (off), 1 (4 states) or 2 (8 states) and suffix_ctx_flag [1.5]: the levels, every
-    ProbOne used and the reconstruction indices (in half steps with DQ)."""
+    dq 0 (off), 1 (4 states), 2 (8 states) or 3 (32 states) and suffix_ctx_flag [1.5]: the
+    levels, every ProbOne used and the reconstruction indices (in half steps with DQ)."""
     sig = [Ctx(INIT["sig"], window) for _ in range(36)]
     sign = [Ctx(INIT["sign"], window) for _ in range(3)]
     gt = [[Ctx(INIT["gt"], window) for _ in range(5)] for _ in range(15)]
@@ -120,7 +126,7 @@ def spec_decode_levels(payload: bytes, rows: int, cols: int, num_gt: int, dq: in
     eng = Engine(payload)
     lv = np.zeros((rows, cols), dtype=np.int64)
     rec = np.zeros((rows, cols), dtype=np.int64)
-    states = 8 if dq == 2 else 4
+    states = NUM_STATES[dq]
     state = 0
     for r in range(rows):
         for c in range(cols):
@@ -128,7 +134,8 @@ def spec_decode_levels(payload: bytes, rows: int, cols: int, num_gt: int, dq: in
             above = int(lv[r - 1, c]) if r > 0 else 0
             a, b = min(abs(left), 64), min(abs(above), 64)
             s = a + b
-            sig_set = state >> 1 if states == 8 else max(0, state - 1)
+            sig_set = (state >> 3 if states == 32 else state >> 1 if states == 8
+                       else max(0, state - 1))
             sig_ctx = min(a, 2) * 3 + min(b, 2) + 9 * sig_set
             sign_ctx = 0 if left == 0 else (1 if left > 0 else 2)
             gt_class = 0 if s == 0 else 1 if s <= 2 else 2 if s <= 5 else 3 if s <= 10 else 4
@@ -189,7 +196,7 @@ def _check(payload: bytes, levels: np.ndarray, recon: np.ndarray, qp: int, gt: i
 
 
 @pytest.mark.parametrize("window", [0, 1, 2, 5, 10, 12])
-@pytest.mark.parametrize("dq", [0, 1, 2])
+@pytest.mark.parametrize("dq", [0, 1, 2, 3])
 def test_spec_reading_decodes_the_c_payload(window: int, dq: int) -> None:
     rng = np.random.default_rng(100 + window + 20 * dq)
     w = (rng.laplace(0, 0.05, (24, 40)) * rng.uniform(0.2, 2.0, (24, 1))).astype(np.float32)
@@ -198,7 +205,7 @@ def test_spec_reading_decodes_the_c_payload(window: int, dq: int) -> None:
 
 
 @settings(max_examples=30, deadline=None)
-@given(st.integers(0, 12), st.integers(0, 2**31 - 1), st.integers(1, 15), st.integers(0, 2))
+@given(st.integers(0, 12), st.integers(0, 2**31 - 1), st.integers(1, 15), st.integers(0, 3))
 def test_spec_reading_matches_for_any_window(window: int, seed: int, gt: int, dq: int) -> None:
     rng = np.random.default_rng(seed)
     rows, cols = int(rng.integers(1, 12)), int(rng.integers(1, 30))

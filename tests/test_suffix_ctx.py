@@ -19,7 +19,7 @@ from test_prob_window import ROOT, _check, _encode, spec_decode_levels, stream_t
 
 
 @pytest.mark.parametrize("window", [0, 10])
-@pytest.mark.parametrize("dq", [0, 1, 2])
+@pytest.mark.parametrize("dq", [0, 1, 2, 3])
 @pytest.mark.parametrize("gt", [1, 10])
 def test_spec_reading_decodes_suffix_ctx_payloads(window: int, dq: int, gt: int) -> None:
     rng = np.random.default_rng(300 + window + 20 * dq + gt)
@@ -32,7 +32,7 @@ def test_spec_reading_decodes_suffix_ctx_payloads(window: int, dq: int, gt: int)
 
 
 @settings(max_examples=30, deadline=None)
-@given(st.integers(0, 12), st.integers(0, 2**31 - 1), st.integers(1, 15), st.integers(0, 2))
+@given(st.integers(0, 12), st.integers(0, 2**31 - 1), st.integers(1, 15), st.integers(0, 3))
 def test_spec_reading_matches_for_any_setting(window: int, seed: int, gt: int, dq: int) -> None:
     rng = np.random.default_rng(seed)
     rows, cols = int(rng.integers(1, 12)), int(rng.integers(1, 30))

@@ -68,7 +68,7 @@ static inline void nntm_ctx_update(nntm_ctx *c, int bin) {
 /* ---- Context sets of level_coding (docs/bitstream.md, "Context sets"). ---- */
 #define NNTM_SIG_NEIGH 9    /* sig_flag: min(|L|,2) * 3 + min(|A|,2) ... */
 #define NNTM_SIG_SETS 4     /* ... + 9 * nntm_dq_sig_set(dq, dq_state): 0..2 with 4 states,
-                               0..3 with 8 [1.4] */
+                               0..3 with 8 [1.4] and 32 [1.5] */
 #define NNTM_SIG_CTX (NNTM_SIG_NEIGH * NNTM_SIG_SETS)
 #define NNTM_SIGN_CTX 3     /* sign_flag: sign of the left level (0, +, -) */
 #define NNTM_GT_CLASSES 5   /* abs_level_greater_flag: neighbourhood class */
@@ -118,26 +118,38 @@ static inline int32_t nntm_abs_clip(int32_t v, int32_t cap) {
 /* ---- Dependent quantization (docs/bitstream.md 5.5.4) ----
  * dq 1: the 4-state machine; states 0 and 1 use quantizer Q0 (reconstruction
  * index 2k), states 2 and 3 quantizer Q1 (2k - sgn(k)).  dq 2 [1.4]: an 8-state
- * machine; states 0..3 use Q0, 4..7 Q1.  The parity of each level drives the state. */
-static inline int nntm_dq_num_states(int dq) { return dq == 2 ? 8 : 4; }
+ * machine; states 0..3 use Q0, 4..7 Q1.  dq 3 [1.5]: a 32-state machine; states
+ * 0..15 use Q0, 16..31 Q1.  The parity of each level drives the state. */
+#define NNTM_DQ_MAX_STATES 32
+
+static inline int nntm_dq_num_states(int dq) { return dq == 3 ? 32 : dq == 2 ? 8 : 4; }
 
 static inline int nntm_dq_quantizer(int dq, int state) {
-    return dq == 2 ? state >> 2 : state >> 1;
+    return state >= nntm_dq_num_states(dq) / 2;
 }
 
-/* The state table of dq (1 or 2): next state = table[2 * state + (level & 1)]. */
+/* The state table of dq (1, 2 or 3): next state = table[2 * state + (level & 1)].
+ * The 32 states are Ungerboeck's rate-1/2 code for four subsets with parity-check
+ * polynomials (45, 10) octal, numbered so that the quantizer is state >= 16. */
 static inline const int8_t *nntm_dq_table(int dq) {
     static const int8_t next4[8] = {0, 2, 2, 0, 1, 3, 3, 1};
     static const int8_t next8[16] = {0, 1, 4, 5, 1, 0, 5, 4, 7, 6, 3, 2, 6, 7, 2, 3};
-    return dq == 2 ? next8 : next4;
+    static const int8_t next32[64] = {
+        0,  2,  16, 18, 1,  3,  17, 19, 2,  0,  18, 16, 3,  1,  19, 17,
+        4,  6,  20, 22, 5,  7,  21, 23, 6,  4,  22, 20, 7,  5,  23, 21,
+        9,  11, 25, 27, 8,  10, 24, 26, 11, 9,  27, 25, 10, 8,  26, 24,
+        13, 15, 29, 31, 12, 14, 28, 30, 15, 13, 31, 29, 14, 12, 30, 28};
+    return dq == 3 ? next32 : dq == 2 ? next8 : next4;
 }
 
 static inline int nntm_dq_next(int dq, int state, int32_t level) {
     return nntm_dq_table(dq)[2 * state + (level & 1)];
 }
 
-/* The SigCtx set of a state (0 without DQ): 4 states {0, 0, 1, 2}; 8 states state >> 1. */
+/* The SigCtx set of a state (0 without DQ): 4 states {0, 0, 1, 2}; 8 states state >> 1;
+ * 32 states state >> 3. */
 static inline int nntm_dq_sig_set(int dq, int state) {
+    if (dq == 3) return state >> 3;
     if (dq == 2) return state >> 1;
     return state > 1 ? state - 1 : 0;
 }

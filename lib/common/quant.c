@@ -29,7 +29,7 @@ int nntm_check_kernel_params(const nntm_kernel_params *p) {
     int32_t m, s;
     int rv = nntm_qp_to_step(p->qp, p->qp_density, &m, &s);
     if (rv) return rv;
-    if (p->dq_enabled < 0 || p->dq_enabled > 2) return NNTM_ERR_ARG;
+    if (p->dq_enabled < 0 || p->dq_enabled > 3) return NNTM_ERR_ARG;
     if (p->prob_window < 0 || p->prob_window > NNTM_MAX_PROB_WINDOW) return NNTM_ERR_ARG;
     if (p->suffix_ctx < 0 || p->suffix_ctx > 1) return NNTM_ERR_ARG;
     /* tree nodes reach up to one CTU past the tensor: keep their corners in int32 */

@@ -431,7 +431,7 @@ static double quantize_scalar(const nntm_region_input *in, nntm_quantizer *q, in
     return dist;
 }
 
-#define DQ_MAX_STATES 8
+#define DQ_MAX_STATES NNTM_DQ_MAX_STATES
 
 /* Start of a row: only the current DQ state is reachable, and every survivor's left
  * neighbour is the level before x0 (0 at the tensor's left edge). */

@@ -126,10 +126,11 @@ BN_STATS_SUFFIXES = ("running_mean", "running_var")
 
 
 def dq_mode(tps: hls.TensorParameterSet) -> int:
-    """The C core's dq_enabled of a tensor: 0 off, 1 four states, 2 eight [1.4]."""
+    """The C core's dq_enabled of a tensor: 0 off, 1 four states, 2 eight [1.4], 3 thirty-two
+    [1.5]."""
     if not tps.dq_enabled:
         return 0
-    return 2 if tps.dq_states == 8 else 1
+    return {8: 2, 32: 3}.get(tps.dq_states, 1)
 
 
 def tensor_qp(config: Config, ndim: int, predicted: bool = False, name: str = "") -> int:
@@ -214,6 +215,8 @@ def encode_with_recon(
             tool_flags |= hls.TOOL_DEP_QUANT
             if int(config["DQStates"]) == 8:
                 tool_flags |= hls.TOOL_DQ_8STATES
+            if int(config["DQStates"]) == 32:
+                tool_flags |= hls.TOOL_DQ_32STATES
         if mode == hls.CodingMode.QUANTIZED and cls.prob_window:
             tool_flags |= hls.TOOL_PROB_WINDOW
         if mode == hls.CodingMode.QUANTIZED and config["SuffixCtx"]:

@@ -49,13 +49,14 @@ TOOL_PROB_WINDOW = 1 << 7       # (format 1.4) tensor parameter sets carry prob_
 MAX_PROB_WINDOW = 12            # prob_window 1..12: the counting estimator; 0: dual-rate
 TOOL_DQ_8STATES = 1 << 8        # (format 1.4) TPSs with DQ carry dq_8_states_flag
 TOOL_SUFFIX_CTX = 1 << 9        # (format 1.5) tensor parameter sets carry suffix_ctx_flag
+TOOL_DQ_32STATES = 1 << 10      # (format 1.5) TPSs with DQ carry dq_32_states_flag
 KNOWN_TOOL_FLAGS = (TOOL_CODING_TREE | TOOL_SIGNAL_TYPES | TOOL_DEP_QUANT | TOOL_INTER_PRED
                     | TOOL_CLUSTER | TOOL_INTRA_PRED | TOOL_PROB_WINDOW | TOOL_DQ_8STATES
-                    | TOOL_SUFFIX_CTX)
+                    | TOOL_SUFFIX_CTX | TOOL_DQ_32STATES)
 # the lowest format minor version that may carry each tool flag
 TOOL_MIN_MINOR = {TOOL_CODING_TREE: 1, TOOL_SIGNAL_TYPES: 1, TOOL_DEP_QUANT: 1,
                   TOOL_INTER_PRED: 2, TOOL_CLUSTER: 2, TOOL_INTRA_PRED: 3, TOOL_PROB_WINDOW: 4,
-                  TOOL_DQ_8STATES: 4, TOOL_SUFFIX_CTX: 5}
+                  TOOL_DQ_8STATES: 4, TOOL_SUFFIX_CTX: 5, TOOL_DQ_32STATES: 5}
 MAX_SIGNAL_TYPES = 255
 MAX_TREE_TYPE = 3
 
@@ -214,7 +215,7 @@ class TensorParameterSet:
     tree: TreeParams = field(default_factory=TreeParams)
     signal_type: int = 0
     dq_enabled: bool = False
-    dq_states: int = 4           # [1.4] 4 or 8 states of dependent quantization
+    dq_states: int = 4           # [1.4] 4 or 8 states of dependent quantization; [1.5] 32
     prob_window: int = 0         # [1.4] 0: dual-rate context estimator; 1..12: counting
     suffix_ctx: bool = False     # [1.5] abs_remainder's first two suffix bins context coded
     pred_mode: PredMode = PredMode.NONE
@@ -348,12 +349,16 @@ def tensor_parameter_set(tps: TensorParameterSet, tool_flags: int = 0) -> bytes:
             w.ue(tps.signal_type)
         if tool_flags & TOOL_DEP_QUANT:
             w.u(1, int(tps.dq_enabled))
-        if tps.dq_states not in (4, 8):
-            raise ValueError(f"tensor '{tps.name}': dq_states {tps.dq_states} is not 4 or 8")
+        if tps.dq_states not in (4, 8, 32):
+            raise ValueError(f"tensor '{tps.name}': dq_states {tps.dq_states} is not 4, 8 or 32")
         if tool_flags & TOOL_DQ_8STATES and tps.dq_enabled:
             w.u(1, int(tps.dq_states == 8))
         elif tps.dq_states == 8:
             raise ValueError(f"tensor '{tps.name}': 8 DQ states need DQ and TOOL_DQ_8STATES")
+        if tool_flags & TOOL_DQ_32STATES and tps.dq_enabled and tps.dq_states != 8:
+            w.u(1, int(tps.dq_states == 32))
+        elif tps.dq_states == 32:
+            raise ValueError(f"tensor '{tps.name}': 32 DQ states need DQ and TOOL_DQ_32STATES")
         if tool_flags & TOOL_PROB_WINDOW:
             if not 0 <= tps.prob_window <= MAX_PROB_WINDOW:
                 raise ValueError(f"tensor '{tps.name}': prob_window {tps.prob_window} not in "
@@ -631,6 +636,8 @@ def parse_tensor_parameter_set(unit: Unit, mps: ModelParameterSet) -> TensorPara
             tps.dq_enabled = bool(r.u(1))
         if mps.tool_flags & TOOL_DQ_8STATES and tps.dq_enabled:
             tps.dq_states = 8 if r.u(1) else 4
+        if mps.tool_flags & TOOL_DQ_32STATES and tps.dq_enabled and tps.dq_states != 8:
+            tps.dq_states = 32 if r.u(1) else 4
         if tps.dq_enabled and tps.tree.intra_pred_enabled:
             raise r.fail(f"tensor '{name}': intra_pred_enabled_flag and dep_quant_enabled_flag "
                          "are both set (intra prediction needs scalar quantization)")

@@ -95,7 +95,8 @@ typedef struct nntm_kernel_params {
     int32_t qp_density;    /* 2^qp_density QP steps per doubling of the step, 0..6 */
     int32_t num_gt_flags;  /* greater-than flags before the remainder, 1..15 */
     nntm_tree_params tree;
-    int32_t dq_enabled;    /* dependent quantization: 0 off, 1 four states, 2 eight [1.4] */
+    int32_t dq_enabled;    /* dependent quantization: 0 off, 1 four states, 2 eight [1.4],
+                              3 thirty-two [1.5] */
     int32_t prob_window;   /* 0: dual-rate context estimator; 1..12: counting estimator [1.4] */
     int32_t suffix_ctx;    /* 1: abs_remainder's first two suffix bins context coded [1.5] */
 } nntm_kernel_params;
