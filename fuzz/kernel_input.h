@@ -22,6 +22,8 @@
  *    for libraries that have NNTM_MAX_PROB_WINDOW]
  *   [ext & 32: int32 suffix_ctx (format 1.5, context-coded abs_remainder suffix bins),
  *    for libraries that have NNTM_SUFFIX_CTX_BINS]
+ *   [ext & 64: int32 row_pred (format 1.5, rows predicted from the row above), for
+ *    libraries that have NNTM_ROW_PRED_CTX]
  *   payload                                 the tensor data unit payload (the rest)
  *
  * python/nntm/conformance.py (KERNEL_CASE_HEADER, kernel_cases) writes it. */
@@ -42,6 +44,7 @@
 #define KERNEL_INPUT_EXT_INTRA 8
 #define KERNEL_INPUT_EXT_WINDOW 16
 #define KERNEL_INPUT_EXT_SUFFIX 32
+#define KERNEL_INPUT_EXT_ROW_PRED 64
 
 typedef struct kernel_input {
     nntm_kernel_params params;
@@ -52,6 +55,7 @@ typedef struct kernel_input {
     int intra_ext;         /* the case carries intra_pred_enabled */
     int window_ext;        /* the case carries prob_window */
     int suffix_ext;        /* the case carries suffix_ctx */
+    int row_pred_ext;      /* the case carries row_pred */
 #if defined(NNTM_PRED_SCALE_SHIFT)
     nntm_reference ref;
 #endif
@@ -151,6 +155,14 @@ static inline int kernel_input_parse(const uint8_t *data, size_t size, kernel_in
 #if defined(NNTM_SUFFIX_CTX_BINS)
         if (kernel_input_take_i32(data, size, &header, &in->params.suffix_ctx)) return -1;
         in->suffix_ext = 1;
+#else
+        return -1;
+#endif
+    }
+    if (data[15] & KERNEL_INPUT_EXT_ROW_PRED) {
+#if defined(NNTM_ROW_PRED_CTX)
+        if (kernel_input_take_i32(data, size, &header, &in->params.row_pred)) return -1;
+        in->row_pred_ext = 1;
 #else
         return -1;
 #endif

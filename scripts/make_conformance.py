@@ -542,6 +542,24 @@ class Source:
     make: Callable[[np.random.Generator], dict[str, np.ndarray]]
 
 
+def src_row_pred(rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Rows that continue the row above (a position embedding: a random walk down each
+    column, 40x64 float32), a token embedding of shared-mean rows between independent ones
+    (48x32 bfloat16), independent rows (a linear weight, 24x40 float32), a conv for the
+    coding tree (no row prediction there) and a bias."""
+    pos = rng.normal(0, 0.3, (1, 64)) + np.cumsum(rng.normal(0, 0.01, (40, 64)), axis=0)
+    mean = rng.normal(0, 0.2, (1, 32))
+    tok = _normal(rng, (48, 32), 0.2)
+    tok[8:30] = mean + _normal(rng, (22, 32), 0.01)
+    return {
+        "pos.embedding": pos.astype(np.float32),
+        "tok.embedding": tok.astype(BF16),
+        "fc.weight": _normal(rng, (24, 40), 0.1).astype(np.float32),
+        "conv.weight": _normal(rng, (8, 4, 3, 3), 0.1).astype(np.float32),
+        "fc.bias": _normal(rng, (24,), 0.05).astype(np.float32),
+    }
+
+
 def src_intra_a(rng: np.random.Generator) -> dict[str, np.ndarray]:
     """Weights with the structure intra prediction uses (INTRA_A_1): a linear 48x80 of
     8x16 tiles repeated with small noise (block copy), a linear 40x64 whose rows are
@@ -587,6 +605,7 @@ SOURCES: dict[str, Source] = {
     "cluster_c": Source("conformance/sources/cluster_c.safetensors", 1017, src_cluster_c),
     "cluster_d": Source("conformance/sources/cluster_d.safetensors", 1018, src_cluster_d),
     "intra_a": Source("conformance/sources/intra_a.safetensors", 1022, src_intra_a),
+    "row_pred": Source("conformance/sources/row_pred.safetensors", 1023, src_row_pred),
 }
 
 
@@ -968,6 +987,18 @@ STREAMS: tuple[Spec, ...] = (
          "and CU QP deltas in the linear weight, the embedding raster-coded (ClassRules "
          "tree=none); every state and every transition used.",
          verify=True),
+    Spec("ROWPRED_A_1", "row_pred",
+         ("format 1.5", "TOOL_ROW_PRED", "TOOL_DQ_32STATES", "TOOL_CODING_TREE",
+          "row_pred_enabled_flag 1", "row_pred_flag 1", "row_pred_flag 0",
+          "row_pred_flag 0 after 0", "row_pred_flag 1 after 0", "row_pred_flag 0 after 1",
+          "row_pred_flag 1 after 1", "predicted rows in a chain",
+          "row prediction with DQ 32 states", "dtype float32", "dtype bfloat16"),
+         "Row prediction (clause 5.5.5): a position embedding whose rows continue the row "
+         "above (every row predicted, the reconstruction indices accumulating down the "
+         "tensor), a token embedding whose middle rows share a mean vector between "
+         "independent rows (both values of the flag after both values), a linear weight of "
+         "independent rows; 32-state DQ; a conv with the coding tree carries no flag.",
+         verify=True),
     Spec("SUFFIX_B_1", "qp",
          ("format 1.5", "TOOL_SUFFIX_CTX", "TOOL_CODING_TREE", "suffix_ctx_flag 1",
           "suffix_ctx with coding tree", "suffix_ctx with prob_window",
@@ -1162,6 +1193,7 @@ class TensorTools:
     max_prefix: int = -1                            # longest EG0 prefix of abs_remainder
     prefixes: frozenset[int] = frozenset()          # the EG0 prefix lengths used
     intra: frozenset[str] = frozenset()             # intra facts (format 1.3)
+    pred_rows: tuple[int, ...] = ()                 # rows predicted from the row above [1.5]
 
 
 INTRA_ROW, INTRA_COL, INTRA_COPY = 1, 2, 3            # NNTM_INTRA_* in the CU trace
@@ -1252,6 +1284,11 @@ def tensor_tools(data: bytes, ref: dict[str, np.ndarray] | None = None
         levels = levels.astype(np.int64)
         cus = traces.get(t.name, np.zeros(0, dtype=nntm.core.CU_RECORD))
         tt = TensorTools(t, mps.signal_types[t.signal_type], levels, cus)
+        if t.row_pred:  # the decoder's trace: one copy-from-above record per predicted row
+            rec = cus[(cus["intra"] == INTRA_COPY) & (cus["bv_y"] == -1) & (cus["h"] == 1)]
+            tt.pred_rows = tuple(int(y) for y in rec["y"])
+            if len(rec) != len(cus) or list(tt.pred_rows) != sorted(set(tt.pred_rows)):
+                raise SystemExit(f"internal error: {t.name}: unexpected row trace")
         if t.tree.enabled:
             tt.trees, lo, _ = _infer_tree(t.tree, t.rows, t.cols, cus)
             tt.tree_min = dict(zip(_TREE_KEYS, lo, strict=True))
@@ -1316,6 +1353,8 @@ def _check_reconstruction(tt: TensorTools, order: list[tuple[int, int]],
         rec_idx[r, c] = 2 * level - (0 if state < first_q1 or level == 0
                                      else (1 if level > 0 else -1))
         state = table[state][abs(level) & 1]
+    for r in tt.pred_rows:  # clause 5.5.5, top to bottom
+        rec_idx[r] += rec_idx[r - 1]
     steps = np.vectorize(lambda q: _step(int(q), t.qp_density), otypes=[np.float64])(qp)
     value = rec_idx * steps * (0.5 if t.dq_enabled else 1.0)
     kernel = value.astype(t.dtype)
@@ -1330,7 +1369,7 @@ _TOOL_NAMES = ((hls.TOOL_CODING_TREE, "TOOL_CODING_TREE"),
                (hls.TOOL_INTER_PRED, "TOOL_INTER_PRED"), (hls.TOOL_CLUSTER, "TOOL_CLUSTER"),
                (hls.TOOL_INTRA_PRED, "TOOL_INTRA_PRED"), (hls.TOOL_PROB_WINDOW, "TOOL_PROB_WINDOW"),
                (hls.TOOL_DQ_8STATES, "TOOL_DQ_8STATES"), (hls.TOOL_SUFFIX_CTX, "TOOL_SUFFIX_CTX"),
-               (hls.TOOL_DQ_32STATES, "TOOL_DQ_32STATES"))
+               (hls.TOOL_DQ_32STATES, "TOOL_DQ_32STATES"), (hls.TOOL_ROW_PRED, "TOOL_ROW_PRED"))
 PRED_NAMES = {0: "NONE", 1: "REF_MODEL", 2: "EARLIER_TENSOR"}
 POINT_NAMES = {0: "scalar", 1: "kernel", 2: "filter", 3: "inchannel"}
 AXIS_NAMES = {0: "none", 1: "output channels", 2: "input channels"}
@@ -1492,6 +1531,23 @@ def stream_facts(data: bytes, ref: dict[str, np.ndarray] | None = None) -> set[s
                     facts.add("suffix_ctx with the dual-rate estimator")
                 if t.tree.enabled:
                     facts.add("suffix_ctx with coding tree")
+        if mps.tool_flags & hls.TOOL_ROW_PRED and not t.tree.enabled:
+            facts.add(f"row_pred_enabled_flag {int(t.row_pred)}")
+            if t.row_pred:
+                flags = [0] + [int(r in tt.pred_rows) for r in range(1, t.rows)]
+                if any(flags):
+                    facts.add("row_pred_flag 1")
+                if not all(flags[1:]):
+                    facts.add("row_pred_flag 0")
+                pairs = set(zip(flags[1:], flags[2:], strict=False))
+                facts |= {f"row_pred_flag {b} after {a}" for a, b in pairs}
+                if any(b == a + 1 for a, b in zip(tt.pred_rows, tt.pred_rows[1:],
+                                                  strict=False)):
+                    facts.add("predicted rows in a chain")
+                if t.dq_enabled and tt.pred_rows:
+                    facts.add(f"row prediction with DQ {t.dq_states} states")
+                if tt.pred_rows and not t.dq_enabled:
+                    facts.add("row prediction without DQ")
         if mps.tool_flags & hls.TOOL_INTER_PRED:
             facts.add(f"pred_mode {int(t.pred_mode)} ({PRED_NAMES[int(t.pred_mode)]})")
             if t.pred_mode:

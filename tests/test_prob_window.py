@@ -19,7 +19,7 @@ from nntm import codec, core, hls
 from nntm.errors import BitstreamError, ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
-INIT = {"sig": 12288, "sign": 16384, "gt": 16384, "egp": 16384, "egs": 16384}
+INIT = {"sig": 12288, "sign": 16384, "gt": 16384, "egp": 16384, "egs": 16384, "row": 8192}
 NEXT_STATE = {1: ((0, 2), (2, 0), (1, 3), (3, 1)),
               2: ((0, 1), (4, 5), (1, 0), (5, 4), (7, 6), (3, 2), (6, 7), (2, 3)),
               # clause 5.5.4, the 32-state table [1.5]
@@ -113,22 +113,28 @@ class Engine:
 
 
 def spec_decode_levels(payload: bytes, rows: int, cols: int, num_gt: int, dq: int,
-                       window: int, suffix_ctx: int = 0,
+                       window: int, suffix_ctx: int = 0, row_pred: int = 0,
                        ) -> tuple[np.ndarray, list[int], np.ndarray]:
     """tensor_data( ) of a raster-scan tensor (clauses 5.3.1, 5.3.2, 5.4.1, 5.5.4) with
     dq 0 (off), 1 (4 states), 2 (8 states) or 3 (32 states) and suffix_ctx_flag [1.5]: the
-    levels, every ProbOne used and the reconstruction indices (in half steps with DQ)."""
+    levels, every ProbOne used and the reconstruction indices (in half steps with DQ); with
+    row_pred_enabled_flag [1.5] a row_pred_flag before each row after the first, and the
+    reconstruction indices of a flagged row added to those of the row above."""
     sig = [Ctx(INIT["sig"], window) for _ in range(36)]
     sign = [Ctx(INIT["sign"], window) for _ in range(3)]
     gt = [[Ctx(INIT["gt"], window) for _ in range(5)] for _ in range(15)]
     egp = [[Ctx(INIT["egp"], window) for _ in range(12)] for _ in range(2)]
     egs = [[Ctx(INIT["egs"], window) for _ in range(3)] for _ in range(12)]
+    row_ctx = [Ctx(INIT["row"], window) for _ in range(2)]
+    prev_flag = 0
     eng = Engine(payload)
     lv = np.zeros((rows, cols), dtype=np.int64)
     rec = np.zeros((rows, cols), dtype=np.int64)
     states = NUM_STATES[dq]
     state = 0
     for r in range(rows):
+        flag = eng.decision(row_ctx[prev_flag]) if row_pred and r > 0 else 0
+        prev_flag = flag
         for c in range(cols):
             left = int(lv[r, c - 1]) if c > 0 else 0
             above = int(lv[r - 1, c]) if r > 0 else 0
@@ -171,14 +177,16 @@ def spec_decode_levels(payload: bytes, rows: int, cols: int, num_gt: int, dq: in
                 q1 = state >= states // 2 and level != 0
                 rec[r, c] = 2 * level - ((1 if level > 0 else -1) if q1 else 0)
                 state = NEXT_STATE[dq][state][level & 1]
+            if flag:
+                rec[r, c] += rec[r - 1, c]
     return lv, eng.p_seen, rec
 
 
 def _encode(w: np.ndarray, qp: int, gt: int, dq: int, window: int, suffix_ctx: int = 0,
-            ) -> tuple[bytes, np.ndarray, np.ndarray]:
+            row_pred: int = 0) -> tuple[bytes, np.ndarray, np.ndarray]:
     """Payload, levels and the decoder's reconstruction of one raster-coded kernel."""
     params = core.KernelParams(w.shape[0], w.shape[1], qp, 2, gt, core.TreeParams(), dq, window,
-                               suffix_ctx)
+                               suffix_ctx, row_pred)
     res = core.encode_kernel(w, params, np.dtype(np.float32), True, 0.1, "t")
     dec = core.decode_kernel(res.payload, params, np.dtype(np.float32), "t")
     assert np.array_equal(dec.levels, res.levels)
@@ -187,9 +195,9 @@ def _encode(w: np.ndarray, qp: int, gt: int, dq: int, window: int, suffix_ctx: i
 
 
 def _check(payload: bytes, levels: np.ndarray, recon: np.ndarray, qp: int, gt: int, dq: int,
-           window: int, suffix_ctx: int = 0) -> None:
+           window: int, suffix_ctx: int = 0, row_pred: int = 0) -> None:
     rows, cols = levels.shape
-    spec, _, rec = spec_decode_levels(payload, rows, cols, gt, dq, window, suffix_ctx)
+    spec, _, rec = spec_decode_levels(payload, rows, cols, gt, dq, window, suffix_ctx, row_pred)
     assert np.array_equal(spec, levels)
     step = core.step_size(qp, 2) * (0.5 if dq else 1.0)
     assert np.array_equal((rec * step).astype(np.float32), recon)

@@ -86,6 +86,7 @@ typedef struct nntm_level_ctxs {
     nntm_ctx gt[NNTM_MAX_GT_FLAGS][NNTM_GT_CLASSES];
     nntm_ctx egp[NNTM_EGP_CLASSES][NNTM_EGP_CTX];
     nntm_ctx egs[NNTM_EGS_K][NNTM_EGS_NODES];
+    nntm_ctx row_pred[NNTM_ROW_PRED_CTX];  /* row_pred_flag [1.5]: by the previous row's flag */
 } nntm_level_ctxs;
 
 /* Set every context of the level context sets to its initial value, with the
@@ -152,6 +153,12 @@ static inline int nntm_dq_sig_set(int dq, int state) {
     if (dq == 3) return state >> 3;
     if (dq == 2) return state >> 1;
     return state > 1 ? state - 1 : 0;
+}
+
+/* The largest |RecIdx| of a tensor: 2 * MaxLevel with DQ, MaxLevel without (a
+ * reconstruction index with row prediction [1.5] is checked against it). */
+static inline int64_t nntm_max_rindex(int dq) {
+    return (dq ? 2 : 1) * (int64_t)NNTM_MAX_LEVEL;
 }
 
 /* Reconstruction index of a level: in units of step / 2 with DQ, of step without. */

@@ -241,22 +241,27 @@ void nntm_mtt_options_get(const nntm_tree_params *t, const nntm_node *n, nntm_mt
     o->any = o->can_v || o->can_h;
 }
 
-int nntm_trace_cu(nntm_buffer *trace, const nntm_cu_maps *m, const nntm_kernel_params *p,
-                  const nntm_node *n) {
-    int32_t x0, y0, x1, y1;
-    if (!trace || !nntm_node_clip(n, m->rows, m->cols, &x0, &y0, &x1, &y1)) return NNTM_OK;
-    if (trace->size + sizeof(nntm_cu_record) > trace->capacity) {
-        size_t cap = trace->capacity ? trace->capacity * 2 : 64 * sizeof(nntm_cu_record);
+int nntm_trace_append(nntm_buffer *trace, const nntm_cu_record *rec) {
+    if (!trace) return NNTM_OK;
+    if (trace->size + sizeof *rec > trace->capacity) {
+        size_t cap = trace->capacity ? trace->capacity * 2 : 64 * sizeof *rec;
         uint8_t *d = realloc(trace->data, cap);
         if (!d) return NNTM_ERR_NOMEM;
         trace->data = d;
         trace->capacity = cap;
     }
+    memcpy(trace->data + trace->size, rec, sizeof *rec);
+    trace->size += sizeof *rec;
+    return NNTM_OK;
+}
+
+int nntm_trace_cu(nntm_buffer *trace, const nntm_cu_maps *m, const nntm_kernel_params *p,
+                  const nntm_node *n) {
+    int32_t x0, y0, x1, y1;
+    if (!trace || !nntm_node_clip(n, m->rows, m->cols, &x0, &y0, &x1, &y1)) return NNTM_OK;
     size_t i = (size_t)y0 * (size_t)m->cols + (size_t)x0;
     nntm_cu_record rec = {x0, y0, x1 - x0, y1 - y0, m->mode[i], p->qp + m->qp_delta[i],
                           n->qt_depth + n->mtt_depth, m->intra ? m->intra[i] : NNTM_INTRA_NONE,
                           m->bv_x ? m->bv_x[i] : 0, m->bv_y ? m->bv_y[i] : 0};
-    memcpy(trace->data + trace->size, &rec, sizeof rec);
-    trace->size += sizeof rec;
-    return NNTM_OK;
+    return nntm_trace_append(trace, &rec);
 }

@@ -63,6 +63,10 @@ void nntm_cu_maps_set(nntm_cu_maps *m, const nntm_node *n, int mode, int qp_delt
 void nntm_cu_maps_set_intra(nntm_cu_maps *m, const nntm_node *n, int intra, int32_t bv_x,
                             int32_t bv_y);
 
+/* Append one record to a trace; nothing when trace is NULL.  NNTM_OK or
+ * NNTM_ERR_NOMEM. */
+int nntm_trace_append(nntm_buffer *trace, const nntm_cu_record *rec);
+
 /* Append the record of the CU at node n (mode and QP from the maps) to trace;
  * nothing when trace is NULL.  NNTM_OK or NNTM_ERR_NOMEM. */
 int nntm_trace_cu(nntm_buffer *trace, const nntm_cu_maps *m, const nntm_kernel_params *p,

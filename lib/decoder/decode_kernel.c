@@ -24,7 +24,9 @@ int nntm_decode_kernel(const nntm_kernel_params *params, const uint8_t *data, si
     if (count == 0) return size == 0 ? NNTM_OK : NNTM_ERR_CORRUPT;
     int32_t *levels = levels_out ? levels_out : malloc(count * sizeof(int32_t));
     int intra = params->tree.enabled && params->tree.intra_pred_enabled;
-    int32_t *rindex = params->dq_enabled || intra ? malloc(count * sizeof(int32_t)) : levels;
+    int32_t *rindex = params->dq_enabled || intra || params->row_pred
+                          ? malloc(count * sizeof(int32_t))
+                          : levels;
     if (!levels || !rindex) {
         if (!levels_out) free(levels);
         if (rindex != levels) free(rindex);
@@ -43,7 +45,7 @@ int nntm_decode_kernel(const nntm_kernel_params *params, const uint8_t *data, si
     } else {
         nntm_level_ctxs ctxs;
         nntm_level_ctxs_init(&ctxs, params->prob_window, params->suffix_ctx);
-        rv = nntm_read_tensor_data(&r, &ctxs, params, levels, rindex);
+        rv = nntm_read_tensor_data(&r, &ctxs, params, levels, rindex, cu_trace);
     }
     if (rv == NNTM_OK && r.pos != size) rv = NNTM_ERR_CORRUPT; /* bytes after the payload */
     if (rv == NNTM_OK)

@@ -81,8 +81,30 @@ static int transform_unit(nntm_bin_reader *r, nntm_level_ctxs *ctxs, const nntm_
 }
 
 int nntm_read_tensor_data(nntm_bin_reader *r, nntm_level_ctxs *ctxs,
-                          const nntm_kernel_params *p, int32_t *levels, int32_t *rindex) {
-    return transform_unit(r, ctxs, p, levels, rindex, 0, 0, p->cols, p->rows);
+                          const nntm_kernel_params *p, int32_t *levels, int32_t *rindex,
+                          nntm_buffer *trace) {
+    if (!p->row_pred) return transform_unit(r, ctxs, p, levels, rindex, 0, 0, p->cols, p->rows);
+    const int64_t max = nntm_max_rindex(p->dq_enabled);
+    int prev = 0;
+    for (int32_t row = 0; row < p->rows; row++) {
+        int flag = row > 0 ? nntm_decode_bin(r, &ctxs->row_pred[prev]) : 0;
+        int rv = transform_unit(r, ctxs, p, levels, rindex, 0, row, p->cols, row + 1);
+        if (rv) return rv;
+        if (flag) {
+            int32_t *cur = rindex + (size_t)row * (size_t)p->cols;
+            for (int32_t c = 0; c < p->cols; c++) {
+                int64_t v = (int64_t)cur[c] + (int64_t)cur[c - (int64_t)p->cols];
+                if (v > max || v < -max) return NNTM_ERR_CORRUPT;
+                cur[c] = (int32_t)v;
+            }
+            nntm_cu_record rec = {0, row, p->cols, 1, NNTM_CU_CODED, p->qp, 0, NNTM_INTRA_COPY,
+                                  0, -1};
+            rv = nntm_trace_append(trace, &rec);
+            if (rv) return rv;
+        }
+        prev = flag;
+    }
+    return NNTM_OK;
 }
 
 /* split_mode(): the split of a node, with the flags inferred where absent. */

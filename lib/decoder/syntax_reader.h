@@ -10,9 +10,12 @@ int nntm_read_level_coding(nntm_bin_reader *r, nntm_level_ctxs *ctxs,
                            const nntm_level_ctx_idx *ci, int num_gt_flags, int32_t *level);
 
 /* tensor_data() of format 1.0 (one raster scan); fills the levels and their
- * reconstruction indices.  NNTM_OK, NNTM_ERR_CORRUPT or NNTM_ERR_TRUNCATED. */
+ * reconstruction indices; [1.5] with row_pred a row_pred_flag before each row after the
+ * first, a predicted row recorded in trace (a copy from the row above).  NNTM_OK,
+ * NNTM_ERR_CORRUPT, NNTM_ERR_TRUNCATED or NNTM_ERR_NOMEM. */
 int nntm_read_tensor_data(nntm_bin_reader *r, nntm_level_ctxs *ctxs,
-                          const nntm_kernel_params *p, int32_t *levels, int32_t *rindex);
+                          const nntm_kernel_params *p, int32_t *levels, int32_t *rindex,
+                          nntm_buffer *trace);
 
 /* coding_tree() of every CTU: fills levels and the maps (mode, QP delta);
  * appends a record per CU to trace when not NULL. */

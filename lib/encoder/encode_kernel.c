@@ -19,14 +19,119 @@ static void buffer_reset(nntm_buffer *b) {
     b->capacity = 0;
 }
 
-/* Format 1.0: one raster scan over the whole kernel tensor. */
+/* The estimator's price of one bin on ctx, without updating it. */
+static uint64_t flag_cost(nntm_bit_estimator *trial, nntm_ctx *ctx, int bin) {
+    uint64_t c0 = trial->cost;
+    trial->w.encode_bin(&trial->w, ctx, bin);
+    return trial->cost - c0;
+}
+
+/* Row prediction [1.5]: each row after the first is quantized as itself and, when its
+ * difference to the reconstruction of the row above has less energy, once more as that
+ * difference, from the same contexts and DQ state; the one with the least D + lambda R
+ * (row_pred_flag included) is kept.  Fills flags[] and leaves the contexts after the
+ * last row. */
+static int quantize_rows_pred(const nntm_region_input *in, nntm_quantizer *q, int32_t *levels,
+                              nntm_level_ctxs *ctxs, nntm_bit_estimator *trial,
+                              nntm_bit_estimator *track, uint8_t *flags, double max_abs) {
+    const nntm_kernel_params *k = in->k;
+    const size_t cols = (size_t)k->cols, n = (size_t)k->rows * cols;
+    const int dq = k->dq_enabled;
+    const double unit = dq ? 0.5 * q->step : q->step;
+    const int64_t max = nntm_max_rindex(dq);
+    float *res = malloc(n * sizeof *res);
+    int32_t *above = malloc(cols * sizeof *above), *cur = malloc(cols * sizeof *cur);
+    int32_t *keep = malloc(cols * sizeof *keep);
+    nntm_level_ctxs *start = malloc(sizeof *start), *after = malloc(sizeof *after);
+    if (!res || !above || !cur || !keep || !start || !after) {
+        free(res);
+        free(above);
+        free(cur);
+        free(keep);
+        free(start);
+        free(after);
+        return NNTM_ERR_NOMEM;
+    }
+    nntm_region_input pred_in = *in;
+    pred_in.weights = res;
+    int prev = 0;
+    for (int32_t r = 0; r < k->rows; r++) {
+        int32_t *lv = levels + (size_t)r * cols;
+        const float *w = in->weights + (size_t)r * cols;
+        *start = *ctxs;
+        const uint64_t t0 = track->cost;
+        double da = nntm_quantize_region(in, q, levels, ctxs, trial, track, 0, r, k->cols, r + 1);
+        const uint64_t rate_a = track->cost - t0;
+        int flag = 0;
+        if (r > 0) {
+            double e0 = 0.0, e1 = 0.0;
+            for (size_t c = 0; c < cols; c++) {
+                double pv = (double)above[c] * unit, x = (double)w[c];
+                e0 += x * x;
+                e1 += (x - pv) * (x - pv);
+            }
+            if (e1 < e0) {
+                double ja = da + in->lambda * (double)(rate_a +
+                                                       flag_cost(trial, &start->row_pred[prev], 0));
+                memcpy(keep, lv, cols * sizeof *lv);
+                *after = *ctxs;
+                *ctxs = *start;
+                track->cost = t0;
+                float *rr = res + (size_t)r * cols;
+                for (size_t c = 0; c < cols; c++)
+                    rr[c] = (float)((double)w[c] - (double)above[c] * unit);
+                double db = nntm_quantize_region(&pred_in, q, levels, ctxs, trial, track, 0, r,
+                                                 k->cols, r + 1);
+                double jb = db + in->lambda * (double)(track->cost - t0 +
+                                                       flag_cost(trial, &start->row_pred[prev], 1));
+                int ok = 1, s = start->dq_state;
+                for (size_t c = 0; c < cols && ok; c++) {
+                    int64_t v = nntm_dq_rindex(dq, s, lv[c]) + above[c];
+                    if (dq) s = nntm_dq_next(dq, s, lv[c]);
+                    ok = v <= max && v >= -max && fabs((double)v * unit) <= max_abs;
+                }
+                if (ok && jb < ja) {
+                    flag = 1;
+                } else {
+                    memcpy(lv, keep, cols * sizeof *lv);
+                    *ctxs = *after;
+                    track->cost = t0 + rate_a;
+                }
+            }
+            track->w.encode_bin(&track->w, &ctxs->row_pred[prev], flag);
+        }
+        /* the reconstruction indices of this row, for the next one */
+        int s = start->dq_state;
+        for (size_t c = 0; c < cols; c++) {
+            cur[c] = (int32_t)nntm_dq_rindex(dq, s, lv[c]) + (flag ? above[c] : 0);
+            if (dq) s = nntm_dq_next(dq, s, lv[c]);
+        }
+        int32_t *t = above;
+        above = cur;
+        cur = t;
+        flags[r] = (uint8_t)flag;
+        prev = flag;
+    }
+    free(res);
+    free(above);
+    free(cur);
+    free(keep);
+    free(start);
+    free(after);
+    return NNTM_OK;
+}
+
+/* Format 1.0: one raster scan over the whole kernel tensor ([1.5] with row prediction:
+ * row by row). */
 static int encode_raster(const nntm_encoder_params *p, const float *w, const float *imp,
-                         int32_t *levels, int32_t *rindex, nntm_buffer *out) {
+                         int32_t *levels, int32_t *rindex, nntm_buffer *out, nntm_buffer *trace) {
     const nntm_kernel_params *k = &p->kernel;
     nntm_bit_estimator *trial = malloc(sizeof *trial), *track = malloc(sizeof *track);
-    if (!trial || !track) {
+    uint8_t *flags = k->row_pred ? calloc((size_t)k->rows, 1) : NULL;
+    if (!trial || !track || (k->row_pred && !flags)) {
         free(trial);
         free(track);
+        free(flags);
         return NNTM_ERR_NOMEM;
     }
     nntm_bit_estimator_init(trial, 0);
@@ -38,16 +143,31 @@ static int encode_raster(const nntm_encoder_params *p, const float *w, const flo
                             w, imp};
     nntm_level_ctxs ctxs;
     nntm_level_ctxs_init(&ctxs, k->prob_window, k->suffix_ctx);
-    nntm_quantize_region(&in, &q, levels, &ctxs, trial, track, 0, 0, k->cols, k->rows);
+    int rv = NNTM_OK;
+    if (k->row_pred)
+        rv = quantize_rows_pred(&in, &q, levels, &ctxs, trial, track, flags, p->max_abs_value);
+    else
+        nntm_quantize_region(&in, &q, levels, &ctxs, trial, track, 0, 0, k->cols, k->rows);
     free(trial);
     free(track);
-    if (q.nomem) return NNTM_ERR_NOMEM;
-    if (q.overflow) return NNTM_ERR_RANGE;
+    if (rv == NNTM_OK && q.nomem) rv = NNTM_ERR_NOMEM;
+    if (rv == NNTM_OK && q.overflow) rv = NNTM_ERR_RANGE;
+    if (rv) {
+        free(flags);
+        return rv;
+    }
     nntm_arith_encoder enc;
     nntm_arith_encoder_init(&enc, out);
     nntm_level_ctxs_init(&ctxs, k->prob_window, k->suffix_ctx);
-    nntm_write_tensor_data(&enc.w, &ctxs, k, levels, rindex);
-    return nntm_arith_encoder_finish(&enc);
+    nntm_write_tensor_data(&enc.w, &ctxs, k, levels, rindex, flags);
+    /* the decoder's trace: a predicted row is a copy from the row above */
+    for (int32_t r = 1; flags && r < k->rows && rv == NNTM_OK; r++) {
+        nntm_cu_record rec = {0, r, k->cols, 1, NNTM_CU_CODED, k->qp, 0, NNTM_INTRA_COPY, 0, -1};
+        if (flags[r]) rv = nntm_trace_append(trace, &rec);
+    }
+    free(flags);
+    int fin = nntm_arith_encoder_finish(&enc);
+    return rv ? rv : fin;
 }
 
 static int encode_tree(const nntm_encoder_params *p, const float *w, const float *imp,
@@ -151,7 +271,8 @@ int nntm_encode_kernel(const nntm_encoder_params *params, const float *weights,
         return NNTM_ERR_ARG;
     }
     int32_t *levels = levels_out ? levels_out : malloc(n * sizeof(int32_t));
-    int32_t *rindex = k->dq_enabled || intra ? malloc(n * sizeof(int32_t)) : levels;
+    int32_t *rindex = k->dq_enabled || intra || k->row_pred ? malloc(n * sizeof(int32_t))
+                                                             : levels;
     nntm_cu_maps maps = {0};
     if (!levels || !rindex) {
         if (!levels_out) free(levels);
@@ -167,7 +288,7 @@ int nntm_encode_kernel(const nntm_encoder_params *params, const float *weights,
         if (rv == NNTM_OK)
             rv = encode_tree(params, weights, importance, levels, rindex, &maps, out, cu_trace);
     } else {
-        rv = encode_raster(params, weights, importance, levels, rindex, out);
+        rv = encode_raster(params, weights, importance, levels, rindex, out, cu_trace);
     }
     if (rv == NNTM_OK)
         rv = nntm_reconstruct_map(k, rindex, k->tree.enabled ? maps.qp_delta : NULL, n, dtype,

@@ -181,6 +181,54 @@ int main(void) {
                                  NULL) == NNTM_ERR_ARG);
         nntm_buffer_free(&buf);
     }
+    /* row prediction [1.5]: rows that continue the row above code smaller with it, every
+     * DQ mode round-trips, the decoder's trace marks the predicted rows, random rows are
+     * left alone, and it does not combine with the coding tree */
+    {
+        int rows = 40, cols = 96;
+        unsigned long long s = 31;
+        for (int c = 0; c < cols; c++) w[c] = (float)(test_uniform(&s) - 0.5);
+        for (int r = 1; r < rows; r++)
+            for (int c = 0; c < cols; c++)
+                w[r * cols + c] = w[(r - 1) * cols + c] + 0.02f * (float)(test_uniform(&s) - 0.5);
+        for (int dq = 0; dq <= 3; dq++) {
+            nntm_encoder_params off = params(rows, cols, -28, 1);
+            off.kernel.dq_enabled = dq;
+            off.kernel.prob_window = dq == 1 ? 0 : 10;
+            nntm_encoder_params on = off;
+            on.kernel.row_pred = 1;
+            size_t a = roundtrip(&off, w), b = roundtrip(&on, w);
+            printf("smooth rows (dq %d): %zu bytes, with row prediction %zu bytes\n", dq, a, b);
+            CHECK(2 * b < a);
+        }
+        nntm_encoder_params on = params(rows, cols, -28, 1);
+        on.kernel.row_pred = 1;
+        float rec[40 * 96];
+        nntm_buffer buf = {0}, tr = {0};
+        CHECK(nntm_encode_kernel(&on, w, NULL, NNTM_DTYPE_FLOAT32, NULL, rec, NULL, &buf, NULL) ==
+              NNTM_OK);
+        CHECK(nntm_decode_kernel(&on.kernel, buf.data, buf.size, NNTM_DTYPE_FLOAT32, NULL, rec, NULL,
+                                 &tr) == NNTM_OK);
+        const nntm_cu_record *cu = (const nntm_cu_record *)tr.data;
+        size_t ncu = tr.size / sizeof *cu;
+        CHECK(ncu == (size_t)rows - 1); /* every row after the first predicted */
+        for (size_t i = 0; i < ncu; i++)
+            CHECK(cu[i].x == 0 && cu[i].w == cols && cu[i].h == 1 && cu[i].y == (int)i + 1 &&
+                  cu[i].intra == NNTM_INTRA_COPY && cu[i].bv_x == 0 && cu[i].bv_y == -1);
+        nntm_buffer_free(&buf);
+        nntm_buffer_free(&tr);
+        fill(w, rows, cols, 41, 0.1, 0); /* independent rows: none predicted */
+        CHECK(nntm_encode_kernel(&on, w, NULL, NNTM_DTYPE_FLOAT32, NULL, rec, NULL, &buf, NULL) ==
+              NNTM_OK);
+        CHECK(nntm_decode_kernel(&on.kernel, buf.data, buf.size, NNTM_DTYPE_FLOAT32, NULL, rec, NULL,
+                                 &tr) == NNTM_OK);
+        CHECK(tr.size == 0);
+        nntm_buffer_free(&buf);
+        nntm_buffer_free(&tr);
+        enable_tree(&on, 4, 2, NNTM_SPLIT_MASK_ALL);
+        CHECK(nntm_encode_kernel(&on, w, NULL, NNTM_DTYPE_FLOAT32, NULL, rec, NULL, &buf, NULL) ==
+              NNTM_ERR_ARG);
+    }
     /* huge and tiny value ranges */
     fill(w, 20, 20, 99, 1e3, 0);
     nntm_encoder_params big = params(20, 20, -60, 1);

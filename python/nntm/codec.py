@@ -221,6 +221,8 @@ def encode_with_recon(
             tool_flags |= hls.TOOL_PROB_WINDOW
         if mode == hls.CodingMode.QUANTIZED and config["SuffixCtx"]:
             tool_flags |= hls.TOOL_SUFFIX_CTX
+        if mode == hls.CodingMode.QUANTIZED and config["RowPred"] and not cls.tree.enabled:
+            tool_flags |= hls.TOOL_ROW_PRED
         if mode == hls.CodingMode.QUANTIZED and cls.tree.intra_pred_enabled:
             tool_flags |= hls.TOOL_INTRA_PRED
         plans.append((mode, cls))
@@ -264,8 +266,10 @@ def encode_with_recon(
             tps.dq_states = int(config["DQStates"]) if tps.dq_enabled else 4
             tps.prob_window = cls.prob_window
             tps.suffix_ctx = bool(config["SuffixCtx"])
+            tps.row_pred = bool(config["RowPred"]) and not cls.tree.enabled
             params = core.KernelParams(rows, cols, qp, tps.qp_density, tps.num_gt_flags, cls.tree,
-                                       dq_mode(tps), tps.prob_window, int(tps.suffix_ctx))
+                                       dq_mode(tps), tps.prob_window, int(tps.suffix_ctx),
+                                       int(tps.row_pred))
             ref = None
             if choice is not None:
                 cand = choice.candidate
@@ -422,7 +426,8 @@ def _decode_tensor(tps: hls.TensorParameterSet, payload: bytes, where: str, trac
         raise BitstreamError(f"{what}: a payload of {len(payload)} bytes cannot hold "
                              f"{tps.num_elements} levels")
     params = core.KernelParams(tps.rows, tps.cols, tps.qp, tps.qp_density, tps.num_gt_flags,
-                               tps.tree, dq_mode(tps), tps.prob_window, int(tps.suffix_ctx))
+                               tps.tree, dq_mode(tps), tps.prob_window, int(tps.suffix_ctx),
+                               int(tps.row_pred))
     cref = None
     if ref is not None:
         cref = core.Reference(to_kernel(ref, Arrangement(tps.arrangement)), tps.pred_scale)

@@ -85,6 +85,7 @@ class KernelParams:
     dq_enabled: int = 0   # 0 off, 1: four DQ states, 2: eight [1.4]
     prob_window: int = 0  # [1.4] 0: dual-rate context estimator; 1..12: counting estimator
     suffix_ctx: int = 0   # [1.5] 1: abs_remainder's first two suffix bins context coded
+    row_pred: int = 0     # [1.5] 1: a row_pred_flag per row after the first (no tree)
 
     def fill(self, p: object) -> None:
         p.rows, p.cols, p.qp = self.rows, self.cols, self.qp
@@ -93,6 +94,7 @@ class KernelParams:
         p.dq_enabled = int(self.dq_enabled)
         p.prob_window = int(self.prob_window)
         p.suffix_ctx = int(self.suffix_ctx)
+        p.row_pred = int(self.row_pred)
 
     def to_c(self) -> object:
         p = ffi.new("nntm_kernel_params *")

@@ -50,13 +50,15 @@ MAX_PROB_WINDOW = 12            # prob_window 1..12: the counting estimator; 0: 
 TOOL_DQ_8STATES = 1 << 8        # (format 1.4) TPSs with DQ carry dq_8_states_flag
 TOOL_SUFFIX_CTX = 1 << 9        # (format 1.5) tensor parameter sets carry suffix_ctx_flag
 TOOL_DQ_32STATES = 1 << 10      # (format 1.5) TPSs with DQ carry dq_32_states_flag
+TOOL_ROW_PRED = 1 << 11         # (format 1.5) TPSs without a tree carry row_pred_enabled_flag
 KNOWN_TOOL_FLAGS = (TOOL_CODING_TREE | TOOL_SIGNAL_TYPES | TOOL_DEP_QUANT | TOOL_INTER_PRED
                     | TOOL_CLUSTER | TOOL_INTRA_PRED | TOOL_PROB_WINDOW | TOOL_DQ_8STATES
-                    | TOOL_SUFFIX_CTX | TOOL_DQ_32STATES)
+                    | TOOL_SUFFIX_CTX | TOOL_DQ_32STATES | TOOL_ROW_PRED)
 # the lowest format minor version that may carry each tool flag
 TOOL_MIN_MINOR = {TOOL_CODING_TREE: 1, TOOL_SIGNAL_TYPES: 1, TOOL_DEP_QUANT: 1,
                   TOOL_INTER_PRED: 2, TOOL_CLUSTER: 2, TOOL_INTRA_PRED: 3, TOOL_PROB_WINDOW: 4,
-                  TOOL_DQ_8STATES: 4, TOOL_SUFFIX_CTX: 5, TOOL_DQ_32STATES: 5}
+                  TOOL_DQ_8STATES: 4, TOOL_SUFFIX_CTX: 5, TOOL_DQ_32STATES: 5,
+                  TOOL_ROW_PRED: 5}
 MAX_SIGNAL_TYPES = 255
 MAX_TREE_TYPE = 3
 
@@ -218,6 +220,7 @@ class TensorParameterSet:
     dq_states: int = 4           # [1.4] 4 or 8 states of dependent quantization; [1.5] 32
     prob_window: int = 0         # [1.4] 0: dual-rate context estimator; 1..12: counting
     suffix_ctx: bool = False     # [1.5] abs_remainder's first two suffix bins context coded
+    row_pred: bool = False       # [1.5] rows may be predicted from the row above (no tree)
     pred_mode: PredMode = PredMode.NONE
     ref_tensor_id: int = 0       # EARLIER_TENSOR: the tensor_id predicted from
     ref_dtype: np.dtype = field(default_factory=lambda: np.dtype(np.float32))
@@ -370,6 +373,11 @@ def tensor_parameter_set(tps: TensorParameterSet, tool_flags: int = 0) -> bytes:
             w.u(1, int(tps.suffix_ctx))
         elif tps.suffix_ctx:
             raise ValueError(f"tensor '{tps.name}': suffix_ctx_flag needs TOOL_SUFFIX_CTX")
+        if tool_flags & TOOL_ROW_PRED and not tps.tree_type:
+            w.u(1, int(tps.row_pred))
+        elif tps.row_pred:
+            raise ValueError(f"tensor '{tps.name}': row_pred_enabled_flag needs TOOL_ROW_PRED "
+                             "and no coding tree")
         if tool_flags & TOOL_INTER_PRED:
             w.u(8, int(tps.pred_mode))
             if tps.pred_mode == PredMode.EARLIER_TENSOR:
@@ -648,6 +656,8 @@ def parse_tensor_parameter_set(unit: Unit, mps: ModelParameterSet) -> TensorPara
                              f"(0..{MAX_PROB_WINDOW})")
         if mps.tool_flags & TOOL_SUFFIX_CTX:
             tps.suffix_ctx = bool(r.u(1))
+        if mps.tool_flags & TOOL_ROW_PRED and not tps.tree_type:
+            tps.row_pred = bool(r.u(1))
         if mps.tool_flags & TOOL_INTER_PRED:
             _parse_prediction(r, tps)
         expected = rows_cols(shape, tps.arrangement)

@@ -178,6 +178,15 @@ ENCODER_CODING_OPTIONS: tuple[Option, ...] = (
         "[format 1.5] (large levels, i.e. high rates: about 0.5 % fewer bits at 6-7 bit/param)",
     ),
     Option(
+        "RowPred",
+        "bool",
+        False,
+        "row prediction [format 1.5]: each row of a raster-coded kernel tensor may be coded "
+        "as its difference to the row above (the encoder decides per row by D + lambda R; "
+        "position embeddings, unused-token rows of word embeddings); tensors with a coding "
+        "tree use intra prediction instead",
+    ),
+    Option(
         "LambdaScale",
         "float",
         0.1,

@@ -87,6 +87,7 @@ typedef struct nntm_tree_params {
  * comes from the tensor parameter set. */
 #define NNTM_MAX_PROB_WINDOW 12 /* largest prob_window [1.4] */
 #define NNTM_SUFFIX_CTX_BINS 2  /* abs_remainder suffix bins context coded with suffix_ctx [1.5] */
+#define NNTM_ROW_PRED_CTX 2     /* contexts of row_pred_flag [1.5] */
 
 typedef struct nntm_kernel_params {
     int32_t rows;          /* kernel tensor height, >= 0 */
@@ -99,6 +100,8 @@ typedef struct nntm_kernel_params {
                               3 thirty-two [1.5] */
     int32_t prob_window;   /* 0: dual-rate context estimator; 1..12: counting estimator [1.4] */
     int32_t suffix_ctx;    /* 1: abs_remainder's first two suffix bins context coded [1.5] */
+    int32_t row_pred;      /* 1: each row after the first has a row_pred_flag: predicted from
+                              the row above (raster tensors only, not with the tree) [1.5] */
 } nntm_kernel_params;
 
 /* Encoder search settings (speed presets bound these). */

@@ -14,6 +14,7 @@
 #define NNTM_MAX_GT_FLAGS 15
 #define NNTM_MAX_PROB_WINDOW 12
 #define NNTM_SUFFIX_CTX_BINS 2
+#define NNTM_ROW_PRED_CTX 2
 #define NNTM_MAX_LEVEL 1073741823
 #define NNTM_MAX_QP_DENSITY 6
 
@@ -58,6 +59,7 @@ typedef struct nntm_kernel_params {
     int32_t dq_enabled;
     int32_t prob_window;
     int32_t suffix_ctx;
+    int32_t row_pred;
 } nntm_kernel_params;
 
 typedef struct nntm_search_params {
