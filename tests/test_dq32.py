@@ -12,7 +12,15 @@ import numpy as np
 import pytest
 from nntm import codec, core, hls
 from nntm.errors import ConfigError
-from test_prob_window import NEXT_STATE, ROOT, _check, _encode, spec_decode_levels, stream_tensors
+from test_prob_window import (
+    NEXT_STATE,
+    ROOT,
+    _check,
+    _encode,
+    small_tps,
+    spec_decode_levels,
+    stream_tensors,
+)
 
 
 def ungerboeck(h0: int, h1: int, nu: int) -> tuple[dict[int, tuple[int, int]], dict[int, int]]:
@@ -102,16 +110,10 @@ def test_dq_32_states_flag_follows_dq_8_states_flag() -> None:
     4 or 32 states carries dq_8_states_flag 0 and then the flag."""
     flags = hls.TOOL_DEP_QUANT | hls.TOOL_DQ_8STATES | hls.TOOL_DQ_32STATES
     mps = hls.ModelParameterSet(num_tensors=1, tool_flags=flags)
-    sizes = {}
     for states in (4, 8, 32):
-        tps = hls.TensorParameterSet(0, "w", np.dtype(np.float32), (4, 4),
-                                     hls.CodingMode.QUANTIZED, rows=4, cols=4, num_gt_flags=1,
-                                     dq_enabled=True, dq_states=states)
-        unit = hls.tensor_parameter_set(tps, flags)
-        sizes[states] = len(unit)
+        unit = hls.tensor_parameter_set(small_tps(dq_enabled=True, dq_states=states), flags)
         assert hls.parse_tensor_parameter_set(hls.split_units(unit)[0], mps).dq_states == states
-    tps = hls.TensorParameterSet(0, "w", np.dtype(np.float32), (4, 4), hls.CodingMode.QUANTIZED,
-                                 rows=4, cols=4, num_gt_flags=1, dq_enabled=True, dq_states=32)
+    tps = small_tps(dq_enabled=True, dq_states=32)
     with pytest.raises(ValueError, match="TOOL_DQ_32STATES"):
         hls.tensor_parameter_set(tps, hls.TOOL_DEP_QUANT | hls.TOOL_DQ_8STATES)
     with pytest.raises(ConfigError):

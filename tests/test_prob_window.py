@@ -238,6 +238,12 @@ def test_a_changed_update_rule_fails_the_spec_reading(monkeypatch: pytest.Monkey
     assert not np.array_equal(spec, levels)
 
 
+def small_tps(**fields: object) -> hls.TensorParameterSet:
+    """A QUANTIZED 4x4 float32 tensor parameter set with the given fields set."""
+    return hls.TensorParameterSet(0, "w", np.dtype(np.float32), (4, 4), hls.CodingMode.QUANTIZED,
+                                  rows=4, cols=4, num_gt_flags=1, **fields)
+
+
 def stream_tensors(data: bytes) -> tuple[hls.ModelParameterSet,
                                          list[tuple[hls.TensorParameterSet, bytes]]]:
     """The MPS, and each QUANTIZED tensor's parameter set and tensor data, in stream order."""
@@ -297,9 +303,7 @@ def test_format_1_4_only_when_used() -> None:
 
 
 def test_writer_refuses_a_window_out_of_range() -> None:
-    tps = hls.TensorParameterSet(0, "w", np.dtype(np.float32), (4, 4),
-                                 hls.CodingMode.QUANTIZED, rows=4, cols=4, num_gt_flags=1,
-                                 prob_window=13)
+    tps = small_tps(prob_window=13)
     with pytest.raises(ValueError):
         hls.tensor_parameter_set(tps, hls.TOOL_PROB_WINDOW)
     tps.prob_window = 3

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from nntm import core, hls
 from nntm.errors import ConfigError
-from test_prob_window import ROOT, _check, _encode, spec_decode_levels, stream_tensors
+from test_prob_window import ROOT, _check, _encode, small_tps, spec_decode_levels, stream_tensors
 
 
 def smooth_rows(rng: np.random.Generator, rows: int, cols: int, noise: float) -> np.ndarray:
@@ -96,9 +96,7 @@ def test_format_and_flags() -> None:
 
 
 def test_writer_refuses_the_flag_without_the_tool_or_with_a_tree() -> None:
-    tps = hls.TensorParameterSet(0, "w", np.dtype(np.float32), (4, 4),
-                                 hls.CodingMode.QUANTIZED, rows=4, cols=4, num_gt_flags=1,
-                                 row_pred=True)
+    tps = small_tps(row_pred=True)
     with pytest.raises(ValueError, match="TOOL_ROW_PRED"):
         hls.tensor_parameter_set(tps, 0)
     tps.tree_type = 3

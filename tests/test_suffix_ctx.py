@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from nntm import codec, core, hls
 from nntm.errors import ConfigError
-from test_prob_window import ROOT, _check, _encode, spec_decode_levels, stream_tensors
+from test_prob_window import ROOT, _check, _encode, small_tps, spec_decode_levels, stream_tensors
 
 
 @pytest.mark.parametrize("window", [0, 10])
@@ -99,9 +99,7 @@ def test_format_1_5_only_when_used() -> None:
 
 
 def test_writer_refuses_the_flag_without_the_tool() -> None:
-    tps = hls.TensorParameterSet(0, "w", np.dtype(np.float32), (4, 4),
-                                 hls.CodingMode.QUANTIZED, rows=4, cols=4, num_gt_flags=1,
-                                 suffix_ctx=True)
+    tps = small_tps(suffix_ctx=True)
     with pytest.raises(ValueError, match="TOOL_SUFFIX_CTX"):
         hls.tensor_parameter_set(tps, 0)
     unit = hls.split_units(hls.tensor_parameter_set(tps, hls.TOOL_SUFFIX_CTX))[0]

@@ -43,19 +43,11 @@ static int quantize_rows_pred(const nntm_region_input *in, nntm_quantizer *q, in
     int32_t *above = malloc(cols * sizeof *above), *cur = malloc(cols * sizeof *cur);
     int32_t *keep = malloc(cols * sizeof *keep);
     nntm_level_ctxs *start = malloc(sizeof *start), *after = malloc(sizeof *after);
-    if (!res || !above || !cur || !keep || !start || !after) {
-        free(res);
-        free(above);
-        free(cur);
-        free(keep);
-        free(start);
-        free(after);
-        return NNTM_ERR_NOMEM;
-    }
+    const int rv = res && above && cur && keep && start && after ? NNTM_OK : NNTM_ERR_NOMEM;
     nntm_region_input pred_in = *in;
     pred_in.weights = res;
     int prev = 0;
-    for (int32_t r = 0; r < k->rows; r++) {
+    for (int32_t r = 0; r < k->rows && rv == NNTM_OK; r++) {
         int32_t *lv = levels + (size_t)r * cols;
         const float *w = in->weights + (size_t)r * cols;
         *start = *ctxs;
@@ -118,7 +110,7 @@ static int quantize_rows_pred(const nntm_region_input *in, nntm_quantizer *q, in
     free(keep);
     free(start);
     free(after);
-    return NNTM_OK;
+    return rv;
 }
 
 /* Format 1.0: one raster scan over the whole kernel tensor ([1.5] with row prediction:
