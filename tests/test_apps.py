@@ -16,6 +16,7 @@ from nntm.apps import decoder, encoder
 from nntm.example import EXAMPLE_MODEL_PATH, TENSOR_NAMES, accuracy
 from nntm.modelio import read_model, write_model
 from nntm.options import DECODER_OPTIONS, ENCODER_OPTIONS
+from safetensors.numpy import save_file
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CFG = ROOT / "cfg" / "encoder_default.cfg"
@@ -291,3 +292,25 @@ def test_encoder_reports_the_coding_units(capsys: pytest.CaptureFixture[str],
     total = sum(len(c) for c in cus.values())
     skip = sum(int((c["mode"] == 1).sum()) for c in cus.values())
     assert line.split(":", 1)[1].strip().startswith(f"{total} ({skip} skip")
+
+
+def test_encoder_reports_the_predicted_rows(capsys: pytest.CaptureFixture[str],
+                                            tmp_path: Path) -> None:
+    """With RowPred, EncoderApp prints how many rows were predicted (the decoder's trace
+    counts the same rows) and no coding units (none is coded with the tree)."""
+    rng = np.random.default_rng(1)
+    src = tmp_path / "rows.safetensors"
+    smooth = rng.normal(0, 0.3, (1, 48)) + np.cumsum(rng.normal(0, 0.01, (64, 48)), axis=0)
+    save_file({"pos.embedding": smooth.astype(np.float32),
+               "fc.weight": rng.normal(0, 0.1, (16, 48)).astype(np.float32)}, str(src))
+    bit = tmp_path / "rows.bit"
+    assert run(encoder.main, ["-c", str(DEFAULT_CFG), "-i", str(src), "-b", str(bit),
+                              "--RowPred=1", "--DepQuant=1"]) == 0
+    out = capsys.readouterr().out
+    assert "Coding units" not in out
+    line = next(ln for ln in out.splitlines() if ln.startswith("Predicted rows"))
+    cus = codec.decode_detailed(bit.read_bytes(), trace=True).cus
+    predicted = sum(len(c) for c in cus.values())
+    assert predicted > 32
+    assert [k for k, c in cus.items() if len(c)] == ["pos.embedding"]  # random rows: none
+    assert line.split(":", 1)[1].strip() == f"{predicted} of 64 rows in 1 tensor(s)"

@@ -39,6 +39,8 @@ class TensorStats:
     tree: str = "-"    # tree partition type, "-" for lossless tensors
     num_cus: int = 0
     pred: str = "-"    # prediction: "-", "ref" (reference model) or "t<id>" (earlier tensor)
+    pred_rows: int = 0  # [1.5] rows predicted from the row above (row prediction)
+    rows: int = 0       # kernel rows (0 for lossless tensors)
 
     @property
     def bits_per_param(self) -> float:
@@ -246,6 +248,7 @@ def encode_with_recon(
         start = time.perf_counter()
         tps = hls.TensorParameterSet(tensor_id, name, array.dtype, tuple(array.shape), mode)
         tps.signal_type = classifier.signals.index(cls.signal)
+        pred_rows = 0
         if mode == hls.CodingMode.QUANTIZED:
             rows, cols = kernel_shape(tuple(array.shape), cls.arrangement)
             kernel = to_kernel(array.astype(np.float32), cls.arrangement)
@@ -291,7 +294,9 @@ def encode_with_recon(
                 raise EncodeError(str(exc)) from exc
             payload = res.payload
             rec = from_kernel(res.recon, tuple(array.shape), cls.arrangement)
-            cus[name] = res.cus
+            # the trace of a raster tensor holds its predicted rows [1.5], not coding units
+            cus[name] = res.cus if cls.tree.enabled else res.cus[:0]
+            pred_rows = 0 if cls.tree.enabled else len(res.cus)
             # ---- clustering-based quantization: RD decision against scalar coding [1.2]
             cst = cluster.settings(config, name, cls.layer.label, tuple(array.shape))
             if cluster.eligible(array, cst):
@@ -334,6 +339,8 @@ def encode_with_recon(
             if mode == hls.CodingMode.QUANTIZED else "-",
             num_cus=len(cus.get(name, ())),
             pred=_pred_label(tps) if mode == hls.CodingMode.QUANTIZED else "-",
+            pred_rows=pred_rows if mode == hls.CodingMode.QUANTIZED else 0,
+            rows=tps.rows if mode == hls.CodingMode.QUANTIZED else 0,
         )
         stats.append(stat)
         if progress is not None:

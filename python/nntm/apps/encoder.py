@@ -161,6 +161,10 @@ def _main(argv: Sequence[str]) -> int:
         print(f"Weight SNR    : {fmt_db(_pooled_snr(tensors, result.recon)).strip()} dB")
         if any(len(c) for c in result.cus.values()):  # tensors coded with the tree
             print(f"Coding units  : {_cu_summary(result.cus)}")
+        predicted = [s for s in result.stats if s.pred_rows]
+        if predicted:  # row prediction [1.5]
+            print(f"Predicted rows: {sum(s.pred_rows for s in predicted)} of "
+                  f"{sum(s.rows for s in predicted)} rows in {len(predicted)} tensor(s)")
         print(f"Encode time   : {enc_seconds:.3f} s")
         if example:
             from ..example import accuracy
