@@ -545,12 +545,14 @@ class Source:
 def src_row_pred(rng: np.random.Generator) -> dict[str, np.ndarray]:
     """Rows that continue the row above (a position embedding: a random walk down each
     column, 40x64 float32), a token embedding of shared-mean rows between independent ones
-    (48x32 bfloat16), independent rows (a linear weight, 24x40 float32), a conv for the
-    coding tree (no row prediction there) and a bias."""
+    and rows 36..45 near copies of rows further up (48x32 bfloat16), independent rows (a
+    linear weight, 24x40 float32), a conv for the coding tree (no row prediction there) and
+    a bias."""
     pos = rng.normal(0, 0.3, (1, 64)) + np.cumsum(rng.normal(0, 0.01, (40, 64)), axis=0)
     mean = rng.normal(0, 0.2, (1, 32))
     tok = _normal(rng, (48, 32), 0.2)
     tok[8:30] = mean + _normal(rng, (22, 32), 0.01)
+    tok[36:46] = tok[[0, 5, 2, 31, 7, 33, 1, 3, 4, 6]] + _normal(rng, (10, 32), 0.005)
     return {
         "pos.embedding": pos.astype(np.float32),
         "tok.embedding": tok.astype(BF16),
@@ -991,13 +993,16 @@ STREAMS: tuple[Spec, ...] = (
          ("format 1.5", "TOOL_ROW_PRED", "TOOL_DQ_32STATES", "TOOL_CODING_TREE",
           "row_pred_enabled_flag 1", "row_pred_flag 1", "row_pred_flag 0",
           "row_pred_flag 0 after 0", "row_pred_flag 1 after 0", "row_pred_flag 0 after 1",
-          "row_pred_flag 1 after 1", "predicted rows in a chain",
+          "row_pred_flag 1 after 1", "predicted rows in a chain", "row_pred_above_flag 1",
+          "row_pred_above_flag 0 (a reference further up)", "reference row 0",
           "row prediction with DQ 32 states", "dtype float32", "dtype bfloat16"),
-         "Row prediction (clause 5.5.5): a position embedding whose rows continue the row "
-         "above (every row predicted, the reconstruction indices accumulating down the "
-         "tensor), a token embedding whose middle rows share a mean vector between "
-         "independent rows (both values of the flag after both values), a linear weight of "
-         "independent rows; 32-state DQ; a conv with the coding tree carries no flag.",
+         "Row prediction (clause 5.5.5, RowPred 2): a position embedding whose rows continue "
+         "the row above (every row predicted, the reconstruction indices accumulating down "
+         "the tensor), a token embedding whose middle rows share a mean vector between "
+         "independent rows (both values of the flag after both values) and whose rows 36..45 "
+         "repeat rows further up (references by row_pred_ref_dist_minus2, row 0 among them), "
+         "a linear weight of independent rows; 32-state DQ; a conv with the coding tree "
+         "carries no flag.",
          verify=True),
     Spec("SUFFIX_B_1", "qp",
          ("format 1.5", "TOOL_SUFFIX_CTX", "TOOL_CODING_TREE", "suffix_ctx_flag 1",
@@ -1193,7 +1198,7 @@ class TensorTools:
     max_prefix: int = -1                            # longest EG0 prefix of abs_remainder
     prefixes: frozenset[int] = frozenset()          # the EG0 prefix lengths used
     intra: frozenset[str] = frozenset()             # intra facts (format 1.3)
-    pred_rows: tuple[int, ...] = ()                 # rows predicted from the row above [1.5]
+    pred_rows: tuple[tuple[int, int], ...] = ()     # (row, reference row) predicted [1.5]
 
 
 INTRA_ROW, INTRA_COL, INTRA_COPY = 1, 2, 3            # NNTM_INTRA_* in the CU trace
@@ -1284,10 +1289,14 @@ def tensor_tools(data: bytes, ref: dict[str, np.ndarray] | None = None
         levels = levels.astype(np.int64)
         cus = traces.get(t.name, np.zeros(0, dtype=nntm.core.CU_RECORD))
         tt = TensorTools(t, mps.signal_types[t.signal_type], levels, cus)
-        if t.row_pred:  # the decoder's trace: one copy-from-above record per predicted row
-            rec = cus[(cus["intra"] == INTRA_COPY) & (cus["bv_y"] == -1) & (cus["h"] == 1)]
-            tt.pred_rows = tuple(int(y) for y in rec["y"])
-            if len(rec) != len(cus) or list(tt.pred_rows) != sorted(set(tt.pred_rows)):
+        if t.row_pred:  # the decoder's trace: one copy record per predicted row
+            rec = cus[(cus["intra"] == INTRA_COPY) & (cus["bv_y"] < 0) & (cus["bv_x"] == 0)
+                      & (cus["h"] == 1) & (cus["w"] == t.cols) & (cus["x"] == 0)]
+            tt.pred_rows = tuple((int(y), int(y) + int(b)) for y, b in zip(rec["y"], rec["bv_y"],
+                                                                         strict=True))
+            rows = [r for r, _ in tt.pred_rows]
+            if len(rec) != len(cus) or rows != sorted(set(rows)) or any(
+                    j < 0 for _, j in tt.pred_rows):
                 raise SystemExit(f"internal error: {t.name}: unexpected row trace")
         if t.tree.enabled:
             tt.trees, lo, _ = _infer_tree(t.tree, t.rows, t.cols, cus)
@@ -1353,8 +1362,8 @@ def _check_reconstruction(tt: TensorTools, order: list[tuple[int, int]],
         rec_idx[r, c] = 2 * level - (0 if state < first_q1 or level == 0
                                      else (1 if level > 0 else -1))
         state = table[state][abs(level) & 1]
-    for r in tt.pred_rows:  # clause 5.5.5, top to bottom
-        rec_idx[r] += rec_idx[r - 1]
+    for r, j in tt.pred_rows:  # clause 5.5.5, top to bottom
+        rec_idx[r] += rec_idx[j]
     steps = np.vectorize(lambda q: _step(int(q), t.qp_density), otypes=[np.float64])(qp)
     value = rec_idx * steps * (0.5 if t.dq_enabled else 1.0)
     kernel = value.astype(t.dtype)
@@ -1534,16 +1543,22 @@ def stream_facts(data: bytes, ref: dict[str, np.ndarray] | None = None) -> set[s
         if mps.tool_flags & hls.TOOL_ROW_PRED and not t.tree.enabled:
             facts.add(f"row_pred_enabled_flag {int(t.row_pred)}")
             if t.row_pred:
-                flags = [0] + [int(r in tt.pred_rows) for r in range(1, t.rows)]
+                refs = dict(tt.pred_rows)
+                flags = [0] + [int(r in refs) for r in range(1, t.rows)]
                 if any(flags):
                     facts.add("row_pred_flag 1")
                 if not all(flags[1:]):
                     facts.add("row_pred_flag 0")
                 pairs = set(zip(flags[1:], flags[2:], strict=False))
                 facts |= {f"row_pred_flag {b} after {a}" for a, b in pairs}
-                if any(b == a + 1 for a, b in zip(tt.pred_rows, tt.pred_rows[1:],
-                                                  strict=False)):
+                if any(refs.get(j) is not None for j in refs.values()):
                     facts.add("predicted rows in a chain")
+                if any(j == r - 1 for r, j in refs.items()):
+                    facts.add("row_pred_above_flag 1")
+                if any(j < r - 1 for r, j in refs.items()):
+                    facts.add("row_pred_above_flag 0 (a reference further up)")
+                if 0 in refs.values() and any(r > 2 and j == 0 for r, j in refs.items()):
+                    facts.add("reference row 0")
                 if t.dq_enabled and tt.pred_rows:
                     facts.add(f"row prediction with DQ {t.dq_states} states")
                 if tt.pred_rows and not t.dq_enabled:

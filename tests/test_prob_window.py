@@ -19,7 +19,8 @@ from nntm import codec, core, hls
 from nntm.errors import BitstreamError, ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
-INIT = {"sig": 12288, "sign": 16384, "gt": 16384, "egp": 16384, "egs": 16384, "row": 8192}
+INIT = {"sig": 12288, "sign": 16384, "gt": 16384, "egp": 16384, "egs": 16384, "row": 8192,
+        "above": 16384}
 NEXT_STATE = {1: ((0, 2), (2, 0), (1, 3), (3, 1)),
               2: ((0, 1), (4, 5), (1, 0), (5, 4), (7, 6), (3, 2), (6, 7), (2, 3)),
               # clause 5.5.4, the 32-state table [1.5]
@@ -119,13 +120,14 @@ def spec_decode_levels(payload: bytes, rows: int, cols: int, num_gt: int, dq: in
     dq 0 (off), 1 (4 states), 2 (8 states) or 3 (32 states) and suffix_ctx_flag [1.5]: the
     levels, every ProbOne used and the reconstruction indices (in half steps with DQ); with
     row_pred_enabled_flag [1.5] a row_pred_flag before each row after the first, and the
-    reconstruction indices of a flagged row added to those of the row above."""
+    reconstruction indices of a flagged row added to those of its reference row."""
     sig = [Ctx(INIT["sig"], window) for _ in range(36)]
     sign = [Ctx(INIT["sign"], window) for _ in range(3)]
     gt = [[Ctx(INIT["gt"], window) for _ in range(5)] for _ in range(15)]
     egp = [[Ctx(INIT["egp"], window) for _ in range(12)] for _ in range(2)]
     egs = [[Ctx(INIT["egs"], window) for _ in range(3)] for _ in range(12)]
     row_ctx = [Ctx(INIT["row"], window) for _ in range(2)]
+    above_ctx = Ctx(INIT["above"], window)
     prev_flag = 0
     eng = Engine(payload)
     lv = np.zeros((rows, cols), dtype=np.int64)
@@ -135,6 +137,10 @@ def spec_decode_levels(payload: bytes, rows: int, cols: int, num_gt: int, dq: in
     for r in range(rows):
         flag = eng.decision(row_ctx[prev_flag]) if row_pred and r > 0 else 0
         prev_flag = flag
+        ref = r - 1
+        if flag and r > 1 and not eng.decision(above_ctx):
+            ref = r - 2 - eng.bypass((r - 2).bit_length())  # Ceil( Log2( r - 1 ) ) bins
+            assert ref >= 0
         for c in range(cols):
             left = int(lv[r, c - 1]) if c > 0 else 0
             above = int(lv[r - 1, c]) if r > 0 else 0
@@ -178,7 +184,7 @@ def spec_decode_levels(payload: bytes, rows: int, cols: int, num_gt: int, dq: in
                 rec[r, c] = 2 * level - ((1 if level > 0 else -1) if q1 else 0)
                 state = NEXT_STATE[dq][state][level & 1]
             if flag:
-                rec[r, c] += rec[r - 1, c]
+                rec[r, c] += rec[ref, c]
     return lv, eng.p_seen, rec
 
 

@@ -103,7 +103,7 @@ def test_writer_refuses_the_flag_without_the_tool_or_with_a_tree() -> None:
     with pytest.raises(ValueError, match="TOOL_ROW_PRED"):
         hls.tensor_parameter_set(tps, hls.TOOL_ROW_PRED | hls.TOOL_CODING_TREE)
     with pytest.raises(ConfigError):
-        nntm.Config.from_files(overrides={"RowPred": 2})
+        nntm.Config.from_files(overrides={"RowPred": 3})
 
 
 def test_conformance_stream_reads_with_the_spec_decoder() -> None:
@@ -120,3 +120,49 @@ def test_conformance_stream_reads_with_the_spec_decoder() -> None:
                                         params.dq_enabled, tps.prob_window, int(tps.suffix_ctx),
                                         1)
         assert np.array_equal(spec, dec.levels)
+
+
+def test_reference_hints_are_the_closest_earlier_rows() -> None:
+    """rowref.reference_hints against a brute-force search, also with the window."""
+    from nntm import rowref
+
+    rng = np.random.default_rng(5)
+    k = rng.normal(0, 1, (70, 12)).astype(np.float32)
+    k[40:60] = k[3:23] + 0.01 * rng.normal(0, 1, (20, 12)).astype(np.float32)
+    for window in (None, 8):
+        old = rowref.MAX_WORK, rowref.WINDOW
+        if window:
+            rowref.MAX_WORK, rowref.WINDOW = 0.0, window
+        try:
+            hint = rowref.reference_hints(k)
+        finally:
+            rowref.MAX_WORK, rowref.WINDOW = old
+        for r in range(70):
+            lo = 0 if window is None else max(0, r - window)
+            d = ((k[lo:max(lo, r - 1)].astype(np.float64) - k[r]) ** 2).sum(axis=1)
+            want = -1
+            if r >= 2 and d.size and d.min() < (k[r].astype(np.float64) ** 2).sum():
+                want = lo + int(np.argmin(d))
+            assert hint[r] == want, (window, r)
+    assert (rowref.reference_hints(k)[40:60] == np.arange(3, 23)).all()
+
+
+@pytest.mark.parametrize("dq", [0, 2, 3])
+def test_rows_predicted_from_far_rows(dq: int) -> None:
+    """With reference hints, rows that repeat far earlier rows are predicted from them
+    (trace block vectors below -1), the spec reading decodes the payload, and the tensor
+    codes smaller than with the row above alone."""
+    from nntm import rowref
+
+    rng = np.random.default_rng(9 + dq)
+    w = rng.normal(0, 0.1, (48, 40)).astype(np.float32)
+    w[24:] = w[:24][::-1] + rng.normal(0, 0.002, (24, 40)).astype(np.float32)
+    params = core.KernelParams(48, 40, -28, 2, 4, core.TreeParams(), dq, 10, 1, 1)
+    plain = core.encode_kernel(w, params, np.dtype(np.float32), True, 0.1, "t")
+    res = core.encode_kernel(w, params, np.dtype(np.float32), True, 0.1, "t",
+                             row_hint=rowref.reference_hints(w))
+    dec = core.decode_kernel(res.payload, params, np.dtype(np.float32), "t", trace=True)
+    assert dec.recon.tobytes() == res.recon.tobytes()
+    assert (dec.cus["bv_y"] < -1).sum() >= 20
+    assert len(res.payload) < 0.7 * len(plain.payload)
+    _check(res.payload, res.levels, res.recon, -28, 4, dq, 10, 1, 1)

@@ -8,6 +8,7 @@
 #define NNTM_INIT_EGP 16384u
 #define NNTM_INIT_EGS 16384u
 #define NNTM_INIT_ROW_PRED 8192u
+#define NNTM_INIT_ROW_ABOVE 16384u
 
 void nntm_ctx_fill(nntm_ctx *c, int n, uint16_t p, int window) {
     for (int i = 0; i < n; i++) {
@@ -32,4 +33,5 @@ void nntm_level_ctxs_init(nntm_level_ctxs *c, int window, int suffix_ctx) {
     nntm_ctx_fill(&c->egp[0][0], NNTM_EGP_CLASSES * NNTM_EGP_CTX, NNTM_INIT_EGP, window);
     nntm_ctx_fill(&c->egs[0][0], NNTM_EGS_K * NNTM_EGS_NODES, NNTM_INIT_EGS, window);
     nntm_ctx_fill(c->row_pred, NNTM_ROW_PRED_CTX, NNTM_INIT_ROW_PRED, window);
+    nntm_ctx_fill(&c->row_above, 1, NNTM_INIT_ROW_ABOVE, window);
 }

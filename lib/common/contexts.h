@@ -87,6 +87,7 @@ typedef struct nntm_level_ctxs {
     nntm_ctx egp[NNTM_EGP_CLASSES][NNTM_EGP_CTX];
     nntm_ctx egs[NNTM_EGS_K][NNTM_EGS_NODES];
     nntm_ctx row_pred[NNTM_ROW_PRED_CTX];  /* row_pred_flag [1.5]: by the previous row's flag */
+    nntm_ctx row_above;                    /* row_pred_above_flag [1.5] */
 } nntm_level_ctxs;
 
 /* Set every context of the level context sets to its initial value, with the
@@ -153,6 +154,13 @@ static inline int nntm_dq_sig_set(int dq, int state) {
     if (dq == 3) return state >> 3;
     if (dq == 2) return state >> 1;
     return state > 1 ? state - 1 : 0;
+}
+
+/* The bits of row_pred_ref_dist_minus2 in row r >= 2 [1.5]: Ceil( Log2( r - 1 ) ). */
+static inline int nntm_row_ref_bits(int32_t r) {
+    int b = 0;
+    while (b < 31 && ((int64_t)1 << b) < (int64_t)r - 1) b++;
+    return b;
 }
 
 /* The largest |RecIdx| of a tensor: 2 * MaxLevel with DQ, MaxLevel without (a

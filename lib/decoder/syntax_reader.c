@@ -88,17 +88,24 @@ int nntm_read_tensor_data(nntm_bin_reader *r, nntm_level_ctxs *ctxs,
     int prev = 0;
     for (int32_t row = 0; row < p->rows; row++) {
         int flag = row > 0 ? nntm_decode_bin(r, &ctxs->row_pred[prev]) : 0;
+        int32_t ref = row - 1;
+        if (flag && row > 1 && !nntm_decode_bin(r, &ctxs->row_above)) {
+            uint32_t d = nntm_decode_bypass(r, nntm_row_ref_bits(row));
+            if (d > (uint32_t)(row - 2)) return NNTM_ERR_CORRUPT;
+            ref = row - 2 - (int32_t)d;
+        }
         int rv = transform_unit(r, ctxs, p, levels, rindex, 0, row, p->cols, row + 1);
         if (rv) return rv;
         if (flag) {
             int32_t *cur = rindex + (size_t)row * (size_t)p->cols;
+            const int32_t *src = rindex + (size_t)ref * (size_t)p->cols;
             for (int32_t c = 0; c < p->cols; c++) {
-                int64_t v = (int64_t)cur[c] + (int64_t)cur[c - (int64_t)p->cols];
+                int64_t v = (int64_t)cur[c] + (int64_t)src[c];
                 if (v > max || v < -max) return NNTM_ERR_CORRUPT;
                 cur[c] = (int32_t)v;
             }
             nntm_cu_record rec = {0, row, p->cols, 1, NNTM_CU_CODED, p->qp, 0, NNTM_INTRA_COPY,
-                                  0, -1};
+                                  0, ref - row};
             rv = nntm_trace_append(trace, &rec);
             if (rv) return rv;
         }

@@ -26,90 +26,111 @@ static uint64_t flag_cost(nntm_bit_estimator *trial, nntm_ctx *ctx, int bin) {
     return trial->cost - c0;
 }
 
-/* Row prediction [1.5]: each row after the first is quantized as itself and, when its
- * difference to the reconstruction of the row above has less energy, once more as that
- * difference, from the same contexts and DQ state; the one with the least D + lambda R
- * (row_pred_flag included) is kept.  Fills flags[] and leaves the contexts after the
- * last row. */
+/* The estimator's price of row r's prediction syntax [1.5] for reference row ref (-1: none)
+ * on the contexts c, without updating them (bypass bins at one bit each). */
+static uint64_t row_syntax_cost(nntm_bit_estimator *trial, nntm_level_ctxs *c, int prev, int32_t r,
+                                int32_t ref) {
+    uint64_t cost = flag_cost(trial, &c->row_pred[prev], ref >= 0);
+    if (ref >= 0 && r > 1) {
+        cost += flag_cost(trial, &c->row_above, ref == r - 1);
+        if (ref != r - 1) cost += (uint64_t)nntm_row_ref_bits(r) << NNTM_COST_SHIFT;
+    }
+    return cost;
+}
+
+/* Row prediction [1.5]: each row after the first is quantized as itself and, for each
+ * candidate reference row (the row above, and hint[ r ] when given) whose reconstruction
+ * leaves less energy than the row, once more as the difference to it, from the same
+ * contexts and DQ state; the least D + lambda R (prediction syntax included) is kept.
+ * Fills ref[] (-1: not predicted) and leaves the contexts after the last row. */
 static int quantize_rows_pred(const nntm_region_input *in, nntm_quantizer *q, int32_t *levels,
                               nntm_level_ctxs *ctxs, nntm_bit_estimator *trial,
-                              nntm_bit_estimator *track, uint8_t *flags, double max_abs) {
+                              nntm_bit_estimator *track, const int32_t *hint, int32_t *ref,
+                              double max_abs) {
     const nntm_kernel_params *k = in->k;
     const size_t cols = (size_t)k->cols, n = (size_t)k->rows * cols;
     const int dq = k->dq_enabled;
     const double unit = dq ? 0.5 * q->step : q->step;
     const int64_t max = nntm_max_rindex(dq);
     float *res = malloc(n * sizeof *res);
-    int32_t *above = malloc(cols * sizeof *above), *cur = malloc(cols * sizeof *cur);
-    int32_t *keep = malloc(cols * sizeof *keep);
-    nntm_level_ctxs *start = malloc(sizeof *start), *after = malloc(sizeof *after);
-    const int rv = res && above && cur && keep && start && after ? NNTM_OK : NNTM_ERR_NOMEM;
+    int32_t *rec = malloc(n * sizeof *rec), *keep = malloc(cols * sizeof *keep);
+    nntm_level_ctxs *start = malloc(sizeof *start), *best_ctxs = malloc(sizeof *best_ctxs);
+    const int rv = res && rec && keep && start && best_ctxs ? NNTM_OK : NNTM_ERR_NOMEM;
     nntm_region_input pred_in = *in;
     pred_in.weights = res;
     int prev = 0;
     for (int32_t r = 0; r < k->rows && rv == NNTM_OK; r++) {
         int32_t *lv = levels + (size_t)r * cols;
         const float *w = in->weights + (size_t)r * cols;
+        float *rr = res + (size_t)r * cols;
         *start = *ctxs;
         const uint64_t t0 = track->cost;
-        double da = nntm_quantize_region(in, q, levels, ctxs, trial, track, 0, r, k->cols, r + 1);
-        const uint64_t rate_a = track->cost - t0;
-        int flag = 0;
-        if (r > 0) {
+        double d = nntm_quantize_region(in, q, levels, ctxs, trial, track, 0, r, k->cols, r + 1);
+        double best_j = d + in->lambda * (double)(track->cost - t0 +
+                                                  (r ? row_syntax_cost(trial, start, prev, r, -1)
+                                                     : 0));
+        int32_t best = -1;
+        uint64_t best_track = track->cost;
+        memcpy(keep, lv, cols * sizeof *lv);
+        *best_ctxs = *ctxs;
+        int32_t cand[2] = {r - 1, hint && r > 1 && hint[r] >= 0 && hint[r] < r - 1 ? hint[r] : -1};
+        for (int j = 0; j < 2 && r > 0; j++) {
+            if (cand[j] < 0) continue;
+            const int32_t *src = rec + (size_t)cand[j] * cols;
             double e0 = 0.0, e1 = 0.0;
             for (size_t c = 0; c < cols; c++) {
-                double pv = (double)above[c] * unit, x = (double)w[c];
+                double pv = (double)src[c] * unit, x = (double)w[c];
                 e0 += x * x;
                 e1 += (x - pv) * (x - pv);
+                rr[c] = (float)(x - pv);
             }
-            if (e1 < e0) {
-                double ja = da + in->lambda * (double)(rate_a +
-                                                       flag_cost(trial, &start->row_pred[prev], 0));
+            if (!(e1 < e0)) continue;
+            *ctxs = *start;
+            track->cost = t0;
+            double db = nntm_quantize_region(&pred_in, q, levels, ctxs, trial, track, 0, r,
+                                             k->cols, r + 1);
+            double jb = db + in->lambda * (double)(track->cost - t0 +
+                                                   row_syntax_cost(trial, start, prev, r, cand[j]));
+            int ok = 1, s = start->dq_state;
+            for (size_t c = 0; c < cols && ok; c++) {
+                int64_t v = nntm_dq_rindex(dq, s, lv[c]) + src[c];
+                if (dq) s = nntm_dq_next(dq, s, lv[c]);
+                ok = v <= max && v >= -max && fabs((double)v * unit) <= max_abs;
+            }
+            if (ok && jb < best_j) {
+                best_j = jb;
+                best = cand[j];
+                best_track = track->cost;
                 memcpy(keep, lv, cols * sizeof *lv);
-                *after = *ctxs;
-                *ctxs = *start;
-                track->cost = t0;
-                float *rr = res + (size_t)r * cols;
-                for (size_t c = 0; c < cols; c++)
-                    rr[c] = (float)((double)w[c] - (double)above[c] * unit);
-                double db = nntm_quantize_region(&pred_in, q, levels, ctxs, trial, track, 0, r,
-                                                 k->cols, r + 1);
-                double jb = db + in->lambda * (double)(track->cost - t0 +
-                                                       flag_cost(trial, &start->row_pred[prev], 1));
-                int ok = 1, s = start->dq_state;
-                for (size_t c = 0; c < cols && ok; c++) {
-                    int64_t v = nntm_dq_rindex(dq, s, lv[c]) + above[c];
-                    if (dq) s = nntm_dq_next(dq, s, lv[c]);
-                    ok = v <= max && v >= -max && fabs((double)v * unit) <= max_abs;
-                }
-                if (ok && jb < ja) {
-                    flag = 1;
-                } else {
-                    memcpy(lv, keep, cols * sizeof *lv);
-                    *ctxs = *after;
-                    track->cost = t0 + rate_a;
-                }
+                *best_ctxs = *ctxs;
             }
-            track->w.encode_bin(&track->w, &ctxs->row_pred[prev], flag);
         }
-        /* the reconstruction indices of this row, for the next one */
+        memcpy(lv, keep, cols * sizeof *lv);
+        *ctxs = *best_ctxs;
+        track->cost = best_track;
+        if (r > 0) { /* the prediction syntax through the tracking estimator */
+            track->w.encode_bin(&track->w, &ctxs->row_pred[prev], best >= 0);
+            if (best >= 0 && r > 1) {
+                track->w.encode_bin(&track->w, &ctxs->row_above, best == r - 1);
+                if (best != r - 1) track->cost += (uint64_t)nntm_row_ref_bits(r) << NNTM_COST_SHIFT;
+            }
+        }
+        /* the reconstruction indices of this row, for the rows after it */
+        int32_t *out = rec + (size_t)r * cols;
+        const int32_t *src = best >= 0 ? rec + (size_t)best * cols : NULL;
         int s = start->dq_state;
         for (size_t c = 0; c < cols; c++) {
-            cur[c] = (int32_t)nntm_dq_rindex(dq, s, lv[c]) + (flag ? above[c] : 0);
+            out[c] = (int32_t)nntm_dq_rindex(dq, s, lv[c]) + (src ? src[c] : 0);
             if (dq) s = nntm_dq_next(dq, s, lv[c]);
         }
-        int32_t *t = above;
-        above = cur;
-        cur = t;
-        flags[r] = (uint8_t)flag;
-        prev = flag;
+        ref[r] = best;
+        prev = best >= 0;
     }
     free(res);
-    free(above);
-    free(cur);
+    free(rec);
     free(keep);
     free(start);
-    free(after);
+    free(best_ctxs);
     return rv;
 }
 
@@ -119,11 +140,11 @@ static int encode_raster(const nntm_encoder_params *p, const float *w, const flo
                          int32_t *levels, int32_t *rindex, nntm_buffer *out, nntm_buffer *trace) {
     const nntm_kernel_params *k = &p->kernel;
     nntm_bit_estimator *trial = malloc(sizeof *trial), *track = malloc(sizeof *track);
-    uint8_t *flags = k->row_pred ? calloc((size_t)k->rows, 1) : NULL;
-    if (!trial || !track || (k->row_pred && !flags)) {
+    int32_t *row_ref = k->row_pred ? malloc((size_t)k->rows * sizeof *row_ref) : NULL;
+    if (!trial || !track || (k->row_pred && !row_ref)) {
         free(trial);
         free(track);
-        free(flags);
+        free(row_ref);
         return NNTM_ERR_NOMEM;
     }
     nntm_bit_estimator_init(trial, 0);
@@ -137,7 +158,8 @@ static int encode_raster(const nntm_encoder_params *p, const float *w, const flo
     nntm_level_ctxs_init(&ctxs, k->prob_window, k->suffix_ctx);
     int rv = NNTM_OK;
     if (k->row_pred)
-        rv = quantize_rows_pred(&in, &q, levels, &ctxs, trial, track, flags, p->max_abs_value);
+        rv = quantize_rows_pred(&in, &q, levels, &ctxs, trial, track, p->row_hint, row_ref,
+                                p->max_abs_value);
     else
         nntm_quantize_region(&in, &q, levels, &ctxs, trial, track, 0, 0, k->cols, k->rows);
     free(trial);
@@ -145,19 +167,20 @@ static int encode_raster(const nntm_encoder_params *p, const float *w, const flo
     if (rv == NNTM_OK && q.nomem) rv = NNTM_ERR_NOMEM;
     if (rv == NNTM_OK && q.overflow) rv = NNTM_ERR_RANGE;
     if (rv) {
-        free(flags);
+        free(row_ref);
         return rv;
     }
     nntm_arith_encoder enc;
     nntm_arith_encoder_init(&enc, out);
     nntm_level_ctxs_init(&ctxs, k->prob_window, k->suffix_ctx);
-    nntm_write_tensor_data(&enc.w, &ctxs, k, levels, rindex, flags);
-    /* the decoder's trace: a predicted row is a copy from the row above */
-    for (int32_t r = 1; flags && r < k->rows && rv == NNTM_OK; r++) {
-        nntm_cu_record rec = {0, r, k->cols, 1, NNTM_CU_CODED, k->qp, 0, NNTM_INTRA_COPY, 0, -1};
-        if (flags[r]) rv = nntm_trace_append(trace, &rec);
+    nntm_write_tensor_data(&enc.w, &ctxs, k, levels, rindex, row_ref);
+    /* the decoder's trace: a predicted row is a copy from its reference row */
+    for (int32_t r = 1; row_ref && r < k->rows && rv == NNTM_OK; r++) {
+        nntm_cu_record rec = {0, r, k->cols, 1, NNTM_CU_CODED, k->qp, 0, NNTM_INTRA_COPY, 0,
+                              row_ref[r] - r};
+        if (row_ref[r] >= 0) rv = nntm_trace_append(trace, &rec);
     }
-    free(flags);
+    free(row_ref);
     int fin = nntm_arith_encoder_finish(&enc);
     return rv ? rv : fin;
 }

@@ -44,19 +44,25 @@ void nntm_write_level_coding(nntm_bin_writer *w, nntm_level_ctxs *ctxs,
 
 void nntm_write_tensor_data(nntm_bin_writer *w, nntm_level_ctxs *ctxs,
                             const nntm_kernel_params *p, const int32_t *levels, int32_t *rindex,
-                            const uint8_t *row_flags) {
+                            const int32_t *row_ref) {
     if (!p->row_pred) {
         nntm_write_transform_unit(w, ctxs, p, levels, rindex, 0, 0, p->cols, p->rows);
         return;
     }
     int prev = 0;
     for (int32_t r = 0; r < p->rows; r++) {
-        int flag = r > 0 && row_flags[r];
+        int flag = r > 0 && row_ref[r] >= 0;
         if (r > 0) w->encode_bin(w, &ctxs->row_pred[prev], flag);
+        if (flag && r > 1) {
+            w->encode_bin(w, &ctxs->row_above, row_ref[r] == r - 1);
+            if (row_ref[r] != r - 1)
+                w->encode_bypass(w, (uint32_t)(r - 2 - row_ref[r]), nntm_row_ref_bits(r));
+        }
         nntm_write_transform_unit(w, ctxs, p, levels, rindex, 0, r, p->cols, r + 1);
         if (flag) {
             int32_t *cur = rindex + (size_t)r * (size_t)p->cols;
-            for (int32_t c = 0; c < p->cols; c++) cur[c] += cur[c - (int64_t)p->cols];
+            const int32_t *src = rindex + (size_t)row_ref[r] * (size_t)p->cols;
+            for (int32_t c = 0; c < p->cols; c++) cur[c] += src[c];
         }
         prev = flag;
     }

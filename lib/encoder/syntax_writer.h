@@ -11,12 +11,12 @@ void nntm_write_level_coding(nntm_bin_writer *w, nntm_level_ctxs *ctxs,
                              const nntm_level_ctx_idx *ci, int32_t level, int num_gt_flags);
 
 /* tensor_data() of format 1.0: every level of a kernel tensor in raster order; [1.5]
- * with row_pred, row_flags[ r ] (rows 1..) as row_pred_flag before each row, the
- * reconstruction indices of a flagged row added to those of the row above (rindex is
- * required then). */
+ * with row_pred, row_ref[ r ] (rows 1..) the reference row of row r or -1 (row_pred_flag
+ * 0): the reconstruction indices of a predicted row are added to those of its reference
+ * row (rindex is required then). */
 void nntm_write_tensor_data(nntm_bin_writer *w, nntm_level_ctxs *ctxs,
                             const nntm_kernel_params *p, const int32_t *levels, int32_t *rindex,
-                            const uint8_t *row_flags);
+                            const int32_t *row_ref);
 
 /* split_mode(): the split flags of a node for the given split. */
 void nntm_write_split_mode(nntm_bin_writer *w, nntm_tree_ctxs *ctxs, const nntm_cu_maps *m,

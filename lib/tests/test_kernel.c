@@ -225,6 +225,29 @@ int main(void) {
         CHECK(tr.size == 0);
         nntm_buffer_free(&buf);
         nntm_buffer_free(&tr);
+        /* rows 20.. repeat rows 0..19 (plus noise): with hints to them they are predicted
+         * from those rows, far above (block vectors (0, -20)), and the tensor codes smaller */
+        for (int r = 20; r < rows; r++)
+            for (int c = 0; c < cols; c++)
+                w[r * cols + c] = w[(r - 20) * cols + c] + 0.002f * (float)(test_uniform(&s) - 0.5);
+        int32_t hint[40];
+        for (int r = 0; r < rows; r++) hint[r] = r >= 20 ? r - 20 : -1;
+        nntm_encoder_params hinted = on;
+        hinted.row_hint = hint;
+        size_t a = roundtrip(&on, w), b = roundtrip(&hinted, w);
+        printf("repeated rows: row prediction %zu bytes, with reference hints %zu bytes\n", a, b);
+        CHECK(5 * b < 3 * a);
+        CHECK(nntm_encode_kernel(&hinted, w, NULL, NNTM_DTYPE_FLOAT32, NULL, rec, NULL, &buf, NULL) ==
+              NNTM_OK);
+        CHECK(nntm_decode_kernel(&on.kernel, buf.data, buf.size, NNTM_DTYPE_FLOAT32, NULL, rec, NULL,
+                                 &tr) == NNTM_OK);
+        cu = (const nntm_cu_record *)tr.data;
+        ncu = tr.size / sizeof *cu;
+        size_t far = 0;
+        for (size_t i = 0; i < ncu; i++) far += cu[i].y >= 20 && cu[i].bv_y == -20;
+        CHECK(far >= 15);
+        nntm_buffer_free(&buf);
+        nntm_buffer_free(&tr);
         enable_tree(&on, 4, 2, NNTM_SPLIT_MASK_ALL);
         CHECK(nntm_encode_kernel(&on, w, NULL, NNTM_DTYPE_FLOAT32, NULL, rec, NULL, &buf, NULL) ==
               NNTM_ERR_ARG);

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import cluster, core, hls, predict
+from . import cluster, core, hls, predict, rowref
 from . import importance as imp
 from .arrange import Arrangement, from_kernel, kernel_shape, to_kernel
 from .classes import TREE_TYPES, Classifier, intra_problem, search_params
@@ -223,7 +223,7 @@ def encode_with_recon(
             tool_flags |= hls.TOOL_PROB_WINDOW
         if mode == hls.CodingMode.QUANTIZED and config["SuffixCtx"]:
             tool_flags |= hls.TOOL_SUFFIX_CTX
-        if mode == hls.CodingMode.QUANTIZED and config["RowPred"] and not cls.tree.enabled:
+        if mode == hls.CodingMode.QUANTIZED and int(config["RowPred"]) and not cls.tree.enabled:
             tool_flags |= hls.TOOL_ROW_PRED
         if mode == hls.CodingMode.QUANTIZED and cls.tree.intra_pred_enabled:
             tool_flags |= hls.TOOL_INTRA_PRED
@@ -269,10 +269,12 @@ def encode_with_recon(
             tps.dq_states = int(config["DQStates"]) if tps.dq_enabled else 4
             tps.prob_window = cls.prob_window
             tps.suffix_ctx = bool(config["SuffixCtx"])
-            tps.row_pred = bool(config["RowPred"]) and not cls.tree.enabled
+            tps.row_pred = bool(int(config["RowPred"])) and not cls.tree.enabled
             params = core.KernelParams(rows, cols, qp, tps.qp_density, tps.num_gt_flags, cls.tree,
                                        dq_mode(tps), tps.prob_window, int(tps.suffix_ctx),
                                        int(tps.row_pred))
+            row_hint = (rowref.reference_hints(kernel) if tps.row_pred
+                        and int(config["RowPred"]) == 2 else None)
             ref = None
             if choice is not None:
                 cand = choice.candidate
@@ -289,7 +291,7 @@ def encode_with_recon(
                 res = core.encode_kernel(
                     kernel, params, array.dtype, bool(config["RDOQ"]),
                     _lambda_scale(config, ref is not None), f"tensor '{name}'", search,
-                    weight_map, ref)
+                    weight_map, ref, row_hint)
             except CoreError as exc:
                 raise EncodeError(str(exc)) from exc
             payload = res.payload

@@ -194,12 +194,14 @@ def encode_kernel(
     search: SearchParams = SearchParams(),
     importance: np.ndarray | None = None,
     ref: Reference | None = None,
+    row_hint: np.ndarray | None = None,
 ) -> KernelResult:
     """Quantize and code a 2-D kernel tensor (float32 weights); one C call.
 
     ``importance`` (same shape, >= 0) weights each weight's squared error in
     every rate-distortion decision; with ``ref`` the levels code the residual
-    from that reference picture.
+    from that reference picture; ``row_hint`` (one int32 per row, -1 or an earlier row
+    but the one above) names a reference row that row prediction [1.5] also tries.
     """
     w = np.ascontiguousarray(weights, dtype=np.float32)
     if w.shape != (params.rows, params.cols):
@@ -227,6 +229,12 @@ def encode_kernel(
     for i, d in enumerate(search.qp_deltas):
         ep.search.qp_deltas[i] = int(d)
     ep.search.intra_copy_range = int(search.intra_copy_range)
+    hint = None
+    if row_hint is not None:
+        hint = np.ascontiguousarray(row_hint, dtype=np.int32)
+        if hint.shape != (params.rows,):
+            raise ValueError(f"{what}: row_hint shape {hint.shape} != ({params.rows},)")
+        ep.row_hint = ffi.cast("const int32_t *", ffi.from_buffer(hint))
     out = ffi.new("nntm_buffer *")
     trace = ffi.new("nntm_buffer *")
     cref, _keep = _reference_c(ref, w.shape, what)

@@ -179,12 +179,15 @@ ENCODER_CODING_OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "RowPred",
-        "bool",
-        False,
+        "int",
+        0,
         "row prediction [format 1.5]: each row of a raster-coded kernel tensor may be coded "
-        "as its difference to the row above (the encoder decides per row by D + lambda R; "
-        "position embeddings, unused-token rows of word embeddings); tensors with a coding "
-        "tree use intra prediction instead",
+        "as its difference to an earlier row, decided per row by D + lambda R. 0 = off; "
+        "1 = the row above (position embeddings); 2 = also the closest earlier row (a "
+        "search over all earlier rows: rows that resemble other rows, as in word "
+        "embeddings). Tensors with a coding tree use intra prediction instead",
+        minimum=0,
+        maximum=2,
     ),
     Option(
         "LambdaScale",

@@ -120,6 +120,8 @@ typedef struct nntm_encoder_params {
     double lambda_scale;   /* lambda = lambda_scale * step^2 (step of the tensor QP) */
     double max_abs_value;  /* reconstructions stay within +-max_abs_value (the dtype's range) */
     nntm_search_params search;
+    const int32_t *row_hint; /* [1.5] row prediction: per kernel row a candidate reference
+                                row (0..r - 2, tried besides the row above) or -1; NULL: none */
 } nntm_encoder_params;
 
 /* One coded CU, for pictures of the decisions: its region inside the tensor. */

@@ -76,6 +76,7 @@ typedef struct nntm_encoder_params {
     double lambda_scale;
     double max_abs_value;
     nntm_search_params search;
+    const int32_t *row_hint;
 } nntm_encoder_params;
 
 typedef struct nntm_cu_record {
