@@ -16,7 +16,6 @@ from nntm.apps import decoder, encoder
 from nntm.example import EXAMPLE_MODEL_PATH, TENSOR_NAMES, accuracy
 from nntm.modelio import read_model, write_model
 from nntm.options import DECODER_OPTIONS, ENCODER_OPTIONS
-from safetensors.numpy import save_file
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CFG = ROOT / "cfg" / "encoder_default.cfg"
@@ -301,8 +300,8 @@ def test_encoder_reports_the_predicted_rows(capsys: pytest.CaptureFixture[str],
     rng = np.random.default_rng(1)
     src = tmp_path / "rows.safetensors"
     smooth = rng.normal(0, 0.3, (1, 48)) + np.cumsum(rng.normal(0, 0.01, (64, 48)), axis=0)
-    save_file({"pos.embedding": smooth.astype(np.float32),
-               "fc.weight": rng.normal(0, 0.1, (16, 48)).astype(np.float32)}, str(src))
+    write_model(str(src), {"pos.embedding": smooth.astype(np.float32),
+                           "fc.weight": rng.normal(0, 0.1, (16, 48)).astype(np.float32)})
     bit = tmp_path / "rows.bit"
     assert run(encoder.main, ["-c", str(DEFAULT_CFG), "-i", str(src), "-b", str(bit),
                               "--RowPred=1", "--DepQuant=1"]) == 0
