@@ -95,11 +95,13 @@ typedef struct nntm_level_ctxs {
 void nntm_level_ctxs_init(nntm_level_ctxs *c, int window, int suffix_ctx);
 
 /* abs_remainder's suffix of a prefix of k (>= 1) bins [1.5]: the number of its
- * bins that are context coded and their context set EgsCtx[ Min( k, 12 ) - 1 ]. */
+ * bins that are context coded, and the index of their context set EgsCtx[ Min( k, 12 ) - 1 ]. */
 static inline int nntm_egs_num_ctx_bins(const nntm_level_ctxs *c, int k) {
     if (!c->suffix_ctx) return 0;
     return k < NNTM_EGS_BINS ? k : NNTM_EGS_BINS;
 }
+
+static inline int nntm_egs_set(int k) { return (k < NNTM_EGS_K ? k : NNTM_EGS_K) - 1; }
 
 /* Set n context variables to the probability p (15 bits), estimator window. */
 void nntm_ctx_fill(nntm_ctx *c, int n, uint16_t p, int window);

@@ -23,7 +23,7 @@ static int abs_remainder(nntm_bin_reader *r, nntm_level_ctxs *ctxs, int egp_clas
     uint32_t suffix = 0;
     int nctx = nntm_egs_num_ctx_bins(ctxs, prefix);
     if (nctx) {
-        nntm_ctx *sc = ctxs->egs[(prefix < NNTM_EGS_K ? prefix : NNTM_EGS_K) - 1];
+        nntm_ctx *sc = ctxs->egs[nntm_egs_set(prefix)];
         uint32_t b0 = (uint32_t)nntm_decode_bin(r, &sc[0]);
         suffix = b0;
         if (nctx > 1) suffix = (suffix << 1) | (uint32_t)nntm_decode_bin(r, &sc[1 + b0]);
@@ -80,6 +80,22 @@ static int transform_unit(nntm_bin_reader *r, nntm_level_ctxs *ctxs, const nntm_
     return NNTM_OK;
 }
 
+/* The row prediction syntax of row `row` >= 1 [1.5] (nntm_write_row_pred): its reference
+ * row in *ref, -1 when the row is not predicted.  NNTM_OK, or NNTM_ERR_CORRUPT for a
+ * reference beyond row 0 (E-D8). */
+static int row_pred(nntm_bin_reader *r, nntm_level_ctxs *ctxs, int prev, int32_t row,
+                    int32_t *ref) {
+    *ref = -1;
+    if (!nntm_decode_bin(r, &ctxs->row_pred[prev])) return NNTM_OK;
+    *ref = row - 1;
+    if (row > 1 && !nntm_decode_bin(r, &ctxs->row_above)) {
+        uint32_t d = nntm_decode_bypass(r, nntm_row_ref_bits(row));
+        if (d > (uint32_t)(row - 2)) return NNTM_ERR_CORRUPT;
+        *ref = row - 2 - (int32_t)d;
+    }
+    return NNTM_OK;
+}
+
 int nntm_read_tensor_data(nntm_bin_reader *r, nntm_level_ctxs *ctxs,
                           const nntm_kernel_params *p, int32_t *levels, int32_t *rindex,
                           nntm_buffer *trace) {
@@ -87,16 +103,11 @@ int nntm_read_tensor_data(nntm_bin_reader *r, nntm_level_ctxs *ctxs,
     const int64_t max = nntm_max_rindex(p->dq_enabled);
     int prev = 0;
     for (int32_t row = 0; row < p->rows; row++) {
-        int flag = row > 0 ? nntm_decode_bin(r, &ctxs->row_pred[prev]) : 0;
-        int32_t ref = row - 1;
-        if (flag && row > 1 && !nntm_decode_bin(r, &ctxs->row_above)) {
-            uint32_t d = nntm_decode_bypass(r, nntm_row_ref_bits(row));
-            if (d > (uint32_t)(row - 2)) return NNTM_ERR_CORRUPT;
-            ref = row - 2 - (int32_t)d;
-        }
-        int rv = transform_unit(r, ctxs, p, levels, rindex, 0, row, p->cols, row + 1);
+        int32_t ref = -1;
+        int rv = row > 0 ? row_pred(r, ctxs, prev, row, &ref) : NNTM_OK;
+        if (rv == NNTM_OK) rv = transform_unit(r, ctxs, p, levels, rindex, 0, row, p->cols, row + 1);
         if (rv) return rv;
-        if (flag) {
+        if (ref >= 0) {
             int32_t *cur = rindex + (size_t)row * (size_t)p->cols;
             const int32_t *src = rindex + (size_t)ref * (size_t)p->cols;
             for (int32_t c = 0; c < p->cols; c++) {
@@ -109,7 +120,7 @@ int nntm_read_tensor_data(nntm_bin_reader *r, nntm_level_ctxs *ctxs,
             rv = nntm_trace_append(trace, &rec);
             if (rv) return rv;
         }
-        prev = flag;
+        prev = ref >= 0;
     }
     return NNTM_OK;
 }

@@ -19,23 +19,30 @@ static void buffer_reset(nntm_buffer *b) {
     b->capacity = 0;
 }
 
-/* The estimator's price of one bin on ctx, without updating it. */
-static uint64_t flag_cost(nntm_bit_estimator *trial, nntm_ctx *ctx, int bin) {
+/* The trial estimator's price of row r's prediction syntax [1.5] for reference row ref
+ * (-1: none) on the contexts c (the estimator does not update them). */
+static uint64_t row_syntax_cost(nntm_bit_estimator *trial, nntm_level_ctxs *c, int prev, int32_t r,
+                                int32_t ref) {
     uint64_t c0 = trial->cost;
-    trial->w.encode_bin(&trial->w, ctx, bin);
+    nntm_write_row_pred(&trial->w, c, prev, r, ref);
     return trial->cost - c0;
 }
 
-/* The estimator's price of row r's prediction syntax [1.5] for reference row ref (-1: none)
- * on the contexts c, without updating them (bypass bins at one bit each). */
-static uint64_t row_syntax_cost(nntm_bit_estimator *trial, nntm_level_ctxs *c, int prev, int32_t r,
-                                int32_t ref) {
-    uint64_t cost = flag_cost(trial, &c->row_pred[prev], ref >= 0);
-    if (ref >= 0 && r > 1) {
-        cost += flag_cost(trial, &c->row_above, ref == r - 1);
-        if (ref != r - 1) cost += (uint64_t)nntm_row_ref_bits(r) << NNTM_COST_SHIFT;
+/* The reconstruction indices of a row's levels lv coded from DQ state s, plus those of
+ * the reference row src (NULL: none), into out.  With a reference: 0 when one leaves
+ * +-max or, times unit, +-max_abs; 1 otherwise. */
+static int row_rindex(int dq, int s, const int32_t *lv, const int32_t *src, size_t cols,
+                      int64_t max, double unit, double max_abs, int32_t *out) {
+    for (size_t c = 0; c < cols; c++) {
+        int64_t v = nntm_dq_rindex(dq, s, lv[c]);
+        if (dq) s = nntm_dq_next(dq, s, lv[c]);
+        if (src) {
+            v += src[c];
+            if (v > max || v < -max || fabs((double)v * unit) > max_abs) return 0;
+        }
+        out[c] = (int32_t)v;
     }
-    return cost;
+    return 1;
 }
 
 /* Row prediction [1.5]: each row after the first is quantized as itself and, for each
@@ -54,8 +61,10 @@ static int quantize_rows_pred(const nntm_region_input *in, nntm_quantizer *q, in
     const int64_t max = nntm_max_rindex(dq);
     float *res = malloc(n * sizeof *res);
     int32_t *rec = malloc(n * sizeof *rec), *keep = malloc(cols * sizeof *keep);
+    int32_t *trial_rec = malloc(cols * sizeof *trial_rec);
     nntm_level_ctxs *start = malloc(sizeof *start), *best_ctxs = malloc(sizeof *best_ctxs);
-    const int rv = res && rec && keep && start && best_ctxs ? NNTM_OK : NNTM_ERR_NOMEM;
+    const int rv =
+        res && rec && keep && trial_rec && start && best_ctxs ? NNTM_OK : NNTM_ERR_NOMEM;
     nntm_region_input pred_in = *in;
     pred_in.weights = res;
     int prev = 0;
@@ -65,7 +74,9 @@ static int quantize_rows_pred(const nntm_region_input *in, nntm_quantizer *q, in
         float *rr = res + (size_t)r * cols;
         *start = *ctxs;
         const uint64_t t0 = track->cost;
+        int32_t *out = rec + (size_t)r * cols;  /* this row's reconstruction indices */
         double d = nntm_quantize_region(in, q, levels, ctxs, trial, track, 0, r, k->cols, r + 1);
+        row_rindex(dq, start->dq_state, lv, NULL, cols, max, unit, max_abs, out);
         double best_j = d + in->lambda * (double)(track->cost - t0 +
                                                   (r ? row_syntax_cost(trial, start, prev, r, -1)
                                                      : 0));
@@ -91,44 +102,28 @@ static int quantize_rows_pred(const nntm_region_input *in, nntm_quantizer *q, in
                                              k->cols, r + 1);
             double jb = db + in->lambda * (double)(track->cost - t0 +
                                                    row_syntax_cost(trial, start, prev, r, cand[j]));
-            int ok = 1, s = start->dq_state;
-            for (size_t c = 0; c < cols && ok; c++) {
-                int64_t v = nntm_dq_rindex(dq, s, lv[c]) + src[c];
-                if (dq) s = nntm_dq_next(dq, s, lv[c]);
-                ok = v <= max && v >= -max && fabs((double)v * unit) <= max_abs;
-            }
-            if (ok && jb < best_j) {
+            if (row_rindex(dq, start->dq_state, lv, src, cols, max, unit, max_abs, trial_rec) &&
+                jb < best_j) {
                 best_j = jb;
                 best = cand[j];
                 best_track = track->cost;
                 memcpy(keep, lv, cols * sizeof *lv);
+                memcpy(out, trial_rec, cols * sizeof *out);
                 *best_ctxs = *ctxs;
             }
         }
         memcpy(lv, keep, cols * sizeof *lv);
         *ctxs = *best_ctxs;
         track->cost = best_track;
-        if (r > 0) { /* the prediction syntax through the tracking estimator */
-            track->w.encode_bin(&track->w, &ctxs->row_pred[prev], best >= 0);
-            if (best >= 0 && r > 1) {
-                track->w.encode_bin(&track->w, &ctxs->row_above, best == r - 1);
-                if (best != r - 1) track->cost += (uint64_t)nntm_row_ref_bits(r) << NNTM_COST_SHIFT;
-            }
-        }
-        /* the reconstruction indices of this row, for the rows after it */
-        int32_t *out = rec + (size_t)r * cols;
-        const int32_t *src = best >= 0 ? rec + (size_t)best * cols : NULL;
-        int s = start->dq_state;
-        for (size_t c = 0; c < cols; c++) {
-            out[c] = (int32_t)nntm_dq_rindex(dq, s, lv[c]) + (src ? src[c] : 0);
-            if (dq) s = nntm_dq_next(dq, s, lv[c]);
-        }
+        if (r > 0) /* the prediction syntax through the tracking estimator */
+            nntm_write_row_pred(&track->w, ctxs, prev, r, best);
         ref[r] = best;
         prev = best >= 0;
     }
     free(res);
     free(rec);
     free(keep);
+    free(trial_rec);
     free(start);
     free(best_ctxs);
     return rv;

@@ -55,7 +55,7 @@ static inline uint64_t suffix_rate(const uint32_t *cost1, const nntm_level_ctxs 
     int nctx = nntm_egs_num_ctx_bins(ctxs, k);
     uint64_t r = (uint64_t)(k - nctx) << NNTM_COST_SHIFT;
     if (nctx) {
-        const nntm_ctx *sc = ctxs->egs[(k < NNTM_EGS_K ? k : NNTM_EGS_K) - 1];
+        const nntm_ctx *sc = ctxs->egs[nntm_egs_set(k)];
         int b0 = (int)(suffix >> (k - 1)) & 1;
         r += bin_cost(cost1, &sc[0], b0);
         if (nctx > 1) r += bin_cost(cost1, &sc[1 + b0], (int)(suffix >> (k - 2)) & 1);
@@ -159,7 +159,7 @@ static inline void level_track(nntm_bit_estimator *e, nntm_level_ctxs *ctxs,
     int nctx = nntm_egs_num_ctx_bins(ctxs, prefix);
     if (nctx) {
         uint32_t suffix = v - (1u << prefix);
-        nntm_ctx *sc = ctxs->egs[(prefix < NNTM_EGS_K ? prefix : NNTM_EGS_K) - 1];
+        nntm_ctx *sc = ctxs->egs[nntm_egs_set(prefix)];
         int b0 = (int)(suffix >> (prefix - 1)) & 1;
         bin_track(e, &sc[0], b0);
         if (nctx > 1) bin_track(e, &sc[1 + b0], (int)(suffix >> (prefix - 2)) & 1);
@@ -190,7 +190,7 @@ static inline void level_update(nntm_level_ctxs *ctxs, const nntm_level_ctx_idx 
     int nctx = nntm_egs_num_ctx_bins(ctxs, prefix);
     if (nctx) {
         uint32_t suffix = v - (1u << prefix);
-        nntm_ctx *sc = ctxs->egs[(prefix < NNTM_EGS_K ? prefix : NNTM_EGS_K) - 1];
+        nntm_ctx *sc = ctxs->egs[nntm_egs_set(prefix)];
         int b0 = (int)(suffix >> (prefix - 1)) & 1;
         nntm_ctx_update(&sc[0], b0);
         if (nctx > 1) nntm_ctx_update(&sc[1 + b0], (int)(suffix >> (prefix - 2)) & 1);
@@ -431,8 +431,6 @@ static double quantize_scalar(const nntm_region_input *in, nntm_quantizer *q, in
     return dist;
 }
 
-#define DQ_MAX_STATES NNTM_DQ_MAX_STATES
-
 /* Start of a row: only the current DQ state is reachable, and every survivor's left
  * neighbour is the level before x0 (0 at the tensor's left edge). */
 static inline void dq_start_row(double *cost, int32_t *last, int ns, int state,
@@ -515,7 +513,7 @@ static void dq_trellis(const nntm_region_input *in, nntm_quantizer *q, const nnt
     const size_t tw = (size_t)(t->x1 - t->x0);
     const int dq = k->dq_enabled, ns = nntm_dq_num_states(dq);
     const int8_t *next = nntm_dq_table(dq);
-    int qz_of[DQ_MAX_STATES], set_of[DQ_MAX_STATES];
+    int qz_of[NNTM_DQ_MAX_STATES], set_of[NNTM_DQ_MAX_STATES];
     for (int s = 0; s < ns; s++) {
         qz_of[s] = nntm_dq_quantizer(dq, s);
         set_of[s] = nntm_dq_sig_set(dq, s);
@@ -527,8 +525,8 @@ static void dq_trellis(const nntm_region_input *in, nntm_quantizer *q, const nnt
     }
     nntm_level_ctx_idx ci;
     for (int32_t r = y0; r < y1; r++) {
-        double cost[DQ_MAX_STATES];
-        int32_t last[DQ_MAX_STATES];  /* the survivor's level at the previous position */
+        double cost[NNTM_DQ_MAX_STATES];
+        int32_t last[NNTM_DQ_MAX_STATES];  /* the survivor's level at the previous position */
         dq_start_row(cost, last, ns, ctxs->dq_state, levels, k->cols, r, x0);
         size_t trow = (size_t)(r - t->y0) * tw - (size_t)t->x0;
         for (int32_t c = x0; c < x1; c++) {

@@ -20,7 +20,7 @@ static void abs_remainder(nntm_bin_writer *w, nntm_level_ctxs *ctxs, int egp_cla
     uint32_t suffix = v - (1u << prefix);
     int nctx = nntm_egs_num_ctx_bins(ctxs, prefix);
     if (nctx) {
-        nntm_ctx *sc = ctxs->egs[(prefix < NNTM_EGS_K ? prefix : NNTM_EGS_K) - 1];
+        nntm_ctx *sc = ctxs->egs[nntm_egs_set(prefix)];
         int b0 = (int)(suffix >> (prefix - 1)) & 1;
         w->encode_bin(w, &sc[0], b0);
         if (nctx > 1) w->encode_bin(w, &sc[1 + b0], (int)(suffix >> (prefix - 2)) & 1);
@@ -42,6 +42,14 @@ void nntm_write_level_coding(nntm_bin_writer *w, nntm_level_ctxs *ctxs,
     abs_remainder(w, ctxs, ci->egp_class, a - (uint32_t)num_gt_flags - 1);
 }
 
+void nntm_write_row_pred(nntm_bin_writer *w, nntm_level_ctxs *ctxs, int prev, int32_t r,
+                         int32_t ref) {
+    w->encode_bin(w, &ctxs->row_pred[prev], ref >= 0);
+    if (ref < 0 || r < 2) return;
+    w->encode_bin(w, &ctxs->row_above, ref == r - 1);
+    if (ref != r - 1) w->encode_bypass(w, (uint32_t)(r - 2 - ref), nntm_row_ref_bits(r));
+}
+
 void nntm_write_tensor_data(nntm_bin_writer *w, nntm_level_ctxs *ctxs,
                             const nntm_kernel_params *p, const int32_t *levels, int32_t *rindex,
                             const int32_t *row_ref) {
@@ -52,12 +60,7 @@ void nntm_write_tensor_data(nntm_bin_writer *w, nntm_level_ctxs *ctxs,
     int prev = 0;
     for (int32_t r = 0; r < p->rows; r++) {
         int flag = r > 0 && row_ref[r] >= 0;
-        if (r > 0) w->encode_bin(w, &ctxs->row_pred[prev], flag);
-        if (flag && r > 1) {
-            w->encode_bin(w, &ctxs->row_above, row_ref[r] == r - 1);
-            if (row_ref[r] != r - 1)
-                w->encode_bypass(w, (uint32_t)(r - 2 - row_ref[r]), nntm_row_ref_bits(r));
-        }
+        if (r > 0) nntm_write_row_pred(w, ctxs, prev, r, row_ref[r]);
         nntm_write_transform_unit(w, ctxs, p, levels, rindex, 0, r, p->cols, r + 1);
         if (flag) {
             int32_t *cur = rindex + (size_t)r * (size_t)p->cols;

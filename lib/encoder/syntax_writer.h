@@ -10,6 +10,12 @@
 void nntm_write_level_coding(nntm_bin_writer *w, nntm_level_ctxs *ctxs,
                              const nntm_level_ctx_idx *ci, int32_t level, int num_gt_flags);
 
+/* The row prediction syntax of row r >= 1 [1.5]: row_pred_flag on RowPredCtx[ prev ]
+ * (prev: the flag of row r - 1) and, for a reference ref >= 0 (-1: none) in a row r > 1,
+ * row_pred_above_flag and row_pred_ref_dist_minus2. */
+void nntm_write_row_pred(nntm_bin_writer *w, nntm_level_ctxs *ctxs, int prev, int32_t r,
+                         int32_t ref);
+
 /* tensor_data() of format 1.0: every level of a kernel tensor in raster order; [1.5]
  * with row_pred, row_ref[ r ] (rows 1..) the reference row of row r or -1 (row_pred_flag
  * 0): the reconstruction indices of a predicted row are added to those of its reference
