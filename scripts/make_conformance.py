@@ -1319,8 +1319,8 @@ def tensor_tools(data: bytes, ref: dict[str, np.ndarray] | None = None
         gt = t.num_gt_flags
         rem = [abs(int(coded[r, c])) - gt - 1 for r, c in order if abs(coded[r, c]) > gt]
         tt.remainders = len(rem)
-        tt.max_prefix = max(((v + 1).bit_length() - 1 for v in rem), default=-1)
         tt.prefixes = frozenset((int(v) + 1).bit_length() - 1 for v in rem)
+        tt.max_prefix = max(tt.prefixes, default=-1)
         if t.dq_enabled:
             table, first_q1 = _dq_machine(t)
             states, parity, odd, state, seen = [0] * len(table), [0, 0], 0, 0, set()
@@ -1557,7 +1557,7 @@ def stream_facts(data: bytes, ref: dict[str, np.ndarray] | None = None) -> set[s
                     facts.add("row_pred_above_flag 1")
                 if any(j < r - 1 for r, j in refs.items()):
                     facts.add("row_pred_above_flag 0 (a reference further up)")
-                if 0 in refs.values() and any(r > 2 and j == 0 for r, j in refs.items()):
+                if any(r > 2 and j == 0 for r, j in refs.items()):
                     facts.add("reference row 0")
                 if t.dq_enabled and tt.pred_rows:
                     facts.add(f"row prediction with DQ {t.dq_states} states")

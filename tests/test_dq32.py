@@ -69,9 +69,7 @@ def test_conformance_stream_reads_with_the_spec_decoder() -> None:
     raster = [(t, p) for t, p in dq32 if not t.tree.enabled]  # what the spec reading covers
     assert raster and len(raster) < len(dq32)
     for tps, payload in raster:
-        params = core.KernelParams(tps.rows, tps.cols, tps.qp, tps.qp_density,
-                                   tps.num_gt_flags, tps.tree, 3, tps.prob_window,
-                                   int(tps.suffix_ctx))
+        params = codec.kernel_params(tps)
         levels = core.decode_kernel(payload, params, tps.dtype, "t").levels
         spec, _, _ = spec_decode_levels(payload, tps.rows, tps.cols, tps.num_gt_flags, 3,
                                         tps.prob_window, int(tps.suffix_ctx))

@@ -274,8 +274,7 @@ def test_conformance_stream_b_reaches_the_clip() -> None:
     _, tensors = stream_tensors(data)
     tps, payload = next((t, p) for t, p in tensors if t.prob_window)
     assert tps.prob_window == 2 and not tps.tree.enabled
-    params = core.KernelParams(tps.rows, tps.cols, tps.qp, tps.qp_density, tps.num_gt_flags,
-                               tps.tree, codec.dq_mode(tps), tps.prob_window)
+    params = codec.kernel_params(tps)
     levels = core.decode_kernel(payload, params, tps.dtype, "t").levels
     spec, seen, _ = spec_decode_levels(payload, tps.rows, tps.cols, tps.num_gt_flags,
                                        codec.dq_mode(tps), tps.prob_window)

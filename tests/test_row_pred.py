@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from nntm import core, hls
+from nntm import codec, core, hls
 from nntm.errors import ConfigError
 from test_prob_window import ROOT, _check, _encode, small_tps, spec_decode_levels, stream_tensors
 
@@ -111,10 +111,7 @@ def test_conformance_stream_reads_with_the_spec_decoder() -> None:
     raster = [(t, p) for t, p in tensors if t.row_pred]
     assert raster
     for tps, payload in raster:
-        params = core.KernelParams(tps.rows, tps.cols, tps.qp, tps.qp_density,
-                                   tps.num_gt_flags, tps.tree, 3 if tps.dq_states == 32 else
-                                   2 if tps.dq_states == 8 else int(tps.dq_enabled),
-                                   tps.prob_window, int(tps.suffix_ctx), 1)
+        params = codec.kernel_params(tps)
         dec = core.decode_kernel(payload, params, tps.dtype, "t")
         spec, _, _ = spec_decode_levels(payload, tps.rows, tps.cols, tps.num_gt_flags,
                                         params.dq_enabled, tps.prob_window, int(tps.suffix_ctx),

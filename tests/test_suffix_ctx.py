@@ -49,9 +49,7 @@ def test_conformance_stream_a_reads_with_the_spec_decoder() -> None:
     assert {t.suffix_ctx for t, _ in tensors} == {True}
     largest = 0
     for tps, payload in tensors:
-        params = core.KernelParams(tps.rows, tps.cols, tps.qp, tps.qp_density,
-                                   tps.num_gt_flags, tps.tree, codec.dq_mode(tps),
-                                   tps.prob_window, 1)
+        params = codec.kernel_params(tps)
         levels = core.decode_kernel(payload, params, tps.dtype, "t").levels
         spec, _, _ = spec_decode_levels(payload, tps.rows, tps.cols, tps.num_gt_flags,
                                         codec.dq_mode(tps), tps.prob_window, 1)

@@ -39,7 +39,7 @@ class TensorStats:
     tree: str = "-"    # tree partition type, "-" for lossless tensors
     num_cus: int = 0
     pred: str = "-"    # prediction: "-", "ref" (reference model) or "t<id>" (earlier tensor)
-    pred_rows: int = 0  # [1.5] rows predicted from the row above (row prediction)
+    pred_rows: int = 0  # [1.5] rows predicted from an earlier row (row prediction)
     rows: int = 0       # kernel rows (0 for lossless tensors)
 
     @property
@@ -133,6 +133,13 @@ def dq_mode(tps: hls.TensorParameterSet) -> int:
     if not tps.dq_enabled:
         return 0
     return {8: 2, 32: 3}.get(tps.dq_states, 1)
+
+
+def kernel_params(tps: hls.TensorParameterSet) -> core.KernelParams:
+    """What the C core needs to decode a QUANTIZED tensor, from its parameter set."""
+    return core.KernelParams(tps.rows, tps.cols, tps.qp, tps.qp_density, tps.num_gt_flags,
+                             tps.tree, dq_mode(tps), tps.prob_window, int(tps.suffix_ctx),
+                             int(tps.row_pred))
 
 
 def tensor_qp(config: Config, ndim: int, predicted: bool = False, name: str = "") -> int:
@@ -434,9 +441,7 @@ def _decode_tensor(tps: hls.TensorParameterSet, payload: bytes, where: str, trac
     if not tps.tree.enabled and tps.num_elements > MIN_ELEMENTS_PER_BYTE * (len(payload) + 8):
         raise BitstreamError(f"{what}: a payload of {len(payload)} bytes cannot hold "
                              f"{tps.num_elements} levels")
-    params = core.KernelParams(tps.rows, tps.cols, tps.qp, tps.qp_density, tps.num_gt_flags,
-                               tps.tree, dq_mode(tps), tps.prob_window, int(tps.suffix_ctx),
-                               int(tps.row_pred))
+    params = kernel_params(tps)
     cref = None
     if ref is not None:
         cref = core.Reference(to_kernel(ref, Arrangement(tps.arrangement)), tps.pred_scale)
