@@ -23,12 +23,15 @@ model gets at most the difference between two of them.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(__file__))
+import prob_est_bound as pb  # noqa: E402
+
 CFGS = ["cfg/encoder_anchor.cfg", "cfg/encoder_weight_fidelity.cfg"]
-NEXT8 = np.array(((0, 1), (4, 5), (1, 0), (5, 4), (7, 6), (3, 2), (6, 7), (2, 3)))
 
 
 def cond_entropy(keys: np.ndarray, values: np.ndarray) -> float:
@@ -41,13 +44,7 @@ def cond_entropy(keys: np.ndarray, values: np.ndarray) -> float:
 
 def quantizers(levels: np.ndarray) -> np.ndarray:
     """1 where the 8-state machine (coding order = raster) is in a Q1 state, else 0."""
-    parity = (levels.ravel() & 1).tolist()
-    out = np.empty(len(parity), np.int64)
-    s = 0
-    for i, p in enumerate(parity):
-        out[i] = s >= 4
-        s = NEXT8[s][p]
-    return out.reshape(levels.shape)
+    return (pb.dq_states(levels, 2) >= 4).astype(np.int64).reshape(levels.shape)
 
 
 def log_class(v: np.ndarray, top: int) -> np.ndarray:

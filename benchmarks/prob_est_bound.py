@@ -33,19 +33,23 @@ NUM_SIG = 27
 NUM_SIGN = 3
 GT_CLASSES = 5
 EGP_CTX = 12
-NEXT = ((0, 2), (2, 0), (1, 3), (3, 1))
+# DQ state tables (lib/common/contexts.h): 4 states, and 8 [1.4]
+NEXT = {1: ((0, 2), (2, 0), (1, 3), (3, 1)),
+        2: ((0, 1), (4, 5), (1, 0), (5, 4), (7, 6), (3, 2), (6, 7), (2, 3))}
 
 
-def dq_states(levels: np.ndarray, dq: bool) -> np.ndarray:
+def dq_states(levels: np.ndarray, dq: int) -> np.ndarray:
+    """The DQ state of each level in raster order (dq 0 off, 1 four states, 2 eight)."""
     flat = levels.ravel()
     if not dq:
         return np.zeros(flat.size, dtype=np.int8)
+    table = NEXT[int(dq)]
     par = (flat & 1).tolist()
     out = bytearray(flat.size)
     s = 0
     for i, p in enumerate(par):
         out[i] = s
-        s = NEXT[s][p]
+        s = table[s][p]
     return np.frombuffer(bytes(out), dtype=np.int8)
 
 
