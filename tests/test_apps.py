@@ -156,7 +156,13 @@ def test_output_format_auto_follows_the_input(capsys: pytest.CaptureFixture[str]
     np.savez(path, **random_model(with_bf16=False))
     bit = tmp_path / "m.bit"
     assert run(encoder.main, ["-i", str(path), "-b", str(bit), "--Verbose=0"]) == 0
+    # an -o without a model extension is refused (it once got bytes of a format it did not
+    # name, issue #19); a named extension is written in that format
     out = tmp_path / "decoded_model"
+    status = run(decoder.main, ["-b", str(bit), "-o", str(out), "--OutputFormat=auto"])
+    assert status != 0 and "names no format" in capsys.readouterr().err
+    assert not out.exists()
+    out = tmp_path / "decoded_model.npz"
     status = run(decoder.main, ["-b", str(bit), "-o", str(out), "--OutputFormat=auto"])
     assert status == 0, capsys.readouterr().err
     assert zipfile.is_zipfile(out)

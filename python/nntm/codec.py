@@ -473,6 +473,10 @@ def decode_detailed(data: bytes, trace: bool = False,
     is allocated for it.  ``ref_model`` is the reference model of a stream
     with predicted tensors (ReferenceModelError if it is missing or wrong).
     """
+    if (len(data) >= hls.UNIT_HEADER_BYTES + len(hls.MAGIC)
+            and data[hls.UNIT_HEADER_BYTES:hls.UNIT_HEADER_BYTES + len(hls.MAGIC)] != hls.MAGIC):
+        raise BitstreamError("not an NNTM bitstream: it does not begin with a model parameter "
+                             "set carrying the magic 'NNTM'")
     units = hls.split_units(data)
     if not units or units[0].unit_type != hls.UnitType.MODEL_PARAMETER_SET:
         raise BitstreamError("unit 0: the stream does not start with a model parameter set")

@@ -358,6 +358,7 @@ def _read_cfg_file(path: str | os.PathLike[str]) -> list[_Item]:
 def _cfg_items(text: str, name: str) -> list[_Item]:
     """Split cfg text into ``(key, value text, "name:line")`` assignments and problems."""
     out: list[_Item] = []
+    first_line: dict[str, int] = {}
     for lineno, line in enumerate(text.splitlines(), start=1):
         body = line.split("#", 1)[0].strip()
         if not body:
@@ -371,6 +372,11 @@ def _cfg_items(text: str, name: str) -> list[_Item]:
         if not key:
             out.append(f"{source}: missing key before ':'")
             continue
+        if key in first_line:
+            out.append(f"{source}: key '{key}' is given twice in this file (first at line "
+                       f"{first_line[key]}); give each key once")
+            continue
+        first_line[key] = lineno
         out.append((key, value.strip(), source))
     return out
 

@@ -334,6 +334,29 @@ def _read_npy(name: str) -> dict[str, np.ndarray]:
     return {stem: _normalize(name, stem, arr)}
 
 
+#: keys under which training scripts commonly nest the state dict of a checkpoint
+CHECKPOINT_KEYS = ("state_dict", "model", "model_state_dict", "module", "net")
+
+
+def unwrap_checkpoint(name: str, state: Mapping[Any, Any],
+                      is_tensor: Callable[[object], bool]) -> Mapping[Any, Any]:
+    """The state dict of a checkpoint: ``state`` itself when it maps names to tensors, else
+    the one mapping of tensors found under a common key (``model``, ``state_dict``, ...)."""
+    if all(is_tensor(v) for v in state.values()):
+        return state
+    found = [k for k in CHECKPOINT_KEYS if isinstance(state.get(k), Mapping)
+             and state[k] and all(is_tensor(v) for v in state[k].values())]
+    if len(found) == 1:
+        return state[found[0]]
+    if not found and any(is_tensor(v) for v in state.values()):
+        return state  # a state dict with a stray entry: the caller names that entry
+    keys = ", ".join(repr(k) for k in list(state)[:8])
+    raise ModelIOError(
+        f"PyTorch file '{name}' is a checkpoint, not a state dict of tensors (top-level keys: "
+        f"{keys}); save its state dict alone, e.g. torch.save(ckpt['model'], 'model.pt')"
+        + (f" (several candidates: {', '.join(found)})" if found else ""))
+
+
 def _read_torch(name: str) -> dict[str, np.ndarray]:
     try:
         import torch  # noqa: PLC0415 - optional dependency
@@ -349,6 +372,7 @@ def _read_torch(name: str) -> dict[str, np.ndarray]:
         raise ModelIOError(
             f"PyTorch file '{name}' does not hold a state dict (got {type(state).__name__})"
         )
+    state = unwrap_checkpoint(name, state, lambda v: isinstance(v, torch.Tensor))
     out: dict[str, np.ndarray] = {}
     for key, tensor in state.items():
         if not isinstance(key, str):
@@ -445,7 +469,8 @@ def _check_tensors(
     return out
 
 
-def _atomic_write(name: str, writer: Callable[[IO[bytes]], None]) -> None:
+def _atomic_write(name: str, writer: Callable[[IO[bytes]], None],
+                  what: str = "model file") -> None:
     target = Path(name)
     directory = target.parent
     tmp = directory / f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
@@ -453,7 +478,7 @@ def _atomic_write(name: str, writer: Callable[[IO[bytes]], None]) -> None:
         # 0o666 through the umask, like a plain open(): not NamedTemporaryFile's 0o600
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     except OSError as exc:
-        raise ModelIOError(f"cannot write model file '{name}': {exc.strerror or exc}") from exc
+        raise ModelIOError(f"cannot write {what} '{name}': {exc.strerror or exc}") from exc
     try:
         with os.fdopen(fd, "wb") as f:
             writer(f)
@@ -466,7 +491,7 @@ def _atomic_write(name: str, writer: Callable[[IO[bytes]], None]) -> None:
         except OSError:
             pass
         if isinstance(exc, OSError):
-            raise ModelIOError(f"cannot write model file '{name}': {exc.strerror or exc}") from exc
+            raise ModelIOError(f"cannot write {what} '{name}': {exc.strerror or exc}") from exc
         raise
 
 

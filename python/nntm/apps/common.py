@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -35,4 +36,45 @@ def fmt_shape(shape: tuple[int, ...]) -> str:
 
 def write_bitstream(path: str, data: bytes) -> None:
     """Write a bitstream through a temporary file, so no half-written file is left."""
-    _atomic_write(path, lambda f: f.write(data))
+    _atomic_write(path, lambda f: f.write(data), what="bitstream file")
+
+
+def input_problem(key: str, path: str) -> str | None:
+    """Why an input file named by option ``key`` cannot be read, or None."""
+    if os.path.isdir(path):
+        return f"{key} '{path}' is a directory, not a file"
+    if not os.path.isfile(path):
+        return f"{key} '{path}' does not exist"
+    return None
+
+
+def output_problem(key: str, path: str) -> str | None:
+    """Why option ``key`` cannot name an output file, or None."""
+    if os.path.isdir(path):
+        return f"{key} '{path}' is a directory; name a file"
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        return f"{key} '{path}': folder '{folder}' does not exist"
+    return None
+
+
+def _same_file(a: str, b: str) -> bool:
+    if os.path.exists(a) and os.path.exists(b):
+        return os.path.samefile(a, b)
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def collision_problems(inputs: dict[str, str], outputs: dict[str, str]) -> list[str]:
+    """Outputs that would overwrite an input or each other (also through links)."""
+    problems = []
+    outs = [(k, p) for k, p in outputs.items() if p]
+    for okey, opath in outs:
+        for ikey, ipath in inputs.items():
+            if ipath and _same_file(opath, ipath):
+                problems.append(f"{okey} '{opath}' is the same file as {ikey} '{ipath}': "
+                                "it would destroy the input; name another output")
+    for i, (k1, p1) in enumerate(outs):
+        for k2, p2 in outs[i + 1:]:
+            if _same_file(p1, p2):
+                problems.append(f"{k1} '{p1}' and {k2} '{p2}' are the same file")
+    return problems

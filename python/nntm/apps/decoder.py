@@ -20,13 +20,15 @@ from ..config import Config, parse_app_args
 from ..errors import HashMismatchError, ModelIOError
 from ..modelio import read_model, write_model
 from ..options import DECODER_OPTIONS
-from .common import fmt_shape, run_app
+from .common import collision_problems, fmt_shape, input_problem, output_problem, run_app
 
 PROG = "DecoderApp"
 DESCRIPTION = (
     "Decode an NNTM bitstream, check each tensor against the MD5 in its hash unit, and "
     "write the model (.safetensors or .npz). Exits non-zero on any mismatch. A stream coded "
-    "as a model update needs --RefModel, the model it was coded against."
+    "as a model update needs --RefModel, the model it was coded against. An existing output "
+    "file is overwritten (replaced only once the new file is complete); an output that is the "
+    "same file as an input is refused."
 )
 
 
@@ -36,16 +38,25 @@ def validate(cfg: Config) -> list[str]:
     path = str(cfg["BitstreamFile"])
     if not path:
         problems.append("BitstreamFile (-b) is required")
-    elif not os.path.isfile(path):
-        problems.append(f"BitstreamFile '{path}' does not exist")
-    ref = str(cfg["RefModel"])
-    if ref and not os.path.isfile(ref):
-        problems.append(f"RefModel '{ref}' does not exist")
+    inputs = {"BitstreamFile (-b)": path, "RefModel": str(cfg["RefModel"])}
+    for key, name in inputs.items():
+        problem = input_problem(key, name) if name else None
+        if problem:
+            problems.append(problem)
     out = str(cfg["OutputFile"])
     if out:
-        folder = os.path.dirname(os.path.abspath(out))
-        if not os.path.isdir(folder):
-            problems.append(f"OutputFile '{out}': folder '{folder}' does not exist")
+        problem = output_problem("OutputFile (-o)", out)
+        if problem:
+            problems.append(problem)
+        fmt = str(cfg["OutputFormat"])
+        suffix = os.path.splitext(out)[1].lower()
+        if suffix not in (".safetensors", ".npz"):
+            problems.append(f"OutputFile '{out}': extension '{suffix or '(none)'}' names no "
+                            "format DecoderApp writes (use .safetensors or .npz)")
+        elif fmt != "auto" and suffix != "." + fmt:
+            problems.append(f"OutputFile '{out}': extension '{suffix}' does not match "
+                            f"OutputFormat {fmt}")
+        problems.extend(collision_problems(inputs, {"OutputFile (-o)": out}))
     return problems
 
 

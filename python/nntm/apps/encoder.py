@@ -14,7 +14,7 @@ encoded, and its test accuracy is reported before and after coding.
 from __future__ import annotations
 
 import math
-import os
+import sys
 import time
 from collections.abc import Sequence
 
@@ -26,7 +26,15 @@ from ..config import Config, parse_app_args
 from ..core import CU_SKIP, INTRA_NAMES
 from ..modelio import model_format, read_model, write_model
 from ..options import ENCODER_OPTIONS
-from .common import fmt_db, fmt_shape, run_app, write_bitstream
+from .common import (
+    collision_problems,
+    fmt_db,
+    fmt_shape,
+    input_problem,
+    output_problem,
+    run_app,
+    write_bitstream,
+)
 
 PROG = "EncoderApp"
 DESCRIPTION = (
@@ -35,7 +43,9 @@ DESCRIPTION = (
     "weight SNR, time) and the totals. Without --InputFile the bundled digits CNN is "
     "encoded and its test accuracy is printed before and after. With --RefModel the model "
     "is coded as an update of the reference model (mode Q>R: predicted from it; Q>T<id>: "
-    "from an earlier tensor, EarlierTensorPred); DecoderApp then needs the same --RefModel."
+    "from an earlier tensor, EarlierTensorPred); DecoderApp then needs the same --RefModel. "
+    "Existing output files (-b, -o) are overwritten, each replaced only once the new file is "
+    "complete; an output that is the same file as an input or as the other output is refused."
 )
 
 _SOURCE_FORMATS = {"safetensors": hls.SourceFormat.SAFETENSORS, "npz": hls.SourceFormat.NPZ}
@@ -46,23 +56,27 @@ def validate(cfg: Config) -> list[str]:
     problems = []
     if not cfg["BitstreamFile"]:
         problems.append("BitstreamFile (-b) is required")
-    inp = str(cfg["InputFile"])
-    if inp and not os.path.isfile(inp):
-        problems.append(f"InputFile '{inp}' does not exist")
-    ref = str(cfg["RefModel"])
-    if ref and not os.path.isfile(ref):
-        problems.append(f"RefModel '{ref}' does not exist")
+    inputs = {"InputFile (-i)": str(cfg["InputFile"]), "RefModel": str(cfg["RefModel"])}
+    for key, path in inputs.items():
+        problem = input_problem(key, path) if path else None
+        if problem:
+            problems.append(problem)
     impf = str(cfg["ImportanceFile"])
     if impf.startswith("@"):
         problems.append(f"ImportanceFile '{impf}' asks CEApp to measure maps; EncoderApp needs "
                         "a file (make one with nntm-calibrate, or --ImportanceFile= for none)")
-    elif impf and not os.path.isfile(impf):
-        problems.append(f"ImportanceFile '{impf}' does not exist")
-    for key in ("BitstreamFile", "ReconFile"):
-        path = str(cfg[key])
-        folder = os.path.dirname(os.path.abspath(path)) if path else ""
-        if path and not os.path.isdir(folder):
-            problems.append(f"{key} '{path}': folder '{folder}' does not exist")
+    elif impf:
+        problem = input_problem("ImportanceFile", impf)
+        if problem:
+            problems.append(problem)
+        inputs["ImportanceFile"] = impf
+    outputs = {"BitstreamFile (-b)": str(cfg["BitstreamFile"]),
+               "ReconFile (-o)": str(cfg["ReconFile"])}
+    for key, path in outputs.items():
+        problem = output_problem(key, path) if path else None
+        if problem:
+            problems.append(problem)
+    problems.extend(collision_problems(inputs, outputs))
     intra = intra_problem(cfg)
     if intra:
         problems.append(intra)
@@ -142,6 +156,12 @@ def _main(argv: Sequence[str]) -> int:
     start = time.perf_counter()
     importance = read_model(str(cfg["ImportanceFile"])) if cfg["ImportanceFile"] else None
     ref_model = read_model(str(cfg["RefModel"])) if cfg["RefModel"] else None
+    if ref_model is not None and not any(
+            name in ref_model and tuple(np.shape(ref_model[name])) == tuple(np.shape(x))
+            for name, x in tensors.items()):
+        print(f"{PROG}: warning: RefModel '{cfg['RefModel']}' predicts nothing: no tensor of "
+              "the model has a namesake of the same shape there (the model is coded without "
+              "reference)", file=sys.stderr)
     result = codec.encode_with_recon(
         tensors, cfg, source, progress=_print_tensor if verbose else None, importance=importance,
         ref_model=ref_model)

@@ -1,0 +1,172 @@
+"""Papercuts a new user hits (issue #21) and output-path safety of the apps (issue #19)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from pathlib import Path
+
+import pytest
+from nntm import hls
+from nntm.apps import decoder, encoder
+from nntm.config import Config
+from nntm.errors import BitstreamError, ConfigError
+from nntm.example import EXAMPLE_MODEL_PATH
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def test_spec_title_names_the_newest_format_version() -> None:
+    first = (ROOT / "docs" / "bitstream.md").read_text(encoding="utf-8").splitlines()[0]
+    m = re.search(r"format version (\d+)\.(\d+)", first)
+    assert m, first
+    assert (int(m[1]), int(m[2])) == (hls.FORMAT_VERSION_MAJOR, hls.FORMAT_VERSION_MINOR)
+
+
+def test_key_twice_in_one_cfg_file_is_an_error(tmp_path: Path) -> None:
+    cfg = tmp_path / "a.cfg"
+    cfg.write_text("QP : -20\nRDOQ : 1\nQP : -24  # again\n")
+    with pytest.raises(ConfigError) as info:
+        Config.from_files([cfg])
+    text = str(info.value)
+    assert "twice" in text and "line 1" in text and "a.cfg:3" in text
+
+
+def test_key_in_two_cfg_files_still_overrides(tmp_path: Path) -> None:
+    a, b = tmp_path / "a.cfg", tmp_path / "b.cfg"
+    a.write_text("QP : -20\n")
+    b.write_text("QP : -24\n")
+    assert Config.from_files([a, b])["QP"] == -24
+
+
+def test_all_zero_stream_is_not_an_nntm_bitstream() -> None:
+    from nntm import codec
+
+    with pytest.raises(BitstreamError, match="not an NNTM bitstream"):
+        codec.decode(bytes(14420))
+
+
+def test_directory_as_input_says_directory(tmp_path: Path, capsys) -> None:
+    assert decoder.main(["-b", str(tmp_path), "-o", str(tmp_path / "x.safetensors")]) != 0
+    assert "is a directory" in capsys.readouterr().err
+    assert encoder.main(["-i", str(tmp_path), "-b", str(tmp_path / "x.bit")]) != 0
+    assert "is a directory" in capsys.readouterr().err
+
+
+def test_unwritable_bitstream_names_the_bitstream(tmp_path: Path, capsys) -> None:
+    if os.geteuid() == 0:
+        # root may write anywhere: use a path whose parent is a file instead
+        blocker = tmp_path / "file"
+        blocker.write_bytes(b"")
+        from nntm.apps.common import write_bitstream
+        from nntm.errors import ModelIOError
+
+        with pytest.raises(ModelIOError, match="cannot write bitstream file"):
+            write_bitstream(str(blocker / "x.bit"), b"data")
+        return
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    os.chmod(ro, 0o500)
+    assert encoder.main(["-b", str(ro / "x.bit")]) != 0
+    assert "cannot write bitstream file" in capsys.readouterr().err
+
+
+@pytest.fixture()
+def model(tmp_path: Path) -> Path:
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(Path(EXAMPLE_MODEL_PATH).read_bytes())
+    return path
+
+
+def test_encoder_refuses_bitstream_over_input(model: Path, capsys) -> None:
+    before = _md5(model)
+    assert encoder.main(["-i", str(model), "-b", str(model)]) != 0
+    assert "same file as InputFile" in capsys.readouterr().err
+    assert _md5(model) == before
+
+
+def test_encoder_refuses_recon_over_input_through_a_link(model: Path, tmp_path: Path,
+                                                         capsys) -> None:
+    link = tmp_path / "link.safetensors"
+    link.symlink_to(model)
+    before = _md5(model)
+    assert encoder.main(["-i", str(model), "-b", str(tmp_path / "m.bit"),
+                         "-o", str(link)]) != 0
+    assert "same file as InputFile" in capsys.readouterr().err
+    assert _md5(model) == before
+    assert not (tmp_path / "m.bit").exists()
+
+
+def test_encoder_refuses_recon_equal_to_bitstream(model: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "same.safetensors"
+    assert encoder.main(["-i", str(model), "-b", str(out), "-o", str(out)]) != 0
+    assert "are the same file" in capsys.readouterr().err
+
+
+def test_decoder_refuses_output_over_bitstream_and_bad_extension(model: Path, tmp_path: Path,
+                                                                 capsys) -> None:
+    bit = tmp_path / "m.bit"
+    assert encoder.main(["-i", str(model), "-b", str(bit), "--Verbose=0"]) == 0
+    before = _md5(bit)
+    hard = tmp_path / "hard.safetensors"
+    os.link(bit, hard)
+    assert decoder.main(["-b", str(bit), "-o", str(hard)]) != 0
+    assert "same file as BitstreamFile" in capsys.readouterr().err
+    assert _md5(bit) == before
+    for name in ("x.pt", "x.bin", "x"):
+        assert decoder.main(["-b", str(bit), "-o", str(tmp_path / name)]) != 0
+        assert "names no format" in capsys.readouterr().err
+        assert not (tmp_path / name).exists()
+    assert decoder.main(["-b", str(bit), "-o", str(tmp_path / "x.npz"),
+                         "--OutputFormat=safetensors"]) != 0
+    assert "does not match" in capsys.readouterr().err
+    assert decoder.main(["-b", str(bit), "-o", str(tmp_path / "ok.safetensors"),
+                         "--Verbose=0"]) == 0
+
+
+def test_checkpoint_nested_under_a_common_key_is_unwrapped() -> None:
+    import numpy as np
+    from nntm.errors import ModelIOError
+    from nntm.modelio import unwrap_checkpoint
+
+    def is_tensor(v: object) -> bool:
+        return isinstance(v, np.ndarray)
+
+    sd = {"fc.weight": np.zeros((2, 2)), "fc.bias": np.zeros(2)}
+    assert unwrap_checkpoint("f", sd, is_tensor) is sd
+    assert unwrap_checkpoint("f", {"model": sd, "epoch": 3}, is_tensor) is sd
+    assert unwrap_checkpoint("f", {"state_dict": sd, "optimizer": {"lr": 1}}, is_tensor) is sd
+    with pytest.raises(ModelIOError, match="torch.save"):
+        unwrap_checkpoint("f", {"weights": sd, "epoch": 3}, is_tensor)
+    with pytest.raises(ModelIOError, match="several candidates"):
+        unwrap_checkpoint("f", {"model": sd, "state_dict": sd}, is_tensor)
+
+
+def test_pytorch_checkpoint_file_is_read(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    from nntm.modelio import read_model
+
+    path = tmp_path / "ckpt.pt"
+    torch.save({"model": {"w": torch.ones(3, 2)}, "epoch": 1}, path)
+    out = read_model(path)
+    assert list(out) == ["w"] and out["w"].shape == (3, 2)
+
+
+def test_refmodel_that_predicts_nothing_is_warned(model: Path, tmp_path: Path, capsys) -> None:
+    import numpy as np
+    from nntm.modelio import read_model, write_model
+
+    renamed = {f"other.{k}": v for k, v in read_model(model).items()}
+    ref = tmp_path / "ref.safetensors"
+    write_model(ref, renamed)
+    args = ["-i", str(model), "-b", str(tmp_path / "u.bit"), "--Verbose=0"]
+    assert encoder.main([*args, "--RefModel", str(ref)]) == 0
+    assert "predicts nothing" in capsys.readouterr().err
+    write_model(ref, {k: np.asarray(v) for k, v in read_model(model).items()})
+    assert encoder.main([*args, "--RefModel", str(ref)]) == 0
+    assert "predicts nothing" not in capsys.readouterr().err
