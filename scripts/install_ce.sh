@@ -113,7 +113,8 @@ fi
 
 # 4. Report what each CE model adapter can do now.
 echo "== CE models"
-PYTHONPATH="python${PYTHONPATH:+:$PYTHONPATH}" "$PY" - <<'PYEOF'
+# from outside the clone, so that the installed nntm is imported, not the unbuilt source tree
+(cd / && "$PY" - <<'PYEOF'
 import sys
 
 try:
@@ -130,3 +131,4 @@ for name in ADAPTERS:
         missing.append(name)
 sys.exit(1 if missing else 0)
 PYEOF
+)

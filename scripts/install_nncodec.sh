@@ -64,11 +64,17 @@ else
 fi
 
 echo "== checking that nncodec.nn imports (with the torchvision stub)"
-PYTHONPATH="python${PYTHONPATH:+:$PYTHONPATH}" "$PY" - <<'PYEOF'
-from nntm.ce.nncodec_anchor import NNCodecAnchor
+# from outside the clone, so that the installed nntm is imported, not the unbuilt source tree
+(cd / && "$PY" - <<'PYEOF'
+try:
+    from nntm.ce.nncodec_anchor import NNCodecAnchor
+except ImportError as exc:
+    raise SystemExit(f"nncodec is installed, but nntm does not import ({exc}): "
+                     "run 'pip install .' in the clone, then this check again") from None
 
 ok, why = NNCodecAnchor().available()
 if not ok:
     raise SystemExit(f"NNCodec does not work: {why}")
 print("NNCodec ready" + (f" ({why})" if why else ""))
 PYEOF
+)

@@ -170,3 +170,11 @@ def test_refmodel_that_predicts_nothing_is_warned(model: Path, tmp_path: Path, c
     write_model(ref, {k: np.asarray(v) for k, v in read_model(model).items()})
     assert encoder.main([*args, "--RefModel", str(ref)]) == 0
     assert "predicts nothing" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("script", ["install_ce.sh", "install_nncodec.sh"])
+def test_installer_checks_import_the_installed_package(script: str) -> None:
+    """The final checks once set PYTHONPATH=python and imported the unbuilt source tree."""
+    text = (ROOT / "scripts" / script).read_text(encoding="utf-8")
+    assert 'PYTHONPATH="python' not in text
+    assert "(cd / && \"$PY\" -" in text
