@@ -178,3 +178,16 @@ def test_installer_checks_import_the_installed_package(script: str) -> None:
     text = (ROOT / "scripts" / script).read_text(encoding="utf-8")
     assert 'PYTHONPATH="python' not in text
     assert "(cd / && \"$PY\" -" in text
+
+
+def test_bad_global_tree_key_is_one_problem_before_anything_is_printed(capsys) -> None:
+    status = encoder.main(["-b", "x.bit", "--CTUSize=3", "--TreeType=qtmtt"])
+    captured = capsys.readouterr()
+    assert status != 0
+    assert captured.out == ""  # nothing printed before the problems
+    assert "CTUSize = 3 is not a power of two" in captured.err
+    assert "class rules" not in captured.err and "CTU size must be" not in captured.err
+    assert "MinQTSize" not in captured.err
+    status = encoder.main(["-b", "x.bit", "--CTUSize=3", "--ClassRules=conv: ctu=5"])
+    err = capsys.readouterr().err
+    assert "2 configuration problems" in err and "ctu = 5" in err

@@ -118,6 +118,15 @@ def _parse_class_rules(text: str, problems: list[str]) -> list[tuple[str, str, d
 class Classifier:
     """Resolves each tensor's class from a Config; validates every rule up front."""
 
+    @classmethod
+    def problems(cls, cfg: Config) -> list[str]:
+        """Every problem of the class rules and the global tree keys (empty if none)."""
+        try:
+            cls(cfg)
+        except ConfigError as exc:
+            return [line.strip() for line in str(exc).splitlines()[1:]]
+        return []
+
     def __init__(self, cfg: Config) -> None:
         problems: list[str] = []
         self.layer_rules = _parse_globs(str(cfg["LayerRules"]), "LayerRules", problems)
@@ -158,16 +167,29 @@ class Classifier:
             problems.append(f"{where}: arrangement={arr_name} is not one of "
                             f"{', '.join(ARRANGEMENTS)}")
             arr_name = "rows"
-        ctu = _log2(num("ctu", "CTUSize"), f"{where}: ctu", problems)
-        minqt = _log2(num("minqt", "MinQTSize"), f"{where}: minqt", problems)
-        mincu = _log2(num("mincu", "MinCUSize"), f"{where}: mincu", problems)
+        glob = where == "global keys"
+        before = len(problems)
+
+        def size(key: str, cfg_key: str) -> int:
+            # a global key is reported by its cfg name, once: a rule that inherits a bad
+            # global value does not report it again
+            found: list[str] = []
+            value = _log2(num(key, cfg_key), cfg_key if glob else f"{where}: {key}", found)
+            if found and (glob or key in over):
+                problems.extend(found)
+            return value
+
+        ctu = size("ctu", "CTUSize")
+        minqt = size("minqt", "MinQTSize")
+        mincu = size("mincu", "MinCUSize")
+        sizes_ok = len(problems) == before
         mtt = num("mtt", "MaxMTTDepth")
         window = num("window", "ProbWindow")
         if not 0 <= window <= MAX_PROB_WINDOW:
             problems.append(f"{where}: window must be 0..{MAX_PROB_WINDOW}")
             window = 0
         tree_type = TREE_TYPES[tree_name]
-        if tree_type:
+        if tree_type and sizes_ok:  # no follow-on problems of a size that is already bad
             if not 1 <= ctu <= 7:
                 problems.append(f"{where}: CTU size must be 2..128")
             if not mincu <= minqt <= ctu:

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from .. import codec, hls
-from ..classes import intra_problem
+from ..classes import Classifier, intra_problem
 from ..config import Config, parse_app_args
 from ..core import CU_SKIP, INTRA_NAMES
 from ..modelio import model_format, read_model, write_model
@@ -77,6 +77,7 @@ def validate(cfg: Config) -> list[str]:
         if problem:
             problems.append(problem)
     problems.extend(collision_problems(inputs, outputs))
+    problems.extend(Classifier.problems(cfg))
     intra = intra_problem(cfg)
     if intra:
         problems.append(intra)
