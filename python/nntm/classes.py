@@ -121,13 +121,12 @@ class Classifier:
     @classmethod
     def problems(cls, cfg: Config) -> list[str]:
         """Every problem of the class rules and the global tree keys (empty if none)."""
-        try:
-            cls(cfg)
-        except ConfigError as exc:
-            return [line.strip() for line in str(exc).splitlines()[1:]]
-        return []
+        found: list[str] = []
+        cls(cfg, found)
+        return found
 
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: Config, problems_out: list[str] | None = None) -> None:
+        """Raises ConfigError on any problem, or appends them to ``problems_out``."""
         problems: list[str] = []
         self.layer_rules = _parse_globs(str(cfg["LayerRules"]), "LayerRules", problems)
         for _, value in self.layer_rules:
@@ -138,7 +137,9 @@ class Classifier:
         self.base = self._settings(cfg, {}, problems, "global keys")
         for layer, signal, settings in self.class_rules:
             self._settings(cfg, settings, problems, f"ClassRules '{layer}/{signal}'")
-        if problems:
+        if problems_out is not None:
+            problems_out.extend(problems)
+        elif problems:
             raise ConfigError("invalid tensor class rules:\n  " + "\n  ".join(problems))
         self.cfg = cfg
         self.signals: list[str] = ["default"]

@@ -8,7 +8,10 @@ import sys
 from collections.abc import Callable, Sequence
 
 from ..errors import NntmError
-from ..modelio import _atomic_write
+from ..modelio import FORMATS, WRITE_FORMATS, _atomic_write
+
+#: extensions of the model formats the apps write, from nntm.modelio
+WRITE_EXTENSIONS = tuple(ext for ext, fmt in FORMATS.items() if fmt in WRITE_FORMATS)
 
 
 def run_app(prog: str, body: Callable[[Sequence[str]], int], argv: Sequence[str] | None) -> int:

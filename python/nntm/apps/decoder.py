@@ -18,9 +18,16 @@ from collections.abc import Sequence
 from .. import codec, hls
 from ..config import Config, parse_app_args
 from ..errors import HashMismatchError, ModelIOError
-from ..modelio import read_model, write_model
+from ..modelio import FORMATS, model_format, read_model, write_model
 from ..options import DECODER_OPTIONS
-from .common import collision_problems, fmt_shape, input_problem, output_problem, run_app
+from .common import (
+    WRITE_EXTENSIONS,
+    collision_problems,
+    fmt_shape,
+    input_problem,
+    output_problem,
+    run_app,
+)
 
 PROG = "DecoderApp"
 DESCRIPTION = (
@@ -50,10 +57,10 @@ def validate(cfg: Config) -> list[str]:
             problems.append(problem)
         fmt = str(cfg["OutputFormat"])
         suffix = os.path.splitext(out)[1].lower()
-        if suffix not in (".safetensors", ".npz"):
+        if suffix not in WRITE_EXTENSIONS:
             problems.append(f"OutputFile '{out}': extension '{suffix or '(none)'}' names no "
-                            "format DecoderApp writes (use .safetensors or .npz)")
-        elif fmt != "auto" and suffix != "." + fmt:
+                            f"format DecoderApp writes (use {' or '.join(WRITE_EXTENSIONS)})")
+        elif fmt != "auto" and FORMATS[suffix] != fmt:
             problems.append(f"OutputFile '{out}': extension '{suffix}' does not match "
                             f"OutputFormat {fmt}")
         problems.extend(collision_problems(inputs, {"OutputFile (-o)": out}))
@@ -65,10 +72,8 @@ def output_format(cfg: Config, source: hls.SourceFormat) -> str:
     if fmt != "auto":
         return fmt
     out = str(cfg["OutputFile"])
-    if out.endswith(".npz"):
-        return "npz"
-    if out.endswith(".safetensors"):
-        return "safetensors"
+    if out:  # validate() admits only the extensions of WRITE_FORMATS (any case)
+        return model_format(out)
     return "npz" if source == hls.SourceFormat.NPZ else "safetensors"
 
 

@@ -27,6 +27,7 @@ from ..core import CU_SKIP, INTRA_NAMES
 from ..modelio import model_format, read_model, write_model
 from ..options import ENCODER_OPTIONS
 from .common import (
+    WRITE_EXTENSIONS,
     collision_problems,
     fmt_db,
     fmt_shape,
@@ -82,8 +83,8 @@ def validate(cfg: Config) -> list[str]:
     if intra:
         problems.append(intra)
     recon = str(cfg["ReconFile"])
-    if recon and not recon.endswith((".safetensors", ".npz")):
-        problems.append(f"ReconFile '{recon}': use a .safetensors or .npz name")
+    if recon and not recon.endswith(WRITE_EXTENSIONS):
+        problems.append(f"ReconFile '{recon}': use a {' or '.join(WRITE_EXTENSIONS)} name")
     return problems
 
 
