@@ -191,3 +191,48 @@ def test_bad_global_tree_key_is_one_problem_before_anything_is_printed(capsys) -
     status = encoder.main(["-b", "x.bit", "--CTUSize=3", "--ClassRules=conv: ctu=5"])
     err = capsys.readouterr().err
     assert "2 configuration problems" in err and "ctu = 5" in err
+
+
+_NO_BF16_RUN = """
+import sys
+import numpy as np
+from nntm.apps import conformance, decoder, encoder, show  # noqa: F401
+from nntm import codec, modelio
+from nntm.config import Config
+assert 'ml_dtypes' not in sys.modules, 'imported by the apps'
+cfg = Config.from_files([sys.argv[1]])
+model = {'w': np.linspace(-1, 1, 64, dtype=np.float32).reshape(8, 8)}
+stream = codec.encode(model, cfg)
+modelio.write_model(sys.argv[2], codec.decode(stream))
+assert modelio.read_model(sys.argv[2])['w'].shape == (8, 8)
+assert 'ml_dtypes' not in sys.modules, 'imported by a float32 encode/decode/write/read'
+bf16 = {'w': model['w'].astype(modelio.SAFETENSORS_DTYPES['BF16'])}
+assert 'ml_dtypes' in sys.modules
+back = codec.decode(codec.encode(bf16, cfg))
+assert back['w'].dtype.name == 'bfloat16'
+print('ok')
+"""
+
+
+def test_ml_dtypes_is_imported_only_where_a_bfloat16_tensor_is_met(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    run = subprocess.run(
+        [sys.executable, "-c", _NO_BF16_RUN, str(ROOT / "cfg" / "encoder_default.cfg"),
+         str(tmp_path / "m.safetensors")],
+        capture_output=True, text=True, check=False)
+    assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr
+
+
+def test_dtype_tables_agree_with_the_loaded_dtypes() -> None:
+    from nntm import dtypes, modelio
+
+    assert [d.name for d in hls.DTYPES] == list(hls.DTYPE_NAMES)
+    for i, d in enumerate(hls.DTYPES):
+        assert hls.dtype_code(d) == i and hls.dtype_of_code(i) == d
+    assert dtypes.BF16_MAX == float(__import__("ml_dtypes").finfo(dtypes.bfloat16()).max)
+    for code, d in modelio.SAFETENSORS_DTYPES.items():
+        assert d.name == modelio.SAFETENSORS_DTYPE_NAMES[code]
+    with pytest.raises(ValueError):
+        hls.dtype_code(__import__("numpy").dtype(">f4"))

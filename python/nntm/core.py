@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import ml_dtypes
 import numpy as np
 
+from .dtypes import BF16_MAX
 from .errors import CoreError
 
 try:
@@ -132,8 +132,8 @@ def step_size(qp: int, qp_density: int) -> float:
 
 def max_abs_value(dtype: np.dtype) -> float:
     """Largest finite value of a float dtype: reconstructions never exceed it."""
-    return float(np.finfo(np.dtype(dtype)).max) if np.dtype(dtype).name != "bfloat16" else (
-        float(ml_dtypes.finfo(ml_dtypes.bfloat16).max))
+    dtype = np.dtype(dtype)
+    return float(np.finfo(dtype).max) if dtype.name != "bfloat16" else BF16_MAX
 
 
 PRED_SCALE_SHIFT = int(lib.NNTM_PRED_SCALE_SHIFT)

@@ -16,10 +16,10 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-import ml_dtypes
 import numpy as np
 from bitstring import BitStream, ReadError
 
+from . import dtypes
 from .core import TreeParams
 from .errors import BitstreamError
 
@@ -93,21 +93,33 @@ class SourceFormat(enum.IntEnum):
     NPZ = 2
 
 
-# tensor_dtype codes
-DTYPES: list[np.dtype] = [
-    np.dtype(np.float32), np.dtype(np.float16), np.dtype(ml_dtypes.bfloat16),
-    np.dtype(np.float64), np.dtype(np.int8), np.dtype(np.int16), np.dtype(np.int32),
-    np.dtype(np.int64), np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.uint32),
-    np.dtype(np.uint64), np.dtype(np.bool_),
-]
+# tensor_dtype codes: the NumPy dtype names, in code order (bfloat16 is ml_dtypes', loaded
+# only when a tensor of it is met; DTYPES, the dtypes themselves, is built on first access)
+DTYPE_NAMES: tuple[str, ...] = (
+    "float32", "float16", "bfloat16", "float64", "int8", "int16", "int32", "int64",
+    "uint8", "uint16", "uint32", "uint64", "bool",
+)
 FLOAT_DTYPES = {"float32", "float16", "bfloat16", "float64"}
 
 
 def dtype_code(dtype: np.dtype) -> int:
-    for i, d in enumerate(DTYPES):
-        if d == dtype:
-            return i
+    """The tensor_dtype code of a (native or little-endian) dtype."""
+    dtype = np.dtype(dtype)
+    name = dtype.name
+    if name in DTYPE_NAMES and dtype.byteorder != ">" and dtypes.by_name(name) == dtype:
+        return DTYPE_NAMES.index(name)
     raise ValueError(f"unsupported dtype {dtype}")
+
+
+def dtype_of_code(code: int) -> np.dtype:
+    """The dtype of a tensor_dtype code (IndexError for a code past the table)."""
+    return dtypes.by_name(DTYPE_NAMES[code])
+
+
+def __getattr__(name: str) -> object:
+    if name == "DTYPES":  # imports ml_dtypes, so only on demand
+        return [dtype_of_code(i) for i in range(len(DTYPE_NAMES))]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass
@@ -578,7 +590,7 @@ def parse_tensor_parameter_set(unit: Unit, mps: ModelParameterSet) -> TensorPara
     except UnicodeDecodeError:
         raise r.fail("tensor_name is not UTF-8") from None
     code = r.u(8)
-    if code >= len(DTYPES):
+    if code >= len(DTYPE_NAMES):
         raise r.fail(f"tensor '{name}': unknown tensor_dtype {code}")
     ndim = r.ue(MAX_NDIM, "tensor_ndim")
     shape = tuple(r.ue(MAX_DIM, "tensor_dim") for _ in range(ndim))
@@ -592,7 +604,7 @@ def parse_tensor_parameter_set(unit: Unit, mps: ModelParameterSet) -> TensorPara
         mode = CodingMode(raw_mode)
     except ValueError:
         raise r.fail(f"tensor '{name}': unknown tensor_coding_mode {raw_mode}") from None
-    tps = TensorParameterSet(tensor_id, name, DTYPES[code], shape, mode)
+    tps = TensorParameterSet(tensor_id, name, dtype_of_code(code), shape, mode)
     if mode == CodingMode.CLUSTERED:
         if not mps.tool_flags & TOOL_CLUSTER or mps.version_minor < 2:
             raise r.fail(f"tensor '{name}': tensor_coding_mode CLUSTERED needs TOOL_CLUSTER "
@@ -684,7 +696,7 @@ def _parse_prediction(r: _Reader, tps: TensorParameterSet) -> None:
         if code not in REF_DTYPE_CODES:
             raise r.fail(f"tensor '{tps.name}': ref_dtype {code} is not float32, float16 or "
                          "bfloat16")
-        tps.ref_dtype = DTYPES[code]
+        tps.ref_dtype = dtype_of_code(code)
         tps.pred_scale = PRED_SCALE_ONE + r.se(-MAX_PRED_SCALE - PRED_SCALE_ONE,
                                                MAX_PRED_SCALE - PRED_SCALE_ONE,
                                                "pred_scale_minus4096")

@@ -37,38 +37,52 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, Any
 
-import ml_dtypes
 import numpy as np
 
+from . import dtypes
 from .errors import ModelIOError
 
 __all__ = [
     "FORMATS",
     "READ_FORMATS",
-    "SAFETENSORS_DTYPES",
+    "SAFETENSORS_DTYPE_NAMES",
     "WRITE_FORMATS",
     "model_format",
     "read_model",
     "write_model",
 ]
 
-#: safetensors dtype code -> numpy dtype (little-endian).
-SAFETENSORS_DTYPES: dict[str, np.dtype[Any]] = {
-    "F64": np.dtype("<f8"),
-    "F32": np.dtype("<f4"),
-    "F16": np.dtype("<f2"),
-    "BF16": np.dtype(ml_dtypes.bfloat16),
-    "I64": np.dtype("<i8"),
-    "I32": np.dtype("<i4"),
-    "I16": np.dtype("<i2"),
-    "I8": np.dtype("i1"),
-    "U64": np.dtype("<u8"),
-    "U32": np.dtype("<u4"),
-    "U16": np.dtype("<u2"),
-    "U8": np.dtype("u1"),
-    "BOOL": np.dtype("?"),
+#: safetensors dtype code -> NumPy dtype name (the arrays are little-endian).  The dtypes
+#: themselves are SAFETENSORS_DTYPES, built on first access: bfloat16 is ml_dtypes', which is
+#: imported only when a bfloat16 tensor is met.
+SAFETENSORS_DTYPE_NAMES: dict[str, str] = {
+    "F64": "float64",
+    "F32": "float32",
+    "F16": "float16",
+    "BF16": "bfloat16",
+    "I64": "int64",
+    "I32": "int32",
+    "I16": "int16",
+    "I8": "int8",
+    "U64": "uint64",
+    "U32": "uint32",
+    "U16": "uint16",
+    "U8": "uint8",
+    "BOOL": "bool",
 }
-_CODE_OF_DTYPE: dict[np.dtype[Any], str] = {v: k for k, v in SAFETENSORS_DTYPES.items()}
+_CODE_OF_NAME: dict[str, str] = {v: k for k, v in SAFETENSORS_DTYPE_NAMES.items()}
+
+
+def _safetensors_dtype(code: str) -> np.dtype[Any]:
+    """The little-endian dtype of a safetensors dtype code."""
+    return dtypes.by_name(SAFETENSORS_DTYPE_NAMES[code]).newbyteorder("<")
+
+
+def __getattr__(name: str) -> object:
+    if name == "SAFETENSORS_DTYPES":  # imports ml_dtypes, so only on demand
+        return {code: _safetensors_dtype(code) for code in SAFETENSORS_DTYPE_NAMES}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 #: extension -> format name
 FORMATS: dict[str, str] = {
@@ -83,7 +97,6 @@ WRITE_FORMATS = ("safetensors", "npz")
 
 _MAX_HEADER = 100_000_000  # the safetensors package's limit
 _METADATA_KEY = "__metadata__"
-_BF16 = np.dtype(ml_dtypes.bfloat16)
 
 
 def model_format(path: str | os.PathLike[str]) -> str:
@@ -228,11 +241,12 @@ def _parse_safetensors_header(name: str, raw: bytes) -> list[_Entry]:
         if missing:
             raise ModelIOError(f"{where}: header entry lacks {', '.join(sorted(missing))}")
         code = info["dtype"]
-        if not isinstance(code, str) or code not in SAFETENSORS_DTYPES:
+        if not isinstance(code, str) or code not in SAFETENSORS_DTYPE_NAMES:
             raise ModelIOError(
-                f"{where}: unknown dtype {code!r} (supported: {', '.join(SAFETENSORS_DTYPES)})"
+                f"{where}: unknown dtype {code!r} "
+                f"(supported: {', '.join(SAFETENSORS_DTYPE_NAMES)})"
             )
-        dtype = SAFETENSORS_DTYPES[code]
+        dtype = _safetensors_dtype(code)
         shape = info["shape"]
         if not isinstance(shape, list) or not all(_is_json_uint(d) for d in shape):
             raise ModelIOError(f"{where}: bad shape {shape!r}")
@@ -266,12 +280,12 @@ def _normalize(name: str, tname: str, arr: np.ndarray) -> np.ndarray:
     """A C-contiguous little-endian array of a supported dtype, or ModelIOError."""
     dtype = arr.dtype
     if dtype.kind == "V" and dtype.itemsize == 2 and dtype.fields is None:
-        arr = arr.view(_BF16)  # how np.save stores bfloat16
+        arr = arr.view(dtypes.bfloat16())  # how np.save stores bfloat16
         dtype = arr.dtype
     if dtype.byteorder == ">":
         arr = arr.astype(dtype.newbyteorder("<"))
         dtype = arr.dtype
-    if dtype not in _CODE_OF_DTYPE:
+    if dtype.name not in _CODE_OF_NAME or dtypes.by_name(dtype.name) != dtype:
         raise ModelIOError(
             f"model file '{name}', tensor '{tname}': unsupported dtype {dtype} "
             f"(supported: {', '.join(_dtype_names())})"
@@ -280,11 +294,11 @@ def _normalize(name: str, tname: str, arr: np.ndarray) -> np.ndarray:
 
 
 def _canonical(dtype: np.dtype[Any]) -> np.dtype[Any]:
-    return SAFETENSORS_DTYPES[_CODE_OF_DTYPE[dtype]]
+    return _safetensors_dtype(_CODE_OF_NAME[dtype.name])
 
 
 def _dtype_names() -> list[str]:
-    return [str(d) for d in SAFETENSORS_DTYPES.values()]
+    return list(SAFETENSORS_DTYPE_NAMES.values())
 
 
 def _read_npz(name: str) -> dict[str, np.ndarray]:
@@ -384,7 +398,7 @@ def _read_torch(name: str) -> dict[str, np.ndarray]:
             )
         t = tensor.detach().cpu().contiguous()
         if t.dtype == torch.bfloat16:
-            arr = t.view(torch.int16).numpy().view(_BF16)
+            arr = t.view(torch.int16).numpy().view(dtypes.bfloat16())
         else:
             try:
                 arr = t.numpy()
@@ -460,7 +474,7 @@ def _check_tensors(
         if dtype.byteorder == ">":
             arr = arr.astype(dtype.newbyteorder("<"))
             dtype = arr.dtype
-        if dtype not in _CODE_OF_DTYPE:
+        if dtype.name not in _CODE_OF_NAME or dtypes.by_name(dtype.name) != dtype:
             raise ModelIOError(
                 f"model file '{name}', tensor '{key}': unsupported dtype {dtype} "
                 f"(supported: {', '.join(_dtype_names())})"
@@ -500,7 +514,7 @@ def _write_safetensors(f: IO[bytes], arrays: list[tuple[str, np.ndarray]]) -> No
     offset = 0
     for key, arr in arrays:
         header[key] = {
-            "dtype": _CODE_OF_DTYPE[arr.dtype],
+            "dtype": _CODE_OF_NAME[arr.dtype.name],
             "shape": list(arr.shape),
             "data_offsets": [offset, offset + arr.nbytes],
         }
