@@ -1012,6 +1012,17 @@ STREAMS: tuple[Spec, ...] = (
          "The context-coded suffix with the coding tree and CU QP deltas at a "
          "fine step (QP -40: most levels have a remainder), window 6, no DQ.",
          verify=True),
+    Spec("INTEGRITY_A_1", "shapes",
+         ("format 1.6", "TOOL_INTEGRITY", "tps_md5 of every tensor matches",
+          "stream_md5 matches", "TOOL_CODING_TREE", "TOOL_DEP_QUANT", "dtype float32"),
+         "Integrity hashes (clauses 3.6, 3.7 and 5.7, IntegrityHash 1): every "
+         "tensor_hash_unit carries tps_md5, the MD5 of its tensor's whole "
+         "tensor_parameter_set unit, after tensor_md5, "
+         "and end_of_stream carries stream_md5, the MD5 of every byte before it. The tensors "
+         "of every shape of SHAPE_A_1 (0-d, empty, 8-D, UTF-8 and 206-byte names), LOSSLESS "
+         "and QUANTIZED, raster coded with DQ and a conv with the coding tree, so that the "
+         "parameter sets hashed take every form.",
+         verify=True),
 )
 
 
@@ -1378,7 +1389,8 @@ _TOOL_NAMES = ((hls.TOOL_CODING_TREE, "TOOL_CODING_TREE"),
                (hls.TOOL_INTER_PRED, "TOOL_INTER_PRED"), (hls.TOOL_CLUSTER, "TOOL_CLUSTER"),
                (hls.TOOL_INTRA_PRED, "TOOL_INTRA_PRED"), (hls.TOOL_PROB_WINDOW, "TOOL_PROB_WINDOW"),
                (hls.TOOL_DQ_8STATES, "TOOL_DQ_8STATES"), (hls.TOOL_SUFFIX_CTX, "TOOL_SUFFIX_CTX"),
-               (hls.TOOL_DQ_32STATES, "TOOL_DQ_32STATES"), (hls.TOOL_ROW_PRED, "TOOL_ROW_PRED"))
+               (hls.TOOL_DQ_32STATES, "TOOL_DQ_32STATES"), (hls.TOOL_ROW_PRED, "TOOL_ROW_PRED"),
+               (hls.TOOL_INTEGRITY, "TOOL_INTEGRITY"))
 PRED_NAMES = {0: "NONE", 1: "REF_MODEL", 2: "EARLIER_TENSOR"}
 POINT_NAMES = {0: "scalar", 1: "kernel", 2: "filter", 3: "inchannel"}
 AXIS_NAMES = {0: "none", 1: "output channels", 2: "input channels"}
@@ -1477,6 +1489,12 @@ def stream_facts(data: bytes, ref: dict[str, np.ndarray] | None = None) -> set[s
     facts |= {name for bit, name in _TOOL_NAMES if mps.tool_flags & bit}
     if mps.tool_flags & hls.TOOL_SIGNAL_TYPES:
         facts.add(f"NumSignalTypes {len(mps.signal_types)}")
+    if mps.tool_flags & hls.TOOL_INTEGRITY:
+        checked = codec.decode_detailed(data, ref_model=ref)
+        if checked.reports and all(r.params_ok for r in checked.reports):
+            facts.add("tps_md5 of every tensor matches")
+        if checked.stream_ok:
+            facts.add("stream_md5 matches")
     dq_prefix = -1
     for tt in tools:
         t = tt.tps

@@ -18,7 +18,7 @@ ANCHOR = "cfg/encoder_anchor.cfg"
 
 
 def _cfg(**over: object) -> nntm.Config:
-    base = {"QP": -20, "Cluster": 2}
+    base = {"QP": -20, "Cluster": 2, "IntegrityHash": 0}  # format 1.2, not 1.6
     base.update(over)
     return nntm.Config.from_files([ANCHOR], overrides=base)
 

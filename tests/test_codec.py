@@ -376,6 +376,7 @@ def test_other_bad_input_raises_encode_error() -> None:
 
 STREAM_TOOLS = {
     "foundation": {},
+    "foundation-1.5": {"IntegrityHash": False},  # tensor data MD5s only
     "tree-dq": {"TreeType": "qtmtt", "CTUSize": 8, "DepQuant": True, "CUQPDelta": True},
 }
 
@@ -426,6 +427,8 @@ def test_flipped_data_unit_bytes_are_caught(
     names = list(model)
     quantized = {s.name for s in result.stats if s.mode == "quantized"}
     assert quantized == {"w", "b"}
+    integrity = bool(hls.parse_model_parameter_set(hls.split_units(data)[0]).tool_flags
+                     & hls.TOOL_INTEGRITY)
     data_units = [u for u in hls.split_units(data) if u.unit_type == hls.UnitType.TENSOR_DATA_UNIT]
     assert len(data_units) == len(names)
     mismatches = 0
@@ -444,6 +447,12 @@ def test_flipped_data_unit_bytes_are_caught(
                     detailed = codec.decode_detailed(bad)  # reports instead of raising
                     assert not detailed.ok
                     status = {r.name: r.ok for r in detailed.reports}
+                    if integrity:  # the stream MD5 sees every flip, the tensor's MD5 a change
+                        assert detailed.stream_ok is False
+                        unchanged = all(status.values()) and name in quantized
+                        if unchanged and i >= len(unit.payload) - 4:
+                            assert _decoded_equals(detailed.tensors, result.recon, model)
+                            continue
                     assert status == {n: n != name for n in names}, (name, i, mask)
                     continue
                 except BitstreamError:
@@ -452,7 +461,9 @@ def test_flipped_data_unit_bytes_are_caught(
                     continue
                 # Accepted: only the last four bytes of an arithmetic-coded payload (the final
                 # code value, any value inside the final interval) may change without changing
-                # the tensor, and then the output must be exactly the encoder's.
+                # the tensor, and then the output must be exactly the encoder's.  A stream with
+                # the integrity hashes accepts no flip at all.
+                assert not integrity, (name, i, mask)
                 assert name in quantized and i >= len(unit.payload) - 4, (name, i, mask)
                 assert _decoded_equals(decoded, result.recon, model), (name, i, mask)
     assert mismatches > 0

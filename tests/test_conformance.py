@@ -245,8 +245,10 @@ def test_verified_stream_shows_its_features(name: str) -> None:
     assert ENTRIES[name].features == spec.features
     # 1.2: the streams of TOOL_CLUSTER (clustering) and TOOL_INTER_PRED (prediction);
     # 1.3: TOOL_INTRA_PRED (intra prediction); 1.4: TOOL_PROB_WINDOW (counting estimator);
-    # 1.5: TOOL_SUFFIX_CTX (context-coded remainder suffix), TOOL_DQ_32STATES, TOOL_ROW_PRED
-    want = ("1.5" if {"TOOL_SUFFIX_CTX", "TOOL_DQ_32STATES", "TOOL_ROW_PRED"}
+    # 1.5: TOOL_SUFFIX_CTX (context-coded remainder suffix), TOOL_DQ_32STATES, TOOL_ROW_PRED;
+    # 1.6: TOOL_INTEGRITY (parameter set and stream MD5s)
+    want = ("1.6" if "TOOL_INTEGRITY" in spec.features else
+            "1.5" if {"TOOL_SUFFIX_CTX", "TOOL_DQ_32STATES", "TOOL_ROW_PRED"}
             & set(spec.features) else
             "1.4" if {"TOOL_PROB_WINDOW", "TOOL_DQ_8STATES"} & set(spec.features) else
             "1.3" if "TOOL_INTRA_PRED" in spec.features else

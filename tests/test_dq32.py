@@ -91,7 +91,7 @@ def test_the_8_state_reading_of_a_32_state_payload_fails() -> None:
 def test_format_and_flags() -> None:
     rng = np.random.default_rng(12)
     model = {"fc.weight": rng.laplace(0, 0.05, (32, 48)).astype(np.float32)}
-    data = nntm.encode(model, nntm.Config.from_files(overrides={"DepQuant": 1,
+    data = nntm.encode(model, nntm.Config.from_files(overrides={"IntegrityHash": 0, "DepQuant": 1,
                                                                 "DQStates": "32"}))
     mps, tensors = stream_tensors(data)
     assert mps.version_minor == 5 and mps.tool_flags & hls.TOOL_DQ_32STATES
@@ -99,8 +99,9 @@ def test_format_and_flags() -> None:
     assert tensors[0][0].dq_states == 32 and codec.dq_mode(tensors[0][0]) == 3
     assert nntm.decode(data)["fc.weight"].shape == (32, 48)
     # without DQ the flag is absent and DQStates 32 changes nothing
-    plain = nntm.encode(model, nntm.Config.from_files(overrides={"DQStates": "32"}))
-    assert plain == nntm.encode(model, nntm.Config.from_files())
+    plain = nntm.encode(model, nntm.Config.from_files(overrides={"IntegrityHash": 0,
+                                                                 "DQStates": "32"}))
+    assert plain == nntm.encode(model, nntm.Config.from_files(overrides={"IntegrityHash": 0}))
 
 
 def test_dq_32_states_flag_follows_dq_8_states_flag() -> None:
@@ -115,7 +116,7 @@ def test_dq_32_states_flag_follows_dq_8_states_flag() -> None:
     with pytest.raises(ValueError, match="TOOL_DQ_32STATES"):
         hls.tensor_parameter_set(tps, hls.TOOL_DEP_QUANT | hls.TOOL_DQ_8STATES)
     with pytest.raises(ConfigError):
-        nntm.Config.from_files(overrides={"DQStates": "16"})
+        nntm.Config.from_files(overrides={"IntegrityHash": 0, "DQStates": "16"})
 
 
 def test_the_c_core_refuses_an_unknown_dq_mode() -> None:

@@ -10,7 +10,9 @@ from nntm.errors import BitstreamError, CoreError
 
 
 def _cfg(**kw: object) -> nntm.Config:
-    return nntm.Config.defaults().replace(**kw)
+    """Defaults without the integrity hashes (format 1.6, tests/test_integrity.py): the
+    version rules of the older tools."""
+    return nntm.Config.defaults().replace(**{"IntegrityHash": 0, **kw})
 
 
 def _conv() -> dict[str, np.ndarray]:

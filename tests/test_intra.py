@@ -110,7 +110,7 @@ def structured(seed: int, rows: int = 48, cols: int = 80) -> dict[str, np.ndarra
 
 def cfg(**changes: object) -> Config:
     base = dict(TreeType="qtmtt", CTUSize=16, MinQTSize=4, IntraPred=1, IntraCopyRange=16,
-                Preset="medium", QP=-24)
+                Preset="medium", QP=-24, IntegrityHash=0)  # format 1.3, not 1.6
     base.update(changes)
     return Config.defaults().replace(**base)
 

@@ -31,7 +31,8 @@ def _pair(seed: int = 0) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
 
 
 def cfg(**changes: object) -> Config:
-    return Config.defaults().replace(**changes)
+    """Defaults without the integrity hashes: the stream stays at prediction's format 1.2."""
+    return Config.defaults().replace(**{"IntegrityHash": 0, **changes})
 
 
 def _bits_equal(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> bool:

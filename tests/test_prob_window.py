@@ -295,9 +295,10 @@ def test_format_1_4_only_when_used() -> None:
     rng = np.random.default_rng(5)
     model = {"fc.weight": rng.normal(0, 0.05, (16, 24)).astype(np.float32),
              "fc.bias": rng.normal(0, 0.05, (16,)).astype(np.float32)}
-    plain = nntm.encode(model, nntm.Config.from_files(overrides={"DepQuant": 1}))
+    plain = nntm.encode(model, nntm.Config.from_files(overrides={"IntegrityHash": 0,
+                                                                 "DepQuant": 1}))
     assert hls.parse_model_parameter_set(hls.split_units(plain)[0]).version_minor == 1
-    cfg = nntm.Config.from_files(overrides={"DepQuant": 1, "ProbWindow": 10,
+    cfg = nntm.Config.from_files(overrides={"IntegrityHash": 0, "DepQuant": 1, "ProbWindow": 10,
                                  "ClassRules": "1-D: window=0"})
     data = nntm.encode(model, cfg)
     mps, tensors = stream_tensors(data)
@@ -318,10 +319,11 @@ def test_writer_refuses_a_window_out_of_range() -> None:
 
 def test_cfg_rejects_a_window_out_of_range() -> None:
     with pytest.raises(ConfigError):
-        nntm.Config.from_files(overrides={"ProbWindow": 13})
+        nntm.Config.from_files(overrides={"IntegrityHash": 0, "ProbWindow": 13})
     with pytest.raises(ConfigError):
         nntm.encode({"w": np.ones((4, 4), np.float32)},
-                    nntm.Config.from_files(overrides={"ClassRules": "*: window=20"}))
+                    nntm.Config.from_files(overrides={"IntegrityHash": 0,
+                                                      "ClassRules": "*: window=20"}))
 
 
 @pytest.mark.parametrize("window", [13, 15])
@@ -329,7 +331,7 @@ def test_decoder_rejects_a_reserved_window(window: int) -> None:
     """prob_window 13..15 is E-T22: set the 4-bit field of a real TPS and parse it."""
     rng = np.random.default_rng(9)
     data = nntm.encode({"w": rng.normal(0, 0.05, (8, 8)).astype(np.float32)},
-                       nntm.Config.from_files(overrides={"ProbWindow": 12}))
+                       nntm.Config.from_files(overrides={"IntegrityHash": 0, "ProbWindow": 12}))
     mps, tensors = stream_tensors(data)
     tps = tensors[0][0]
     a = hls.tensor_parameter_set(tps, mps.tool_flags)
@@ -352,8 +354,8 @@ def test_decoder_rejects_a_reserved_window(window: int) -> None:
 def test_dq_8_states_flag_only_with_dq_and_format_1_4() -> None:
     rng = np.random.default_rng(12)
     model = {"fc.weight": rng.laplace(0, 0.05, (32, 48)).astype(np.float32)}
-    four = nntm.encode(model, nntm.Config.from_files(overrides={"DepQuant": 1}))
-    eight = nntm.encode(model, nntm.Config.from_files(overrides={"DepQuant": 1,
+    four = nntm.encode(model, nntm.Config.from_files(overrides={"IntegrityHash": 0, "DepQuant": 1}))
+    eight = nntm.encode(model, nntm.Config.from_files(overrides={"IntegrityHash": 0, "DepQuant": 1,
                                                                  "DQStates": "8"}))
     mps4, t4 = stream_tensors(four)
     mps8, t8 = stream_tensors(eight)
@@ -362,7 +364,8 @@ def test_dq_8_states_flag_only_with_dq_and_format_1_4() -> None:
     assert t4[0][0].dq_states == 4 and t8[0][0].dq_states == 8
     assert nntm.decode(eight)["fc.weight"].shape == (32, 48)
     # without DQ the flag is absent and DQStates 8 changes nothing
-    plain = nntm.encode(model, nntm.Config.from_files(overrides={"DQStates": "8"}))
-    assert plain == nntm.encode(model, nntm.Config.from_files())
+    plain = nntm.encode(model, nntm.Config.from_files(overrides={"IntegrityHash": 0,
+                                                                 "DQStates": "8"}))
+    assert plain == nntm.encode(model, nntm.Config.from_files(overrides={"IntegrityHash": 0}))
     with pytest.raises(ConfigError):
-        nntm.Config.from_files(overrides={"DQStates": "6"})
+        nntm.Config.from_files(overrides={"IntegrityHash": 0, "DQStates": "6"})

@@ -82,7 +82,8 @@ def test_format_and_flags() -> None:
     rng = np.random.default_rng(12)
     model = {"pos.embed": smooth_rows(rng, 32, 48, 0.01),
              "conv.weight": rng.normal(0, 0.1, (8, 4, 3, 3)).astype(np.float32)}
-    cfg = nntm.Config.from_files(overrides={"RowPred": 1, "ClassRules": "conv: tree=qtmtt"})
+    cfg = nntm.Config.from_files(overrides={"IntegrityHash": 0,
+                                            "RowPred": 1, "ClassRules": "conv: tree=qtmtt"})
     data = nntm.encode(model, cfg)
     mps, tensors = stream_tensors(data)
     assert mps.version_minor == 5 and mps.tool_flags & hls.TOOL_ROW_PRED
@@ -90,7 +91,8 @@ def test_format_and_flags() -> None:
     assert flags == {"pos.embed": True, "conv.weight": False}  # no row prediction in a tree
     out = nntm.decode(data)
     assert np.abs(out["pos.embed"] - model["pos.embed"]).max() < 0.01
-    plain = nntm.encode(model, nntm.Config.from_files(overrides={"ClassRules": "conv: tree=qtmtt"}))
+    plain = nntm.encode(model, nntm.Config.from_files(overrides={"IntegrityHash": 0,
+                                                                 "ClassRules": "conv: tree=qtmtt"}))
     assert not stream_tensors(plain)[0].tool_flags & hls.TOOL_ROW_PRED
     assert len(data) < len(plain)
 
@@ -103,7 +105,7 @@ def test_writer_refuses_the_flag_without_the_tool_or_with_a_tree() -> None:
     with pytest.raises(ValueError, match="TOOL_ROW_PRED"):
         hls.tensor_parameter_set(tps, hls.TOOL_ROW_PRED | hls.TOOL_CODING_TREE)
     with pytest.raises(ConfigError):
-        nntm.Config.from_files(overrides={"RowPred": 3})
+        nntm.Config.from_files(overrides={"IntegrityHash": 0, "RowPred": 3})
 
 
 def test_conformance_stream_reads_with_the_spec_decoder() -> None:

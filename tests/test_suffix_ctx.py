@@ -85,10 +85,12 @@ def test_suffix_ctx_saves_bits_on_large_levels() -> None:
 def test_format_1_5_only_when_used() -> None:
     rng = np.random.default_rng(5)
     model = {"fc.weight": rng.normal(0, 0.05, (16, 24)).astype(np.float32)}
-    plain = nntm.encode(model, nntm.Config.from_files(overrides={"ProbWindow": 10}))
+    plain = nntm.encode(model, nntm.Config.from_files(overrides={"IntegrityHash": 0,
+                                                                 "ProbWindow": 10}))
     mps, _ = stream_tensors(plain)
     assert mps.version_minor == 4 and not mps.tool_flags & hls.TOOL_SUFFIX_CTX
-    data = nntm.encode(model, nntm.Config.from_files(overrides={"SuffixCtx": 1, "QP": -40}))
+    data = nntm.encode(model, nntm.Config.from_files(overrides={"IntegrityHash": 0,
+                                                                "SuffixCtx": 1, "QP": -40}))
     mps, tensors = stream_tensors(data)
     assert mps.version_minor == 5 and mps.tool_flags & hls.TOOL_SUFFIX_CTX
     assert all(t.suffix_ctx for t, _ in tensors)
@@ -107,4 +109,4 @@ def test_writer_refuses_the_flag_without_the_tool() -> None:
 
 def test_cfg_rejects_a_bad_value() -> None:
     with pytest.raises(ConfigError):
-        nntm.Config.from_files(overrides={"SuffixCtx": 2})
+        nntm.Config.from_files(overrides={"IntegrityHash": 0, "SuffixCtx": 2})

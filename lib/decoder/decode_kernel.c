@@ -8,6 +8,17 @@
 #include "../common/quant.h"
 #include "syntax_reader.h"
 
+size_t nntm_decode_kernel_scratch(const nntm_kernel_params *params) {
+    if (!params || params->rows < 0 || params->cols < 0) return 0;
+    size_t count = (size_t)params->rows * (size_t)params->cols;
+    int intra = params->tree.enabled && params->tree.intra_pred_enabled;
+    size_t per = 0;
+    if (params->dq_enabled || intra || params->row_pred) per += sizeof(int32_t); /* rindex */
+    if (params->tree.enabled) per += 4 + sizeof(int16_t);     /* CU maps: 4 bytes, qp_delta */
+    if (intra) per += 1 + 2 * sizeof(int16_t);                /* intra mode, block vector */
+    return count * per;
+}
+
 int nntm_decode_kernel(const nntm_kernel_params *params, const uint8_t *data, size_t size,
                        int32_t dtype, const nntm_reference *ref, void *recon, int32_t *levels_out,
                        nntm_buffer *cu_trace) {

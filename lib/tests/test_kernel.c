@@ -401,6 +401,21 @@ int main(void) {
         }
     }
     CHECK(strcmp(nntm_strerror(NNTM_ERR_TRUNCATED), "truncated payload") == 0);
+    { /* the decoder's own scratch memory, for a memory budget */
+        nntm_kernel_params sp = {0};
+        sp.rows = 100;
+        sp.cols = 30;
+        CHECK(nntm_decode_kernel_scratch(&sp) == 0); /* raster, no DQ: levels only */
+        sp.dq_enabled = 1;
+        CHECK(nntm_decode_kernel_scratch(&sp) == 3000 * 4);
+        sp.tree.enabled = 1;
+        CHECK(nntm_decode_kernel_scratch(&sp) == 3000 * (4 + 6));
+        sp.dq_enabled = 0;
+        sp.tree.intra_pred_enabled = 1;
+        CHECK(nntm_decode_kernel_scratch(&sp) == 3000 * (4 + 6 + 5));
+        sp.rows = -1;
+        CHECK(nntm_decode_kernel_scratch(&sp) == 0 && nntm_decode_kernel_scratch(NULL) == 0);
+    }
     free(w);
     TEST_DONE();
 }

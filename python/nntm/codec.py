@@ -19,6 +19,7 @@ from .arrange import Arrangement, from_kernel, kernel_shape, to_kernel
 from .classes import TREE_TYPES, Classifier, intra_problem, search_params
 from .config import Config
 from .errors import BitstreamError, ConfigError, CoreError, EncodeError, HashMismatchError
+from .memory import DEFAULT_MAX_EXPANSION, check_budget
 
 
 @dataclass
@@ -57,26 +58,54 @@ class EncodeResult:
 
 @dataclass
 class TensorReport:
-    """What the decoder reports for one tensor."""
+    """What the decoder reports for one tensor.
+
+    ``md5`` is the MD5 of the decoded tensor's bytes; ``data_ok`` says whether it equals the
+    hash unit's tensor_md5, ``params_ok`` whether the tensor's parameter set (name, dtype,
+    shape, coding parameters) equals the hash unit's tps_md5 (None: the stream carries no
+    tps_md5, format 1.5 and older or IntegrityHash 0).
+    """
 
     name: str
     shape: tuple[int, ...]
     dtype: str
     md5: str
-    ok: bool
+    data_ok: bool
     seconds: float
+    params_ok: bool | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.data_ok and self.params_ok is not False
 
 
 @dataclass
 class DecodeResult:
+    """A decoded stream: the tensors, a report per tensor, and the stream-level check.
+
+    ``stream_ok`` says whether end_of_stream's stream_md5 equals the MD5 of every unit
+    before it (None: the stream carries no stream_md5).
+    """
+
     tensors: dict[str, np.ndarray]
     reports: list[TensorReport]
     source_format: hls.SourceFormat
     cus: dict[str, np.ndarray] = field(default_factory=dict)  # with trace=True
+    stream_ok: bool | None = None
+    version: tuple[int, int] = (hls.FORMAT_VERSION_MAJOR, hls.FORMAT_VERSION_MINOR)
+    stream_md5: str = ""  # the MD5 of every unit before end_of_stream, as decoded
 
     @property
     def ok(self) -> bool:
-        return all(r.ok for r in self.reports)
+        return all(r.ok for r in self.reports) and self.stream_ok is not False
+
+    @property
+    def checks(self) -> list[str]:
+        """The checks the stream carried, in words."""
+        have = ["tensor data MD5"]
+        if self.stream_ok is not None:
+            have += ["tensor parameter set MD5", "stream MD5"]
+        return have
 
 
 def tensor_md5(array: np.ndarray) -> bytes:
@@ -239,6 +268,8 @@ def encode_with_recon(
         tool_flags |= hls.TOOL_SIGNAL_TYPES
     if _may_predict(arrays, plans, config, ref_model):
         tool_flags |= hls.TOOL_INTER_PRED
+    if config["IntegrityHash"]:
+        tool_flags |= hls.TOOL_INTEGRITY
     # the lowest format version that carries the stream: 1.0 without 1.1 tools
     minor = max((m for flag, m in hls.TOOL_MIN_MINOR.items() if tool_flags & flag), default=0)
     if any(mode == hls.CodingMode.QUANTIZED and cls.arrangement != Arrangement.ROWS
@@ -324,10 +355,12 @@ def encode_with_recon(
             payload = _lossless_bytes(array)
             rec = np.array(array, copy=True, order="C")  # keeps 0-d tensors 0-d
         recon[name] = rec
+        tps_unit = hls.tensor_parameter_set(tps, tool_flags)
+        tps_md5 = hls.unit_md5(tps_unit) if tool_flags & hls.TOOL_INTEGRITY else None
         tensor_units = (
-            hls.tensor_parameter_set(tps, tool_flags)
+            tps_unit
             + hls.tensor_data_unit(tensor_id, payload)
-            + hls.tensor_hash_unit(tensor_id, tensor_md5(rec))
+            + hls.tensor_hash_unit(tensor_id, tensor_md5(rec), tps_md5)
         )
         units.append(tensor_units)
         quantized = mode != hls.CodingMode.LOSSLESS
@@ -356,10 +389,11 @@ def encode_with_recon(
             progress(stat)
     if clustered_any:  # clustered tensors: TOOL_CLUSTER, format 1.2
         mps.tool_flags |= hls.TOOL_CLUSTER
-        mps.version_minor = 2
+        mps.version_minor = max(mps.version_minor, 2)
         units[0] = hls.model_parameter_set(mps)
-    units.append(hls.end_of_stream())
-    return EncodeResult(b"".join(units), recon, stats, cus)
+    body = b"".join(units)
+    stream_md5 = hls.unit_md5(body) if tool_flags & hls.TOOL_INTEGRITY else None
+    return EncodeResult(body + hls.end_of_stream(stream_md5), recon, stats, cus)
 
 
 def _lambda_scale(config: Config, predicted: bool) -> float:
@@ -465,13 +499,18 @@ DEFAULT_MAX_ELEMENTS = 1 << 28
 
 def decode_detailed(data: bytes, trace: bool = False,
                     max_elements: int = DEFAULT_MAX_ELEMENTS,
-                    ref_model: Mapping[str, np.ndarray] | None = None) -> DecodeResult:
+                    ref_model: Mapping[str, np.ndarray] | None = None,
+                    max_memory: int | None = None,
+                    max_expansion: int = DEFAULT_MAX_EXPANSION) -> DecodeResult:
     """Decode a bitstream; check every hash; report each tensor (no exception on mismatch).
 
     With ``trace`` the result also holds each tree-coded tensor's CU records.
-    A tensor of more than ``max_elements`` elements is refused before anything
-    is allocated for it.  ``ref_model`` is the reference model of a stream
-    with predicted tensors (ReferenceModelError if it is missing or wrong).
+    A tensor of more than ``max_elements`` elements, and a stream whose decode
+    would need more than ``max_memory`` bytes (None: :func:`default_max_memory`)
+    or decodes to more than ``max_expansion`` bytes per stream byte, are refused
+    (MemoryBudgetError) before anything is allocated for a tensor.  ``ref_model``
+    is the reference model of a stream with predicted tensors (ReferenceModelError
+    if it is missing or wrong).
     """
     if (len(data) >= hls.UNIT_HEADER_BYTES + len(hls.MAGIC)
             and data[hls.UNIT_HEADER_BYTES:hls.UNIT_HEADER_BYTES + len(hls.MAGIC)] != hls.MAGIC):
@@ -481,9 +520,22 @@ def decode_detailed(data: bytes, trace: bool = False,
     if not units or units[0].unit_type != hls.UnitType.MODEL_PARAMETER_SET:
         raise BitstreamError("unit 0: the stream does not start with a model parameter set")
     mps = hls.parse_model_parameter_set(units[0])
+    # every parameter set first: the memory a decode needs is known before anything is
+    # allocated for a tensor (a stream refused here costs its own size and no more)
+    parsed = {unit.index: hls.parse_tensor_parameter_set(unit, mps) for unit in units
+              if unit.unit_type == hls.UnitType.TENSOR_PARAMETER_SET}
+    for index, tps in parsed.items():
+        if tps.num_elements > max_elements:
+            raise BitstreamError(
+                f"{units[index].where}: tensor '{tps.name}' has {tps.num_elements} elements, "
+                f"more than this decoder's limit of {max_elements} (raise MaxTensorElements "
+                "if the stream is trusted)")
+    check_budget(len(data), list(parsed.values()), max_memory, max_expansion)
+    integrity = bool(mps.tool_flags & hls.TOOL_INTEGRITY)
     tensors: dict[str, np.ndarray] = {}
     reports: list[TensorReport] = []
     pending: dict[int, hls.TensorParameterSet] = {}
+    tps_md5s: dict[int, bytes] = {}
     decoded: dict[int, tuple[np.ndarray, float]] = {}
     traces: dict[str, np.ndarray] = {}
     seen_ids: set[int] = set()
@@ -491,16 +543,13 @@ def decode_detailed(data: bytes, trace: bool = False,
     by_id: dict[int, np.ndarray] = {}
     refs: dict[int, np.ndarray] = {}
     ended = False
+    stream_ok: bool | None = None
+    stream_md5 = ""
     for unit in units[1:]:
         if ended:
             raise BitstreamError(f"{unit.where}: unit after end_of_stream")
         if unit.unit_type == hls.UnitType.TENSOR_PARAMETER_SET:
-            tps = hls.parse_tensor_parameter_set(unit, mps)
-            if tps.num_elements > max_elements:
-                raise BitstreamError(
-                    f"{unit.where}: tensor '{tps.name}' has {tps.num_elements} elements, more "
-                    f"than this decoder's limit of {max_elements} (raise MaxTensorElements "
-                    "if the stream is trusted)")
+            tps = parsed[unit.index]
             if tps.tensor_id >= mps.num_tensors:
                 raise BitstreamError(f"{unit.where}: tensor_id {tps.tensor_id} but the model "
                                      f"has {mps.num_tensors} tensors")
@@ -512,6 +561,8 @@ def decode_detailed(data: bytes, trace: bool = False,
             if tps.coding_mode == hls.CodingMode.QUANTIZED and tps.pred_mode:
                 refs[tps.tensor_id] = predict.find_reference(tps, ref_model, by_id, unit.where)
             pending[tps.tensor_id] = tps
+            if integrity:
+                tps_md5s[tps.tensor_id] = hls.unit_md5(_unit_bytes(data, unit))
         elif unit.unit_type == hls.UnitType.TENSOR_DATA_UNIT:
             tensor_id, payload = hls.parse_tensor_data_unit(unit)
             if tensor_id not in pending or tensor_id in decoded:
@@ -522,7 +573,7 @@ def decode_detailed(data: bytes, trace: bool = False,
                                    refs.pop(tensor_id, None))
             decoded[tensor_id] = (array, time.perf_counter() - start)
         elif unit.unit_type == hls.UnitType.TENSOR_HASH_UNIT:
-            tensor_id, md5 = hls.parse_tensor_hash_unit(unit)
+            tensor_id, md5, tps_md5 = hls.parse_tensor_hash_unit(unit, mps)
             if tensor_id not in decoded or tensor_id not in pending:
                 raise BitstreamError(f"{unit.where}: hash for tensor_id {tensor_id} "
                                      "without a data unit before it, or a second one")
@@ -531,11 +582,14 @@ def decode_detailed(data: bytes, trace: bool = False,
             actual = tensor_md5(array)
             tensors[tps.name] = array
             by_id[tensor_id] = array
+            params_ok = None if tps_md5 is None else tps_md5s.pop(tensor_id) == tps_md5
             reports.append(TensorReport(tps.name, tps.shape, tps.dtype.name, actual.hex(),
-                                        actual == md5, seconds))
+                                        actual == md5, seconds, params_ok))
         elif unit.unit_type == hls.UnitType.END_OF_STREAM:
-            if unit.payload:
-                raise BitstreamError(f"{unit.where}: end_of_stream with a payload")
+            expected = hls.parse_end_of_stream(unit, mps)
+            if expected is not None:
+                digest = hls.unit_md5(data[:unit.offset])
+                stream_md5, stream_ok = digest.hex(), digest == expected
             ended = True
         else:
             raise BitstreamError(f"{unit.where}: unexpected {unit.unit_type.name.lower()}")
@@ -547,14 +601,37 @@ def decode_detailed(data: bytes, trace: bool = False,
     if len(reports) != mps.num_tensors:
         raise BitstreamError(f"model parameter set announces {mps.num_tensors} tensors, "
                              f"stream holds {len(reports)}")
-    return DecodeResult(tensors, reports, mps.source_format, traces)
+    return DecodeResult(tensors, reports, mps.source_format, traces, stream_ok,
+                        (mps.version_major, mps.version_minor), stream_md5)
+
+
+def _unit_bytes(data: bytes, unit: hls.Unit) -> bytes:
+    """A unit's bytes in the stream, header included."""
+    return data[unit.offset:unit.offset + hls.UNIT_HEADER_BYTES + len(unit.payload)]
 
 
 def decode(data: bytes, max_elements: int = DEFAULT_MAX_ELEMENTS,
-           ref_model: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+           ref_model: Mapping[str, np.ndarray] | None = None, max_memory: int | None = None,
+           max_expansion: int = DEFAULT_MAX_EXPANSION) -> dict[str, np.ndarray]:
     """Decode a bitstream; raise HashMismatchError if any tensor's MD5 differs."""
-    result = decode_detailed(data, max_elements=max_elements, ref_model=ref_model)
-    bad = [r.name for r in result.reports if not r.ok]
-    if bad:
-        raise HashMismatchError("MD5 mismatch in tensor(s): " + ", ".join(f"'{n}'" for n in bad))
+    result = decode_detailed(data, max_elements=max_elements, ref_model=ref_model,
+                             max_memory=max_memory, max_expansion=max_expansion)
+    problem = mismatch_message(result)
+    if problem:
+        raise HashMismatchError(problem)
     return result.tensors
+
+
+def mismatch_message(result: DecodeResult) -> str:
+    """What failed the checks of a decoded stream, in one sentence ('' when all passed)."""
+    parts = []
+    data = [r.name for r in result.reports if not r.data_ok]
+    params = [r.name for r in result.reports if r.params_ok is False]
+    if data:
+        parts.append("MD5 mismatch in tensor(s) " + ", ".join(f"'{n}'" for n in data))
+    if params:
+        parts.append("parameter set MD5 mismatch in tensor(s) "
+                     + ", ".join(f"'{n}'" for n in params))
+    if result.stream_ok is False:
+        parts.append("stream MD5 mismatch (a unit of the stream was changed)")
+    return "; ".join(parts)

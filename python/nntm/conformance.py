@@ -371,10 +371,16 @@ def check_stream(suite: Suite, entry: StreamEntry) -> StreamResult:
     if result.format_version != entry.format_version:
         result.problems.append(f"format version {result.format_version} in the stream, "
                                f"{entry.format_version} in the manifest")
-    bad = [r.name for r in decoded.reports if not r.ok]
+    bad = [r.name for r in decoded.reports if not r.data_ok]
     if bad:
         result.problems.append("MD5 differs from the stream's hash unit for "
                                + ", ".join(f"'{n}'" for n in bad))
+    bad = [r.name for r in decoded.reports if r.params_ok is False]
+    if bad:
+        result.problems.append("parameter set MD5 differs from the stream's hash unit for "
+                               + ", ".join(f"'{n}'" for n in bad))
+    if decoded.stream_ok is False:
+        result.problems.append("stream MD5 differs from the one in end_of_stream")
     if expected is not None:
         _compare(expected, [(r.md5, r.name) for r in decoded.reports], entry.md5_file, result)
     return result
@@ -469,7 +475,7 @@ def kernel_cases(data: bytes, ref_model: dict[str, np.ndarray] | None = None
             tid, payload = hls.parse_tensor_data_unit(unit)
             payloads[tid] = payload
         elif unit.unit_type == hls.UnitType.TENSOR_HASH_UNIT:
-            tid, md5 = hls.parse_tensor_hash_unit(unit)
+            tid, md5, _ = hls.parse_tensor_hash_unit(unit, mps)
             tps = tps_by_id[tid]
             payload = payloads[tid]
             if tps.coding_mode == hls.CodingMode.QUANTIZED:

@@ -259,6 +259,12 @@ def encode_kernel(
     return KernelResult(payload, bits.view(np.dtype(dtype)), levels, cus)
 
 
+def decode_scratch_bytes(params: KernelParams) -> int:
+    """Bytes of scratch memory the C kernel decoder allocates for ``params`` (beyond the
+    levels and reconstruction arrays that :func:`decode_kernel` allocates)."""
+    return int(lib.nntm_decode_kernel_scratch(params.to_c()))
+
+
 def decode_kernel(payload: bytes, params: KernelParams, dtype: np.dtype, what: str,
                   trace: bool = False, ref: Reference | None = None) -> KernelResult:
     """Parse a kernel tensor payload and reconstruct it (predicted from ``ref``); one C call."""

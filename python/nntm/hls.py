@@ -14,6 +14,7 @@ Function and field names follow the syntax tables of docs/bitstream.md.
 from __future__ import annotations
 
 import enum
+import hashlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,7 +26,7 @@ from .errors import BitstreamError
 
 MAGIC = b"NNTM"
 FORMAT_VERSION_MAJOR = 1
-FORMAT_VERSION_MINOR = 5
+FORMAT_VERSION_MINOR = 6
 UNIT_HEADER_BYTES = 5
 MAX_NDIM = 8
 MAX_NAME_BYTES = 4096
@@ -51,14 +52,15 @@ TOOL_DQ_8STATES = 1 << 8        # (format 1.4) TPSs with DQ carry dq_8_states_fl
 TOOL_SUFFIX_CTX = 1 << 9        # (format 1.5) tensor parameter sets carry suffix_ctx_flag
 TOOL_DQ_32STATES = 1 << 10      # (format 1.5) TPSs with DQ carry dq_32_states_flag
 TOOL_ROW_PRED = 1 << 11         # (format 1.5) TPSs without a tree carry row_pred_enabled_flag
+TOOL_INTEGRITY = 1 << 12        # (format 1.6) hash units carry tps_md5, end_of_stream stream_md5
 KNOWN_TOOL_FLAGS = (TOOL_CODING_TREE | TOOL_SIGNAL_TYPES | TOOL_DEP_QUANT | TOOL_INTER_PRED
                     | TOOL_CLUSTER | TOOL_INTRA_PRED | TOOL_PROB_WINDOW | TOOL_DQ_8STATES
-                    | TOOL_SUFFIX_CTX | TOOL_DQ_32STATES | TOOL_ROW_PRED)
+                    | TOOL_SUFFIX_CTX | TOOL_DQ_32STATES | TOOL_ROW_PRED | TOOL_INTEGRITY)
 # the lowest format minor version that may carry each tool flag
 TOOL_MIN_MINOR = {TOOL_CODING_TREE: 1, TOOL_SIGNAL_TYPES: 1, TOOL_DEP_QUANT: 1,
                   TOOL_INTER_PRED: 2, TOOL_CLUSTER: 2, TOOL_INTRA_PRED: 3, TOOL_PROB_WINDOW: 4,
                   TOOL_DQ_8STATES: 4, TOOL_SUFFIX_CTX: 5, TOOL_DQ_32STATES: 5,
-                  TOOL_ROW_PRED: 5}
+                  TOOL_ROW_PRED: 5, TOOL_INTEGRITY: 6}
 MAX_SIGNAL_TYPES = 255
 MAX_TREE_TYPE = 3
 
@@ -422,16 +424,26 @@ def tensor_data_unit(tensor_id: int, payload: bytes) -> bytes:
     return _unit(UnitType.TENSOR_DATA_UNIT, w.tobytes())
 
 
-def tensor_hash_unit(tensor_id: int, md5: bytes) -> bytes:
+def tensor_hash_unit(tensor_id: int, md5: bytes, tps_md5: bytes | None = None) -> bytes:
+    """The hash unit of a tensor: the MD5 of its bytes and, with TOOL_INTEGRITY [1.6], the
+    MD5 of its whole tensor_parameter_set unit (``tps_md5``)."""
     w = _Writer()
     w.ue(tensor_id)
     w.byte_alignment()
     w.bytes(md5)
+    if tps_md5 is not None:
+        w.bytes(tps_md5)
     return _unit(UnitType.TENSOR_HASH_UNIT, w.tobytes())
 
 
-def end_of_stream() -> bytes:
-    return _unit(UnitType.END_OF_STREAM, b"")
+def end_of_stream(stream_md5: bytes | None = None) -> bytes:
+    """The last unit; with TOOL_INTEGRITY [1.6] it carries the MD5 of every byte before it."""
+    return _unit(UnitType.END_OF_STREAM, stream_md5 or b"")
+
+
+def unit_md5(data: bytes) -> bytes:
+    """tps_md5 / stream_md5: the MD5 of a run of whole units (headers included)."""
+    return hashlib.md5(data).digest()
 
 
 # ---------------------------------------------------------------- reading
@@ -710,10 +722,25 @@ def parse_tensor_data_unit(unit: Unit) -> tuple[int, bytes]:
     return tensor_id, r.rest()
 
 
-def parse_tensor_hash_unit(unit: Unit) -> tuple[int, bytes]:
+def parse_tensor_hash_unit(unit: Unit, mps: ModelParameterSet | None = None
+                           ) -> tuple[int, bytes, bytes | None]:
+    """(tensor_id, tensor_md5, tps_md5); tps_md5 is None unless the stream has TOOL_INTEGRITY."""
     r = _Reader(unit)
     tensor_id = r.ue(MAX_TENSORS - 1, "tensor_id")
     r.byte_alignment()
     md5 = r.bytes(16, "tensor_md5")
+    tps_md5 = None
+    if mps is not None and mps.tool_flags & TOOL_INTEGRITY:
+        tps_md5 = r.bytes(16, "tps_md5")
     r.end()
-    return tensor_id, md5
+    return tensor_id, md5, tps_md5
+
+
+def parse_end_of_stream(unit: Unit, mps: ModelParameterSet) -> bytes | None:
+    """stream_md5 of a TOOL_INTEGRITY stream, else None (and the payload must be empty)."""
+    r = _Reader(unit)
+    stream_md5 = r.bytes(16, "stream_md5") if mps.tool_flags & TOOL_INTEGRITY else None
+    if r.bits.pos != len(r.bits):
+        raise r.fail("end_of_stream with a payload" if stream_md5 is None
+                     else f"{(len(r.bits) - r.bits.pos) // 8} unexpected byte(s) at the end")
+    return stream_md5

@@ -190,6 +190,15 @@ ENCODER_CODING_OPTIONS: tuple[Option, ...] = (
         maximum=2,
     ),
     Option(
+        "IntegrityHash",
+        "bool",
+        True,
+        "integrity hashes [format 1.6]: each hash unit also carries the MD5 of its tensor's "
+        "parameter set (name, dtype, shape, coding parameters) and end_of_stream the MD5 of "
+        "every unit before it, so no corrupted bit passes the decoder's checks unnoticed "
+        "(16 bytes a tensor and 16 a stream). 0: tensor data MD5s only, as format 1.5",
+    ),
+    Option(
         "LambdaScale",
         "float",
         0.1,
@@ -405,6 +414,26 @@ DECODER_OPTIONS: tuple[Option, ...] = (
         "str",
         "",
         "reference model of a stream with predicted tensors (the model it was coded against)",
+        group="app",
+    ),
+    Option(
+        "MaxMemory",
+        "str",
+        "auto",
+        "refuse a stream whose decode would need more memory than this, estimated from its "
+        "parameter sets before anything is allocated: bytes, or with a K/M/G/T suffix "
+        "(powers of 1024); auto: half of this machine's memory",
+        group="app",
+    ),
+    Option(
+        "MaxExpansion",
+        "int",
+        1 << 20,
+        "refuse a stream whose tensors (those not predicted from --RefModel) decode to more "
+        "than this many bytes per stream byte: a few bytes of skipped coding units can "
+        "announce gigabytes of zeros (a decompression bomb); real models stay far below",
+        minimum=1,
+        maximum=1 << 40,
         group="app",
     ),
     Option(

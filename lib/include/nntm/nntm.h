@@ -181,6 +181,11 @@ int nntm_encode_kernel(const nntm_encoder_params *params, const float *weights,
                        const float *importance, int32_t dtype, const nntm_reference *ref,
                        void *recon, int32_t *levels, nntm_buffer *out, nntm_buffer *cu_trace);
 
+/* Bytes of scratch memory nntm_decode_kernel allocates itself for params (beyond the
+ * caller's recon and levels buffers): a caller's memory budget adds it to those buffers
+ * before it calls (0 for NULL or negative dimensions). */
+size_t nntm_decode_kernel_scratch(const nntm_kernel_params *params);
+
 /* Parse one kernel tensor's payload (size bytes, consumed exactly) and
  * reconstruct it into recon (rows*cols samples of dtype), predicted from ref
  * when ref is not NULL (NNTM_ERR_NONFINITE if a reference sample is not finite); levels (or NULL)

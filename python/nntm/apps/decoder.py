@@ -15,7 +15,7 @@ import os
 import time
 from collections.abc import Sequence
 
-from .. import codec, hls
+from .. import codec, hls, memory
 from ..config import Config, parse_app_args
 from ..errors import HashMismatchError, ModelIOError
 from ..modelio import FORMATS, model_format, read_model, write_model
@@ -50,6 +50,10 @@ def validate(cfg: Config) -> list[str]:
         problem = input_problem(key, name) if name else None
         if problem:
             problems.append(problem)
+    try:
+        memory.parse_size(str(cfg["MaxMemory"]))
+    except ValueError as exc:
+        problems.append(f"MaxMemory: {exc}")
     out = str(cfg["OutputFile"])
     if out:
         problem = output_problem("OutputFile (-o)", out)
@@ -77,6 +81,16 @@ def output_format(cfg: Config, source: hls.SourceFormat) -> str:
     return "npz" if source == hls.SourceFormat.NPZ else "safetensors"
 
 
+def _checks_line(result: codec.DecodeResult) -> str:
+    """Which checks the stream carried, and how the stream-level one came out."""
+    if result.stream_ok is None:
+        return ("tensor data MD5 only (this stream carries no parameter set or stream "
+                "MD5: a changed name, dtype or shape is not detected; IntegrityHash, "
+                "format 1.6)")
+    status = "OK" if result.stream_ok else "MISMATCH"
+    return f"{', '.join(result.checks)} [stream MD5: {result.stream_md5} {status}]"
+
+
 def _main(argv: Sequence[str]) -> int:
     cfg, _ = parse_app_args(argv, DECODER_OPTIONS, PROG, DESCRIPTION, checks=validate)
     verbose = int(cfg["Verbose"])
@@ -89,19 +103,23 @@ def _main(argv: Sequence[str]) -> int:
     start = time.perf_counter()
     ref_model = read_model(str(cfg["RefModel"])) if cfg["RefModel"] else None
     result = codec.decode_detailed(data, max_elements=int(cfg["MaxTensorElements"]),
-                                   ref_model=ref_model)
+                                   ref_model=ref_model,
+                                   max_memory=memory.parse_size(str(cfg["MaxMemory"])),
+                                   max_expansion=int(cfg["MaxExpansion"]))
     seconds = time.perf_counter() - start
     if verbose:
-        print(f"NNTM {PROG}  {path}: {len(data)} bytes, {len(result.reports)} tensors")
+        print(f"NNTM {PROG}  {path}: {len(data)} bytes, {len(result.reports)} tensors, "
+              f"format {result.version[0]}.{result.version[1]}")
         for r in result.reports:
-            status = "OK" if r.ok else "MISMATCH"
+            status = "OK" if r.data_ok else "MISMATCH"
+            if r.params_ok is False:
+                status += ", parameter set MISMATCH"
             print(f"{r.name:<40.40} {fmt_shape(r.shape):>16} {r.dtype:>9} "
                   f"{r.seconds:7.3f} s  [MD5: {r.md5} {status}]")
-    bad = [r.name for r in result.reports if not r.ok]
-    if bad:
-        raise HashMismatchError(
-            f"{len(bad)} tensor(s) do not match their hash unit: " + ", ".join(bad)
-            + "; no output written")
+        print(f"Checks        : {_checks_line(result)}")
+    problem = codec.mismatch_message(result)
+    if problem:
+        raise HashMismatchError(f"{problem}; no output written")
     out = str(cfg["OutputFile"])
     if out:
         write_model(out, result.tensors, output_format(cfg, result.source_format))
