@@ -31,7 +31,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..modelio import read_model, write_model
-from .common import run_app
+from .common import display_name, escape_text, run_app
 
 PROG = "nntm-calibrate"
 DESCRIPTION = (
@@ -74,7 +74,7 @@ def _main(argv: Sequence[str]) -> int:
 
     args = _parser().parse_args(list(argv))
     if not args.output.endswith((".safetensors", ".npz")):
-        raise ConfigError(f"output '{args.output}': use a .safetensors or .npz name")
+        raise ConfigError(f"output '{escape_text(args.output)}': use a .safetensors or .npz name")
     adapter = get_adapter(args.model)
     adapter.ensure_available()
     tensors = read_model(args.input) if args.input else adapter.load()
@@ -102,13 +102,14 @@ def _main(argv: Sequence[str]) -> int:
     floats = sum(v.size for v in tensors.values() if np.asarray(v).dtype.kind == "f")
     zero = [name for name, value in out.items() if not np.any(value)]
     print(
-        f"{PROG}: wrote {args.output}: {args.kind} maps of {len(out)} tensors of {args.model} "
+        f"{PROG}: wrote {escape_text(args.output)}: {args.kind} maps of {len(out)} tensors "
+        f"of {args.model} "
         f"({mapped / max(floats, 1):.1%} of its float parameters), {seconds:.1f} s"
     )
     if zero:
         print(
             f"{PROG}: {len(zero)} map(s) are zero (no path to the scored output): "
-            f"{', '.join(zero[:6])}{' ...' if len(zero) > 6 else ''}"
+            f"{', '.join(display_name(n) for n in zero[:6])}{' ...' if len(zero) > 6 else ''}"
         )
     return 0
 

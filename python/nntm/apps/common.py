@@ -1,26 +1,155 @@
-"""What the apps share: error handling, number formatting, atomic file writes."""
+"""What the apps share: error handling, safe name display, number formatting, file writes."""
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import sys
-from collections.abc import Callable, Sequence
+import unicodedata
+from collections.abc import Callable, Iterable, Sequence
 
-from ..errors import NntmError
+from ..errors import ConfigError, NntmError
 from ..modelio import FORMATS, WRITE_FORMATS, _atomic_write
 
 #: extensions of the model formats the apps write, from nntm.modelio
 WRITE_EXTENSIONS = tuple(ext for ext, fmt in FORMATS.items() if fmt in WRITE_FORMATS)
 
 
+#: ELLIPSIS marks where display_name cut a name
+ELLIPSIS = "\u2026"
+
+# characters that are never printed as they are: C0/C1 controls (ESC, CSI, BEL, line
+# breaks, tabs), format and bidi controls (U+202E, zero-width characters, BOM), lone
+# surrogates (which cannot even be encoded) and the line/paragraph separators
+_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+_SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape_char(ch: str) -> str:
+    if ch in _SHORT_ESCAPES:
+        return _SHORT_ESCAPES[ch]
+    code = ord(ch)
+    if code <= 0xFF:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
+
+
+def escape_text(text: str) -> str:
+    """``text`` with every control, format/bidi control and separator escaped visibly.
+
+    Escapes are written as in a Python string literal (``\\x1b``, ``\\n``, ``\\u202e``);
+    every other character, backslashes included, is kept, so that ordinary names and
+    paths print unchanged.
+    """
+    if text.isascii() and text.isprintable():
+        return text
+    return "".join(_escape_char(ch) if unicodedata.category(ch) in _UNSAFE_CATEGORIES else ch
+                   for ch in text)
+
+
+def _char_width(ch: str) -> int:
+    if unicodedata.combining(ch) or unicodedata.category(ch) in ("Mn", "Me", "Cc", "Cf"):
+        return 0
+    return 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
+
+
+def text_width(text: str) -> int:
+    """The terminal columns ``text`` takes: wide (CJK, emoji) 2, combining marks 0."""
+    if text.isascii():
+        return len(text)
+    return sum(_char_width(ch) for ch in text)
+
+
+def _take(chars: Iterable[str], budget: int) -> list[str]:
+    """The leading characters of ``chars`` that fit in ``budget`` columns."""
+    out: list[str] = []
+    for ch in chars:
+        budget -= _char_width(ch)
+        if budget < 0:
+            break
+        out.append(ch)
+    return out
+
+
+def fit_text(text: str, width: int) -> str:
+    """``text`` if it fits in ``width`` columns, else cut in the middle with an ellipsis.
+
+    Both ends are kept (a tensor name's prefix and its suffix such as ``.weight``);
+    the result takes at most ``width`` columns.
+    """
+    if text_width(text) <= width:
+        return text
+    if width < 1:
+        return ""
+    head = _take(text, (width - 1) // 2)
+    tail = _take(reversed(text), width - 1 - text_width("".join(head)))[::-1]
+    while tail and _char_width(tail[0]) == 0:  # no combining mark on the ellipsis
+        tail.pop(0)
+    return "".join(head) + ELLIPSIS + "".join(tail)
+
+
+def display_name(name: str, width: int | None = None) -> str:
+    """A name from a model file or a bitstream, safe to print.
+
+    Controls and bidi overrides are escaped (:func:`escape_text`); with ``width``
+    the name is cut with an ellipsis to at most that many columns (:func:`fit_text`).
+    """
+    text = escape_text(name)
+    return text if width is None else fit_text(text, width)
+
+
+def pad(text: str, width: int, align: str = "<") -> str:
+    """``text`` padded with spaces to ``width`` columns (``align`` "<" or ">")."""
+    fill = " " * max(width - text_width(text), 0)
+    return text + fill if align == "<" else fill + text
+
+
+def name_column(names: Iterable[str], minimum: int, maximum: int) -> int:
+    """The width of a table's name column: the widest displayed name, within the bounds."""
+    widest = max((text_width(escape_text(n)) for n in names), default=0)
+    return min(max(widest, minimum), maximum)
+
+
+def error_text(exc: NntmError) -> str:
+    """The message of ``exc`` with its controls escaped.
+
+    The problem lists of a ConfigError ("N configuration problems:\\n  ...") keep
+    their line breaks before an indented item; every other line break is escaped,
+    so a name in a message cannot start a line of its own.
+    """
+    text = str(exc)
+    if not isinstance(exc, ConfigError):
+        return escape_text(text)
+    parts = text.split("\n")
+    out = [escape_text(parts[0])]
+    for part in parts[1:]:
+        if part.startswith("  "):
+            out.append("\n" + escape_text(part))
+        else:
+            out[-1] += "\\n" + escape_text(part)
+    return "".join(out)
+
+
+def _tolerant_streams() -> None:
+    """Print what a stream's encoding cannot carry as escapes instead of failing."""
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper) and stream.errors == "strict":
+            stream.reconfigure(errors="backslashreplace")
+
+
 def run_app(prog: str, body: Callable[[Sequence[str]], int], argv: Sequence[str] | None) -> int:
-    """Run an app body; print NntmErrors as `prog: error: ...` and return 1."""
+    """Run an app body; print NntmErrors as `prog: error: ...` and return 1.
+
+    The message is printed through :func:`error_text`, so a tensor name from a
+    bitstream cannot put control sequences on the terminal.
+    """
     args = list(sys.argv[1:] if argv is None else argv)
+    _tolerant_streams()
     try:
         return body(args)
     except NntmError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {error_text(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .. import conformance
-from .common import run_app
+from .common import escape_text, pad, run_app
 
 PROG = "ConformanceApp"
 DEFAULT_SUITE = "conformance/suite.json"
@@ -45,7 +45,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _row(name: str, size: str, tensors: str, version: str, secs: str, status: str) -> str:
-    return f"{name:<14} {size:>9} {tensors:>7} {version:>7} {secs:>8}  {status}"
+    return (f"{pad(escape_text(name), 14)} {size:>9} {tensors:>7} {escape_text(version):>7} "
+            f"{secs:>8}  {escape_text(status)}")
 
 
 def _main(argv: Sequence[str]) -> int:
@@ -61,12 +62,13 @@ def _main(argv: Sequence[str]) -> int:
     entries = suite.select(args.names)
     if args.list:
         for e in entries:
-            print(f"{e.name:<14} {e.bitstream_bytes:>8} bytes {e.num_tensors:>3} tensors  "
-                  f"v{e.format_version}  {', '.join(e.features)}")
-        print(f"{len(entries)} stream(s) in {path}")
+            print(f"{pad(escape_text(e.name), 14)} {e.bitstream_bytes:>8} bytes "
+                  f"{e.num_tensors:>3} tensors  v{escape_text(str(e.format_version))}  "
+                  f"{escape_text(', '.join(e.features))}")
+        print(f"{len(entries)} stream(s) in {escape_text(str(path))}")
         return 0
-    print(f"NNTM {PROG}  suite {path}: {len(entries)} stream(s)"
-          + (f", kernels decoded by {args.kernel_tool}" if args.kernel_tool else ""))
+    print(f"NNTM {PROG}  suite {escape_text(str(path))}: {len(entries)} stream(s)"
+          + (f", kernels decoded by {escape_text(args.kernel_tool)}" if args.kernel_tool else ""))
     print(_row("stream", "bytes", "tensors", "version", "time s", "result"))
     start = time.perf_counter()
     failed: list[str] = []
@@ -83,7 +85,7 @@ def _main(argv: Sequence[str]) -> int:
     total = time.perf_counter() - start
     passed = len(entries) - len(failed)
     print(f"Summary: {passed} of {len(entries)} stream(s) passed, {len(failed)} failed "
-          f"({total:.2f} s)" + (": " + ", ".join(failed) if failed else ""))
+          f"({total:.2f} s)" + (": " + escape_text(", ".join(failed)) if failed else ""))
     return 1 if failed else 0
 
 

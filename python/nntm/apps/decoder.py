@@ -23,9 +23,13 @@ from ..options import DECODER_OPTIONS
 from .common import (
     WRITE_EXTENSIONS,
     collision_problems,
+    display_name,
+    escape_text,
     fmt_shape,
     input_problem,
+    name_column,
     output_problem,
+    pad,
     run_app,
 )
 
@@ -37,6 +41,10 @@ DESCRIPTION = (
     "file is overwritten (replaced only once the new file is complete); an output that is the "
     "same file as an input is refused."
 )
+
+#: bounds of the tensor-name column: names up to NAME_MAX columns are printed in full,
+#: longer ones cut in the middle with an ellipsis
+NAME_MIN, NAME_MAX = 40, 60
 
 
 def validate(cfg: Config) -> list[str]:
@@ -108,14 +116,15 @@ def _main(argv: Sequence[str]) -> int:
                                    max_expansion=int(cfg["MaxExpansion"]))
     seconds = time.perf_counter() - start
     if verbose:
-        print(f"NNTM {PROG}  {path}: {len(data)} bytes, {len(result.reports)} tensors, "
-              f"format {result.version[0]}.{result.version[1]}")
+        print(f"NNTM {PROG}  {escape_text(path)}: {len(data)} bytes, "
+              f"{len(result.reports)} tensors, format {result.version[0]}.{result.version[1]}")
+        width = name_column((r.name for r in result.reports), NAME_MIN, NAME_MAX)
         for r in result.reports:
             status = "OK" if r.data_ok else "MISMATCH"
             if r.params_ok is False:
                 status += ", parameter set MISMATCH"
-            print(f"{r.name:<40.40} {fmt_shape(r.shape):>16} {r.dtype:>9} "
-                  f"{r.seconds:7.3f} s  [MD5: {r.md5} {status}]")
+            print(f"{pad(display_name(r.name, width), width)} {fmt_shape(r.shape):>16} "
+                  f"{r.dtype:>9} {r.seconds:7.3f} s  [MD5: {r.md5} {status}]")
         print(f"Checks        : {_checks_line(result)}")
     problem = codec.mismatch_message(result)
     if problem:
@@ -125,7 +134,7 @@ def _main(argv: Sequence[str]) -> int:
         write_model(out, result.tensors, output_format(cfg, result.source_format))
     if verbose:
         print(f"Decode time   : {seconds:.3f} s; all {len(result.reports)} MD5s OK"
-              + (f"; wrote {out}" if out else ""))
+              + (f"; wrote {escape_text(out)}" if out else ""))
     return 0
 
 

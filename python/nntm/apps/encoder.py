@@ -17,6 +17,7 @@ import math
 import sys
 import time
 from collections.abc import Sequence
+from functools import partial
 
 import numpy as np
 
@@ -29,10 +30,14 @@ from ..options import ENCODER_OPTIONS
 from .common import (
     WRITE_EXTENSIONS,
     collision_problems,
+    display_name,
+    escape_text,
     fmt_db,
     fmt_shape,
     input_problem,
+    name_column,
     output_problem,
+    pad,
     run_app,
     write_bitstream,
 )
@@ -88,10 +93,15 @@ def validate(cfg: Config) -> list[str]:
     return problems
 
 
-def _line(cols: Sequence[str]) -> str:
+#: bounds of the tensor-name column: names up to NAME_MAX columns are printed in full,
+#: longer ones cut in the middle with an ellipsis
+NAME_MIN, NAME_MAX = 34, 56
+
+
+def _line(cols: Sequence[str], name_width: int = NAME_MIN) -> str:
     name, shape, layer, mode, qp, bits, bpp, snr, secs = cols
-    return (f"{name:<34.34} {shape:>16} {layer:>9} {mode:>5} {qp:>4} {bits:>11} {bpp:>7} "
-            f"{snr:>7} {secs:>7}")
+    return (f"{pad(display_name(name, name_width), name_width)} {shape:>16} {layer:>9} "
+            f"{mode:>5} {qp:>4} {bits:>11} {bpp:>7} {snr:>7} {secs:>7}")
 
 
 # Q quantized, L lossless, C clustered (format 1.2); Q>R predicted from the reference
@@ -99,14 +109,70 @@ def _line(cols: Sequence[str]) -> str:
 _MODE_LETTERS = {"quantized": "Q", "lossless": "L", "clustered": "C"}
 
 
-def _print_tensor(s: codec.TensorStats) -> None:
+def _print_tensor(s: codec.TensorStats, name_width: int = NAME_MIN) -> None:
     print(_line([
         s.name, fmt_shape(s.shape), s.layer_type,
         _MODE_LETTERS.get(s.mode, "?") + ("" if s.pred == "-" else
                                           ">" + ("R" if s.pred == "ref" else s.pred.upper())),
         "-" if s.qp is None else str(s.qp), str(s.bits), f"{s.bits_per_param:.3f}",
         fmt_db(s.snr_db), f"{s.seconds:.3f}",
-    ]), flush=True)
+    ], name_width), flush=True)
+
+
+# the coding parameters printed together on a labelled line; a key missing here is
+# printed in the last group, "other"
+PARAM_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("quantization", ("QP", "QPDensity", "QPOffset1D", "QP1DMode", "QP1D", "RDOQ",
+                      "LambdaScale", "DepQuant", "DQStates")),
+    ("importance", ("ImportanceQPScale", "ImportanceQPMaxOffset", "ImportanceFloor",
+                    "ImportanceMaxStep")),
+    ("entropy", ("NumGtFlags", "ProbWindow", "SuffixCtx", "LosslessMaxElements",
+                 "NonFiniteWeights")),
+    ("prediction", ("InterPred", "PredScale", "PredLambdaScale", "PredQP1DMode",
+                    "EarlierTensorPred", "RowPred")),
+    ("tree", ("TreeType", "CTUSize", "MinQTSize", "MaxMTTDepth", "MinCUSize", "SkipCU",
+              "CUQPDelta", "QPDeltaSearch", "IntraPred", "IntraCopyRange", "Preset")),
+    ("classes", ("Arrangement", "LayerRules", "SignalRules", "ClassRules")),
+    ("clustering", ("Cluster", "ClusterPoint", "ClusterPointRules", "ClusterSizes",
+                    "ClusterSubspaceAxis", "ClusterSubspaces", "ClusterCodebookQPOffset",
+                    "ClusterIterations", "ClusterMinElements")),
+    ("outliers", ("ClusterOutliers", "OutlierMode", "OutlierThreshold", "OutlierQPOffset",
+                  "OutlierPositions", "ClusterResidual", "ClusterResidualQPOffset")),
+)
+PARAMS_WIDTH = 100  # the parameter lines wrap before this column
+
+
+def _wrap(items: Sequence[str], indent: int, width: int) -> list[str]:
+    """``items`` joined by two spaces in lines of at most ``width`` columns (but one item
+    a line at least); lines after the first are indented by ``indent``."""
+    lines: list[str] = []
+    line = ""
+    for item in items:
+        if line and indent + len(line) + 2 + len(item) > width:
+            lines.append(line)
+            line = item
+        else:
+            line = f"{line}  {item}" if line else item
+    lines.append(line)
+    return [lines[0]] + [" " * indent + ln for ln in lines[1:]]
+
+
+def param_lines(items: Sequence[tuple[str, object]], width: int = PARAMS_WIDTH) -> list[str]:
+    """The "Coding params" block: a heading, then one labelled line per parameter group
+    (wrapped at ``width`` columns, the continuation lines aligned)."""
+    values = {k: f"{k}={escape_text(str(v))}" for k, v in items}
+    groups = [(label, [values.pop(k) for k in keys if k in values])
+              for label, keys in PARAM_GROUPS]
+    groups.append(("other", list(values.values())))
+    label_width = max(len(label) for label, _ in groups)
+    out = ["Coding params :"]
+    for label, texts in groups:
+        if texts:
+            prefix = f"  {label:<{label_width}} : "
+            wrapped = _wrap(texts, len(prefix), width)
+            out.append(prefix + wrapped[0])
+            out.extend(wrapped[1:])
+    return out
 
 
 def _cu_summary(cus: dict[str, np.ndarray]) -> str:
@@ -144,29 +210,32 @@ def _main(argv: Sequence[str]) -> int:
         inp = str(EXAMPLE_MODEL_PATH)
     tensors = read_model(inp)
     source = _SOURCE_FORMATS.get(model_format(inp), hls.SourceFormat.UNKNOWN)
+    name_width = name_column(tensors, NAME_MIN, NAME_MAX)
     if verbose:
         print(f"NNTM {PROG}  format {hls.FORMAT_VERSION_MAJOR}.{hls.FORMAT_VERSION_MINOR}")
-        print(f"Input         : {inp}{'  (bundled example model)' if example else ''}")
-        print(f"Bitstream     : {cfg['BitstreamFile']}")
+        print(f"Input         : {escape_text(inp)}"
+              f"{'  (bundled example model)' if example else ''}")
+        print(f"Bitstream     : {escape_text(str(cfg['BitstreamFile']))}")
         if cfg["RefModel"]:
-            print(f"Reference     : {cfg['RefModel']}  (coded as an update of it)")
-        print(f"Config files  : {' '.join(files) if files else '(defaults)'}")
-        print("Coding params : " + "  ".join(f"{k}={v}" for k, v in cfg.coding_items()))
+            print(f"Reference     : {escape_text(str(cfg['RefModel']))}  "
+                  "(coded as an update of it)")
+        print(f"Config files  : {escape_text(' '.join(files)) if files else '(defaults)'}")
+        print("\n".join(param_lines(cfg.coding_items())))
         print()
         print(_line(["tensor", "shape", "layer", "mode", "QP", "bits", "bits/p", "SNR dB",
-                     "time s"]))
+                     "time s"], name_width))
     start = time.perf_counter()
     importance = read_model(str(cfg["ImportanceFile"])) if cfg["ImportanceFile"] else None
     ref_model = read_model(str(cfg["RefModel"])) if cfg["RefModel"] else None
     if ref_model is not None and not any(
             name in ref_model and tuple(np.shape(ref_model[name])) == tuple(np.shape(x))
             for name, x in tensors.items()):
-        print(f"{PROG}: warning: RefModel '{cfg['RefModel']}' predicts nothing: no tensor of "
-              "the model has a namesake of the same shape there (the model is coded without "
-              "reference)", file=sys.stderr)
-    result = codec.encode_with_recon(
-        tensors, cfg, source, progress=_print_tensor if verbose else None, importance=importance,
-        ref_model=ref_model)
+        print(f"{PROG}: warning: RefModel '{escape_text(str(cfg['RefModel']))}' predicts "
+              "nothing: no tensor of the model has a namesake of the same shape there (the "
+              "model is coded without reference)", file=sys.stderr)
+    progress = partial(_print_tensor, name_width=name_width) if verbose else None
+    result = codec.encode_with_recon(tensors, cfg, source, progress=progress,
+                                     importance=importance, ref_model=ref_model)
     enc_seconds = time.perf_counter() - start
     write_bitstream(str(cfg["BitstreamFile"]), result.data)
     if cfg["ReconFile"]:

@@ -19,7 +19,7 @@ import numpy as np
 from .. import codec, hls
 from ..arrange import Arrangement, to_kernel
 from ..errors import ConfigError, ModelIOError, NntmError
-from .common import run_app
+from .common import display_name, escape_text, run_app
 
 PROG = "nntm-show"
 
@@ -75,7 +75,7 @@ def draw(kernel: np.ndarray, cus: np.ndarray, tensor_qp: int, title: str, path: 
             cx, cy = x + cw / 2 - 0.5, y + ch / 2 - 0.5
             ax.annotate("", xy=(cx + int(cu["bv_x"]), cy + int(cu["bv_y"])), xytext=(cx, cy),
                         arrowprops={"arrowstyle": "->", "color": "orange", "linewidth": 0.6})
-    ax.set_title(title, fontsize=9)
+    ax.set_title(title, fontsize=9, parse_math=False)  # a '$' in a name is no mathtext
     ax.set_xlabel("column")
     ax.set_ylabel("row")
     fig.tight_layout()
@@ -102,10 +102,11 @@ def _main(argv: Sequence[str]) -> int:
         raise NntmError("MD5 mismatch: the stream is damaged")
     names = [n for n in result.tensors if fnmatch.fnmatchcase(n, args.tensor)]
     if not names:
-        raise ConfigError(f"no tensor matches '{args.tensor}'")
+        raise ConfigError(f"no tensor matches '{escape_text(args.tensor)}'")
     name = names[0]
     if name not in result.cus or len(result.cus[name]) == 0:
-        raise ConfigError(f"tensor '{name}' is not coded with the coding tree (no CUs to draw)")
+        raise ConfigError(f"tensor '{display_name(name)}' is not coded with the coding tree "
+                          "(no CUs to draw)")
     units = hls.split_units(data)
     mps = hls.parse_model_parameter_set(units[0])
     tps = next(t for t in (hls.parse_tensor_parameter_set(u, mps) for u in units
@@ -116,10 +117,10 @@ def _main(argv: Sequence[str]) -> int:
     cus = result.cus[name]
     n_skip = int(np.sum(cus["mode"] == 1))
     n_intra = int(np.count_nonzero(cus["intra"]))
-    title = (f"{name}  {kernel.shape[0]}x{kernel.shape[1]}  QP {tps.qp}  "
+    title = (f"{display_name(name)}  {kernel.shape[0]}x{kernel.shape[1]}  QP {tps.qp}  "
              f"{len(cus)} CUs ({n_skip} skip" + (f", {n_intra} intra" if n_intra else "") + ")")
     drawn = draw(kernel, cus, tps.qp, title, args.output, rows, cols)
-    print(f"{PROG}: wrote {args.output} ({drawn} CUs of '{name}')")
+    print(f"{PROG}: wrote {escape_text(args.output)} ({drawn} CUs of '{display_name(name)}')")
     return 0
 
 
