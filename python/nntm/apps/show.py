@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
+import os
 import sys
 from collections.abc import Sequence
 from types import ModuleType
@@ -95,8 +96,13 @@ def draw(kernel: np.ndarray, cus: np.ndarray, tensor_qp: int, title: str, path: 
     ax.set_xlabel("column")
     ax.set_ylabel("row")
     fig.tight_layout()
-    fig.savefig(path, dpi=150)
-    plt.close(fig)
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        fig.savefig(path, dpi=150)
+    except OSError as exc:
+        raise ModelIOError(f"cannot write picture '{path}': {exc.strerror or exc}") from exc
+    finally:
+        plt.close(fig)
     return drawn
 
 
@@ -133,7 +139,7 @@ def _title(name: str, kernel: np.ndarray, tps: hls.TensorParameterSet, cus: np.n
 
 def _main(argv: Sequence[str]) -> int:
     ap = argparse.ArgumentParser(
-        prog=PROG, description=__doc__.split("\n\n")[1].strip(),
+        prog=PROG, description=" ".join(__doc__.split("\n\n")[2].split()),
         epilog=f"Needs matplotlib: {INSTALL_HINT}.")
     ap.add_argument("-b", "--bitstream", required=True, help="NNTM bitstream")
     ap.add_argument("-t", "--tensor", required=True, help="tensor name (a glob: the first match)")
