@@ -417,12 +417,14 @@ def write_model(
     path: str | os.PathLike[str],
     tensors: Mapping[str, np.ndarray],
     fmt: str | None = None,
+    make_parents: bool = False,
 ) -> None:
     """Write ``tensors`` to ``path`` as ``fmt`` ("safetensors" or "npz"; None: by extension).
 
     The order of ``tensors`` is kept.  The file is written to a temporary
     file in the same directory and renamed over ``path``, so a failure never
-    leaves a half-written (or any new) file behind.
+    leaves a half-written (or any new) file behind.  With ``make_parents`` a
+    missing folder of ``path`` is created (and removed again if the write fails).
     """
     name = os.fspath(path)
     if fmt is None:
@@ -434,9 +436,9 @@ def write_model(
         )
     arrays = _check_tensors(name, tensors, fmt)
     if fmt == "safetensors":
-        _atomic_write(name, lambda f: _write_safetensors(f, arrays))
+        _atomic_write(name, lambda f: _write_safetensors(f, arrays), make_parents=make_parents)
     else:
-        _atomic_write(name, lambda f: _write_npz(f, arrays))
+        _atomic_write(name, lambda f: _write_npz(f, arrays), make_parents=make_parents)
 
 
 def _check_tensors(
@@ -483,15 +485,50 @@ def _check_tensors(
     return out
 
 
+def _make_folders(directory: Path) -> list[Path]:
+    """Create the missing folders of ``directory``, outermost first; returns those made."""
+    missing: list[Path] = []
+    d = directory
+    while not d.exists() and d != d.parent:
+        missing.append(d)
+        d = d.parent
+    made: list[Path] = []
+    try:
+        for folder in reversed(missing):
+            try:
+                folder.mkdir()
+            except FileExistsError:
+                if not folder.is_dir():
+                    raise
+                continue
+            made.append(folder)
+    except OSError:
+        _remove_folders(made)
+        raise
+    return made
+
+
+def _remove_folders(made: list[Path]) -> None:
+    for folder in reversed(made):
+        try:
+            folder.rmdir()
+        except OSError:
+            pass
+
+
 def _atomic_write(name: str, writer: Callable[[IO[bytes]], None],
-                  what: str = "model file") -> None:
+                  what: str = "model file", make_parents: bool = False) -> None:
     target = Path(name)
     directory = target.parent
     tmp = directory / f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    made: list[Path] = []
     try:
+        if make_parents:
+            made = _make_folders(directory)
         # 0o666 through the umask, like a plain open(): not NamedTemporaryFile's 0o600
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     except OSError as exc:
+        _remove_folders(made)
         raise ModelIOError(f"cannot write {what} '{name}': {exc.strerror or exc}") from exc
     try:
         with os.fdopen(fd, "wb") as f:
@@ -504,6 +541,7 @@ def _atomic_write(name: str, writer: Callable[[IO[bytes]], None],
             os.unlink(tmp)
         except OSError:
             pass
+        _remove_folders(made)
         if isinstance(exc, OSError):
             raise ModelIOError(f"cannot write {what} '{name}': {exc.strerror or exc}") from exc
         raise

@@ -167,8 +167,11 @@ def fmt_shape(shape: tuple[int, ...]) -> str:
 
 
 def write_bitstream(path: str, data: bytes) -> None:
-    """Write a bitstream through a temporary file, so no half-written file is left."""
-    _atomic_write(path, lambda f: f.write(data), what="bitstream file")
+    """Write a bitstream through a temporary file, so no half-written file is left.
+
+    A missing folder of ``path`` is created, as for every output of the apps.
+    """
+    _atomic_write(path, lambda f: f.write(data), what="bitstream file", make_parents=True)
 
 
 def input_problem(key: str, path: str) -> str | None:
@@ -184,9 +187,12 @@ def output_problem(key: str, path: str) -> str | None:
     """Why option ``key`` cannot name an output file, or None."""
     if os.path.isdir(path):
         return f"{key} '{path}' is a directory; name a file"
+    # a missing folder is created when the output is written; one that exists as a file cannot
     folder = os.path.dirname(os.path.abspath(path))
+    while not os.path.lexists(folder) and os.path.dirname(folder) != folder:
+        folder = os.path.dirname(folder)
     if not os.path.isdir(folder):
-        return f"{key} '{path}': folder '{folder}' does not exist"
+        return f"{key} '{path}': '{folder}' is not a folder"
     return None
 
 

@@ -131,7 +131,8 @@ def _main(argv: Sequence[str]) -> int:
         raise HashMismatchError(f"{problem}; no output written")
     out = str(cfg["OutputFile"])
     if out:
-        write_model(out, result.tensors, output_format(cfg, result.source_format))
+        write_model(out, result.tensors, output_format(cfg, result.source_format),
+                    make_parents=True)
     if verbose:
         print(f"Decode time   : {seconds:.3f} s; all {len(result.reports)} MD5s OK"
               + (f"; wrote {escape_text(out)}" if out else ""))

@@ -239,7 +239,7 @@ def _main(argv: Sequence[str]) -> int:
     enc_seconds = time.perf_counter() - start
     write_bitstream(str(cfg["BitstreamFile"]), result.data)
     if cfg["ReconFile"]:
-        write_model(str(cfg["ReconFile"]), result.recon)
+        write_model(str(cfg["ReconFile"]), result.recon, make_parents=True)
     if verbose:
         float_params = sum(x.size for x in tensors.values() if x.dtype.name in hls.FLOAT_DTYPES)
         raw_bytes = sum(x.nbytes for x in tensors.values())

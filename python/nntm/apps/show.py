@@ -3,25 +3,44 @@
     nntm-show -b model.bit -t fc1.weight -o fc1.png [--rows 0:64 --cols 0:256]
 
 Decodes the stream (checking every MD5), then draws the kernel tensor of the
-named tensor as a heatmap of |weight| with the CU boundaries over it: skip CUs
-are shaded, and each coded CU's QP (when it differs from the tensor QP) is
-written in it.  Needs matplotlib (`pip install .[ce]` or `pip install matplotlib`).
+named tensor.  A tensor coded with the coding tree is drawn as a heatmap of
+|weight| with the CU boundaries over it: skip CUs are shaded, and each coded
+CU's QP (when it differs from the tensor QP) is written in it.  A raster-coded
+quantized tensor (no coding tree, e.g. the quick start's) is drawn as its map
+of |level| = |weight| / step (|weight| / step when the weights are not whole
+steps: prediction, dependent quantization); a lossless or clustered tensor as
+|weight|.  Zeros are grey.  Needs matplotlib: pip install "nntm[show]".
 """
 
 from __future__ import annotations
 
 import argparse
 import fnmatch
+import os
+import sys
 from collections.abc import Sequence
+from types import ModuleType
 
 import numpy as np
 
-from .. import codec, hls
+from .. import codec, core, hls
 from ..arrange import Arrangement, to_kernel
 from ..errors import ConfigError, ModelIOError, NntmError
 from .common import display_name, escape_text, run_app
 
 PROG = "nntm-show"
+#: how to get matplotlib, named by --help and by the missing-matplotlib error
+INSTALL_HINT = 'pip install "nntm[show]" (or pip install matplotlib)'
+
+
+def _pyplot() -> ModuleType:
+    """matplotlib.pyplot on the non-interactive Agg backend (ImportError if not installed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def _span(text: str | None, size: int, what: str) -> tuple[int, int]:
@@ -37,12 +56,9 @@ def _span(text: str | None, size: int, what: str) -> tuple[int, int]:
 
 
 def draw(kernel: np.ndarray, cus: np.ndarray, tensor_qp: int, title: str, path: str,
-         rows: tuple[int, int], cols: tuple[int, int]) -> int:
-    """Write the picture; returns the number of CUs drawn."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+         rows: tuple[int, int], cols: tuple[int, int], label: str = "|weight|") -> int:
+    """Write the picture of |kernel| (colour bar ``label``); returns the number of CUs drawn."""
+    plt = _pyplot()
     from matplotlib.patches import Rectangle
 
     r0, r1 = rows
@@ -51,9 +67,10 @@ def draw(kernel: np.ndarray, cus: np.ndarray, tensor_qp: int, title: str, path: 
     h, w = view.shape
     scale = min(16.0 / max(w, 1), 12.0 / max(h, 1), 0.25) * 4
     fig, ax = plt.subplots(figsize=(max(4.0, w * scale / 4 + 1.5), max(3.0, h * scale / 4 + 1)))
-    im = ax.imshow(view, cmap="viridis", interpolation="nearest",
+    cmap = plt.get_cmap("viridis").with_extremes(bad="lightgrey")
+    im = ax.imshow(np.ma.masked_equal(view, 0.0), cmap=cmap, interpolation="nearest",
                    extent=(c0 - 0.5, c1 - 0.5, r1 - 0.5, r0 - 0.5))
-    fig.colorbar(im, ax=ax, label="|weight|")
+    fig.colorbar(im, ax=ax, label=label)
     drawn = 0
     for cu in cus:
         x, y, cw, ch = int(cu["x"]), int(cu["y"]), int(cu["w"]), int(cu["h"])
@@ -79,19 +96,63 @@ def draw(kernel: np.ndarray, cus: np.ndarray, tensor_qp: int, title: str, path: 
     ax.set_xlabel("column")
     ax.set_ylabel("row")
     fig.tight_layout()
-    fig.savefig(path, dpi=150)
-    plt.close(fig)
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        fig.savefig(path, dpi=150)
+    except OSError as exc:
+        raise ModelIOError(f"cannot write picture '{path}': {exc.strerror or exc}") from exc
+    finally:
+        plt.close(fig)
     return drawn
 
 
+def raster_image(kernel: np.ndarray, tps: hls.TensorParameterSet) -> tuple[np.ndarray, str]:
+    """What to draw of a tensor without CUs, and its colour-bar label.
+
+    A quantized tensor in units of its step: its levels when every weight is a
+    whole number of steps, else |weight| / step; any other tensor as |weight|.
+    """
+    values = kernel.astype(np.float64)
+    if tps.coding_mode != hls.CodingMode.QUANTIZED:
+        return values, "|weight|"
+    steps = values / core.step_size(tps.qp, tps.qp_density)
+    whole = np.rint(steps)
+    if np.allclose(steps, whole, rtol=0.0, atol=1e-6):
+        return whole, "|level|"
+    return steps, "|weight| / step"
+
+
+def _title(name: str, kernel: np.ndarray, tps: hls.TensorParameterSet, cus: np.ndarray) -> str:
+    head = f"{display_name(name)}  {kernel.shape[0]}x{kernel.shape[1]}"
+    if tps.coding_mode == hls.CodingMode.QUANTIZED:
+        head += f"  QP {tps.qp}"
+    if len(cus):
+        n_skip = int(np.sum(cus["mode"] == 1))
+        n_intra = int(np.count_nonzero(cus["intra"]))
+        return (f"{head}  {len(cus)} CUs ({n_skip} skip"
+                + (f", {n_intra} intra" if n_intra else "") + ")")
+    mode = {hls.CodingMode.QUANTIZED: "raster-coded", hls.CodingMode.LOSSLESS: "lossless",
+            hls.CodingMode.CLUSTERED: "clustered"}.get(tps.coding_mode, "")
+    zeros = 100.0 * np.count_nonzero(kernel == 0) / kernel.size
+    return f"{head}  {mode}, {zeros:.1f} % zero"
+
+
 def _main(argv: Sequence[str]) -> int:
-    ap = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[1].strip())
+    ap = argparse.ArgumentParser(
+        prog=PROG, description=" ".join(__doc__.split("\n\n")[2].split()),
+        epilog=f"Needs matplotlib: {INSTALL_HINT}.")
     ap.add_argument("-b", "--bitstream", required=True, help="NNTM bitstream")
     ap.add_argument("-t", "--tensor", required=True, help="tensor name (a glob: the first match)")
     ap.add_argument("-o", "--output", required=True, help="PNG file to write")
     ap.add_argument("--rows", help="START:STOP rows of the kernel tensor to draw")
     ap.add_argument("--cols", help="START:STOP columns of the kernel tensor to draw")
     args = ap.parse_args(list(argv))
+    try:
+        _pyplot()
+    except ImportError:
+        print(f"{PROG}: error: matplotlib is not installed; install it with {INSTALL_HINT}",
+              file=sys.stderr)
+        return 2
     try:
         with open(args.bitstream, "rb") as f:
             data = f.read()
@@ -104,23 +165,24 @@ def _main(argv: Sequence[str]) -> int:
     if not names:
         raise ConfigError(f"no tensor matches '{escape_text(args.tensor)}'")
     name = names[0]
-    if name not in result.cus or len(result.cus[name]) == 0:
-        raise ConfigError(f"tensor '{display_name(name)}' is not coded with the coding tree "
-                          "(no CUs to draw)")
     units = hls.split_units(data)
     mps = hls.parse_model_parameter_set(units[0])
     tps = next(t for t in (hls.parse_tensor_parameter_set(u, mps) for u in units
                            if u.unit_type == hls.UnitType.TENSOR_PARAMETER_SET) if t.name == name)
-    kernel = to_kernel(result.tensors[name].astype(np.float32), Arrangement(tps.arrangement))
+    if result.tensors[name].size == 0:
+        raise ConfigError(f"tensor '{display_name(name)}' has no elements: nothing to draw")
+    kernel = to_kernel(result.tensors[name], Arrangement(tps.arrangement))
     rows = _span(args.rows, kernel.shape[0], "--rows")
     cols = _span(args.cols, kernel.shape[1], "--cols")
-    cus = result.cus[name]
-    n_skip = int(np.sum(cus["mode"] == 1))
-    n_intra = int(np.count_nonzero(cus["intra"]))
-    title = (f"{display_name(name)}  {kernel.shape[0]}x{kernel.shape[1]}  QP {tps.qp}  "
-             f"{len(cus)} CUs ({n_skip} skip" + (f", {n_intra} intra" if n_intra else "") + ")")
-    drawn = draw(kernel, cus, tps.qp, title, args.output, rows, cols)
-    print(f"{PROG}: wrote {escape_text(args.output)} ({drawn} CUs of '{display_name(name)}')")
+    cus = result.cus.get(name, np.zeros(0, dtype=core.CU_RECORD))
+    if len(cus):
+        image, label = kernel.astype(np.float32), "|weight|"
+    else:
+        image, label = raster_image(kernel, tps)
+    drawn = draw(image, cus, tps.qp, _title(name, kernel, tps, cus), args.output, rows, cols,
+                 label)
+    what = f"{drawn} CUs" if len(cus) else label
+    print(f"{PROG}: wrote {escape_text(args.output)} ({what} of '{display_name(name)}')")
     return 0
 
 
