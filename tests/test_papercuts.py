@@ -236,3 +236,23 @@ def test_dtype_tables_agree_with_the_loaded_dtypes() -> None:
         assert d.name == modelio.SAFETENSORS_DTYPE_NAMES[code]
     with pytest.raises(ValueError):
         hls.dtype_code(__import__("numpy").dtype(">f4"))
+
+
+def test_show_and_calibrate_refuse_to_overwrite_their_input(tmp_path: Path, capsys) -> None:
+    from nntm.apps import calibrate, show
+
+    bit = tmp_path / "t.bit"
+    bit.write_bytes((ROOT / "bitstreams" / "TREE_A_1.bit").read_bytes())
+    before = _md5(bit)
+    link = tmp_path / "link.png"
+    link.symlink_to(bit)
+    for out, why in ((bit, "names no picture format"), (link, "same file as -b"),
+                     (tmp_path / "x.jpg", "names no picture format")):
+        assert show.main(["-b", str(bit), "-t", "*", "-o", str(out)]) != 0
+        assert why in capsys.readouterr().err
+    assert _md5(bit) == before
+    model = tmp_path / "m.safetensors"
+    model.write_bytes(EXAMPLE_MODEL_PATH.read_bytes())
+    assert calibrate.main(["--model", "minilm", "-i", str(model), "-o", str(model)]) != 0
+    assert "same file as -i" in capsys.readouterr().err
+    assert _md5(model) == hashlib.md5(EXAMPLE_MODEL_PATH.read_bytes()).hexdigest()

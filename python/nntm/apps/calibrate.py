@@ -31,7 +31,14 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..modelio import read_model, write_model
-from .common import display_name, escape_text, run_app
+from .common import (
+    collision_problems,
+    display_name,
+    escape_text,
+    input_problem,
+    output_problem,
+    run_app,
+)
 
 PROG = "nntm-calibrate"
 DESCRIPTION = (
@@ -73,8 +80,19 @@ def _main(argv: Sequence[str]) -> int:
     from ..ce.models import get_adapter
 
     args = _parser().parse_args(list(argv))
-    if not args.output.endswith((".safetensors", ".npz")):
-        raise ConfigError(f"output '{escape_text(args.output)}': use a .safetensors or .npz name")
+    problems = []
+    if not args.output.lower().endswith((".safetensors", ".npz")):
+        problems.append(f"output '{args.output}': use a .safetensors or .npz name")
+    problem = output_problem("-o", args.output)
+    if problem:
+        problems.append(problem)
+    if args.input:
+        problem = input_problem("-i", args.input)
+        if problem:
+            problems.append(problem)
+        problems += collision_problems({"-i": args.input}, {"-o": args.output})
+    if problems:
+        raise ConfigError("; ".join(problems))
     adapter = get_adapter(args.model)
     adapter.ensure_available()
     tensors = read_model(args.input) if args.input else adapter.load()
@@ -97,7 +115,7 @@ def _main(argv: Sequence[str]) -> int:
         if name in maps:
             value = np.asarray(maps[name], dtype=np.float32)
             out[name] = np.ascontiguousarray(value)
-    write_model(args.output, out)
+    write_model(args.output, out, make_parents=True)
     mapped = sum(int(np.prod(tensors[name].shape)) for name in out)
     floats = sum(v.size for v in tensors.values() if np.asarray(v).dtype.kind == "f")
     zero = [name for name, value in out.items() if not np.any(value)]

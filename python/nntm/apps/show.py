@@ -26,9 +26,18 @@ import numpy as np
 from .. import codec, core, hls
 from ..arrange import Arrangement, to_kernel
 from ..errors import ConfigError, ModelIOError, NntmError
-from .common import display_name, escape_text, run_app
+from .common import (
+    collision_problems,
+    display_name,
+    escape_text,
+    input_problem,
+    output_problem,
+    run_app,
+)
 
 PROG = "nntm-show"
+#: the picture formats -o may name (matplotlib's writers of each)
+PICTURE_EXTENSIONS = (".png", ".svg", ".pdf")
 #: how to get matplotlib, named by --help and by the missing-matplotlib error
 INSTALL_HINT = 'pip install "nntm[show]" (or pip install matplotlib)'
 
@@ -143,10 +152,20 @@ def _main(argv: Sequence[str]) -> int:
         epilog=f"Needs matplotlib: {INSTALL_HINT}.")
     ap.add_argument("-b", "--bitstream", required=True, help="NNTM bitstream")
     ap.add_argument("-t", "--tensor", required=True, help="tensor name (a glob: the first match)")
-    ap.add_argument("-o", "--output", required=True, help="PNG file to write")
+    ap.add_argument("-o", "--output", required=True,
+                    help="picture to write: .png, .svg or .pdf (overwritten if it exists)")
     ap.add_argument("--rows", help="START:STOP rows of the kernel tensor to draw")
     ap.add_argument("--cols", help="START:STOP columns of the kernel tensor to draw")
     args = ap.parse_args(list(argv))
+    problems = [p for p in (input_problem("-b", args.bitstream),
+                            output_problem("-o", args.output)) if p]
+    suffix = os.path.splitext(args.output)[1].lower()
+    if suffix not in PICTURE_EXTENSIONS:
+        problems.append(f"-o '{args.output}': extension '{suffix or '(none)'}' names no picture "
+                        f"format nntm-show writes (use {', '.join(PICTURE_EXTENSIONS)})")
+    problems += collision_problems({"-b": args.bitstream}, {"-o": args.output})
+    if problems:
+        raise ConfigError("; ".join(problems))
     try:
         _pyplot()
     except ImportError:
