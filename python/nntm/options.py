@@ -223,6 +223,14 @@ ENCODER_CODING_OPTIONS: tuple[Option, ...] = (
         maximum=1 << 20,
     ),
     Option(
+        "LosslessRoles",
+        "str",
+        "structural",
+        "tensor roles (nntm.roles, space separated) carried exactly: structural = the shapes, "
+        "scales, exponents and bounds a graph consumes (ONNX Reshape/Resize/Pad/Clip/Pow ... "
+        "inputs), which a 1e-7 change would break; empty: none",
+    ),
+    Option(
         "NonFiniteWeights",
         "choice",
         "error",

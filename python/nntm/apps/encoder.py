@@ -27,6 +27,7 @@ from ..config import Config, parse_app_args
 from ..core import CU_SKIP, INTRA_NAMES
 from ..modelio import model_format, read_model, write_model
 from ..options import ENCODER_OPTIONS
+from ..roles import parse_roles
 from .common import (
     WRITE_EXTENSIONS,
     collision_problems,
@@ -84,6 +85,7 @@ def validate(cfg: Config) -> list[str]:
             problems.append(problem)
     problems.extend(collision_problems(inputs, outputs))
     problems.extend(Classifier.problems(cfg))
+    problems.extend(parse_roles(str(cfg["LosslessRoles"]))[1])
     intra = intra_problem(cfg)
     if intra:
         problems.append(intra)
@@ -100,7 +102,7 @@ NAME_MIN, NAME_MAX = 34, 56
 
 def _line(cols: Sequence[str], name_width: int = NAME_MIN) -> str:
     name, shape, layer, mode, qp, bits, bpp, snr, secs = cols
-    return (f"{pad(display_name(name, name_width), name_width)} {shape:>16} {layer:>9} "
+    return (f"{pad(display_name(name, name_width), name_width)} {shape:>16} {layer:>10} "
             f"{mode:>5} {qp:>4} {bits:>11} {bpp:>7} {snr:>7} {secs:>7}")
 
 
@@ -111,7 +113,7 @@ _MODE_LETTERS = {"quantized": "Q", "lossless": "L", "clustered": "C"}
 
 def _print_tensor(s: codec.TensorStats, name_width: int = NAME_MIN) -> None:
     print(_line([
-        s.name, fmt_shape(s.shape), s.layer_type,
+        s.name, fmt_shape(s.shape), s.role or s.layer_type,
         _MODE_LETTERS.get(s.mode, "?") + ("" if s.pred == "-" else
                                           ">" + ("R" if s.pred == "ref" else s.pred.upper())),
         "-" if s.qp is None else str(s.qp), str(s.bits), f"{s.bits_per_param:.3f}",
@@ -127,7 +129,7 @@ PARAM_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("importance", ("ImportanceQPScale", "ImportanceQPMaxOffset", "ImportanceFloor",
                     "ImportanceMaxStep")),
     ("entropy", ("NumGtFlags", "ProbWindow", "SuffixCtx", "LosslessMaxElements",
-                 "NonFiniteWeights")),
+                 "NonFiniteWeights", "IntegrityHash")),
     ("prediction", ("InterPred", "PredScale", "PredLambdaScale", "PredQP1DMode",
                     "EarlierTensorPred", "RowPred")),
     ("tree", ("TreeType", "CTUSize", "MinQTSize", "MaxMTTDepth", "MinCUSize", "SkipCU",
@@ -222,7 +224,7 @@ def _main(argv: Sequence[str]) -> int:
         print(f"Config files  : {escape_text(' '.join(files)) if files else '(defaults)'}")
         print("\n".join(param_lines(cfg.coding_items())))
         print()
-        print(_line(["tensor", "shape", "layer", "mode", "QP", "bits", "bits/p", "SNR dB",
+        print(_line(["tensor", "shape", "role", "mode", "QP", "bits", "bits/p", "SNR dB",
                      "time s"], name_width))
     start = time.perf_counter()
     importance = read_model(str(cfg["ImportanceFile"])) if cfg["ImportanceFile"] else None
