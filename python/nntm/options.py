@@ -98,7 +98,8 @@ ENCODER_CODING_OPTIONS: tuple[Option, ...] = (
         "choice",
         "offset",
         "QP of 1-D tensors: offset (QP + QPOffset1D), fixed (QP1D, whatever QP is), or stats "
-        "(QP1D for BatchNorm statistics, *running_mean / *running_var; offset for the others)",
+        "(QP1D for BatchNorm statistics, found by nntm.roles from the graph, the state-dict "
+        "structure or the values: roles bn-mean, bn-var, bn-param; offset for the others)",
         choices=("offset", "fixed", "stats"),
     ),
     Option(
