@@ -107,3 +107,15 @@ def test_encoder_prints_the_role(capsys: pytest.CaptureFixture[str], tmp_path) -
     head = next(ln for ln in lines if ln.startswith("tensor "))
     assert " role " in head
     assert any(ln.startswith("conv1.bias") and " bias " in ln for ln in lines)
+
+
+def test_batchnorm_beside_a_counter_needs_no_spread() -> None:
+    rng = np.random.default_rng(1)
+    group = {f"net/op_3.w_{i}": rng.normal(0, 0.1, 8).astype(np.float32) for i in range(3)}
+    group["net/op_3.w_3"] = rng.uniform(0.5, 1.5, 8).astype(np.float32)  # narrow variances
+    roles = derive_roles(group)
+    assert set(roles.values()) == {Role.ONE_D}  # no counter, no spread: undecided
+    group["net/op_3.w_4"] = np.array(100, dtype=np.int64)
+    roles = derive_roles(group)
+    assert roles["net/op_3.w_3"] == Role.BN_VAR and roles["net/op_3.w_4"] == Role.COUNTER
+    assert {roles[f"net/op_3.w_{i}"] for i in range(3)} == {Role.BN_PARAM}

@@ -13,9 +13,10 @@ in order of trust:
    ``a.b.running_var``): a module with running statistics is a BatchNorm, its ``weight`` and
    ``bias`` are the normalisation's scale and shift; a 1-D tensor beside a weight of as many
    output channels is its bias;
-3. **the values**: a 1-D float tensor whose values are all positive and spread over at least a
-   decade is treated like a variance, and the 1-D tensors of the same length in its module as
-   BatchNorm parameters; integer scalars are counters;
+3. **the values**: three or more 1-D float tensors of one length in a module without a weight
+   are a BatchNorm's scale, shift, mean and variance when one of them is a variance: all
+   positive and spread over at least a decade, or all positive beside an integer counter
+   (``num_batches_tracked``); integer scalars are counters;
 4. **the shape**: conv / depthwise / pointwise / linear / embedding weights, 1-D, scalar (the
    layer type of :func:`nntm.arrange.classify`).
 
@@ -180,12 +181,18 @@ def _one_d_by_structure(tensors: Mapping[str, np.ndarray], modules: Mapping[str,
         if not one_d:
             continue
         weights = [n for n in siblings.values() if np.ndim(tensors[n]) >= 2]
-        variances = [n for n in one_d if variance_like(tensors[n])]
-        for var in variances:
-            group = [n for n in one_d if np.shape(tensors[n]) == np.shape(tensors[var])]
-            if len(group) >= 3 and not weights:  # scale, shift, mean, variance of one BN
-                for n in group:
-                    roles[n] = Role.BN_VAR if n in variances else Role.BN_PARAM
+        counters = [n for n in siblings.values() if roles[n] == Role.COUNTER]
+        for n in one_d:
+            group = [m for m in one_d if np.shape(tensors[m]) == np.shape(tensors[n])]
+            # scale, shift, mean and variance of one BatchNorm: no weight beside them, and a
+            # variance (positive: spread over a decade, or any positive beside a counter)
+            if len(group) < 3 or weights or roles[n] != Role.ONE_D:
+                continue
+            positive = [m for m in group if np.all(np.asarray(tensors[m], np.float64) > 0)]
+            spread = [m for m in positive if variance_like(tensors[m])]
+            if spread or (positive and counters):
+                for m in group:
+                    roles[m] = Role.BN_VAR if m in (spread or positive[-1:]) else Role.BN_PARAM
         for n in one_d:
             if roles[n] != Role.ONE_D:
                 continue
