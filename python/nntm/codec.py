@@ -216,6 +216,7 @@ def encode_with_recon(
     importance: Mapping[str, np.ndarray] | None = None,
     ref_model: Mapping[str, np.ndarray] | None = None,
     consumers: Mapping[str, Sequence[tuple[str, int]]] | None = None,
+    qp_offsets: Mapping[str, int] | None = None,
 ) -> EncodeResult:
     """Encode a model; also return the encoder's reconstruction and per-tensor stats.
 
@@ -226,6 +227,8 @@ def encode_with_recon(
     tensor is predicted from its namesake there when that pays (nntm.predict).
     ``consumers`` (from a graph such as ONNX: name -> (op_type, input index) of each node
     that reads the tensor) lets nntm.roles take each tensor's role from the graph.
+    ``qp_offsets`` are added to the QP of the tensors they name (rate control,
+    nntm.ratecontrol).
     """
     classifier = Classifier(config)
     unknown = sorted(set(importance or {}) - set(tensors))
@@ -306,7 +309,7 @@ def encode_with_recon(
                     kernel, _candidates(name, array, tensor_id, arrays, plans, recon, config,
                                         ref_model), bool(config["PredScale"]))
             qp = (tensor_qp(config, array.ndim, choice is not None, tensor_roles[name])
-                  + imp_qp.get(name, 0))
+                  + imp_qp.get(name, 0) + (qp_offsets or {}).get(name, 0))
             tps.layer_type = int(cls.layer)
             tps.arrangement = int(cls.arrangement)
             tps.rows, tps.cols, tps.qp = rows, cols, qp

@@ -50,6 +50,24 @@ ENCODER_APP_OPTIONS: tuple[Option, ...] = (
         group="app",
     ),
     Option(
+        "TargetBitsPerParam",
+        "float",
+        0.0,
+        "rate control: code the model at this many bits per float parameter (the QP is "
+        "found from a sampled pre-encode; QP is the starting point); 0: off",
+        minimum=0.0,
+        maximum=64.0,
+        group="app",
+    ),
+    Option(
+        "TargetSize",
+        "str",
+        "",
+        "rate control: code the model into this many bytes (K/M/G suffixes, powers of 1024); "
+        "empty: off",
+        group="app",
+    ),
+    Option(
         "ReconFile",
         "str",
         "",

@@ -21,7 +21,7 @@ from functools import partial
 
 import numpy as np
 
-from .. import codec, hls
+from .. import codec, hls, ratecontrol
 from ..classes import Classifier, intra_problem
 from ..config import Config, parse_app_args
 from ..core import CU_SKIP, INTRA_NAMES
@@ -58,6 +58,27 @@ DESCRIPTION = (
 _SOURCE_FORMATS = {"safetensors": hls.SourceFormat.SAFETENSORS, "npz": hls.SourceFormat.NPZ}
 
 
+def _rate_problems(cfg: Config) -> list[str]:
+    """Problems of the rate-control keys (TargetBitsPerParam, TargetSize)."""
+    from ..memory import parse_size
+
+    size, bpp = str(cfg["TargetSize"]).strip(), float(cfg["TargetBitsPerParam"])
+    problems = []
+    if size:
+        try:
+            parse_size(size)
+        except ValueError as exc:
+            problems.append(f"TargetSize: {exc}")
+        if size.lower() == "auto":
+            problems.append("TargetSize: give a size in bytes (K/M/G suffixes), not auto")
+    if size and bpp:
+        problems.append("TargetBitsPerParam and TargetSize: give one of them")
+    if (size or bpp) and (cfg["ImportanceFile"] or cfg["RefModel"]):
+        problems.append("rate control (TargetBitsPerParam / TargetSize) does not take "
+                        "ImportanceFile or RefModel yet: give a QP instead")
+    return problems
+
+
 def validate(cfg: Config) -> list[str]:
     """Every app-level problem (reported with the option problems, in one message)."""
     problems = []
@@ -86,6 +107,7 @@ def validate(cfg: Config) -> list[str]:
     problems.extend(collision_problems(inputs, outputs))
     problems.extend(Classifier.problems(cfg))
     problems.extend(parse_roles(str(cfg["LosslessRoles"]))[1])
+    problems.extend(_rate_problems(cfg))
     intra = intra_problem(cfg)
     if intra:
         problems.append(intra)
@@ -236,8 +258,17 @@ def _main(argv: Sequence[str]) -> int:
               "nothing: no tensor of the model has a namesake of the same shape there (the "
               "model is coded without reference)", file=sys.stderr)
     progress = partial(_print_tensor, name_width=name_width) if verbose else None
+    target = ratecontrol.target_bits(cfg, tensors)
+    rate_plan = None
+    if target is not None:
+        rate_plan = ratecontrol.plan(tensors, cfg, target)
+        cfg = cfg.replace(QP=rate_plan.qp)
+        if verbose:
+            print(f"(rate control: QP {rate_plan.qp}, {len(rate_plan.offsets)} tensor(s) at "
+                  f"QP {rate_plan.qp - 1}, from {rate_plan.probes} sampled encodes)")
     result = codec.encode_with_recon(tensors, cfg, source, progress=progress,
-                                     importance=importance, ref_model=ref_model)
+                                     importance=importance, ref_model=ref_model,
+                                     qp_offsets=rate_plan.offsets if rate_plan else None)
     enc_seconds = time.perf_counter() - start
     write_bitstream(str(cfg["BitstreamFile"]), result.data)
     if cfg["ReconFile"]:
@@ -251,6 +282,12 @@ def _main(argv: Sequence[str]) -> int:
         print(f"Bitstream     : {len(result.data)} bytes, "
               f"{total_bits / max(float_params, 1):.3f} bits/param, "
               f"1/{raw_bytes / max(len(result.data), 1):.1f} of the input's {raw_bytes} bytes")
+        if rate_plan is not None:
+            floats = max(float_params, 1)
+            print(f"Rate control  : target {rate_plan.target_bits / floats:.3f} bits/param "
+                  f"({rate_plan.target_bits / 8:.0f} bytes), achieved {total_bits / floats:.3f}"
+                  f" ({100 * (total_bits / rate_plan.target_bits - 1):+.2f} %), estimated "
+                  f"{rate_plan.estimate_bits / floats:.3f}")
         print(f"Weight SNR    : {fmt_db(_pooled_snr(tensors, result.recon)).strip()} dB")
         if any(len(c) for c in result.cus.values()):  # tensors coded with the tree
             print(f"Coding units  : {_cu_summary(result.cus)}")
