@@ -73,3 +73,20 @@ def test_a_target_below_the_coarsest_qp_takes_the_coarsest() -> None:
     cfg = Config.defaults()
     p = ratecontrol.plan(model, cfg, 8.0)  # 1 byte: impossible
     assert p.qp == ratecontrol.QP_MAX and not p.offsets and p.estimate_bits > 8.0
+
+
+def test_progress_line_only_on_a_terminal(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """(issue #18 item 6) tqdm's line on stderr when it is a terminal; quiet otherwise."""
+    bit = str(tmp_path / "x.bit")
+    assert encoder.main(["-b", bit]) == 0
+    quiet = capsys.readouterr()
+    assert quiet.err == "" and "conv1.weight" in quiet.out
+    import sys
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    assert encoder.main(["-b", bit]) == 0
+    shown = capsys.readouterr()
+    assert "encoding" in shown.err and "/8 tensors" in shown.err
+    lines = [ln for ln in shown.out.splitlines() if ln.startswith(("conv", "fc"))]
+    assert len(lines) == 8  # the report is whole, on stdout

@@ -143,6 +143,48 @@ def _print_tensor(s: codec.TensorStats, name_width: int = NAME_MIN) -> None:
     ], name_width), flush=True)
 
 
+class _Progress:
+    """A progress line on stderr (bytes of tensors done, MB/s, ETA, tensors done) while the
+    per-tensor report goes to stdout; only when stderr is a terminal (tqdm)."""
+
+    def __init__(self, tensors: dict[str, np.ndarray]) -> None:
+        from tqdm import tqdm
+
+        self.count, self.done = len(tensors), 0
+        self.bar = tqdm(total=sum(int(np.asarray(x).nbytes) for x in tensors.values()),
+                        unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr,
+                        leave=False, desc="encoding", dynamic_ncols=True,
+                        postfix=f"0/{self.count} tensors")
+
+    def step(self, line: str, nbytes: int) -> None:
+        self.bar.write(line, file=sys.stdout)
+        self.done += 1
+        self.bar.update(nbytes)
+        self.bar.set_postfix_str(f"{self.done}/{self.count} tensors")
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _progress_bar(tensors: dict[str, np.ndarray]) -> _Progress | None:
+    return _Progress(tensors) if sys.stderr.isatty() else None
+
+
+def _report_tensor(s: codec.TensorStats, bar: _Progress | None, name_width: int,
+                   sizes: dict[str, int]) -> None:
+    """One tensor's report line; on a terminal also a step of the progress line."""
+    if bar is None:
+        _print_tensor(s, name_width)
+        return
+    import contextlib
+    import io
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        _print_tensor(s, name_width)
+    bar.step(buf.getvalue().rstrip("\n"), sizes.get(s.name, 0))
+
+
 # the coding parameters printed together on a labelled line; a key missing here is
 # printed in the last group, "other"
 PARAM_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -257,7 +299,10 @@ def _main(argv: Sequence[str]) -> int:
         print(f"{PROG}: warning: RefModel '{escape_text(str(cfg['RefModel']))}' predicts "
               "nothing: no tensor of the model has a namesake of the same shape there (the "
               "model is coded without reference)", file=sys.stderr)
-    progress = partial(_print_tensor, name_width=name_width) if verbose else None
+    bar = _progress_bar(tensors) if verbose else None
+    sizes = {k: int(np.asarray(v).nbytes) for k, v in tensors.items()}
+    progress = (partial(_report_tensor, bar=bar, name_width=name_width, sizes=sizes)
+                if verbose else None)
     target = ratecontrol.target_bits(cfg, tensors)
     rate_plan = None
     if target is not None:
@@ -270,6 +315,8 @@ def _main(argv: Sequence[str]) -> int:
                                      importance=importance, ref_model=ref_model,
                                      qp_offsets=rate_plan.offsets if rate_plan else None)
     enc_seconds = time.perf_counter() - start
+    if bar is not None:
+        bar.close()
     write_bitstream(str(cfg["BitstreamFile"]), result.data)
     if cfg["ReconFile"]:
         write_model(str(cfg["ReconFile"]), result.recon, make_parents=True)
