@@ -323,3 +323,21 @@ def test_test_names_must_match_the_tests() -> None:
     assert app.split_tests("", "") == []
     with pytest.raises(ConfigError, match="TestName"):
         app.split_tests("a.cfg;b.cfg", "x")
+
+
+def test_worker_ends_itself_when_its_ce_is_gone() -> None:
+    """A CE killed with -9 cannot stop its workers: each ends itself when orphaned."""
+    import subprocess
+    import sys
+    import time
+
+    code = (
+        "import time\n"
+        "from nntm.ce import points\n"
+        "points._init_worker([], -1)  # -1: never our parent, as after the CE died\n"
+        "time.sleep(60)\n"
+    )
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", code], timeout=30, check=False)
+    assert proc.returncode == 1
+    assert time.perf_counter() - t0 < 20

@@ -39,6 +39,8 @@ import multiprocessing
 import os
 import platform
 import tempfile
+import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -231,10 +233,23 @@ class PointWorker:
 
 _WORKER: PointWorker | None = None
 
+PARENT_POLL_S = 1.0
+"""How often a worker checks that the CE process is still there."""
 
-def _init_worker(codecs: Sequence[Codec]) -> None:
+
+def _exit_when_orphaned(parent: int) -> None:
+    """A killed CE (``kill -9``) cannot stop its workers, and they would wait for work
+    forever: each worker ends itself once its parent is gone."""
+    while True:
+        time.sleep(PARENT_POLL_S)
+        if os.getppid() != parent:
+            os._exit(1)
+
+
+def _init_worker(codecs: Sequence[Codec], parent: int) -> None:
     global _WORKER
     _WORKER = PointWorker(codecs)
+    threading.Thread(target=_exit_when_orphaned, args=(parent,), daemon=True).start()
 
 
 def _compute_in_worker(task: PointTask) -> tuple[PointData, PointTiming]:
@@ -311,7 +326,7 @@ def _run_pool(
         max_workers=workers,
         mp_context=context,
         initializer=_init_worker,
-        initargs=(list(codecs),),
+        initargs=(list(codecs), os.getpid()),
     )
     try:
         futures = {pool.submit(_compute_in_worker, tasks[i]): i for i in todo}
