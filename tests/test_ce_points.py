@@ -97,6 +97,7 @@ def test_point_key_covers_model_and_evaluation() -> None:
         eval_version = "2"
 
     others.append(points.point_key(points.model_identity(Newer(), "aa"), codec, -30, True))
+    assert key["model"]["packages"] == {"numpy": np.__version__}
     assert len({digest(key), *(digest(k) for k in others)}) == 1 + len(others)
 
 

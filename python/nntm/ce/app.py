@@ -31,6 +31,7 @@ import datetime
 import os
 import platform
 import re
+import shlex
 import sys
 import time
 from collections.abc import Sequence
@@ -397,7 +398,7 @@ def run(cfg: Config, argv: Sequence[str]) -> int:
     def run_lines(final: bool) -> list[str]:
         computed = sum(1 for p in done.values() if not p.cached)
         lines = [
-            f"- command: `{' '.join([PROG, *argv])}`",
+            f"- command: `{shlex.join([PROG, *argv])}`",
             f"- machine: {platform.machine()}, {os.cpu_count()} CPUs, "
             f"Python {platform.python_version()}; run {started}",
             f"- jobs: {jobs}; point cache: "

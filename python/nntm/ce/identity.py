@@ -5,7 +5,9 @@
   default changes the key), plus the SHA-256 of every file one of its values names;
 - :func:`nntm_build_identity`: the NNTM codec that runs: the package version, the
   bitstream format version, the SHA-256 of the package's Python modules and of the
-  built C extension.
+  built C extension;
+- :func:`module_versions`: the installed versions of the packages an evaluation runs on
+  (numpy, torch, the model packages): another torch may give other metric values.
 
 Why the *built extension* and not the C sources: the extension is what runs; a C source
 edit that was not rebuilt (``pip install -e .``) does not change the results, and a rebuild
@@ -27,7 +29,7 @@ import hashlib
 import importlib.util
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,7 @@ __all__ = [
     "config_identity",
     "digest",
     "file_sha256",
+    "module_versions",
     "nntm_build_identity",
     "tensors_sha256",
 ]
@@ -93,6 +96,31 @@ def config_identity(config: Mapping[str, Any]) -> dict[str, Any]:
         if text and isinstance(config[key], str) and Path(text).is_file():
             files[key] = file_sha256(text)
     return {"config": values, "files": files}
+
+
+@functools.cache
+def _distributions() -> dict[str, list[str]]:
+    from importlib import metadata
+
+    return dict(metadata.packages_distributions())
+
+
+def module_versions(modules: Iterable[str]) -> dict[str, str]:
+    """``{module: version of the distribution that installs it}`` (``"none"`` if absent)."""
+    from importlib import metadata
+
+    out: dict[str, str] = {}
+    for module in modules:
+        top = module.split(".")[0]
+        version = "none"
+        for dist in (*_distributions().get(top, ()), top):
+            try:
+                version = metadata.version(dist)
+                break
+            except metadata.PackageNotFoundError:
+                continue
+        out[module] = version
+    return out
 
 
 def _python_sources_sha256(package_dir: Path) -> str:

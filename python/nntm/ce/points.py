@@ -5,8 +5,9 @@ function of its inputs, so its results (:class:`~nntm.ce.runner.PointData`: byte
 SNRs, metric values; never times) are kept in a :class:`PointCache` under a key of
 everything they depend on (:func:`point_key`):
 
-- the model: its name, the SHA-256 of its tensors (:func:`~nntm.ce.identity.tensors_sha256`)
-  and the adapter's ``eval_version``;
+- the model: its name, the SHA-256 of its tensors (:func:`~nntm.ce.identity.tensors_sha256`),
+  the adapter's ``eval_version`` and the installed versions of numpy and of the packages
+  the adapter needs (torch, the model packages);
 - the codec: for NNTM the resolved configuration (every key, the QP among them) with the
   SHA-256 of any file it names, and the NNTM build (package and format version, hashes of
   the Python modules and of the C extension); for NNCodec its installed version, the
@@ -48,7 +49,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from nntm.ce.identity import digest
+from nntm.ce.identity import digest, module_versions
 from nntm.ce.runner import MEASURE_VERSION, Codec, PointData, PointTiming, measure_point
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -85,16 +86,19 @@ def default_jobs() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def model_identity(adapter: ModelAdapter, tensors_sha256: str) -> dict[str, str]:
+def model_identity(adapter: ModelAdapter, tensors_sha256: str) -> dict[str, Any]:
+    """The model part of a point's key: name, tensors, evaluation version, and the
+    versions of numpy and of the packages the adapter runs on (``requires``)."""
     return {
         "name": adapter.name,
         "eval_version": str(adapter.eval_version),
         "tensors_sha256": tensors_sha256,
+        "packages": module_versions(("numpy", *adapter.requires)),
     }
 
 
 def point_key(
-    model: Mapping[str, str], codec: Mapping[str, Any], qp: int, evaluate: bool
+    model: Mapping[str, Any], codec: Mapping[str, Any], qp: int, evaluate: bool
 ) -> dict[str, Any]:
     """The cache key of one point (a JSON-able dict; its file name is its :func:`digest`)."""
     return {
