@@ -169,6 +169,7 @@ class PointCache:
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 f.write(text)
+            os.chmod(tmp, 0o644)  # mkstemp makes 0600; a shared cache is read by others
             os.replace(tmp, path)
         except BaseException:
             try:
