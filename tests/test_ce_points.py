@@ -342,3 +342,16 @@ def test_worker_ends_itself_when_its_ce_is_gone() -> None:
     proc = subprocess.run([sys.executable, "-c", code], timeout=30, check=False)
     assert proc.returncode == 1
     assert time.perf_counter() - t0 < 20
+
+
+def test_unusable_cache_folder_is_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _needs_digits()
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    rc = app.main(_ce(tmp_path, "out", f"--Cache={blocker / 'cache'}", "--Jobs=1"))
+    assert rc == 1
+    err = capsys.readouterr().err
+    assert "Cache: cannot use" in err and "--NoCache" in err
+    assert not (tmp_path / "out").exists()

@@ -361,6 +361,15 @@ def run(cfg: Config, argv: Sequence[str]) -> int:
     _log(f"{PROG}: {jobs} job(s); point cache "
          + (f"{cache.root}" if cache is not None else "off (NoCache)"))
 
+    if cache is not None:
+        try:
+            cache.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(
+                f"Cache: cannot use {cache.root} ({exc.strerror or exc}); "
+                "give another --Cache folder or --NoCache"
+            ) from None
+
     # -- the points, in report order: model, configuration, QP ---------------------
     tasks: list[PointTask] = []
     labels: list[tuple[str, str, str, int]] = []
