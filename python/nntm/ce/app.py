@@ -451,7 +451,8 @@ def run(cfg: Config, argv: Sequence[str]) -> int:
             if plots_wanted:
                 png = f"rd_{_safe(model)}.png"
                 report.plot_model(
-                    results / png, model, [done[i] for i in done if tasks[i].model == model]
+                    results / png, model,
+                    [done[i] for i in sorted(done) if tasks[i].model == model],  # task order
                 )
                 plots[model] = png
             write_reports(final=False)
