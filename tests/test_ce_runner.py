@@ -309,6 +309,7 @@ def test_ceapp_end_to_end_digits(tmp_path: Path, capsys: pytest.CaptureFixture[s
         f"--ResultsDir={out_dir}",
         "--Name=quick",
         f"--Plots={int(plots)}",
+        f"--Cache={tmp_path / 'cache'}",
     ]
     assert app.main(argv) == 0
     out = capsys.readouterr().out
@@ -338,7 +339,10 @@ def test_ceapp_end_to_end_digits(tmp_path: Path, capsys: pytest.CaptureFixture[s
 
 
 def test_point_row_has_every_column() -> None:
-    p = Point("m", "c", "anchor", -20, 100, 400, 20.0, 21.0, {"x": 1.0}, 0.5, 0.25, "x")
+    p = Point(
+        "m", "c", "anchor", -20, 100, 400, 20.0, 21.0, {"x": 1.0}, 0.5, 0.25, "x", cached=True
+    )
     row = p.row()
     assert row["bits"] == 800 and row["bits_per_param"] == 2.0 and row["x"] == 1.0
+    assert row["cached"] == 1 and row["enc_s"] == 0.5
     assert list(row)[: len(report.FIXED_COLUMNS)] == list(report.FIXED_COLUMNS)

@@ -5,14 +5,24 @@
     CEApp -c cfg/ce/ctc.cfg --Anchor=cfg/encoder_anchor.cfg --Test=cfg/encoder_xyz.cfg \\
           [--Models=minilm,mobilenetv2] [--ResultsDir=results/ce_x] [--Name=xyz]
     CEApp -c cfg/ce/ctc.cfg --Anchor=nncodec --Test=cfg/encoder_anchor.cfg
+    CEApp -c cfg/ce/ctc.cfg --Anchor=nncodec "--Test=cfg/a.cfg;cfg/b.cfg" --Jobs 2
 
 Options are HM-style (``-c`` cfg files layered, ``--Key=value`` wins); the
 lower-case spellings ``--anchor``, ``--test``, ``--models`` (any key, case
 insensitively) are accepted too.  For every model it codes the QP sweep of
-the anchor and of the test (``QPs`` for NNTM cfgs, ``NNCodecQPs`` for
+the anchor and of each test (``QPs`` for NNTM cfgs, ``NNCodecQPs`` for
 NNCodec), measures each point on the decoded tensors
 (:mod:`nntm.ce.runner`), and writes ``<Name>.md``, ``<Name>.csv`` and
-``rd_<model>.png`` to ``ResultsDir``; the BD table is printed at the end.
+``rd_<model>.png`` to ``ResultsDir``; the summary and the BD tables are
+printed at the end.
+
+Each (model, configuration, QP) point is a task (:mod:`nntm.ce.points`): its
+results are kept in the point cache (``Cache``, default ``~/.cache/nntm/ce``;
+``NoCache`` turns it off) under a key of everything they depend on, so an
+interrupted CE resumes where it stopped, an anchor is computed once per
+machine, and a changed cfg recomputes only the points it changes.  Missing
+points run in ``Jobs`` worker processes (default: every core); the report is
+the same as a serial run's except for its last section, the times.
 """
 
 from __future__ import annotations
@@ -21,6 +31,7 @@ import datetime
 import os
 import platform
 import re
+import shlex
 import sys
 import time
 from collections.abc import Sequence
@@ -49,7 +60,8 @@ CE_OPTIONS: tuple[Option, ...] = (
         "Test",
         "str",
         "",
-        "test: NNTM cfg file(s) separated by commas, or 'nncodec' (empty: anchor only)",
+        "tests separated by ';', each NNTM cfg file(s) separated by commas or 'nncodec' "
+        "(empty: anchor only)",
         group="app",
     ),
     Option(
@@ -60,7 +72,11 @@ CE_OPTIONS: tuple[Option, ...] = (
         group="app",
     ),
     Option(
-        "TestName", "str", "", "label of the test in tables (default: from its cfg)", group="app"
+        "TestName",
+        "str",
+        "",
+        "labels of the tests in tables, separated by ';' (default: from their cfgs)",
+        group="app",
     ),
     Option(
         "AnchorOptions",
@@ -73,7 +89,7 @@ CE_OPTIONS: tuple[Option, ...] = (
         "TestOptions",
         "str",
         "",
-        "extra NNTM options for the test, 'Key=value;Key=value'",
+        "extra NNTM options for every test, 'Key=value;Key=value'",
         group="app",
     ),
     Option(
@@ -133,6 +149,24 @@ CE_OPTIONS: tuple[Option, ...] = (
         "run each decoded model on its inputs (0: weight SNR only, no output metric)",
         group="app",
     ),
+    Option(
+        "Jobs",
+        "int",
+        0,
+        "worker processes computing points (0: one per core; 1: in this process)",
+        minimum=0,
+        maximum=4096,
+        group="app",
+    ),
+    Option(
+        "Cache",
+        "str",
+        "",
+        "point cache folder (default: $XDG_CACHE_HOME/nntm/ce or ~/.cache/nntm/ce)",
+        group="app",
+    ),
+    Option("NoCache", "bool", False, "compute every point; read and write no cache",
+           group="app"),
 )
 
 
@@ -216,21 +250,53 @@ def _log(line: str) -> None:
     print(line, flush=True)
 
 
+def split_tests(spec: str, names: str) -> list[tuple[str, str | None]]:
+    """``"a.cfg;b.cfg,c.cfg"`` and ``"x;y"`` -> ``[("a.cfg", "x"), ("b.cfg,c.cfg", "y")]``."""
+    specs = [t.strip() for t in spec.split(";") if t.strip()]
+    labels = [n.strip() for n in names.split(";")] if names.strip() else []
+    if labels and len(labels) != len(specs):
+        raise ConfigError(
+            f"TestName: {len(labels)} label(s) for {len(specs)} test(s); separate both by ';'"
+        )
+    return [(t, (labels[k] or None) if labels else None) for k, t in enumerate(specs)]
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process and of its finished children (the point workers)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+def _seconds(value: float) -> str:
+    if value >= 120.0:
+        return f"{value:.1f} s ({value / 60.0:.1f} min)"
+    return f"{value:.2f} s"
+
+
 def run(cfg: Config, argv: Sequence[str]) -> int:
     from nntm.ce import report
+    from nntm.ce.identity import tensors_sha256
     from nntm.ce.models import get_adapter
-    from nntm.ce.runner import NNCODEC, Codec, Point, make_codec, run_sweep
+    from nntm.ce.points import (
+        Outcome,
+        PointCache,
+        PointTask,
+        default_cache_dir,
+        default_jobs,
+        model_identity,
+        point_key,
+        run_points,
+    )
+    from nntm.ce.runner import NNCODEC, Codec, Point, make_codec, progress_line
 
+    wall0 = time.perf_counter()
+    cpu0 = _cpu_seconds()
     models = split_models(str(cfg["Models"]))
     models_explicit = cfg.source("Models") == "command line"
     model_cfg_dir = str(cfg["ModelCfgDir"]) or None
 
-    def build(role: str) -> Codec | None:
-        spec = str(cfg[role]).strip()
-        if not spec:
-            return None
+    def build(role: str, spec: str, label: str | None) -> Codec:
         overrides = parse_overrides(str(cfg[f"{role}Options"]), f"{role}Options")
-        label = str(cfg[f"{role}Name"]).strip() or None
         codec = make_codec(spec, name=label, model_cfg_dir=model_cfg_dir, overrides=overrides)
         ok, why = codec.available()
         if not ok:
@@ -239,15 +305,20 @@ def run(cfg: Config, argv: Sequence[str]) -> int:
             _log(f"{PROG}: note: {role} {codec.name}: {why}")
         return codec
 
-    anchor = build("Anchor")
-    if anchor is None:
+    anchor_spec = str(cfg["Anchor"]).strip()
+    if not anchor_spec:
         raise ConfigError("Anchor: no anchor given (an NNTM cfg file or 'nncodec')")
-    test = build("Test")
-    if test is not None and test.name == anchor.name:
-        anchor.name, test.name = f"{anchor.name}(anchor)", f"{test.name}(test)"
-    codecs: list[tuple[str, Codec]] = [("anchor", anchor)]
-    if test is not None:
-        codecs.append(("test", test))
+    anchor = build("Anchor", anchor_spec, str(cfg["AnchorName"]).strip() or None)
+    tests = [build("Test", spec, label)
+             for spec, label in split_tests(str(cfg["Test"]), str(cfg["TestName"]))]
+    for test in tests:
+        if test.name == anchor.name:
+            anchor.name, test.name = f"{anchor.name}(anchor)", f"{test.name}(test)"
+    names = [t.name for t in tests]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ConfigError(f"tests with the same label {', '.join(dupes)}: set TestName")
+    codecs: list[tuple[str, Codec]] = [("anchor", anchor)] + [("test", t) for t in tests]
 
     def qps_for(codec: Codec) -> tuple[int, ...]:
         key = "NNCodecQPs" if codec.spec == NNCODEC else "QPs"
@@ -272,87 +343,145 @@ def run(cfg: Config, argv: Sequence[str]) -> int:
         raise ConfigError(f"none of the models {', '.join(models)} is available here")
 
     results = Path(str(cfg["ResultsDir"]))
-    report_name = _safe(
-        str(cfg["Name"]).strip()
-        or (f"{test.name}_vs_{anchor.name}" if test is not None else anchor.name)
-    )
+    default_name = "_vs_".join([*(t.name for t in tests), anchor.name]) if tests else anchor.name
+    report_name = _safe(str(cfg["Name"]).strip() or default_name)
     method = str(cfg["BDMethod"])
+    evaluate = bool(cfg["Evaluate"])
+    jobs = int(cfg["Jobs"]) or default_jobs()  # type: ignore[call-overload]
+    cache = None if cfg["NoCache"] else PointCache(str(cfg["Cache"]) or default_cache_dir())
     plots_wanted = bool(cfg["Plots"])
     if plots_wanted and not report.matplotlib_available():
         _log(f"{PROG}: note: matplotlib is not installed; no RD plots (pip install matplotlib)")
         plots_wanted = False
 
     _log(f"{PROG}: anchor {anchor.describe()}, QPs {' '.join(map(str, qps_for(anchor)))}")
-    if test is not None:
+    for test in tests:
         _log(f"{PROG}: test   {test.describe()}, QPs {' '.join(map(str, qps_for(test)))}")
     _log(f"{PROG}: models {', '.join(a.name for a in adapters)}; results in {results}/")
+    _log(f"{PROG}: {jobs} job(s); point cache "
+         + (f"{cache.root}" if cache is not None else "off (NoCache)"))
 
-    t_start = time.perf_counter()
-    points: list[Point] = []
-    plots: dict[str, str] = {}
+    if cache is not None:
+        try:
+            cache.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(
+                f"Cache: cannot use {cache.root} ({exc.strerror or exc}); "
+                "give another --Cache folder or --NoCache"
+            ) from None
+
+    # -- the points, in report order: model, configuration, QP ---------------------
+    tasks: list[PointTask] = []
+    labels: list[tuple[str, str, str, int]] = []
+    for adapter in adapters:
+        model_id = None
+        if cache is not None:
+            model_id = model_identity(adapter, tensors_sha256(adapter.load()))
+        shift = qp_offsets.get(adapter.name, 0)
+        for index, (role, codec) in enumerate(codecs):
+            for qp in (q + shift for q in qps_for(codec)):
+                key = None
+                if model_id is not None:
+                    ident = codec.cache_identity(adapter.name, qp)
+                    key = None if ident is None else point_key(model_id, ident, qp, evaluate)
+                tasks.append(PointTask(adapter.name, index, qp, evaluate, key))
+                labels.append((adapter.name, codec.name, role, qp))
+
     model_names = [a.name for a in adapters]
     header = [
         f"- anchor: `{anchor.spec}` ({anchor.name})",
-        f"- test: `{test.spec}` ({test.name})" if test is not None else "- test: none",
+        *(f"- test: `{t.spec}` ({t.name})" for t in tests),
+        *([] if tests else ["- test: none"]),
         f"- models: {', '.join(model_names)}",
         f"- QPs: NNTM {' '.join(map(str, cfg['QPs']))}; "  # type: ignore[arg-type]
         f"NNCodec {' '.join(map(str, cfg['NNCodecQPs']))}",  # type: ignore[arg-type]
         f"- per-model QP offsets: {cfg['ModelQPOffsets'] or 'none'}",
         f"- BD method: {method}",
-        f"- command: `{' '.join([PROG, *argv])}`",
-        f"- machine: {platform.machine()}, {os.cpu_count()} CPUs, "
-        f"Python {platform.python_version()}; "
-        f"run {datetime.datetime.now().isoformat(timespec='seconds')}",
+        f"- output metrics: {'evaluated' if evaluate else 'not evaluated (Evaluate 0)'}",
     ]
+    started = datetime.datetime.now().isoformat(timespec="seconds")
+    done: dict[int, Point] = {}
+    left = {m: sum(1 for t in tasks if t.model == m) for m in model_names}
+    plots: dict[str, str] = {}
 
-    def write_reports() -> str:
+    def run_lines(final: bool) -> list[str]:
+        computed = sum(1 for p in done.values() if not p.cached)
+        lines = [
+            f"- command: `{shlex.join([PROG, *argv])}`",
+            f"- machine: {platform.machine()}, {os.cpu_count()} CPUs, "
+            f"Python {platform.python_version()}; run {started}",
+            f"- jobs: {jobs}; point cache: "
+            + (f"`{cache.root}`" if cache is not None else "off"),
+            f"- points: {len(done)} of {len(tasks)}: {computed} computed, "
+            f"{len(done) - computed} from the cache",
+        ]
+        if final:
+            lines.append(
+                f"- wall time {_seconds(time.perf_counter() - wall0)}, CPU time "
+                f"{_seconds(_cpu_seconds() - cpu0)} (this process and its workers)"
+            )
+        else:
+            lines.append("- run still going (partial report)")
+        return lines
+
+    def write_reports(final: bool) -> None:
+        complete = {m for m in model_names if left[m] == 0}
+        points = [done[i] for i in range(len(tasks)) if i in done and tasks[i].model in complete]
         md = report.markdown_report(
             points,
             anchor.name,
-            [test.name] if test is not None else [],
+            [t.name for t in tests],
             title=f"CE {report_name}",
             header_lines=header,
             method=method,
             models=model_names,
             plots=plots,
+            run_lines=run_lines(final),
         )
         report.write_atomic(results / f"{report_name}.md", md)
         report.write_csv(results / f"{report_name}.csv", points)
-        return md
 
-    for adapter in adapters:
-        tensors = adapter.load()
-        for role, codec in codecs:
-            shift = qp_offsets.get(adapter.name, 0)
-            points += run_sweep(
-                adapter,
-                codec,
-                tuple(qp + shift for qp in qps_for(codec)),
-                tensors=tensors,
-                role=role,
-                log=_log,
-                evaluate=bool(cfg["Evaluate"]),
-            )
-        if plots_wanted:
-            png = f"rd_{_safe(adapter.name)}.png"
-            report.plot_model(
-                results / png, adapter.name, [p for p in points if p.model == adapter.name]
-            )
-            plots[adapter.name] = png
-        write_reports()
-        del tensors
+    def on_done(index: int, outcome: Outcome) -> None:
+        model, config_name, role, qp = labels[index]
+        point = Point.build(model, config_name, role, qp, outcome.data, outcome.timing)
+        done[index] = point
+        _log(progress_line(point))
+        left[model] -= 1
+        if left[model] == 0:
+            if plots_wanted:
+                png = f"rd_{_safe(model)}.png"
+                report.plot_model(
+                    results / png, model,
+                    [done[i] for i in sorted(done) if tasks[i].model == model],  # task order
+                )
+                plots[model] = png
+            write_reports(final=False)
 
-    write_reports()
+    run_points(
+        tasks,
+        [c for _role, c in codecs],
+        adapters={a.name: a for a in adapters},
+        jobs=jobs,
+        cache=cache,
+        on_done=on_done,
+    )
+    write_reports(final=True)
+    points = [done[i] for i in range(len(tasks))]
+    computed = sum(1 for p in points if not p.cached)
     _log("")
-    if test is not None:
+    if tests:
         rows = report.bd_summary(
-            points, anchor.name, [test.name], method=method, models=model_names
+            points, anchor.name, [t.name for t in tests], method=method, models=model_names
         )
-        _log(report.bd_table_markdown(rows, method))
+        _log(report.summary_markdown(rows, method, model_names))
+        _log(report.bd_table_markdown(rows, method, times=True))
+    _log(f"{PROG}: points: {len(points)}: {computed} computed, "
+         f"{len(points) - computed} from the cache")
     _log(
         f"{PROG}: wrote {results / (report_name + '.md')}, {results / (report_name + '.csv')}"
         + (f" and {len(plots)} plot(s)" if plots else "")
-        + f" in {time.perf_counter() - t_start:.1f} s"
+        + f"; wall time {_seconds(time.perf_counter() - wall0)}, "
+        f"CPU time {_seconds(_cpu_seconds() - cpu0)}"
     )
     return 0
 

@@ -60,9 +60,18 @@ import numpy as np
 from nntm.ce.runner import Codec, Encoded, is_float_array
 from nntm.errors import BitstreamError, EncodeError, NntmError
 
-__all__ = ["NNCODEC_VERSION", "INSTALL_HINT", "NNCodecAnchor", "import_nncodec"]
+__all__ = [
+    "INSTALL_HINT",
+    "NNCODEC_VERSION",
+    "NNCodecAnchor",
+    "WRAPPER_VERSION",
+    "import_nncodec",
+]
 
 NNCODEC_VERSION = "2.1.3"
+WRAPPER_VERSION = "1"
+"""Version of this wrapper's framing and casts (part of the CE cache key of NNCodec points):
+raise it when a change here changes a stream or a decoded tensor."""
 INSTALL_HINT = "run `bash scripts/install_nncodec.sh` (see docs/ctc.md)"
 
 _INT32 = np.iinfo(np.int32)
@@ -343,6 +352,19 @@ class NNCodecAnchor(Codec):
     def args(self, qp: int, results_dir: str) -> dict[str, Any]:
         """The exact ``args`` given to ``nncodec.nn.encode``."""
         return {"qp": int(qp), "verbose": False, "results": results_dir, **self.extra_args}
+
+    def cache_identity(self, model: str, qp: int) -> dict[str, Any] | None:
+        """NNCodec's installed version, this wrapper's version and the exact arguments
+        (without the temporary results folder); NNCodec's own defaults come with its version."""
+        args = self.args(qp, "")
+        del args["results"]
+        return {
+            "kind": "nncodec",
+            "nncodec_version": installed_version() or "unknown",
+            "ctc_version": NNCODEC_VERSION,
+            "wrapper_version": WRAPPER_VERSION,
+            "args": json.loads(json.dumps(args, sort_keys=True, default=repr)),
+        }
 
     def encode(self, tensors: Mapping[str, np.ndarray], qp: int, model: str) -> Encoded:
         nn = import_nncodec()

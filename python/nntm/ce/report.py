@@ -9,7 +9,14 @@ From the :class:`~nntm.ce.runner.Point` list of a CE:
   its whole QP sweep).  The "overall" row is the arithmetic mean of the
   models' BD-rates (models with n/a left out) and the geometric mean of the
   time ratios, as in JVET CTC reports.
-- :func:`markdown_report` renders the BD table and one RD table per model.
+- :func:`summary_markdown` renders the per-tool summary (JVET style): one table per
+  metric, a row per test configuration (tool), a column per model and the overall mean.
+- :func:`markdown_report` renders the settings, the summary, the BD table per test and one
+  RD table per model: the *deterministic* part, the same for the same points whatever ran
+  them (serially, in worker processes, from the cache); then, under
+  :data:`RUN_HEADING`, what differs from run to run: the command, machine and date, the
+  CE's wall and CPU time, the encode/decode time ratios and every point's times
+  (:func:`deterministic_part` cuts the report there).
 - :func:`write_csv` writes every point, one row each.
 - :func:`plot_model` draws one PNG per model: bits/param on x, weight SNR
   (solid; normalised SNR dashed) in the left panel and the primary metric in
@@ -34,12 +41,18 @@ from nntm.ce.bdrate import BDResult, bd_metric, bd_rate
 from nntm.ce.runner import Point
 
 __all__ = [
+    "RUN_HEADING",
+    "TIME_COLUMNS",
     "BDRow",
     "bd_summary",
     "bd_table_markdown",
+    "deterministic_part",
     "markdown_report",
+    "point_times_markdown",
     "plot_model",
     "rd_table_markdown",
+    "summary_markdown",
+    "time_table_markdown",
     "write_atomic",
     "write_csv",
 ]
@@ -58,7 +71,16 @@ FIXED_COLUMNS = (
     "primary_metric",
     "enc_s",
     "dec_s",
+    "eval_s",
+    "cpu_s",
+    "cached",
 )
+
+TIME_COLUMNS = ("enc_s", "dec_s", "eval_s", "cpu_s", "cached")
+"""CSV columns that differ from run to run (the rest is a function of the points)."""
+
+RUN_HEADING = "## Run and times"
+"""The heading after which a report holds only what differs from run to run."""
 
 
 # ---------------------------------------------------------------------------
@@ -253,33 +275,46 @@ def _ratio_text(value: float | None) -> str:
     return "n/a" if value is None else f"{100.0 * value:.0f} %"
 
 
-def bd_table_markdown(rows: Sequence[BDRow], method: str = "pchip") -> str:
-    """The BD table as Markdown (one table per test config)."""
-    out: list[str] = []
+def _tests_of(rows: Sequence[BDRow]) -> list[str]:
     tests: list[str] = []
     for r in rows:
         if r.test not in tests:
             tests.append(r.test)
-    for test in tests:
+    return tests
+
+
+def bd_table_markdown(rows: Sequence[BDRow], method: str = "pchip", times: bool = False) -> str:
+    """The BD table as Markdown (one table per test config).
+
+    ``times`` adds the EncT/DecT columns (which differ from run to run).
+    """
+    out: list[str] = []
+    for test in _tests_of(rows):
         sub = [r for r in rows if r.test == test]
         anchor = sub[0].anchor
         out.append(f"BD-rate of **{test}** against **{anchor}** ({method}; negative = saving)")
         out.append("")
-        out.append(
+        head = (
             "| model | float params | BD-rate wSNR | BD-rate nSNR | BD-rate output "
-            "| output metric | BD-nSNR dB | EncT | DecT |"
+            "| output metric | BD-nSNR dB |"
         )
-        out.append("| --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: |")
+        rule = "| --- | ---: | ---: | ---: | ---: | --- | ---: |"
+        if times:
+            head += " EncT | DecT |"
+            rule += " ---: | ---: |"
+        out += [head, rule]
         notes: list[str] = []
         for r in sub:
             bd_m = r.value("bd_metric_snr_norm")
             name = f"**{r.model}**" if r.model == "overall" else r.model
-            out.append(
+            line = (
                 f"| {name} | {r.num_params:,} | {_pct(r.value('bd_snr'))} "
                 f"| {_pct(r.value('bd_snr_norm'))} | {_pct(r.value('bd_primary'))} "
-                f"| {r.primary_metric} | {_num(bd_m, 3) if bd_m is not None else 'n/a'} "
-                f"| {_ratio_text(r.enc_ratio)} | {_ratio_text(r.dec_ratio)} |"
+                f"| {r.primary_metric} | {_num(bd_m, 3) if bd_m is not None else 'n/a'} |"
             )
+            if times:
+                line += f" {_ratio_text(r.enc_ratio)} | {_ratio_text(r.dec_ratio)} |"
+            out.append(line)
             if r.model != "overall" and r.notes():
                 notes.append(f"- {r.model}: {r.notes()}")
         if notes:
@@ -292,18 +327,97 @@ def bd_table_markdown(rows: Sequence[BDRow], method: str = "pchip") -> str:
     return "\n".join(out)
 
 
+SUMMARY_METRICS = (
+    ("bd_primary", "output metric (each model's primary metric)"),
+    ("bd_snr_norm", "nSNR (per-tensor-normalised weight SNR)"),
+    ("bd_snr", "wSNR (pooled weight SNR)"),
+)
+
+
+def summary_markdown(
+    rows: Sequence[BDRow], method: str = "pchip", models: Sequence[str] | None = None
+) -> str:
+    """The per-tool summary (JVET style): per metric, tools x models BD-rates.
+
+    One table per metric of :data:`SUMMARY_METRICS`; a row per test configuration (tool),
+    a column per model (``models`` order) and "overall" (the mean over the models).
+    """
+    if not rows:
+        return "No BD-rate: the anchor and the tests have no model in common.\n"
+    tests = _tests_of(rows)
+    order = list(models) if models is not None else []
+    for r in rows:
+        if r.model != "overall" and r.model not in order:
+            order.append(r.model)
+    present = [m for m in order if any(r.model == m for r in rows)]
+    cells = {(r.test, r.model): r for r in rows}
+    anchor = rows[0].anchor
+    primaries = []
+    for m in present:
+        row = next(r for r in rows if r.model == m)
+        primaries.append(f"{m}: {row.primary_metric}")
+    out = [
+        f"BD-rates against **{anchor}** ({method}; negative = saving). "
+        f"Output metrics: {', '.join(primaries)}.",
+        "",
+    ]
+    for key, label in SUMMARY_METRICS:
+        out.append(f"BD-rate on {label}:")
+        out.append("")
+        out.append("| tool | " + " | ".join([*present, "**overall**"]) + " |")
+        out.append("| --- |" + " ---: |" * (len(present) + 1))
+        for test in tests:
+            line = [test]
+            for m in [*present, "overall"]:
+                r = cells.get((test, m))
+                line.append(_pct(r.value(key)) if r is not None else "")
+            out.append("| " + " | ".join(line) + " |")
+        out.append("")
+    return "\n".join(out)
+
+
+def time_table_markdown(rows: Sequence[BDRow]) -> str:
+    """EncT/DecT per tool and model: test time / anchor time over the QP sweep."""
+    if not rows:
+        return ""
+    tests = _tests_of(rows)
+    models: list[str] = []
+    for r in rows:
+        if r.model not in models and r.model != "overall":
+            models.append(r.model)
+    cols = [*models, "overall"]
+    cells = {(r.test, r.model): r for r in rows}
+    out = [
+        "EncT / DecT: test time / anchor time, each summed over its QP sweep "
+        "(overall: geometric mean).",
+        "",
+        "| tool | " + " | ".join(f"{m} EncT | {m} DecT" for m in cols) + " |",
+        "| --- |" + " ---: | ---: |" * len(cols),
+    ]
+    for test in tests:
+        line = [test]
+        for m in cols:
+            r = cells.get((test, m))
+            line += ["", ""] if r is None else [_ratio_text(r.enc_ratio),
+                                                _ratio_text(r.dec_ratio)]
+        out.append("| " + " | ".join(line) + " |")
+    out.append("")
+    return "\n".join(out)
+
+
 # ---------------------------------------------------------------------------
 # RD tables, CSV
 # ---------------------------------------------------------------------------
 
 
-def rd_table_markdown(model: str, points: Sequence[Point]) -> str:
-    """The RD table of one model: every point of every config."""
+def rd_table_markdown(model: str, points: Sequence[Point], times: bool = False) -> str:
+    """The RD table of one model: every point of every config (``times``: enc/dec seconds)."""
     keys = _metric_keys(points)
     primary = points[0].primary_metric if points else ""
     head = ["cfg", "QP", "bits/param", "wSNR dB", "nSNR dB"]
     head += [f"{k} (primary)" if k == primary else k for k in keys]
-    head += ["enc s", "dec s"]
+    if times:
+        head += ["enc s", "dec s"]
     out = [f"### {model}", "", "| " + " | ".join(head) + " |"]
     out.append("| --- | ---: |" + " ---: |" * (len(head) - 2))
     for p in points:
@@ -315,8 +429,31 @@ def rd_table_markdown(model: str, points: Sequence[Point]) -> str:
             _num(p.snr_norm_db),
         ]
         cells += [_num(p.metrics.get(k, math.nan), _metric_digits(k)) for k in keys]
-        cells += [f"{p.enc_s:.3f}", f"{p.dec_s:.3f}"]
+        if times:
+            cells += [f"{p.enc_s:.3f}", f"{p.dec_s:.3f}"]
         out.append("| " + " | ".join(cells) + " |")
+    out.append("")
+    return "\n".join(out)
+
+
+def point_times_markdown(points: Sequence[Point]) -> str:
+    """Every point's encode, decode, evaluation and CPU seconds; cached ones marked."""
+    out = [
+        "| model | cfg | QP | enc s | dec s | eval s | CPU s | |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for p in points:
+        out.append(
+            f"| {p.model} | {p.config} | {p.qp} | {p.enc_s:.3f} | {p.dec_s:.3f} "
+            f"| {p.eval_s:.3f} | {p.cpu_s:.3f} | {'cached' if p.cached else ''} |"
+        )
+    n_cached = sum(p.cached for p in points)
+    if n_cached:
+        out.append("")
+        out.append(
+            f"{n_cached} of {len(points)} points came from the point cache: their times are "
+            "those of the run that computed them."
+        )
     out.append("")
     return "\n".join(out)
 
@@ -327,14 +464,18 @@ def _cell(value: object) -> str:
     return str(value)
 
 
-def csv_text(points: Sequence[Point]) -> str:
-    """Every point as CSV: the fixed columns, then every metric seen."""
-    columns = list(FIXED_COLUMNS) + _metric_keys(points)
+def csv_text(points: Sequence[Point], times: bool = True) -> str:
+    """Every point as CSV: the fixed columns, then every metric seen.
+
+    ``times=False`` leaves out :data:`TIME_COLUMNS` (what differs from run to run).
+    """
+    fixed = [c for c in FIXED_COLUMNS if times or c not in TIME_COLUMNS]
+    columns = fixed + _metric_keys(points)
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=columns, restval="", lineterminator="\n")
     writer.writeheader()
     for p in points:
-        writer.writerow({k: _cell(v) for k, v in p.row().items()})
+        writer.writerow({k: _cell(v) for k, v in p.row().items() if k in columns})
     return buf.getvalue()
 
 
@@ -351,27 +492,37 @@ def markdown_report(
     method: str = "pchip",
     models: Sequence[str] | None = None,
     plots: dict[str, str] | None = None,
+    run_lines: Sequence[str] = (),
 ) -> str:
-    """The whole Markdown report: header, BD table, RD tables (and plot links)."""
+    """The whole Markdown report.
+
+    Deterministic part: title, ``header_lines`` (settings), the per-tool summary, the BD
+    table of each test, the RD tables (and plot links).  Then :data:`RUN_HEADING` with
+    ``run_lines`` (command, machine, wall and CPU time, ...), the time ratios and every
+    point's times.
+    """
     rows = bd_summary(points, anchor, tests, method=method, models=models)
     groups = _groups(points)
     out = [f"# {title}", ""]
     out.extend(header_lines)
     if header_lines:
         out.append("")
+    out.append("## Summary")
+    out.append("")
+    out.append(summary_markdown(rows, method, models))
     out.append("## BD-rate")
     out.append("")
     out.append(bd_table_markdown(rows, method))
     out.append(
         "wSNR: weight SNR pooled over all float tensors; nSNR: per-tensor-normalised SNR "
         "(each tensor scaled to unit energy); output: the model's primary output metric. "
-        "EncT/DecT: test time / anchor time, each summed over its QP sweep. "
-        "Overall: mean BD-rate over models, geometric mean of time ratios."
+        "Overall: mean BD-rate over models."
     )
     out.append("")
     out.append("## RD points")
     out.append("")
-    for model in models if models is not None else list(groups):
+    model_order = models if models is not None else list(groups)
+    for model in model_order:
         if model not in groups:
             continue
         pts = [p for cfg_pts in groups[model].values() for p in cfg_pts]
@@ -379,7 +530,22 @@ def markdown_report(
         if plots and model in plots:
             out.append(f"![RD curves of {model}]({plots[model]})")
             out.append("")
+    out.append(RUN_HEADING)
+    out.append("")
+    out.extend(run_lines)
+    if run_lines:
+        out.append("")
+    if rows:
+        out.append(time_table_markdown(rows))
+    ordered = [p for m in model_order if m in groups for pts in groups[m].values() for p in pts]
+    out.append(point_times_markdown(ordered))
     return "\n".join(out).rstrip() + "\n"
+
+
+def deterministic_part(report_text: str) -> str:
+    """The part of a report before :data:`RUN_HEADING`: the same for the same points."""
+    head, _sep, _tail = report_text.partition("\n" + RUN_HEADING + "\n")
+    return head
 
 
 # ---------------------------------------------------------------------------

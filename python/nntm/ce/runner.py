@@ -17,7 +17,13 @@ QP and measures, on the *decoded* tensors:
   the pooled figure hides what happens to the weights; the normalised one
   gives every tensor the same say (docs/ctc.md);
 - every metric of the model adapter's ``evaluate`` on the decoded tensors;
-- encode and decode wall time (the only non-deterministic numbers).
+- encode, decode and evaluation wall time and the point's CPU time (the only
+  non-deterministic numbers; kept apart from the results, :class:`PointTiming`).
+
+A point is a pure function of its inputs (the model's tensors, the codec's
+resolved configuration and build, the QP, the evaluation): :func:`measure_point`
+returns its results as :class:`PointData` and its times as :class:`PointTiming`,
+so that :mod:`nntm.ce.points` can cache the one and report the other.
 
 For NNTM the decoded tensors must equal the encoder's reconstruction bit for
 bit; a mismatch raises :class:`~nntm.errors.NntmError`.
@@ -46,10 +52,14 @@ __all__ = [
     "NEGLIGIBLE_RMS_RATIO",
     "NNCODEC",
     "Codec",
+    "MEASURE_VERSION",
     "NntmCodec",
     "Point",
+    "PointData",
+    "PointTiming",
     "is_float_array",
     "make_codec",
+    "measure_point",
     "run_sweep",
     "WeightSNR",
     "weight_snr",
@@ -57,6 +67,11 @@ __all__ = [
 
 NNCODEC = "nncodec"
 """The codec spec that selects NNCodec instead of an NNTM cfg."""
+
+MEASURE_VERSION = "1"
+"""Version of what :func:`measure_point` measures on a decoded model (rate, weight SNRs, the
+decoder check).  Part of every cache key (:mod:`nntm.ce.points`): raise it when a change here
+changes a number of a point, so that no cached point of the old rule is reused."""
 
 Log = Callable[[str], None]
 
@@ -184,6 +199,15 @@ class Codec(abc.ABC):
     def describe(self) -> str:
         return f"{self.name} ({self.spec})"
 
+    def cache_identity(self, model: str, qp: int) -> dict[str, Any] | None:
+        """Everything a point's result depends on besides the model and the evaluation.
+
+        A JSON-able dict (the codec's resolved settings at ``qp`` for ``model``, its version
+        or build), part of the point's cache key (:mod:`nntm.ce.points`); ``None`` (the
+        default) means the codec's points are never cached.
+        """
+        return None
+
 
 class NntmCodec(Codec):
     """NNTM with a stack of cfg files (later files win), QP set per point.
@@ -256,6 +280,19 @@ class NntmCodec(Codec):
             [str(f) for f in self.files_for(model)], overrides={**self.overrides, "QP": qp}
         )
 
+    def cache_identity(self, model: str, qp: int) -> dict[str, Any] | None:
+        """The resolved config (every key, so a changed default changes it), the SHA-256 of
+        every file a value names (importance maps, a reference model), and the NNTM build
+        (:func:`nntm.ce.identity.nntm_build_identity`).  Not the cfg file names: two cfgs
+        that resolve to the same values share their points."""
+        from nntm.ce.identity import config_identity, nntm_build_identity
+
+        return {
+            "kind": "nntm",
+            **config_identity(self.config(qp, model)),
+            "build": nntm_build_identity(),
+        }
+
     def available(self) -> tuple[bool, str]:
         import nntm
 
@@ -299,9 +336,78 @@ def make_codec(
 # ---------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class PointData:
+    """The results of one point: a pure function of its inputs (what the cache keeps)."""
+
+    bytes: int
+    num_params: int
+    snr_db: float
+    snr_norm_db: float
+    metrics: dict[str, float]
+    primary_metric: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "bytes": self.bytes,
+            "num_params": self.num_params,
+            "snr_db": self.snr_db,
+            "snr_norm_db": self.snr_norm_db,
+            "metrics": [[k, v] for k, v in self.metrics.items()],  # in the adapter's order
+            "primary_metric": self.primary_metric,
+        }
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> PointData:
+        """The inverse of :meth:`to_json`; raises KeyError/TypeError/ValueError when malformed."""
+        metrics = doc["metrics"]
+        if not isinstance(metrics, list) or not all(
+            isinstance(m, list) and len(m) == 2 for m in metrics
+        ):
+            raise TypeError("metrics is not a list of [name, value] pairs")
+        return cls(
+            bytes=int(doc["bytes"]),
+            num_params=int(doc["num_params"]),
+            snr_db=float(doc["snr_db"]),
+            snr_norm_db=float(doc["snr_norm_db"]),
+            metrics={str(k): float(v) for k, v in metrics},
+            primary_metric=str(doc["primary_metric"]),
+        )
+
+
+@dataclass(frozen=True)
+class PointTiming:
+    """The times of one point, as measured when it was computed (they differ per run)."""
+
+    enc_s: float = 0.0
+    dec_s: float = 0.0
+    eval_s: float = 0.0
+    cpu_s: float = 0.0
+    cached: bool = False
+
+    def to_json(self) -> dict[str, float]:
+        return {"enc_s": self.enc_s, "dec_s": self.dec_s, "eval_s": self.eval_s,
+                "cpu_s": self.cpu_s}
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any], cached: bool = False) -> PointTiming:
+        return cls(
+            enc_s=float(doc.get("enc_s", 0.0)),
+            dec_s=float(doc.get("dec_s", 0.0)),
+            eval_s=float(doc.get("eval_s", 0.0)),
+            cpu_s=float(doc.get("cpu_s", 0.0)),
+            cached=cached,
+        )
+
+
 @dataclass
 class Point:
-    """One coded point of an RD curve."""
+    """One coded point of an RD curve.
+
+    ``enc_s``, ``dec_s``, ``eval_s`` and ``cpu_s`` are the times of the run that computed
+    it; ``cached`` says it came from the point cache (its times are then those of that
+    earlier run).
+    """
 
     model: str
     config: str
@@ -315,6 +421,32 @@ class Point:
     enc_s: float = 0.0
     dec_s: float = 0.0
     primary_metric: str = ""
+    eval_s: float = 0.0
+    cpu_s: float = 0.0
+    cached: bool = False
+
+    @classmethod
+    def build(
+        cls, model: str, config: str, role: str, qp: int, data: PointData, timing: PointTiming
+    ) -> Point:
+        """A point of the CE from its labels, its results and its times."""
+        return cls(
+            model=model,
+            config=config,
+            role=role,
+            qp=int(qp),
+            bytes=data.bytes,
+            num_params=data.num_params,
+            snr_db=data.snr_db,
+            snr_norm_db=data.snr_norm_db,
+            metrics=dict(data.metrics),
+            enc_s=timing.enc_s,
+            dec_s=timing.dec_s,
+            primary_metric=data.primary_metric,
+            eval_s=timing.eval_s,
+            cpu_s=timing.cpu_s,
+            cached=timing.cached,
+        )
 
     @property
     def bits(self) -> int:
@@ -344,6 +476,9 @@ class Point:
             "primary_metric": self.primary_metric,
             "enc_s": self.enc_s,
             "dec_s": self.dec_s,
+            "eval_s": self.eval_s,
+            "cpu_s": self.cpu_s,
+            "cached": int(self.cached),
         }
         out.update(self.metrics)
         return out
@@ -396,7 +531,40 @@ def progress_line(p: Point) -> str:
         f"[{p.model}] {p.config:<16s} QP {p.qp:4d}  {p.bits_per_param:7.4f} bits/param  "
         f"SNR {_fmt(p.snr_db):>6s} dB  nSNR {_fmt(p.snr_norm_db):>6s} dB  "
         f"{p.primary_metric} {_fmt(p.primary, 4):>8s}  enc {p.enc_s:7.2f} s  dec {p.dec_s:6.2f} s"
+        + ("  (cached)" if p.cached else "")
     )
+
+
+def measure_point(
+    adapter: ModelAdapter,
+    codec: Codec,
+    qp: int,
+    tensors: Mapping[str, np.ndarray],
+    evaluate: bool = True,
+) -> tuple[PointData, PointTiming]:
+    """Code one model at one QP, decode, check and measure it: (results, times)."""
+    cpu0 = time.process_time()
+    t0 = time.perf_counter()
+    enc = codec.encode(tensors, qp, adapter.name)
+    t1 = time.perf_counter()
+    decoded = codec.decode(enc.data)
+    t2 = time.perf_counter()
+    _check_decoded(adapter.name, codec, qp, tensors, decoded, enc.recon)
+    w = weight_snr(tensors, decoded)
+    metrics: dict[str, float] = {}
+    if evaluate:
+        metrics = {k: float(v) for k, v in adapter.evaluate(decoded).items()}
+    t3 = time.perf_counter()
+    data = PointData(
+        bytes=len(enc.data),
+        num_params=w.num_params,
+        snr_db=w.pooled_db,
+        snr_norm_db=w.normalised_db,
+        metrics=metrics,
+        primary_metric=adapter.primary_metric,
+    )
+    timing = PointTiming(t1 - t0, t2 - t1, t3 - t2, time.process_time() - cpu0)
+    return data, timing
 
 
 def run_point(
@@ -408,30 +576,8 @@ def run_point(
     evaluate: bool = True,
 ) -> Point:
     """Code one model at one QP and measure it on the decoded tensors."""
-    t0 = time.perf_counter()
-    enc = codec.encode(tensors, qp, adapter.name)
-    t1 = time.perf_counter()
-    decoded = codec.decode(enc.data)
-    t2 = time.perf_counter()
-    _check_decoded(adapter.name, codec, qp, tensors, decoded, enc.recon)
-    w = weight_snr(tensors, decoded)
-    metrics: dict[str, float] = {}
-    if evaluate:
-        metrics = {k: float(v) for k, v in adapter.evaluate(decoded).items()}
-    return Point(
-        model=adapter.name,
-        config=codec.name,
-        role=role,
-        qp=int(qp),
-        bytes=len(enc.data),
-        num_params=w.num_params,
-        snr_db=w.pooled_db,
-        snr_norm_db=w.normalised_db,
-        metrics=metrics,
-        enc_s=t1 - t0,
-        dec_s=t2 - t1,
-        primary_metric=adapter.primary_metric,
-    )
+    data, timing = measure_point(adapter, codec, qp, tensors, evaluate=evaluate)
+    return Point.build(adapter.name, codec.name, role, qp, data, timing)
 
 
 def run_sweep(

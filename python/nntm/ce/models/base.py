@@ -91,6 +91,12 @@ class ModelAdapter(abc.ABC):
     requires: ClassVar[tuple[str, ...]] = ()
     """Importable modules the adapter needs (checked without importing them)."""
 
+    eval_version: ClassVar[str] = "1"
+    """Version of what the adapter measures: evaluation inputs and metrics, calibration
+    inputs and importance maps.  Part of every CE point's cache key (:mod:`nntm.ce.points`;
+    the tensors are hashed themselves): raise it in the adapter whenever a change makes
+    :meth:`evaluate` or the maps give other numbers for the same tensors."""
+
     def available(self) -> tuple[bool, str]:
         """``(True, "")`` when the model can be loaded and evaluated here, else ``(False, why)``.
 

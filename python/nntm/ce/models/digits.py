@@ -100,6 +100,7 @@ class DigitsAdapter(ModelAdapter):
     name: ClassVar[str] = "digits"
     primary_metric: ClassVar[str] = "accuracy"
     metric_keys: ClassVar[tuple[str, ...]] = ("accuracy", "acc_drop")
+    eval_version: ClassVar[str] = "1"  # raise when evaluate() or the maps change
 
     def __init__(self) -> None:
         self._tensors: dict[str, np.ndarray] | None = None

@@ -216,6 +216,7 @@ class MiniLMAdapter(ModelAdapter):
     name: ClassVar[str] = "minilm"
     primary_metric: ClassVar[str] = "cos_db"
     metric_keys: ClassVar[tuple[str, ...]] = ("cos_db", "cos_mean", "cos_min")
+    eval_version: ClassVar[str] = "1"  # raise when evaluate() or the maps change
     requires: ClassVar[tuple[str, ...]] = ("torch", "tokenizers", PACKAGE)
 
     def __init__(self) -> None:

@@ -242,6 +242,7 @@ class MobileNetV2Adapter(ModelAdapter):
     name: ClassVar[str] = "mobilenetv2"
     primary_metric: ClassVar[str] = "kl_db"
     metric_keys: ClassVar[tuple[str, ...]] = ("kl_db", "kl_mean", "agree_top1")
+    eval_version: ClassVar[str] = "1"  # raise when evaluate() or the maps change
     requires: ClassVar[tuple[str, ...]] = ("torch", "skimage", PACKAGE)
 
     def __init__(self) -> None:

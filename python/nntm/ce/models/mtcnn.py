@@ -217,6 +217,7 @@ class MTCNNAdapter(ModelAdapter):
         "auc_rnet",
         "auc_onet",
     )
+    eval_version: ClassVar[str] = "1"  # raise when evaluate() or the maps change
     requires: ClassVar[tuple[str, ...]] = ("torch", "skimage")
 
     def __init__(self) -> None:
