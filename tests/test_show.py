@@ -29,6 +29,16 @@ def quick_start_stream(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return bit
 
 
+@pytest.fixture(scope="module")
+def level_stream(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The example at the default cfg without dependent quantization: whole-step weights."""
+    bit = tmp_path_factory.mktemp("show_levels") / "digits.bit"
+    argv = ["-c", str(CFG / "encoder_default.cfg"), "--DepQuant=0", "-b", str(bit),
+            "--Verbose=0"]
+    assert encoder.main(argv) == 0
+    return bit
+
+
 def _parameter_sets(data: bytes) -> dict[str, hls.TensorParameterSet]:
     units = hls.split_units(data)
     mps = hls.parse_model_parameter_set(units[0])
@@ -80,8 +90,8 @@ def test_missing_matplotlib_is_one_clean_line(
     assert not png.exists()
 
 
-def test_raster_image_is_the_level_map(quick_start_stream: Path) -> None:
-    data = quick_start_stream.read_bytes()
+def test_raster_image_is_the_level_map(level_stream: Path) -> None:
+    data = level_stream.read_bytes()
     decoded = codec.decode(data)
     tps = _parameter_sets(data)["fc1.weight"]
     assert tps.coding_mode == hls.CodingMode.QUANTIZED and tps.tree_type == 0
@@ -129,7 +139,8 @@ def test_draws_raster_coded_tensor_of_quick_start_stream(
 ) -> None:
     png = tmp_path / "pictures" / f"{tensor}.png"  # a missing folder is made
     out = _draw(capsys, quick_start_stream, tensor, png)
-    assert f"|level| of '{tensor}'" in out
+    # the default cfg uses dependent quantization: weights are not whole steps
+    assert f"|weight| / step of '{tensor}'" in out
 
 
 def test_unwritable_picture_is_a_clean_error(
