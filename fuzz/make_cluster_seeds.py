@@ -47,7 +47,8 @@ def main(argv: list[str]) -> int:
     n = 0
     for entry in suite.streams:
         data = suite.file(entry.bitstream).read_bytes()
-        for i, case in enumerate(conformance.kernel_cases(data)):
+        ref = conformance.load_ref_model(suite, entry)  # streams with predicted tensors
+        for i, case in enumerate(conformance.kernel_cases(data, ref)):
             if case.coding_mode == hls.CodingMode.CLUSTERED and case.params is not None:
                 blob = case_bytes(case.params, case.data)
                 if blob is not None:

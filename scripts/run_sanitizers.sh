@@ -9,11 +9,19 @@
 #    QUANTIZED tensor of every stream to the sanitized decoder and checks the MD5s
 #    against the hash units and the .md5 files (no LD_PRELOAD into Python: the
 #    sanitized code runs in its own process);
-# 4. decodes the fuzzing regression corpus fuzz/corpus/kernel/ (corrupt and truncated
-#    payloads found by the fuzzer) under the sanitizers: any report fails the job.
+# 4. decodes the fuzzing regression corpora fuzz/corpus/kernel/ (kernel cases) and
+#    fuzz/corpus/cluster/ (clustered tensor cases, fuzz/cluster_check.c), corrupt and
+#    truncated payloads found by the fuzzers, under the sanitizers: any report fails;
+# 5. the Python decoder on the sanitized C core: builds the cffi extension with
+#    ASan+UBSan into build-asan/py/nntm/ (next to a copy of python/nntm; the in-place
+#    extension of pip install -e is not touched), checks that it is the one imported and
+#    that ASan is live in it (a deliberate overflow must be reported), then runs the
+#    decoding tests with the ASan runtime preloaded (LD_PRELOAD) and leak detection off
+#    (CPython does not free everything at exit).
 #
 # Needs cmake, a C compiler with -fsanitize=address,undefined (gcc or clang; CC picks
-# one), python3 and the nntm package (pip install -e .).  Takes well under a minute.
+# one), python3 and the nntm package with its test extras (pip install -e ".[test]").
+# Takes about 3 minutes on 2 cores under load: ctest and step 5 (PY_TESTS picks its tests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CC=${CC:-cc}
@@ -45,4 +53,70 @@ if [ ${#corpus[@]} -gt 0 ]; then
   printf '%s\0' "${corpus[@]}" | xargs -0 -n 200 build-asan/kernel_check --errors-ok
 fi
 echo "${#corpus[@]} corpus inputs decoded cleanly"
+
+echo "== fuzz/cluster_check.c: cluster seeds and regression corpus (fuzz/corpus/cluster/)"
+# shellcheck disable=SC2086
+"$CC" -std=c11 -g -O1 $SAN -ffp-contract=off -Wall -Wextra -Werror \
+  -Ilib/include -Ilib fuzz/cluster_check.c build-asan/libnntm.a -lm -o build-asan/cluster_check
+rm -rf build-asan/cluster-seeds
+python3 fuzz/make_cluster_seeds.py build-asan/cluster-seeds
+build-asan/cluster_check build-asan/cluster-seeds/*   # the conformance tensors must decode
+ccorpus=(fuzz/corpus/cluster/*)
+if [ ${#ccorpus[@]} -gt 0 ]; then
+  printf '%s\0' "${ccorpus[@]}" | xargs -0 -n 200 build-asan/cluster_check --errors-ok
+fi
+echo "${#ccorpus[@]} cluster corpus inputs decoded cleanly"
+
+echo "== the Python decoder on the C core built with ASan+UBSan (build-asan/py/)"
+py=build-asan/py
+root=$PWD
+rm -rf "$py" && mkdir -p "$py"
+cp -r python/nntm "$py/nntm"
+rm -rf "$py"/nntm/*.so "$py"/nntm/__pycache__ "$py"/nntm/*/__pycache__
+# CFLAGS/LDFLAGS come after Python's own flags: -fno-wrapv undoes its -fwrapv, so that
+# UBSan sees signed overflow.  The build runs in $py (the source paths are absolute).
+(cd "$py" && CC="$CC" CFLAGS="-fno-wrapv $SAN" LDFLAGS="-fsanitize=address,undefined" \
+  python3 -c "import sys; sys.path.insert(0, sys.argv[1])
+from _build_ffi import ffibuilder
+ffibuilder.compile(tmpdir='.')" "$root/python/nntm" >/dev/null)
+so=$(ls "$py"/nntm/_nntm_c*.so)
+nm -D "$so" | grep __asan_report >/dev/null || { echo "$so: no ASan instrumentation"; exit 1; }
+# the ASan runtime: the one the extension links (gcc), else the compiler's (clang)
+asan_rt=$(ldd "$so" | awk '/libasan|libclang_rt.asan/ {print $3; exit}')
+if [ -z "$asan_rt" ]; then
+  asan_rt=$("$CC" -print-file-name=libclang_rt.asan-x86_64.so)
+fi
+[ -f "$asan_rt" ] || { echo "no ASan runtime found for $so"; exit 1; }
+run_asan() {
+  PYTHONPATH="$root/$py${PYTHONPATH:+:$PYTHONPATH}" LD_PRELOAD="$asan_rt" \
+    ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 "$@"
+}
+loaded=$(run_asan python3 -c "import nntm._nntm_c as m; print(m.__file__)")
+echo "extension: $loaded (ASan runtime $asan_rt)"
+[ "$(realpath "$loaded")" = "$(realpath "$so")" ] || { echo "not the sanitized extension"; exit 1; }
+# ASan must be live in it: 16 float32 samples into a 4-byte malloc must be reported.
+if run_asan python3 - >/dev/null 2>build-asan/py-canary.log <<'PYEOF'
+import ctypes
+
+from nntm._nntm_c import ffi, lib
+
+p = ffi.new("nntm_kernel_params *")
+p.rows, p.cols, p.num_gt_flags = 4, 4, 1
+libc = ctypes.CDLL(None)
+libc.malloc.restype = ctypes.c_void_p
+out = ffi.cast("void *", libc.malloc(4))
+lib.nntm_reconstruct(p, ffi.new("int32_t[]", 16), 16, 0, ffi.NULL, out)
+PYEOF
+then
+  echo "the deliberate overflow went unreported: ASan is not active"; exit 1
+fi
+grep -q "heap-buffer-overflow" build-asan/py-canary.log || {
+  cat build-asan/py-canary.log; echo "the deliberate overflow: no ASan report"; exit 1; }
+echo "ASan live in the extension (the deliberate overflow was reported)"
+# the tests that decode (and encode) through the C core: about 1 min under ASan
+PY_TESTS=${PY_TESTS:-tests/test_codec.py tests/test_conformance.py tests/test_cluster.py
+  tests/test_core.py tests/test_prediction.py tests/test_intra.py tests/test_row_pred.py
+  tests/test_dq32.py tests/test_suffix_ctx.py tests/test_prob_window.py}
+# shellcheck disable=SC2086
+run_asan python3 -m pytest -q -x -p no:cacheprovider $PY_TESTS
 echo "== sanitizers: all clean"
