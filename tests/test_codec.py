@@ -365,10 +365,8 @@ def test_unsupported_dtype_raises_encode_error(value: np.ndarray) -> None:
 def test_other_bad_input_raises_encode_error() -> None:
     with pytest.raises(EncodeError):
         codec.encode({"": np.ones(3, np.float32)}, cfg())
-    with pytest.raises(EncodeError, match="big"):
-        codec.encode({"big": np.array([[1e39, 1.0]], dtype=np.float64)}, cfg())
-    with pytest.raises(EncodeError, match="tensor 'w'"):  # level beyond 2^30 - 1
-        codec.encode({"w": np.array([[3e38, 1.0]], dtype=np.float32)}, cfg(QP=-28))
+    # float64 weights beyond float32's range and levels beyond 2^30 - 1 are no longer
+    # errors: the encoder falls back (tests/test_fallback.py)
 
 
 # ------------------------------------------------------------------ corrupt streams

@@ -119,6 +119,16 @@ def _print_tensor(s: codec.TensorStats, name_width: int = NAME_MIN) -> None:
     ], name_width), flush=True)
 
 
+def _progress(s: codec.TensorStats, name_width: int, verbose: int) -> None:
+    """A tensor just coded: its table line (Verbose >= 1), and a warning on stderr when the
+    encoder could not code it as asked (always)."""
+    if verbose:
+        _print_tensor(s, name_width)
+    if s.note:
+        print(f"{PROG}: warning: tensor '{escape_text(s.name)}': {s.note}", file=sys.stderr,
+              flush=True)
+
+
 # the coding parameters printed together on a labelled line; a key missing here is
 # printed in the last group, "other"
 PARAM_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -233,7 +243,7 @@ def _main(argv: Sequence[str]) -> int:
         print(f"{PROG}: warning: RefModel '{escape_text(str(cfg['RefModel']))}' predicts "
               "nothing: no tensor of the model has a namesake of the same shape there (the "
               "model is coded without reference)", file=sys.stderr)
-    progress = partial(_print_tensor, name_width=name_width) if verbose else None
+    progress = partial(_progress, name_width=name_width, verbose=verbose)
     result = codec.encode_with_recon(tensors, cfg, source, progress=progress,
                                      importance=importance, ref_model=ref_model)
     enc_seconds = time.perf_counter() - start
