@@ -19,7 +19,7 @@ from .arrange import Arrangement, from_kernel, kernel_shape, to_kernel
 from .classes import TREE_TYPES, Classifier, intra_problem, search_params
 from .config import Config
 from .errors import BitstreamError, ConfigError, CoreError, EncodeError, HashMismatchError
-from .memory import DEFAULT_MAX_EXPANSION, check_budget
+from .memory import DEFAULT_MAX_EXPANSION, check_budget, default_max_memory
 
 
 @dataclass
@@ -97,6 +97,7 @@ class DecodeResult:
     stream_ok: bool | None = None
     version: tuple[int, int] = (hls.FORMAT_VERSION_MAJOR, hls.FORMAT_VERSION_MINOR)
     stream_md5: str = ""  # the MD5 of every unit before end_of_stream, as decoded
+    container: hls.Container | None = None  # [1.7] what rebuilds the source file
 
     @property
     def ok(self) -> bool:
@@ -220,8 +221,13 @@ def encode_with_recon(
     progress: Callable[[TensorStats], None] | None = None,
     importance: Mapping[str, np.ndarray] | None = None,
     ref_model: Mapping[str, np.ndarray] | None = None,
+    container: hls.Container | None = None,
 ) -> EncodeResult:
     """Encode a model; also return the encoder's reconstruction and per-tensor stats.
+
+    ``container`` [1.7] is carried in a container unit after the model parameter set
+    (TOOL_CONTAINER): for an ONNX model, the template that rebuilds the file
+    (nntm.onnxio); a stream without one is what it was before format 1.7.
 
     ``progress`` is called with each tensor's stats as soon as it is coded.
     ``importance`` maps tensor names to importance maps (see nntm.importance):
@@ -279,6 +285,8 @@ def encode_with_recon(
         tool_flags |= hls.TOOL_INTER_PRED
     if config["IntegrityHash"]:
         tool_flags |= hls.TOOL_INTEGRITY
+    if container is not None:
+        tool_flags |= hls.TOOL_CONTAINER
     # the lowest format version that carries the stream: 1.0 without 1.1 tools
     minor = max((m for flag, m in hls.TOOL_MIN_MINOR.items() if tool_flags & flag), default=0)
     if any(mode == hls.CodingMode.QUANTIZED and cls.arrangement != Arrangement.ROWS
@@ -288,6 +296,8 @@ def encode_with_recon(
                                 tool_flags=tool_flags, signal_types=list(classifier.signals),
                                 version_minor=minor)
     units: list[bytes] = [hls.model_parameter_set(mps)]
+    if container is not None:
+        units.append(hls.container_unit(container))
     recon: dict[str, np.ndarray] = {}
     stats: list[TensorStats] = []
     cus: dict[str, np.ndarray] = {}
@@ -589,9 +599,10 @@ def _candidates(name: str, array: np.ndarray, tensor_id: int,
 
 
 def encode(tensors: Mapping[str, np.ndarray], config: Config,
-           source_format: hls.SourceFormat = hls.SourceFormat.UNKNOWN) -> bytes:
+           source_format: hls.SourceFormat = hls.SourceFormat.UNKNOWN,
+           container: hls.Container | None = None) -> bytes:
     """Encode a model (name -> array, in order) into an NNTM bitstream."""
-    return encode_with_recon(tensors, config, source_format).data
+    return encode_with_recon(tensors, config, source_format, container=container).data
 
 
 # Each level costs at least one sig_flag bin, and a context's probability never
@@ -687,7 +698,8 @@ def decode_detailed(data: bytes, trace: bool = False,
     ended = False
     stream_ok: bool | None = None
     stream_md5 = ""
-    for unit in units[1:]:
+    container = _parse_container(units, mps, len(data), max_memory, max_expansion)
+    for unit in units[1 + (container is not None):]:
         if ended:
             raise BitstreamError(f"{unit.where}: unit after end_of_stream")
         if unit.unit_type == hls.UnitType.TENSOR_PARAMETER_SET:
@@ -744,7 +756,22 @@ def decode_detailed(data: bytes, trace: bool = False,
         raise BitstreamError(f"model parameter set announces {mps.num_tensors} tensors, "
                              f"stream holds {len(reports)}")
     return DecodeResult(tensors, reports, mps.source_format, traces, stream_ok,
-                        (mps.version_major, mps.version_minor), stream_md5)
+                        (mps.version_major, mps.version_minor), stream_md5, container)
+
+
+def _parse_container(units: list[hls.Unit], mps: hls.ModelParameterSet, stream_bytes: int,
+                     max_memory: int | None, max_expansion: int) -> hls.Container | None:
+    """The container unit of a TOOL_CONTAINER stream [1.7]: exactly one, right after the
+    model parameter set (None without the tool)."""
+    if not mps.tool_flags & hls.TOOL_CONTAINER:
+        return None
+    if len(units) < 2 or units[1].unit_type != hls.UnitType.CONTAINER_UNIT:
+        where = units[1].where if len(units) > 1 else "end of stream"
+        raise BitstreamError(f"{where}: tool_flags has TOOL_CONTAINER but no container unit "
+                             "follows the model parameter set")
+    limit = min(hls.MAX_CONTAINER_BYTES, max_expansion * max(stream_bytes, 1),
+                default_max_memory() if max_memory is None else max_memory)
+    return hls.parse_container_unit(units[1], limit)
 
 
 def _unit_bytes(data: bytes, unit: hls.Unit) -> bytes:

@@ -25,7 +25,7 @@ from .. import codec, hls
 from ..classes import Classifier, intra_problem
 from ..config import Config, parse_app_args
 from ..core import CU_SKIP, INTRA_NAMES
-from ..modelio import model_format, read_model, write_model
+from ..modelio import model_format, read_model, read_model_container, write_model
 from ..options import ENCODER_OPTIONS
 from .common import (
     WRITE_EXTENSIONS,
@@ -44,8 +44,9 @@ from .common import (
 
 PROG = "EncoderApp"
 DESCRIPTION = (
-    "Encode a neural-network model (.safetensors, .npz, .npy, .pt/.pth) into an NNTM "
-    "bitstream. Prints one line per tensor (name, shape, layer type, bits, bits/param, "
+    "Encode a neural-network model (.safetensors, .npz, .npy, .pt/.pth, .onnx) into an NNTM "
+    "bitstream (an ONNX model's graph travels in the stream: DecoderApp -o x.onnx rebuilds "
+    "the file). Prints one line per tensor (name, shape, layer type, bits, bits/param, "
     "weight SNR, time) and the totals. Without --InputFile the bundled digits CNN is "
     "encoded and its test accuracy is printed before and after. With --RefModel the model "
     "is coded as an update of the reference model (mode Q>R: predicted from it; Q>T<id>: "
@@ -54,7 +55,8 @@ DESCRIPTION = (
     "complete; an output that is the same file as an input or as the other output is refused."
 )
 
-_SOURCE_FORMATS = {"safetensors": hls.SourceFormat.SAFETENSORS, "npz": hls.SourceFormat.NPZ}
+_SOURCE_FORMATS = {"safetensors": hls.SourceFormat.SAFETENSORS, "npz": hls.SourceFormat.NPZ,
+                   "onnx": hls.SourceFormat.ONNX}
 
 
 def validate(cfg: Config) -> list[str]:
@@ -88,8 +90,11 @@ def validate(cfg: Config) -> list[str]:
     if intra:
         problems.append(intra)
     recon = str(cfg["ReconFile"])
-    if recon and not recon.endswith(WRITE_EXTENSIONS):
+    if recon and not recon.lower().endswith(WRITE_EXTENSIONS):
         problems.append(f"ReconFile '{recon}': use a {' or '.join(WRITE_EXTENSIONS)} name")
+    elif recon.lower().endswith(".onnx") and not str(cfg["InputFile"]).lower().endswith(".onnx"):
+        problems.append(f"ReconFile '{recon}': an .onnx reconstruction needs an .onnx input "
+                        "(its graph)")
     return problems
 
 
@@ -218,8 +223,10 @@ def _main(argv: Sequence[str]) -> int:
         from ..example import EXAMPLE_MODEL_PATH
 
         inp = str(EXAMPLE_MODEL_PATH)
-    tensors = read_model(inp)
+    tensors, template = read_model_container(inp)
     source = _SOURCE_FORMATS.get(model_format(inp), hls.SourceFormat.UNKNOWN)
+    # an ONNX model's graph travels in the stream's container unit (format 1.7)
+    container = hls.Container(source, template) if template is not None else None
     name_width = name_column(tensors, NAME_MIN, NAME_MAX)
     if verbose:
         print(f"NNTM {PROG}  format {hls.FORMAT_VERSION_MAJOR}.{hls.FORMAT_VERSION_MINOR}")
@@ -245,11 +252,12 @@ def _main(argv: Sequence[str]) -> int:
               "model is coded without reference)", file=sys.stderr)
     progress = partial(_progress, name_width=name_width, verbose=verbose)
     result = codec.encode_with_recon(tensors, cfg, source, progress=progress,
-                                     importance=importance, ref_model=ref_model)
+                                     importance=importance, ref_model=ref_model,
+                                     container=container)
     enc_seconds = time.perf_counter() - start
     write_bitstream(str(cfg["BitstreamFile"]), result.data)
     if cfg["ReconFile"]:
-        write_model(str(cfg["ReconFile"]), result.recon, make_parents=True)
+        write_model(str(cfg["ReconFile"]), result.recon, make_parents=True, template=template)
     if verbose:
         float_params = sum(x.size for x in tensors.values() if x.dtype.name in hls.FLOAT_DTYPES)
         raw_bytes = sum(x.nbytes for x in tensors.values())
