@@ -489,7 +489,7 @@ def test_newer_major_version(
 def test_unknown_unit_type(small_stream: tuple[dict[str, np.ndarray], codec.EncodeResult]) -> None:
     data = small_stream[1].data
     units = hls.split_units(data)
-    for unit_type in (5, 17, 255):
+    for unit_type in (6, 17, 255):  # 5 is the container unit [1.7] (tests/test_onnx.py)
         # an unknown unit inserted after the model parameter set
         cut = units[1].offset
         inserted = data[:cut] + bytes([unit_type]) + (3).to_bytes(4, "big") + b"abc" + data[cut:]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -222,12 +222,15 @@ def encode_with_recon(
     importance: Mapping[str, np.ndarray] | None = None,
     ref_model: Mapping[str, np.ndarray] | None = None,
     container: hls.Container | None = None,
+    exact: Collection[str] = (),
 ) -> EncodeResult:
     """Encode a model; also return the encoder's reconstruction and per-tensor stats.
 
     ``container`` [1.7] is carried in a container unit after the model parameter set
     (TOOL_CONTAINER): for an ONNX model, the template that rebuilds the file
     (nntm.onnxio); a stream without one is what it was before format 1.7.
+    ``exact`` names tensors carried LOSSLESS whatever the cfg says (an ONNX graph's
+    structural inputs: Resize scales, Pad values, ...; nntm.onnxio.structural_names).
 
     ``progress`` is called with each tensor's stats as soon as it is coded.
     ``importance`` maps tensor names to importance maps (see nntm.importance):
@@ -260,7 +263,8 @@ def encode_with_recon(
     tool_flags = 0
     for tensor_id, (name, array) in enumerate(arrays):
         _check_tensor(tensor_id, name, array)
-        mode = _choose_mode(name, array, config, notes)
+        mode = hls.CodingMode.LOSSLESS if name in exact else _choose_mode(name, array, config,
+                                                                          notes)
         cls = classifier.classify(name, tuple(array.shape))
         if mode == hls.CodingMode.QUANTIZED and cls.tree.enabled:
             tool_flags |= hls.TOOL_CODING_TREE

@@ -21,7 +21,7 @@ from functools import partial
 
 import numpy as np
 
-from .. import codec, hls
+from .. import codec, hls, onnxio
 from ..classes import Classifier, intra_problem
 from ..config import Config, parse_app_args
 from ..core import CU_SKIP, INTRA_NAMES
@@ -227,6 +227,7 @@ def _main(argv: Sequence[str]) -> int:
     source = _SOURCE_FORMATS.get(model_format(inp), hls.SourceFormat.UNKNOWN)
     # an ONNX model's graph travels in the stream's container unit (format 1.7)
     container = hls.Container(source, template) if template is not None else None
+    exact = onnxio.structural_names(template) if template is not None else set()
     name_width = name_column(tensors, NAME_MIN, NAME_MAX)
     if verbose:
         print(f"NNTM {PROG}  format {hls.FORMAT_VERSION_MAJOR}.{hls.FORMAT_VERSION_MINOR}")
@@ -253,7 +254,7 @@ def _main(argv: Sequence[str]) -> int:
     progress = partial(_progress, name_width=name_width, verbose=verbose)
     result = codec.encode_with_recon(tensors, cfg, source, progress=progress,
                                      importance=importance, ref_model=ref_model,
-                                     container=container)
+                                     container=container, exact=exact)
     enc_seconds = time.perf_counter() - start
     write_bitstream(str(cfg["BitstreamFile"]), result.data)
     if cfg["ReconFile"]:
