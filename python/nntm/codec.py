@@ -523,7 +523,9 @@ def _encode_fitting(kernel: np.ndarray, params: core.KernelParams, dtype: np.dty
             continue
         if params.dq_enabled:  # DQ indices count half steps: try a doubling finer too
             start -= 1 << params.qp_density
-        for q in range(max(start, params.qp + 1), min(start + FALLBACK_TRIES, MAX_QP + 1)):
+        # with CU QP deltas the finest delta the search tries must fit too
+        tries = FALLBACK_TRIES + max((abs(d) for d in search.qp_deltas), default=0)
+        for q in range(max(start, params.qp + 1), min(start + tries, MAX_QP + 1)):
             p = replace(params, qp=q)
             try:
                 return _Fit(attempt(p, r), p, r, True, ref is not None and r is None)
