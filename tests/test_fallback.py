@@ -70,7 +70,8 @@ def _fails_at(w: np.ndarray, config: Config, qp: int) -> bool:
     {"TreeType": "qt", "CTUSize": 8, "DepQuant": True},
     {"TreeType": "qtmtt", "CTUSize": 8, "IntraPred": True},
     {"RowPred": 2},
-], ids=["raster", "tree", "tree-cuqpdelta", "tree-wide-deltas", "dq", "dq8", "tree-dq", "tree-intra", "rowpred"])
+], ids=["raster", "tree", "tree-cuqpdelta", "tree-wide-deltas", "dq", "dq8", "tree-dq",
+        "tree-intra", "rowpred"])
 def test_too_large_weights_are_coded_at_the_finest_qp_that_fits(tools: dict) -> None:
     w = spiky()
     config = cfg(QP=-64, **tools)

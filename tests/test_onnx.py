@@ -380,3 +380,40 @@ def test_a_broken_onnx_file_is_a_clean_error(tmp_path: Path) -> None:
     bad.write_bytes(b"\xff\xfe not a protobuf")
     with pytest.raises(ModelIOError, match="bad.onnx"):
         read_model(bad)
+
+
+def test_local_functions_and_scan_bodies_are_walked() -> None:
+    c = numpy_helper.from_array(np.arange(4, dtype=np.float32), "c")
+    fn = helper.make_function("my.domain", "AddC", ["a"], ["b"],
+                              [helper.make_node("Constant", [], ["k"], value=c),
+                               helper.make_node("Add", ["a", "k"], ["b"])],
+                              [helper.make_opsetid("", 17)])
+    scan_body = helper.make_graph(
+        [helper.make_node("Constant", [], ["s"], value_floats=[1.0, 2.0, 3.0, 4.0]),
+         helper.make_node("Add", ["st", "s"], ["st2"]),
+         helper.make_node("Identity", ["st2"], ["o"])],
+        "scan_body",
+        [helper.make_tensor_value_info("st", TensorProto.FLOAT, [4]),
+         helper.make_tensor_value_info("e", TensorProto.FLOAT, [4])],
+        [helper.make_tensor_value_info("st2", TensorProto.FLOAT, [4]),
+         helper.make_tensor_value_info("o", TensorProto.FLOAT, [4])])
+    nodes = [helper.make_node("AddC", ["x"], ["y"], domain="my.domain", name="f"),
+             helper.make_node("Scan", ["y", "seq"], ["fin", "outs"], name="scan",
+                              num_scan_inputs=1, body=scan_body)]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4]),
+                     helper.make_tensor_value_info("seq", TensorProto.FLOAT, [2, 4])],
+        [helper.make_tensor_value_info("fin", TensorProto.FLOAT, [4]),
+         helper.make_tensor_value_info("outs", TensorProto.FLOAT, [2, 4])])
+    model = helper.make_model(graph, functions=[fn], opset_imports=[
+        helper.make_opsetid("", 17), helper.make_opsetid("my.domain", 1)])
+    model.ir_version = 8
+    original = model.SerializeToString()
+    tensors, template = onnxio.split_model(onnx.ModelProto.FromString(original))
+    assert list(tensors) == ["scan/body/s", "my.domain:AddC/k"]
+    assert onnxio.model_bytes(tensors, template) == original
+    x, seq = np.ones(4, np.float32), np.ones((2, 4), np.float32)
+    ort = pytest.importorskip("onnxruntime")
+    fin, _ = ort.InferenceSession(original, providers=["CPUExecutionProvider"]).run(
+        None, {"x": x, "seq": seq})
+    assert fin.tolist() == [1 + 0 + 2 * 1, 1 + 1 + 2 * 2, 1 + 2 + 2 * 3, 1 + 3 + 2 * 4]
