@@ -101,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     from nntm.arrange import to_kernel
     from nntm.ce.models import get_adapter
     from nntm.codec import _choose_mode, tensor_qp
+    from nntm.roles import derive_roles
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("model")
@@ -110,13 +111,15 @@ def main(argv: list[str] | None = None) -> int:
         "QP": args.qp, "QP1DMode": "offset", "QPOffset1D": 0, "ProbWindow": 10})
     total = dict.fromkeys(VARIANTS, 0.0)
     n = 0
-    for name, value in get_adapter(args.model).load().items():
+    model = get_adapter(args.model).load()
+    model_roles = derive_roles(model)
+    for name, value in model.items():
         arr = np.asarray(value)
         if _choose_mode(name, arr, cfg) != hls.CodingMode.QUANTIZED:
             continue
         kern = to_kernel(arr.astype(np.float32))
         params = core.KernelParams(kern.shape[0], kern.shape[1],
-                                   tensor_qp(cfg, arr.ndim, False, name), 2, GT,
+                                   tensor_qp(cfg, arr.ndim, False, model_roles[name]), 2, GT,
                                    core.TreeParams(), 1, 10)
         res = core.encode_kernel(kern, params, arr.dtype, True, 0.1, name)
         state = pb.dq_states(res.levels, True)

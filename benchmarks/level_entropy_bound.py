@@ -57,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     from nntm.arrange import to_kernel
     from nntm.ce.models import get_adapter
     from nntm.codec import _choose_mode, tensor_qp
+    from nntm.roles import derive_roles
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("model")
@@ -66,12 +67,15 @@ def main(argv: list[str] | None = None) -> int:
     totals: dict[str, float] = {}
     bits = n = nonzero = 0
     largest = None
-    for name, value in get_adapter(args.model).load().items():
+    model = get_adapter(args.model).load()
+    model_roles = derive_roles(model)
+    for name, value in model.items():
         arr = np.asarray(value)
         if arr.ndim < 2 or _choose_mode(name, arr, cfg) != hls.CodingMode.QUANTIZED:
             continue
         k = to_kernel(arr.astype(np.float32))
-        p = core.KernelParams(k.shape[0], k.shape[1], tensor_qp(cfg, arr.ndim, False, name),
+        qp = tensor_qp(cfg, arr.ndim, False, model_roles[name])
+        p = core.KernelParams(k.shape[0], k.shape[1], qp,
                               int(cfg["QPDensity"]), int(cfg["NumGtFlags"]), core.TreeParams(),
                               2, int(cfg["ProbWindow"]), int(cfg["SuffixCtx"]))
         r = core.encode_kernel(k, p, np.dtype(np.float32), True, float(cfg["LambdaScale"]), name)

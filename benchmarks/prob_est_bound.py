@@ -202,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     from nntm.arrange import to_kernel
     from nntm.ce.models import get_adapter
     from nntm.codec import _choose_mode, tensor_qp
+    from nntm.roles import derive_roles
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", required=True)
@@ -216,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         overrides[key] = int(value) if value.lstrip("-").isdigit() else value
     cfg = nntm.Config.from_files(args.cfg, overrides=overrides)
     tensors = get_adapter(args.model).load()
+    model_roles = derive_roles(tensors)
     dq = bool(cfg["DepQuant"])
     num_gt = int(cfg["NumGtFlags"])
     totals: dict[str, float] = defaultdict(float)
@@ -226,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         kernel = to_kernel(arr.astype(np.float32))
         rows, cols = kernel.shape
-        params = core.KernelParams(rows, cols, tensor_qp(cfg, arr.ndim, False, name),
+        params = core.KernelParams(rows, cols, tensor_qp(cfg, arr.ndim, False, model_roles[name]),
                                    int(cfg["QPDensity"]), num_gt, core.TreeParams(), dq)
         res = core.encode_kernel(kernel, params, arr.dtype, bool(cfg["RDOQ"]),
                                  float(cfg["LambdaScale"]), name)

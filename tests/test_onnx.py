@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from nntm import codec, hls
+from nntm import codec, hls, roles
 from nntm.apps import decoder as decoder_app
 from nntm.apps import encoder as encoder_app
 from nntm.config import Config
@@ -201,9 +201,19 @@ def test_duplicate_names_and_unnamed_nodes_get_stable_names() -> None:
     assert list(tensors) == ["w2", "w2#2", "If#1/else_branch/w", "If#1/then_branch/w"]
 
 
-def test_structural_inputs_are_found_in_the_graph(model_file: Path) -> None:
-    _, template = onnxio.read_onnx(model_file)
-    assert onnxio.structural_names(template) == {"up_scales"}
+def test_consumers_give_the_roles(model_file: Path) -> None:
+    tensors, template = onnxio.read_onnx(model_file)
+    consumers = onnxio.graph_consumers(template)
+    assert consumers["conv.weight"] == [("Conv", 1)]
+    assert consumers["conv.bias"] == [("Conv", 2)]
+    assert consumers["up_scales"] == [("Resize", 2)]
+    assert consumers["const.w"] == [("Add", 1)]
+    # a subgraph reads an outer tensor and its own
+    assert consumers["If_0/then_branch/w_then"] == [("Add", 1)]
+    assert consumers["Loop_0/body/step"] == [("Add", 1)]
+    found = roles.derive_roles(tensors, consumers)
+    assert found["up_scales"] == roles.Role.STRUCTURAL  # carried exactly by default
+    assert found["conv.bias"] == roles.Role.BIAS
 
 
 # ------------------------------------------------------------------ the stream

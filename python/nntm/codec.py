@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from . import cluster, core, hls, predict, rowref
+from . import cluster, core, hls, predict, roles, rowref
 from . import importance as imp
 from .arrange import Arrangement, from_kernel, kernel_shape, to_kernel
 from .classes import TREE_TYPES, Classifier, intra_problem, search_params
@@ -42,6 +42,7 @@ class TensorStats:
     pred: str = "-"    # prediction: "-", "ref" (reference model) or "t<id>" (earlier tensor)
     pred_rows: int = 0  # [1.5] rows predicted from an earlier row (row prediction)
     rows: int = 0       # kernel rows (0 for lossless tensors)
+    role: str = ""      # nntm.roles label (from the model's structure and values)
     # why the tensor is not coded as asked ('' when it is): the encoder's fallbacks for a
     # tensor whose levels do not fit the coder's range at the requested QP
     note: str = ""
@@ -135,12 +136,14 @@ def _lossless_bytes(array: np.ndarray) -> bytes:
 
 
 def _choose_mode(name: str, array: np.ndarray, cfg: Config,
-                 notes: dict[str, str]) -> hls.CodingMode:
+                 notes: dict[str, str], role: roles.Role | None = None) -> hls.CodingMode:
     """The coding mode of a tensor; a tensor coded exactly for want of a quantizer that
     fits it gets a line in ``notes``."""
     if array.dtype.name not in hls.FLOAT_DTYPES:
         return hls.CodingMode.LOSSLESS
     if array.size <= int(cfg["LosslessMaxElements"]) or array.size == 0:
+        return hls.CodingMode.LOSSLESS
+    if role is not None and role in roles.parse_roles(str(cfg["LosslessRoles"]))[0]:
         return hls.CodingMode.LOSSLESS
     values = array.astype(np.float32) if array.dtype.name == "bfloat16" else array
     if not np.all(np.isfinite(values)):
@@ -162,9 +165,6 @@ def _little_endian(a: np.ndarray) -> np.ndarray:
     return a.astype(a.dtype.newbyteorder("<")) if a.dtype.byteorder == ">" else a
 
 
-BN_STATS_SUFFIXES = ("running_mean", "running_var")
-
-
 def dq_mode(tps: hls.TensorParameterSet) -> int:
     """The C core's dq_enabled of a tensor: 0 off, 1 four states, 2 eight [1.4], 3 thirty-two
     [1.5]."""
@@ -180,19 +180,21 @@ def kernel_params(tps: hls.TensorParameterSet) -> core.KernelParams:
                              int(tps.row_pred))
 
 
-def tensor_qp(config: Config, ndim: int, predicted: bool = False, name: str = "") -> int:
+def tensor_qp(config: Config, ndim: int, predicted: bool = False,
+              role: roles.Role | None = None) -> int:
     """QP of a tensor: QP, or for 1-D tensors QP + QPOffset1D or the fixed QP1D.
 
-    QP1DMode "stats" takes QP1D only for BatchNorm statistics (names ending in
-    running_mean / running_var), whose relative precision the output needs
-    (docs/ce/CE4_rate.md). A predicted 1-D tensor (an update's residual) takes
-    QP + QPOffset1D whatever QP1DMode says when PredQP1DMode is "offset": the fixed
-    fine QP1D is there for the intra coding of such statistics (docs/ce/CE3_prediction.md).
+    QP1DMode "stats" takes QP1D only for BatchNorm statistics (``role`` in
+    roles.STATS_ROLES: found from the model's structure and values, nntm.roles), whose
+    relative precision the output needs (docs/ce/CE4_rate.md). A predicted 1-D tensor (an
+    update's residual) takes QP + QPOffset1D whatever QP1DMode says when PredQP1DMode is
+    "offset": the fixed fine QP1D is there for the intra coding of such statistics
+    (docs/ce/CE3_prediction.md).
     """
     if ndim > 1:
         return int(config["QP"])
     mode = str(config["QP1DMode"])
-    fixed = mode == "fixed" or (mode == "stats" and name.endswith(BN_STATS_SUFFIXES))
+    fixed = mode == "fixed" or (mode == "stats" and role in roles.STATS_ROLES)
     if fixed and not (predicted and config["PredQP1DMode"] == "offset"):
         return int(config["QP1D"])
     return int(config["QP"]) + int(config["QPOffset1D"])
@@ -221,22 +223,25 @@ def encode_with_recon(
     progress: Callable[[TensorStats], None] | None = None,
     importance: Mapping[str, np.ndarray] | None = None,
     ref_model: Mapping[str, np.ndarray] | None = None,
+    consumers: Mapping[str, Sequence[tuple[str, int]]] | None = None,
+    qp_offsets: Mapping[str, int] | None = None,
     container: hls.Container | None = None,
-    exact: Collection[str] = (),
 ) -> EncodeResult:
     """Encode a model; also return the encoder's reconstruction and per-tensor stats.
 
     ``container`` [1.7] is carried in a container unit after the model parameter set
     (TOOL_CONTAINER): for an ONNX model, the template that rebuilds the file
     (nntm.onnxio); a stream without one is what it was before format 1.7.
-    ``exact`` names tensors carried LOSSLESS whatever the cfg says (an ONNX graph's
-    structural inputs: Resize scales, Pad values, ...; nntm.onnxio.structural_names).
 
     ``progress`` is called with each tensor's stats as soon as it is coded.
     ``importance`` maps tensor names to importance maps (see nntm.importance):
     each weight's squared error is weighted by it in every RD decision.
     ``ref_model`` is the model the receiver already holds: with InterPred a
     tensor is predicted from its namesake there when that pays (nntm.predict).
+    ``consumers`` (from a graph such as ONNX: name -> (op_type, input index) of each node
+    that reads the tensor) lets nntm.roles take each tensor's role from the graph.
+    ``qp_offsets`` are added to the QP of the tensors they name (rate control,
+    nntm.ratecontrol).
     """
     classifier = Classifier(config)
     unknown = sorted(set(importance or {}) - set(tensors))
@@ -256,15 +261,18 @@ def encode_with_recon(
     problem = intra_problem(config)
     if problem:
         raise ConfigError(problem)
+    bad_roles = roles.parse_roles(str(config["LosslessRoles"]))[1]
+    if bad_roles:
+        raise ConfigError("; ".join(bad_roles))
     clustered_any = False
     arrays = [(name, _little_endian(np.asarray(value))) for name, value in tensors.items()]
     plans = []
     notes: dict[str, str] = {}
     tool_flags = 0
+    tensor_roles = roles.derive_roles(dict(arrays), consumers)
     for tensor_id, (name, array) in enumerate(arrays):
         _check_tensor(tensor_id, name, array)
-        mode = hls.CodingMode.LOSSLESS if name in exact else _choose_mode(name, array, config,
-                                                                          notes)
+        mode = _choose_mode(name, array, config, notes, tensor_roles[name])
         cls = classifier.classify(name, tuple(array.shape))
         if mode == hls.CodingMode.QUANTIZED and cls.tree.enabled:
             tool_flags |= hls.TOOL_CODING_TREE
@@ -318,7 +326,8 @@ def encode_with_recon(
                 choice = predict.choose(
                     kernel, _candidates(name, array, tensor_id, arrays, plans, recon, config,
                                         ref_model), bool(config["PredScale"]))
-            qp = tensor_qp(config, array.ndim, choice is not None, name) + imp_qp.get(name, 0)
+            qp = (tensor_qp(config, array.ndim, choice is not None, tensor_roles[name])
+                  + imp_qp.get(name, 0) + (qp_offsets or {}).get(name, 0))
             tps.layer_type = int(cls.layer)
             tps.arrangement = int(cls.arrangement)
             tps.rows, tps.cols, tps.qp = rows, cols, qp
@@ -401,6 +410,7 @@ def encode_with_recon(
             shape=tuple(array.shape),
             dtype=array.dtype.name,
             layer_type=cls.layer.label,
+            role=tensor_roles[name].label,
             mode=mode.name.lower(),
             qp=tps.qp if quantized else None,
             bits=8 * len(tensor_units),

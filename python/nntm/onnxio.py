@@ -50,7 +50,7 @@ from . import dtypes
 from .errors import ModelIOError
 
 __all__ = ["read_onnx", "write_onnx", "model_bytes", "strip_model", "template_names",
-           "import_onnx", "structural_names", "STRUCTURAL_INPUTS"]
+           "import_onnx", "graph_consumers"]
 
 # TensorProto.DataType codes of the float types the codec quantizes
 _FLOAT, _FLOAT16, _DOUBLE, _BFLOAT16 = 1, 10, 11, 16
@@ -237,46 +237,38 @@ def _slots(model: Any) -> list[_Slot]:
     return out
 
 
-# ---------------------------------------------------------------- structural inputs
-
-#: inputs (by index) that change shapes or index positions, or that a small change would
-#: break: a float tensor fed to one is carried exactly (LOSSLESS), whatever the cfg says
-STRUCTURAL_INPUTS: dict[str, tuple[int, ...]] = {
-    "Resize": (1, 2, 3), "Upsample": (1,), "Reshape": (1,), "Expand": (1,), "Tile": (1,),
-    "Pow": (1,), "Clip": (1, 2), "Pad": (1, 2, 3), "Slice": (1, 2, 3, 4), "TopK": (1,),
-    "Range": (0, 1, 2), "OneHot": (1,), "ConstantOfShape": (0,), "Squeeze": (1,),
-    "Unsqueeze": (1,), "Split": (1,), "CumSum": (1,), "GatherND": (1,), "Gather": (1,),
-    "ScatterND": (1,), "NonMaxSuppression": (2, 3, 4), "RoiAlign": (1, 2),
-}
+# ---------------------------------------------------------------- consumers
 
 
-def structural_names(template: bytes) -> set[str]:
-    """The slots of a template that feed a structural input (:data:`STRUCTURAL_INPUTS`),
-    in the graph where they are used or in an enclosing one."""
+def graph_consumers(template: bytes) -> dict[str, list[tuple[str, int]]]:
+    """For every slot of a template, the (op_type, input index) of each node that reads it,
+    in its own graph or a nested one (an outer-scope name is resolved to the innermost slot
+    of that name): what nntm.roles needs to give each tensor its role from the graph
+    (BatchNorm statistics, structural inputs such as Resize scales, ...)."""
     onnx = import_onnx("an ONNX template")
     _storages, proto = _decode_template(template)
     model = onnx.ModelProto.FromString(proto)
     names = {s.name for s in _slots(model)}
-    out: set[str] = set()
-    _structural(model.graph, [""], names, out)
+    out: dict[str, list[tuple[str, int]]] = {}
+    _consumers(model.graph, [""], names, out)
     return out
 
 
-def _structural(graph: Any, scopes: list[str], names: set[str], out: set[str]) -> None:
+def _consumers(graph: Any, scopes: list[str], names: set[str],
+               out: dict[str, list[tuple[str, int]]]) -> None:
     for index, node in enumerate(graph.node):
-        for i in STRUCTURAL_INPUTS.get(node.op_type, ()) if node.domain in ("", "ai.onnx") else ():
-            if i < len(node.input) and node.input[i]:
-                found = next((p + node.input[i] for p in reversed(scopes)
-                              if p + node.input[i] in names), None)
-                if found is not None:
-                    out.add(found)
+        for i, value in enumerate(node.input):
+            found = next((p + value for p in reversed(scopes) if value and p + value in names),
+                         None)
+            if found is not None:
+                out.setdefault(found, []).append((node.op_type, i))
         label = scopes[-1] + _node_label(node, index)
         for attr in node.attribute:
             if attr.type == _A_GRAPH:
-                _structural(attr.g, [*scopes, f"{label}/{attr.name}/"], names, out)
+                _consumers(attr.g, [*scopes, f"{label}/{attr.name}/"], names, out)
             elif attr.type == _A_GRAPHS:
                 for k, g in enumerate(attr.graphs):
-                    _structural(g, [*scopes, f"{label}/{attr.name}/{k}/"], names, out)
+                    _consumers(g, [*scopes, f"{label}/{attr.name}/{k}/"], names, out)
 
 
 # ---------------------------------------------------------------- the template

@@ -51,6 +51,24 @@ ENCODER_APP_OPTIONS: tuple[Option, ...] = (
         group="app",
     ),
     Option(
+        "TargetBitsPerParam",
+        "float",
+        0.0,
+        "rate control: code the model at this many bits per float parameter (the QP is "
+        "found from a sampled pre-encode; QP is the starting point); 0: off",
+        minimum=0.0,
+        maximum=64.0,
+        group="app",
+    ),
+    Option(
+        "TargetSize",
+        "str",
+        "",
+        "rate control: code the model into this many bytes (K/M/G suffixes, powers of 1024); "
+        "empty: off",
+        group="app",
+    ),
+    Option(
         "ReconFile",
         "str",
         "",
@@ -99,7 +117,8 @@ ENCODER_CODING_OPTIONS: tuple[Option, ...] = (
         "choice",
         "offset",
         "QP of 1-D tensors: offset (QP + QPOffset1D), fixed (QP1D, whatever QP is), or stats "
-        "(QP1D for BatchNorm statistics, *running_mean / *running_var; offset for the others)",
+        "(QP1D for BatchNorm statistics, found by nntm.roles from the graph, the state-dict "
+        "structure or the values: roles bn-mean, bn-var, bn-param; offset for the others)",
         choices=("offset", "fixed", "stats"),
     ),
     Option(
@@ -222,6 +241,14 @@ ENCODER_CODING_OPTIONS: tuple[Option, ...] = (
         "tensors with at most this many elements are carried losslessly",
         minimum=0,
         maximum=1 << 20,
+    ),
+    Option(
+        "LosslessRoles",
+        "str",
+        "structural",
+        "tensor roles (nntm.roles, space separated) carried exactly: structural = the shapes, "
+        "scales, exponents and bounds a graph consumes (ONNX Reshape/Resize/Pad/Clip/Pow ... "
+        "inputs), which a 1e-7 change would break; empty: none",
     ),
     Option(
         "NonFiniteWeights",

@@ -21,12 +21,13 @@ from functools import partial
 
 import numpy as np
 
-from .. import codec, hls, onnxio
+from .. import codec, hls, onnxio, ratecontrol
 from ..classes import Classifier, intra_problem
 from ..config import Config, parse_app_args
 from ..core import CU_SKIP, INTRA_NAMES
 from ..modelio import model_format, read_model, read_model_container, write_model
 from ..options import ENCODER_OPTIONS
+from ..roles import parse_roles
 from .common import (
     WRITE_EXTENSIONS,
     collision_problems,
@@ -59,6 +60,27 @@ _SOURCE_FORMATS = {"safetensors": hls.SourceFormat.SAFETENSORS, "npz": hls.Sourc
                    "onnx": hls.SourceFormat.ONNX}
 
 
+def _rate_problems(cfg: Config) -> list[str]:
+    """Problems of the rate-control keys (TargetBitsPerParam, TargetSize)."""
+    from ..memory import parse_size
+
+    size, bpp = str(cfg["TargetSize"]).strip(), float(cfg["TargetBitsPerParam"])
+    problems = []
+    if size:
+        try:
+            parse_size(size)
+        except ValueError as exc:
+            problems.append(f"TargetSize: {exc}")
+        if size.lower() == "auto":
+            problems.append("TargetSize: give a size in bytes (K/M/G suffixes), not auto")
+    if size and bpp:
+        problems.append("TargetBitsPerParam and TargetSize: give one of them")
+    if (size or bpp) and (cfg["ImportanceFile"] or cfg["RefModel"]):
+        problems.append("rate control (TargetBitsPerParam / TargetSize) does not take "
+                        "ImportanceFile or RefModel yet: give a QP instead")
+    return problems
+
+
 def validate(cfg: Config) -> list[str]:
     """Every app-level problem (reported with the option problems, in one message)."""
     problems = []
@@ -86,6 +108,8 @@ def validate(cfg: Config) -> list[str]:
             problems.append(problem)
     problems.extend(collision_problems(inputs, outputs))
     problems.extend(Classifier.problems(cfg))
+    problems.extend(parse_roles(str(cfg["LosslessRoles"]))[1])
+    problems.extend(_rate_problems(cfg))
     intra = intra_problem(cfg)
     if intra:
         problems.append(intra)
@@ -105,7 +129,7 @@ NAME_MIN, NAME_MAX = 34, 56
 
 def _line(cols: Sequence[str], name_width: int = NAME_MIN) -> str:
     name, shape, layer, mode, qp, bits, bpp, snr, secs = cols
-    return (f"{pad(display_name(name, name_width), name_width)} {shape:>16} {layer:>9} "
+    return (f"{pad(display_name(name, name_width), name_width)} {shape:>16} {layer:>10} "
             f"{mode:>5} {qp:>4} {bits:>11} {bpp:>7} {snr:>7} {secs:>7}")
 
 
@@ -116,7 +140,7 @@ _MODE_LETTERS = {"quantized": "Q", "lossless": "L", "clustered": "C"}
 
 def _print_tensor(s: codec.TensorStats, name_width: int = NAME_MIN) -> None:
     print(_line([
-        s.name, fmt_shape(s.shape), s.layer_type,
+        s.name, fmt_shape(s.shape), s.role or s.layer_type,
         _MODE_LETTERS.get(s.mode, "?") + ("" if s.pred == "-" else
                                           ">" + ("R" if s.pred == "ref" else s.pred.upper())),
         "-" if s.qp is None else str(s.qp), str(s.bits), f"{s.bits_per_param:.3f}",
@@ -124,14 +148,59 @@ def _print_tensor(s: codec.TensorStats, name_width: int = NAME_MIN) -> None:
     ], name_width), flush=True)
 
 
-def _progress(s: codec.TensorStats, name_width: int, verbose: int) -> None:
-    """A tensor just coded: its table line (Verbose >= 1), and a warning on stderr when the
-    encoder could not code it as asked (always)."""
+class _Progress:
+    """A progress line on stderr (bytes of tensors done, MB/s, ETA, tensors done) while the
+    per-tensor report goes to stdout; only when stderr is a terminal (tqdm)."""
+
+    def __init__(self, tensors: dict[str, np.ndarray]) -> None:
+        from tqdm import tqdm
+
+        self.count, self.done = len(tensors), 0
+        self.bar = tqdm(total=sum(int(np.asarray(x).nbytes) for x in tensors.values()),
+                        unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr,
+                        leave=False, desc="encoding", dynamic_ncols=True,
+                        postfix=f"0/{self.count} tensors")
+
+    def step(self, line: str, nbytes: int) -> None:
+        self.bar.write(line, file=sys.stdout)
+        self.done += 1
+        self.bar.update(nbytes)
+        self.bar.set_postfix_str(f"{self.done}/{self.count} tensors")
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _progress_bar(tensors: dict[str, np.ndarray]) -> _Progress | None:
+    return _Progress(tensors) if sys.stderr.isatty() else None
+
+
+def _report_tensor(s: codec.TensorStats, bar: _Progress | None, name_width: int,
+                   sizes: dict[str, int], verbose: int = 1) -> None:
+    """One tensor's report line (Verbose >= 1; on a terminal also a step of the progress
+    line), and a warning on stderr when the encoder could not code it as asked (always)."""
     if verbose:
-        _print_tensor(s, name_width)
+        _print_tensor_line(s, bar, name_width, sizes)
     if s.note:
-        print(f"{PROG}: warning: tensor '{escape_text(s.name)}': {s.note}", file=sys.stderr,
-              flush=True)
+        line = f"{PROG}: warning: tensor '{escape_text(s.name)}': {s.note}"
+        if bar is not None:
+            bar.bar.write(line, file=sys.stderr)
+        else:
+            print(line, file=sys.stderr, flush=True)
+
+
+def _print_tensor_line(s: codec.TensorStats, bar: _Progress | None, name_width: int,
+                       sizes: dict[str, int]) -> None:
+    if bar is None:
+        _print_tensor(s, name_width)
+        return
+    import contextlib
+    import io
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        _print_tensor(s, name_width)
+    bar.step(buf.getvalue().rstrip("\n"), sizes.get(s.name, 0))
 
 
 # the coding parameters printed together on a labelled line; a key missing here is
@@ -142,7 +211,7 @@ PARAM_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("importance", ("ImportanceQPScale", "ImportanceQPMaxOffset", "ImportanceFloor",
                     "ImportanceMaxStep")),
     ("entropy", ("NumGtFlags", "ProbWindow", "SuffixCtx", "LosslessMaxElements",
-                 "NonFiniteWeights")),
+                 "NonFiniteWeights", "IntegrityHash")),
     ("prediction", ("InterPred", "PredScale", "PredLambdaScale", "PredQP1DMode",
                     "EarlierTensorPred", "RowPred")),
     ("tree", ("TreeType", "CTUSize", "MinQTSize", "MaxMTTDepth", "MinCUSize", "SkipCU",
@@ -227,7 +296,9 @@ def _main(argv: Sequence[str]) -> int:
     source = _SOURCE_FORMATS.get(model_format(inp), hls.SourceFormat.UNKNOWN)
     # an ONNX model's graph travels in the stream's container unit (format 1.7)
     container = hls.Container(source, template) if template is not None else None
-    exact = onnxio.structural_names(template) if template is not None else set()
+    # the graph's consumers of each tensor give its role (nntm.roles): structural inputs
+    # (Resize scales, ...) are carried exactly, BatchNorm statistics get QP1D, ...
+    consumers = onnxio.graph_consumers(template) if template is not None else None
     name_width = name_column(tensors, NAME_MIN, NAME_MAX)
     if verbose:
         print(f"NNTM {PROG}  format {hls.FORMAT_VERSION_MAJOR}.{hls.FORMAT_VERSION_MINOR}")
@@ -240,7 +311,7 @@ def _main(argv: Sequence[str]) -> int:
         print(f"Config files  : {escape_text(' '.join(files)) if files else '(defaults)'}")
         print("\n".join(param_lines(cfg.coding_items())))
         print()
-        print(_line(["tensor", "shape", "layer", "mode", "QP", "bits", "bits/p", "SNR dB",
+        print(_line(["tensor", "shape", "role", "mode", "QP", "bits", "bits/p", "SNR dB",
                      "time s"], name_width))
     start = time.perf_counter()
     importance = read_model(str(cfg["ImportanceFile"])) if cfg["ImportanceFile"] else None
@@ -251,11 +322,25 @@ def _main(argv: Sequence[str]) -> int:
         print(f"{PROG}: warning: RefModel '{escape_text(str(cfg['RefModel']))}' predicts "
               "nothing: no tensor of the model has a namesake of the same shape there (the "
               "model is coded without reference)", file=sys.stderr)
-    progress = partial(_progress, name_width=name_width, verbose=verbose)
+    bar = _progress_bar(tensors) if verbose else None
+    sizes = {k: int(np.asarray(v).nbytes) for k, v in tensors.items()}
+    progress = partial(_report_tensor, bar=bar, name_width=name_width, sizes=sizes,
+                       verbose=verbose)
+    target = ratecontrol.target_bits(cfg, tensors)
+    rate_plan = None
+    if target is not None:
+        rate_plan = ratecontrol.plan(tensors, cfg, target)
+        cfg = cfg.replace(QP=rate_plan.qp)
+        if verbose:
+            print(f"(rate control: QP {rate_plan.qp}, {len(rate_plan.offsets)} tensor(s) at "
+                  f"QP {rate_plan.qp - 1}, from {rate_plan.probes} sampled encodes)")
     result = codec.encode_with_recon(tensors, cfg, source, progress=progress,
                                      importance=importance, ref_model=ref_model,
-                                     container=container, exact=exact)
+                                     qp_offsets=rate_plan.offsets if rate_plan else None,
+                                     consumers=consumers, container=container)
     enc_seconds = time.perf_counter() - start
+    if bar is not None:
+        bar.close()
     write_bitstream(str(cfg["BitstreamFile"]), result.data)
     if cfg["ReconFile"]:
         write_model(str(cfg["ReconFile"]), result.recon, make_parents=True, template=template)
@@ -268,6 +353,12 @@ def _main(argv: Sequence[str]) -> int:
         print(f"Bitstream     : {len(result.data)} bytes, "
               f"{total_bits / max(float_params, 1):.3f} bits/param, "
               f"1/{raw_bytes / max(len(result.data), 1):.1f} of the input's {raw_bytes} bytes")
+        if rate_plan is not None:
+            floats = max(float_params, 1)
+            print(f"Rate control  : target {rate_plan.target_bits / floats:.3f} bits/param "
+                  f"({rate_plan.target_bits / 8:.0f} bytes), achieved {total_bits / floats:.3f}"
+                  f" ({100 * (total_bits / rate_plan.target_bits - 1):+.2f} %), estimated "
+                  f"{rate_plan.estimate_bits / floats:.3f}")
         print(f"Weight SNR    : {fmt_db(_pooled_snr(tensors, result.recon)).strip()} dB")
         if any(len(c) for c in result.cus.values()):  # tensors coded with the tree
             print(f"Coding units  : {_cu_summary(result.cus)}")
