@@ -447,3 +447,54 @@ def test_no_single_bit_flip_of_the_container_unit_passes() -> None:
             except BitstreamError:
                 continue
             assert not result.ok, (pos, bit)
+
+
+def _detector(path: Path) -> None:
+    """Conv + BatchNormalization + Resize, named as an export names them: the variances
+    (``batch_norm_0.w_2``) reach 3e4, beyond QP1D -64's range."""
+    rng = np.random.default_rng(0)
+    var = np.concatenate([10 ** rng.uniform(-2, 4, 14), [1.2e4, 3e4]]).astype(np.float32)
+    inits = [numpy_helper.from_array(a.astype(np.float32), n) for n, a in [
+        ("det/conv_0.w_0", rng.normal(size=(16, 3, 3, 3)) * 0.2),
+        ("det/batch_norm_0.w_0", 1 + rng.normal(size=16) * 0.1),
+        ("det/batch_norm_0.b_0", rng.normal(size=16) * 0.1),
+        ("det/batch_norm_0.w_1", rng.normal(size=16) * 3),
+        ("det/batch_norm_0.w_2", var),
+        ("det/up.scales", np.array([1, 1, 2, 2]))]]
+    bn_in = ["c", "det/batch_norm_0.w_0", "det/batch_norm_0.b_0", "det/batch_norm_0.w_1",
+             "det/batch_norm_0.w_2"]
+    nodes = [helper.make_node("Conv", ["x", "det/conv_0.w_0"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("BatchNormalization", bn_in, ["b"]),
+             helper.make_node("Resize", ["b", "", "det/up.scales"], ["y"], mode="nearest")]
+    graph = helper.make_graph(
+        nodes, "det", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16, 16, 16])],
+        initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+
+
+def test_issue_case_batchnorm_variances_of_an_export_at_qp1d_minus_64(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Roles from the graph find the variances whatever their name (QP1DMode stats gives
+    them QP1D -64), the range fallback codes the one that does not fit, the encoder goes on,
+    and the decoded file runs."""
+    src, bit, dec = tmp_path / "det.onnx", tmp_path / "det.bit", tmp_path / "dec.onnx"
+    _detector(src)
+    assert encoder_app.main(["-i", str(src), "-b", str(bit), "--QP1DMode=stats",
+                             "--QP1D=-64", "-o", str(tmp_path / "rec.onnx")]) == 0
+    captured = capsys.readouterr()
+    rows = {ln.split()[0]: ln.split() for ln in captured.out.splitlines()
+            if ln.startswith("det/")}
+    assert rows["det/batch_norm_0.w_1"][2] == "bn-mean" and rows["det/batch_norm_0.w_1"][4] == "-64"
+    assert rows["det/batch_norm_0.w_2"][2] == "bn-var"
+    assert rows["det/up.scales"][2:4] == ["structural", "L"]
+    warnings = [ln for ln in captured.err.splitlines() if "warning" in ln]
+    assert len(warnings) == 1 and "'det/batch_norm_0.w_2'" in warnings[0]
+    assert "at QP -64" in warnings[0]
+    assert decoder_app.main(["-b", str(bit), "-o", str(dec), "--Verbose=0"]) == 0
+    assert dec.read_bytes() == (tmp_path / "rec.onnx").read_bytes()
+    out, ref = run(str(dec))[0], run(str(src))[0]
+    assert out.shape == (1, 16, 16, 16)
+    assert codec.snr_db(ref, out) > 35
