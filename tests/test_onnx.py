@@ -498,3 +498,16 @@ def test_issue_case_batchnorm_variances_of_an_export_at_qp1d_minus_64(
     out, ref = run(str(dec))[0], run(str(src))[0]
     assert out.shape == (1, 16, 16, 16)
     assert codec.snr_db(ref, out) > 35
+
+
+def test_rate_control_counts_the_container_unit(model_file: Path, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    bit = tmp_path / "m.bit"
+    target = 3000
+    assert encoder_app.main(["-i", str(model_file), "-b", str(bit),
+                             f"--TargetSize={target}"]) == 0
+    size = bit.stat().st_size
+    assert size <= target  # the estimate includes the container unit's bytes
+    unit = hls.split_units(bit.read_bytes())[1]
+    assert unit.unit_type == hls.UnitType.CONTAINER_UNIT
+    assert size > target - 2 * len(unit.payload)  # and is not far below

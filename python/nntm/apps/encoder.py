@@ -329,7 +329,7 @@ def _main(argv: Sequence[str]) -> int:
     target = ratecontrol.target_bits(cfg, tensors)
     rate_plan = None
     if target is not None:
-        rate_plan = ratecontrol.plan(tensors, cfg, target)
+        rate_plan = ratecontrol.plan(tensors, cfg, target, consumers, container)
         cfg = cfg.replace(QP=rate_plan.qp)
         if verbose:
             print(f"(rate control: QP {rate_plan.qp}, {len(rate_plan.offsets)} tensor(s) at "
