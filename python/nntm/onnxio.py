@@ -33,6 +33,10 @@ typed field ``float_data`` / ``double_data`` / ``int32_data``): a file that ``on
 wrote, decoded with every tensor exact, is the original byte for byte.  External data is read
 into memory (``onnx.load``) and written back inline.
 
+:func:`graph_consumers` lists, for each tensor, the (op_type, input index) of the nodes that
+read it, which :mod:`nntm.roles` turns into roles (BatchNorm statistics, structural inputs
+carried exactly, ...).
+
 The ``onnx`` package is optional (``pip install nntm[onnx]``); without it these functions
 raise ModelIOError saying so.
 """
