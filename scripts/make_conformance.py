@@ -540,6 +540,8 @@ class Source:
     path: str
     seed: int
     make: Callable[[np.random.Generator], dict[str, np.ndarray]]
+    # an ONNX source [1.7]: the file's bytes (``make`` then gives its float tensors)
+    onnx_bytes: Callable[[np.random.Generator], bytes] | None = None
 
 
 def src_row_pred(rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -584,6 +586,78 @@ def src_intra_a(rng: np.random.Generator) -> dict[str, np.ndarray]:
     }
 
 
+def onnx_a_file(rng: np.random.Generator) -> bytes:
+    """A Conv + MatMul network as an ONNX file (opset 17, IR 8), built with onnx.helper:
+    a conv weight and bias and a linear weight as initializers (raw_data), a Constant node
+    weight (value, typed float_data) and a Constant value_floats, an If whose then branch holds
+    a Constant weight and whose else branch a value_floats constant, a sparse initializer, and
+    an int64 Reshape shape, which stays in the container's template, exact."""
+    import onnx  # noqa: PLC0415 - the onnx extra
+    from onnx import TensorProto, helper, numpy_helper  # noqa: PLC0415
+
+    info = helper.make_tensor_value_info
+    conv_w = _normal(rng, (8, 3, 3, 3), 0.2).astype(np.float32)
+    conv_b = _normal(rng, (8,), 0.05).astype(np.float32)
+    fc_w = _normal(rng, (288, 10), 0.1).astype(np.float32)
+    const_w = _normal(rng, (10, 10), 0.3).astype(np.float32)
+    then_w = _normal(rng, (10,), 0.5).astype(np.float32)
+    else_w = _normal(rng, (10,), 0.5).astype(np.float32)
+    gain = (1.0 + _normal(rng, (10,), 0.1)).astype(np.float32)
+    idx = np.sort(rng.choice(100, 16, replace=False)).astype(np.int64)
+    sparse = helper.make_sparse_tensor(
+        numpy_helper.from_array(_normal(rng, (16,), 0.3).astype(np.float32), "mix.weight"),
+        numpy_helper.from_array(idx, "mix.weight.indices"), [10, 10])
+    then_g = helper.make_graph(
+        [helper.make_node("Constant", [], ["then.bias"],
+                          value=numpy_helper.from_array(then_w, "then.bias")),
+         helper.make_node("Add", ["z", "then.bias"], ["then_out"], name="then_add")],
+        "then", [], [info("then_out", TensorProto.FLOAT, [1, 10])])
+    else_g = helper.make_graph(
+        [helper.make_node("Constant", [], ["else.scale"], value_floats=else_w.tolist()),
+         helper.make_node("Mul", ["z", "else.scale"], ["else_out"], name="else_mul")],
+        "else", [], [info("else_out", TensorProto.FLOAT, [1, 10])])
+    nodes = [
+        helper.make_node("Conv", ["x", "conv.weight", "conv.bias"], ["c"], name="conv"),
+        helper.make_node("Relu", ["c"], ["r"], name="relu"),
+        helper.make_node("Reshape", ["r", "flat.shape"], ["f"], name="flatten"),
+        helper.make_node("MatMul", ["f", "fc.weight"], ["y"], name="fc"),
+        helper.make_node("Constant", [], ["proj.weight"], name="proj_const",
+                         value=helper.make_tensor("proj.weight", TensorProto.FLOAT, [10, 10],
+                                                  const_w.reshape(-1).tolist())),
+        helper.make_node("Constant", [], ["gain"], name="gain_const", value_floats=gain.tolist()),
+        helper.make_node("MatMul", ["y", "proj.weight"], ["p"], name="proj"),
+        helper.make_node("Mul", ["p", "gain"], ["q"], name="scale"),
+        helper.make_node("MatMul", ["q", "mix.weight"], ["z"], name="mix"),
+        helper.make_node("ReduceSum", ["z"], ["sum"], name="sum", keepdims=0),
+        helper.make_node("Greater", ["sum", "threshold"], ["cond"], name="test"),
+        helper.make_node("If", ["cond"], ["out"], name="If_0", then_branch=then_g,
+                         else_branch=else_g),
+    ]
+    graph = helper.make_graph(
+        nodes, "onnx_a", [info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [info("out", TensorProto.FLOAT, [1, 10])],
+        initializer=[numpy_helper.from_array(conv_w, "conv.weight"),
+                     numpy_helper.from_array(conv_b, "conv.bias"),
+                     numpy_helper.from_array(fc_w, "fc.weight"),
+                     numpy_helper.from_array(np.array([1, -1], np.int64), "flat.shape"),
+                     numpy_helper.from_array(np.array(0.0, np.float32), "threshold")],
+        sparse_initializer=[sparse])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def src_onnx_a(rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """The float tensors of onnx_a_file() (a Conv + MatMul ONNX graph with initializers, a
+    sparse initializer, Constant node weights, an If subgraph with a constant in each branch
+    and an int64 Reshape shape), as nntm.onnxio reads them."""
+    from nntm import onnxio  # noqa: PLC0415
+
+    onnx = onnxio.import_onnx("the ONNX conformance source")
+    return onnxio.split_model(onnx.ModelProto.FromString(onnx_a_file(rng)))[0]
+
+
 SOURCES: dict[str, Source] = {
     "base_b": Source("conformance/sources/base_b.safetensors", 1001, src_base_b),
     "qp": Source("conformance/sources/qp.safetensors", 1002, src_qp),
@@ -608,6 +682,7 @@ SOURCES: dict[str, Source] = {
     "cluster_d": Source("conformance/sources/cluster_d.safetensors", 1018, src_cluster_d),
     "intra_a": Source("conformance/sources/intra_a.safetensors", 1022, src_intra_a),
     "row_pred": Source("conformance/sources/row_pred.safetensors", 1023, src_row_pred),
+    "onnx_a": Source("conformance/sources/onnx_a.onnx", 1024, src_onnx_a, onnx_a_file),
 }
 
 
@@ -1023,6 +1098,18 @@ STREAMS: tuple[Spec, ...] = (
          "and QUANTIZED, raster coded with DQ and a conv with the coding tree, so that the "
          "parameter sets hashed take every form.",
          verify=True),
+    Spec("ONNX_A_1", "onnx_a",
+         ("format 1.7", "TOOL_CONTAINER", "container_format 3 (ONNX)", "source_format 3 (ONNX)",
+          "container_compression 1 (zlib)", "TOOL_INTEGRITY", "stream_md5 matches",
+          "dtype float32", "layer_type conv", "layer_type linear"),
+         "A stream made from an ONNX file (clauses 3.8 and 4.8): the container unit after the "
+         "model parameter set carries the graph with every float tensor's data removed "
+         "(zlib), so that the decoded tensors rebuild the file: initializers, a sparse "
+         "initializer's values, Constant node weights (value, value_floats) and the "
+         "constants of both branches of an If subgraph, named by their graph path "
+         "(If_0/then_branch/then.bias); the int64 Reshape shape stays in the template. The "
+         "stream MD5 covers the container unit.",
+         verify=True),
 )
 
 
@@ -1390,7 +1477,7 @@ _TOOL_NAMES = ((hls.TOOL_CODING_TREE, "TOOL_CODING_TREE"),
                (hls.TOOL_INTRA_PRED, "TOOL_INTRA_PRED"), (hls.TOOL_PROB_WINDOW, "TOOL_PROB_WINDOW"),
                (hls.TOOL_DQ_8STATES, "TOOL_DQ_8STATES"), (hls.TOOL_SUFFIX_CTX, "TOOL_SUFFIX_CTX"),
                (hls.TOOL_DQ_32STATES, "TOOL_DQ_32STATES"), (hls.TOOL_ROW_PRED, "TOOL_ROW_PRED"),
-               (hls.TOOL_INTEGRITY, "TOOL_INTEGRITY"))
+               (hls.TOOL_INTEGRITY, "TOOL_INTEGRITY"), (hls.TOOL_CONTAINER, "TOOL_CONTAINER"))
 PRED_NAMES = {0: "NONE", 1: "REF_MODEL", 2: "EARLIER_TENSOR"}
 POINT_NAMES = {0: "scalar", 1: "kernel", 2: "filter", 3: "inchannel"}
 AXIS_NAMES = {0: "none", 1: "output channels", 2: "input channels"}
@@ -1489,6 +1576,13 @@ def stream_facts(data: bytes, ref: dict[str, np.ndarray] | None = None) -> set[s
     facts |= {name for bit, name in _TOOL_NAMES if mps.tool_flags & bit}
     if mps.tool_flags & hls.TOOL_SIGNAL_TYPES:
         facts.add(f"NumSignalTypes {len(mps.signal_types)}")
+    facts.add(f"source_format {int(mps.source_format)} ({mps.source_format.name})")
+    if mps.tool_flags & hls.TOOL_CONTAINER:
+        unit = hls.split_units(data)[1]
+        container = hls.parse_container_unit(unit)
+        facts.add(f"container_format {int(container.format)} ({container.format.name})")
+        comp = unit.payload[1]
+        facts.add(f"container_compression {comp} ({'zlib' if comp else 'stored'})")
     if mps.tool_flags & hls.TOOL_INTEGRITY:
         checked = codec.decode_detailed(data, ref_model=ref)
         if checked.reports and all(r.params_ok for r in checked.reports):
@@ -1854,6 +1948,20 @@ def generate(names: list[str], force: bool) -> int:
     for key in sorted(used):
         src = SOURCES[key]
         path = ROOT / src.path
+        if src.onnx_bytes is not None:  # an ONNX file: its bytes are the truth
+            blob = src.onnx_bytes(np.random.default_rng(src.seed))
+            if not path.exists():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(blob)
+                notes.append(f"wrote {src.path}")
+            elif path.read_bytes() != blob:
+                msg = f"{src.path}: the regenerated ONNX file differs from the stored one"
+                if force:
+                    notes.append("replacing " + msg)
+                    path.write_bytes(blob)
+                else:
+                    refused.append(msg)
+            continue
         tensors = make_source(src)
         if path.exists():
             if not _same_tensors(nntm.read_model(path), tensors):

@@ -365,10 +365,8 @@ def test_unsupported_dtype_raises_encode_error(value: np.ndarray) -> None:
 def test_other_bad_input_raises_encode_error() -> None:
     with pytest.raises(EncodeError):
         codec.encode({"": np.ones(3, np.float32)}, cfg())
-    with pytest.raises(EncodeError, match="big"):
-        codec.encode({"big": np.array([[1e39, 1.0]], dtype=np.float64)}, cfg())
-    with pytest.raises(EncodeError, match="tensor 'w'"):  # level beyond 2^30 - 1
-        codec.encode({"w": np.array([[3e38, 1.0]], dtype=np.float32)}, cfg(QP=-28))
+    # float64 weights beyond float32's range and levels beyond 2^30 - 1 are no longer
+    # errors: the encoder falls back (tests/test_fallback.py)
 
 
 # ------------------------------------------------------------------ corrupt streams
@@ -491,7 +489,7 @@ def test_newer_major_version(
 def test_unknown_unit_type(small_stream: tuple[dict[str, np.ndarray], codec.EncodeResult]) -> None:
     data = small_stream[1].data
     units = hls.split_units(data)
-    for unit_type in (5, 17, 255):
+    for unit_type in (6, 17, 255):  # 5 is the container unit [1.7] (tests/test_onnx.py)
         # an unknown unit inserted after the model parameter set
         cut = units[1].offset
         inserted = data[:cut] + bytes([unit_type]) + (3).to_bytes(4, "big") + b"abc" + data[cut:]

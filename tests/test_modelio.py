@@ -185,8 +185,9 @@ def test_model_format() -> None:
     assert model_format("B.NPZ") == "npz"
     assert model_format("x.npy") == "npy"
     assert model_format("x.pt") == model_format("x.pth") == "pytorch"
-    with pytest.raises(ModelIOError, match=r"'x\.onnx'.*unknown extension"):
-        model_format("x.onnx")
+    assert model_format("x.ONNX") == "onnx"  # read and written with the onnx extra
+    with pytest.raises(ModelIOError, match=r"'x\.tflite'.*unknown extension"):
+        model_format("x.tflite")
 
 
 # -- compatibility with the safetensors package -----------------------------------------
@@ -413,7 +414,7 @@ def test_read_errors_name_the_file(tmp_path: Path) -> None:
     with pytest.raises(ModelIOError, match=r"missing\.safetensors' does not exist"):
         read_model(missing)
     with pytest.raises(ModelIOError, match="unknown extension"):
-        read_model(tmp_path / "model.onnx")
+        read_model(tmp_path / "model.tflite")
     (tmp_path / "d.npz").mkdir()
     with pytest.raises(ModelIOError, match="directory"):
         read_model(tmp_path / "d.npz")
@@ -488,6 +489,8 @@ def test_write_errors(tmp_path: Path) -> None:
     with pytest.raises(ModelIOError, match="no-such-dir"):
         write_model(tmp_path / "no-such-dir" / "m.safetensors", {"a": np.zeros(1)})
     with pytest.raises(ModelIOError, match="unknown extension"):
+        write_model(tmp_path / "m.tflite", {"a": np.zeros(1)})
+    with pytest.raises(ModelIOError, match="graph is not known"):  # ONNX needs its graph
         write_model(tmp_path / "m.onnx", {"a": np.zeros(1)})
     with pytest.raises(ModelIOError, match="writable formats"):
         write_model(tmp_path / "m.npy", {"a": np.zeros(1)})

@@ -6,6 +6,14 @@ Public API::
     data = nntm.encode(tensors, cfg)            # bytes
     tensors2 = nntm.decode(data)                # dict[str, numpy.ndarray], hashes checked
     tensors = nntm.read_model("model.safetensors"); nntm.write_model("out.npz", tensors)
+
+ONNX (the onnx extra): the graph travels in the stream's container unit::
+
+    tensors, template = nntm.read_model_container("model.onnx")
+    data = nntm.encode(tensors, cfg, hls.SourceFormat.ONNX,
+                       container=hls.Container(hls.SourceFormat.ONNX, template))
+    result = nntm.decode_detailed(data)
+    nntm.write_model("out.onnx", result.tensors, template=result.container.data)
 """
 
 from __future__ import annotations
@@ -30,7 +38,7 @@ from .errors import (
     ModelIOError,
     NntmError,
 )
-from .modelio import read_model, write_model
+from .modelio import read_model, read_model_container, write_model
 
 __version__ = "0.1.0"
 
@@ -52,5 +60,6 @@ __all__ = [
     "encode",
     "encode_with_recon",
     "read_model",
+    "read_model_container",
     "write_model",
 ]

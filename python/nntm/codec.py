@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -19,7 +19,7 @@ from .arrange import Arrangement, from_kernel, kernel_shape, to_kernel
 from .classes import TREE_TYPES, Classifier, intra_problem, search_params
 from .config import Config
 from .errors import BitstreamError, ConfigError, CoreError, EncodeError, HashMismatchError
-from .memory import DEFAULT_MAX_EXPANSION, check_budget
+from .memory import DEFAULT_MAX_EXPANSION, check_budget, default_max_memory
 
 
 @dataclass
@@ -43,6 +43,9 @@ class TensorStats:
     pred_rows: int = 0  # [1.5] rows predicted from an earlier row (row prediction)
     rows: int = 0       # kernel rows (0 for lossless tensors)
     role: str = ""      # nntm.roles label (from the model's structure and values)
+    # why the tensor is not coded as asked ('' when it is): the encoder's fallbacks for a
+    # tensor whose levels do not fit the coder's range at the requested QP
+    note: str = ""
 
     @property
     def bits_per_param(self) -> float:
@@ -95,6 +98,7 @@ class DecodeResult:
     stream_ok: bool | None = None
     version: tuple[int, int] = (hls.FORMAT_VERSION_MAJOR, hls.FORMAT_VERSION_MINOR)
     stream_md5: str = ""  # the MD5 of every unit before end_of_stream, as decoded
+    container: hls.Container | None = None  # [1.7] what rebuilds the source file
 
     @property
     def ok(self) -> bool:
@@ -132,7 +136,9 @@ def _lossless_bytes(array: np.ndarray) -> bytes:
 
 
 def _choose_mode(name: str, array: np.ndarray, cfg: Config,
-                 role: roles.Role | None = None) -> hls.CodingMode:
+                 notes: dict[str, str], role: roles.Role | None = None) -> hls.CodingMode:
+    """The coding mode of a tensor; a tensor coded exactly for want of a quantizer that
+    fits it gets a line in ``notes``."""
     if array.dtype.name not in hls.FLOAT_DTYPES:
         return hls.CodingMode.LOSSLESS
     if array.size <= int(cfg["LosslessMaxElements"]) or array.size == 0:
@@ -148,7 +154,9 @@ def _choose_mode(name: str, array: np.ndarray, cfg: Config,
             f"tensor '{name}': {bad} NaN or infinite weight(s); "
             "set NonFiniteWeights : lossless to carry it exactly")
     if array.dtype.name == "float64" and np.any(np.abs(array) > np.finfo(np.float32).max):
-        raise EncodeError(f"tensor '{name}': float64 weights beyond the float32 range")
+        notes[name] = ("float64 weights beyond the float32 range, which the quantizer works "
+                       "in: coded exactly (lossless)")
+        return hls.CodingMode.LOSSLESS
     return hls.CodingMode.QUANTIZED
 
 
@@ -217,8 +225,13 @@ def encode_with_recon(
     ref_model: Mapping[str, np.ndarray] | None = None,
     consumers: Mapping[str, Sequence[tuple[str, int]]] | None = None,
     qp_offsets: Mapping[str, int] | None = None,
+    container: hls.Container | None = None,
 ) -> EncodeResult:
     """Encode a model; also return the encoder's reconstruction and per-tensor stats.
+
+    ``container`` [1.7] is carried in a container unit after the model parameter set
+    (TOOL_CONTAINER): for an ONNX model, the template that rebuilds the file
+    (nntm.onnxio); a stream without one is what it was before format 1.7.
 
     ``progress`` is called with each tensor's stats as soon as it is coded.
     ``importance`` maps tensor names to importance maps (see nntm.importance):
@@ -254,11 +267,12 @@ def encode_with_recon(
     clustered_any = False
     arrays = [(name, _little_endian(np.asarray(value))) for name, value in tensors.items()]
     plans = []
+    notes: dict[str, str] = {}
     tool_flags = 0
     tensor_roles = roles.derive_roles(dict(arrays), consumers)
     for tensor_id, (name, array) in enumerate(arrays):
         _check_tensor(tensor_id, name, array)
-        mode = _choose_mode(name, array, config, tensor_roles[name])
+        mode = _choose_mode(name, array, config, notes, tensor_roles[name])
         cls = classifier.classify(name, tuple(array.shape))
         if mode == hls.CodingMode.QUANTIZED and cls.tree.enabled:
             tool_flags |= hls.TOOL_CODING_TREE
@@ -283,6 +297,8 @@ def encode_with_recon(
         tool_flags |= hls.TOOL_INTER_PRED
     if config["IntegrityHash"]:
         tool_flags |= hls.TOOL_INTEGRITY
+    if container is not None:
+        tool_flags |= hls.TOOL_CONTAINER
     # the lowest format version that carries the stream: 1.0 without 1.1 tools
     minor = max((m for flag, m in hls.TOOL_MIN_MINOR.items() if tool_flags & flag), default=0)
     if any(mode == hls.CodingMode.QUANTIZED and cls.arrangement != Arrangement.ROWS
@@ -292,6 +308,8 @@ def encode_with_recon(
                                 tool_flags=tool_flags, signal_types=list(classifier.signals),
                                 version_minor=minor)
     units: list[bytes] = [hls.model_parameter_set(mps)]
+    if container is not None:
+        units.append(hls.container_unit(container))
     recon: dict[str, np.ndarray] = {}
     stats: list[TensorStats] = []
     cus: dict[str, np.ndarray] = {}
@@ -329,31 +347,39 @@ def encode_with_recon(
                         and int(config["RowPred"]) == 2 else None)
             ref = None
             if choice is not None:
+                ref = core.Reference(to_kernel(choice.candidate.array, cls.arrangement),
+                                     choice.scale)
+            weight_map = None
+            if name in imp_maps:
+                weight_map = to_kernel(imp.normalized(imp_maps[name], imp_floor), cls.arrangement)
+            fit = _encode_fitting(kernel, params, array.dtype, config, search, weight_map, ref,
+                                  row_hint, f"tensor '{name}'")
+            if fit.ref is None:
+                choice = None
+            if choice is not None:
                 cand = choice.candidate
                 tps.pred_mode = cand.mode
                 tps.ref_tensor_id = cand.tensor_id
                 tps.ref_dtype = cand.array.dtype
                 tps.pred_scale = choice.scale
                 tps.ref_md5 = tensor_md5(cand.array)
-                ref = core.Reference(to_kernel(cand.array, cls.arrangement), choice.scale)
-            weight_map = None
-            if name in imp_maps:
-                weight_map = to_kernel(imp.normalized(imp_maps[name], imp_floor), cls.arrangement)
-            try:
-                res = core.encode_kernel(
-                    kernel, params, array.dtype, bool(config["RDOQ"]),
-                    _lambda_scale(config, ref is not None), f"tensor '{name}'", search,
-                    weight_map, ref, row_hint)
-            except CoreError as exc:
-                raise EncodeError(str(exc)) from exc
-            payload = res.payload
-            rec = from_kernel(res.recon, tuple(array.shape), cls.arrangement)
-            # the trace of a raster tensor holds its predicted rows [1.5], not coding units
-            cus[name] = res.cus if cls.tree.enabled else res.cus[:0]
-            pred_rows = 0 if cls.tree.enabled else len(res.cus)
+            note = fit.note(qp)
+            exact = _exact_if_cheaper(tps, fit, array, tool_flags) if fit.fell_back else None
+            if exact is not None:  # no QP fits, or the finest that does is no smaller
+                tps, mode = exact, hls.CodingMode.LOSSLESS
+                payload, rec = _lossless_bytes(array), np.array(array, copy=True, order="C")
+                note = fit.note(qp, exact=True)
+            else:
+                assert fit.result is not None
+                res, tps.qp = fit.result, fit.params.qp
+                payload = res.payload
+                rec = from_kernel(res.recon, tuple(array.shape), cls.arrangement)
+                # the trace of a raster tensor holds its predicted rows [1.5], not coding units
+                cus[name] = res.cus if cls.tree.enabled else res.cus[:0]
+                pred_rows = 0 if cls.tree.enabled else len(res.cus)
             # ---- clustering-based quantization: RD decision against scalar coding [1.2]
             cst = cluster.settings(config, name, cls.layer.label, tuple(array.shape))
-            if cluster.eligible(array, cst):
+            if mode == hls.CodingMode.QUANTIZED and cluster.eligible(array, cst):
                 full_imp = (imp.normalized(imp_maps[name], imp_floor) if name in imp_maps
                             else None)
                 scalar_bits = 8 * (len(hls.tensor_parameter_set(tps, tool_flags))
@@ -368,6 +394,7 @@ def encode_with_recon(
         else:
             payload = _lossless_bytes(array)
             rec = np.array(array, copy=True, order="C")  # keeps 0-d tensors 0-d
+            note = notes.get(name, "")
         recon[name] = rec
         tps_unit = hls.tensor_parameter_set(tps, tool_flags)
         tps_md5 = hls.unit_md5(tps_unit) if tool_flags & hls.TOOL_INTEGRITY else None
@@ -398,6 +425,7 @@ def encode_with_recon(
             pred=_pred_label(tps) if mode == hls.CodingMode.QUANTIZED else "-",
             pred_rows=pred_rows if mode == hls.CodingMode.QUANTIZED else 0,
             rows=tps.rows if mode == hls.CodingMode.QUANTIZED else 0,
+            note=note,
         )
         stats.append(stat)
         if progress is not None:
@@ -409,6 +437,131 @@ def encode_with_recon(
     body = b"".join(units)
     stream_md5 = hls.unit_md5(body) if tool_flags & hls.TOOL_INTEGRITY else None
     return EncodeResult(body + hls.end_of_stream(stream_md5), recon, stats, cus)
+
+
+# ------------------------------------------------------------------ range fallback
+#
+# A quantized level is at most NNTM_MAX_LEVEL (2^30 - 1) in magnitude: a weight larger than
+# that many steps cannot be coded at the requested QP.  The encoder then codes the tensor
+# at the finest QP whose levels fit (found from the largest |weight| and the step formula,
+# then verified by encoding), or exactly when that is no larger, and says so in the
+# tensor's TensorStats.note.  A predicted tensor whose residual does not fit at any
+# nearby QP is coded without its prediction.
+
+#: QPs tried above the first estimate before a fallback gives up on a candidate
+FALLBACK_TRIES = 16
+#: the largest QP a tensor parameter set carries (docs/bitstream.md, qp se(v) in +-4096)
+MAX_QP = 4096
+
+
+@dataclass
+class _Fit:
+    """A kernel tensor coded by :func:`_encode_fitting` (``result`` None: no QP fits)."""
+
+    result: core.KernelResult | None
+    params: core.KernelParams
+    ref: core.Reference | None
+    fell_back: bool = False
+    dropped_ref: bool = False
+
+    def note(self, requested: int, exact: bool = False) -> str:
+        """The warning of a tensor not coded as asked ('' when it is)."""
+        if not self.fell_back:
+            return ""
+        text = f"levels out of the coder's range at QP {requested}"
+        if self.result is None:
+            return text + " and at every QP the syntax allows: coded exactly (lossless)"
+        if self.dropped_ref:
+            text += " (also with its prediction: coded without it)"
+        if exact and self.result is not None:
+            return text + (f": coded exactly (lossless, no larger than QP {self.params.qp}, "
+                           "the finest QP that fits)")
+        return text + f": coded at QP {self.params.qp}, the finest QP that fits"
+
+
+def _is_range(exc: CoreError) -> bool:
+    return exc.code == core.lib.NNTM_ERR_RANGE
+
+
+def first_fitting_qp(max_abs: float, qp: int, qp_density: int) -> int | None:
+    """The finest QP at or above ``qp`` whose step puts ``max_abs`` within NNTM_MAX_LEVEL
+    steps (the estimate the fallback starts from; the encoder then verifies it); None when
+    no QP up to MAX_QP does."""
+    limit = float(core.lib.NNTM_MAX_LEVEL)
+    if not max_abs > 0.0:
+        return qp
+    per = 1 << qp_density
+    # step(qp) is within a factor 2 of 2^(qp / per): start a doubling below the estimate
+    est = int(np.floor(per * np.log2(max_abs / limit))) - per
+    q = max(qp, est)
+    while q <= MAX_QP:
+        if max_abs / core.step_size(q, qp_density) <= limit:
+            return q
+        q += 1
+    return None
+
+
+def _target_max(kernel: np.ndarray, ref: core.Reference | None) -> float:
+    """The largest |value| the levels code: the weights, or their residual from ``ref``."""
+    target = kernel.astype(np.float64)
+    if ref is not None:
+        pred = ref.samples.astype(np.float64) * (ref.scale / core.PRED_SCALE_ONE)
+        target = target - pred
+    return float(np.max(np.abs(target))) if target.size else 0.0
+
+
+def _encode_fitting(kernel: np.ndarray, params: core.KernelParams, dtype: np.dtype,
+                    config: Config, search: core.SearchParams, weight_map: np.ndarray | None,
+                    ref: core.Reference | None, row_hint: np.ndarray | None,
+                    what: str) -> _Fit:
+    """Code a kernel tensor at ``params.qp``, or where its levels do not fit the coder's
+    range there, at the finest coarser QP where they do (first with the prediction
+    ``ref``, then without it); a result of None when no QP the syntax allows fits."""
+    def attempt(p: core.KernelParams, r: core.Reference | None) -> core.KernelResult:
+        return core.encode_kernel(kernel, p, dtype, bool(config["RDOQ"]),
+                                  _lambda_scale(config, r is not None), what, search,
+                                  weight_map, r, row_hint)
+
+    try:
+        return _Fit(attempt(params, ref), params, ref)
+    except CoreError as exc:
+        if not _is_range(exc):
+            raise EncodeError(str(exc)) from exc
+    for r in (ref, None) if ref is not None else (None,):
+        start = first_fitting_qp(_target_max(kernel, r), params.qp, params.qp_density)
+        if start is None:
+            continue
+        if params.dq_enabled:  # DQ indices count half steps: try a doubling finer too
+            start -= 1 << params.qp_density
+        # with CU QP deltas the finest delta the search tries must fit too
+        tries = FALLBACK_TRIES + max((abs(d) for d in search.qp_deltas), default=0)
+        for q in range(max(start, params.qp + 1), min(start + tries, MAX_QP + 1)):
+            p = replace(params, qp=q)
+            try:
+                return _Fit(attempt(p, r), p, r, True, ref is not None and r is None)
+            except CoreError as exc:
+                # a range error, or a step past what the encoder computes with: coarser
+                if not _is_range(exc) and exc.code != core.lib.NNTM_ERR_ARG:
+                    raise EncodeError(str(exc)) from exc
+    return _Fit(None, params, None, True, ref is not None)
+
+
+def _exact_if_cheaper(tps: hls.TensorParameterSet, fit: _Fit, array: np.ndarray,
+                      tool_flags: int) -> hls.TensorParameterSet | None:
+    """The LOSSLESS parameter set of a tensor that no QP fits, or whose exact coding takes
+    no more bytes than its quantized coding ``fit``; None when the quantized one is
+    smaller."""
+    exact = hls.TensorParameterSet(tps.tensor_id, tps.name, array.dtype, tuple(array.shape),
+                                   hls.CodingMode.LOSSLESS)
+    exact.signal_type = tps.signal_type
+    if fit.result is None:
+        return exact
+    coded = replace(tps, qp=fit.params.qp)
+    quantized = (len(hls.tensor_parameter_set(coded, tool_flags))
+                 + len(hls.tensor_data_unit(tps.tensor_id, fit.result.payload)))
+    lossless = (len(hls.tensor_parameter_set(exact, tool_flags))
+                + len(hls.tensor_data_unit(tps.tensor_id, _lossless_bytes(array))))
+    return exact if lossless <= quantized else None
 
 
 def _lambda_scale(config: Config, predicted: bool) -> float:
@@ -462,9 +615,10 @@ def _candidates(name: str, array: np.ndarray, tensor_id: int,
 
 
 def encode(tensors: Mapping[str, np.ndarray], config: Config,
-           source_format: hls.SourceFormat = hls.SourceFormat.UNKNOWN) -> bytes:
+           source_format: hls.SourceFormat = hls.SourceFormat.UNKNOWN,
+           container: hls.Container | None = None) -> bytes:
     """Encode a model (name -> array, in order) into an NNTM bitstream."""
-    return encode_with_recon(tensors, config, source_format).data
+    return encode_with_recon(tensors, config, source_format, container=container).data
 
 
 # Each level costs at least one sig_flag bin, and a context's probability never
@@ -560,7 +714,8 @@ def decode_detailed(data: bytes, trace: bool = False,
     ended = False
     stream_ok: bool | None = None
     stream_md5 = ""
-    for unit in units[1:]:
+    container = _parse_container(units, mps, len(data), max_memory, max_expansion)
+    for unit in units[1 + (container is not None):]:
         if ended:
             raise BitstreamError(f"{unit.where}: unit after end_of_stream")
         if unit.unit_type == hls.UnitType.TENSOR_PARAMETER_SET:
@@ -617,7 +772,22 @@ def decode_detailed(data: bytes, trace: bool = False,
         raise BitstreamError(f"model parameter set announces {mps.num_tensors} tensors, "
                              f"stream holds {len(reports)}")
     return DecodeResult(tensors, reports, mps.source_format, traces, stream_ok,
-                        (mps.version_major, mps.version_minor), stream_md5)
+                        (mps.version_major, mps.version_minor), stream_md5, container)
+
+
+def _parse_container(units: list[hls.Unit], mps: hls.ModelParameterSet, stream_bytes: int,
+                     max_memory: int | None, max_expansion: int) -> hls.Container | None:
+    """The container unit of a TOOL_CONTAINER stream [1.7]: exactly one, right after the
+    model parameter set (None without the tool)."""
+    if not mps.tool_flags & hls.TOOL_CONTAINER:
+        return None
+    if len(units) < 2 or units[1].unit_type != hls.UnitType.CONTAINER_UNIT:
+        where = units[1].where if len(units) > 1 else "end of stream"
+        raise BitstreamError(f"{where}: tool_flags has TOOL_CONTAINER but no container unit "
+                             "follows the model parameter set")
+    limit = min(hls.MAX_CONTAINER_BYTES, max_expansion * max(stream_bytes, 1),
+                default_max_memory() if max_memory is None else max_memory)
+    return hls.parse_container_unit(units[1], limit)
 
 
 def _unit_bytes(data: bytes, unit: hls.Unit) -> bytes:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -26,7 +27,7 @@ from .errors import BitstreamError
 
 MAGIC = b"NNTM"
 FORMAT_VERSION_MAJOR = 1
-FORMAT_VERSION_MINOR = 6
+FORMAT_VERSION_MINOR = 7
 UNIT_HEADER_BYTES = 5
 MAX_NDIM = 8
 MAX_NAME_BYTES = 4096
@@ -53,14 +54,20 @@ TOOL_SUFFIX_CTX = 1 << 9        # (format 1.5) tensor parameter sets carry suffi
 TOOL_DQ_32STATES = 1 << 10      # (format 1.5) TPSs with DQ carry dq_32_states_flag
 TOOL_ROW_PRED = 1 << 11         # (format 1.5) TPSs without a tree carry row_pred_enabled_flag
 TOOL_INTEGRITY = 1 << 12        # (format 1.6) hash units carry tps_md5, end_of_stream stream_md5
+TOOL_CONTAINER = 1 << 13        # (format 1.7) a container unit follows the model parameter set
 KNOWN_TOOL_FLAGS = (TOOL_CODING_TREE | TOOL_SIGNAL_TYPES | TOOL_DEP_QUANT | TOOL_INTER_PRED
                     | TOOL_CLUSTER | TOOL_INTRA_PRED | TOOL_PROB_WINDOW | TOOL_DQ_8STATES
-                    | TOOL_SUFFIX_CTX | TOOL_DQ_32STATES | TOOL_ROW_PRED | TOOL_INTEGRITY)
+                    | TOOL_SUFFIX_CTX | TOOL_DQ_32STATES | TOOL_ROW_PRED | TOOL_INTEGRITY
+                    | TOOL_CONTAINER)
 # the lowest format minor version that may carry each tool flag
 TOOL_MIN_MINOR = {TOOL_CODING_TREE: 1, TOOL_SIGNAL_TYPES: 1, TOOL_DEP_QUANT: 1,
                   TOOL_INTER_PRED: 2, TOOL_CLUSTER: 2, TOOL_INTRA_PRED: 3, TOOL_PROB_WINDOW: 4,
                   TOOL_DQ_8STATES: 4, TOOL_SUFFIX_CTX: 5, TOOL_DQ_32STATES: 5,
-                  TOOL_ROW_PRED: 5, TOOL_INTEGRITY: 6}
+                  TOOL_ROW_PRED: 5, TOOL_INTEGRITY: 6, TOOL_CONTAINER: 7}
+# container_compression codes (format 1.7)
+CONTAINER_STORED = 0            # container_data as is
+CONTAINER_ZLIB = 1              # container_data is a zlib stream (RFC 1950)
+MAX_CONTAINER_BYTES = (1 << 31) - 1  # container_data_size, after decompression
 MAX_SIGNAL_TYPES = 255
 MAX_TREE_TYPE = 3
 
@@ -71,6 +78,7 @@ class UnitType(enum.IntEnum):
     TENSOR_DATA_UNIT = 2
     TENSOR_HASH_UNIT = 3
     END_OF_STREAM = 4
+    CONTAINER_UNIT = 5          # [1.7] what rebuilds the source file (TOOL_CONTAINER)
 
 
 class CodingMode(enum.IntEnum):
@@ -93,6 +101,7 @@ class SourceFormat(enum.IntEnum):
     UNKNOWN = 0
     SAFETENSORS = 1
     NPZ = 2
+    ONNX = 3                    # [1.7] an ONNX ModelProto (container_format 3: its template)
 
 
 # tensor_dtype codes: the NumPy dtype names, in code order (bfloat16 is ml_dtypes', loaded
@@ -436,6 +445,42 @@ def tensor_hash_unit(tensor_id: int, md5: bytes, tps_md5: bytes | None = None) -
     return _unit(UnitType.TENSOR_HASH_UNIT, w.tobytes())
 
 
+@dataclass(frozen=True)
+class Container:
+    """The source file's rest (format 1.7): ``data`` is what rebuilds a file of ``format``
+    from the decoded tensors (for ONNX the template of nntm.onnxio)."""
+
+    format: SourceFormat
+    data: bytes
+
+
+#: the container formats this decoder knows (container_format)
+CONTAINER_FORMATS = (SourceFormat.ONNX,)
+
+
+def container_unit(container: Container, compression: int = CONTAINER_ZLIB) -> bytes:
+    """The container unit [1.7]: format, compression, size, then the (compressed) data.
+
+    zlib at level 9: templates are protobuf text-like structure that deflate halves, zlib is
+    in Python's standard library and in every C toolchain, and its decoder is small."""
+    if container.format not in CONTAINER_FORMATS:
+        raise ValueError(f"container_format {container.format} is not known")
+    if len(container.data) > MAX_CONTAINER_BYTES:
+        raise ValueError(f"container of {len(container.data)} bytes exceeds 2^31 - 1")
+    w = _Writer()
+    w.u(8, int(container.format))
+    w.u(8, compression)
+    w.ue(len(container.data))
+    w.byte_alignment()
+    if compression == CONTAINER_ZLIB:
+        payload = zlib.compress(container.data, 9)
+    elif compression == CONTAINER_STORED:
+        payload = container.data
+    else:
+        raise ValueError(f"container_compression {compression} is not known")
+    return _unit(UnitType.CONTAINER_UNIT, w.tobytes() + payload)
+
+
 def end_of_stream(stream_md5: bytes | None = None) -> bytes:
     """The last unit; with TOOL_INTEGRITY [1.6] it carries the MD5 of every byte before it."""
     return _unit(UnitType.END_OF_STREAM, stream_md5 or b"")
@@ -744,3 +789,37 @@ def parse_end_of_stream(unit: Unit, mps: ModelParameterSet) -> bytes | None:
         raise r.fail("end_of_stream with a payload" if stream_md5 is None
                      else f"{(len(r.bits) - r.bits.pos) // 8} unexpected byte(s) at the end")
     return stream_md5
+
+
+def parse_container_unit(unit: Unit, max_bytes: int = MAX_CONTAINER_BYTES) -> Container:
+    """A container unit [1.7]; refuses a container_data_size above ``max_bytes`` before
+    decompressing anything, and data that does not inflate to exactly that size."""
+    r = _Reader(unit)
+    raw = r.u(8)
+    if raw not in [int(f) for f in CONTAINER_FORMATS]:
+        raise r.fail(f"unknown container_format {raw}")
+    compression = r.u(8)
+    if compression not in (CONTAINER_STORED, CONTAINER_ZLIB):
+        raise r.fail(f"unknown container_compression {compression}")
+    size = r.ue(MAX_CONTAINER_BYTES, "container_data_size")
+    r.byte_alignment()
+    if size > max_bytes:
+        from .memory import MemoryBudgetError  # noqa: PLC0415 - memory imports hls
+
+        raise MemoryBudgetError(f"{unit.where}: a container of {size} bytes, more than this "
+                                f"decoder's limit of {max_bytes} (MaxExpansion / MaxMemory)")
+    rest = r.rest()
+    if compression == CONTAINER_STORED:
+        data = rest
+    else:
+        d = zlib.decompressobj()
+        try:
+            data = d.decompress(rest, size + 1)
+        except zlib.error as exc:
+            raise r.fail(f"container_data does not inflate: {exc}") from None
+        if not d.eof or d.unused_data or d.unconsumed_tail:
+            raise r.fail("container_data is not one whole zlib stream of "
+                         "container_data_size bytes")
+    if len(data) != size:
+        raise r.fail(f"container_data holds {len(data)} bytes, container_data_size says {size}")
+    return Container(SourceFormat(raw), data)

@@ -19,6 +19,12 @@ Formats, chosen by extension (case-insensitive):
 ``.pt`` / ``.pth``
     A PyTorch state dict of tensors, read with ``torch.load(weights_only=True)``
     when torch is importable (read only).
+``.onnx``
+    Every float tensor of an ONNX graph (initializers, sparse initializers, Constant
+    nodes, subgraphs), named as :mod:`nntm.onnxio` says, when the optional ``onnx``
+    package is installed (``pip install nntm[onnx]``; without it a clear error).  Writing
+    needs the graph: :func:`read_model_container` returns it as a template, and
+    ``write_model(..., template=...)`` fills it.
 
 Every tensor comes back as a C-contiguous, writable, little-endian numpy array
 of one of the supported dtypes (:data:`SAFETENSORS_DTYPES`); bfloat16 is
@@ -49,6 +55,7 @@ __all__ = [
     "WRITE_FORMATS",
     "model_format",
     "read_model",
+    "read_model_container",
     "write_model",
 ]
 
@@ -91,9 +98,10 @@ FORMATS: dict[str, str] = {
     ".npy": "npy",
     ".pt": "pytorch",
     ".pth": "pytorch",
+    ".onnx": "onnx",
 }
-READ_FORMATS = ("safetensors", "npz", "npy", "pytorch")
-WRITE_FORMATS = ("safetensors", "npz")
+READ_FORMATS = ("safetensors", "npz", "npy", "pytorch", "onnx")
+WRITE_FORMATS = ("safetensors", "npz", "onnx")  # onnx: with the template of the graph
 
 _MAX_HEADER = 100_000_000  # the safetensors package's limit
 _METADATA_KEY = "__metadata__"
@@ -130,9 +138,26 @@ def read_model(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
             return _read_npz(name)
         if fmt == "npy":
             return _read_npy(name)
+        if fmt == "onnx":
+            return read_model_container(name)[0]
         return _read_torch(name)
     except OSError as exc:
         raise ModelIOError(f"cannot read model file '{name}': {exc.strerror or exc}") from exc
+
+
+def read_model_container(path: str | os.PathLike[str]
+                         ) -> tuple[dict[str, np.ndarray], bytes | None]:
+    """A model file's tensors and, for a format whose file holds more than its tensors
+    (ONNX: the graph), the template that rebuilds the file from them (else None)."""
+    name = os.fspath(path)
+    if model_format(name) != "onnx":
+        return read_model(name), None
+    from .onnxio import read_onnx  # noqa: PLC0415 - needs the optional onnx package
+
+    if os.path.isdir(name):
+        raise ModelIOError(f"model file '{name}' is a directory")
+    tensors, template = read_onnx(name)
+    return {k: _normalize(name, k, v) for k, v in tensors.items()}, template
 
 
 def _read_safetensors(name: str) -> dict[str, np.ndarray]:
@@ -418,8 +443,11 @@ def write_model(
     tensors: Mapping[str, np.ndarray],
     fmt: str | None = None,
     make_parents: bool = False,
+    template: bytes | None = None,
 ) -> None:
-    """Write ``tensors`` to ``path`` as ``fmt`` ("safetensors" or "npz"; None: by extension).
+    """Write ``tensors`` to ``path`` as ``fmt`` ("safetensors", "npz" or "onnx"; None: by
+    extension).  "onnx" needs the ``template`` of the graph (:func:`read_model_container`,
+    or a decoded stream's container), whose every tensor ``tensors`` must hold.
 
     The order of ``tensors`` is kept.  The file is written to a temporary
     file in the same directory and renamed over ``path``, so a failure never
@@ -434,6 +462,15 @@ def write_model(
             f"cannot write model file '{name}' as {fmt!r} "
             f"(writable formats: {', '.join(WRITE_FORMATS)})"
         )
+    if fmt == "onnx":
+        if template is None:
+            raise ModelIOError(
+                f"cannot write model file '{name}' as ONNX: the graph is not known (an ONNX "
+                "file is written from an ONNX source, whose stream carries the graph)")
+        from .onnxio import write_onnx  # noqa: PLC0415 - needs the optional onnx package
+
+        write_onnx(name, tensors, template, make_parents=make_parents)
+        return
     arrays = _check_tensors(name, tensors, fmt)
     if fmt == "safetensors":
         _atomic_write(name, lambda f: _write_safetensors(f, arrays), make_parents=make_parents)

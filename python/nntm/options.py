@@ -36,7 +36,8 @@ ENCODER_APP_OPTIONS: tuple[Option, ...] = (
         "InputFile",
         "str",
         "",
-        "model to encode (.safetensors, .npz, .npy, .pt/.pth); empty: the bundled example model",
+        "model to encode (.safetensors, .npz, .npy, .pt/.pth, .onnx); empty: the bundled "
+        "example model",
         short="-i",
         group="app",
     ),
@@ -433,7 +434,7 @@ DECODER_OPTIONS: tuple[Option, ...] = (
         "choice",
         "auto",
         "auto: the input model's format recorded in the stream, else by the -o extension",
-        choices=("auto", "safetensors", "npz"),
+        choices=("auto", "safetensors", "npz", "onnx"),
         group="app",
     ),
     Option(

@@ -18,7 +18,7 @@ predictions are not sampled yet): the encoder says so.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -96,16 +96,21 @@ def _tensor_bits(data: bytes) -> tuple[dict[int, int], dict[int, int]]:
 
 
 class _Estimator:
-    def __init__(self, tensors: Mapping[str, np.ndarray], config: Config) -> None:
+    def __init__(self, tensors: Mapping[str, np.ndarray], config: Config,
+                 consumers: Mapping[str, Sequence[tuple[str, int]]] | None = None,
+                 container: hls.Container | None = None) -> None:
         self.names = list(tensors)
         self.sample, self.scale = _sample(tensors)
         self.config = config
+        self.consumers, self.container = consumers, container  # an ONNX graph's [1.7]
         self.cache: dict[int, tuple[float, dict[str, float]]] = {}
 
     def __call__(self, qp: int) -> tuple[float, dict[str, float]]:
         """(estimated stream bits, estimated bits of each tensor) at global QP ``qp``."""
         if qp not in self.cache:
-            data = codec.encode(self.sample, self.config.replace(QP=qp))
+            data = codec.encode_with_recon(self.sample, self.config.replace(QP=qp),
+                                           consumers=self.consumers,
+                                           container=self.container).data
             payload, other = _tensor_bits(data)
             per = {name: other.get(i, 0) + payload.get(i, 0) * self.scale[name]
                    for i, name in enumerate(self.names)}
@@ -114,10 +119,14 @@ class _Estimator:
         return self.cache[qp]
 
 
-def plan(tensors: Mapping[str, np.ndarray], config: Config, target: float) -> Plan:
+def plan(tensors: Mapping[str, np.ndarray], config: Config, target: float,
+         consumers: Mapping[str, Sequence[tuple[str, int]]] | None = None,
+         container: hls.Container | None = None) -> Plan:
     """The QP (and per-tensor offsets) whose estimated stream size is closest to ``target``
-    bits from below, or the finest QP's estimate when even that is smaller."""
-    est = _Estimator(tensors, config)
+    bits from below, or the finest QP's estimate when even that is smaller.  ``consumers``
+    and ``container`` are those the stream is coded with (an ONNX input): the roles they
+    give and the container unit's bytes are in the estimate."""
+    est = _Estimator(tensors, config, consumers, container)
     lo, hi = QP_MIN, QP_MAX  # est(lo) is the largest stream, est(hi) the smallest
     q = int(config["QP"])
     step = 4

@@ -36,7 +36,8 @@ from .common import (
 PROG = "DecoderApp"
 DESCRIPTION = (
     "Decode an NNTM bitstream, check each tensor against the MD5 in its hash unit, and "
-    "write the model (.safetensors or .npz). Exits non-zero on any mismatch. A stream coded "
+    "write the model (.safetensors, .npz, or .onnx for a stream coded from an ONNX model, "
+    "whose graph it carries). Exits non-zero on any mismatch. A stream coded "
     "as a model update needs --RefModel, the model it was coded against. An existing output "
     "file is overwritten (replaced only once the new file is complete); an output that is the "
     "same file as an input is refused."
@@ -131,8 +132,13 @@ def _main(argv: Sequence[str]) -> int:
         raise HashMismatchError(f"{problem}; no output written")
     out = str(cfg["OutputFile"])
     if out:
-        write_model(out, result.tensors, output_format(cfg, result.source_format),
-                    make_parents=True)
+        fmt = output_format(cfg, result.source_format)
+        container = result.container
+        if fmt == "onnx" and (container is None or container.format != hls.SourceFormat.ONNX):
+            raise ModelIOError(f"OutputFile '{out}': the stream carries no ONNX graph (it was "
+                               "not coded from an .onnx model); write .safetensors or .npz")
+        write_model(out, result.tensors, fmt, make_parents=True,
+                    template=container.data if fmt == "onnx" and container else None)
     if verbose:
         print(f"Decode time   : {seconds:.3f} s; all {len(result.reports)} MD5s OK"
               + (f"; wrote {escape_text(out)}" if out else ""))

@@ -21,11 +21,11 @@ from functools import partial
 
 import numpy as np
 
-from .. import codec, hls, ratecontrol
+from .. import codec, hls, onnxio, ratecontrol
 from ..classes import Classifier, intra_problem
 from ..config import Config, parse_app_args
 from ..core import CU_SKIP, INTRA_NAMES
-from ..modelio import model_format, read_model, write_model
+from ..modelio import model_format, read_model, read_model_container, write_model
 from ..options import ENCODER_OPTIONS
 from ..roles import parse_roles
 from .common import (
@@ -45,8 +45,9 @@ from .common import (
 
 PROG = "EncoderApp"
 DESCRIPTION = (
-    "Encode a neural-network model (.safetensors, .npz, .npy, .pt/.pth) into an NNTM "
-    "bitstream. Prints one line per tensor (name, shape, layer type, bits, bits/param, "
+    "Encode a neural-network model (.safetensors, .npz, .npy, .pt/.pth, .onnx) into an NNTM "
+    "bitstream (an ONNX model's graph travels in the stream: DecoderApp -o x.onnx rebuilds "
+    "the file). Prints one line per tensor (name, shape, layer type, bits, bits/param, "
     "weight SNR, time) and the totals. Without --InputFile the bundled digits CNN is "
     "encoded and its test accuracy is printed before and after. With --RefModel the model "
     "is coded as an update of the reference model (mode Q>R: predicted from it; Q>T<id>: "
@@ -55,7 +56,8 @@ DESCRIPTION = (
     "complete; an output that is the same file as an input or as the other output is refused."
 )
 
-_SOURCE_FORMATS = {"safetensors": hls.SourceFormat.SAFETENSORS, "npz": hls.SourceFormat.NPZ}
+_SOURCE_FORMATS = {"safetensors": hls.SourceFormat.SAFETENSORS, "npz": hls.SourceFormat.NPZ,
+                   "onnx": hls.SourceFormat.ONNX}
 
 
 def _rate_problems(cfg: Config) -> list[str]:
@@ -112,8 +114,11 @@ def validate(cfg: Config) -> list[str]:
     if intra:
         problems.append(intra)
     recon = str(cfg["ReconFile"])
-    if recon and not recon.endswith(WRITE_EXTENSIONS):
+    if recon and not recon.lower().endswith(WRITE_EXTENSIONS):
         problems.append(f"ReconFile '{recon}': use a {' or '.join(WRITE_EXTENSIONS)} name")
+    elif recon.lower().endswith(".onnx") and not str(cfg["InputFile"]).lower().endswith(".onnx"):
+        problems.append(f"ReconFile '{recon}': an .onnx reconstruction needs an .onnx input "
+                        "(its graph)")
     return problems
 
 
@@ -171,8 +176,21 @@ def _progress_bar(tensors: dict[str, np.ndarray]) -> _Progress | None:
 
 
 def _report_tensor(s: codec.TensorStats, bar: _Progress | None, name_width: int,
-                   sizes: dict[str, int]) -> None:
-    """One tensor's report line; on a terminal also a step of the progress line."""
+                   sizes: dict[str, int], verbose: int = 1) -> None:
+    """One tensor's report line (Verbose >= 1; on a terminal also a step of the progress
+    line), and a warning on stderr when the encoder could not code it as asked (always)."""
+    if verbose:
+        _print_tensor_line(s, bar, name_width, sizes)
+    if s.note:
+        line = f"{PROG}: warning: tensor '{escape_text(s.name)}': {s.note}"
+        if bar is not None:
+            bar.bar.write(line, file=sys.stderr)
+        else:
+            print(line, file=sys.stderr, flush=True)
+
+
+def _print_tensor_line(s: codec.TensorStats, bar: _Progress | None, name_width: int,
+                       sizes: dict[str, int]) -> None:
     if bar is None:
         _print_tensor(s, name_width)
         return
@@ -274,8 +292,13 @@ def _main(argv: Sequence[str]) -> int:
         from ..example import EXAMPLE_MODEL_PATH
 
         inp = str(EXAMPLE_MODEL_PATH)
-    tensors = read_model(inp)
+    tensors, template = read_model_container(inp)
     source = _SOURCE_FORMATS.get(model_format(inp), hls.SourceFormat.UNKNOWN)
+    # an ONNX model's graph travels in the stream's container unit (format 1.7)
+    container = hls.Container(source, template) if template is not None else None
+    # the graph's consumers of each tensor give its role (nntm.roles): structural inputs
+    # (Resize scales, ...) are carried exactly, BatchNorm statistics get QP1D, ...
+    consumers = onnxio.graph_consumers(template) if template is not None else None
     name_width = name_column(tensors, NAME_MIN, NAME_MAX)
     if verbose:
         print(f"NNTM {PROG}  format {hls.FORMAT_VERSION_MAJOR}.{hls.FORMAT_VERSION_MINOR}")
@@ -301,25 +324,26 @@ def _main(argv: Sequence[str]) -> int:
               "model is coded without reference)", file=sys.stderr)
     bar = _progress_bar(tensors) if verbose else None
     sizes = {k: int(np.asarray(v).nbytes) for k, v in tensors.items()}
-    progress = (partial(_report_tensor, bar=bar, name_width=name_width, sizes=sizes)
-                if verbose else None)
+    progress = partial(_report_tensor, bar=bar, name_width=name_width, sizes=sizes,
+                       verbose=verbose)
     target = ratecontrol.target_bits(cfg, tensors)
     rate_plan = None
     if target is not None:
-        rate_plan = ratecontrol.plan(tensors, cfg, target)
+        rate_plan = ratecontrol.plan(tensors, cfg, target, consumers, container)
         cfg = cfg.replace(QP=rate_plan.qp)
         if verbose:
             print(f"(rate control: QP {rate_plan.qp}, {len(rate_plan.offsets)} tensor(s) at "
                   f"QP {rate_plan.qp - 1}, from {rate_plan.probes} sampled encodes)")
     result = codec.encode_with_recon(tensors, cfg, source, progress=progress,
                                      importance=importance, ref_model=ref_model,
-                                     qp_offsets=rate_plan.offsets if rate_plan else None)
+                                     qp_offsets=rate_plan.offsets if rate_plan else None,
+                                     consumers=consumers, container=container)
     enc_seconds = time.perf_counter() - start
     if bar is not None:
         bar.close()
     write_bitstream(str(cfg["BitstreamFile"]), result.data)
     if cfg["ReconFile"]:
-        write_model(str(cfg["ReconFile"]), result.recon, make_parents=True)
+        write_model(str(cfg["ReconFile"]), result.recon, make_parents=True, template=template)
     if verbose:
         float_params = sum(x.size for x in tensors.values() if x.dtype.name in hls.FLOAT_DTYPES)
         raw_bytes = sum(x.nbytes for x in tensors.values())
