@@ -6,10 +6,12 @@ Public API::
     data = nntm.encode(tensors, cfg)            # bytes
     tensors2 = nntm.decode(data)                # dict[str, numpy.ndarray], hashes checked
     tensors = nntm.read_model("model.safetensors"); nntm.write_model("out.npz", tensors)
+    maps = nntm.calibrate(torch_module, batches)  # importance maps (docs/calibration.md)
 """
 
 from __future__ import annotations
 
+from .calibrate import calibrate  # torch is imported on first call only
 from .codec import (
     DecodeResult,
     EncodeResult,
@@ -47,6 +49,7 @@ __all__ = [
     "NntmError",
     "TensorReport",
     "TensorStats",
+    "calibrate",
     "decode",
     "decode_detailed",
     "encode",
