@@ -113,6 +113,20 @@ def test_digits_maps_are_main_s_and_the_public_path_s() -> None:
     assert not np.array_equal(other["fc1.weight"], maps["fc1.weight"])
 
 
+def test_cli_torch_gives_the_adapter_s_maps(tmp_path: Path) -> None:
+    """The digits CNN through --torch and a saved inputs file: the --model maps, bit for bit."""
+    adapter = _adapter_or_skip("digits")
+    inputs = tmp_path / "digits_calib.pt"
+    torch.save(torch.cat(adapter.calibration_batches()), inputs)
+    via_torch, via_model = tmp_path / "torch.safetensors", tmp_path / "model.safetensors"
+    common = ["--samples", "300", "--probes", "2", "--seed", "3"]
+    assert calibrate_main(["--torch", "nntm.ce.models.digits:torch_module", "--inputs",
+                           str(inputs), "--output-metric", "kl", "--batch-size", "256",
+                           "-o", str(via_torch), *common]) == 0
+    assert calibrate_main(["--model", "digits", "-o", str(via_model), *common]) == 0
+    assert via_torch.read_bytes() == via_model.read_bytes()
+
+
 @pytest.mark.parametrize(("model", "index"), [(m, i) for m, cases in MAIN_HASHES.items()
                                               for i in range(len(cases))])
 def test_adapter_maps_hash_as_on_main(model: str, index: int) -> None:

@@ -28,7 +28,7 @@ from nntm.ce.models.base import (
 )
 from nntm.errors import NntmError
 
-__all__ = ["DigitsAdapter", "load_calibration_images"]
+__all__ = ["DigitsAdapter", "load_calibration_images", "torch_module"]
 
 PROBES = 4
 """Hutchinson probes per calibration image for :meth:`DigitsAdapter.output_importance`."""
@@ -81,6 +81,12 @@ def _torch_net() -> Any:
             return self.fc2(torch.relu(self.fc1(x)))
 
     return DigitsCnn().eval()
+
+
+def torch_module() -> Any:
+    """The bundled digits CNN with its original weights, as a ``torch.nn.Module``: a
+    factory for ``nntm-calibrate --torch nntm.ce.models.digits:torch_module``."""
+    return DigitsAdapter().torch_module()
 
 
 def _conv3x3_relu(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
