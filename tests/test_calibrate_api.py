@@ -89,6 +89,12 @@ def test_import_nntm_does_not_import_torch() -> None:
             "print('torch' in sys.modules, callable(nntm.calibrate))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "True"]
+    # without torch: a clear error, not an ImportError
+    code = ("import sys; sys.modules['torch'] = None; import nntm\n"
+            "try:\n    nntm.calibrate(object(), [])\n"
+            "except nntm.NntmError as exc:\n    print(exc)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "calibration needs torch, which is not installed: pip install torch" in out.stdout
 
 
 def test_digits_maps_are_main_s_and_the_public_path_s() -> None:
