@@ -221,6 +221,28 @@ def test_calibrate_is_exact_for_one_scalar_output() -> None:
     np.testing.assert_allclose(maps["weight"][0], expected, rtol=1e-5)
 
 
+@pytest.mark.parametrize("padding", [1, "same", "valid"])
+def test_calibrate_conv1d_diagonal_is_the_per_sample_gradient(padding: Any) -> None:
+    """A Conv1d (as a Conv2d of height 1) into a scalar output: the diagonal form is
+    E_n (d f_n / d W)^2, computed here by brute force per sample."""
+    torch.manual_seed(5)
+    conv = torch.nn.Conv1d(2, 3, 3, padding=padding, stride=1)
+    length = 7 if padding != "valid" else 5
+    net = torch.nn.Sequential(conv, torch.nn.Tanh(), torch.nn.Flatten(),
+                              torch.nn.Linear(3 * length, 1))
+    x = torch.randn(9, 2, 7, generator=torch.Generator().manual_seed(6))
+    maps = nntm.calibrate(net, [x[:4], x[4:]], probes=1, form="diagonal")
+    expected = np.zeros(tuple(conv.weight.shape))
+    for n in range(x.shape[0]):
+        (grad,) = torch.autograd.grad(net(x[n : n + 1]).sum(), [conv.weight])
+        expected += grad.double().numpy() ** 2 / x.shape[0]
+    assert maps["0.weight"].shape == (3, 2, 3)
+    np.testing.assert_allclose(maps["0.weight"], expected, rtol=1e-4)
+    act = nntm.calibrate(net, [x], kind="activation")
+    np.testing.assert_allclose(act["0.weight"], (x.double() ** 2).mean(dim=(0, 2)).numpy(),
+                               rtol=1e-6)
+
+
 def test_calibrate_batches_and_metrics() -> None:
     net = _Tagger()
     ids = _tagger_batches()
@@ -255,7 +277,7 @@ def test_calibrate_errors() -> None:
         nntm.calibrate(net, ids, kind="hessian")
     with pytest.raises(nntm.NntmError, match="no calibration batches"):
         nntm.calibrate(net, [])
-    with pytest.raises(nntm.NntmError, match="no Conv2d, Linear or Embedding"):
+    with pytest.raises(nntm.NntmError, match="no Conv1d/Conv2d, Linear or Embedding"):
         nntm.calibrate(torch.nn.ReLU(), [torch.zeros(2, 2)])
     with pytest.raises(nntm.NntmError, match="not a float tensor"):
         nntm.calibrate(net, ids, output=lambda out: out.argmax(dim=1))

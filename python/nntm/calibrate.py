@@ -3,7 +3,7 @@
     maps = nntm.calibrate(module, batches)             # dict[state-dict name, float32 map]
     nntm.write_model("imp.safetensors", maps)          # for EncoderApp --ImportanceFile
 
-:func:`calibrate` finds the ``Conv2d``, ``Linear`` and ``Embedding`` layers of any
+:func:`calibrate` finds the ``Conv1d``/``Conv2d``, ``Linear`` and ``Embedding`` layers of any
 ``torch.nn.Module`` itself (forward hooks), runs the module on the caller's
 calibration batches and measures, per layer,
 
@@ -28,6 +28,7 @@ torch is imported on first use only: ``import nntm`` does not need it.
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -107,26 +108,33 @@ def _layer_input(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Any:
     raise NntmError("a hooked layer was called without an input")
 
 
-def conv_padding(module: Any) -> tuple[int, int] | None:
-    """The explicit (symmetric) zero padding of a ``Conv2d``, or ``None`` when it has none
-    (``padding="same"`` with an even kernel, or a padding mode other than zeros)."""
+def _is_conv(module: Any) -> bool:
+    """A ``Conv1d`` or ``Conv2d`` (the convolutions :func:`calibrate` maps)."""
+    import torch
+
+    return isinstance(module, torch.nn.Conv1d | torch.nn.Conv2d)
+
+
+def conv_padding(module: Any) -> tuple[int, ...] | None:
+    """The explicit (symmetric) zero padding of a ``Conv1d``/``Conv2d``, or ``None`` when it
+    has none (``padding="same"`` with an even kernel, or a padding mode other than zeros)."""
     if getattr(module, "padding_mode", "zeros") != "zeros":
         return None
     padding = module.padding
     if padding == "valid":
-        return (0, 0)
+        return (0,) * len(module.kernel_size)
     if padding == "same":
         total = [d * (k - 1) for d, k in zip(module.dilation, module.kernel_size, strict=True)]
         if any(t % 2 for t in total):
             return None
-        return (total[0] // 2, total[1] // 2)
-    return (int(padding[0]), int(padding[1]))
+        return tuple(t // 2 for t in total)
+    return tuple(int(p) for p in padding)
 
 
 class ChannelEnergyHooks:
     """Forward hooks that accumulate the mean squared input per input channel.
 
-    Hooks every ``Conv2d`` and ``Linear`` of ``model`` whose qualified name is in
+    Hooks every ``Conv1d``/``Conv2d`` and ``Linear`` of ``model`` whose qualified name is in
     ``weight_names`` (module name -> weight tensor name).  For a linear layer the
     last axis is the channel axis; a 3-D input ``(B, T, C)`` is restricted to the
     tokens where ``token_mask`` (``(B, T)`` bool, set before each forward) is true.
@@ -143,8 +151,8 @@ class ChannelEnergyHooks:
         modules = dict(model.named_modules())
         for module_name, weight_name in weight_names.items():
             module = modules[module_name]
-            if not isinstance(module, torch.nn.Conv2d | torch.nn.Linear):
-                raise TypeError(f"{module_name} is {type(module).__name__}, not Conv2d/Linear")
+            if not (_is_conv(module) or isinstance(module, torch.nn.Linear)):
+                raise TypeError(f"{module_name} is {type(module).__name__}, not Conv/Linear")
             self._handles.append(
                 module.register_forward_hook(self._make_hook(weight_name), with_kwargs=True)
             )
@@ -159,9 +167,9 @@ class ChannelEnergyHooks:
             output: Any,
         ) -> None:
             x = _layer_input(inputs, kwargs).detach().to(torch.float32)
-            if isinstance(module, torch.nn.Conv2d):  # (N, C, H, W), any memory layout
-                total = x.square().sum(dim=(0, 2, 3), dtype=torch.float64)
-                count = x.shape[0] * x.shape[2] * x.shape[3]
+            if _is_conv(module):  # (N, C, H, W) or (N, C, L), any memory layout
+                total = x.square().sum(dim=(0, *range(2, x.dim())), dtype=torch.float64)
+                count = x.numel() // x.shape[1]
             else:
                 mask = self.token_mask
                 if mask is not None and x.dim() == 3 and tuple(x.shape[:2]) == tuple(mask.shape):
@@ -291,18 +299,18 @@ class OutputSensitivity:
         self.floor = float(floor)
         self.token_mask: torch.Tensor | None = None
         modules = dict(model.named_modules())
-        kinds = (torch.nn.Conv2d, torch.nn.Linear, torch.nn.Embedding)
+        kinds = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Linear, torch.nn.Embedding)
         self._modules: dict[str, Any] = {}
         for module_name, weight_name in weight_names.items():
             module = modules[module_name]
             if not isinstance(module, kinds):
                 raise TypeError(
-                    f"{module_name} is {type(module).__name__}, not Conv2d/Linear/Embedding"
+                    f"{module_name} is {type(module).__name__}, not Conv/Linear/Embedding"
                 )
-            if isinstance(module, torch.nn.Conv2d) and conv_padding(module) is None:
+            if _is_conv(module) and conv_padding(module) is None:
                 raise NntmError(
-                    f"{module_name}: a Conv2d with padding {module.padding!r} and padding mode "
-                    f"{module.padding_mode!r} is not supported (zero padding only)"
+                    f"{module_name}: a convolution with padding {module.padding!r} and padding "
+                    f"mode {module.padding_mode!r} is not supported (zero padding only)"
                 )
             self._modules[weight_name] = module
         self._input_sum: dict[str, torch.Tensor] = {}
@@ -327,34 +335,27 @@ class OutputSensitivity:
         """``sum_n (dL_n/dW)^2`` of one layer (float64, the weight's shape), from its
         input ``x`` and output gradient ``g`` (samples on the first axis)."""
         torch = self._torch
-        if isinstance(module, torch.nn.Conv2d):
-            shape = tuple(module.weight.shape)
-            total = torch.zeros(shape, dtype=torch.float64)
+        if isinstance(module, torch.nn.Conv1d):  # as a Conv2d of height 1
+            out, width, kernel = module.weight.shape
             padding = conv_padding(module)
-            pointwise = (
-                shape[2:] == (1, 1)
-                and module.groups == 1
-                and module.stride == (1, 1)
-                and padding == (0, 0)
+            assert padding is not None  # checked in __init__
+            total = self._conv_sq(
+                x.unsqueeze(2),
+                g.unsqueeze(2),
+                (out, width, 1, kernel),
+                (1, module.stride[0]),
+                (0, padding[0]),
+                (1, module.dilation[0]),
+                module.groups,
             )
-            step = max(1, min(256, 4_000_000 // module.weight.numel()))
-            for n in range(0, x.shape[0], step):
-                xb, gb = x[n : n + step], g[n : n + step]
-                batch = xb.shape[0]
-                if pointwise:  # dL/dW of each sample: (out, L) @ (L, in)
-                    grad = torch.bmm(gb.flatten(2), xb.flatten(2).transpose(1, 2))
-                else:  # every sample its own group: one weight-gradient convolution
-                    grad = torch.nn.grad.conv2d_weight(
-                        xb.reshape(1, -1, *xb.shape[2:]),
-                        (batch * shape[0], *shape[1:]),
-                        gb.reshape(1, -1, *gb.shape[2:]),
-                        stride=module.stride,
-                        padding=padding,
-                        dilation=module.dilation,
-                        groups=batch * module.groups,
-                    )
-                total += grad.reshape(batch, *shape).square().sum(dim=0).to(torch.float64)
-            return total
+            return total.reshape(out, width, kernel)
+        if isinstance(module, torch.nn.Conv2d):
+            padding = conv_padding(module)
+            assert padding is not None  # checked in __init__
+            return self._conv_sq(
+                x, g, tuple(module.weight.shape), module.stride, padding, module.dilation,
+                module.groups,
+            )
         if isinstance(module, torch.nn.Embedding):
             vocab, width = module.weight.shape
             keys = (torch.arange(x.shape[0])[:, None] * vocab + x).reshape(-1)
@@ -375,6 +376,41 @@ class OutputSensitivity:
             total += grad.square().sum(dim=0).to(torch.float64)
         return total
 
+    def _conv_sq(
+        self,
+        x: Any,
+        g: Any,
+        shape: tuple[int, ...],
+        stride: tuple[int, ...],
+        padding: tuple[int, ...],
+        dilation: tuple[int, ...],
+        groups: int,
+    ) -> Any:
+        """``sum_n (dL_n/dW)^2`` of a 2-D convolution of weight ``shape``."""
+        torch = self._torch
+        total = torch.zeros(shape, dtype=torch.float64)
+        pointwise = (
+            shape[2:] == (1, 1) and groups == 1 and tuple(stride) == (1, 1) and padding == (0, 0)
+        )
+        step = max(1, min(256, 4_000_000 // math.prod(shape)))
+        for n in range(0, x.shape[0], step):
+            xb, gb = x[n : n + step], g[n : n + step]
+            batch = xb.shape[0]
+            if pointwise:  # dL/dW of each sample: (out, L) @ (L, in)
+                grad = torch.bmm(gb.flatten(2), xb.flatten(2).transpose(1, 2))
+            else:  # every sample its own group: one weight-gradient convolution
+                grad = torch.nn.grad.conv2d_weight(
+                    xb.reshape(1, -1, *xb.shape[2:]),
+                    (batch * shape[0], *shape[1:]),
+                    gb.reshape(1, -1, *gb.shape[2:]),
+                    stride=stride,
+                    padding=padding,
+                    dilation=dilation,
+                    groups=batch * groups,
+                )
+            total += grad.reshape(batch, *shape).square().sum(dim=0).to(torch.float64)
+        return total
+
     def _make_hook(self, weight_name: str) -> Callable[..., Any]:
         torch = self._torch
 
@@ -388,8 +424,8 @@ class OutputSensitivity:
                 add(self._diag, per_sample)
                 self._trace[weight_name][self._probe] += float(per_sample.sum())
                 g = g.to(torch.float64)
-                if isinstance(module, torch.nn.Conv2d):
-                    add(self._grad_sum, g.square().sum(dim=(0, 2, 3)))
+                if _is_conv(module):
+                    add(self._grad_sum, g.square().sum(dim=(0, *range(2, g.dim()))))
                 else:
                     add(self._grad_sum, g.reshape(-1, g.shape[-1]).square().sum(dim=0))
 
@@ -399,10 +435,10 @@ class OutputSensitivity:
             x = _layer_input(inputs, kwargs).detach()
             if self._collect_inputs:
                 mask = self.token_mask
-                if isinstance(module, torch.nn.Conv2d):
+                if _is_conv(module):
                     x64 = x.to(torch.float64)
-                    add(self._input_sum, x64.square().sum(dim=(0, 2, 3)))
-                    count = x.shape[0] * x.shape[2] * x.shape[3]
+                    add(self._input_sum, x64.square().sum(dim=(0, *range(2, x.dim()))))
+                    count = x.numel() // x.shape[1]
                 elif isinstance(module, torch.nn.Embedding):
                     ids = x[mask] if mask is not None and x.shape == mask.shape else x
                     ids = ids.reshape(-1)
@@ -586,19 +622,20 @@ def sign_probes(output: torch.Tensor, generator: torch.Generator) -> torch.Tenso
 def find_layers(module: torch.nn.Module) -> dict[str, str]:
     """Module name -> state-dict weight name of every layer :func:`calibrate` maps.
 
-    ``Conv2d`` (zero padding), ``Linear`` and ``Embedding`` modules whose weight is
+    ``Conv1d``/``Conv2d`` (zero padding), ``Linear`` and ``Embedding`` modules whose weight is
     in the module's state dict under ``<module name>.weight``, in ``named_modules``
     order; a module shared by several parents is listed once.  Other layers
-    (``Conv1d``, transposed convolutions, weights under parametrizations) get no
+    (``Conv3d``, transposed convolutions, weights under parametrizations) get no
     map.
     """
     torch = require_torch()
     keys = set(module.state_dict().keys())
     found: dict[str, str] = {}
     for name, sub in module.named_modules():
-        if not isinstance(sub, torch.nn.Conv2d | torch.nn.Linear | torch.nn.Embedding):
+        kinds = torch.nn.Conv1d | torch.nn.Conv2d | torch.nn.Linear | torch.nn.Embedding
+        if not isinstance(sub, kinds):
             continue
-        if isinstance(sub, torch.nn.Conv2d) and conv_padding(sub) is None:
+        if _is_conv(sub) and conv_padding(sub) is None:
             continue
         weight = f"{name}.weight" if name else "weight"
         if weight in keys:
@@ -773,7 +810,7 @@ def _activation_maps(
             column = frequency.astype(np.float32)[:, None]
             maps[weight] = np.ascontiguousarray(np.broadcast_to(column, (vocab, width)))
         else:
-            width = layer.in_channels if isinstance(layer, torch.nn.Conv2d) else layer.in_features
+            width = layer.in_channels if _is_conv(layer) else layer.in_features
             maps[weight] = energy.get(weight, np.zeros(width))
     return maps
 
@@ -871,7 +908,8 @@ def calibrate(
     layers = dict(find_layers(module) if layers is None else layers)
     if not layers:
         raise NntmError(
-            f"{type(module).__name__} has no Conv2d, Linear or Embedding layer to calibrate"
+            f"{type(module).__name__} has no Conv1d/Conv2d, Linear or Embedding layer to "
+            "calibrate"
         )
     forward = _Forward(module, transform, torch)
     modes = {sub: sub.training for sub in module.modules()}
