@@ -14,10 +14,15 @@ ONNX (the onnx extra): the graph travels in the stream's container unit::
                        container=hls.Container(hls.SourceFormat.ONNX, template))
     result = nntm.decode_detailed(data)
     nntm.write_model("out.onnx", result.tensors, template=result.container.data)
+
+Output-aware coding (torch)::
+
+    maps = nntm.calibrate(torch_module, batches)  # importance maps (docs/calibration.md)
 """
 
 from __future__ import annotations
 
+from .calibrate import calibrate  # torch is imported on first call only
 from .codec import (
     DecodeResult,
     EncodeResult,
@@ -55,6 +60,7 @@ __all__ = [
     "NntmError",
     "TensorReport",
     "TensorStats",
+    "calibrate",
     "decode",
     "decode_detailed",
     "encode",

@@ -53,6 +53,25 @@ def expand(name: str, shape: tuple[int, ...], value: np.ndarray) -> np.ndarray:
                       f"shape {shape} nor its input channels")
 
 
+def map_problems(maps: Mapping[str, np.ndarray], tensors: Mapping[str, np.ndarray]) -> list[str]:
+    """Why importance ``maps`` do not fit the model ``tensors``, one line per map (empty: they fit).
+
+    Each problem names the map: a name the model does not have, a map whose shape fits
+    neither the tensor's shape nor its input channels, a non-float or non-finite or
+    negative map.  The same checks as :func:`expand`, all at once, before any coding.
+    """
+    problems = []
+    for name, value in maps.items():
+        if name not in tensors:
+            problems.append(f"'{name}' is not a tensor of the model")
+            continue
+        try:
+            expand(name, tuple(np.shape(tensors[name])), value)
+        except EncodeError as exc:
+            problems.append(str(exc))
+    return problems
+
+
 def qp_offsets(
     maps: Mapping[str, np.ndarray],
     scale: float,

@@ -1,35 +1,54 @@
-"""nntm-calibrate: write an importance file for a CE model, for EncoderApp --ImportanceFile.
+"""nntm-calibrate: write an importance file for EncoderApp --ImportanceFile.
 
+    nntm-calibrate --torch mypackage.nets:build --inputs calib.pt -o imp.safetensors
     nntm-calibrate --model minilm --kind sensitivity -o imp.safetensors
     nntm-calibrate --model mobilenetv2 --kind activation -o imp.npz [-i model.safetensors]
 
-Measures importance maps (docs/importance.md, docs/calibration.md) on the
-model adapter's calibration inputs, which are disjoint from the inputs its CE
-metrics are evaluated on:
+Measures importance maps (docs/importance.md, docs/calibration.md):
 
-* ``activation``: the mean squared input of each input channel of every conv
-  and linear weight (a vector per weight), and for embedding tables the
-  smoothed frequency of each row (a map of the table's shape);
-* ``sensitivity``: that input energy times the output sensitivity of each
-  output channel (Hutchinson probes through the network), each layer scaled to
-  its estimated output error, a float32 map of each weight's shape.
+* ``--torch package.module:factory``: any PyTorch module, returned by calling
+  ``factory()`` (or the module object itself), on the calibration inputs of
+  ``--inputs``: a file written by ``torch.save`` holding a tensor (the module
+  is called ``module(x)``), a list of tensors (``module(*xs)``) or a dict of
+  tensors (``module(**d)``), the samples on the first axis of every tensor,
+  run in batches of ``--batch-size`` samples.  The maps are made by the public
+  :func:`nntm.calibrate` and named by the module's state-dict names;
+  ``--output-metric`` says what they stand for (mse: the squared error of the
+  output; kl: the KL divergence of a softmax over its last axis).
+* ``--model NAME``: a CE model, on its adapter's calibration inputs, which
+  are disjoint from the inputs its CE metrics are evaluated on.
 
-The file holds one float32 entry per mapped tensor, named like the model's
-tensors (``.safetensors`` or ``.npz``, by the output's extension).  With ``-i``
-the maps are measured through the network built from that file's tensors (same
-names and shapes as the CE model) instead of the original weights.  Needs the
-CE dependencies (``bash scripts/install_ce.sh``).
+Kinds: ``activation`` (the mean squared input of each input channel of every
+conv and linear weight, a vector per weight; for embedding tables the smoothed
+frequency of each row) and ``sensitivity`` (that input energy times the output
+sensitivity of each output channel, Hutchinson probes through the network,
+each layer scaled to its estimated output error: a float32 map of each
+weight's shape).
+
+The file holds one float32 entry per mapped tensor in the model's tensor order
+(``.safetensors`` or ``.npz``, by the output's extension).  With ``-i`` the maps
+are measured through the network holding that file's tensors (same names and
+shapes as the model) instead of its own weights.  The report gives the time, the
+peak memory, the share of the float parameters mapped and the tensors without a
+map.  Nothing is written when anything fails.  ``--torch`` needs torch; ``--model``
+the CE dependencies (``bash scripts/install_ce.sh``).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import os
+import resource
+import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..calibrate import IMPORTANCE_KINDS, OUTPUT_METRICS, SENSITIVITY_FORMS
+from ..errors import ConfigError, ModelIOError, NntmError
 from ..modelio import read_model, write_model
 from .common import (
     collision_problems,
@@ -42,20 +61,44 @@ from .common import (
 
 PROG = "nntm-calibrate"
 DESCRIPTION = (
-    "Write an importance file (docs/importance.md) for a CE model, measured on the model "
-    "adapter's calibration inputs (disjoint from its evaluation inputs; docs/calibration.md), "
-    "for EncoderApp --ImportanceFile. Kinds: activation (mean squared input per input channel; "
+    "Write an importance file (docs/importance.md) for EncoderApp --ImportanceFile: for any "
+    "PyTorch module (--torch package.module:factory --inputs calib.pt) or a CE model "
+    "(--model NAME, on the adapter's calibration inputs, disjoint from its evaluation "
+    "inputs; docs/calibration.md). Kinds: activation (mean squared input per input channel; "
     "row frequency for embeddings) or sensitivity (input energy x output sensitivity per "
     "weight, each layer scaled to its estimated output error)."
 )
+DEFAULT_BATCH = 32
+LISTED = 12  # tensors without a map named in the report
 
 
 def _parser() -> argparse.ArgumentParser:
     from ..ce.models import ADAPTERS
-    from ..ce.models.base import IMPORTANCE_KINDS, SENSITIVITY_FORMS
 
     ap = argparse.ArgumentParser(prog=PROG, description=DESCRIPTION)
-    ap.add_argument("--model", "-m", required=True, choices=tuple(ADAPTERS), help="CE model")
+    source = ap.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", "-m", choices=tuple(ADAPTERS), help="CE model")
+    source.add_argument(
+        "--torch",
+        metavar="MODULE:FACTORY",
+        help="PyTorch module: package.module:factory, factory() returns the torch.nn.Module",
+    )
+    ap.add_argument(
+        "--inputs",
+        help="--torch: calibration inputs, a torch.save'd tensor, list or dict of tensors "
+        "(first axis: samples)",
+    )
+    ap.add_argument(
+        "--batch-size",
+        type=int,
+        help=f"--torch: samples per forward/backward pass (default {DEFAULT_BATCH})",
+    )
+    ap.add_argument(
+        "--output-metric",
+        choices=OUTPUT_METRICS,
+        help="--torch: what the maps stand for: mse (squared error of the output, default) "
+        "or kl (KL divergence of a softmax over the output's last axis)",
+    )
     ap.add_argument(
         "--kind",
         "-k",
@@ -64,71 +107,325 @@ def _parser() -> argparse.ArgumentParser:
         help="activation (input energy) or sensitivity (input energy x output sensitivity)",
     )
     ap.add_argument("-o", "--output", required=True, help="importance file (.safetensors/.npz)")
-    ap.add_argument("-i", "--input", help="model file to measure through (default: the original)")
-    ap.add_argument("--probes", type=int, help="sensitivity: probes per sample (adapter default)")
+    ap.add_argument("-i", "--input", help="model file to measure through (default: its own)")
+    ap.add_argument("--probes", type=int, help="sensitivity: probes per sample (default 4)")
     ap.add_argument("--samples", type=int, help="use only the first N calibration samples")
     ap.add_argument("--seed", type=int, default=0, help="sensitivity: seed of the probes")
     ap.add_argument(
         "--form",
         choices=SENSITIVITY_FORMS,
-        help="sensitivity: factored (default), diagonal or marginal (docs/calibration.md)",
+        help="sensitivity: factored (default), layer, diagonal or marginal (docs/calibration.md)",
     )
     return ap
 
 
-def _main(argv: Sequence[str]) -> int:
-    from ..ce.models import get_adapter
-
-    args = _parser().parse_args(list(argv))
+def _file_problems(args: argparse.Namespace) -> list[str]:
     problems = []
     if not args.output.lower().endswith((".safetensors", ".npz")):
         problems.append(f"output '{args.output}': use a .safetensors or .npz name")
     problem = output_problem("-o", args.output)
     if problem:
         problems.append(problem)
-    if args.input:
-        problem = input_problem("-i", args.input)
-        if problem:
-            problems.append(problem)
-        problems += collision_problems({"-i": args.input}, {"-o": args.output})
-    if problems:
-        raise ConfigError("; ".join(problems))
-    adapter = get_adapter(args.model)
-    adapter.ensure_available()
-    tensors = read_model(args.input) if args.input else adapter.load()
-    start = time.perf_counter()
+    inputs = {}
+    for key, path in (("-i", args.input), ("--inputs", args.inputs)):
+        if path:
+            problem = input_problem(key, path)
+            if problem:
+                problems.append(problem)
+            inputs[key] = path
+    problems += collision_problems(inputs, {"-o": args.output})
+    if args.torch and not args.inputs:
+        problems.append("--torch needs --inputs (the calibration inputs, a torch.save'd file)")
+    if args.model:
+        used = [f"--{k.replace('_', '-')}" for k in ("inputs", "batch_size", "output_metric")
+                if getattr(args, k) is not None]
+        if used:
+            problems.append(f"{', '.join(used)} apply to --torch only (a CE model brings its "
+                            "own inputs and metric)")
+    return problems
+
+
+def _options(args: argparse.Namespace) -> dict[str, int | str]:
     options: dict[str, int | str] = {"seed": args.seed}
     if args.form is not None:
         options["form"] = args.form
-    for key in ("probes", "samples"):
+    for key in ("probes", "samples", "batch_size"):
         value = getattr(args, key)
         if value is not None:
             if value < 1:
-                raise ConfigError(f"--{key} must be at least 1, not {value}")
-            options[key] = value
-    if args.kind == "activation" and len(options) > 1:
-        raise ConfigError("--probes, --samples and --form apply to --kind sensitivity only")
-    maps = adapter.importance(tensors, args.kind, **options)
-    seconds = time.perf_counter() - start
-    out = {}
-    for name in tensors:  # the model's tensor order
-        if name in maps:
-            value = np.asarray(maps[name], dtype=np.float32)
-            out[name] = np.ascontiguousarray(value)
-    write_model(args.output, out, make_parents=True)
+                raise ConfigError(f"--{key.replace('_', '-')} must be at least 1, not {value}")
+            if key != "batch_size":
+                options[key] = value
+    if args.kind == "activation":
+        limited = {"probes", "form"} | ({"samples"} if args.model else set())
+        if limited & set(options) or args.seed:
+            raise ConfigError(
+                f"--probes, --seed, --form{', --samples' if args.model else ''} apply to "
+                "--kind sensitivity only"
+            )
+        options.pop("seed")
+    return options
+
+
+# --------------------------------------------------------------------------------------
+# --torch: the module, its inputs
+# --------------------------------------------------------------------------------------
+
+
+def load_factory_module(spec: str) -> Any:
+    """The ``torch.nn.Module`` named by ``package.module:factory`` (``factory()`` or itself).
+
+    The current folder is importable, as with ``python -m``.
+    """
+    from ..calibrate import require_torch
+
+    torch = require_torch()
+    module_name, sep, attribute = spec.partition(":")
+    if not sep or not module_name or not attribute:
+        raise ConfigError(f"--torch '{spec}': use package.module:factory")
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        found: Any = importlib.import_module(module_name)
+    except Exception as exc:
+        raise ConfigError(
+            f"--torch '{spec}': cannot import {module_name!r}: {type(exc).__name__}: {exc}"
+        ) from exc
+    for part in attribute.split("."):
+        if not hasattr(found, part):
+            raise ConfigError(f"--torch '{spec}': {module_name!r} has no {attribute!r}")
+        found = getattr(found, part)
+    if isinstance(found, torch.nn.Module):
+        return found
+    if not callable(found):
+        raise ConfigError(f"--torch '{spec}': {attribute!r} is neither callable nor a module")
+    try:
+        made = found()
+    except Exception as exc:
+        raise NntmError(
+            f"--torch '{spec}': {attribute}() failed: {type(exc).__name__}: {exc}"
+        ) from exc
+    if not isinstance(made, torch.nn.Module):
+        raise NntmError(
+            f"--torch '{spec}': {attribute}() returned {type(made).__name__}, "
+            "not a torch.nn.Module"
+        )
+    return made
+
+
+def load_inputs(path: str) -> Any:
+    """The calibration inputs of a ``torch.save``'d file: a tensor, a list/tuple or a dict
+    of tensors, checked to share one number of samples (first axis)."""
+    from ..calibrate import require_torch
+
+    torch = require_torch()
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ModelIOError(
+            f"--inputs '{path}': not a torch.save'd tensor, list or dict of tensors "
+            f"({type(exc).__name__}: {exc})"
+        ) from exc
+    if isinstance(data, torch.Tensor):
+        entries: dict[str, Any] = {"input": data}
+    elif isinstance(data, list | tuple):
+        data = tuple(data)
+        entries = {f"input {i}": value for i, value in enumerate(data)}
+    elif isinstance(data, Mapping):
+        data = dict(data)
+        entries = {str(key): value for key, value in data.items()}
+        bad = [key for key in data if not isinstance(key, str)]
+        if bad:
+            raise ModelIOError(f"--inputs '{path}': the dict's keys must be names, not {bad[0]!r}")
+    else:
+        raise ModelIOError(
+            f"--inputs '{path}' holds {type(data).__name__}: use a tensor, a list or a dict "
+            "of tensors"
+        )
+    if not entries:
+        raise ModelIOError(f"--inputs '{path}' holds no tensor")
+    samples = None
+    for name, value in entries.items():
+        if not isinstance(value, torch.Tensor) or value.dim() < 1:
+            what = f"shape {tuple(value.shape)}" if isinstance(value, torch.Tensor) else (
+                type(value).__name__)
+            raise ModelIOError(
+                f"--inputs '{path}': {name} is {what}, not a tensor with the samples on its "
+                "first axis"
+            )
+        if samples is None:
+            samples = int(value.shape[0])
+        elif int(value.shape[0]) != samples:
+            raise ModelIOError(
+                f"--inputs '{path}': {name} has {value.shape[0]} samples (shape "
+                f"{tuple(value.shape)}), the first input {samples}: every input needs the same "
+                "number of samples on its first axis"
+            )
+    if not samples:
+        raise ModelIOError(f"--inputs '{path}' holds no sample")
+    return data
+
+
+def check_input_names(module: Any, data: Any, path: str) -> None:
+    """Raise unless the inputs fit ``module.forward``'s parameters (names, count)."""
+    from ..calibrate import require_torch, signature_inputs
+
+    torch = require_torch()
+    found = signature_inputs(module)
+    if found is None:
+        return
+    names, takes_kwargs = found
+    forward = type(module).__name__ + ".forward"
+    if isinstance(data, dict):
+        unknown = [key for key in data if key not in names]
+        if unknown and not takes_kwargs:
+            raise ModelIOError(
+                f"--inputs '{path}': input {unknown[0]!r} is not a parameter of {forward} "
+                f"(it takes {', '.join(names) or 'none'})"
+            )
+        given: set[str] = set(data)
+    else:
+        count = 1 if isinstance(data, torch.Tensor) else len(data)
+        given = set(names[:count])
+    import inspect
+
+    parameters = inspect.signature(module.forward).parameters.values()
+    positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if not isinstance(data, dict) and not any(p.kind == p.VAR_POSITIONAL for p in parameters):
+        count = 1 if isinstance(data, torch.Tensor) else len(data)
+        if count > len(positional):
+            raise ModelIOError(
+                f"--inputs '{path}' holds {count} inputs; {forward} takes {len(positional)}"
+            )
+    missing = [p.name for p in parameters
+               if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+               and p.name not in given]
+    if missing:
+        raise ModelIOError(
+            f"--inputs '{path}': {forward} needs input {missing[0]!r}, which the file lacks"
+        )
+
+
+def batches_of(data: Any, size: int, samples: int | None) -> list[Any]:
+    """The inputs cut into batches of ``size`` samples along the first axis."""
+    first = data if not isinstance(data, dict | tuple) else next(iter(
+        data.values() if isinstance(data, dict) else data))
+    total = int(first.shape[0]) if samples is None else min(samples, int(first.shape[0]))
+    out = []
+    for start in range(0, total, size):
+        stop = min(start + size, total)
+        if isinstance(data, dict):
+            out.append({key: value[start:stop] for key, value in data.items()})
+        elif isinstance(data, tuple):
+            out.append(tuple(value[start:stop] for value in data))
+        else:
+            out.append(data[start:stop])
+    return out
+
+
+def _load_weights(module: Any, path: str) -> None:
+    """Put the tensors of model file ``path`` into ``module`` (names and shapes checked)."""
+    from ..calibrate import require_torch, to_torch_state_dict
+
+    torch = require_torch()
+    tensors = read_model(path)
+    state = module.state_dict()
+    missing = [name for name in state if name not in tensors]
+    extra = [name for name in tensors if name not in state]
+    if missing or extra:
+        first = missing[0] if missing else extra[0]
+        raise ModelIOError(
+            f"-i '{path}' does not match the module: {len(missing)} of its tensors missing, "
+            f"{len(extra)} unknown (first: {first!r})"
+        )
+    for name, value in state.items():
+        if tuple(np.shape(tensors[name])) != tuple(value.shape):
+            raise ModelIOError(
+                f"-i '{path}': tensor {name!r} has shape {tuple(np.shape(tensors[name]))}, "
+                f"the module's {tuple(value.shape)}"
+            )
+    with torch.no_grad():
+        module.load_state_dict(to_torch_state_dict(tensors, state), strict=True)
+
+
+def _torch_maps(
+    args: argparse.Namespace, options: dict[str, int | str]
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(maps, the module's tensors as numpy) for ``--torch``."""
+    from ..calibrate import calibrate, require_torch
+
+    torch = require_torch()
+    module = load_factory_module(args.torch)
+    if args.input:
+        _load_weights(module, args.input)
+    data = load_inputs(args.inputs)
+    check_input_names(module, data, args.inputs)
+    samples = options.pop("samples", None)
+    batches = batches_of(data, args.batch_size or DEFAULT_BATCH, samples)
+    tensors = {  # what the report counts (bfloat16 as float32: numpy has no bfloat16)
+        name: (value.float() if value.dtype == torch.bfloat16 else value).detach().cpu().numpy()
+        for name, value in module.state_dict().items()
+    }
+    maps = calibrate(module, batches, kind=args.kind, output=args.output_metric or "mse",
+                     **options)  # type: ignore[arg-type]
+    return maps, tensors
+
+
+def _model_maps(
+    args: argparse.Namespace, options: dict[str, int | str]
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    from ..ce.models import get_adapter
+
+    adapter = get_adapter(args.model)
+    adapter.ensure_available()
+    tensors = read_model(args.input) if args.input else adapter.load()
+    return adapter.importance(tensors, args.kind, **options), tensors
+
+
+def _report(args: argparse.Namespace, out: dict[str, np.ndarray],
+            tensors: dict[str, np.ndarray], seconds: float) -> None:
+    floats = {n: v for n, v in tensors.items() if np.asarray(v).dtype.kind == "f"}
     mapped = sum(int(np.prod(tensors[name].shape)) for name in out)
-    floats = sum(v.size for v in tensors.values() if np.asarray(v).dtype.kind == "f")
-    zero = [name for name, value in out.items() if not np.any(value)]
+    total = sum(int(np.asarray(v).size) for v in floats.values())
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+    what = args.model or args.torch
     print(
         f"{PROG}: wrote {escape_text(args.output)}: {args.kind} maps of {len(out)} tensors "
-        f"of {args.model} "
-        f"({mapped / max(floats, 1):.1%} of its float parameters), {seconds:.1f} s"
+        f"of {escape_text(what)} ({mapped / max(total, 1):.1%} of its {total} float "
+        f"parameters), {seconds:.1f} s, peak memory {peak:.0f} MiB"
     )
+    unmapped = [name for name in floats if name not in out]
+    if unmapped:
+        shown = ", ".join(display_name(n) for n in unmapped[:LISTED])
+        more = f" ... ({len(unmapped)} in all)" if len(unmapped) > LISTED else ""
+        print(f"{PROG}: {len(unmapped)} float tensor(s) without a map (weighted 1 by the "
+              f"encoder): {shown}{more}")
+    zero = [name for name, value in out.items() if not np.any(value)]
     if zero:
         print(
             f"{PROG}: {len(zero)} map(s) are zero (no path to the scored output): "
             f"{', '.join(display_name(n) for n in zero[:6])}{' ...' if len(zero) > 6 else ''}"
         )
+
+
+def _main(argv: Sequence[str]) -> int:
+    args = _parser().parse_args(list(argv))
+    problems = _file_problems(args)
+    if problems:
+        raise ConfigError("; ".join(problems))
+    options = _options(args)
+    start = time.perf_counter()
+    maps, tensors = _torch_maps(args, options) if args.torch else _model_maps(args, options)
+    seconds = time.perf_counter() - start
+    out = {}
+    for name in tensors:  # the model's tensor order
+        if name in maps:
+            value = np.asarray(maps[name], dtype=np.float32)
+            if not np.all(np.isfinite(value)):
+                raise NntmError(f"the map of {name!r} is not finite: nothing written")
+            out[name] = np.ascontiguousarray(value)
+    write_model(args.output, out, make_parents=True)
+    _report(args, out, tensors, seconds)
     return 0
 
 

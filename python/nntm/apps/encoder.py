@@ -25,6 +25,8 @@ from .. import codec, hls, onnxio, ratecontrol
 from ..classes import Classifier, intra_problem
 from ..config import Config, parse_app_args
 from ..core import CU_SKIP, INTRA_NAMES
+from ..errors import ConfigError
+from ..importance import map_problems
 from ..modelio import model_format, read_model, read_model_container, write_model
 from ..options import ENCODER_OPTIONS
 from ..roles import parse_roles
@@ -299,6 +301,13 @@ def _main(argv: Sequence[str]) -> int:
     # the graph's consumers of each tensor give its role (nntm.roles): structural inputs
     # (Resize scales, ...) are carried exactly, BatchNorm statistics get QP1D, ...
     consumers = onnxio.graph_consumers(template) if template is not None else None
+    importance = read_model(str(cfg["ImportanceFile"])) if cfg["ImportanceFile"] else None
+    if importance is not None:  # before any output: a map made for another model
+        problems = map_problems(importance, tensors)
+        if problems:
+            shown = "; ".join(problems[:5]) + (" ..." if len(problems) > 5 else "")
+            raise ConfigError(f"ImportanceFile '{cfg['ImportanceFile']}' does not match the "
+                              f"model '{inp}' ({len(problems)} problem(s)): {shown}")
     name_width = name_column(tensors, NAME_MIN, NAME_MAX)
     if verbose:
         print(f"NNTM {PROG}  format {hls.FORMAT_VERSION_MAJOR}.{hls.FORMAT_VERSION_MINOR}")
@@ -314,7 +323,6 @@ def _main(argv: Sequence[str]) -> int:
         print(_line(["tensor", "shape", "role", "mode", "QP", "bits", "bits/p", "SNR dB",
                      "time s"], name_width))
     start = time.perf_counter()
-    importance = read_model(str(cfg["ImportanceFile"])) if cfg["ImportanceFile"] else None
     ref_model = read_model(str(cfg["RefModel"])) if cfg["RefModel"] else None
     if ref_model is not None and not any(
             name in ref_model and tuple(np.shape(ref_model[name])) == tuple(np.shape(x))

@@ -19,18 +19,16 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from nntm.calibrate import calibrate, to_torch_state_dict
 from nntm.ce.models.base import (
     ModelAdapter,
-    OutputSensitivity,
     as_float32,
     check_tensors,
     require_torch,
-    softmax_fisher_probes,
-    to_torch_state_dict,
 )
 from nntm.errors import NntmError
 
-__all__ = ["DigitsAdapter", "load_calibration_images"]
+__all__ = ["DigitsAdapter", "load_calibration_images", "torch_module"]
 
 PROBES = 4
 """Hutchinson probes per calibration image for :meth:`DigitsAdapter.output_importance`."""
@@ -83,6 +81,12 @@ def _torch_net() -> Any:
             return self.fc2(torch.relu(self.fc1(x)))
 
     return DigitsCnn().eval()
+
+
+def torch_module() -> Any:
+    """The bundled digits CNN with its original weights, as a ``torch.nn.Module``: a
+    factory for ``nntm-calibrate --torch nntm.ce.models.digits:torch_module``."""
+    return DigitsAdapter().torch_module()
 
 
 def _conv3x3_relu(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
@@ -189,22 +193,34 @@ class DigitsAdapter(ModelAdapter):
         Needs torch.  The probes have the softmax's Fisher matrix as covariance
         (the KL divergence of the class distribution stands for the accuracy),
         ``probes`` per calibration image (``samples``: only the first images).
-        See :class:`~nntm.ce.models.base.OutputSensitivity`.
+        Measured by the public :func:`nntm.calibrate` (``output="kl"``) on the
+        torch copy of the network (:meth:`torch_module`).
         """
+        net = self.torch_module(tensors)
+        batches = self.calibration_batches(samples)
+        stats: dict[str, dict[str, float]] = {}
+        maps = calibrate(
+            net, batches, output="kl", probes=probes, seed=seed, form=form, stats=stats
+        )
+        self.sensitivity_stats = stats
+        return maps
+
+    def torch_module(self, tensors: Mapping[str, np.ndarray] | None = None) -> Any:
+        """The digits CNN as a ``torch.nn.Module`` (state-dict names of :meth:`load`)
+        holding ``tensors`` (default: the original weights).  Needs torch."""
         torch = require_torch()
         reference = self.load() if self._tensors is None else self._tensors
+        tensors = reference if tensors is None else tensors
         check_tensors(self.name, tensors, reference)
         net = _torch_net()
         with torch.no_grad():
             net.load_state_dict(to_torch_state_dict(tensors, reference), strict=True)
+        return net
+
+    def calibration_batches(self, samples: int | None = None) -> list[Any]:
+        """The calibration images as float32 tensors (n, 1, 8, 8) scaled to 0..1, in
+        batches of :data:`CHUNK` (``samples``: only the first images).  Needs torch."""
+        torch = require_torch()
         images = self.calibration_inputs()[:samples].astype(np.float32) / np.float32(16.0)
         x = torch.from_numpy(images.reshape(-1, 1, 8, 8))
-        names = {name: f"{name}.weight" for name in ("conv1", "conv2", "fc1", "fc2")}
-        generator = torch.Generator().manual_seed(seed)
-        with OutputSensitivity(net, names) as probe:
-            for start in range(0, x.shape[0], CHUNK):
-                chunk = x[start : start + CHUNK]
-                probe.run(lambda chunk=chunk: net(chunk), softmax_fisher_probes, probes, generator)
-            maps = probe.maps(form=form)
-            self.sensitivity_stats = dict(probe.stats)
-        return maps
+        return [x[start : start + CHUNK] for start in range(0, x.shape[0], CHUNK)]

@@ -29,18 +29,14 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from nntm.calibrate import calibrate, smoothed_frequencies, to_torch_state_dict
 from nntm.ce.models.base import (
-    ChannelEnergyHooks,
     ModelAdapter,
-    OutputSensitivity,
     check_tensors,
     error_db,
     find_package_file,
-    gaussian_probes,
     read_safetensors,
     require_torch,
-    smoothed_frequencies,
-    to_torch_state_dict,
 )
 
 __all__ = [
@@ -92,6 +88,11 @@ def load_calibration_sentences() -> list[str]:
     None of them is an evaluation sentence (:func:`load_sentences`).
     """
     return _read_lines(CALIBRATION_SENTENCES_PATH)
+
+
+def _token_mask(batch: Mapping[str, Any]) -> Any:
+    """The real (unpadded) tokens of a calibration batch, bool (B, T)."""
+    return batch["attention_mask"].bool()
 
 
 @functools.cache
@@ -371,15 +372,6 @@ class MiniLMAdapter(ModelAdapter):
             ),
         }
 
-    def _weight_modules(self, net: Any) -> dict[str, str]:
-        """Module name -> weight name of every linear layer and embedding table."""
-        torch = require_torch()
-        return {
-            module_name: f"{module_name}.weight"
-            for module_name, module in net.named_modules()
-            if isinstance(module, torch.nn.Linear | torch.nn.Embedding)
-        }
-
     def input_channel_importance(self, tensors: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Mean squared input per input feature of every linear weight (real tokens only),
         and the smoothed row frequencies of the three embedding tables.
@@ -394,31 +386,18 @@ class MiniLMAdapter(ModelAdapter):
         torch = require_torch()
         inputs = self.calibration_inputs()
         net = self._model(tensors)
-        modules = self._weight_modules(net)
-        names = {k: v for k, v in modules.items() if not k.startswith("embeddings.")}
-        mask = torch.from_numpy(inputs["attention_mask"]).bool()
-        ids = torch.from_numpy(inputs["input_ids"])
-        with ChannelEnergyHooks(net, names) as hooks, torch.inference_mode():
-            hooks.token_mask = mask
-            net(ids, mask.to(torch.int64), run_pooler=True)
-            result = hooks.result()
-        positions = torch.arange(ids.shape[1]).expand_as(ids)
-        counts = {
-            "embeddings.word_embeddings.weight": (ids[mask], VOCAB),
-            "embeddings.position_embeddings.weight": (positions[mask], MAX_POSITIONS),
-            "embeddings.token_type_embeddings.weight": (torch.zeros_like(ids)[mask], TYPE_VOCAB),
+        batch = {
+            "input_ids": torch.from_numpy(inputs["input_ids"]),
+            "attention_mask": torch.from_numpy(inputs["attention_mask"]),
+            "run_pooler": True,
         }
-        smoothing = self.row_frequencies()
-        maps: dict[str, np.ndarray] = {}
-        for name in modules.values():
-            if name in counts:
-                index, size = counts[name]
-                frequency = smoothing[name](np.bincount(index.numpy(), minlength=size))
-                column = frequency.astype(np.float32)[:, None]
-                maps[name] = np.ascontiguousarray(np.broadcast_to(column, (size, HIDDEN)))
-            else:
-                maps[name] = result[name]
-        return maps
+        return calibrate(
+            net,
+            [batch],
+            kind="activation",
+            token_mask=_token_mask,
+            row_frequencies=self.row_frequencies(),
+        )
 
     def output_importance(
         self,
@@ -446,20 +425,28 @@ class MiniLMAdapter(ModelAdapter):
         net = self._model(tensors)
         lengths = inputs["attention_mask"].sum(axis=1)
         order = np.argsort(lengths, kind="stable")
-        generator = torch.Generator().manual_seed(seed)
-        with OutputSensitivity(net, self._weight_modules(net)) as probe:
-            for start in range(0, len(order), CHUNK):
-                rows = order[start : start + CHUNK]
-                width = int(lengths[rows].max())
-                ids = torch.from_numpy(inputs["input_ids"][rows, :width])
-                mask = torch.from_numpy(inputs["attention_mask"][rows, :width])
-                probe.token_mask = mask.bool()
-                probe.run(
-                    lambda ids=ids, mask=mask: net(ids, mask, run_pooler=True),
-                    gaussian_probes,
-                    probes,
-                    generator,
-                )
-            maps = probe.maps(self.row_frequencies(), form=form)
-            self.sensitivity_stats = dict(probe.stats)
+        batches = []
+        for start in range(0, len(order), CHUNK):
+            rows = order[start : start + CHUNK]
+            width = int(lengths[rows].max())
+            batches.append(
+                {
+                    "input_ids": torch.from_numpy(inputs["input_ids"][rows, :width]),
+                    "attention_mask": torch.from_numpy(inputs["attention_mask"][rows, :width]),
+                    "run_pooler": True,
+                }
+            )
+        stats: dict[str, dict[str, float]] = {}
+        maps = calibrate(
+            net,
+            batches,
+            output="mse",
+            probes=probes,
+            seed=seed,
+            form=form,
+            token_mask=_token_mask,
+            row_frequencies=self.row_frequencies(),
+            stats=stats,
+        )
+        self.sensitivity_stats = stats
         return maps

@@ -33,16 +33,13 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from nntm.calibrate import calibrate, to_torch_state_dict
 from nntm.ce.models.base import (
-    ChannelEnergyHooks,
     ModelAdapter,
-    OutputSensitivity,
     check_tensors,
     error_db,
     find_package_file,
     require_torch,
-    softmax_fisher_probes,
-    to_torch_state_dict,
 )
 from nntm.errors import NntmError
 
@@ -346,14 +343,6 @@ class MobileNetV2Adapter(ModelAdapter):
             "agree_top1": float(100.0 * np.mean(agree)) if agree.size else float("nan"),
         }
 
-    def _weight_modules(self, net: Any) -> dict[str, str]:
-        torch = require_torch()
-        return {
-            module_name: f"{module_name}.weight"
-            for module_name, module in net.named_modules()
-            if isinstance(module, torch.nn.Conv2d | torch.nn.Linear)
-        }
-
     def input_channel_importance(self, tensors: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Mean squared input per input channel of every conv and the classifier.
 
@@ -361,13 +350,8 @@ class MobileNetV2Adapter(ModelAdapter):
         has one entry per channel (its ``groups``), so entry ``c`` belongs to the
         kernel ``weight[c, 0]``.
         """
-        torch = require_torch()
         net = self._model(tensors)
-        names = self._weight_modules(net)
-        with ChannelEnergyHooks(net, names) as hooks, torch.inference_mode():
-            net(self._input(calibration=True))
-            result = hooks.result()
-        return {name: result[name] for name in names.values()}
+        return calibrate(net, [self._input(calibration=True)], kind="activation")
 
     def output_importance(
         self,
@@ -384,16 +368,15 @@ class MobileNetV2Adapter(ModelAdapter):
         (:func:`~nntm.ce.models.base.softmax_fisher_probes`), ``probes`` per
         calibration crop, in chunks of :data:`CHUNK` crops.  ``samples`` limits
         the measurement to the first crops (quick checks).  See
-        :class:`~nntm.ce.models.base.OutputSensitivity`.
+        :class:`~nntm.calibrate.OutputSensitivity`; measured by the public
+        :func:`nntm.calibrate` (``output="kl"``).
         """
-        torch = require_torch()
         net = self._model(tensors)
         crops = self._input(calibration=True)[:samples]
-        generator = torch.Generator().manual_seed(seed)
-        with OutputSensitivity(net, self._weight_modules(net)) as probe:
-            for start in range(0, crops.shape[0], CHUNK):
-                chunk = crops[start : start + CHUNK]
-                probe.run(lambda chunk=chunk: net(chunk), softmax_fisher_probes, probes, generator)
-            maps = probe.maps(form=form)
-            self.sensitivity_stats = dict(probe.stats)
+        batches = [crops[start : start + CHUNK] for start in range(0, crops.shape[0], CHUNK)]
+        stats: dict[str, dict[str, float]] = {}
+        maps = calibrate(
+            net, batches, output="kl", probes=probes, seed=seed, form=form, stats=stats
+        )
+        self.sensitivity_stats = stats
         return maps

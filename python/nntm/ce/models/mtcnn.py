@@ -33,16 +33,13 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from nntm.calibrate import calibrate, to_torch_state_dict
 from nntm.ce.models.base import (
-    ChannelEnergyHooks,
     ModelAdapter,
-    OutputSensitivity,
     check_tensors,
     error_db,
     find_package_file,
     require_torch,
-    sign_probes,
-    to_torch_state_dict,
 )
 
 __all__ = [
@@ -341,21 +338,10 @@ class MTCNNAdapter(ModelAdapter):
         calibration = self.calibration_inputs()
         result: dict[str, np.ndarray] = {}
         for net, module in nets.items():
-            names = self._weight_modules(net, module)
-            with ChannelEnergyHooks(module, names) as hooks, torch.inference_mode():
-                module(torch.from_numpy(calibration[net]))
-                result.update(hooks.result())
+            maps = calibrate(module, [torch.from_numpy(calibration[net])], kind="activation")
+            result.update({f"{net}.{name}": value for name, value in maps.items()})
         assert self._tensors is not None
         return {name: result[name] for name in self._tensors if name in result}
-
-    @staticmethod
-    def _weight_modules(net: str, module: Any) -> dict[str, str]:
-        torch = require_torch()
-        return {
-            module_name: f"{net}.{module_name}.weight"
-            for module_name, sub in module.named_modules()
-            if isinstance(sub, torch.nn.Conv2d | torch.nn.Linear)
-        }
 
     def output_importance(
         self,
@@ -380,14 +366,14 @@ class MTCNNAdapter(ModelAdapter):
         torch = require_torch()
         nets = self._models(tensors)
         calibration = self.calibration_inputs()
-        generator = torch.Generator().manual_seed(seed)
+        generator = torch.Generator().manual_seed(seed)  # one stream through the three nets
         maps: dict[str, np.ndarray] = {}
         self.sensitivity_stats: dict[str, dict[str, float]] = {}
         for net, module in nets.items():
             x = torch.from_numpy(calibration[net][:samples])
-            with OutputSensitivity(module, self._weight_modules(net, module)) as probe:
-                probe.run(lambda x=x, module=module: module(x), sign_probes, probes, generator)
-                maps.update(probe.maps(form=form))
-                self.sensitivity_stats.update(probe.stats)
+            stats: dict[str, dict[str, float]] = {}
+            found = calibrate(module, [x], probes=probes, seed=generator, form=form, stats=stats)
+            maps.update({f"{net}.{name}": value for name, value in found.items()})
+            self.sensitivity_stats.update({f"{net}.{name}": s for name, s in stats.items()})
         assert self._tensors is not None
         return {name: maps[name] for name in self._tensors if name in maps}
