@@ -1,0 +1,322 @@
+/* nntm-dec: decode an NNTM bitstream to safetensors with libnntm alone (no Python).
+ *
+ *   nntm-dec -b in.bit [-o out.safetensors] [--RefModel ref.safetensors] [-v]
+ *            [--MaxMemory BYTES] [--MaxExpansion N] [--MaxTensorElements N]
+ *
+ * One line per tensor with [MD5: <hex> OK]; exits 1 on any mismatch or error,
+ * leaving no output file (the output is written to a temporary file in the
+ * same folder and renamed once complete).  The safetensors file is byte for
+ * byte the one DecoderApp writes. */
+#define _DEFAULT_SOURCE /* sysconf(_SC_PHYS_PAGES), fsync, fileno */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "nntm/nntm.h"
+#include "nntm/nntm_stream.h"
+#include "tools/safetensors.h"
+
+static const char *prog = "nntm-dec";
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: nntm-dec -b in.bit [-o out.safetensors] [--RefModel ref.safetensors] [-v]\n"
+            "                [--MaxMemory BYTES|auto] [--MaxExpansion N] [--MaxTensorElements N]\n"
+            "Decode an NNTM bitstream (format 1.0 to 1.6), check every MD5 and write the model\n"
+            "as safetensors (identical to DecoderApp's). Exits 1 on any mismatch or error, in\n"
+            "which case no output file is written.\n");
+}
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* A byte count with an optional K/M/G/T suffix (powers of 1024), or auto (0). */
+static int parse_size(const char *text, uint64_t *out) {
+    if (!strcmp(text, "auto")) { *out = 0; return 0; }
+    char *end;
+    double v = strtod(text, &end);
+    uint64_t unit = 1;
+    if (*end == 'K' || *end == 'k') unit = 1ull << 10;
+    else if (*end == 'M' || *end == 'm') unit = 1ull << 20;
+    else if (*end == 'G' || *end == 'g') unit = 1ull << 30;
+    else if (*end == 'T' || *end == 't') unit = 1ull << 40;
+    if (unit != 1) end++;
+    if (*end == 'B' || *end == 'b') end++;
+    if (*end || end == text || !(v > 0)) return -1;
+    *out = (uint64_t)(v * (double)unit);
+    return *out ? 0 : -1;
+}
+
+static int parse_count(const char *text, uint64_t *out) {
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(text, &end, 10);
+    if (*end || end == text || errno || text[0] == '-') return -1;
+    *out = v;
+    return 0;
+}
+
+/* A name for the terminal: control characters as \xNN. */
+static void print_name(const char *name, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)name[i];
+        if (c < 0x20 || c == 0x7f) printf("\\x%02x", c);
+        else putchar(c);
+    }
+}
+
+static void print_shape(const nntm_tensor_info *t) {
+    char buf[256] = "scalar";
+    size_t n = 0;
+    for (int d = 0; d < t->ndim; d++)
+        n += (size_t)snprintf(buf + n, sizeof buf - n, d ? "x%lld" : "%lld", (long long)t->shape[d]);
+    printf(" %16s", buf);
+}
+
+static int ends_with(const char *s, const char *suffix) {
+    size_t a = strlen(s), b = strlen(suffix);
+    if (a < b) return 0;
+    for (size_t i = 0; i < b; i++) {
+        char c = s[a - b + i];
+        if (c >= 'A' && c <= 'Z') c = (char)(c - 'A' + 'a');
+        if (c != suffix[i]) return 0;
+    }
+    return 1;
+}
+
+static int same_file(const char *a, const char *b) {
+    struct stat sa, sb;
+    return !stat(a, &sa) && !stat(b, &sb) && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
+typedef struct options {
+    const char *bitstream, *output, *ref_model;
+    int verbose;
+    nntm_stream_settings settings;
+} options;
+
+static int parse_args(int argc, char **argv, options *o) {
+    nntm_stream_default_settings(&o->settings);
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = NULL;
+        const char *eq = strchr(a, '=');
+        char key[64];
+        if (a[0] == '-' && a[1] == '-' && eq && (size_t)(eq - a) < sizeof key) {
+            memcpy(key, a, (size_t)(eq - a));
+            key[eq - a] = 0;
+            a = key;
+            v = eq + 1;
+        }
+        int takes = !strcmp(a, "-b") || !strcmp(a, "--BitstreamFile") || !strcmp(a, "-o") ||
+                    !strcmp(a, "--OutputFile") || !strcmp(a, "--RefModel") ||
+                    !strcmp(a, "--MaxMemory") || !strcmp(a, "--MaxExpansion") ||
+                    !strcmp(a, "--MaxTensorElements");
+        if (takes && !v) {
+            if (i + 1 >= argc) {
+                fprintf(stderr, "%s: error: %s needs a value\n", prog, a);
+                return -1;
+            }
+            v = argv[++i];
+        }
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage(stdout);
+            exit(0);
+        } else if (!strcmp(a, "-v") || !strcmp(a, "--Verbose")) {
+            o->verbose = 1;
+        } else if (!strcmp(a, "-b") || !strcmp(a, "--BitstreamFile")) {
+            o->bitstream = v;
+        } else if (!strcmp(a, "-o") || !strcmp(a, "--OutputFile")) {
+            o->output = v;
+        } else if (!strcmp(a, "--RefModel")) {
+            o->ref_model = v;
+        } else if (!strcmp(a, "--MaxMemory")) {
+            if (parse_size(v, &o->settings.max_memory)) {
+                fprintf(stderr, "%s: error: MaxMemory: '%s' is not a size\n", prog, v);
+                return -1;
+            }
+        } else if (!strcmp(a, "--MaxExpansion") || !strcmp(a, "--MaxTensorElements")) {
+            uint64_t *dst = a[5] == 'E' ? &o->settings.max_expansion : &o->settings.max_elements;
+            if (parse_count(v, dst)) {
+                fprintf(stderr, "%s: error: %s: '%s' is not a count\n", prog, a + 2, v);
+                return -1;
+            }
+        } else {
+            fprintf(stderr, "%s: error: unknown argument '%s'\n", prog, argv[i]);
+            usage(stderr);
+            return -1;
+        }
+    }
+    if (!o->bitstream) {
+        fprintf(stderr, "%s: error: BitstreamFile (-b) is required\n", prog);
+        return -1;
+    }
+    if (o->output && !ends_with(o->output, ".safetensors")) {
+        fprintf(stderr, "%s: error: OutputFile '%s': nntm-dec writes .safetensors only\n", prog,
+                o->output);
+        return -1;
+    }
+    if (o->output && (same_file(o->output, o->bitstream) ||
+                      (o->ref_model && same_file(o->output, o->ref_model)))) {
+        fprintf(stderr, "%s: error: OutputFile '%s' is the same file as an input\n", prog, o->output);
+        return -1;
+    }
+    if (!o->settings.max_memory) { /* auto: half of this machine's memory */
+        long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+        o->settings.max_memory = pages > 0 && page > 0 ? (uint64_t)pages * (uint64_t)page / 2
+                                                       : (uint64_t)8 << 30;
+    }
+    return 0;
+}
+
+static void hex(const uint8_t d[16], char out[33]) {
+    for (int i = 0; i < 16; i++) snprintf(out + 2 * i, 3, "%02x", d[i]);
+}
+
+/* Decode every tensor, print its line, stream it to f (or NULL); 0 all OK, 1 a mismatch,
+ * -1 an error (printed). */
+static int decode_all(nntm_stream *s, FILE *f, int verbose) {
+    int32_t n = nntm_stream_num_tensors(s);
+    uint64_t largest = 0;
+    for (int32_t i = 0; i < n; i++) {
+        nntm_tensor_info t;
+        nntm_stream_tensor_info(s, i, &t);
+        if (t.byte_size > largest) largest = t.byte_size;
+    }
+    uint8_t *buf = malloc((size_t)largest + 1);
+    if (!buf) {
+        fprintf(stderr, "%s: error: cannot allocate %llu bytes\n", prog, (unsigned long long)largest);
+        return -1;
+    }
+    int result = 0;
+    for (int32_t i = 0; i < n; i++) {
+        nntm_tensor_info t;
+        nntm_stream_tensor_info(s, i, &t);
+        uint8_t md5[16];
+        char h[33];
+        double start = now();
+        int rv = nntm_stream_decode_tensor(s, i, buf, (size_t)t.byte_size, md5);
+        double seconds = now() - start;
+        if (rv < 0 && rv != NNTM_ERR_HASH) {
+            fprintf(stderr, "%s: error: %s\n", prog, nntm_stream_error(s));
+            free(buf);
+            return -1;
+        }
+        hex(md5, h);
+        print_name(t.name, t.name_size);
+        print_shape(&t);
+        printf(" %9s", nntm_tensor_dtype_name(t.dtype));
+        if (verbose) printf(" %7.3f s", seconds);
+        printf("  [MD5: %s %s%s]\n", h, rv == NNTM_OK ? "OK" : "MISMATCH",
+               t.params_ok == 0 ? ", parameter set MISMATCH" : "");
+        if (rv != NNTM_OK || t.params_ok == 0) result = 1;
+        if (f && t.byte_size && fwrite(buf, 1, (size_t)t.byte_size, f) != t.byte_size) {
+            fprintf(stderr, "%s: error: cannot write the output: %s\n", prog, strerror(errno));
+            free(buf);
+            return -1;
+        }
+    }
+    free(buf);
+    return result;
+}
+
+int main(int argc, char **argv) {
+    options o;
+    memset(&o, 0, sizeof o);
+    if (parse_args(argc, argv, &o)) return 2;
+    double start = now();
+    nntm_st_model ref;
+    memset(&ref, 0, sizeof ref);
+    if (o.ref_model) {
+        char err[512];
+        if (nntm_st_open(&ref, o.ref_model, err, sizeof err)) {
+            fprintf(stderr, "%s: error: %s\n", prog, err);
+            return 1;
+        }
+        o.settings.ref_lookup = nntm_st_lookup;
+        o.settings.ref_cookie = &ref;
+    }
+    nntm_stream *s = NULL;
+    int rv = nntm_stream_open_file(&s, o.bitstream, &o.settings);
+    if (rv < 0) {
+        fprintf(stderr, "%s: error: %s\n", prog, s ? nntm_stream_error(s) : nntm_strerror(rv));
+        nntm_stream_close(&s);
+        nntm_st_close(&ref);
+        return 1;
+    }
+    int32_t version = nntm_stream_version(s);
+    if (o.verbose)
+        printf("NNTM nntm-dec  %s: %d tensors, format %d.%d\n", o.bitstream,
+               nntm_stream_num_tensors(s), version >> 8, version & 255);
+    FILE *f = NULL;
+    char *tmp = NULL;
+    if (o.output) {
+        size_t n = strlen(o.output) + 64;
+        tmp = malloc(n);
+        uint8_t *header = NULL;
+        size_t header_size = 0;
+        if (tmp) snprintf(tmp, n, "%s.%ld.nntm-dec.tmp", o.output, (long)getpid());
+        if (!tmp || nntm_st_header(s, &header, &header_size)) {
+            fprintf(stderr, "%s: error: out of memory\n", prog);
+            free(tmp);
+            nntm_stream_close(&s);
+            nntm_st_close(&ref);
+            return 1;
+        }
+        f = fopen(tmp, "wb");
+        if (!f || fwrite(header, 1, header_size, f) != header_size) {
+            fprintf(stderr, "%s: error: cannot write '%s': %s\n", prog, o.output, strerror(errno));
+            if (f) fclose(f);
+            if (f) remove(tmp);
+            free(header);
+            free(tmp);
+            nntm_stream_close(&s);
+            nntm_st_close(&ref);
+            return 1;
+        }
+        free(header);
+    }
+    int result = decode_all(s, f, o.verbose);
+    uint8_t digest[16];
+    int stream_ok = nntm_stream_check(s, digest);
+    if (o.verbose) {
+        char h[33];
+        hex(digest, h);
+        if (stream_ok < 0)
+            printf("Checks        : tensor data MD5 only (this stream carries no parameter set or "
+                   "stream MD5)\n");
+        else
+            printf("Checks        : tensor data MD5, tensor parameter set MD5, stream MD5 "
+                   "[stream MD5: %s %s]\n", h, stream_ok ? "OK" : "MISMATCH");
+    }
+    if (result == 0 && stream_ok == 0) {
+        fprintf(stderr, "%s: error: stream MD5 mismatch (a unit of the stream was changed)\n", prog);
+        result = 1;
+    } else if (result == 1) {
+        fprintf(stderr, "%s: error: MD5 mismatch; no output written\n", prog);
+    }
+    if (f) {
+        int bad = result != 0;
+        if (!bad && (fflush(f) || fsync(fileno(f)))) bad = 1;
+        if (fclose(f)) bad = 1;
+        if (!bad && rename(tmp, o.output)) {
+            fprintf(stderr, "%s: error: cannot write '%s': %s\n", prog, o.output, strerror(errno));
+            bad = 1;
+            result = -1;
+        }
+        if (bad) remove(tmp);
+    }
+    if (o.verbose && result == 0)
+        printf("Decode time   : %.3f s; all %d MD5s OK%s%s\n", now() - start,
+               nntm_stream_num_tensors(s), o.output ? "; wrote " : "", o.output ? o.output : "");
+    free(tmp);
+    nntm_stream_close(&s);
+    nntm_st_close(&ref);
+    return result == 0 ? 0 : 1;
+}
