@@ -1,0 +1,167 @@
+"""nntm-dec, the C decoder (lib/tools/nntm_dec.c over lib/decoder/stream_reader.c).
+
+Every stored conformance stream decodes to the MD5s of its .md5 file and to a safetensors
+file byte-identical to DecoderApp's; changed streams are accepted or refused exactly as the
+Python reader does.  Skipped when build/nntm-dec is not built (scripts/run_tests.sh builds it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from nntm import codec, hls, memory
+from nntm.apps import decoder
+from nntm.modelio import read_model
+
+ROOT = Path(__file__).resolve().parents[1]
+NNTM_DEC = Path(os.environ.get("NNTM_DEC", ROOT / "build" / "nntm-dec"))
+SUITE = json.loads((ROOT / "conformance" / "suite.json").read_text())["streams"]
+MD5_LINE = re.compile(r"\[MD5: ([0-9a-f]{32}) (OK|MISMATCH)")
+
+pytestmark = pytest.mark.skipif(not NNTM_DEC.is_file(),
+                                reason=f"{NNTM_DEC} not built (cmake --build build)")
+
+
+def _run(bitstream: Path, out: Path | None = None, ref: Path | None = None,
+         *extra: str) -> subprocess.CompletedProcess[str]:
+    cmd = [str(NNTM_DEC), "-b", str(bitstream)]
+    if out is not None:
+        cmd += ["-o", str(out)]
+    if ref is not None:
+        cmd += ["--RefModel", str(ref)]
+    return subprocess.run(cmd + list(extra), capture_output=True, text=True, timeout=120)
+
+
+def _ref(entry: dict) -> Path | None:
+    return ROOT / entry["ref_model"] if entry.get("ref_model") else None
+
+
+def _expected_md5s(entry: dict) -> list[tuple[str, str]]:
+    lines = (ROOT / entry["md5_file"]).read_text().splitlines()
+    return [(line[:32], line[34:]) for line in lines if line.strip()]
+
+
+@pytest.mark.parametrize("entry", SUITE, ids=[e["name"] for e in SUITE])
+def test_conformance_stream(entry: dict, tmp_path: Path) -> None:
+    bitstream = ROOT / entry["bitstream"]
+    ref = _ref(entry)
+    out_c = tmp_path / "c.safetensors"
+    proc = _run(bitstream, out_c, ref)
+    assert proc.returncode == 0, proc.stderr
+    got = MD5_LINE.findall(proc.stdout)
+    expected = _expected_md5s(entry)
+    assert [h for h, _ in got] == [h for h, _ in expected]
+    assert all(status == "OK" for _, status in got)
+    lines = [line for line in proc.stdout.splitlines() if "[MD5:" in line]
+    for line, (_, name) in zip(lines, expected, strict=True):
+        assert line.startswith(name) or "\\x" in line
+    out_py = tmp_path / "py.safetensors"
+    argv = ["-b", str(bitstream), "-o", str(out_py)]
+    if ref is not None:
+        argv += ["--RefModel", str(ref)]
+    assert decoder.main(argv) == 0
+    assert out_c.read_bytes() == out_py.read_bytes()
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def _python_accepts(data: bytes, ref_model: dict | None) -> bool:
+    try:
+        result = codec.decode_detailed(data, ref_model=ref_model)
+    except Exception:  # noqa: BLE001 - any refusal of the reference reader
+        return False
+    return not codec.mismatch_message(result)
+
+
+def _mutate(data: bytes, rng: random.Random) -> bytes:
+    d = bytearray(data)
+    kind = rng.randrange(5)
+    if kind == 0:
+        bit = rng.randrange(len(d) * 8)
+        d[bit // 8] ^= 1 << (bit % 8)
+    elif kind == 1:
+        del d[rng.randrange(len(d)):]
+    elif kind == 2:  # the high-level syntax sits near the start
+        d[rng.randrange(min(len(d), 160))] = rng.randrange(256)
+    elif kind == 3:
+        i = rng.randrange(len(d))
+        del d[i:i + rng.randrange(1, 5)]
+    else:
+        d += bytes([rng.choice((0, 1, 2, 3, 4, 5)), 0, 0, 0, 0])
+    return bytes(d)
+
+
+@pytest.mark.parametrize("entry", SUITE, ids=[e["name"] for e in SUITE])
+def test_changed_streams_as_python(entry: dict, tmp_path: Path) -> None:
+    """Accepted or refused exactly as codec.decode_detailed does (10 changes a stream)."""
+    data = (ROOT / entry["bitstream"]).read_bytes()
+    ref = _ref(entry)
+    ref_model = read_model(str(ref)) if ref else None
+    rng = random.Random(entry["name"])
+    path = tmp_path / "m.bit"
+    for _ in range(10):
+        changed = _mutate(data, rng)
+        path.write_bytes(changed)
+        proc = _run(path, None, ref)
+        assert proc.returncode in (0, 1), proc.stderr
+        assert (proc.returncode == 0) == _python_accepts(changed, ref_model), proc.stderr
+
+
+def test_mismatch_leaves_no_output(tmp_path: Path) -> None:
+    entry = next(e for e in SUITE if e["name"] == "LOSSLESS_A_1")
+    data = bytearray((ROOT / entry["bitstream"]).read_bytes())
+    data[-40] ^= 0x55  # inside the last tensor's data or hash: an MD5 mismatch
+    bad = tmp_path / "bad.bit"
+    bad.write_bytes(bytes(data))
+    out = tmp_path / "out.safetensors"
+    out.write_bytes(b"old")
+    proc = _run(bad, out)
+    assert proc.returncode == 1
+    assert "MISMATCH" in proc.stdout or "error" in proc.stderr
+    assert out.read_bytes() == b"old"  # untouched: the new file was never renamed over it
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.bit", "out.safetensors"]
+
+
+def test_reference_model_needed(tmp_path: Path) -> None:
+    entry = next(e for e in SUITE if e.get("ref_model"))
+    proc = _run(ROOT / entry["bitstream"], tmp_path / "o.safetensors")
+    assert proc.returncode == 1
+    assert "reference model" in proc.stderr
+    assert not list(tmp_path.iterdir())
+    wrong = next(e for e in SUITE if e["name"] == "BASE_A_1")
+    proc = _run(ROOT / entry["bitstream"], None, ROOT / wrong["source_model"])
+    assert proc.returncode == 1
+
+
+def test_refuses_newer_units_and_tools(tmp_path: Path) -> None:
+    data = (ROOT / "bitstreams" / "INTEGRITY_A_1.bit").read_bytes()
+    path = tmp_path / "x.bit"
+    path.write_bytes(data + bytes([5, 0, 0, 0, 0]))  # a format 1.7 container unit
+    proc = _run(path)
+    assert proc.returncode == 1 and "unknown unit_type 5" in proc.stderr
+    flags = bytearray(data)
+    flags[5 + 4 + 3 + 2] |= 0x20  # tool_flags bit 13: the big-endian u32 after magic, 3 bytes
+    path.write_bytes(bytes(flags))
+    proc = _run(path)
+    assert proc.returncode == 1 and "tool_flags" in proc.stderr
+
+
+def test_memory_budget(tmp_path: Path) -> None:
+    bomb = ROOT / "tests" / "data" / "bombs" / "bomb_one_16k.bit"
+    proc = _run(bomb)
+    assert proc.returncode == 1 and "decompression bomb" in proc.stderr
+    small = ROOT / "bitstreams" / "BASE_A_1.bit"
+    data = small.read_bytes()
+    units = hls.split_units(data)
+    mps = hls.parse_model_parameter_set(units[0])
+    need = memory.estimate(len(data), [hls.parse_tensor_parameter_set(u, mps) for u in units
+                                       if u.unit_type == hls.UnitType.TENSOR_PARAMETER_SET])
+    # the same estimate as nntm.memory, to the byte
+    assert _run(small, None, None, "--MaxMemory", str(need - 1)).returncode == 1
+    assert _run(small, None, None, "--MaxMemory", str(need)).returncode == 0
