@@ -15,7 +15,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from nntm import codec, hls, memory
 from nntm.apps import decoder
 from nntm.modelio import read_model
