@@ -10,7 +10,10 @@
 #    against the hash units and the .md5 files (no LD_PRELOAD into Python: the
 #    sanitized code runs in its own process);
 # 4. decodes the fuzzing regression corpus fuzz/corpus/kernel/ (corrupt and truncated
-#    payloads found by the fuzzer) under the sanitizers: any report fails the job.
+#    payloads found by the fuzzer) under the sanitizers: any report fails the job;
+# 5. runs the sanitized C stream decoder build-asan/nntm-dec over every conformance stream
+#    (MD5s against the .md5 files), then tests/test_cdec.py through it (byte-identical
+#    output to DecoderApp, changed streams refused as the Python reader refuses them).
 #
 # Needs cmake, a C compiler with -fsanitize=address,undefined (gcc or clang; CC picks
 # one), python3 and the nntm package (pip install -e .).  Takes well under a minute.
@@ -45,4 +48,25 @@ if [ ${#corpus[@]} -gt 0 ]; then
   printf '%s\0' "${corpus[@]}" | xargs -0 -n 200 build-asan/kernel_check --errors-ok
 fi
 echo "${#corpus[@]} corpus inputs decoded cleanly"
+echo "== nntm-dec (whole-stream C decoder) under the sanitizers, every conformance stream"
+python3 - <<'PY'
+import json, re, subprocess, sys
+streams = json.load(open("conformance/suite.json"))["streams"]
+bad = 0
+for s in streams:
+    cmd = ["build-asan/nntm-dec", "-b", s["bitstream"], "-o", "build-asan/cdec.safetensors"]
+    if s.get("ref_model"):
+        cmd += ["--RefModel", s["ref_model"]]
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    got = re.findall(r"\[MD5: ([0-9a-f]{32}) OK\]", p.stdout)
+    want = [line.split()[0] for line in open(s["md5_file"]) if line.strip()]
+    if p.returncode or got != want:
+        bad += 1
+        print(f"{s['name']}: rc {p.returncode}, MD5s {'match' if got == want else 'differ'}\n"
+              f"{p.stderr}", file=sys.stderr)
+print(f"{len(streams) - bad} of {len(streams)} streams decoded by build-asan/nntm-dec to their MD5s")
+sys.exit(1 if bad else 0)
+PY
+rm -f build-asan/cdec.safetensors
+NNTM_DEC=build-asan/nntm-dec python3 -m pytest -q -p no:cacheprovider tests/test_cdec.py
 echo "== sanitizers: all clean"
