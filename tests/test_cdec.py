@@ -164,3 +164,40 @@ def test_memory_budget(tmp_path: Path) -> None:
     # the same estimate as nntm.memory, to the byte
     assert _run(small, None, None, "--MaxMemory", str(need - 1)).returncode == 1
     assert _run(small, None, None, "--MaxMemory", str(need)).returncode == 0
+
+
+def test_missing_folders_made_and_removed(tmp_path: Path) -> None:
+    out = tmp_path / "a" / "b" / "x.safetensors"
+    assert _run(ROOT / "bitstreams" / "BASE_A_1.bit", out).returncode == 0
+    assert out.is_file()
+    data = bytearray((ROOT / "bitstreams" / "LOSSLESS_A_1.bit").read_bytes())
+    data[-40] ^= 0x55
+    bad = tmp_path / "bad.bit"
+    bad.write_bytes(bytes(data))
+    assert _run(bad, tmp_path / "c" / "d" / "x.safetensors").returncode == 1
+    assert not (tmp_path / "c").exists()
+
+
+def test_hostile_names_escaped_as_decoderapp(tmp_path: Path) -> None:
+    import numpy as np
+    from nntm.apps.common import escape_text
+    from nntm.config import Config
+
+    names = ["\x1b[2Jclear", "rtl\u202eexe", "line\nbreak", "tab\there", "sep\u2028x", "ok.w",
+             "zw\u200bj", "del\x7f", "c1\x85", 'quote"back\\slash', "caf\u00e9.\u6743\u91cd",
+             "nul\x00x", "bell\x07"]
+    tensors = {n: np.full((3, 4), i, np.float32) for i, n in enumerate(names)}
+    cfg = Config.from_files([str(ROOT / "cfg" / "encoder_default.cfg")])
+    path = tmp_path / "names.bit"
+    path.write_bytes(codec.encode(tensors, cfg))
+    out = tmp_path / "names.safetensors"
+    proc = _run(path, out)
+    assert proc.returncode == 0, proc.stderr
+    lines = [line for line in proc.stdout.splitlines() if "[MD5:" in line]
+    assert len(lines) == len(names)
+    for line, name in zip(lines, names, strict=True):
+        assert line.startswith(escape_text(name) + " ")
+    assert read_model(str(out)).keys() == tensors.keys()
+    py_out = tmp_path / "py.safetensors"
+    assert decoder.main(["-b", str(path), "-o", str(py_out)]) == 0
+    assert out.read_bytes() == py_out.read_bytes()

@@ -63,12 +63,43 @@ static int parse_count(const char *text, uint64_t *out) {
     return 0;
 }
 
-/* A name for the terminal: control characters as \xNN. */
+/* Whether a code point is a control (Cc), a line or paragraph separator (Zl, Zp) or one
+ * of the format controls (Cf: bidi, zero-width, ...) that DecoderApp escapes. */
+static int unsafe_code_point(uint32_t c) {
+    static const uint32_t cf[][2] = {
+        {0xAD, 0xAD},       {0x600, 0x605},     {0x61C, 0x61C},   {0x6DD, 0x6DD},
+        {0x70F, 0x70F},     {0x890, 0x891},     {0x8E2, 0x8E2},   {0x180E, 0x180E},
+        {0x200B, 0x200F},   {0x2028, 0x202E},   {0x2060, 0x2064}, {0x2066, 0x206F},
+        {0xFEFF, 0xFEFF},   {0xFFF9, 0xFFFB},   {0x110BD, 0x110BD}, {0x110CD, 0x110CD},
+        {0x13430, 0x1343F}, {0x1BCA0, 0x1BCA3}, {0x1D173, 0x1D17A}, {0xE0001, 0xE0001},
+        {0xE0020, 0xE007F},
+    };
+    if (c < 0x20 || (c >= 0x7F && c <= 0x9F)) return 1;
+    for (size_t i = 0; i < sizeof cf / sizeof cf[0]; i++)
+        if (c >= cf[i][0] && c <= cf[i][1]) return 1;
+    return 0;
+}
+
+/* A name for the terminal, escaped as DecoderApp does (as in a Python literal: \n, \x1b,
+ * \u202e); the name is valid UTF-8 (the reader checks it). */
 static void print_name(const char *name, size_t n) {
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)name[i];
-        if (c < 0x20 || c == 0x7f) printf("\\x%02x", c);
-        else putchar(c);
+    const unsigned char *p = (const unsigned char *)name;
+    for (size_t i = 0; i < n;) {
+        uint32_t c = p[i];
+        size_t len = c < 0x80 ? 1 : c < 0xE0 ? 2 : c < 0xF0 ? 3 : 4;
+        if (i + len > n) len = 1;
+        if (len > 1) {
+            c &= 0x3Fu >> (len - 1);
+            for (size_t k = 1; k < len; k++) c = (c << 6) | (p[i + k] & 0x3F);
+        }
+        if (c == '\n') fputs("\\n", stdout);
+        else if (c == '\r') fputs("\\r", stdout);
+        else if (c == '\t') fputs("\\t", stdout);
+        else if (!unsafe_code_point(c)) fwrite(p + i, 1, len, stdout);
+        else if (c <= 0xFF) printf("\\x%02x", (unsigned)c);
+        else if (c <= 0xFFFF) printf("\\u%04x", (unsigned)c);
+        else printf("\\U%08x", (unsigned)c);
+        i += len;
     }
 }
 
@@ -94,6 +125,56 @@ static int ends_with(const char *s, const char *suffix) {
 static int same_file(const char *a, const char *b) {
     struct stat sa, sb;
     return !stat(a, &sa) && !stat(b, &sb) && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
+/* Create the missing folders of path's directory, outermost first; made[] gets those
+ * created (for remove_folders).  0, or -1 with errno set. */
+#define MAX_MADE 64
+typedef struct made_folders {
+    char *path[MAX_MADE];
+    int count;
+} made_folders;
+
+static int make_folders(const char *path, made_folders *made) {
+    made->count = 0;
+    size_t n = strlen(path);
+    char *dir = malloc(n + 1);
+    if (!dir) return -1;
+    memcpy(dir, path, n + 1);
+    char *slash = strrchr(dir, '/');
+    if (!slash || slash == dir) {
+        free(dir);
+        return 0;
+    }
+    *slash = 0;
+    for (char *p = dir + 1;; p++) {
+        if (*p != '/' && *p != 0) continue;
+        char c = *p;
+        *p = 0;
+        struct stat st;
+        if (stat(dir, &st)) {
+            if (mkdir(dir, 0777) || made->count == MAX_MADE) {
+                *p = c;
+                free(dir);
+                return -1;
+            }
+            made->path[made->count] = malloc(strlen(dir) + 1);
+            if (made->path[made->count]) strcpy(made->path[made->count++], dir);
+        }
+        *p = c;
+        if (!c) break;
+    }
+    free(dir);
+    return 0;
+}
+
+/* Remove the folders make_folders created (innermost first) when remove is set; free. */
+static void release_folders(made_folders *made, int remove_them) {
+    for (int i = made->count - 1; i >= 0; i--) {
+        if (remove_them) rmdir(made->path[i]);
+        free(made->path[i]);
+    }
+    made->count = 0;
 }
 
 typedef struct options {
@@ -256,6 +337,7 @@ int main(int argc, char **argv) {
                nntm_stream_num_tensors(s), version >> 8, version & 255);
     FILE *f = NULL;
     char *tmp = NULL;
+    made_folders made = {{0}, 0};
     if (o.output) {
         size_t n = strlen(o.output) + 64;
         tmp = malloc(n);
@@ -269,11 +351,12 @@ int main(int argc, char **argv) {
             nntm_st_close(&ref);
             return 1;
         }
-        f = fopen(tmp, "wb");
+        f = make_folders(o.output, &made) ? NULL : fopen(tmp, "wb");
         if (!f || fwrite(header, 1, header_size, f) != header_size) {
             fprintf(stderr, "%s: error: cannot write '%s': %s\n", prog, o.output, strerror(errno));
             if (f) fclose(f);
             if (f) remove(tmp);
+            release_folders(&made, 1);
             free(header);
             free(tmp);
             nntm_stream_close(&s);
@@ -311,6 +394,7 @@ int main(int argc, char **argv) {
             result = -1;
         }
         if (bad) remove(tmp);
+        release_folders(&made, bad);
     }
     if (o.verbose && result == 0)
         printf("Decode time   : %.3f s; all %d MD5s OK%s%s\n", now() - start,
