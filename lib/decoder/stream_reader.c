@@ -17,6 +17,7 @@
 #include "../common/md5.h"
 #include "bit_reader.h"
 #include "nntm/nntm.h"
+#include "tps_syntax.h"
 
 /* ------------------------------------------------------------------ limits (hls.py) */
 #define FORMAT_MAJOR 1
@@ -42,18 +43,18 @@ static const char *const unit_names[UNIT_TYPES] = {
     "end_of_stream"};
 
 /* tool_flags (format 1.1 ..): bit, lowest minor version that may carry it. */
-#define TOOL_CODING_TREE (1u << 0)
-#define TOOL_SIGNAL_TYPES (1u << 1)
-#define TOOL_DEP_QUANT (1u << 2)
-#define TOOL_INTER_PRED (1u << 3)
-#define TOOL_CLUSTER (1u << 5)
-#define TOOL_INTRA_PRED (1u << 6)
-#define TOOL_PROB_WINDOW (1u << 7)
-#define TOOL_DQ_8STATES (1u << 8)
-#define TOOL_SUFFIX_CTX (1u << 9)
-#define TOOL_DQ_32STATES (1u << 10)
-#define TOOL_ROW_PRED (1u << 11)
-#define TOOL_INTEGRITY (1u << 12)
+#define TOOL_CODING_TREE NNTM_TOOL_CODING_TREE
+#define TOOL_SIGNAL_TYPES NNTM_TOOL_SIGNAL_TYPES
+#define TOOL_DEP_QUANT NNTM_TOOL_DEP_QUANT
+#define TOOL_INTER_PRED NNTM_TOOL_INTER_PRED
+#define TOOL_CLUSTER NNTM_TOOL_CLUSTER
+#define TOOL_INTRA_PRED NNTM_TOOL_INTRA_PRED
+#define TOOL_PROB_WINDOW NNTM_TOOL_PROB_WINDOW
+#define TOOL_DQ_8STATES NNTM_TOOL_DQ_8STATES
+#define TOOL_SUFFIX_CTX NNTM_TOOL_SUFFIX_CTX
+#define TOOL_DQ_32STATES NNTM_TOOL_DQ_32STATES
+#define TOOL_ROW_PRED NNTM_TOOL_ROW_PRED
+#define TOOL_INTEGRITY NNTM_TOOL_INTEGRITY
 static const struct { uint32_t flag; int minor; } tool_min_minor[] = {
     {TOOL_CODING_TREE, 1}, {TOOL_SIGNAL_TYPES, 1}, {TOOL_DEP_QUANT, 1}, {TOOL_INTER_PRED, 2},
     {TOOL_CLUSTER, 2},     {TOOL_INTRA_PRED, 3},   {TOOL_PROB_WINDOW, 4}, {TOOL_DQ_8STATES, 4},
@@ -489,104 +490,103 @@ static void read_cluster_info(reader *r, tps_rec *t) {
     }
 }
 
-static void parse_prediction(reader *r, tps_rec *t) {
-    t->pred_mode = (int32_t)ru(r, 8, "pred_mode");
+/* One element of the table in tps_syntax.h, range-checked. */
+enum { DESC_U1, DESC_U4, DESC_U8, DESC_UE, DESC_SE, DESC_MD5 };
+#define DESC_OF(d) DESC_##d
+
+static void read_element(reader *r, int desc, int64_t lo, int64_t hi, const char *name,
+                         const char *tensor, int64_t *out, uint8_t md5[16]) {
+    int64_t v = 0;
+    switch (desc) {
+    case DESC_U1: v = ru(r, 1, name); break;
+    case DESC_U4: v = ru(r, 4, name); break;
+    case DESC_U8: v = ru(r, 8, name); break;
+    case DESC_UE: {
+        uint64_t u = 0;
+        if (r->rv) return;
+        int rv = nntm_bits_ue(&r->b, &u);
+        if (rv < 0) {
+            rfail(r, NNTM_ERR_TRUNCATED, "payload ends inside a syntax element (%s)", name);
+            return;
+        }
+        if (rv > 0 || u > (uint64_t)INT64_MAX) {
+            rfail(r, NNTM_ERR_CORRUPT, "tensor '%s': %s exceeds every limit", tensor, name);
+            return;
+        }
+        v = (int64_t)u;
+        break;
+    }
+    case DESC_SE: {
+        if (r->rv) return;
+        int rv = nntm_bits_se(&r->b, &v);
+        if (rv < 0) {
+            rfail(r, NNTM_ERR_TRUNCATED, "payload ends inside a syntax element (%s)", name);
+            return;
+        }
+        if (rv > 0) {
+            rfail(r, NNTM_ERR_CORRUPT, "tensor '%s': %s exceeds every limit", tensor, name);
+            return;
+        }
+        break;
+    }
+    default: rbytes(r, 16, md5, name); return;
+    }
     if (r->rv) return;
-    if (t->pred_mode > NNTM_PRED_EARLIER_TENSOR) {
-        rfail(r, NNTM_ERR_CORRUPT, "tensor '%s': unknown pred_mode %d", t->name, t->pred_mode);
+    if (v < lo || v > hi) {
+        rfail(r, NNTM_ERR_CORRUPT, "tensor '%s': %s = %lld outside [%lld, %lld]", tensor, name,
+              (long long)v, (long long)lo, (long long)hi);
         return;
     }
-    if (t->pred_mode == NNTM_PRED_EARLIER_TENSOR) {
-        if (t->tensor_id == 0) {
-            rfail(r, NNTM_ERR_CORRUPT, "tensor '%s': tensor 0 cannot predict from an earlier tensor",
-                  t->name);
-            return;
-        }
-        t->ref_tensor_id = (int32_t)rue(r, (uint64_t)t->tensor_id - 1, "ref_tensor_id");
-    }
-    if (t->pred_mode != NNTM_PRED_NONE) {
-        t->ref_dtype = (int32_t)ru(r, 8, "ref_dtype");
-        if (!r->rv && t->ref_dtype > 2) {
-            rfail(r, NNTM_ERR_CORRUPT, "tensor '%s': ref_dtype %d is not float32, float16 or bfloat16",
-                  t->name, t->ref_dtype);
-            return;
-        }
-        t->pred_scale = NNTM_PRED_SCALE_ONE +
-                        (int32_t)rse(r, -NNTM_MAX_PRED_SCALE - NNTM_PRED_SCALE_ONE,
-                                     NNTM_MAX_PRED_SCALE - NNTM_PRED_SCALE_ONE,
-                                     "pred_scale_minus4096");
-        rbytes(r, 16, t->ref_md5, "ref_md5");
-    }
+    *out = v;
 }
 
-/* The QUANTIZED fields after tensor_coding_mode. */
-static void parse_quantized(reader *r, tps_rec *t, uint32_t flags, int minor) {
-    const char *name = t->name;
-    t->layer_type = (int32_t)ru(r, 8, "layer_type");
-    if (!r->rv && t->layer_type > MAX_LAYER_TYPE) {
-        rfail(r, NNTM_ERR_CORRUPT, "tensor '%s': unknown layer_type %d", name, t->layer_type);
-        return;
-    }
-    t->arrangement = (int32_t)ru(r, 8, "arrangement_type");
-    if (!r->rv && t->arrangement > (minor >= 1 ? MAX_ARRANGEMENT : 0)) {
-        rfail(r, NNTM_ERR_CORRUPT, "tensor '%s': unknown arrangement_type %d", name, t->arrangement);
-        return;
-    }
-    t->rows = (int64_t)rue(r, MAX_DIM, "kernel_rows");
-    t->cols = (int64_t)rue(r, MAX_DIM, "kernel_cols");
-    t->qp = (int32_t)rse(r, -4096, 4096, "qp");
-    t->qp_density = (int32_t)rue(r, 6, "qp_density");
-    t->num_gt_flags = (int32_t)rue(r, 14, "num_gt_flags_minus1") + 1;
-    if (flags & TOOL_CODING_TREE) {
-        t->tree_type = (int32_t)ru(r, 8, "tree_partition_type");
-        if (!r->rv && t->tree_type > MAX_TREE_TYPE) {
-            rfail(r, NNTM_ERR_CORRUPT, "tensor '%s': unknown tree_partition_type %d", name,
-                  t->tree_type);
-            return;
-        }
-        if (t->tree_type && !r->rv) {
-            int32_t ctu = (int32_t)rue(r, 7, "log2_ctu_size");
-            if (!r->rv && ctu < 1) {
-                rfail(r, NNTM_ERR_CORRUPT, "tensor '%s': log2_ctu_size is 0", name);
-                return;
-            }
-            int32_t min_cu = (int32_t)rue(r, (uint64_t)ctu, "log2_min_cu_size");
-            int32_t min_qt = min_cu + (int32_t)rue(r, (uint64_t)(ctu - min_cu),
-                                                   "log2_min_qt_size_minus_log2_min_cu_size");
-            int32_t mtt = t->tree_type >= 2 ? (int32_t)rue(r, 4, "max_mtt_depth") : 0;
-            int32_t skip = (int32_t)ru(r, 1, "cu_skip_enabled_flag");
-            int32_t qpd = (int32_t)ru(r, 1, "cu_qp_delta_enabled_flag");
-            int32_t intra = flags & TOOL_INTRA_PRED ? (int32_t)ru(r, 1, "intra_pred_enabled_flag") : 0;
-            t->tree = (nntm_tree_params){1, ctu, min_qt, mtt, min_cu,
-                                         tree_split_mask[t->tree_type], skip, qpd, intra};
-        }
-    }
-    if (flags & TOOL_SIGNAL_TYPES)
-        t->signal_type = (int32_t)rue(r, r->s->num_signal_types - 1, "input_signal_type");
-    if (flags & TOOL_DEP_QUANT) t->dq_enabled = (int32_t)ru(r, 1, "dep_quant_enabled_flag");
-    if ((flags & TOOL_DQ_8STATES) && t->dq_enabled)
-        t->dq_states = ru(r, 1, "dq_8_states_flag") ? 8 : 4;
-    if ((flags & TOOL_DQ_32STATES) && t->dq_enabled && t->dq_states != 8)
-        t->dq_states = ru(r, 1, "dq_32_states_flag") ? 32 : 4;
+/* The QUANTIZED fields after tensor_coding_mode: the table, then what they mean. */
+static void parse_quantized(reader *r, tps_rec *t, uint32_t f, int minor) {
+    nntm_tps_syntax syn, *e = &syn;
+    memset(e, 0, sizeof *e);
+    const int64_t tensor_id = t->tensor_id, nsig = r->s->num_signal_types;
+    (void)tensor_id;
+    (void)nsig;
+#define NNTM_TPS_READ(el, desc, min_minor, present, lo, hi)                                     \
+    if (!r->rv && (present))                                                                    \
+        read_element(r, DESC_OF(desc), (lo), (hi), #el, t->name, &e->el, e->ref_md5);
+    NNTM_TPS_QUANTIZED(NNTM_TPS_READ)
+#undef NNTM_TPS_READ
     if (r->rv) return;
+    t->layer_type = (int32_t)e->layer_type;
+    t->arrangement = (int32_t)e->arrangement_type;
+    t->rows = e->kernel_rows;
+    t->cols = e->kernel_cols;
+    t->qp = (int32_t)e->qp;
+    t->qp_density = (int32_t)e->qp_density;
+    t->num_gt_flags = (int32_t)e->num_gt_flags_minus1 + 1;
+    t->tree_type = (int32_t)e->tree_partition_type;
+    if (t->tree_type) {
+        int32_t min_cu = (int32_t)e->log2_min_cu_size;
+        t->tree = (nntm_tree_params){1, (int32_t)e->log2_ctu_size,
+                                     min_cu + (int32_t)e->log2_min_qt_size_minus_log2_min_cu_size,
+                                     (int32_t)e->max_mtt_depth, min_cu,
+                                     tree_split_mask[t->tree_type],
+                                     (int32_t)e->cu_skip_enabled_flag,
+                                     (int32_t)e->cu_qp_delta_enabled_flag,
+                                     (int32_t)e->intra_pred_enabled_flag};
+    }
+    t->signal_type = (int32_t)e->input_signal_type;
+    t->dq_enabled = (int32_t)e->dep_quant_enabled_flag;
+    t->dq_states = e->dq_8_states_flag ? 8 : e->dq_32_states_flag ? 32 : 4;
     if (t->dq_enabled && t->tree.intra_pred_enabled) {
         rfail(r, NNTM_ERR_CORRUPT, "tensor '%s': intra_pred_enabled_flag and dep_quant_enabled_flag "
-              "are both set (intra prediction needs scalar quantization)", name);
+              "are both set (intra prediction needs scalar quantization)", t->name);
         return;
     }
-    if (flags & TOOL_PROB_WINDOW) {
-        t->prob_window = (int32_t)ru(r, 4, "prob_window");
-        if (!r->rv && t->prob_window > NNTM_MAX_PROB_WINDOW) {
-            rfail(r, NNTM_ERR_CORRUPT, "tensor '%s': prob_window %d is reserved (0..%d)", name,
-                  t->prob_window, NNTM_MAX_PROB_WINDOW);
-            return;
-        }
-    }
-    if (flags & TOOL_SUFFIX_CTX) t->suffix_ctx = (int32_t)ru(r, 1, "suffix_ctx_flag");
-    if ((flags & TOOL_ROW_PRED) && !t->tree_type)
-        t->row_pred = (int32_t)ru(r, 1, "row_pred_enabled_flag");
-    if (flags & TOOL_INTER_PRED) parse_prediction(r, t);
-    if (r->rv) return;
+    t->prob_window = (int32_t)e->prob_window;
+    t->suffix_ctx = (int32_t)e->suffix_ctx_flag;
+    t->row_pred = (int32_t)e->row_pred_enabled_flag;
+    t->pred_mode = (int32_t)e->pred_mode;
+    t->ref_tensor_id = (int32_t)e->ref_tensor_id;
+    t->ref_dtype = (int32_t)e->ref_dtype;
+    t->pred_scale = NNTM_PRED_SCALE_ONE + (int32_t)e->pred_scale_minus4096;
+    memcpy(t->ref_md5, e->ref_md5, 16);
     /* rows_cols(): the kernel size the arrangement gives the shape */
     uint64_t er, ec;
     if (t->arrangement == 1) {
@@ -606,7 +606,7 @@ static void parse_quantized(reader *r, tps_rec *t, uint32_t flags, int minor) {
     }
     if ((uint64_t)t->rows != er || (uint64_t)t->cols != ec)
         rfail(r, NNTM_ERR_CORRUPT, "tensor '%s': kernel %lldx%lld is not the arrangement of its shape",
-              name, (long long)t->rows, (long long)t->cols);
+              t->name, (long long)t->rows, (long long)t->cols);
 }
 
 static int parse_tps(nntm_stream *s, size_t unit, tps_rec *t) {
