@@ -743,20 +743,47 @@ static int parse_hash_unit(nntm_stream *s, size_t unit, uint32_t *id, uint8_t md
     return r.rv;
 }
 
+/* Whether tps[k]'s name is in the open-addressing set names (slots entries, -1 free, else a
+ * tps index); adds it when not. */
+static int name_seen(int32_t *names, size_t slots, const tps_rec *tps, size_t k) {
+    const tps_rec *t = &tps[k];
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
+    for (size_t i = 0; i < t->name_size; i++) h = (h ^ (uint8_t)t->name[i]) * 1099511628211ull;
+    for (size_t i = (size_t)(h % slots);; i = (i + 1) % slots) {
+        if (names[i] < 0) {
+            names[i] = (int32_t)k;
+            return 0;
+        }
+        const tps_rec *o = &tps[names[i]];
+        if (o->name_size == t->name_size && !memcmp(o->name, t->name, t->name_size)) return 1;
+    }
+}
+
 /* The unit order of codec.decode_detailed; fills payloads, MD5s, the tensor order. */
 static int check_order(nntm_stream *s) {
     char w[96];
     int integrity = (s->tool_flags & TOOL_INTEGRITY) != 0;
     uint64_t nt = s->num_tensors_announced;
-    /* per tensor_id: tps index; state 0 none, 1 parameter set, 2 data, 3 hash */
+    /* every tensor needs its own parameter set: a stream announcing more is refused now
+     * (as the reference reader refuses it at its end), before allocating per tensor */
+    if (nt > s->num_tps)
+        return fail(s, NNTM_ERR_CORRUPT, "model parameter set announces %llu tensors, the stream "
+                    "has %zu parameter sets", (unsigned long long)nt, s->num_tps);
+    /* per tensor_id: tps index, tensor index; state 0 none, 1 parameter set, 2 data, 3 hash */
     int32_t *by_id = malloc((nt ? nt : 1) * sizeof *by_id);
+    int32_t *index_of = malloc((nt ? nt : 1) * sizeof *index_of);
     uint8_t *state = calloc(nt ? nt : 1, 1);
+    size_t name_slots = 2 * s->num_tps + 1;
+    int32_t *names = malloc(name_slots * sizeof *names);
     s->order = malloc((nt ? nt : 1) * sizeof *s->order);
-    if (!by_id || !state || !s->order) {
+    if (!by_id || !index_of || !state || !names || !s->order) {
         free(by_id);
+        free(index_of);
         free(state);
+        free(names);
         return fail(s, NNTM_ERR_NOMEM, "out of memory");
     }
+    for (size_t i = 0; i < name_slots; i++) names[i] = -1;
     for (uint64_t i = 0; i < nt; i++) by_id[i] = -1;
     int rv = NNTM_OK, ended = 0;
     size_t next_tps = 0, pending = 0;
@@ -774,10 +801,7 @@ static int check_order(nntm_stream *s) {
                           where(s, u, w, sizeof w), t->tensor_id, (unsigned long long)nt);
                 break;
             }
-            int dup = by_id[t->tensor_id] >= 0;
-            for (size_t j = 0; j < k && !dup; j++)
-                dup = s->tps[j].name_size == t->name_size &&
-                      !memcmp(s->tps[j].name, t->name, t->name_size);
+            int dup = by_id[t->tensor_id] >= 0 || name_seen(names, name_slots, s->tps, k);
             if (dup) {
                 rv = fail(s, NNTM_ERR_CORRUPT, "%s: tensor_id %d ('%s') appears twice",
                           where(s, u, w, sizeof w), t->tensor_id, t->name);
@@ -802,9 +826,7 @@ static int check_order(nntm_stream *s) {
                               t->name, t->ref_tensor_id);
                     break;
                 }
-                /* by_id of a hashed tensor: its index in the tensor order is found below */
-                for (int32_t i = 0; i < s->num_tensors; i++)
-                    if (s->order[i] == by_id[t->ref_tensor_id]) t->ref_index = i;
+                t->ref_index = index_of[t->ref_tensor_id];
                 ref->needed = 1;
             }
             if (integrity) {
@@ -844,6 +866,7 @@ static int check_order(nntm_stream *s) {
             memcpy(t->md5, md5, 16);
             state[id] = 3;
             pending--;
+            index_of[id] = s->num_tensors;
             s->order[s->num_tensors++] = k;
         } else if (ur->type == UNIT_EOS) {
             reader r;
@@ -873,7 +896,9 @@ static int check_order(nntm_stream *s) {
         rv = fail(s, NNTM_ERR_CORRUPT, "model parameter set announces %llu tensors, stream holds %d",
                   (unsigned long long)nt, s->num_tensors);
     free(by_id);
+    free(index_of);
     free(state);
+    free(names);
     return rv;
 }
 
