@@ -201,3 +201,106 @@ def test_hostile_names_escaped_as_decoderapp(tmp_path: Path) -> None:
     py_out = tmp_path / "py.safetensors"
     assert decoder.main(["-b", str(path), "-o", str(py_out)]) == 0
     assert out.read_bytes() == py_out.read_bytes()
+
+
+def test_predicted_kernel_tiles(tmp_path: Path) -> None:
+    """Prediction (reference model and earlier tensor) of tensors in the kernel-tile
+    arrangement: the reference goes through the forward arrangement first."""
+    import numpy as np
+    from nntm.apps import encoder
+    from nntm.modelio import write_model
+
+    rng = np.random.default_rng(5)
+    # one input channel: the encoder compares the tiled kernel with the reference in tensor
+    # order when it chooses a prediction, which only agree for I == 1 (or 1 x 1 kernels)
+    shape = (12, 1, 3, 3)
+    ref = {"a.weight": rng.standard_normal(shape).astype(np.float32),
+           "b.weight": rng.standard_normal((4, 4, 5, 5)).astype(np.float32)}
+    new = {"a.weight": (ref["a.weight"] + 0.01 * rng.standard_normal(shape)).astype(np.float32),
+           "b.weight": ref["b.weight"].copy()}
+    new["c.weight"] = (new["a.weight"] * 0.9 + 0.005 * rng.standard_normal(shape)).astype(
+        np.float32)
+    write_model(str(tmp_path / "ref.safetensors"), ref, "safetensors")
+    write_model(str(tmp_path / "new.safetensors"), new, "safetensors")
+    bit = tmp_path / "upd.bit"
+    assert encoder.main(["-c", str(ROOT / "cfg" / "encoder_default.cfg"), "-i",
+                         str(tmp_path / "new.safetensors"), "-b", str(bit),
+                         f"--RefModel={tmp_path / 'ref.safetensors'}", "--Arrangement=tiles",
+                         "--InterPred=1", "--EarlierTensorPred=1", "--QP=-30"]) == 0
+    data = bit.read_bytes()
+    units = hls.split_units(data)
+    mps = hls.parse_model_parameter_set(units[0])
+    modes = {(int(t.pred_mode), t.arrangement) for t in
+             (hls.parse_tensor_parameter_set(u, mps) for u in units
+              if u.unit_type == hls.UnitType.TENSOR_PARAMETER_SET)}
+    assert (1, 1) in modes and (2, 1) in modes  # both predictions, in kernel tiles
+    out_c, out_py = tmp_path / "c.safetensors", tmp_path / "py.safetensors"
+    proc = _run(bit, out_c, tmp_path / "ref.safetensors")
+    assert proc.returncode == 0, proc.stderr
+    assert decoder.main(["-b", str(bit), "-o", str(out_py),
+                         f"--RefModel={tmp_path / 'ref.safetensors'}"]) == 0
+    assert out_c.read_bytes() == out_py.read_bytes()
+    wrong = dict(ref)
+    wrong["a.weight"] = wrong["a.weight"] + 1
+    write_model(str(tmp_path / "wrong.safetensors"), wrong, "safetensors")
+    proc = _run(bit, None, tmp_path / "wrong.safetensors")
+    assert proc.returncode == 1 and "wrong reference model" in proc.stderr
+
+
+def _tiles_update_stream(ref: dict, new: dict) -> bytes:
+    """A stream built unit by unit: 'a' predicted from the reference model and 'c' from
+    the earlier tensor 'a', both in kernel tiles (a real permutation: I > 1)."""
+    import numpy as np
+    from nntm import core
+    from nntm.arrange import Arrangement, from_kernel, to_kernel
+
+    flags = hls.TOOL_INTER_PRED | hls.TOOL_INTEGRITY
+    mps = hls.ModelParameterSet(num_tensors=2, tool_flags=flags)
+    units = [hls.model_parameter_set(mps)]
+    tiles = Arrangement.KERNEL_TILES
+    recon_a = None
+    for tid, name in enumerate(("a", "c")):
+        w = new[name]
+        reference = ref["a"] if name == "a" else recon_a
+        rows, cols = hls.rows_cols(w.shape, 1)
+        tps = hls.TensorParameterSet(tid, name, w.dtype, w.shape, hls.CodingMode.QUANTIZED,
+                                     layer_type=1, arrangement=1, rows=rows, cols=cols, qp=-32,
+                                     qp_density=2, num_gt_flags=4)
+        tps.pred_mode = hls.PredMode.REF_MODEL if name == "a" else hls.PredMode.EARLIER_TENSOR
+        tps.ref_tensor_id = 0
+        tps.ref_dtype = np.dtype(np.float32)
+        tps.pred_scale = 4096 if name == "a" else 3700
+        tps.ref_md5 = codec.tensor_md5(reference)
+        res = core.encode_kernel(to_kernel(w, tiles), codec.kernel_params(tps), w.dtype, True,
+                                 0.1, name, ref=core.Reference(to_kernel(reference, tiles),
+                                                               tps.pred_scale))
+        recon = from_kernel(res.recon.view(np.float32), w.shape, tiles)
+        if name == "a":
+            recon_a = recon
+        tps_unit = hls.tensor_parameter_set(tps, flags)
+        units += [tps_unit, hls.tensor_data_unit(tid, res.payload),
+                  hls.tensor_hash_unit(tid, codec.tensor_md5(recon), hls.unit_md5(tps_unit))]
+    body = b"".join(units)
+    return body + hls.end_of_stream(hls.unit_md5(body))
+
+
+def test_predicted_tiles_hand_built(tmp_path: Path) -> None:
+    import numpy as np
+    from nntm.modelio import write_model
+
+    rng = np.random.default_rng(9)
+    shape = (6, 5, 3, 2)
+    ref = {"a": rng.standard_normal(shape).astype(np.float32)}
+    new = {"a": (ref["a"] + 0.02 * rng.standard_normal(shape)).astype(np.float32)}
+    new["c"] = (0.9 * new["a"] + 0.02 * rng.standard_normal(shape)).astype(np.float32)
+    bit = tmp_path / "tiles.bit"
+    bit.write_bytes(_tiles_update_stream(ref, new))
+    write_model(str(tmp_path / "ref.safetensors"), ref, "safetensors")
+    out_c, out_py = tmp_path / "c.safetensors", tmp_path / "py.safetensors"
+    assert decoder.main(["-b", str(bit), "-o", str(out_py),
+                         f"--RefModel={tmp_path / 'ref.safetensors'}"]) == 0
+    proc = _run(bit, out_c, tmp_path / "ref.safetensors")
+    assert proc.returncode == 0, proc.stderr
+    assert out_c.read_bytes() == out_py.read_bytes()
+    decoded = read_model(str(out_c))
+    assert np.max(np.abs(decoded["c"] - new["c"])) < 0.01  # the prediction was used
