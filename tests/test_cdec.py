@@ -304,3 +304,21 @@ def test_predicted_tiles_hand_built(tmp_path: Path) -> None:
     assert out_c.read_bytes() == out_py.read_bytes()
     decoded = read_model(str(out_c))
     assert np.max(np.abs(decoded["c"] - new["c"])) < 0.01  # the prediction was used
+
+
+def test_threads_do_not_change_the_output(tmp_path: Path) -> None:
+    bit = ROOT / "bitstreams" / "PRED_B_1.bit"  # earlier-tensor prediction across workers
+    outs = []
+    for threads in ("1", "2", "5"):
+        out = tmp_path / f"t{threads}.safetensors"
+        proc = _run(bit, out, None, "--threads", threads)
+        assert proc.returncode == 0, proc.stderr
+        outs.append((proc.stdout, out.read_bytes()))
+    assert outs[0] == outs[1] == outs[2]
+    data = bytearray(bit.read_bytes())
+    data[-60] ^= 0x08
+    bad = tmp_path / "bad.bit"
+    bad.write_bytes(bytes(data))
+    results = {(p.returncode, p.stdout, p.stderr) for p in
+               (_run(bad, None, None, "--threads", t) for t in ("1", "3"))}
+    assert len(results) == 1 and next(iter(results))[0] == 1

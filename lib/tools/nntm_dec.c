@@ -1,7 +1,10 @@
 /* nntm-dec: decode an NNTM bitstream to safetensors with libnntm alone (no Python).
  *
  *   nntm-dec -b in.bit [-o out.safetensors] [--RefModel ref.safetensors] [-v]
- *            [--MaxMemory BYTES] [--MaxExpansion N] [--MaxTensorElements N]
+ *            [--threads N] [--MaxMemory BYTES] [--MaxExpansion N] [--MaxTensorElements N]
+ *
+ * --threads: tensors decoded at once (default: every core); the output and the lines
+ * printed do not depend on it.
  *
  * One line per tensor with [MD5: <hex> OK]; exits 1 on any mismatch or error,
  * leaving no output file (the output is written to a temporary file in the
@@ -9,6 +12,8 @@
  * byte the one DecoderApp writes. */
 #define _DEFAULT_SOURCE /* sysconf(_SC_PHYS_PAGES), fsync, fileno */
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,10 +27,13 @@
 
 static const char *prog = "nntm-dec";
 
+#define MAX_THREADS 64
+
 static void usage(FILE *f) {
     fprintf(f,
             "usage: nntm-dec -b in.bit [-o out.safetensors] [--RefModel ref.safetensors] [-v]\n"
-            "                [--MaxMemory BYTES|auto] [--MaxExpansion N] [--MaxTensorElements N]\n"
+            "                [--threads N] [--MaxMemory BYTES|auto] [--MaxExpansion N]\n"
+            "                [--MaxTensorElements N]\n"
             "Decode an NNTM bitstream (format 1.0 to 1.6), check every MD5 and write the model\n"
             "as safetensors (identical to DecoderApp's). Exits 1 on any mismatch or error, in\n"
             "which case no output file is written.\n");
@@ -180,6 +188,7 @@ static void release_folders(made_folders *made, int remove_them) {
 typedef struct options {
     const char *bitstream, *output, *ref_model;
     int verbose;
+    int threads;
     nntm_stream_settings settings;
 } options;
 
@@ -198,7 +207,7 @@ static int parse_args(int argc, char **argv, options *o) {
         int takes = !strcmp(a, "-b") || !strcmp(a, "--BitstreamFile") || !strcmp(a, "-o") ||
                     !strcmp(a, "--OutputFile") || !strcmp(a, "--RefModel") ||
                     !strcmp(a, "--MaxMemory") || !strcmp(a, "--MaxExpansion") ||
-                    !strcmp(a, "--MaxTensorElements");
+                    !strcmp(a, "--MaxTensorElements") || !strcmp(a, "--threads");
         if (takes && !v) {
             if (i + 1 >= argc) {
                 fprintf(stderr, "%s: error: %s needs a value\n", prog, a);
@@ -215,6 +224,13 @@ static int parse_args(int argc, char **argv, options *o) {
             o->bitstream = v;
         } else if (!strcmp(a, "-o") || !strcmp(a, "--OutputFile")) {
             o->output = v;
+        } else if (!strcmp(a, "--threads")) {
+            uint64_t t;
+            if (parse_count(v, &t) || t < 1 || t > MAX_THREADS) {
+                fprintf(stderr, "%s: error: --threads: '%s' is not 1..%d\n", prog, v, MAX_THREADS);
+                return -1;
+            }
+            o->threads = (int)t;
         } else if (!strcmp(a, "--RefModel")) {
             o->ref_model = v;
         } else if (!strcmp(a, "--MaxMemory")) {
@@ -248,6 +264,10 @@ static int parse_args(int argc, char **argv, options *o) {
         fprintf(stderr, "%s: error: OutputFile '%s' is the same file as an input\n", prog, o->output);
         return -1;
     }
+    if (!o->threads) { /* default: every core */
+        long cores = sysconf(_SC_NPROCESSORS_ONLN);
+        o->threads = cores < 1 ? 1 : cores > MAX_THREADS ? MAX_THREADS : (int)cores;
+    }
     if (!o->settings.max_memory) { /* auto: half of this machine's memory */
         long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
         o->settings.max_memory = pages > 0 && page > 0 ? (uint64_t)pages * (uint64_t)page / 2
@@ -260,50 +280,144 @@ static void hex(const uint8_t d[16], char out[33]) {
     for (int i = 0; i < 16; i++) snprintf(out + 2 * i, 3, "%02x", d[i]);
 }
 
-/* Decode every tensor, print its line, stream it to f (or NULL); 0 all OK, 1 a mismatch,
- * -1 an error (printed). */
-static int decode_all(nntm_stream *s, FILE *f, int verbose) {
-    int32_t n = nntm_stream_num_tensors(s);
-    uint64_t largest = 0;
-    for (int32_t i = 0; i < n; i++) {
+/* The tensors are decoded by workers, each with its own nntm_stream over the same file
+ * (a stream object is not shared between threads), taking the next tensor index in turn
+ * and writing its bytes at the tensor's offset in the output; the lines are printed in
+ * tensor order afterwards, so the output does not depend on the thread count. */
+typedef struct job {
+    int32_t n;
+    const uint64_t *offset;   /* of each tensor's bytes in the output file */
+    uint64_t largest;
+    int fd;                   /* output (or -1) */
+    atomic_int next;
+    atomic_int stop;
+    int *rv;
+    uint8_t (*md5)[16];
+    double *seconds;
+    char **error;             /* text of a failure (malloc'ed) */
+} job;
+
+typedef struct worker {
+    job *j;
+    nntm_stream *s;
+    pthread_t thread;
+} worker;
+
+static void *work(void *arg) {
+    worker *w = arg;
+    job *j = w->j;
+    uint8_t *buf = malloc((size_t)j->largest + 1);
+    for (;;) {
+        int32_t i = atomic_fetch_add(&j->next, 1);
+        if (i >= j->n || atomic_load(&j->stop)) break;
         nntm_tensor_info t;
-        nntm_stream_tensor_info(s, i, &t);
-        if (t.byte_size > largest) largest = t.byte_size;
-    }
-    uint8_t *buf = malloc((size_t)largest + 1);
-    if (!buf) {
-        fprintf(stderr, "%s: error: cannot allocate %llu bytes\n", prog, (unsigned long long)largest);
-        return -1;
-    }
-    int result = 0;
-    for (int32_t i = 0; i < n; i++) {
-        nntm_tensor_info t;
-        nntm_stream_tensor_info(s, i, &t);
-        uint8_t md5[16];
-        char h[33];
+        nntm_stream_tensor_info(w->s, i, &t);
         double start = now();
-        int rv = nntm_stream_decode_tensor(s, i, buf, (size_t)t.byte_size, md5);
-        double seconds = now() - start;
+        int rv = buf ? nntm_stream_decode_tensor(w->s, i, buf, (size_t)t.byte_size, j->md5[i])
+                     : NNTM_ERR_NOMEM;
+        j->seconds[i] = now() - start;
+        j->rv[i] = rv;
         if (rv < 0 && rv != NNTM_ERR_HASH) {
-            fprintf(stderr, "%s: error: %s\n", prog, nntm_stream_error(s));
-            free(buf);
-            return -1;
+            const char *e = buf ? nntm_stream_error(w->s) : "out of memory";
+            j->error[i] = malloc(strlen(e) + 1);
+            if (j->error[i]) strcpy(j->error[i], e);
+            atomic_store(&j->stop, 1);
+            continue;
         }
-        hex(md5, h);
-        print_name(t.name, t.name_size);
-        print_shape(&t);
-        printf(" %9s", nntm_tensor_dtype_name(t.dtype));
-        if (verbose) printf(" %7.3f s", seconds);
-        printf("  [MD5: %s %s%s]\n", h, rv == NNTM_OK ? "OK" : "MISMATCH",
-               t.params_ok == 0 ? ", parameter set MISMATCH" : "");
-        if (rv != NNTM_OK || t.params_ok == 0) result = 1;
-        if (f && t.byte_size && fwrite(buf, 1, (size_t)t.byte_size, f) != t.byte_size) {
-            fprintf(stderr, "%s: error: cannot write the output: %s\n", prog, strerror(errno));
-            free(buf);
-            return -1;
+        uint64_t done = 0;
+        while (j->fd >= 0 && done < t.byte_size) {
+            ssize_t k = pwrite(j->fd, buf + done, (size_t)(t.byte_size - done),
+                               (off_t)(j->offset[i] + done));
+            if (k <= 0) {
+                const char *e = strerror(errno);
+                j->rv[i] = NNTM_ERR_IO;
+                j->error[i] = malloc(strlen(e) + 40);
+                if (j->error[i]) sprintf(j->error[i], "cannot write the output: %s", e);
+                atomic_store(&j->stop, 1);
+                break;
+            }
+            done += (uint64_t)k;
         }
     }
     free(buf);
+    return NULL;
+}
+
+/* Decode every tensor on threads workers (streams[0..threads-1]), write each at its place
+ * in fd (or -1) after header_size bytes, print the lines; 0 all OK, 1 a mismatch, -1 an
+ * error (printed). */
+static int decode_all(nntm_stream **streams, int threads, int fd, uint64_t header_size,
+                      int verbose) {
+    nntm_stream *s = streams[0];
+    int32_t n = nntm_stream_num_tensors(s);
+    job j;
+    memset(&j, 0, sizeof j);
+    j.n = n;
+    j.fd = fd;
+    size_t m = n ? (size_t)n : 1;
+    uint64_t *offset = malloc(m * sizeof *offset);
+    j.rv = calloc(m, sizeof *j.rv);
+    j.md5 = calloc(m, sizeof *j.md5);
+    j.seconds = calloc(m, sizeof *j.seconds);
+    j.error = calloc(m, sizeof *j.error);
+    worker *w = calloc((size_t)threads, sizeof *w);
+    int result = 0;
+    if (!offset || !j.rv || !j.md5 || !j.seconds || !j.error || !w) {
+        fprintf(stderr, "%s: error: out of memory\n", prog);
+        result = -1;
+        goto done;
+    }
+    uint64_t pos = header_size;
+    for (int32_t i = 0; i < n; i++) {
+        nntm_tensor_info t;
+        nntm_stream_tensor_info(s, i, &t);
+        offset[i] = pos;
+        pos += t.byte_size;
+        if (t.byte_size > j.largest) j.largest = t.byte_size;
+        j.rv[i] = 1; /* not decoded */
+    }
+    j.offset = offset;
+    atomic_init(&j.next, 0);
+    atomic_init(&j.stop, 0);
+    int started = 0;
+    for (int k = 0; k < threads; k++) {
+        w[k].j = &j;
+        w[k].s = streams[k];
+        if (k > 0 && pthread_create(&w[k].thread, NULL, work, &w[k]) == 0) started = k;
+    }
+    work(&w[0]);
+    for (int k = 1; k <= started; k++) pthread_join(w[k].thread, NULL);
+    for (int32_t i = 0; i < n; i++) {
+        nntm_tensor_info t;
+        nntm_stream_tensor_info(s, i, &t);
+        int rv = j.rv[i];
+        if (rv < 0 && rv != NNTM_ERR_HASH) {
+            fprintf(stderr, "%s: error: %s\n", prog, j.error[i] ? j.error[i] : "out of memory");
+            result = -1;
+            break;
+        }
+        if (rv > 0) { /* not decoded: a worker stopped after an error before this one */
+            result = -1;
+            break;
+        }
+        char h[33];
+        hex(j.md5[i], h);
+        print_name(t.name, t.name_size);
+        print_shape(&t);
+        printf(" %9s", nntm_tensor_dtype_name(t.dtype));
+        if (verbose) printf(" %7.3f s", j.seconds[i]);
+        printf("  [MD5: %s %s%s]\n", h, rv == NNTM_OK ? "OK" : "MISMATCH",
+               t.params_ok == 0 ? ", parameter set MISMATCH" : "");
+        if (rv != NNTM_OK || t.params_ok == 0) result = 1;
+    }
+done:
+    for (int32_t i = 0; j.error && i < n; i++) free(j.error[i]);
+    free(offset);
+    free(j.rv);
+    free(j.md5);
+    free(j.seconds);
+    free(j.error);
+    free(w);
     return result;
 }
 
@@ -338,6 +452,7 @@ int main(int argc, char **argv) {
     FILE *f = NULL;
     char *tmp = NULL;
     made_folders made = {{0}, 0};
+    uint64_t header_bytes = 0;
     if (o.output) {
         size_t n = strlen(o.output) + 64;
         tmp = malloc(n);
@@ -364,8 +479,23 @@ int main(int argc, char **argv) {
             return 1;
         }
         free(header);
+        header_bytes = header_size;
     }
-    int result = decode_all(s, f, o.verbose);
+    int threads = o.threads;
+    if (threads > nntm_stream_num_tensors(s)) threads = nntm_stream_num_tensors(s);
+    if (threads < 1) threads = 1;
+    nntm_stream *streams[MAX_THREADS] = {s};
+    for (int k = 1; k < threads; k++) { /* one stream object a worker */
+        if (nntm_stream_open_file(&streams[k], o.bitstream, &o.settings) < 0) {
+            nntm_stream_close(&streams[k]);
+            threads = k;
+            break;
+        }
+    }
+    int result = f && fflush(f) ? -1 : 0;
+    if (result == 0)
+        result = decode_all(streams, threads, f ? fileno(f) : -1, header_bytes, o.verbose);
+    for (int k = 1; k < threads; k++) nntm_stream_close(&streams[k]);
     uint8_t digest[16];
     int stream_ok = nntm_stream_check(s, digest);
     if (o.verbose) {
