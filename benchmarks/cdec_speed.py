@@ -6,8 +6,9 @@
     python benchmarks/cdec_speed.py a.bit b.bit --repeat 3
 
 Each decoder runs in its own process, writing safetensors to a temporary folder; the table
-gives the wall time of each (the best of --repeat runs, default 1), the ratio C / Python, the
-peak resident memory (ru_maxrss) and whether the two outputs are byte-identical.  The
+gives the wall time of each (the best of --repeat runs, default 1; nntm-dec with --threads 1
+and 2), the ratios C / Python, the peak resident memory (/usr/bin/time %M; nntm-dec on one
+thread) and whether the outputs are byte-identical.  The
 synthetic model (4 x 2048x2048 + 2 x 1024x1536 weights and 4 biases, N(0, 0.02-0.03),
 seed 17) is made and encoded with EncoderApp -c cfg/encoder_default.cfg --QP=-24 once.
 """
@@ -84,8 +85,8 @@ def main() -> int:
     jobs = [(b, None) for b in args.bitstreams] or largest_conformance(3)
     if args.synthetic:
         jobs.append((synthetic(args.synthetic), None))
-    print(f"{'stream':<24} {'bytes':>9} {'DecoderApp s':>12} {'nntm-dec s':>10} "
-          f"{'C/Py':>6} {'Py MiB':>7} {'C MiB':>6}  same")
+    print(f"{'stream':<24} {'bytes':>9} {'DecoderApp s':>12} {'nntm-dec -t1':>12} "
+          f"{'-t2':>6} {'C1/Py':>6} {'C2/Py':>6} {'Py MiB':>7} {'C MiB':>6}  same")
     with tempfile.TemporaryDirectory() as tmp:
         for bit, ref in jobs:
             extra = ["--RefModel", str(ref)] if ref else []
@@ -94,12 +95,14 @@ def main() -> int:
                       str(py_out)] + extra
             c_cmd = [str(args.nntm_dec), "-b", str(bit), "-o", str(c_out)] + extra
             py_s = min(_run(py_cmd) for _ in range(args.repeat))
-            c_s = min(_run(c_cmd) for _ in range(args.repeat))
+            c1_s = min(_run(c_cmd + ["--threads", "1"]) for _ in range(args.repeat))
             same = py_out.read_bytes() == c_out.read_bytes()
-            py_rss, c_rss = _rss(py_cmd), _rss(c_cmd)
-            print(f"{bit.name:<24} {os.path.getsize(bit):>9} {py_s:>12.3f} {c_s:>10.3f} "
-                  f"{c_s / py_s:>6.3f} {py_rss / 1024:>7.1f} {c_rss / 1024:>6.1f}  "
-                  f"{'yes' if same else 'NO'}")
+            c2_s = min(_run(c_cmd + ["--threads", "2"]) for _ in range(args.repeat))
+            same = same and py_out.read_bytes() == c_out.read_bytes()
+            py_rss, c_rss = _rss(py_cmd), _rss(c_cmd + ["--threads", "1"])
+            print(f"{bit.name:<24} {os.path.getsize(bit):>9} {py_s:>12.3f} {c1_s:>12.3f} "
+                  f"{c2_s:>6.3f} {c1_s / py_s:>6.3f} {c2_s / py_s:>6.3f} {py_rss / 1024:>7.1f} "
+                  f"{c_rss / 1024:>6.1f}  {'yes' if same else 'NO'}")
     return 0
 
 
