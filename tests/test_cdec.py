@@ -21,7 +21,17 @@ from nntm.modelio import read_model
 
 ROOT = Path(__file__).resolve().parents[1]
 NNTM_DEC = Path(os.environ.get("NNTM_DEC", ROOT / "build" / "nntm-dec"))
-SUITE = json.loads((ROOT / "conformance" / "suite.json").read_text())["streams"]
+ALL_STREAMS = json.loads((ROOT / "conformance" / "suite.json").read_text())["streams"]
+# nntm-dec reads formats 1.0 to 1.6; a newer stream (1.7: container units) is refused cleanly
+C_MAX_VERSION = (1, 6)
+
+
+def _version(entry: dict) -> tuple[int, ...]:
+    return tuple(int(x) for x in str(entry["format_version"]).split("."))
+
+
+SUITE = [e for e in ALL_STREAMS if _version(e) <= C_MAX_VERSION]
+NEWER = [e for e in ALL_STREAMS if _version(e) > C_MAX_VERSION]
 MD5_LINE = re.compile(r"\[MD5: ([0-9a-f]{32}) (OK|MISMATCH)")
 
 pytestmark = pytest.mark.skipif(not NNTM_DEC.is_file(),
@@ -110,6 +120,15 @@ def test_changed_streams_as_python(entry: dict, tmp_path: Path) -> None:
         proc = _run(path, None, ref)
         assert proc.returncode in (0, 1), proc.stderr
         assert (proc.returncode == 0) == _python_accepts(changed, ref_model), proc.stderr
+
+
+@pytest.mark.parametrize("entry", NEWER, ids=[e["name"] for e in NEWER])
+def test_newer_streams_refused_cleanly(entry: dict, tmp_path: Path) -> None:
+    out = tmp_path / "o.safetensors"
+    proc = _run(ROOT / entry["bitstream"], out, _ref(entry))
+    assert proc.returncode == 1
+    assert re.search(r"unit_type|tool_flags|format version", proc.stderr), proc.stderr
+    assert not list(tmp_path.iterdir())
 
 
 def test_mismatch_leaves_no_output(tmp_path: Path) -> None:
