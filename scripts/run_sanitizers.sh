@@ -18,6 +18,9 @@
 #    that ASan is live in it (a deliberate overflow must be reported), then runs the
 #    decoding tests with the ASan runtime preloaded (LD_PRELOAD) and leak detection off
 #    (CPython does not free everything at exit).
+# 6. runs the sanitized C stream decoder build-asan/nntm-dec over every conformance stream
+#    (MD5s against the .md5 files), then tests/test_cdec.py through it (byte-identical
+#    output to DecoderApp, changed streams refused as the Python reader refuses them).
 #
 # Needs cmake, a C compiler with -fsanitize=address,undefined (gcc or clang; CC picks
 # one), python3 and the nntm package with its test extras (pip install -e ".[test]").
@@ -119,4 +122,29 @@ PY_TESTS=${PY_TESTS:-tests/test_codec.py tests/test_conformance.py tests/test_cl
   tests/test_dq32.py tests/test_suffix_ctx.py tests/test_prob_window.py}
 # shellcheck disable=SC2086
 run_asan python3 -m pytest -q -x -p no:cacheprovider $PY_TESTS
+
+echo "== nntm-dec (whole-stream C decoder) under the sanitizers, every conformance stream"
+python3 - <<'PY'
+import json, re, subprocess, sys
+streams = json.load(open("conformance/suite.json"))["streams"]
+# nntm-dec reads formats up to 1.6 (tests/test_cdec.py checks that newer ones are refused)
+streams = [s for s in streams
+           if tuple(int(x) for x in s["format_version"].split(".")) <= (1, 6)]
+bad = 0
+for s in streams:
+    cmd = ["build-asan/nntm-dec", "-b", s["bitstream"], "-o", "build-asan/cdec.safetensors"]
+    if s.get("ref_model"):
+        cmd += ["--RefModel", s["ref_model"]]
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    got = re.findall(r"\[MD5: ([0-9a-f]{32}) OK\]", p.stdout)
+    want = [line.split()[0] for line in open(s["md5_file"]) if line.strip()]
+    if p.returncode or got != want:
+        bad += 1
+        print(f"{s['name']}: rc {p.returncode}, MD5s {'match' if got == want else 'differ'}\n"
+              f"{p.stderr}", file=sys.stderr)
+print(f"{len(streams) - bad} of {len(streams)} streams decoded by build-asan/nntm-dec to their MD5s")
+sys.exit(1 if bad else 0)
+PY
+rm -f build-asan/cdec.safetensors
+NNTM_DEC=build-asan/nntm-dec python3 -m pytest -q -p no:cacheprovider tests/test_cdec.py
 echo "== sanitizers: all clean"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: installs the test dependencies, builds the C library,
-# runs the C unit tests (ctest), the linter and the Python tests (pytest).
+# runs the C unit tests (ctest), the linter and the Python tests (pytest; tests/test_cdec.py
+# runs build/nntm-dec, which the cmake build makes with the library).
 #
 #   bash scripts/run_tests.sh [--system] [pytest arguments ...]
 #
@@ -44,7 +45,7 @@ fi
 echo "== pip install -e .[test]"
 python3 -m pip install -q --disable-pip-version-check -e ".[test]"
 
-echo "== C library and C unit tests"
+echo "== C library, nntm-dec and C unit tests"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j 2 >/dev/null
 ctest --test-dir build --output-on-failure

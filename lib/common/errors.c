@@ -12,6 +12,11 @@ const char *nntm_strerror(int code) {
     case NNTM_ERR_TRUNCATED: return "truncated payload";
     case NNTM_ERR_RANGE: return "weight too large for the QP (level out of range)";
     case NNTM_ERR_NONFINITE: return "weight is NaN or infinite";
+    case NNTM_ERR_UNSUPPORTED: return "unsupported stream (newer format, unknown unit or tool)";
+    case NNTM_ERR_HASH: return "MD5 mismatch";
+    case NNTM_ERR_BUDGET: return "the stream needs more memory than allowed";
+    case NNTM_ERR_REFERENCE: return "reference tensor missing or wrong";
+    case NNTM_ERR_IO: return "cannot read the file";
     default: return "unknown error";
     }
 }

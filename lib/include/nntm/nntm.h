@@ -27,6 +27,12 @@ extern "C" {
 #define NNTM_ERR_TRUNCATED (-4)  /* the payload ends before the tensor is complete */
 #define NNTM_ERR_RANGE (-5)      /* a weight is too large for the QP (level overflow) */
 #define NNTM_ERR_NONFINITE (-6)  /* a weight is NaN or infinite */
+/* Whole-stream decoding (nntm_stream.h). */
+#define NNTM_ERR_UNSUPPORTED (-7) /* a newer format, unknown unit type, tool flag or profile */
+#define NNTM_ERR_HASH (-8)        /* decoded, but an MD5 differs from the stream's */
+#define NNTM_ERR_BUDGET (-9)      /* the stream needs more memory than allowed */
+#define NNTM_ERR_REFERENCE (-10)  /* a predicted tensor's reference is missing or wrong */
+#define NNTM_ERR_IO (-11)         /* a file cannot be read */
 
 /* Output sample formats of nntm_reconstruct(). */
 #define NNTM_DTYPE_FLOAT32 0
