@@ -274,7 +274,7 @@ def _tiles_update_stream(ref: dict, new: dict) -> bytes:
     from nntm.arrange import Arrangement, from_kernel, to_kernel
 
     flags = hls.TOOL_INTER_PRED | hls.TOOL_INTEGRITY
-    mps = hls.ModelParameterSet(num_tensors=2, tool_flags=flags)
+    mps = hls.ModelParameterSet(num_tensors=2, tool_flags=flags, version_minor=6)
     units = [hls.model_parameter_set(mps)]
     tiles = Arrangement.KERNEL_TILES
     recon_a = None
