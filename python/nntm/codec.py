@@ -136,14 +136,18 @@ def _lossless_bytes(array: np.ndarray) -> bytes:
 
 
 def _choose_mode(name: str, array: np.ndarray, cfg: Config,
-                 notes: dict[str, str], role: roles.Role | None = None) -> hls.CodingMode:
+                 notes: dict[str, str] | None = None, role: roles.Role | None = None,
+                 lossless_roles: frozenset[roles.Role] | None = None) -> hls.CodingMode:
     """The coding mode of a tensor; a tensor coded exactly for want of a quantizer that
-    fits it gets a line in ``notes``."""
+    fits it gets a line in ``notes``.  ``lossless_roles`` is LosslessRoles parsed (None:
+    parsed here from ``cfg``)."""
     if array.dtype.name not in hls.FLOAT_DTYPES:
         return hls.CodingMode.LOSSLESS
     if array.size <= int(cfg["LosslessMaxElements"]) or array.size == 0:
         return hls.CodingMode.LOSSLESS
-    if role is not None and role in roles.parse_roles(str(cfg["LosslessRoles"]))[0]:
+    if lossless_roles is None:
+        lossless_roles = roles.parse_roles(str(cfg["LosslessRoles"]))[0]
+    if role is not None and role in lossless_roles:
         return hls.CodingMode.LOSSLESS
     values = array.astype(np.float32) if array.dtype.name == "bfloat16" else array
     if not np.all(np.isfinite(values)):
@@ -154,8 +158,9 @@ def _choose_mode(name: str, array: np.ndarray, cfg: Config,
             f"tensor '{name}': {bad} NaN or infinite weight(s); "
             "set NonFiniteWeights : lossless to carry it exactly")
     if array.dtype.name == "float64" and np.any(np.abs(array) > np.finfo(np.float32).max):
-        notes[name] = ("float64 weights beyond the float32 range, which the quantizer works "
-                       "in: coded exactly (lossless)")
+        if notes is not None:
+            notes[name] = ("float64 weights beyond the float32 range, which the quantizer "
+                           "works in: coded exactly (lossless)")
         return hls.CodingMode.LOSSLESS
     return hls.CodingMode.QUANTIZED
 
@@ -261,7 +266,7 @@ def encode_with_recon(
     problem = intra_problem(config)
     if problem:
         raise ConfigError(problem)
-    bad_roles = roles.parse_roles(str(config["LosslessRoles"]))[1]
+    lossless_roles, bad_roles = roles.parse_roles(str(config["LosslessRoles"]))
     if bad_roles:
         raise ConfigError("; ".join(bad_roles))
     clustered_any = False
@@ -272,7 +277,7 @@ def encode_with_recon(
     tensor_roles = roles.derive_roles(dict(arrays), consumers)
     for tensor_id, (name, array) in enumerate(arrays):
         _check_tensor(tensor_id, name, array)
-        mode = _choose_mode(name, array, config, notes, tensor_roles[name])
+        mode = _choose_mode(name, array, config, notes, tensor_roles[name], lossless_roles)
         cls = classifier.classify(name, tuple(array.shape))
         if mode == hls.CodingMode.QUANTIZED and cls.tree.enabled:
             tool_flags |= hls.TOOL_CODING_TREE

@@ -59,14 +59,15 @@ def default_max_memory() -> int:
     return total // 2 if total else 8 << 30
 
 
-def parse_size(text: str) -> int:
-    """'auto', or a byte count with an optional K/M/G/T suffix (powers of 1024)."""
-    if text.strip().lower() == "auto":
+def parse_size(text: str, allow_auto: bool = True) -> int:
+    """A byte count with an optional K/M/G/T suffix (powers of 1024), or with ``allow_auto``
+    'auto': :func:`default_max_memory`."""
+    if allow_auto and text.strip().lower() == "auto":
         return default_max_memory()
     m = _SIZE_RE.match(text)
     if not m:
-        raise ValueError(f"'{text}' is not a size (bytes, or a number with K, M, G or T, "
-                         "or auto)")
+        raise ValueError(f"'{text}' is not a size (bytes, or a number with K, M, G or T"
+                         + (", or auto)" if allow_auto else ")"))
     value = int(float(m[1]) * _UNITS[m[2].upper()])
     if value <= 0:
         raise ValueError(f"'{text}' is not a positive size")

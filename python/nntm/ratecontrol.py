@@ -51,7 +51,7 @@ def target_bits(config: Config, tensors: Mapping[str, np.ndarray]) -> float | No
     if bpp and size:
         raise ConfigError("TargetBitsPerParam and TargetSize: give one of them")
     if size:
-        return 8.0 * parse_size(size)
+        return 8.0 * parse_size(size, allow_auto=False)
     if bpp:
         floats = sum(int(np.size(v)) for v in tensors.values()
                      if np.asarray(v).dtype.name in hls.FLOAT_DTYPES)

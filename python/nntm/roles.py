@@ -149,7 +149,7 @@ def derive_roles(tensors: Mapping[str, np.ndarray],
         prefix, leaf = _split(name)
         modules[prefix][leaf] = name
     for name, value in tensors.items():
-        a = np.asarray(value) if not hasattr(value, "dtype") else value
+        a = np.asarray(value)
         if consumers and name in consumers:
             role = _from_graph(consumers[name])
             if role is not None:

@@ -70,11 +70,9 @@ def _rate_problems(cfg: Config) -> list[str]:
     problems = []
     if size:
         try:
-            parse_size(size)
+            parse_size(size, allow_auto=False)
         except ValueError as exc:
             problems.append(f"TargetSize: {exc}")
-        if size.lower() == "auto":
-            problems.append("TargetSize: give a size in bytes (K/M/G suffixes), not auto")
     if size and bpp:
         problems.append("TargetBitsPerParam and TargetSize: give one of them")
     if (size or bpp) and (cfg["ImportanceFile"] or cfg["RefModel"]):
@@ -140,14 +138,18 @@ def _line(cols: Sequence[str], name_width: int = NAME_MIN) -> str:
 _MODE_LETTERS = {"quantized": "Q", "lossless": "L", "clustered": "C"}
 
 
-def _print_tensor(s: codec.TensorStats, name_width: int = NAME_MIN) -> None:
-    print(_line([
+def _tensor_line(s: codec.TensorStats, name_width: int = NAME_MIN) -> str:
+    return _line([
         s.name, fmt_shape(s.shape), s.role or s.layer_type,
         _MODE_LETTERS.get(s.mode, "?") + ("" if s.pred == "-" else
                                           ">" + ("R" if s.pred == "ref" else s.pred.upper())),
         "-" if s.qp is None else str(s.qp), str(s.bits), f"{s.bits_per_param:.3f}",
         fmt_db(s.snr_db), f"{s.seconds:.3f}",
-    ], name_width), flush=True)
+    ], name_width)
+
+
+def _print_tensor(s: codec.TensorStats, name_width: int = NAME_MIN) -> None:
+    print(_tensor_line(s, name_width), flush=True)
 
 
 class _Progress:
@@ -157,17 +159,22 @@ class _Progress:
     def __init__(self, tensors: dict[str, np.ndarray]) -> None:
         from tqdm import tqdm
 
+        self.sizes = {k: int(np.asarray(v).nbytes) for k, v in tensors.items()}
         self.count, self.done = len(tensors), 0
-        self.bar = tqdm(total=sum(int(np.asarray(x).nbytes) for x in tensors.values()),
+        self.bar = tqdm(total=sum(self.sizes.values()),
                         unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr,
                         leave=False, desc="encoding", dynamic_ncols=True,
                         postfix=f"0/{self.count} tensors")
 
-    def step(self, line: str, nbytes: int) -> None:
+    def step(self, name: str, line: str) -> None:
+        """The report line of tensor ``name`` on stdout, then the bar one tensor further."""
         self.bar.write(line, file=sys.stdout)
         self.done += 1
-        self.bar.update(nbytes)
+        self.bar.update(self.sizes.get(name, 0))
         self.bar.set_postfix_str(f"{self.done}/{self.count} tensors")
+
+    def warn(self, line: str) -> None:
+        self.bar.write(line, file=sys.stderr)
 
     def close(self) -> None:
         self.bar.close()
@@ -178,31 +185,20 @@ def _progress_bar(tensors: dict[str, np.ndarray]) -> _Progress | None:
 
 
 def _report_tensor(s: codec.TensorStats, bar: _Progress | None, name_width: int,
-                   sizes: dict[str, int], verbose: int = 1) -> None:
+                   verbose: int = 1) -> None:
     """One tensor's report line (Verbose >= 1; on a terminal also a step of the progress
     line), and a warning on stderr when the encoder could not code it as asked (always)."""
     if verbose:
-        _print_tensor_line(s, bar, name_width, sizes)
+        if bar is None:
+            _print_tensor(s, name_width)
+        else:
+            bar.step(s.name, _tensor_line(s, name_width))
     if s.note:
         line = f"{PROG}: warning: tensor '{escape_text(s.name)}': {s.note}"
         if bar is not None:
-            bar.bar.write(line, file=sys.stderr)
+            bar.warn(line)
         else:
             print(line, file=sys.stderr, flush=True)
-
-
-def _print_tensor_line(s: codec.TensorStats, bar: _Progress | None, name_width: int,
-                       sizes: dict[str, int]) -> None:
-    if bar is None:
-        _print_tensor(s, name_width)
-        return
-    import contextlib
-    import io
-
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
-        _print_tensor(s, name_width)
-    bar.step(buf.getvalue().rstrip("\n"), sizes.get(s.name, 0))
 
 
 # the coding parameters printed together on a labelled line; a key missing here is
@@ -331,9 +327,7 @@ def _main(argv: Sequence[str]) -> int:
               "nothing: no tensor of the model has a namesake of the same shape there (the "
               "model is coded without reference)", file=sys.stderr)
     bar = _progress_bar(tensors) if verbose else None
-    sizes = {k: int(np.asarray(v).nbytes) for k, v in tensors.items()}
-    progress = partial(_report_tensor, bar=bar, name_width=name_width, sizes=sizes,
-                       verbose=verbose)
+    progress = partial(_report_tensor, bar=bar, name_width=name_width, verbose=verbose)
     target = ratecontrol.target_bits(cfg, tensors)
     rate_plan = None
     if target is not None:
