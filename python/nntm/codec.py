@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from . import cluster, core, hls, predict, roles, rowref
+from . import cluster, core, hls, precision, predict, roles, rowref
 from . import importance as imp
 from .arrange import Arrangement, from_kernel, kernel_shape, to_kernel
 from .classes import TREE_TYPES, Classifier, intra_problem, search_params
@@ -186,7 +186,7 @@ def kernel_params(tps: hls.TensorParameterSet) -> core.KernelParams:
 
 
 def tensor_qp(config: Config, ndim: int, predicted: bool = False,
-              role: roles.Role | None = None) -> int:
+              role: roles.Role | None = None, array: np.ndarray | None = None) -> int:
     """QP of a tensor: QP, or for 1-D tensors QP + QPOffset1D or the fixed QP1D.
 
     QP1DMode "stats" takes QP1D only for BatchNorm statistics (``role`` in
@@ -194,11 +194,15 @@ def tensor_qp(config: Config, ndim: int, predicted: bool = False,
     relative precision the output needs (docs/ce/CE4_rate.md). A predicted 1-D tensor (an
     update's residual) takes QP + QPOffset1D whatever QP1DMode says when PredQP1DMode is
     "offset": the fixed fine QP1D is there for the intra coding of such statistics
-    (docs/ce/CE3_prediction.md).
+    (docs/ce/CE3_prediction.md). QP1DMode "relative" takes the step from the tensor's own
+    scale (``array``) and role: nntm.precision.
     """
     if ndim > 1:
         return int(config["QP"])
     mode = str(config["QP1DMode"])
+    if mode == "relative" and array is not None and not (
+            predicted and config["PredQP1DMode"] == "offset"):
+        return precision.relative_qp(config, array, role)
     fixed = mode == "fixed" or (mode == "stats" and role in roles.STATS_ROLES)
     if fixed and not (predicted and config["PredQP1DMode"] == "offset"):
         return int(config["QP1D"])
@@ -331,7 +335,7 @@ def encode_with_recon(
                 choice = predict.choose(
                     kernel, _candidates(name, array, tensor_id, arrays, plans, recon, config,
                                         ref_model), bool(config["PredScale"]))
-            qp = (tensor_qp(config, array.ndim, choice is not None, tensor_roles[name])
+            qp = (tensor_qp(config, array.ndim, choice is not None, tensor_roles[name], array)
                   + imp_qp.get(name, 0) + (qp_offsets or {}).get(name, 0))
             tps.layer_type = int(cls.layer)
             tps.arrangement = int(cls.arrangement)

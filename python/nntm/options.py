@@ -118,8 +118,28 @@ ENCODER_CODING_OPTIONS: tuple[Option, ...] = (
         "offset",
         "QP of 1-D tensors: offset (QP + QPOffset1D), fixed (QP1D, whatever QP is), or stats "
         "(QP1D for BatchNorm statistics, found by nntm.roles from the graph, the state-dict "
-        "structure or the values: roles bn-mean, bn-var, bn-param; offset for the others)",
-        choices=("offset", "fixed", "stats"),
+        "structure or the values: roles bn-mean, bn-var, bn-param; offset for the others), or "
+        "relative (step relative to each tensor's rms: QP1DRelStats for the BatchNorm "
+        "statistics, QP + QP1DRelOffset for the others; nntm.precision)",
+        choices=("offset", "fixed", "stats", "relative"),
+    ),
+    Option(
+        "QP1DRelStats",
+        "int",
+        -40,
+        "QP1DMode relative: BatchNorm statistics at step rms * 2^(QP1DRelStats / 2^QPDensity), "
+        "whatever QP is",
+        minimum=-128,
+        maximum=127,
+    ),
+    Option(
+        "QP1DRelOffset",
+        "int",
+        0,
+        "QP1DMode relative: other 1-D tensors at step rms * 2^((QP + QP1DRelOffset) / "
+        "2^QPDensity)",
+        minimum=-128,
+        maximum=127,
     ),
     Option(
         "QP1D",

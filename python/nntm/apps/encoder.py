@@ -204,7 +204,8 @@ def _report_tensor(s: codec.TensorStats, bar: _Progress | None, name_width: int,
 # the coding parameters printed together on a labelled line; a key missing here is
 # printed in the last group, "other"
 PARAM_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("quantization", ("QP", "QPDensity", "QPOffset1D", "QP1DMode", "QP1D", "RDOQ",
+    ("quantization", ("QP", "QPDensity", "QPOffset1D", "QP1DMode", "QP1D", "QP1DRelStats",
+                      "QP1DRelOffset", "RDOQ",
                       "LambdaScale", "DepQuant", "DQStates")),
     ("importance", ("ImportanceQPScale", "ImportanceQPMaxOffset", "ImportanceFloor",
                     "ImportanceMaxStep")),
