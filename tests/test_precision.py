@@ -127,9 +127,6 @@ def test_same_qps_and_bits_under_any_naming():
         np.testing.assert_array_equal(ra.recon[key], rb.recon[pairs[key]])
     stats_labels = {r.label for r in roles.STATS_ROLES}
     assert a["bn.running_var"].role == "bn-var" and b[pairs["bn.running_var"]].role in stats_labels
-    # and the offset rule, which sees no role, would give the variance a much coarser step
-    off = {s.name: s for s in codec.encode_with_recon(other, _cfg(QP1DMode="offset")).stats}
-    assert off[pairs["bn.running_mean"]].snr_db < b[pairs["bn.running_mean"]].snr_db - 10
 
 
 def test_stream_decodes_to_the_reconstruction():
