@@ -9,7 +9,9 @@ few bytes of a second model parameter set.
     PYTHONPATH=python /work/venv/int/bin/python benchmarks/precision_sweep.py \\
         --model mobilenetv2 --qps -28 -32 -36 --rules stats "relative:-40:0" "relative:-36:4"
 
-A rule is ``stats``, ``offset``, ``fixed`` or ``relative:<QP1DRelStats>:<QP1DRelOffset>``.
+A rule is ``stats``, ``offset``, ``fixed`` or
+``relative:<QP1DRelStats>:<QP1DRelOffset>[:<QP1DRelVarQuantile>[:<QP1DRelFloor>]]``; ``cfg``
+takes the cfg files' own 1-D keys.
 """
 
 from __future__ import annotations
@@ -32,10 +34,11 @@ CFGS = [str(ROOT / "cfg" / "encoder_anchor.cfg"), str(ROOT / "cfg" / "encoder_we
 def rule_config(base: Config, rule: str) -> Config:
     """The cfg of a rule label (see the module docstring)."""
     if rule.startswith("relative"):
-        _, stats_q, offset = rule.split(":")
-        return base.replace(QP1DMode="relative", QP1DRelStats=int(stats_q),
-                            QP1DRelOffset=int(offset))
-    return base.replace(QP1DMode=rule)
+        parts = rule.split(":") + ["0", "0"]
+        return base.replace(QP1DMode="relative", QP1DRelStats=int(parts[1]),
+                            QP1DRelOffset=int(parts[2]), QP1DRelVarQuantile=float(parts[3]),
+                            QP1DRelFloor=float(parts[4]))
+    return base if rule == "cfg" else base.replace(QP1DMode=rule)
 
 
 def split(tensors: dict[str, np.ndarray]) -> tuple[dict, dict]:

@@ -186,7 +186,8 @@ def kernel_params(tps: hls.TensorParameterSet) -> core.KernelParams:
 
 
 def tensor_qp(config: Config, ndim: int, predicted: bool = False,
-              role: roles.Role | None = None, array: np.ndarray | None = None) -> int:
+              role: roles.Role | None = None, array: np.ndarray | None = None,
+              rel_floor: float = 0.0) -> int:
     """QP of a tensor: QP, or for 1-D tensors QP + QPOffset1D or the fixed QP1D.
 
     QP1DMode "stats" takes QP1D only for BatchNorm statistics (``role`` in
@@ -195,14 +196,14 @@ def tensor_qp(config: Config, ndim: int, predicted: bool = False,
     update's residual) takes QP + QPOffset1D whatever QP1DMode says when PredQP1DMode is
     "offset": the fixed fine QP1D is there for the intra coding of such statistics
     (docs/ce/CE3_prediction.md). QP1DMode "relative" takes the step from the tensor's own
-    scale (``array``) and role: nntm.precision.
+    scale (``array``) and role (``rel_floor``: precision.model_floor): nntm.precision.
     """
     if ndim > 1:
         return int(config["QP"])
     mode = str(config["QP1DMode"])
     if mode == "relative" and array is not None and not (
             predicted and config["PredQP1DMode"] == "offset"):
-        return precision.relative_qp(config, array, role)
+        return precision.relative_qp(config, array, role, rel_floor)
     fixed = mode == "fixed" or (mode == "stats" and role in roles.STATS_ROLES)
     if fixed and not (predicted and config["PredQP1DMode"] == "offset"):
         return int(config["QP1D"])
@@ -279,6 +280,8 @@ def encode_with_recon(
     notes: dict[str, str] = {}
     tool_flags = 0
     tensor_roles = roles.derive_roles(dict(arrays), consumers)
+    rel_floor = (precision.model_floor(config, dict(arrays), tensor_roles)
+                 if config["QP1DMode"] == "relative" else 0.0)
     for tensor_id, (name, array) in enumerate(arrays):
         _check_tensor(tensor_id, name, array)
         mode = _choose_mode(name, array, config, notes, tensor_roles[name], lossless_roles)
@@ -335,7 +338,8 @@ def encode_with_recon(
                 choice = predict.choose(
                     kernel, _candidates(name, array, tensor_id, arrays, plans, recon, config,
                                         ref_model), bool(config["PredScale"]))
-            qp = (tensor_qp(config, array.ndim, choice is not None, tensor_roles[name], array)
+            qp = (tensor_qp(config, array.ndim, choice is not None, tensor_roles[name], array,
+                            rel_floor)
                   + imp_qp.get(name, 0) + (qp_offsets or {}).get(name, 0))
             tps.layer_type = int(cls.layer)
             tps.arrangement = int(cls.arrangement)

@@ -133,6 +133,24 @@ ENCODER_CODING_OPTIONS: tuple[Option, ...] = (
         maximum=127,
     ),
     Option(
+        "QP1DRelVarQuantile",
+        "float",
+        0.0,
+        "QP1DMode relative: a variance's scale is this quantile of its values (each value "
+        "needs the same relative precision); 0: its rms like the other 1-D tensors",
+        minimum=0.0,
+        maximum=1.0,
+    ),
+    Option(
+        "QP1DRelFloor",
+        "float",
+        0.0,
+        "QP1DMode relative: a 1-D tensor's scale is at least this times the median scale of "
+        "the model's 1-D tensors (dead channels' statistics); 0: no floor",
+        minimum=0.0,
+        maximum=1.0,
+    ),
+    Option(
         "QP1DRelOffset",
         "int",
         0,

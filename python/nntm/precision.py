@@ -18,6 +18,16 @@ from the graph, the state-dict structure or the values, never from a name):
 * every other 1-D tensor (biases, norm scales and shifts, unknown 1-D): ``q = QP +
   QP1DRelOffset``, so their relative precision follows the rate like the weights'.
 
+Two refinements, both data-free and name-free:
+
+* a variance (role bn-var, or a BatchNorm input found by values, bn-param, whose values are
+  all positive and spread over a decade: ``roles.variance_like``) is divided by, so each of
+  its values needs the same *relative* precision: its scale is the ``QP1DRelVarQuantile``
+  quantile of its values instead of the rms (0: the rms);
+* a tensor's scale is at least ``QP1DRelFloor`` times the median scale of the model's 1-D
+  float tensors: the statistics of dead channels (MobileNetV2 has BatchNorm means of rms 5e-8
+  against a median of 0.1) are not coded to a precision no output can see (0: no floor).
+
 The chosen QP is the nearest integer (the step formula's QP grid), so the step is within a
 factor 2**(1 / 2**(QPDensity+1)) of the target.  A tensor whose values are all zero takes
 ``QP + QPOffset1D`` (nothing to scale by).  The QP is signalled per tensor as always: the
@@ -28,13 +38,14 @@ decodable by any decoder.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import numpy as np
 
 from . import roles
 from .config import Config
 
-__all__ = ["QP_MIN", "QP_MAX", "relative_qp", "tensor_scale"]
+__all__ = ["QP_MIN", "QP_MAX", "model_floor", "relative_qp", "role_scale", "tensor_scale"]
 
 #: the range of QPs the rule chooses from (the cfg's QP range)
 QP_MIN, QP_MAX = -128, 127
@@ -49,6 +60,35 @@ def tensor_scale(array: np.ndarray) -> float:
     return float(np.sqrt(np.mean(v * v)))
 
 
+def _variance(array: np.ndarray, role: roles.Role | None) -> bool:
+    return role == roles.Role.BN_VAR or (role == roles.Role.BN_PARAM
+                                         and roles.variance_like(np.asarray(array)))
+
+
+def role_scale(config: Config, array: np.ndarray, role: roles.Role | None) -> float:
+    """The scale a 1-D tensor's step is relative to: its rms, or for a variance a low
+    quantile of its values (QP1DRelVarQuantile)."""
+    quantile = float(config["QP1DRelVarQuantile"])
+    if quantile > 0.0 and _variance(array, role):
+        v = np.asarray(array, dtype=np.float64).ravel()
+        v = v[np.isfinite(v) & (v > 0)]
+        if v.size:
+            return float(np.quantile(v, quantile))
+    return tensor_scale(array)
+
+
+def model_floor(config: Config, tensors: Mapping[str, np.ndarray],
+                tensor_roles: Mapping[str, roles.Role]) -> float:
+    """QP1DRelFloor times the median scale of the model's 1-D float tensors (0.0: none)."""
+    factor = float(config["QP1DRelFloor"])
+    if factor <= 0.0:
+        return 0.0
+    scales = [role_scale(config, a, tensor_roles.get(n)) for n, a in tensors.items()
+              if np.ndim(a) == 1 and (a.dtype.kind == "f" or a.dtype.name == "bfloat16")]
+    scales = [x for x in scales if x > 0.0 and math.isfinite(x)]
+    return factor * float(np.median(scales)) if scales else 0.0
+
+
 def relative_q(config: Config, role: roles.Role | None) -> int:
     """The role's q: the tensor's QP where its scale is 1."""
     if role in roles.STATS_ROLES:
@@ -56,9 +96,13 @@ def relative_q(config: Config, role: roles.Role | None) -> int:
     return int(config["QP"]) + int(config["QP1DRelOffset"])
 
 
-def relative_qp(config: Config, array: np.ndarray, role: roles.Role | None) -> int:
-    """QP of a 1-D tensor under ``QP1DMode relative`` (see the module docstring)."""
-    scale = tensor_scale(array)
+def relative_qp(config: Config, array: np.ndarray, role: roles.Role | None,
+                floor: float = 0.0) -> int:
+    """QP of a 1-D tensor under ``QP1DMode relative`` (see the module docstring); ``floor``
+    is the model's :func:`model_floor`."""
+    scale = role_scale(config, array, role)
+    if scale > 0.0:
+        scale = max(scale, floor)
     if scale <= 0.0 or not math.isfinite(scale):
         return int(config["QP"]) + int(config["QPOffset1D"])
     per_doubling = 1 << int(config["QPDensity"])
