@@ -96,18 +96,33 @@ def _one_d_snrs(result: codec.EncodeResult) -> dict[str, float]:
     return {s.name: s.snr_db for s in result.stats if len(s.shape) == 1}
 
 
-@pytest.mark.parametrize("scale", [1e-4, 1.0, 1e4])
+UNIT_MODEL = None
+
+
+def _scaled(scale: float) -> dict[str, np.ndarray]:
+    """One BatchNorm model with every 1-D tensor times ``scale`` (the same draw each time)."""
+    global UNIT_MODEL
+    if UNIT_MODEL is None:
+        UNIT_MODEL = _bn_model(1.0)
+    return {k: (v * np.float32(scale) if v.ndim == 1 else v) for k, v in UNIT_MODEL.items()}
+
+
+@pytest.mark.parametrize("scale", [2.0 ** -14, 1.0, 2.0 ** 14])
 def test_relative_snr_does_not_depend_on_the_value_range(scale):
-    """Every 1-D tensor keeps its relative precision at any magnitude; the absolute offset
-    rule loses the small ones and the fixed fine QP1D cannot reach the large ones."""
-    model = _bn_model(scale)
+    """Every 1-D tensor keeps its relative precision at any magnitude (1e-4 .. 1.6e4); the
+    absolute offset rule loses the small ones and the fixed fine QP1D cannot reach the
+    large ones."""
+    model = _scaled(scale)
     rel = _one_d_snrs(codec.encode_with_recon(model, _cfg()))
     assert all(snr > 35.0 for snr in rel.values()), rel
+    one = _one_d_snrs(codec.encode_with_recon(_scaled(1.0), _cfg()))
+    assert max(abs(rel[k] - one[k]) for k in rel) < 0.5
     off = _one_d_snrs(codec.encode_with_recon(model, _cfg(QP1DMode="offset")))
     if scale < 1e-3:
         assert min(off.values()) < 10.0  # step 2^-9 against values of 1e-4: wiped out
-    one = _one_d_snrs(codec.encode_with_recon(_bn_model(1.0), _cfg()))
-    assert max(abs(rel[k] - one[k]) for k in rel) < 6.0
+    fixed = codec.encode_with_recon(model, _cfg(QP1DMode="fixed"))
+    if scale > 1e3:
+        assert any("out of the coder's range" in s.note for s in fixed.stats)
 
 
 def test_same_qps_and_bits_under_any_naming():
@@ -153,3 +168,40 @@ def test_large_1d_tensor_at_qp1d_minus_64_falls_back_and_relative_needs_no_fallb
     np.testing.assert_array_equal(codec.decode(fixed.data)["v"], fixed.recon["v"])
     rel = {s.name: s for s in codec.encode_with_recon(model, _cfg()).stats}["v"]
     assert rel.note == "" and rel.qp is not None and rel.snr_db > 40.0
+
+
+def test_variance_scale_is_a_low_quantile():
+    """A variance is divided by: its step follows its small values, not its rms."""
+    var = np.geomspace(1e-2, 1e3, 100).astype(np.float32)
+    cfg = _cfg(QP1DRelVarQuantile=0.1)
+    assert precision.role_scale(cfg, var, roles.Role.BN_VAR) == pytest.approx(
+        float(np.quantile(var.astype(np.float64), 0.1)))
+    assert precision.role_scale(cfg, var, roles.Role.BN_PARAM) < 0.1  # variance-like values
+    assert precision.role_scale(cfg, var, roles.Role.BIAS) == pytest.approx(
+        precision.tensor_scale(var))
+    assert precision.role_scale(_cfg(QP1DRelVarQuantile=0.0), var, roles.Role.BN_VAR) == (
+        pytest.approx(precision.tensor_scale(var)))
+    # the small variances keep their relative precision
+    model = {"w": (RNG.standard_normal((8, 8)) * 0.05).astype(np.float32), "bn.running_var": var,
+             "bn.running_mean": np.zeros(100, np.float32), "bn.weight": np.ones(100, np.float32),
+             "bn.bias": np.zeros(100, np.float32)}
+    worst = {}
+    for q in (0.0, 0.1):
+        rec = codec.encode_with_recon(model, _cfg(QP1DRelStats=-28, QP1DRelVarQuantile=q))
+        worst[q] = float(np.max(np.abs(rec.recon["bn.running_var"] - var) / var))
+    assert worst[0.1] < 0.01 < worst[0.0]
+
+
+def test_floor_keeps_dead_channels_cheap():
+    """Statistics of rms 1e-7 among tensors of rms ~1 are not coded to 60 dB: the floor
+    (QP1DRelFloor x the median 1-D scale) gives them the step of a 1e-3 tensor."""
+    model = _bn_model(1.0)
+    model["dead.running_mean"] = (RNG.standard_normal(4096) * 1e-7).astype(np.float32)
+    bits = {}
+    for floor in (0.0, 1e-3):
+        stats = {s.name: s for s in codec.encode_with_recon(model, _cfg(QP1DRelFloor=floor)).stats}
+        bits[floor] = stats["dead.running_mean"].bits
+    assert bits[1e-3] < bits[0.0] / 4
+    tensors_roles = roles.derive_roles(model)
+    assert precision.model_floor(_cfg(QP1DRelFloor=0.0), model, tensors_roles) == 0.0
+    assert 1e-4 < precision.model_floor(_cfg(QP1DRelFloor=1e-3), model, tensors_roles) < 1e-2

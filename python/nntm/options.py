@@ -126,7 +126,7 @@ ENCODER_CODING_OPTIONS: tuple[Option, ...] = (
     Option(
         "QP1DRelStats",
         "int",
-        -40,
+        -28,
         "QP1DMode relative: BatchNorm statistics at step rms * 2^(QP1DRelStats / 2^QPDensity), "
         "whatever QP is",
         minimum=-128,
@@ -135,7 +135,7 @@ ENCODER_CODING_OPTIONS: tuple[Option, ...] = (
     Option(
         "QP1DRelVarQuantile",
         "float",
-        0.0,
+        0.1,
         "QP1DMode relative: a variance's scale is this quantile of its values (each value "
         "needs the same relative precision); 0: its rms like the other 1-D tensors",
         minimum=0.0,
@@ -144,7 +144,7 @@ ENCODER_CODING_OPTIONS: tuple[Option, ...] = (
     Option(
         "QP1DRelFloor",
         "float",
-        0.0,
+        1e-3,
         "QP1DMode relative: a 1-D tensor's scale is at least this times the median scale of "
         "the model's 1-D tensors (dead channels' statistics); 0: no floor",
         minimum=0.0,
@@ -153,7 +153,7 @@ ENCODER_CODING_OPTIONS: tuple[Option, ...] = (
     Option(
         "QP1DRelOffset",
         "int",
-        0,
+        4,
         "QP1DMode relative: other 1-D tensors at step rms * 2^((QP + QP1DRelOffset) / "
         "2^QPDensity)",
         minimum=-128,
