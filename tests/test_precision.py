@@ -64,13 +64,18 @@ def test_step_is_within_half_a_qp_of_the_target():
 
 def test_stats_roles_ignore_qp_the_others_follow_it():
     x = np.abs(RNG.standard_normal(30)).astype(np.float32) + 0.1
-    for qp in (-20, -36):
+    for qp in (-20, -40):
         cfg = _cfg(QP=qp)
         for role in roles.STATS_ROLES:
             assert precision.relative_qp(cfg, x, role) == precision.relative_qp(
-                _cfg(QP=-44), x, role)
+                _cfg(QP=-28), x, role)  # q = QP1DRelStats (-40) down to QP -40
         assert (precision.relative_qp(cfg, x, roles.Role.NORM_SCALE)
                 - precision.relative_qp(_cfg(QP=-44), x, roles.Role.NORM_SCALE)) == qp + 44
+    # at finer QPs the statistics follow QP (QP + QP1DRelStatsOffset)
+    assert (precision.relative_qp(_cfg(QP=-60), x, roles.Role.BN_VAR)
+            == precision.relative_qp(_cfg(QP=-44), x, roles.Role.BN_VAR) - 16)
+    assert (precision.relative_qp(_cfg(QP=-60, QP1DRelStatsOffset=-4), x, roles.Role.BN_VAR)
+            == precision.relative_qp(_cfg(QP=-60), x, roles.Role.BN_VAR) - 4)
     assert (precision.relative_qp(_cfg(QP1DRelStats=-48), x, roles.Role.BN_VAR)
             == precision.relative_qp(_cfg(), x, roles.Role.BN_VAR) - 8)
     assert (precision.relative_qp(_cfg(QP1DRelOffset=6), x, roles.Role.BIAS)

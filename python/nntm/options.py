@@ -127,8 +127,17 @@ ENCODER_CODING_OPTIONS: tuple[Option, ...] = (
         "QP1DRelStats",
         "int",
         -28,
-        "QP1DMode relative: BatchNorm statistics at step rms * 2^(QP1DRelStats / 2^QPDensity), "
-        "whatever QP is",
+        "QP1DMode relative: BatchNorm statistics at step scale * 2^(q / 2^QPDensity), q = "
+        "min(QP1DRelStats, QP + QP1DRelStatsOffset): never coarser than QP1DRelStats",
+        minimum=-128,
+        maximum=127,
+    ),
+    Option(
+        "QP1DRelStatsOffset",
+        "int",
+        0,
+        "QP1DMode relative: BatchNorm statistics at q = min(QP1DRelStats, QP + "
+        "QP1DRelStatsOffset) (finer with QP at high rates)",
         minimum=-128,
         maximum=127,
     ),

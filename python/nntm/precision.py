@@ -12,9 +12,10 @@ where ``scale(t)`` is the root mean square of the tensor's values (of its non-ze
 so padding zeros do not shrink it) and ``q`` depends on the tensor's role (nntm.roles, found
 from the graph, the state-dict structure or the values, never from a name):
 
-* BatchNorm statistics (roles bn-mean, bn-var, bn-param): ``q = QP1DRelStats`` whatever QP is
-  (the relative twin of the fixed ``QP1D``: the network divides by the variance, so their
-  relative precision must stay fine at every rate);
+* BatchNorm statistics (roles bn-mean, bn-var, bn-param): ``q = min(QP1DRelStats, QP +
+  QP1DRelStatsOffset)``: never coarser than QP1DRelStats whatever QP is (the relative twin of
+  the fixed ``QP1D``: the network divides by the variance, so their relative precision must
+  stay fine at every rate), and finer with QP at high rates;
 * every other 1-D tensor (biases, norm scales and shifts, unknown 1-D): ``q = QP +
   QP1DRelOffset``, so their relative precision follows the rate like the weights'.
 
@@ -92,7 +93,8 @@ def model_floor(config: Config, tensors: Mapping[str, np.ndarray],
 def relative_q(config: Config, role: roles.Role | None) -> int:
     """The role's q: the tensor's QP where its scale is 1."""
     if role in roles.STATS_ROLES:
-        return int(config["QP1DRelStats"])
+        return min(int(config["QP1DRelStats"]),
+                   int(config["QP"]) + int(config["QP1DRelStatsOffset"]))
     return int(config["QP"]) + int(config["QP1DRelOffset"])
 
 

@@ -205,7 +205,8 @@ def _report_tensor(s: codec.TensorStats, bar: _Progress | None, name_width: int,
 # printed in the last group, "other"
 PARAM_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("quantization", ("QP", "QPDensity", "QPOffset1D", "QP1DMode", "QP1D", "QP1DRelStats",
-                      "QP1DRelOffset", "QP1DRelVarQuantile", "QP1DRelFloor", "RDOQ",
+                      "QP1DRelStatsOffset", "QP1DRelOffset", "QP1DRelVarQuantile",
+                      "QP1DRelFloor", "RDOQ",
                       "LambdaScale", "DepQuant", "DQStates")),
     ("importance", ("ImportanceQPScale", "ImportanceQPMaxOffset", "ImportanceFloor",
                     "ImportanceMaxStep")),
