@@ -443,19 +443,74 @@ static inline void dq_start_row(double *cost, int32_t *last, int ns, int state,
     cost[state] = 0.0;
 }
 
-/* Viterbi step: relax the n candidates of state s (cost base) into the survivors out[]
- * of the next position. */
-static inline void dq_relax(dq_node *out, const int8_t *next, double base, int s,
-                            const int32_t *cand, const double *dist, const uint64_t *rate, int n,
-                            int neg, double lambda) {
-    for (int j = 0; j < n; j++) {
-        int32_t lv = neg ? -cand[j] : cand[j];
-        double jc = base + dist[j] + lambda * (double)rate[j];
-        int ns = next[2 * s + (lv & 1)];
-        if (jc < out[ns].cost) {
-            out[ns].cost = jc;
-            out[ns].level = lv;
-            out[ns].prev = (int8_t)s;
+/* The two incoming edges of every state of a DQ machine: pred[2 * t + e] = 2 * s + parity
+ * for the edges s --parity--> t, in ascending s (each state of the 4-, 8- and 32-state
+ * machines has exactly two, from two different states).  0 if the table is not of that
+ * shape. */
+static int dq_predecessors(const int8_t *next, int ns, int8_t *pred) {
+    int count[NNTM_DQ_MAX_STATES] = {0};
+    for (int s = 0; s < ns; s++)
+        for (int p = 0; p < 2; p++) {
+            int t = next[2 * s + p];
+            if (next[2 * s] == next[2 * s + 1]) return 0;
+            if (count[t] == 2) return 0;
+            pred[2 * t + count[t]++] = (int8_t)(2 * s + p);
+        }
+    for (int t = 0; t < ns; t++)
+        if (count[t] != 2) return 0;
+    return 1;
+}
+
+/* The best candidate of state s along each parity edge: edge[2 * s + p] (cost DBL_MAX: no
+ * candidate).  The candidates in order lo, lo + 1 (below max_level), 0 (above 0), each
+ * costing base + dist + lambda * rate, the first of the least cost kept: within one edge
+ * the same choice as relaxing them one after the other. */
+typedef struct dq_edge {
+    double cost;
+    int32_t level;
+} dq_edge;
+
+static inline void dq_edges(dq_edge *edge, double base, int32_t lo, int32_t max_level,
+                            const double *dd, uint64_t r0, uint64_t rlo, uint64_t rhi, int neg,
+                            double lambda) {
+    dq_edge *e_lo = &edge[lo & 1], *e_hi = &edge[(lo & 1) ^ 1];
+    e_lo->cost = base + dd[0] + lambda * (double)rlo;
+    e_lo->level = neg ? -lo : lo;
+    if (lo < max_level) {
+        e_hi->cost = base + dd[1] + lambda * (double)rhi;
+        e_hi->level = neg ? -(lo + 1) : lo + 1;
+    } else {
+        e_hi->cost = DBL_MAX;
+        e_hi->level = 0;
+    }
+    if (lo > 0) { /* zero, even: after lo (lo even) or lo + 1 (lo odd) on edge 0 */
+        double c0 = base + dd[2] + lambda * (double)r0;
+        if (c0 < edge[0].cost) {
+            edge[0].cost = c0;
+            edge[0].level = 0;
+        }
+    }
+}
+
+/* Viterbi step: every state takes the better of its two incoming edges (the one from the
+ * lower state on a tie), as relaxing all candidates in state order would. */
+static inline void dq_select(dq_node *out, const dq_edge *edge, const int8_t *pred, int ns) {
+    for (int t = 0; t < ns; t++) {
+        int a = pred[2 * t], b = pred[2 * t + 1];
+        const dq_edge *ea = &edge[a], *eb = &edge[b];
+        dq_node *o = &out[t];
+        o->cost = DBL_MAX;
+        o->level = 0;
+        o->prev = 0;
+        if (ea->cost < o->cost) {
+            o->cost = ea->cost;
+            o->level = ea->level;
+            o->prev = (int8_t)(a >> 1);
+        }
+        if (eb->cost < o->cost) {
+            o->cost = eb->cost;
+            o->level = eb->level;
+            o->prev = (int8_t)(b >> 1);
         }
     }
 }
@@ -512,7 +567,11 @@ static void dq_trellis(const nntm_region_input *in, nntm_quantizer *q, const nnt
     int32_t max_level = q->max_level;
     const size_t tw = (size_t)(t->x1 - t->x0);
     const int dq = k->dq_enabled, ns = nntm_dq_num_states(dq);
-    const int8_t *next = nntm_dq_table(dq);
+    int8_t pred[2 * NNTM_DQ_MAX_STATES];
+    if (!dq_predecessors(nntm_dq_table(dq), ns, pred)) {
+        q->nomem = 1; /* not reached: every state machine has two edges into each state */
+        return;
+    }
     int qz_of[NNTM_DQ_MAX_STATES], set_of[NNTM_DQ_MAX_STATES];
     for (int s = 0; s < ns; s++) {
         qz_of[s] = nntm_dq_quantizer(dq, s);
@@ -534,11 +593,14 @@ static void dq_trellis(const nntm_region_input *in, nntm_quantizer *q, const nnt
             int neg = in->weights[i] < 0.0f;
             int32_t above = r > 0 ? levels[i - (size_t)k->cols] : 0;
             dq_node *out = &nodes[(size_t)ns * (size_t)(c - x0)];
-            for (int s = 0; s < ns; s++) out[s].cost = DBL_MAX;
+            dq_edge edge[2 * NNTM_DQ_MAX_STATES];
             uint64_t r0 = 0, rlo = 0, rhi = 0;
             int have = -1;  /* the state whose rates r0, rlo, rhi are */
             for (int s = 0; s < ns; s++) {
-                if (cost[s] == DBL_MAX) continue;
+                if (cost[s] == DBL_MAX) {
+                    edge[2 * s].cost = edge[2 * s + 1].cost = DBL_MAX;
+                    continue;
+                }
                 int qz = qz_of[s];
                 int set = set_of[s];
                 int32_t lo = t->lo[2 * tj + (size_t)qz];
@@ -551,26 +613,9 @@ static void dq_trellis(const nntm_region_input *in, nntm_quantizer *q, const nnt
                     candidate_rates(cost1, ctxs, &ci, (uint32_t)lo, neg, num_gt, &r0, &rlo, &rhi);
                     have = s;
                 }
-                /* the candidates of dq_candidates(): lo, lo + 1 below max_level, 0 above 0 */
-                int32_t cand[3];
-                uint64_t rate[3];
-                double dc[3];
-                int n = 0;
-                cand[n] = lo;
-                rate[n] = rlo;
-                dc[n++] = dd[0];
-                if (lo < max_level) {
-                    cand[n] = lo + 1;
-                    rate[n] = rhi;
-                    dc[n++] = dd[1];
-                }
-                if (lo > 0) {
-                    cand[n] = 0;
-                    rate[n] = r0;
-                    dc[n++] = dd[2];
-                }
-                dq_relax(out, next, cost[s], s, cand, dc, rate, n, neg, lambda);
+                dq_edges(&edge[2 * s], cost[s], lo, max_level, dd, r0, rlo, rhi, neg, lambda);
             }
+            dq_select(out, edge, pred, ns);
             dq_advance(cost, last, ns, out);
         }
         dq_finish_row(in, nodes, cost, r, x0, x1, half, levels, ctxs, track, dist);
