@@ -131,6 +131,61 @@ static inline void candidate_rates(const uint32_t *cost1, const nntm_level_ctxs 
 }
 
 
+/* The prices of one row's candidates, from the contexts frozen at the row start (the
+ * trellis does not update them inside a row): the sig and sign bins of every context and,
+ * by greater-than class, the bins after them of every |level| 1..top.  Sums of the same
+ * integer bin costs as candidate_rates(), so the same rates. */
+#define NNTM_RATE_TAB_LEVELS 64
+typedef struct row_rates {
+    uint32_t sig[2][NNTM_SIG_CTX];
+    uint32_t sign[NNTM_SIGN_CTX][2];
+    uint64_t mag[NNTM_GT_CLASSES][NNTM_RATE_TAB_LEVELS + 1]; /* index |level| */
+    int32_t top;  /* mag holds |level| 1..top */
+} row_rates;
+
+static void row_rates_build(row_rates *t, const uint32_t *cost1, const nntm_level_ctxs *ctxs,
+                            int num_gt, int32_t top) {
+    for (int i = 0; i < NNTM_SIG_CTX; i++) {
+        t->sig[0][i] = bin_cost(cost1, &ctxs->sig[i], 0);
+        t->sig[1][i] = bin_cost(cost1, &ctxs->sig[i], 1);
+    }
+    for (int i = 0; i < NNTM_SIGN_CTX; i++) {
+        t->sign[i][0] = bin_cost(cost1, &ctxs->sign[i], 0);
+        t->sign[i][1] = bin_cost(cost1, &ctxs->sign[i], 1);
+    }
+    t->top = top < NNTM_RATE_TAB_LEVELS ? top : NNTM_RATE_TAB_LEVELS;
+    for (int cls = 0; cls < NNTM_GT_CLASSES; cls++) {
+        /* egp_class is 1 exactly for the largest greater-than class (s > 10) */
+        const nntm_ctx *pc = ctxs->egp[cls == NNTM_GT_CLASSES - 1];
+        uint64_t ones = 0; /* the greater-than flags 0 .. a - 2 set */
+        for (int32_t a = 1; a <= t->top; a++) {
+            int i = (int)a - 1;
+            if (i < num_gt) {
+                t->mag[cls][a] = ones + bin_cost(cost1, &ctxs->gt[i][cls], 0);
+                ones += bin_cost(cost1, &ctxs->gt[i][cls], 1);
+            } else {
+                t->mag[cls][a] = ones + remainder_rate(cost1, ctxs, pc, (uint32_t)(a - num_gt - 1));
+            }
+        }
+    }
+}
+
+/* candidate_rates() from the row's table when lo + 1 is in it. */
+static inline void table_rates(const row_rates *t, const uint32_t *cost1,
+                               const nntm_level_ctxs *ctxs, const nntm_level_ctx_idx *ci,
+                               uint32_t a, int neg, int num_gt, uint64_t *r0, uint64_t *ra,
+                               uint64_t *ra1) {
+    if ((int32_t)a >= t->top) {
+        candidate_rates(cost1, ctxs, ci, a, neg, num_gt, r0, ra, ra1);
+        return;
+    }
+    uint64_t base = (uint64_t)t->sig[1][ci->sig] + t->sign[ci->sign][neg];
+    const uint64_t *mag = t->mag[ci->gt_class];
+    *r0 = t->sig[0][ci->sig];
+    *ra = a ? base + mag[a] : *r0;
+    *ra1 = base + mag[a + 1];
+}
+
 /* One bin through the updating estimator (est_encode_bin inlined). */
 static inline void bin_track(nntm_bit_estimator *e, nntm_ctx *c, int bin) {
     e->cost += bin_cost(e->cost1, c, bin);
@@ -578,7 +633,10 @@ static void dq_trellis(const nntm_region_input *in, nntm_quantizer *q, const nnt
         set_of[s] = nntm_dq_sig_set(dq, s);
     }
     dq_node *nodes = malloc(sizeof(dq_node) * (size_t)ns * (size_t)w);
-    if (!nodes) {
+    row_rates *rates = malloc(sizeof *rates);
+    if (!nodes || !rates) {
+        free(nodes);
+        free(rates);
         q->nomem = 1;
         return;
     }
@@ -588,6 +646,16 @@ static void dq_trellis(const nntm_region_input *in, nntm_quantizer *q, const nnt
         int32_t last[NNTM_DQ_MAX_STATES];  /* the survivor's level at the previous position */
         dq_start_row(cost, last, ns, ctxs->dq_state, levels, k->cols, r, x0);
         size_t trow = (size_t)(r - t->y0) * tw - (size_t)t->x0;
+        int32_t top = 0; /* the largest lo + 1 of the row */
+        for (int32_t c = x0; c < x1; c++) {
+            const int32_t *lo2 = &t->lo[2 * (trow + (size_t)c)];
+            int32_t m = (lo2[0] > lo2[1] ? lo2[0] : lo2[1]) + 1;
+            if (m > top) top = m;
+        }
+        if (w >= 16) /* the table pays for itself on rows of some length */
+            row_rates_build(rates, cost1, ctxs, num_gt, top);
+        else
+            rates->top = 0;
         for (int32_t c = x0; c < x1; c++) {
             size_t i = (size_t)r * (size_t)k->cols + (size_t)c, tj = trow + (size_t)c;
             int neg = in->weights[i] < 0.0f;
@@ -610,7 +678,8 @@ static void dq_trellis(const nntm_region_input *in, nntm_quantizer *q, const nnt
                 if (!(have >= 0 && qz_of[have] == qz && set_of[have] == set &&
                       last[have] == last[s])) {
                     nntm_level_ctx_from(last[s], above, set, &ci);
-                    candidate_rates(cost1, ctxs, &ci, (uint32_t)lo, neg, num_gt, &r0, &rlo, &rhi);
+                    table_rates(rates, cost1, ctxs, &ci, (uint32_t)lo, neg, num_gt, &r0, &rlo,
+                                &rhi);
                     have = s;
                 }
                 dq_edges(&edge[2 * s], cost[s], lo, max_level, dd, r0, rlo, rhi, neg, lambda);
@@ -621,6 +690,7 @@ static void dq_trellis(const nntm_region_input *in, nntm_quantizer *q, const nnt
         dq_finish_row(in, nodes, cost, r, x0, x1, half, levels, ctxs, track, dist);
     }
     free(nodes);
+    free(rates);
 }
 
 /* The DQ trellis from a table: the per-weight values looked up. */
