@@ -11,14 +11,23 @@
 
 #include "nntm/nntm.h"
 
-/* ||a - b||^2 in double, summed in index order. */
+#define SCAN 16 /* candidates compared with the worst kept one at a time */
+
+/* ||a - b||^2 in double: four partial sums over the columns c = 0, 1, 2, 3 mod 4 (in index
+ * order each; independent chains of additions), then (s0 + s1) + (s2 + s3). */
 static double row_distance(const float *a, const float *b, int32_t cols) {
-    double s = 0.0;
-    for (int32_t c = 0; c < cols; c++) {
+    double s[4] = {0.0, 0.0, 0.0, 0.0};
+    int32_t c = 0;
+    for (; c + 4 <= cols; c += 4)
+        for (int i = 0; i < 4; i++) {
+            double d = (double)a[c + i] - (double)b[c + i];
+            s[i] += d * d;
+        }
+    for (int i = 0; c < cols; c++, i++) {
         double d = (double)a[c] - (double)b[c];
-        s += d * d;
+        s[i] += d * d;
     }
-    return s;
+    return (s[0] + s[1]) + (s[2] + s[3]);
 }
 
 /* Insert (d, j) into the ascending list bd/bj of n (< cap, or == cap: the last one drops)
@@ -56,16 +65,35 @@ int nntm_rowref_select(const float *weights, int32_t rows, int32_t cols, const f
         int32_t first = r - window > lo ? r - window : lo;
         int32_t n = 0;
         float worst = 0.0f; /* bd[num_cand - 1] once the list is full */
-        for (int32_t j = first; j < r - 1; j++) {
-            /* the projected squared distance less the norm of row r */
-            float d = norm[j] - 2.0f * grow[j - lo];
-            if (n == num_cand && !(d < worst)) continue;
-            n = insert_candidate(bd, bj, n, num_cand, d, j);
-            worst = bd[n - 1];
+        for (int32_t j0 = first; j0 < r - 1; j0 += SCAN) {
+            int32_t j1 = j0 + SCAN < r - 1 ? j0 + SCAN : r - 1;
+            float d[SCAN];
+            int hit = n < num_cand || j1 - j0 < SCAN;
+            /* the projected squared distances less the norm of row r; a run of SCAN
+             * with none below the worst kept one changes nothing */
+            for (int32_t i = 0; i < j1 - j0; i++) d[i] = norm[j0 + i] - 2.0f * grow[j0 + i - lo];
+            if (!hit) {
+                int any = 0;
+                for (int i = 0; i < SCAN; i++) any |= d[i] < worst;
+                hit = any;
+            }
+            if (!hit) continue;
+            for (int32_t j = j0; j < j1; j++) {
+                if (n == num_cand && !(d[j - j0] < worst)) continue;
+                n = insert_candidate(bd, bj, n, num_cand, d[j - j0], j);
+                worst = bd[n - 1];
+            }
         }
         const float *wr = weights + (size_t)r * (size_t)cols;
-        double best = 0.0;
-        for (int32_t c = 0; c < cols; c++) best += (double)wr[c] * (double)wr[c];
+        double best = 0.0; /* ||k_r||^2, summed as row_distance() sums */
+        {
+            double q[4] = {0.0, 0.0, 0.0, 0.0};
+            int32_t c = 0;
+            for (; c + 4 <= cols; c += 4)
+                for (int i = 0; i < 4; i++) q[i] += (double)wr[c + i] * (double)wr[c + i];
+            for (int i = 0; c < cols; c++, i++) q[i] += (double)wr[c] * (double)wr[c];
+            best = (q[0] + q[1]) + (q[2] + q[3]);
+        }
         int32_t best_j = -1; /* the zero row: a hint must be closer than it */
         for (int32_t i = 0; i < n; i++) {
             double d = row_distance(wr, weights + (size_t)bj[i] * (size_t)cols, cols);
