@@ -131,6 +131,61 @@ static inline void candidate_rates(const uint32_t *cost1, const nntm_level_ctxs 
 }
 
 
+/* The prices of one row's candidates, from the contexts frozen at the row start (the
+ * trellis does not update them inside a row): the sig and sign bins of every context and,
+ * by greater-than class, the bins after them of every |level| 1..top.  Sums of the same
+ * integer bin costs as candidate_rates(), so the same rates. */
+#define NNTM_RATE_TAB_LEVELS 64
+typedef struct row_rates {
+    uint32_t sig[2][NNTM_SIG_CTX];
+    uint32_t sign[NNTM_SIGN_CTX][2];
+    uint64_t mag[NNTM_GT_CLASSES][NNTM_RATE_TAB_LEVELS + 1]; /* index |level| */
+    int32_t top;  /* mag holds |level| 1..top */
+} row_rates;
+
+static void row_rates_build(row_rates *t, const uint32_t *cost1, const nntm_level_ctxs *ctxs,
+                            int num_gt, int32_t top) {
+    for (int i = 0; i < NNTM_SIG_CTX; i++) {
+        t->sig[0][i] = bin_cost(cost1, &ctxs->sig[i], 0);
+        t->sig[1][i] = bin_cost(cost1, &ctxs->sig[i], 1);
+    }
+    for (int i = 0; i < NNTM_SIGN_CTX; i++) {
+        t->sign[i][0] = bin_cost(cost1, &ctxs->sign[i], 0);
+        t->sign[i][1] = bin_cost(cost1, &ctxs->sign[i], 1);
+    }
+    t->top = top < NNTM_RATE_TAB_LEVELS ? top : NNTM_RATE_TAB_LEVELS;
+    for (int cls = 0; cls < NNTM_GT_CLASSES; cls++) {
+        /* egp_class is 1 exactly for the largest greater-than class (s > 10) */
+        const nntm_ctx *pc = ctxs->egp[cls == NNTM_GT_CLASSES - 1];
+        uint64_t ones = 0; /* the greater-than flags 0 .. a - 2 set */
+        for (int32_t a = 1; a <= t->top; a++) {
+            int i = (int)a - 1;
+            if (i < num_gt) {
+                t->mag[cls][a] = ones + bin_cost(cost1, &ctxs->gt[i][cls], 0);
+                ones += bin_cost(cost1, &ctxs->gt[i][cls], 1);
+            } else {
+                t->mag[cls][a] = ones + remainder_rate(cost1, ctxs, pc, (uint32_t)(a - num_gt - 1));
+            }
+        }
+    }
+}
+
+/* candidate_rates() from the row's table when lo + 1 is in it. */
+static inline void table_rates(const row_rates *t, const uint32_t *cost1,
+                               const nntm_level_ctxs *ctxs, const nntm_level_ctx_idx *ci,
+                               uint32_t a, int neg, int num_gt, uint64_t *r0, uint64_t *ra,
+                               uint64_t *ra1) {
+    if ((int32_t)a >= t->top) {
+        candidate_rates(cost1, ctxs, ci, a, neg, num_gt, r0, ra, ra1);
+        return;
+    }
+    uint64_t base = (uint64_t)t->sig[1][ci->sig] + t->sign[ci->sign][neg];
+    const uint64_t *mag = t->mag[ci->gt_class];
+    *r0 = t->sig[0][ci->sig];
+    *ra = a ? base + mag[a] : *r0;
+    *ra1 = base + mag[a + 1];
+}
+
 /* One bin through the updating estimator (est_encode_bin inlined). */
 static inline void bin_track(nntm_bit_estimator *e, nntm_ctx *c, int bin) {
     e->cost += bin_cost(e->cost1, c, bin);
@@ -443,19 +498,74 @@ static inline void dq_start_row(double *cost, int32_t *last, int ns, int state,
     cost[state] = 0.0;
 }
 
-/* Viterbi step: relax the n candidates of state s (cost base) into the survivors out[]
- * of the next position. */
-static inline void dq_relax(dq_node *out, const int8_t *next, double base, int s,
-                            const int32_t *cand, const double *dist, const uint64_t *rate, int n,
-                            int neg, double lambda) {
-    for (int j = 0; j < n; j++) {
-        int32_t lv = neg ? -cand[j] : cand[j];
-        double jc = base + dist[j] + lambda * (double)rate[j];
-        int ns = next[2 * s + (lv & 1)];
-        if (jc < out[ns].cost) {
-            out[ns].cost = jc;
-            out[ns].level = lv;
-            out[ns].prev = (int8_t)s;
+/* The two incoming edges of every state of a DQ machine: pred[2 * t + e] = 2 * s + parity
+ * for the edges s --parity--> t, in ascending s (each state of the 4-, 8- and 32-state
+ * machines has exactly two, from two different states).  0 if the table is not of that
+ * shape. */
+static int dq_predecessors(const int8_t *next, int ns, int8_t *pred) {
+    int count[NNTM_DQ_MAX_STATES] = {0};
+    for (int s = 0; s < ns; s++)
+        for (int p = 0; p < 2; p++) {
+            int t = next[2 * s + p];
+            if (next[2 * s] == next[2 * s + 1]) return 0;
+            if (count[t] == 2) return 0;
+            pred[2 * t + count[t]++] = (int8_t)(2 * s + p);
+        }
+    for (int t = 0; t < ns; t++)
+        if (count[t] != 2) return 0;
+    return 1;
+}
+
+/* The best candidate of state s along each parity edge: edge[2 * s + p] (cost DBL_MAX: no
+ * candidate).  The candidates in order lo, lo + 1 (below max_level), 0 (above 0), each
+ * costing base + dist + lambda * rate, the first of the least cost kept: within one edge
+ * the same choice as relaxing them one after the other. */
+typedef struct dq_edge {
+    double cost;
+    int32_t level;
+} dq_edge;
+
+static inline void dq_edges(dq_edge *edge, double base, int32_t lo, int32_t max_level,
+                            const double *dd, uint64_t r0, uint64_t rlo, uint64_t rhi, int neg,
+                            double lambda) {
+    dq_edge *e_lo = &edge[lo & 1], *e_hi = &edge[(lo & 1) ^ 1];
+    e_lo->cost = base + dd[0] + lambda * (double)rlo;
+    e_lo->level = neg ? -lo : lo;
+    if (lo < max_level) {
+        e_hi->cost = base + dd[1] + lambda * (double)rhi;
+        e_hi->level = neg ? -(lo + 1) : lo + 1;
+    } else {
+        e_hi->cost = DBL_MAX;
+        e_hi->level = 0;
+    }
+    if (lo > 0) { /* zero, even: after lo (lo even) or lo + 1 (lo odd) on edge 0 */
+        double c0 = base + dd[2] + lambda * (double)r0;
+        if (c0 < edge[0].cost) {
+            edge[0].cost = c0;
+            edge[0].level = 0;
+        }
+    }
+}
+
+/* Viterbi step: every state takes the better of its two incoming edges (the one from the
+ * lower state on a tie), as relaxing all candidates in state order would. */
+static inline void dq_select(dq_node *out, const dq_edge *edge, const int8_t *pred, int ns) {
+    for (int t = 0; t < ns; t++) {
+        int a = pred[2 * t], b = pred[2 * t + 1];
+        const dq_edge *ea = &edge[a], *eb = &edge[b];
+        dq_node *o = &out[t];
+        o->cost = DBL_MAX;
+        o->level = 0;
+        o->prev = 0;
+        if (ea->cost < o->cost) {
+            o->cost = ea->cost;
+            o->level = ea->level;
+            o->prev = (int8_t)(a >> 1);
+        }
+        if (eb->cost < o->cost) {
+            o->cost = eb->cost;
+            o->level = eb->level;
+            o->prev = (int8_t)(b >> 1);
         }
     }
 }
@@ -512,14 +622,21 @@ static void dq_trellis(const nntm_region_input *in, nntm_quantizer *q, const nnt
     int32_t max_level = q->max_level;
     const size_t tw = (size_t)(t->x1 - t->x0);
     const int dq = k->dq_enabled, ns = nntm_dq_num_states(dq);
-    const int8_t *next = nntm_dq_table(dq);
+    int8_t pred[2 * NNTM_DQ_MAX_STATES];
+    if (!dq_predecessors(nntm_dq_table(dq), ns, pred)) {
+        q->nomem = 1; /* not reached: every state machine has two edges into each state */
+        return;
+    }
     int qz_of[NNTM_DQ_MAX_STATES], set_of[NNTM_DQ_MAX_STATES];
     for (int s = 0; s < ns; s++) {
         qz_of[s] = nntm_dq_quantizer(dq, s);
         set_of[s] = nntm_dq_sig_set(dq, s);
     }
     dq_node *nodes = malloc(sizeof(dq_node) * (size_t)ns * (size_t)w);
-    if (!nodes) {
+    row_rates *rates = malloc(sizeof *rates);
+    if (!nodes || !rates) {
+        free(nodes);
+        free(rates);
         q->nomem = 1;
         return;
     }
@@ -529,16 +646,29 @@ static void dq_trellis(const nntm_region_input *in, nntm_quantizer *q, const nnt
         int32_t last[NNTM_DQ_MAX_STATES];  /* the survivor's level at the previous position */
         dq_start_row(cost, last, ns, ctxs->dq_state, levels, k->cols, r, x0);
         size_t trow = (size_t)(r - t->y0) * tw - (size_t)t->x0;
+        int32_t top = 0; /* the largest lo + 1 of the row */
+        for (int32_t c = x0; c < x1; c++) {
+            const int32_t *lo2 = &t->lo[2 * (trow + (size_t)c)];
+            int32_t m = (lo2[0] > lo2[1] ? lo2[0] : lo2[1]) + 1;
+            if (m > top) top = m;
+        }
+        if (w >= 16) /* the table pays for itself on rows of some length */
+            row_rates_build(rates, cost1, ctxs, num_gt, top);
+        else
+            rates->top = 0;
         for (int32_t c = x0; c < x1; c++) {
             size_t i = (size_t)r * (size_t)k->cols + (size_t)c, tj = trow + (size_t)c;
             int neg = in->weights[i] < 0.0f;
             int32_t above = r > 0 ? levels[i - (size_t)k->cols] : 0;
             dq_node *out = &nodes[(size_t)ns * (size_t)(c - x0)];
-            for (int s = 0; s < ns; s++) out[s].cost = DBL_MAX;
+            dq_edge edge[2 * NNTM_DQ_MAX_STATES];
             uint64_t r0 = 0, rlo = 0, rhi = 0;
             int have = -1;  /* the state whose rates r0, rlo, rhi are */
             for (int s = 0; s < ns; s++) {
-                if (cost[s] == DBL_MAX) continue;
+                if (cost[s] == DBL_MAX) {
+                    edge[2 * s].cost = edge[2 * s + 1].cost = DBL_MAX;
+                    continue;
+                }
                 int qz = qz_of[s];
                 int set = set_of[s];
                 int32_t lo = t->lo[2 * tj + (size_t)qz];
@@ -548,34 +678,19 @@ static void dq_trellis(const nntm_region_input *in, nntm_quantizer *q, const nnt
                 if (!(have >= 0 && qz_of[have] == qz && set_of[have] == set &&
                       last[have] == last[s])) {
                     nntm_level_ctx_from(last[s], above, set, &ci);
-                    candidate_rates(cost1, ctxs, &ci, (uint32_t)lo, neg, num_gt, &r0, &rlo, &rhi);
+                    table_rates(rates, cost1, ctxs, &ci, (uint32_t)lo, neg, num_gt, &r0, &rlo,
+                                &rhi);
                     have = s;
                 }
-                /* the candidates of dq_candidates(): lo, lo + 1 below max_level, 0 above 0 */
-                int32_t cand[3];
-                uint64_t rate[3];
-                double dc[3];
-                int n = 0;
-                cand[n] = lo;
-                rate[n] = rlo;
-                dc[n++] = dd[0];
-                if (lo < max_level) {
-                    cand[n] = lo + 1;
-                    rate[n] = rhi;
-                    dc[n++] = dd[1];
-                }
-                if (lo > 0) {
-                    cand[n] = 0;
-                    rate[n] = r0;
-                    dc[n++] = dd[2];
-                }
-                dq_relax(out, next, cost[s], s, cand, dc, rate, n, neg, lambda);
+                dq_edges(&edge[2 * s], cost[s], lo, max_level, dd, r0, rlo, rhi, neg, lambda);
             }
+            dq_select(out, edge, pred, ns);
             dq_advance(cost, last, ns, out);
         }
         dq_finish_row(in, nodes, cost, r, x0, x1, half, levels, ctxs, track, dist);
     }
     free(nodes);
+    free(rates);
 }
 
 /* The DQ trellis from a table: the per-weight values looked up. */

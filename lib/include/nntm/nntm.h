@@ -187,6 +187,18 @@ int nntm_encode_kernel(const nntm_encoder_params *params, const float *weights,
                        const float *importance, int32_t dtype, const nntm_reference *ref,
                        void *recon, int32_t *levels, nntm_buffer *out, nntm_buffer *cu_trace);
 
+/* Row-reference hints [1.5] for rows start..stop-1 (2 <= start < stop <= rows) of a rows x
+ * cols float kernel, from a projection of its rows: gram ((stop - start) x (stop - 2 - lo),
+ * 0 <= lo <= start - 2) holds the projected inner products of row r with rows lo..stop-3 and
+ * norm (rows) the projected squared norms; of the rows j in [max(lo, r - window), r - 1) the
+ * num_cand closest in the projection (norm[j] - 2 gram, ties to the lower j) are measured
+ * exactly (double, ties to the lower j) and hint[r] is the closest if nearer than the zero
+ * row, else -1.
+ * Returns NNTM_OK, NNTM_ERR_ARG or NNTM_ERR_NOMEM. */
+int nntm_rowref_select(const float *weights, int32_t rows, int32_t cols, const float *gram,
+                       const float *norm, int32_t start, int32_t stop, int32_t lo, int32_t window,
+                       int32_t num_cand, int32_t *hint);
+
 /* Bytes of scratch memory nntm_decode_kernel allocates itself for params (beyond the
  * caller's recon and levels buffers): a caller's memory budget adds it to those buffers
  * before it calls (0 for NULL or negative dimensions). */

@@ -115,6 +115,9 @@ int nntm_qp_to_step(int32_t qp, int32_t qp_density, int32_t *mantissa, int32_t *
 int nntm_encode_kernel(const nntm_encoder_params *params, const float *weights,
                        const float *importance, int32_t dtype, const nntm_reference *ref,
                        void *recon, int32_t *levels, nntm_buffer *out, nntm_buffer *cu_trace);
+int nntm_rowref_select(const float *weights, int32_t rows, int32_t cols, const float *gram,
+                       const float *norm, int32_t start, int32_t stop, int32_t lo, int32_t window,
+                       int32_t num_cand, int32_t *hint);
 size_t nntm_decode_kernel_scratch(const nntm_kernel_params *params);
 int nntm_decode_kernel(const nntm_kernel_params *params, const uint8_t *data, size_t size,
                        int32_t dtype, const nntm_reference *ref, void *recon, int32_t *levels,
