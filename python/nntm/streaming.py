@@ -294,13 +294,15 @@ def decode_file(
     max_memory: int | None = None,
     max_expansion: int = memory.DEFAULT_MAX_EXPANSION,
     threads: int | None = None,
-    on_layout: Callable[[list[hls.TensorParameterSet]], None] | None = None,
+    on_layout: Callable[[hls.ModelParameterSet, list[hls.TensorParameterSet]], None]
+    | None = None,
     window_elements: int = WINDOW_ELEMENTS,
 ) -> DecodeStream:
     """Decode the stream in file ``path`` tensor by tensor; check every hash.
 
-    ``on_layout`` is called once with every tensor parameter set (stream order) before any
-    tensor is decoded; ``on_tensor`` with each tensor as it is checked, in stream order.
+    ``on_layout`` is called once with the model parameter set and every tensor parameter set
+    (stream order) before any tensor is decoded; ``on_tensor`` with each tensor as it is
+    decoded, in stream order (its report, in the result, says whether its hashes matched).
     With ``keep`` the result holds every tensor (else none).  Errors and limits as
     :func:`nntm.codec.decode_detailed`; the memory budget counts the tensors in flight, not
     the model.
@@ -326,7 +328,8 @@ def _decode(buf: mmap.mmap | bytes, size: int,
             on_tensor: Callable[[str, np.ndarray], None] | None, keep: bool,
             max_elements: int, ref_model: Mapping[str, np.ndarray] | None,
             max_memory: int | None, max_expansion: int, threads: int | None,
-            on_layout: Callable[[list[hls.TensorParameterSet]], None] | None,
+            on_layout: Callable[[hls.ModelParameterSet, list[hls.TensorParameterSet]], None]
+            | None,
             window_elements: int) -> codec.DecodeResult:
     magic_at = hls.UNIT_HEADER_BYTES
     if (size >= magic_at + len(hls.MAGIC)
@@ -357,7 +360,7 @@ def _decode(buf: mmap.mmap | bytes, size: int,
     memory.check_streaming_budget(size, list(parsed.values()), largest_unit, workers,
                                   keep, earlier_refs, max_memory, max_expansion)
     if on_layout is not None:
-        on_layout(list(parsed.values()))
+        on_layout(mps, list(parsed.values()))
     md5 = hashlib.md5()
     first = 1
     container = None
@@ -474,7 +477,7 @@ class _DecodeState:
             self.by_id[tps.tensor_id] = array
         if self.keep:
             self.tensors[tps.name] = array
-        if self.on_tensor is not None and report.ok:
+        if self.on_tensor is not None:
             self.on_tensor(tps.name, array)
 
     def finish(self, container: hls.Container | None) -> codec.DecodeResult:

@@ -258,14 +258,18 @@ class ModelWriter:
         if arr.dtype != dtype or tuple(arr.shape) != shape:
             raise ModelIOError(f"model file '{self.path}', tensor '{name}': {arr.dtype} "
                                f"{list(arr.shape)}, announced {dtype} {list(shape)}")
-        if self.zip is not None:
-            if self.order[len(self.written)] != name:
-                raise ModelIOError(f"npz file '{self.path}': tensor '{name}' out of order")
-            with self.zip.open(name + ".npy", mode="w", force_zip64=True) as member:
-                np.lib.format.write_array(member, arr, allow_pickle=False)
-        elif arr.nbytes:
-            self.file.seek(self.start + self.offsets[name])
-            self.file.write(arr.reshape(-1).view(np.uint8).data)
+        if self.zip is not None and self.order[len(self.written)] != name:
+            raise ModelIOError(f"npz file '{self.path}': tensor '{name}' out of order")
+        try:
+            if self.zip is not None:
+                with self.zip.open(name + ".npy", mode="w", force_zip64=True) as member:
+                    np.lib.format.write_array(member, arr, allow_pickle=False)
+            elif arr.nbytes:
+                self.file.seek(self.start + self.offsets[name])
+                self.file.write(arr.reshape(-1).view(np.uint8).data)
+        except OSError as exc:
+            raise ModelIOError(f"cannot write model file '{self.path}': "
+                               f"{exc.strerror or exc}") from exc
         self.written.add(name)
 
     def close(self) -> None:
