@@ -537,11 +537,11 @@ def code_tensor(plan: ModelPlan, tensor_id: int, array: np.ndarray,
         note = plan.notes.get(name, "")
     tps_unit = hls.tensor_parameter_set(tps, tool_flags)
     tps_md5 = hls.unit_md5(tps_unit) if tool_flags & hls.TOOL_INTEGRITY else None
-    tensor_units = (
-        tps_unit
-        + hls.tensor_data_unit(tensor_id, payload)
-        + hls.tensor_hash_unit(tensor_id, tensor_md5(rec), tps_md5)
-    )
+    tensor_units = b"".join([
+        tps_unit,
+        *_data_unit_parts(tensor_id, payload),
+        hls.tensor_hash_unit(tensor_id, tensor_md5(rec), tps_md5),
+    ])
     del payload
     quantized = mode != hls.CodingMode.LOSSLESS
     signal, noise = _energies(array, rec)
@@ -571,14 +571,35 @@ def code_tensor(plan: ModelPlan, tensor_id: int, array: np.ndarray,
     return CodedTensor(tensor_units, stat, rec, cus_rec, clustered)
 
 
+def _data_unit_parts(tensor_id: int, payload: bytes) -> list[bytes]:
+    """hls.tensor_data_unit(tensor_id, payload) in pieces (header, tensor_id, payload), so
+    a large payload is copied once, when the pieces are joined."""
+    empty = hls.tensor_data_unit(tensor_id, b"")
+    body = len(empty) - hls.UNIT_HEADER_BYTES + len(payload)
+    if body > hls.MAX_UNIT_PAYLOAD:
+        raise ValueError(f"unit payload of {body} bytes exceeds 2^32 - 1")
+    return [empty[:1], body.to_bytes(4, "big"), empty[hls.UNIT_HEADER_BYTES:], payload]
+
+
+#: elements of a tensor whose energies are summed in one piece (larger ones: in blocks of
+#: this many, to bound the float64 copies)
+ENERGY_BLOCK = 1 << 22
+
+
 def _energies(original: np.ndarray, recon: np.ndarray) -> tuple[float, float]:
-    """sum(x^2) and sum((x - recon)^2) in float64, as :func:`snr_db` computes them."""
+    """sum(x^2) and sum((x - recon)^2) in float64, as :func:`snr_db` computes them (a tensor
+    of more than ENERGY_BLOCK elements in blocks: the same up to rounding)."""
     if np.asarray(original).dtype.name not in hls.FLOAT_DTYPES:
         return 0.0, 0.0
-    x = np.asarray(original, dtype=np.float64)
-    with np.errstate(over="ignore", invalid="ignore"):  # float64 weights near the range
-        e = x - np.asarray(recon, dtype=np.float64)
-        return float(np.sum(x * x)), float(np.sum(e * e))
+    flat_x, flat_r = np.asarray(original).reshape(-1), np.asarray(recon).reshape(-1)
+    signal = noise = 0.0
+    for lo in range(0, max(flat_x.size, 1), ENERGY_BLOCK):
+        x = np.asarray(flat_x[lo:lo + ENERGY_BLOCK], dtype=np.float64)
+        with np.errstate(over="ignore", invalid="ignore"):  # float64 weights near the range
+            e = x - np.asarray(flat_r[lo:lo + ENERGY_BLOCK], dtype=np.float64)
+            signal += float(np.sum(x * x))
+            noise += float(np.sum(e * e))
+    return signal, noise
 
 
 def _snr_from(signal: float, noise: float) -> float:

@@ -565,7 +565,8 @@ def _remove_folders(made: list[Path]) -> None:
 
 
 def _atomic_write(name: str, writer: Callable[[IO[bytes]], None],
-                  what: str = "model file", make_parents: bool = False) -> None:
+                  what: str = "model file", make_parents: bool = False,
+                  readable: bool = False) -> None:
     target = Path(name)
     directory = target.parent
     tmp = directory / f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
@@ -574,12 +575,13 @@ def _atomic_write(name: str, writer: Callable[[IO[bytes]], None],
         if make_parents:
             made = _make_folders(directory)
         # 0o666 through the umask, like a plain open(): not NamedTemporaryFile's 0o600
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+        access = os.O_RDWR if readable else os.O_WRONLY  # readable: the writer reads back
+        fd = os.open(tmp, access | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     except OSError as exc:
         _remove_folders(made)
         raise ModelIOError(f"cannot write {what} '{name}': {exc.strerror or exc}") from exc
     try:
-        with os.fdopen(fd, "wb") as f:
+        with os.fdopen(fd, "w+b" if readable else "wb") as f:
             writer(f)
             f.flush()
             os.fsync(f.fileno())

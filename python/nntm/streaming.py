@@ -48,7 +48,7 @@ __all__ = ["WINDOW_ELEMENTS", "DecodeStream", "EncodeStream", "decode_file",
            "default_threads", "encode_file"]
 
 #: elements of the tensors coded at once (a single larger tensor is always admitted)
-WINDOW_ELEMENTS = 1 << 26
+WINDOW_ELEMENTS = 1 << 27
 _HASH_CHUNK = 1 << 24
 
 
@@ -211,9 +211,8 @@ def write_stream(path: str, encode: Callable[[IO[bytes]], object]) -> object:
     out: list[object] = []
 
     def writer(f: IO[bytes]) -> None:
-        with open(f.fileno(), "r+b", closefd=False) as rw:
-            out.append(encode(rw))
-    _atomic_write(path, writer, what="bitstream file", make_parents=True)
+        out.append(encode(f))
+    _atomic_write(path, writer, what="bitstream file", make_parents=True, readable=True)
     return out[0]
 
 
