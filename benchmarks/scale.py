@@ -47,7 +47,12 @@ SHAPES: dict[str, tuple[int, int, int, int]] = {
 
 
 def layout(size: str) -> list[tuple[str, tuple[int, ...]]]:
-    """The tensors of a model: (name, shape) in checkpoint order."""
+    """The tensors of a model: (name, shape) in checkpoint order.  "<size>-embed" is that
+    model's largest tensor alone (the embedding): the encoder's peak, which the in-flight
+    window keeps the whole model's peak too, in a fraction of the time."""
+    if size.endswith("-embed"):
+        d, _f, _layers, vocab = SHAPES[size[:-len("-embed")]]
+        return [("model.embed_tokens.weight", (vocab, d)), ("model.norm.weight", (d,))]
     d, f, layers, vocab = SHAPES[size]
     out: list[tuple[str, tuple[int, ...]]] = [("model.embed_tokens.weight", (vocab, d))]
     for i in range(layers):
@@ -124,7 +129,7 @@ def run(cmd: list[str], log: Path, nice: int) -> Run:
 
 
 def measure(size: str, work: Path, cfg: str, threads: int, shard_bytes: int, nice: int,
-            keep: bool) -> dict[str, object]:
+            keep: bool, extra: list[str]) -> dict[str, object]:
     folder = work / f"model-{size}b"
     bit = work / f"model-{size}b.bit"
     decoded = work / f"decoded-{size}b.safetensors"
@@ -133,9 +138,9 @@ def measure(size: str, work: Path, cfg: str, threads: int, shard_bytes: int, nic
     made = time.perf_counter() - t0
     py = sys.executable
     enc = run([py, "-m", "nntm.apps.encoder", "-c", cfg, "-i", str(folder), "-b", str(bit),
-               f"--Threads={threads}"], work / f"encode-{size}b.log", nice)
+               f"--Threads={threads}", *extra], work / f"encode-{size}b.log", nice)
     row: dict[str, object] = {"size": size, "params": params, "threads": threads,
-                              "write_s": made, "enc": enc}
+                              "write_s": made, "enc": enc, "extra": " ".join(extra)}
     if enc.rc == 0:
         row["bits_per_param"] = 8 * bit.stat().st_size / params
         dec = run([py, "-m", "nntm.apps.decoder", "-b", str(bit), "-o", str(decoded),
@@ -149,16 +154,17 @@ def measure(size: str, work: Path, cfg: str, threads: int, shard_bytes: int, nic
 
 
 def table(rows: list[dict[str, object]], cfg: str) -> str:
-    head = ("| params | shards dtype | threads | encode wall s | encode CPU s | CPU/wall | "
+    head = ("| model | params | options | threads | encode wall s | encode CPU s | CPU/wall | "
             "encode peak RSS | bits/param | decode wall s | decode CPU s | CPU/wall | "
-            "decode peak RSS |\n" + "|" + " ---: |" * 12)
+            "decode peak RSS |\n" + "| --- |" + " ---: |" * 12)
     lines = [f"Config `{cfg}`; synthetic Llama-shaped bf16 models, sharded "
              "(`model.safetensors.index.json`).", "", head]
     for r in rows:
         enc = r["enc"]
         assert isinstance(enc, Run)
         dec = r.get("dec")
-        cells = [f"{int(r['params']) / 1e9:.2f} B", "bf16", str(r["threads"]),
+        cells = [str(r["size"]), f"{int(r['params']) / 1e9:.3f} B", str(r["extra"]) or "-",
+                 str(r["threads"]),
                  f"{enc.wall:.0f}", f"{enc.cpu:.0f}", f"{enc.cpu / enc.wall:.2f}",
                  f"{enc.rss / 2**30:.2f} GiB" + ("" if enc.rc == 0 else f" (rc {enc.rc})"),
                  f"{r.get('bits_per_param', float('nan')):.3f}"]
@@ -173,7 +179,8 @@ def table(rows: list[dict[str, object]], cfg: str) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--sizes", default="0.1", help="comma-separated: " + ", ".join(SHAPES))
+    ap.add_argument("--sizes", default="0.1", help="comma-separated: " + ", ".join(SHAPES)
+                    + " (or <size>-embed: its largest tensor alone)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--cfg", default="cfg/encoder_default.cfg")
     ap.add_argument("--work", default="/tmp/nntm-scale")
@@ -181,13 +188,16 @@ def main() -> int:
     ap.add_argument("--nice", type=int, default=19)
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("--out", default="")
+    ap.add_argument("--extra", default="", help="more EncoderApp options, space-separated "
+                    "(e.g. '--DepQuant=0')")
     args = ap.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     rows = []
     for size in args.sizes.split(","):
         rows.append(measure(size.strip(), work, args.cfg, args.threads,
-                            int(args.shard_gb * 2**30), args.nice, args.keep))
+                            int(args.shard_gb * 2**30), args.nice, args.keep,
+                            args.extra.split()))
         text = table(rows, args.cfg)
         print(text, flush=True)
         if args.out:

@@ -130,14 +130,18 @@ def _check_expansion(stream_bytes: int, tpss: Sequence[hls.TensorParameterSet],
 
 
 def estimate_streaming(tpss: Sequence[hls.TensorParameterSet], largest_unit: int, workers: int,
-                       keep: bool, kept_ids: set[int]) -> int:
+                       keep: bool, kept_ids: set[int], in_flight: int,
+                       window_bytes: int | None = None) -> int:
     """An upper bound of the peak memory of decoding a mapped stream tensor by tensor
-    (nntm.streaming): up to ``2 * workers`` decoded tensors and data-unit payloads in flight,
-    the working sets of the ``workers`` largest, and the tensors kept (all with ``keep``,
-    else those a later tensor predicts from)."""
+    (nntm.streaming): the decoded tensors and data-unit payloads in flight (at most
+    ``in_flight`` tensors), the working sets of the ``workers`` largest, and the tensors kept
+    (all with ``keep``, else those a later tensor predicts from)."""
     sizes = sorted((_tensor_bytes(t) for t in tpss), reverse=True)
     works = sorted((_working_bytes(t) for t in tpss), reverse=True)
-    inflight = sum(sizes[:2 * workers]) + 2 * workers * largest_unit + sum(works[:workers])
+    inflight = (sum(sizes[:in_flight]) + min(in_flight, len(tpss)) * largest_unit
+                + sum(works[:workers]))
+    if window_bytes is not None:  # the decoder's window of elements in flight bounds it too
+        inflight = min(inflight, 2 * window_bytes + sum(works[:workers]))
     held = (sum(sizes) if keep else
             sum(_tensor_bytes(t) for t in tpss if t.tensor_id in kept_ids))
     return inflight + held
@@ -145,10 +149,13 @@ def estimate_streaming(tpss: Sequence[hls.TensorParameterSet], largest_unit: int
 
 def check_streaming_budget(stream_bytes: int, tpss: Sequence[hls.TensorParameterSet],
                            largest_unit: int, workers: int, keep: bool, kept_ids: set[int],
-                           max_memory: int | None, max_expansion: int) -> None:
+                           max_memory: int | None, max_expansion: int,
+                           in_flight: int | None = None,
+                           window_bytes: int | None = None) -> None:
     """:func:`check_budget` for the streaming decoder (:func:`estimate_streaming`)."""
     limit = default_max_memory() if max_memory is None else max_memory
-    need = estimate_streaming(tpss, largest_unit, workers, keep, kept_ids)
+    need = estimate_streaming(tpss, largest_unit, workers, keep, kept_ids,
+                              2 * workers if in_flight is None else in_flight, window_bytes)
     if need > limit:
         raise MemoryBudgetError(
             f"the stream's {len(tpss)} tensors need about {format_bytes(need)} to decode, "

@@ -7,7 +7,8 @@ flags, the model parameter set) and keeps none of them; then tensors are coded o
 ``threads`` threads (the C core releases the GIL: cffi drops it around every call), each
 looking its tensor up when it starts, and their units are written in model order.  A tensor
 is coded from its own values and the plan only, so the bytes do not depend on the number of
-threads.  At most ``2 * threads`` tensors are in flight, and no more elements than
+threads.  At most ``MAX_IN_FLIGHT * threads`` tensors are in flight (being coded, or coded
+and waiting for an earlier one to be written), and no more elements than
 :data:`WINDOW_ELEMENTS` (or the largest tensor's) at once: memory follows the largest
 tensors, not the model.
 
@@ -44,11 +45,14 @@ from . import codec, hls, memory, predict
 from .config import Config
 from .errors import BitstreamError
 
-__all__ = ["WINDOW_ELEMENTS", "DecodeStream", "EncodeStream", "decode_file",
+__all__ = ["MAX_IN_FLIGHT", "WINDOW_ELEMENTS", "DecodeStream", "EncodeStream", "decode_file",
            "default_threads", "encode_file"]
 
-#: elements of the tensors coded at once (a single larger tensor is always admitted)
+#: elements of the tensors in flight (coded, or coded and waiting for an earlier one to be
+#: written) at once; a single larger tensor is always admitted.  With MAX_IN_FLIGHT jobs a
+#: thread: a long tensor at the head does not stall the other threads.
 WINDOW_ELEMENTS = 1 << 27
+MAX_IN_FLIGHT = 16
 _HASH_CHUNK = 1 << 24
 
 
@@ -89,7 +93,7 @@ def _ordered(jobs: Sequence[tuple[int, Callable[[], object]]], threads: int,
     pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="nntm")
     try:
         while nxt < len(jobs) or pending:
-            while nxt < len(jobs) and len(pending) < 2 * threads and (
+            while nxt < len(jobs) and len(pending) < MAX_IN_FLIGHT * threads and (
                     not pending or inflight + jobs[nxt][0] <= window_elements):
                 elements, work = jobs[nxt]
                 pending.append((elements, pool.submit(work)))
@@ -356,8 +360,12 @@ def _decode(buf: mmap.mmap | bytes, size: int,
         workers = 1  # a tensor waits for the one it predicts from
     largest_unit = max((r.size for r in refs if r.unit_type == hls.UnitType.TENSOR_DATA_UNIT),
                        default=0)
+    largest = max((t.num_elements for t in parsed.values()), default=0)
+    itemsize = max((t.dtype.itemsize for t in parsed.values()), default=1)
     memory.check_streaming_budget(size, list(parsed.values()), largest_unit, workers,
-                                  keep, earlier_refs, max_memory, max_expansion)
+                                  keep, earlier_refs, max_memory, max_expansion,
+                                  MAX_IN_FLIGHT * workers,
+                                  max(window_elements, largest) * (itemsize + 1))
     if on_layout is not None:
         on_layout(mps, list(parsed.values()))
     md5 = hashlib.md5()
