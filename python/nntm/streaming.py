@@ -164,7 +164,7 @@ def encode_file(
         clustered |= coded.clustered
         if coded.cus is not None:
             result.cus[name] = coded.cus
-        if sequential and coded.stat.mode != "lossless":
+        if sequential:  # as encode_with_recon: a later tensor may predict from it
             earlier[name] = coded.recon
         if keep_recon:
             result.recon[name] = coded.recon
