@@ -23,16 +23,16 @@ DEFAULT = ROOT / "cfg" / "encoder_default.cfg"
 ANCHOR = ROOT / "cfg" / "encoder_anchor.cfg"
 
 
-def _model(seed: int = 0, bf16: bool = False) -> dict[str, np.ndarray]:
+def _model(seed: int = 0, bf16: bool = False, dtype: str = "") -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     out: dict[str, np.ndarray] = {}
     for i, rows in enumerate((96, 40, 300, 7, 128, 64)):
         out[f"layers.{i}.weight"] = (0.05 * rng.standard_normal((rows, 48))).astype(np.float32)
         out[f"layers.{i}.bias"] = (0.01 * rng.standard_normal(rows)).astype(np.float32)
     out["steps"] = np.array(7, dtype=np.int64)
-    if bf16:
-        out = {k: v.astype(dtypes.bfloat16()) if v.dtype == np.float32 else v
-               for k, v in out.items()}
+    target = dtypes.bfloat16() if bf16 else np.dtype(dtype) if dtype else None
+    if target is not None:
+        out = {k: v.astype(target) if v.dtype == np.float32 else v for k, v in out.items()}
     return out
 
 
@@ -91,8 +91,9 @@ def _write_sharded(folder: Path, model: dict[str, np.ndarray], shards: int) -> N
                                                           "weight_map": weight_map}))
 
 
-def test_sharded_checkpoint_round_trip(tmp_path: Path, capsys) -> None:
-    model = _model(3, bf16=True)
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16", "float32"])
+def test_sharded_checkpoint_round_trip(dtype: str, tmp_path: Path, capsys) -> None:
+    model = _model(3, bf16=dtype == "bfloat16", dtype="" if dtype == "bfloat16" else dtype)
     folder = tmp_path / "ckpt"
     _write_sharded(folder, model, 3)
     lazy = streamio.open_model(folder)
