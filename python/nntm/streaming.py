@@ -51,9 +51,10 @@ __all__ = ["MAX_IN_FLIGHT", "WINDOW_ELEMENTS", "DecodeStream", "EncodeStream", "
 #: elements of the tensors in flight (coded, or coded and waiting for an earlier one to be
 #: written) at once; a single larger tensor is always admitted.  With MAX_IN_FLIGHT jobs a
 #: thread: a long tensor at the head does not stall the other threads.
-WINDOW_ELEMENTS = 1 << 27
+WINDOW_ELEMENTS = 1 << 28
 MAX_IN_FLIGHT = 16
 _HASH_CHUNK = 1 << 24
+_NO_RECON = np.zeros(0, dtype=np.float32)
 
 
 def default_threads() -> int:
@@ -142,6 +143,7 @@ def encode_file(
     sequential = plan.needs_earlier_recon
     workers = 1 if sequential else _workers(threads)
     earlier: dict[str, np.ndarray] = {}
+    need_recon = sequential or keep_recon or on_recon is not None
     result = EncodeStream([], {}, 0)
     clustered = False
 
@@ -150,7 +152,10 @@ def encode_file(
 
         def work() -> codec.CodedTensor:
             array = codec._little_endian(np.asarray(tensors[name]))
-            return codec.code_tensor(plan, tensor_id, array, earlier, ref_model)
+            coded = codec.code_tensor(plan, tensor_id, array, earlier, ref_model)
+            if not need_recon:  # a coded tensor waiting to be written holds its units only
+                coded.recon = _NO_RECON
+            return coded
         return work
 
     def emit(obj: object) -> None:
