@@ -80,33 +80,50 @@ class EncodeStream:
     recon: dict[str, np.ndarray] = field(default_factory=dict)
 
 
-def _ordered(jobs: Sequence[tuple[int, Callable[[], object]]], threads: int,
-             window_elements: int, emit: Callable[[object], None]) -> None:
-    """Run ``jobs`` ((elements, work) each) on ``threads`` threads and call ``emit`` with
-    their results in job order; a bounded window of jobs is in flight."""
-    if threads == 1:
-        for _elements, work in jobs:
-            emit(work())
-        return
-    pending: deque[tuple[int, Future[object]]] = deque()
-    inflight = 0
-    nxt = 0
-    pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="nntm")
-    try:
-        while nxt < len(jobs) or pending:
-            while nxt < len(jobs) and len(pending) < MAX_IN_FLIGHT * threads and (
-                    not pending or inflight + jobs[nxt][0] <= window_elements):
-                elements, work = jobs[nxt]
-                pending.append((elements, pool.submit(work)))
-                inflight += elements
-                nxt += 1
-            elements, fut = pending.popleft()
-            result = fut.result()
-            inflight -= elements
-            emit(result)
-            del result
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+class _OrderedPool:
+    """Jobs run on ``threads`` threads, their results handed to ``emit`` in submission
+    order.  :meth:`submit` blocks (emitting finished results) while the window is full:
+    at most MAX_IN_FLIGHT jobs a thread and ``window_elements`` elements in flight (a
+    single larger job is admitted alone).  One thread: each job runs as it is submitted."""
+
+    def __init__(self, threads: int, window_elements: int,
+                 emit: Callable[[object], None]) -> None:
+        self.threads, self.window, self.emit = threads, window_elements, emit
+        self.pending: deque[tuple[int, Future[object]]] = deque()
+        self.inflight = 0
+        self.pool = (ThreadPoolExecutor(max_workers=threads, thread_name_prefix="nntm")
+                     if threads > 1 else None)
+
+    def submit(self, elements: int, work: Callable[[], object]) -> None:
+        if self.pool is None:
+            self.emit(work())
+            return
+        while self.pending and (len(self.pending) >= MAX_IN_FLIGHT * self.threads
+                                or self.inflight + elements > self.window):
+            self._drain_one()
+        self.pending.append((elements, self.pool.submit(work)))
+        self.inflight += elements
+
+    def _drain_one(self) -> None:
+        elements, fut = self.pending.popleft()
+        result = fut.result()
+        self.inflight -= elements
+        self.emit(result)
+
+    def drain(self) -> None:
+        """Wait for every job submitted and emit the results."""
+        while self.pending:
+            self._drain_one()
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> _OrderedPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def encode_file(
@@ -179,9 +196,10 @@ def encode_file(
         if progress is not None:
             progress(coded.stat)
 
-    jobs = [(int(np.prod(plan.infos[i].shape, dtype=np.int64)), job(i))
-            for i in range(len(plan.names))]
-    _ordered(jobs, workers, max(window_elements, max((e for e, _ in jobs), default=0)), emit)
+    with _OrderedPool(workers, window_elements, emit) as pool:
+        for i in range(len(plan.names)):
+            pool.submit(int(np.prod(plan.infos[i].shape, dtype=np.int64)), job(i))
+        pool.drain()
     if clustered:  # TOOL_CLUSTER, format 1.2: the model parameter set keeps its length
         new_head = plan.head(clustered=True)
         assert len(new_head) == len(head)
@@ -382,27 +400,26 @@ def _decode(buf: mmap.mmap | bytes, size: int,
         first = 2
     md5.update(buf[:refs[first].offset] if len(refs) > first else buf[:size])
     state = _DecodeState(mps, parsed, earlier_refs, keep, on_tensor, ref_model)
-    jobs: list[tuple[int, Callable[[], object]]] = []
     ended = False
-    for ref in refs[first:]:
-        if ended:
-            raise BitstreamError(f"unit {ref.index} ({ref.unit_type.name.lower()} at byte "
-                                 f"{ref.offset}): unit after end_of_stream")
-        if ref.unit_type == hls.UnitType.END_OF_STREAM:
-            state.flush(jobs, workers, window_elements)
-            expected = hls.parse_end_of_stream(_unit(buf, ref), mps)
-            if expected is not None:
-                digest = md5.digest()
-                state.stream_md5, state.stream_ok = digest.hex(), digest == expected
-            ended = True
-            continue
-        state.unit(buf, ref, tps_units.get(ref.index), jobs)
-        if state.sync:  # a later tensor predicts from this one: decode it now
-            state.flush(jobs, workers, window_elements)
-            state.sync = False
-        md5.update(buf[ref.offset:ref.start + ref.size])
-    if not ended:
-        raise BitstreamError(f"truncated stream: no end_of_stream unit after {len(refs)} units")
+    with _OrderedPool(workers, window_elements, state.emit) as pool:
+        for ref in refs[first:]:
+            if ended:
+                raise BitstreamError(f"unit {ref.index} ({ref.unit_type.name.lower()} at "
+                                     f"byte {ref.offset}): unit after end_of_stream")
+            if ref.unit_type == hls.UnitType.END_OF_STREAM:
+                pool.drain()
+                expected = hls.parse_end_of_stream(_unit(buf, ref), mps)
+                if expected is not None:
+                    digest = md5.digest()
+                    state.stream_md5, state.stream_ok = digest.hex(), digest == expected
+                ended = True
+                continue
+            state.unit(buf, ref, tps_units.get(ref.index), pool)
+            md5.update(buf[ref.offset:ref.start + ref.size])
+        if not ended:
+            raise BitstreamError(
+                f"truncated stream: no end_of_stream unit after {len(refs)} units")
+        pool.drain()
     return state.finish(container)
 
 
@@ -428,12 +445,11 @@ class _DecodeState:
         self.tensors: dict[str, np.ndarray] = {}
         self.reports: list[codec.TensorReport] = []
         self.done = 0
-        self.sync = False
         self.stream_ok: bool | None = None
         self.stream_md5 = ""
 
     def unit(self, buf: mmap.mmap | bytes, ref: _UnitRef, tps_unit: hls.Unit | None,
-             jobs: list[tuple[int, Callable[[], object]]]) -> None:
+             pool: _OrderedPool) -> None:
         where = f"unit {ref.index} ({ref.unit_type.name.lower()} at byte {ref.offset})"
         if ref.unit_type == hls.UnitType.TENSOR_PARAMETER_SET:
             assert tps_unit is not None
@@ -470,17 +486,12 @@ class _DecodeState:
             self.submitted.add(tensor_id)
             params_ok = None if tps_md5 is None else self.tps_md5s.pop(tensor_id) == tps_md5
             ref_array = self.refs.pop(tensor_id, None)
-            jobs.append((tps.num_elements,
-                         _decode_job(tps, payload, data_where, ref_array, md5, params_ok)))
-            self.sync = tensor_id in self.earlier_refs
+            pool.submit(tps.num_elements,
+                        _decode_job(tps, payload, data_where, ref_array, md5, params_ok))
+            if tensor_id in self.earlier_refs:  # a later tensor predicts from this one
+                pool.drain()
         else:
             raise BitstreamError(f"{where}: unexpected {ref.unit_type.name.lower()}")
-
-    def flush(self, jobs: list[tuple[int, Callable[[], object]]], workers: int,
-              window_elements: int) -> None:
-        window = max(window_elements, max((e for e, _ in jobs), default=0))
-        _ordered(jobs, workers, window, self.emit)
-        jobs.clear()
 
     def emit(self, obj: object) -> None:
         tps, array, report = obj  # type: ignore[misc]
