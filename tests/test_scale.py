@@ -251,3 +251,25 @@ def test_streaming_decoder_equals_decode_detailed(stream: Path, tmp_path: Path) 
         assert whole == streamed, pos
     whole, streamed = _both(data[:len(data) // 2], tmp_path / "t.bit")
     assert whole == streamed
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_decoder_reads_data_units_as_it_decodes(threads: int, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """The decoder holds the payloads of the tensors in flight, not of the stream: when the
+    first tensor is handed out, few data units have been read."""
+    model = {f"t{i}": np.full((64, 64), 0.01 * i, dtype=np.float32) for i in range(24)}
+    path = tmp_path / "m.bit"
+    path.write_bytes(codec.encode(model, nntm.Config.from_files([DEFAULT])))
+    read: list[int] = []
+    real = streaming._data_unit
+
+    def counting(buf: object, ref: object) -> tuple[int, bytes]:
+        read.append(1)
+        return real(buf, ref)
+    monkeypatch.setattr(streaming, "_data_unit", counting)
+    seen: list[int] = []
+    streaming.decode_file(str(path), on_tensor=lambda n, a: seen.append(len(read)),
+                          threads=threads, window_elements=64 * 64)
+    assert len(seen) == len(model) and len(read) == len(model)
+    assert seen[0] <= 2, seen  # the window holds one tensor (and the one being read)
