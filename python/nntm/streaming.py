@@ -45,14 +45,17 @@ from . import codec, hls, memory, predict
 from .config import Config
 from .errors import BitstreamError
 
-__all__ = ["MAX_IN_FLIGHT", "WINDOW_ELEMENTS", "DecodeStream", "EncodeStream", "decode_file",
-           "default_threads", "encode_file"]
+__all__ = ["DECODE_WINDOW_ELEMENTS", "MAX_IN_FLIGHT", "WINDOW_ELEMENTS", "DecodeStream",
+           "EncodeStream", "decode_file", "default_threads", "encode_file"]
 
 #: elements of the tensors in flight (coded, or coded and waiting for an earlier one to be
 #: written) at once; a single larger tensor is always admitted.  With MAX_IN_FLIGHT jobs a
 #: thread: a long tensor at the head does not stall the other threads.
 WINDOW_ELEMENTS = 1 << 28
 MAX_IN_FLIGHT = 16
+#: the decoder's window: half the encoder's, since a decoded tensor waiting to be written
+#: is held whole (a coded one: its units only)
+DECODE_WINDOW_ELEMENTS = 1 << 27
 _HASH_CHUNK = 1 << 24
 _NO_RECON = np.zeros(0, dtype=np.float32)
 
@@ -322,7 +325,7 @@ def decode_file(
     threads: int | None = None,
     on_layout: Callable[[hls.ModelParameterSet, list[hls.TensorParameterSet]], None]
     | None = None,
-    window_elements: int = WINDOW_ELEMENTS,
+    window_elements: int = DECODE_WINDOW_ELEMENTS,
 ) -> DecodeStream:
     """Decode the stream in file ``path`` tensor by tensor; check every hash.
 
