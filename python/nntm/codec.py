@@ -46,6 +46,10 @@ class TensorStats:
     # why the tensor is not coded as asked ('' when it is): the encoder's fallbacks for a
     # tensor whose levels do not fit the coder's range at the requested QP
     note: str = ""
+    # sum of the squared weights and of the squared errors (float tensors; 0 otherwise):
+    # the model's pooled SNR without holding it
+    signal_energy: float = 0.0
+    noise_energy: float = 0.0
 
     @property
     def bits_per_param(self) -> float:
@@ -252,7 +256,101 @@ def encode_with_recon(
     that reads the tensor) lets nntm.roles take each tensor's role from the graph.
     ``qp_offsets`` are added to the QP of the tensors they name (rate control,
     nntm.ratecontrol).
+
+    The whole stream and reconstruction are held in memory: :func:`nntm.streaming.encode_file`
+    writes the same bytes to a file tensor by tensor, on several threads.
     """
+    plan = plan_model(tensors, config, source_format, importance, ref_model, consumers,
+                      qp_offsets, container)
+    units: list[bytes] = [plan.head()]
+    recon: dict[str, np.ndarray] = {}
+    stats: list[TensorStats] = []
+    cus: dict[str, np.ndarray] = {}
+    clustered_any = False
+    for tensor_id, name in enumerate(plan.names):
+        coded = code_tensor(plan, tensor_id, _little_endian(np.asarray(tensors[name])), recon,
+                            ref_model)
+        recon[name] = coded.recon
+        if coded.cus is not None:
+            cus[name] = coded.cus
+        clustered_any |= coded.clustered
+        units.append(coded.units)
+        stats.append(coded.stat)
+        if progress is not None:
+            progress(coded.stat)
+    if clustered_any:  # clustered tensors: TOOL_CLUSTER, format 1.2
+        units[0] = plan.head(clustered=True)
+    body = b"".join(units)
+    stream_md5 = hls.unit_md5(body) if plan.tool_flags & hls.TOOL_INTEGRITY else None
+    return EncodeResult(body + hls.end_of_stream(stream_md5), recon, stats, cus)
+
+
+@dataclass
+class _Shape:
+    """What the model-level decisions need of a tensor besides its name: shape and dtype."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+
+@dataclass
+class ModelPlan:
+    """The decisions an encode makes over the whole model before any tensor is coded: each
+    tensor's mode, class and role, the tool flags and the model parameter set.  Made by
+    :func:`plan_model` from one pass over the tensors that keeps none of them."""
+
+    config: Config
+    classifier: Classifier
+    names: list[str]
+    infos: list[_Shape]
+    plans: list[tuple[hls.CodingMode, object]]
+    roles: dict[str, roles.Role]
+    notes: dict[str, str]
+    imp_maps: dict[str, np.ndarray]
+    imp_qp: dict[str, int]
+    qp_offsets: Mapping[str, int]
+    search: core.SearchParams
+    tool_flags: int
+    mps: hls.ModelParameterSet
+    container: hls.Container | None
+    has_ref_model: bool
+    rel_floor: float = 0.0  # QP1DMode relative: precision.model_floor
+
+    def head(self, clustered: bool = False) -> bytes:
+        """The model parameter set (and container unit): the units before the tensors.
+        ``clustered``: with TOOL_CLUSTER (format 1.2), set once a tensor is clustered; the
+        unit keeps its length."""
+        mps = self.mps
+        if clustered:
+            mps = replace(mps, tool_flags=mps.tool_flags | hls.TOOL_CLUSTER,
+                          version_minor=max(mps.version_minor, 2))
+        out = hls.model_parameter_set(mps)
+        if self.container is not None:
+            out += hls.container_unit(self.container)
+        return out
+
+    @property
+    def needs_earlier_recon(self) -> bool:
+        """Whether a tensor's coding needs earlier tensors' reconstructions (EarlierTensorPred
+        with a reference picture in the model): tensors are then coded one after another
+        and the reconstructions of the quantized ones kept."""
+        return bool(self.tool_flags & hls.TOOL_INTER_PRED) and bool(
+            self.config["EarlierTensorPred"])
+
+
+def plan_model(
+    tensors: Mapping[str, np.ndarray],
+    config: Config,
+    source_format: hls.SourceFormat = hls.SourceFormat.UNKNOWN,
+    importance: Mapping[str, np.ndarray] | None = None,
+    ref_model: Mapping[str, np.ndarray] | None = None,
+    consumers: Mapping[str, Sequence[tuple[str, int]]] | None = None,
+    qp_offsets: Mapping[str, int] | None = None,
+    container: hls.Container | None = None,
+) -> ModelPlan:
+    """The model-level decisions of an encode (see :class:`ModelPlan`); each tensor is
+    looked up in ``tensors`` and dropped again, so a lazily mapped model stays unread but
+    for the tensor in hand."""
     classifier = Classifier(config)
     unknown = sorted(set(importance or {}) - set(tensors))
     if unknown:
@@ -260,7 +358,6 @@ def encode_with_recon(
     imp_maps = {name: imp.expand(name, tuple(np.shape(tensors[name])), value)
                 for name, value in (importance or {}).items()}
     max_step = float(config["ImportanceMaxStep"])
-    imp_floor = float(config["ImportanceFloor"])
     imp_qp = imp.qp_offsets(
         imp_maps, float(config["ImportanceQPScale"]), int(config["QPDensity"]),
         max_offset=int(config["ImportanceQPMaxOffset"]), max_step=max_step,
@@ -274,38 +371,28 @@ def encode_with_recon(
     lossless_roles, bad_roles = roles.parse_roles(str(config["LosslessRoles"]))
     if bad_roles:
         raise ConfigError("; ".join(bad_roles))
-    clustered_any = False
-    arrays = [(name, _little_endian(np.asarray(value))) for name, value in tensors.items()]
-    plans = []
+    names = list(tensors)
+    infos: list[_Shape] = []
+    plans: list[tuple[hls.CodingMode, object]] = []
     notes: dict[str, str] = {}
     tool_flags = 0
-    tensor_roles = roles.derive_roles(dict(arrays), consumers)
-    rel_floor = (precision.model_floor(config, dict(arrays), tensor_roles)
-                 if config["QP1DMode"] == "relative" else 0.0)
-    for tensor_id, (name, array) in enumerate(arrays):
+    tensor_roles = roles.derive_roles(tensors, consumers)
+    relative = config["QP1DMode"] == "relative"
+    scales_1d: list[float] = []  # QP1DMode relative: the model's 1-D scales, for its floor
+    for tensor_id, name in enumerate(names):
+        array = _little_endian(np.asarray(tensors[name]))
+        if relative:
+            scales_1d.extend(precision.scales_1d(config, array, tensor_roles[name]))
         _check_tensor(tensor_id, name, array)
         mode = _choose_mode(name, array, config, notes, tensor_roles[name], lossless_roles)
         cls = classifier.classify(name, tuple(array.shape))
-        if mode == hls.CodingMode.QUANTIZED and cls.tree.enabled:
-            tool_flags |= hls.TOOL_CODING_TREE
-        if mode == hls.CodingMode.QUANTIZED and config["DepQuant"]:
-            tool_flags |= hls.TOOL_DEP_QUANT
-            if int(config["DQStates"]) == 8:
-                tool_flags |= hls.TOOL_DQ_8STATES
-            if int(config["DQStates"]) == 32:
-                tool_flags |= hls.TOOL_DQ_32STATES
-        if mode == hls.CodingMode.QUANTIZED and cls.prob_window:
-            tool_flags |= hls.TOOL_PROB_WINDOW
-        if mode == hls.CodingMode.QUANTIZED and config["SuffixCtx"]:
-            tool_flags |= hls.TOOL_SUFFIX_CTX
-        if mode == hls.CodingMode.QUANTIZED and int(config["RowPred"]) and not cls.tree.enabled:
-            tool_flags |= hls.TOOL_ROW_PRED
-        if mode == hls.CodingMode.QUANTIZED and cls.tree.intra_pred_enabled:
-            tool_flags |= hls.TOOL_INTRA_PRED
+        tool_flags |= _tool_flags(mode, cls, config)
         plans.append((mode, cls))
+        infos.append(_Shape(tuple(array.shape), array.dtype))
+        del array
     if len(classifier.signals) > 1:
         tool_flags |= hls.TOOL_SIGNAL_TYPES
-    if _may_predict(arrays, plans, config, ref_model):
+    if _may_predict(list(zip(names, infos, strict=True)), plans, config, ref_model):
         tool_flags |= hls.TOOL_INTER_PRED
     if config["IntegrityHash"]:
         tool_flags |= hls.TOOL_INTEGRITY
@@ -316,140 +403,224 @@ def encode_with_recon(
     if any(mode == hls.CodingMode.QUANTIZED and cls.arrangement != Arrangement.ROWS
            for mode, cls in plans):
         minor = max(minor, 1)
-    mps = hls.ModelParameterSet(num_tensors=len(arrays), source_format=source_format,
+    mps = hls.ModelParameterSet(num_tensors=len(names), source_format=source_format,
                                 tool_flags=tool_flags, signal_types=list(classifier.signals),
                                 version_minor=minor)
-    units: list[bytes] = [hls.model_parameter_set(mps)]
-    if container is not None:
-        units.append(hls.container_unit(container))
-    recon: dict[str, np.ndarray] = {}
-    stats: list[TensorStats] = []
-    cus: dict[str, np.ndarray] = {}
-    for tensor_id, ((name, array), (mode, cls)) in enumerate(zip(arrays, plans, strict=True)):
-        start = time.perf_counter()
-        tps = hls.TensorParameterSet(tensor_id, name, array.dtype, tuple(array.shape), mode)
-        tps.signal_type = classifier.signals.index(cls.signal)
-        pred_rows = 0
-        if mode == hls.CodingMode.QUANTIZED:
-            rows, cols = kernel_shape(tuple(array.shape), cls.arrangement)
-            kernel = to_kernel(array.astype(np.float32), cls.arrangement)
+    return ModelPlan(config, classifier, names, infos, plans, tensor_roles, notes, imp_maps,
+                     imp_qp, qp_offsets or {}, search, tool_flags, mps, container,
+                     ref_model is not None,
+                     precision.floor_of_scales(config, scales_1d) if relative else 0.0)
+
+
+def _tool_flags(mode: hls.CodingMode, cls: object, config: Config) -> int:
+    """The tool flags a tensor of ``mode`` and class ``cls`` needs."""
+    if mode != hls.CodingMode.QUANTIZED:
+        return 0
+    flags = 0
+    if cls.tree.enabled:
+        flags |= hls.TOOL_CODING_TREE
+    if config["DepQuant"]:
+        flags |= hls.TOOL_DEP_QUANT
+        if int(config["DQStates"]) == 8:
+            flags |= hls.TOOL_DQ_8STATES
+        if int(config["DQStates"]) == 32:
+            flags |= hls.TOOL_DQ_32STATES
+    if cls.prob_window:
+        flags |= hls.TOOL_PROB_WINDOW
+    if config["SuffixCtx"]:
+        flags |= hls.TOOL_SUFFIX_CTX
+    if int(config["RowPred"]) and not cls.tree.enabled:
+        flags |= hls.TOOL_ROW_PRED
+    if cls.tree.intra_pred_enabled:
+        flags |= hls.TOOL_INTRA_PRED
+    return flags
+
+
+@dataclass
+class CodedTensor:
+    """One tensor coded: its units (parameter set, data, hash), stats and reconstruction."""
+
+    units: bytes
+    stat: TensorStats
+    recon: np.ndarray
+    cus: np.ndarray | None    # the CU records of a quantized tensor (None otherwise)
+    clustered: bool
+
+
+def code_tensor(plan: ModelPlan, tensor_id: int, array: np.ndarray,
+                recon: Mapping[str, np.ndarray],
+                ref_model: Mapping[str, np.ndarray] | None) -> CodedTensor:
+    """Code tensor ``tensor_id`` of the plan (``array``: its values).  ``recon`` holds the
+    reconstructions of earlier tensors (needed only when ``plan.needs_earlier_recon``).
+    Reads no other state: tensors may be coded in any order, on any thread."""
+    config = plan.config
+    name = plan.names[tensor_id]
+    mode, cls = plan.plans[tensor_id]
+    tool_flags = plan.tool_flags
+    clustered = False
+    cus_rec: np.ndarray | None = None
+    start = time.perf_counter()
+    tps = hls.TensorParameterSet(tensor_id, name, array.dtype, tuple(array.shape), mode)
+    tps.signal_type = plan.classifier.signals.index(cls.signal)
+    pred_rows = 0
+    if mode == hls.CodingMode.QUANTIZED:
+        rows, cols = kernel_shape(tuple(array.shape), cls.arrangement)
+        kernel = to_kernel(array.astype(np.float32), cls.arrangement)
+        choice = None
+        if tool_flags & hls.TOOL_INTER_PRED:
+            choice = predict.choose(
+                kernel, _candidates(name, array, tensor_id,
+                                    list(zip(plan.names, plan.infos, strict=True)),
+                                    plan.plans, recon, config, ref_model),
+                bool(config["PredScale"]))
+        qp = (tensor_qp(config, array.ndim, choice is not None, plan.roles[name], array,
+                        plan.rel_floor)
+              + plan.imp_qp.get(name, 0) + plan.qp_offsets.get(name, 0))
+        tps.layer_type = int(cls.layer)
+        tps.arrangement = int(cls.arrangement)
+        tps.rows, tps.cols, tps.qp = rows, cols, qp
+        tps.qp_density = int(config["QPDensity"])
+        tps.num_gt_flags = int(config["NumGtFlags"])
+        tps.tree_type = cls.tree_type if cls.tree.enabled else 0
+        tps.tree = cls.tree
+        tps.dq_enabled = bool(config["DepQuant"])
+        tps.dq_states = int(config["DQStates"]) if tps.dq_enabled else 4
+        tps.prob_window = cls.prob_window
+        tps.suffix_ctx = bool(config["SuffixCtx"])
+        tps.row_pred = bool(int(config["RowPred"])) and not cls.tree.enabled
+        params = core.KernelParams(rows, cols, qp, tps.qp_density, tps.num_gt_flags, cls.tree,
+                                   dq_mode(tps), tps.prob_window, int(tps.suffix_ctx),
+                                   int(tps.row_pred))
+        row_hint = (rowref.reference_hints(kernel) if tps.row_pred
+                    and int(config["RowPred"]) == 2 else None)
+        ref = None
+        if choice is not None:
+            ref = core.Reference(to_kernel(choice.candidate.array, cls.arrangement),
+                                 choice.scale)
+        weight_map = None
+        imp_floor = float(config["ImportanceFloor"])
+        if name in plan.imp_maps:
+            weight_map = to_kernel(imp.normalized(plan.imp_maps[name], imp_floor),
+                                   cls.arrangement)
+        fit = _encode_fitting(kernel, params, array.dtype, config, plan.search, weight_map, ref,
+                              row_hint, f"tensor '{name}'")
+        del kernel, weight_map, row_hint
+        if fit.ref is None:
             choice = None
-            if tool_flags & hls.TOOL_INTER_PRED:
-                choice = predict.choose(
-                    kernel, _candidates(name, array, tensor_id, arrays, plans, recon, config,
-                                        ref_model), bool(config["PredScale"]))
-            qp = (tensor_qp(config, array.ndim, choice is not None, tensor_roles[name], array,
-                            rel_floor)
-                  + imp_qp.get(name, 0) + (qp_offsets or {}).get(name, 0))
-            tps.layer_type = int(cls.layer)
-            tps.arrangement = int(cls.arrangement)
-            tps.rows, tps.cols, tps.qp = rows, cols, qp
-            tps.qp_density = int(config["QPDensity"])
-            tps.num_gt_flags = int(config["NumGtFlags"])
-            tps.tree_type = cls.tree_type if cls.tree.enabled else 0
-            tps.tree = cls.tree
-            tps.dq_enabled = bool(config["DepQuant"])
-            tps.dq_states = int(config["DQStates"]) if tps.dq_enabled else 4
-            tps.prob_window = cls.prob_window
-            tps.suffix_ctx = bool(config["SuffixCtx"])
-            tps.row_pred = bool(int(config["RowPred"])) and not cls.tree.enabled
-            params = core.KernelParams(rows, cols, qp, tps.qp_density, tps.num_gt_flags, cls.tree,
-                                       dq_mode(tps), tps.prob_window, int(tps.suffix_ctx),
-                                       int(tps.row_pred))
-            row_hint = (rowref.reference_hints(kernel) if tps.row_pred
-                        and int(config["RowPred"]) == 2 else None)
-            ref = None
-            if choice is not None:
-                ref = core.Reference(to_kernel(choice.candidate.array, cls.arrangement),
-                                     choice.scale)
-            weight_map = None
-            if name in imp_maps:
-                weight_map = to_kernel(imp.normalized(imp_maps[name], imp_floor), cls.arrangement)
-            fit = _encode_fitting(kernel, params, array.dtype, config, search, weight_map, ref,
-                                  row_hint, f"tensor '{name}'")
-            if fit.ref is None:
-                choice = None
-            if choice is not None:
-                cand = choice.candidate
-                tps.pred_mode = cand.mode
-                tps.ref_tensor_id = cand.tensor_id
-                tps.ref_dtype = cand.array.dtype
-                tps.pred_scale = choice.scale
-                tps.ref_md5 = tensor_md5(cand.array)
-            note = fit.note(qp)
-            exact = _exact_if_cheaper(tps, fit, array, tool_flags) if fit.fell_back else None
-            if exact is not None:  # no QP fits, or the finest that does is no smaller
-                tps, mode = exact, hls.CodingMode.LOSSLESS
-                payload, rec = _lossless_bytes(array), np.array(array, copy=True, order="C")
-                note = fit.note(qp, exact=True)
-            else:
-                assert fit.result is not None
-                res, tps.qp = fit.result, fit.params.qp
-                payload = res.payload
-                rec = from_kernel(res.recon, tuple(array.shape), cls.arrangement)
-                # the trace of a raster tensor holds its predicted rows [1.5], not coding units
-                cus[name] = res.cus if cls.tree.enabled else res.cus[:0]
-                pred_rows = 0 if cls.tree.enabled else len(res.cus)
-            # ---- clustering-based quantization: RD decision against scalar coding [1.2]
-            cst = cluster.settings(config, name, cls.layer.label, tuple(array.shape))
-            if mode == hls.CodingMode.QUANTIZED and cluster.eligible(array, cst):
-                full_imp = (imp.normalized(imp_maps[name], imp_floor) if name in imp_maps
-                            else None)
-                scalar_bits = 8 * (len(hls.tensor_parameter_set(tps, tool_flags))
-                                   + len(hls.tensor_data_unit(tensor_id, payload)))
-                decision = cluster.choose(array, full_imp, cst, tps, tool_flags, scalar_bits, rec,
-                                          float(config["LambdaScale"]), f"tensor '{name}'")
-                if decision.clustered is not None:
-                    tps = cluster.cluster_tps(tps, decision.clustered.info)
-                    payload, rec = decision.clustered.payload, decision.clustered.recon
-                    mode, clustered_any = hls.CodingMode.CLUSTERED, True
-                    cus.pop(name, None)
+        if choice is not None:
+            cand = choice.candidate
+            tps.pred_mode = cand.mode
+            tps.ref_tensor_id = cand.tensor_id
+            tps.ref_dtype = cand.array.dtype
+            tps.pred_scale = choice.scale
+            tps.ref_md5 = tensor_md5(cand.array)
+        note = fit.note(qp)
+        exact = _exact_if_cheaper(tps, fit, array, tool_flags) if fit.fell_back else None
+        if exact is not None:  # no QP fits, or the finest that does is no smaller
+            tps, mode = exact, hls.CodingMode.LOSSLESS
+            payload, rec = _lossless_bytes(array), np.array(array, copy=True, order="C")
+            note = fit.note(qp, exact=True)
         else:
-            payload = _lossless_bytes(array)
-            rec = np.array(array, copy=True, order="C")  # keeps 0-d tensors 0-d
-            note = notes.get(name, "")
-        recon[name] = rec
-        tps_unit = hls.tensor_parameter_set(tps, tool_flags)
-        tps_md5 = hls.unit_md5(tps_unit) if tool_flags & hls.TOOL_INTEGRITY else None
-        tensor_units = (
-            tps_unit
-            + hls.tensor_data_unit(tensor_id, payload)
-            + hls.tensor_hash_unit(tensor_id, tensor_md5(rec), tps_md5)
-        )
-        units.append(tensor_units)
-        quantized = mode != hls.CodingMode.LOSSLESS
-        stat = TensorStats(
-            name=name,
-            shape=tuple(array.shape),
-            dtype=array.dtype.name,
-            layer_type=cls.layer.label,
-            role=tensor_roles[name].label,
-            mode=mode.name.lower(),
-            qp=tps.qp if quantized else None,
-            bits=8 * len(tensor_units),
-            num_params=int(array.size),
-            snr_db=snr_db(array.astype(np.float64), rec.astype(np.float64))
-            if quantized else float("inf"),
-            seconds=time.perf_counter() - start,
-            signal=cls.signal,
-            tree=[k for k, v in TREE_TYPES.items() if v == tps.tree_type][0]
-            if mode == hls.CodingMode.QUANTIZED else "-",
-            num_cus=len(cus.get(name, ())),
-            pred=_pred_label(tps) if mode == hls.CodingMode.QUANTIZED else "-",
-            pred_rows=pred_rows if mode == hls.CodingMode.QUANTIZED else 0,
-            rows=tps.rows if mode == hls.CodingMode.QUANTIZED else 0,
-            note=note,
-        )
-        stats.append(stat)
-        if progress is not None:
-            progress(stat)
-    if clustered_any:  # clustered tensors: TOOL_CLUSTER, format 1.2
-        mps.tool_flags |= hls.TOOL_CLUSTER
-        mps.version_minor = max(mps.version_minor, 2)
-        units[0] = hls.model_parameter_set(mps)
-    body = b"".join(units)
-    stream_md5 = hls.unit_md5(body) if tool_flags & hls.TOOL_INTEGRITY else None
-    return EncodeResult(body + hls.end_of_stream(stream_md5), recon, stats, cus)
+            assert fit.result is not None
+            res, tps.qp = fit.result, fit.params.qp
+            payload = res.payload
+            rec = from_kernel(res.recon, tuple(array.shape), cls.arrangement)
+            # the trace of a raster tensor holds its predicted rows [1.5], not coding units
+            cus_rec = res.cus if cls.tree.enabled else res.cus[:0]
+            pred_rows = 0 if cls.tree.enabled else len(res.cus)
+        del fit
+        # ---- clustering-based quantization: RD decision against scalar coding [1.2]
+        cst = cluster.settings(config, name, cls.layer.label, tuple(array.shape))
+        if mode == hls.CodingMode.QUANTIZED and cluster.eligible(array, cst):
+            full_imp = (imp.normalized(plan.imp_maps[name], imp_floor)
+                        if name in plan.imp_maps else None)
+            scalar_bits = 8 * (len(hls.tensor_parameter_set(tps, tool_flags))
+                               + len(hls.tensor_data_unit(tensor_id, payload)))
+            decision = cluster.choose(array, full_imp, cst, tps, tool_flags, scalar_bits, rec,
+                                      float(config["LambdaScale"]), f"tensor '{name}'")
+            if decision.clustered is not None:
+                tps = cluster.cluster_tps(tps, decision.clustered.info)
+                payload, rec = decision.clustered.payload, decision.clustered.recon
+                mode, clustered = hls.CodingMode.CLUSTERED, True
+                cus_rec = None
+    else:
+        payload = _lossless_bytes(array)
+        rec = np.array(array, copy=True, order="C")  # keeps 0-d tensors 0-d
+        note = plan.notes.get(name, "")
+    tps_unit = hls.tensor_parameter_set(tps, tool_flags)
+    tps_md5 = hls.unit_md5(tps_unit) if tool_flags & hls.TOOL_INTEGRITY else None
+    tensor_units = b"".join([
+        tps_unit,
+        *_data_unit_parts(tensor_id, payload),
+        hls.tensor_hash_unit(tensor_id, tensor_md5(rec), tps_md5),
+    ])
+    del payload
+    quantized = mode != hls.CodingMode.LOSSLESS
+    signal, noise = _energies(array, rec)
+    stat = TensorStats(
+        name=name,
+        shape=tuple(array.shape),
+        dtype=array.dtype.name,
+        layer_type=cls.layer.label,
+        role=plan.roles[name].label,
+        mode=mode.name.lower(),
+        qp=tps.qp if quantized else None,
+        bits=8 * len(tensor_units),
+        num_params=int(array.size),
+        snr_db=_snr_from(signal, noise) if quantized else float("inf"),
+        seconds=time.perf_counter() - start,
+        signal=cls.signal,
+        tree=[k for k, v in TREE_TYPES.items() if v == tps.tree_type][0]
+        if mode == hls.CodingMode.QUANTIZED else "-",
+        num_cus=len(cus_rec) if cus_rec is not None else 0,
+        pred=_pred_label(tps) if mode == hls.CodingMode.QUANTIZED else "-",
+        pred_rows=pred_rows if mode == hls.CodingMode.QUANTIZED else 0,
+        rows=tps.rows if mode == hls.CodingMode.QUANTIZED else 0,
+        note=note,
+        signal_energy=signal,
+        noise_energy=noise,
+    )
+    return CodedTensor(tensor_units, stat, rec, cus_rec, clustered)
+
+
+def _data_unit_parts(tensor_id: int, payload: bytes) -> list[bytes]:
+    """hls.tensor_data_unit(tensor_id, payload) in pieces (header, tensor_id, payload), so
+    a large payload is copied once, when the pieces are joined."""
+    empty = hls.tensor_data_unit(tensor_id, b"")
+    body = len(empty) - hls.UNIT_HEADER_BYTES + len(payload)
+    if body > hls.MAX_UNIT_PAYLOAD:
+        raise ValueError(f"unit payload of {body} bytes exceeds 2^32 - 1")
+    return [empty[:1], body.to_bytes(4, "big"), empty[hls.UNIT_HEADER_BYTES:], payload]
+
+
+#: elements of a tensor whose energies are summed in one piece (larger ones: in blocks of
+#: this many, to bound the float64 copies)
+ENERGY_BLOCK = 1 << 22
+
+
+def _energies(original: np.ndarray, recon: np.ndarray) -> tuple[float, float]:
+    """sum(x^2) and sum((x - recon)^2) in float64, as :func:`snr_db` computes them (a tensor
+    of more than ENERGY_BLOCK elements in blocks: the same up to rounding)."""
+    if np.asarray(original).dtype.name not in hls.FLOAT_DTYPES:
+        return 0.0, 0.0
+    flat_x, flat_r = np.asarray(original).reshape(-1), np.asarray(recon).reshape(-1)
+    signal = noise = 0.0
+    for lo in range(0, max(flat_x.size, 1), ENERGY_BLOCK):
+        # float64 weights near the range, non-finite ones carried exactly: no warnings
+        with np.errstate(over="ignore", invalid="ignore"):
+            x = np.asarray(flat_x[lo:lo + ENERGY_BLOCK], dtype=np.float64)
+            e = x - np.asarray(flat_r[lo:lo + ENERGY_BLOCK], dtype=np.float64)
+            signal += float(np.sum(x * x))
+            noise += float(np.sum(e * e))
+    return signal, noise
+
+
+def _snr_from(signal: float, noise: float) -> float:
+    if noise == 0.0:
+        return float("inf")
+    if signal == 0.0:
+        return float("-inf")
+    return 10.0 * np.log10(signal / noise)
 
 
 # ------------------------------------------------------------------ range fallback

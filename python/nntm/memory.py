@@ -30,6 +30,7 @@ __all__ = [
     "DEFAULT_MAX_EXPANSION",
     "MemoryBudgetError",
     "check_budget",
+    "check_streaming_budget",
     "default_max_memory",
     "estimate",
     "format_bytes",
@@ -114,6 +115,11 @@ def check_budget(stream_bytes: int, tpss: Sequence[hls.TensorParameterSet],
             f"the stream's {len(tpss)} tensors need about {format_bytes(need)} to decode, "
             f"more than the memory budget of {format_bytes(limit)} (MaxMemory, default half "
             "of this machine's memory): raise --MaxMemory if the stream is trusted")
+    _check_expansion(stream_bytes, tpss, max_expansion)
+
+
+def _check_expansion(stream_bytes: int, tpss: Sequence[hls.TensorParameterSet],
+                     max_expansion: int) -> None:
     own = sum(_tensor_bytes(t) for t in tpss if t.pred_mode != hls.PredMode.REF_MODEL)
     if own > max_expansion * max(stream_bytes, 1):
         raise MemoryBudgetError(
@@ -121,3 +127,38 @@ def check_budget(stream_bytes: int, tpss: Sequence[hls.TensorParameterSet],
             f"{own / max(stream_bytes, 1):.3g} bytes a stream byte, more than MaxExpansion "
             f"{max_expansion} (a decompression bomb?): raise --MaxExpansion if the stream "
             "is trusted")
+
+
+def estimate_streaming(tpss: Sequence[hls.TensorParameterSet], largest_unit: int, workers: int,
+                       keep: bool, kept_ids: set[int], in_flight: int,
+                       window_bytes: int | None = None) -> int:
+    """An upper bound of the peak memory of decoding a mapped stream tensor by tensor
+    (nntm.streaming): the decoded tensors and data-unit payloads in flight (at most
+    ``in_flight`` tensors), the working sets of the ``workers`` largest, and the tensors kept
+    (all with ``keep``, else those a later tensor predicts from)."""
+    sizes = sorted((_tensor_bytes(t) for t in tpss), reverse=True)
+    works = sorted((_working_bytes(t) for t in tpss), reverse=True)
+    inflight = (sum(sizes[:in_flight]) + min(in_flight, len(tpss)) * largest_unit
+                + sum(works[:workers]))
+    if window_bytes is not None:  # the decoder's window of elements in flight bounds it too
+        inflight = min(inflight, 2 * window_bytes + sum(works[:workers]))
+    held = (sum(sizes) if keep else
+            sum(_tensor_bytes(t) for t in tpss if t.tensor_id in kept_ids))
+    return inflight + held
+
+
+def check_streaming_budget(stream_bytes: int, tpss: Sequence[hls.TensorParameterSet],
+                           largest_unit: int, workers: int, keep: bool, kept_ids: set[int],
+                           max_memory: int | None, max_expansion: int,
+                           in_flight: int | None = None,
+                           window_bytes: int | None = None) -> None:
+    """:func:`check_budget` for the streaming decoder (:func:`estimate_streaming`)."""
+    limit = default_max_memory() if max_memory is None else max_memory
+    need = estimate_streaming(tpss, largest_unit, workers, keep, kept_ids,
+                              2 * workers if in_flight is None else in_flight, window_bytes)
+    if need > limit:
+        raise MemoryBudgetError(
+            f"the stream's {len(tpss)} tensors need about {format_bytes(need)} to decode, "
+            f"more than the memory budget of {format_bytes(limit)} (MaxMemory, default half "
+            "of this machine's memory): raise --MaxMemory if the stream is trusted")
+    _check_expansion(stream_bytes, tpss, max_expansion)

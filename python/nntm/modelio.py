@@ -162,58 +162,10 @@ def read_model_container(path: str | os.PathLike[str]
 
 def _read_safetensors(name: str) -> dict[str, np.ndarray]:
     with open(name, "rb") as f:
-        file_size = os.fstat(f.fileno()).st_size
-        head = f.read(8)
-        if len(head) < 8:
-            raise ModelIOError(
-                f"safetensors file '{name}' is truncated: {len(head)} bytes, "
-                "no 8-byte header length"
-            )
-        header_len = int.from_bytes(head, "little")
-        if header_len > _MAX_HEADER:
-            raise ModelIOError(
-                f"safetensors file '{name}' is corrupt: header length {header_len} "
-                f"exceeds the limit {_MAX_HEADER}"
-            )
-        if header_len > file_size - 8:
-            raise ModelIOError(
-                f"safetensors file '{name}' is truncated: header length {header_len} "
-                f"but only {file_size - 8} bytes follow"
-            )
-        raw = f.read(header_len)
-        if len(raw) != header_len:
-            raise ModelIOError(f"safetensors file '{name}' is truncated in its header")
-        entries = _parse_safetensors_header(name, raw)
-        buffer_start = 8 + header_len
-        buffer_len = file_size - buffer_start
-        expected = 0
-        for tname, (_dtype, _shape, begin, end) in entries:
-            if begin != expected:
-                what = "overlap" if begin < expected else "leave a gap"
-                raise ModelIOError(
-                    f"safetensors file '{name}': data offsets of tensor '{tname}' "
-                    f"[{begin}, {end}] {what} (expected to start at {expected})"
-                )
-            if end > buffer_len:
-                raise ModelIOError(
-                    f"safetensors file '{name}' is truncated: tensor '{tname}' ends at "
-                    f"byte {end} of a {buffer_len}-byte buffer (data offsets outside "
-                    "the buffer)"
-                )
-            expected = end
-        if expected != buffer_len:
-            raise ModelIOError(
-                f"safetensors file '{name}' is corrupt: {buffer_len - expected} bytes "
-                "after the last tensor"
-            )
+        entries, buffer_start = _safetensors_layout(name, f)
         out: dict[str, np.ndarray] = {}
         for tname, (dtype, shape, begin, end) in entries:
-            try:
-                arr = np.empty(shape, dtype=dtype)
-            except (ValueError, MemoryError) as exc:  # dims numpy cannot hold
-                raise ModelIOError(
-                    f"safetensors file '{name}', tensor '{tname}': bad shape {list(shape)} ({exc})"
-                ) from None
+            arr = _empty(name, tname, shape, dtype)
             nbytes = end - begin
             if nbytes:
                 f.seek(buffer_start + begin)
@@ -224,6 +176,65 @@ def _read_safetensors(name: str) -> dict[str, np.ndarray]:
                     )
             out[tname] = arr
         return out
+
+
+def _empty(name: str, tname: str, shape: tuple[int, ...], dtype: np.dtype[Any]) -> np.ndarray:
+    try:
+        return np.empty(shape, dtype=dtype)
+    except (ValueError, MemoryError) as exc:  # dims numpy cannot hold
+        raise ModelIOError(
+            f"safetensors file '{name}', tensor '{tname}': bad shape {list(shape)} ({exc})"
+        ) from None
+
+
+def _safetensors_layout(name: str, f: IO[bytes]) -> tuple[list[_Entry], int]:
+    """The checked header entries of an open safetensors file (in data-offset order) and
+    where its byte buffer starts; reads the header only."""
+    file_size = os.fstat(f.fileno()).st_size
+    head = f.read(8)
+    if len(head) < 8:
+        raise ModelIOError(
+            f"safetensors file '{name}' is truncated: {len(head)} bytes, "
+            "no 8-byte header length"
+        )
+    header_len = int.from_bytes(head, "little")
+    if header_len > _MAX_HEADER:
+        raise ModelIOError(
+            f"safetensors file '{name}' is corrupt: header length {header_len} "
+            f"exceeds the limit {_MAX_HEADER}"
+        )
+    if header_len > file_size - 8:
+        raise ModelIOError(
+            f"safetensors file '{name}' is truncated: header length {header_len} "
+            f"but only {file_size - 8} bytes follow"
+        )
+    raw = f.read(header_len)
+    if len(raw) != header_len:
+        raise ModelIOError(f"safetensors file '{name}' is truncated in its header")
+    entries = _parse_safetensors_header(name, raw)
+    buffer_start = 8 + header_len
+    buffer_len = file_size - buffer_start
+    expected = 0
+    for tname, (_dtype, _shape, begin, end) in entries:
+        if begin != expected:
+            what = "overlap" if begin < expected else "leave a gap"
+            raise ModelIOError(
+                f"safetensors file '{name}': data offsets of tensor '{tname}' "
+                f"[{begin}, {end}] {what} (expected to start at {expected})"
+            )
+        if end > buffer_len:
+            raise ModelIOError(
+                f"safetensors file '{name}' is truncated: tensor '{tname}' ends at "
+                f"byte {end} of a {buffer_len}-byte buffer (data offsets outside "
+                "the buffer)"
+            )
+        expected = end
+    if expected != buffer_len:
+        raise ModelIOError(
+            f"safetensors file '{name}' is corrupt: {buffer_len - expected} bytes "
+            "after the last tensor"
+        )
+    return entries, buffer_start
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -554,7 +565,8 @@ def _remove_folders(made: list[Path]) -> None:
 
 
 def _atomic_write(name: str, writer: Callable[[IO[bytes]], None],
-                  what: str = "model file", make_parents: bool = False) -> None:
+                  what: str = "model file", make_parents: bool = False,
+                  readable: bool = False) -> None:
     target = Path(name)
     directory = target.parent
     tmp = directory / f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
@@ -563,12 +575,13 @@ def _atomic_write(name: str, writer: Callable[[IO[bytes]], None],
         if make_parents:
             made = _make_folders(directory)
         # 0o666 through the umask, like a plain open(): not NamedTemporaryFile's 0o600
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+        access = os.O_RDWR if readable else os.O_WRONLY  # readable: the writer reads back
+        fd = os.open(tmp, access | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     except OSError as exc:
         _remove_folders(made)
         raise ModelIOError(f"cannot write {what} '{name}': {exc.strerror or exc}") from exc
     try:
-        with os.fdopen(fd, "wb") as f:
+        with os.fdopen(fd, "w+b" if readable else "wb") as f:
             writer(f)
             f.flush()
             os.fsync(f.fileno())

@@ -17,6 +17,7 @@ __all__ = [
     "ENCODER_APP_OPTIONS",
     "ENCODER_CODING_OPTIONS",
     "ENCODER_OPTIONS",
+    "THREADS",
     "VERBOSE",
 ]
 
@@ -31,16 +32,28 @@ VERBOSE = Option(
     group="app",
 )
 
+THREADS = Option(
+    "Threads",
+    "int",
+    0,
+    "tensors coded at once, one a thread (the bytes are the same for any number); "
+    "0: all cores",
+    minimum=0,
+    maximum=1024,
+    group="app",
+)
+
 ENCODER_APP_OPTIONS: tuple[Option, ...] = (
     Option(
         "InputFile",
         "str",
         "",
-        "model to encode (.safetensors, .npz, .npy, .pt/.pth, .onnx); empty: the bundled "
-        "example model",
+        "model to encode (.safetensors, .npz, .npy, .pt/.pth, .onnx; a sharded checkpoint's "
+        "model.safetensors.index.json or its folder); empty: the bundled example model",
         short="-i",
         group="app",
     ),
+    THREADS,
     Option("BitstreamFile", "str", "", "bitstream file to write", short="-b", group="app"),
     Option(
         "ImportanceFile",
@@ -520,5 +533,6 @@ DECODER_OPTIONS: tuple[Option, ...] = (
         maximum=(1 << 31) - 1,
         group="app",
     ),
+    THREADS,
     VERBOSE,
 )

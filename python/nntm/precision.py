@@ -39,14 +39,15 @@ decodable by any decoder.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from . import roles
 from .config import Config
 
-__all__ = ["QP_MIN", "QP_MAX", "model_floor", "relative_qp", "role_scale", "tensor_scale"]
+__all__ = ["QP_MIN", "QP_MAX", "floor_of_scales", "model_floor", "relative_qp", "role_scale",
+           "scales_1d", "tensor_scale"]
 
 #: the range of QPs the rule chooses from (the cfg's QP range)
 QP_MIN, QP_MAX = -128, 127
@@ -78,16 +79,27 @@ def role_scale(config: Config, array: np.ndarray, role: roles.Role | None) -> fl
     return tensor_scale(array)
 
 
+def scales_1d(config: Config, array: np.ndarray, role: roles.Role | None) -> list[float]:
+    """``[scale]`` of a 1-D float tensor for :func:`model_floor` (``[]`` for any other)."""
+    if np.ndim(array) != 1 or not (array.dtype.kind == "f" or array.dtype.name == "bfloat16"):
+        return []
+    scale = role_scale(config, array, role)
+    return [scale] if scale > 0.0 and math.isfinite(scale) else []
+
+
+def floor_of_scales(config: Config, scales: Sequence[float]) -> float:
+    """QP1DRelFloor times the median of ``scales`` (0.0: no floor or no scales)."""
+    factor = float(config["QP1DRelFloor"])
+    if factor <= 0.0 or not scales:
+        return 0.0
+    return factor * float(np.median(scales))
+
+
 def model_floor(config: Config, tensors: Mapping[str, np.ndarray],
                 tensor_roles: Mapping[str, roles.Role]) -> float:
     """QP1DRelFloor times the median scale of the model's 1-D float tensors (0.0: none)."""
-    factor = float(config["QP1DRelFloor"])
-    if factor <= 0.0:
-        return 0.0
-    scales = [role_scale(config, a, tensor_roles.get(n)) for n, a in tensors.items()
-              if np.ndim(a) == 1 and (a.dtype.kind == "f" or a.dtype.name == "bfloat16")]
-    scales = [x for x in scales if x > 0.0 and math.isfinite(x)]
-    return factor * float(np.median(scales)) if scales else 0.0
+    scales = [x for n, a in tensors.items() for x in scales_1d(config, a, tensor_roles.get(n))]
+    return floor_of_scales(config, scales)
 
 
 def relative_q(config: Config, role: roles.Role | None) -> int:

@@ -15,10 +15,12 @@ import os
 import time
 from collections.abc import Sequence
 
-from .. import codec, hls, memory
+import numpy as np
+
+from .. import codec, hls, memory, streaming, streamio
 from ..config import Config, parse_app_args
 from ..errors import HashMismatchError, ModelIOError
-from ..modelio import FORMATS, model_format, read_model, write_model
+from ..modelio import FORMATS, model_format, write_model
 from ..options import DECODER_OPTIONS
 from .common import (
     WRITE_EXTENSIONS,
@@ -100,45 +102,91 @@ def _checks_line(result: codec.DecodeResult) -> str:
     return f"{', '.join(result.checks)} [stream MD5: {result.stream_md5} {status}]"
 
 
+class _Output:
+    """The decoded model, written tensor by tensor as the stream is decoded (an ONNX file,
+    which fills the graph, is written whole at the end)."""
+
+    def __init__(self, cfg: Config, path: str) -> None:
+        self.cfg, self.path = cfg, path
+        self.writer: streamio.ModelWriter | None = None
+        self.fmt = ""
+        self.tensors: dict[str, np.ndarray] = {}
+
+    def open(self, mps: hls.ModelParameterSet, tpss: list[hls.TensorParameterSet]) -> None:
+        if not self.path:
+            return
+        self.fmt = output_format(self.cfg, mps.source_format)
+        if self.fmt == "onnx":
+            if not mps.tool_flags & hls.TOOL_CONTAINER:
+                raise ModelIOError(f"OutputFile '{self.path}': the stream carries no ONNX "
+                                   "graph (it was not coded from an .onnx model); write "
+                                   ".safetensors or .npz")
+            return
+        self.writer = streamio.ModelWriter(
+            self.path, [(t.name, t.dtype.newbyteorder("<"), t.shape) for t in tpss], self.fmt)
+
+    def write(self, name: str, array: np.ndarray) -> None:
+        if self.writer is not None:
+            self.writer.write(name, array)
+        elif self.fmt == "onnx":
+            self.tensors[name] = array
+
+    def close(self, container: hls.Container | None) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+        elif self.fmt == "onnx":
+            if container is None or container.format != hls.SourceFormat.ONNX:
+                raise ModelIOError(f"OutputFile '{self.path}': the stream carries no ONNX "
+                                   "graph (it was not coded from an .onnx model); write "
+                                   ".safetensors or .npz")
+            write_model(self.path, self.tensors, "onnx", make_parents=True,
+                        template=container.data)
+
+    def abort(self) -> None:
+        if self.writer is not None:
+            self.writer.abort()
+            self.writer = None
+
+
 def _main(argv: Sequence[str]) -> int:
     cfg, _ = parse_app_args(argv, DECODER_OPTIONS, PROG, DESCRIPTION, checks=validate)
     verbose = int(cfg["Verbose"])
     path = str(cfg["BitstreamFile"])
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as exc:
-        raise ModelIOError(f"cannot read bitstream '{path}': {exc.strerror}") from exc
-    start = time.perf_counter()
-    ref_model = read_model(str(cfg["RefModel"])) if cfg["RefModel"] else None
-    result = codec.decode_detailed(data, max_elements=int(cfg["MaxTensorElements"]),
-                                   ref_model=ref_model,
-                                   max_memory=memory.parse_size(str(cfg["MaxMemory"])),
-                                   max_expansion=int(cfg["MaxExpansion"]))
-    seconds = time.perf_counter() - start
-    if verbose:
-        print(f"NNTM {PROG}  {escape_text(path)}: {len(data)} bytes, "
-              f"{len(result.reports)} tensors, format {result.version[0]}.{result.version[1]}")
-        width = name_column((r.name for r in result.reports), NAME_MIN, NAME_MAX)
-        for r in result.reports:
-            status = "OK" if r.data_ok else "MISMATCH"
-            if r.params_ok is False:
-                status += ", parameter set MISMATCH"
-            print(f"{pad(display_name(r.name, width), width)} {fmt_shape(r.shape):>16} "
-                  f"{r.dtype:>9} {r.seconds:7.3f} s  [MD5: {r.md5} {status}]")
-        print(f"Checks        : {_checks_line(result)}")
-    problem = codec.mismatch_message(result)
-    if problem:
-        raise HashMismatchError(f"{problem}; no output written")
     out = str(cfg["OutputFile"])
-    if out:
-        fmt = output_format(cfg, result.source_format)
-        container = result.container
-        if fmt == "onnx" and (container is None or container.format != hls.SourceFormat.ONNX):
-            raise ModelIOError(f"OutputFile '{out}': the stream carries no ONNX graph (it was "
-                               "not coded from an .onnx model); write .safetensors or .npz")
-        write_model(out, result.tensors, fmt, make_parents=True,
-                    template=container.data if fmt == "onnx" and container else None)
+    start = time.perf_counter()
+    ref_model = streamio.open_model(str(cfg["RefModel"])) if cfg["RefModel"] else None
+    sink = _Output(cfg, out)
+    try:
+        try:
+            stream = streaming.decode_file(
+                path, on_tensor=sink.write, keep=False, on_layout=sink.open,
+                max_elements=int(cfg["MaxTensorElements"]), ref_model=ref_model,
+                max_memory=memory.parse_size(str(cfg["MaxMemory"])),
+                max_expansion=int(cfg["MaxExpansion"]), threads=int(cfg["Threads"]))
+        except OSError as exc:
+            raise ModelIOError(f"cannot read bitstream '{path}': {exc.strerror}") from exc
+        result = stream.result
+        seconds = time.perf_counter() - start
+        if verbose:
+            print(f"NNTM {PROG}  {escape_text(path)}: {stream.size} bytes, "
+                  f"{len(result.reports)} tensors, format {result.version[0]}."
+                  f"{result.version[1]}")
+            width = name_column((r.name for r in result.reports), NAME_MIN, NAME_MAX)
+            for r in result.reports:
+                status = "OK" if r.data_ok else "MISMATCH"
+                if r.params_ok is False:
+                    status += ", parameter set MISMATCH"
+                print(f"{pad(display_name(r.name, width), width)} {fmt_shape(r.shape):>16} "
+                      f"{r.dtype:>9} {r.seconds:7.3f} s  [MD5: {r.md5} {status}]")
+            print(f"Checks        : {_checks_line(result)}")
+        problem = codec.mismatch_message(result)
+        if problem:
+            raise HashMismatchError(f"{problem}; no output written")
+        sink.close(result.container)
+    except BaseException:
+        sink.abort()
+        raise
     if verbose:
         print(f"Decode time   : {seconds:.3f} s; all {len(result.reports)} MD5s OK"
               + (f"; wrote {escape_text(out)}" if out else ""))

@@ -16,12 +16,12 @@ from __future__ import annotations
 import math
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import partial
 
 import numpy as np
 
-from .. import codec, hls, onnxio, ratecontrol
+from .. import codec, hls, onnxio, ratecontrol, streaming, streamio
 from ..classes import Classifier, intra_problem
 from ..config import Config, parse_app_args
 from ..core import CU_SKIP, INTRA_NAMES
@@ -42,7 +42,6 @@ from .common import (
     output_problem,
     pad,
     run_app,
-    write_bitstream,
 )
 
 PROG = "EncoderApp"
@@ -88,7 +87,8 @@ def validate(cfg: Config) -> list[str]:
         problems.append("BitstreamFile (-b) is required")
     inputs = {"InputFile (-i)": str(cfg["InputFile"]), "RefModel": str(cfg["RefModel"])}
     for key, path in inputs.items():
-        problem = input_problem(key, path) if path else None
+        # a model may be a sharded checkpoint's folder
+        problem = streamio.input_problem(key, path) if path else None
         if problem:
             problems.append(problem)
     impf = str(cfg["ImportanceFile"])
@@ -270,17 +270,24 @@ def _cu_summary(cus: dict[str, np.ndarray]) -> str:
     return text + ")"
 
 
-def _pooled_snr(tensors: dict[str, np.ndarray], recon: dict[str, np.ndarray]) -> float:
+def _pooled_snr(stats: Sequence[codec.TensorStats]) -> float:
+    """The weight SNR of the whole model (its float tensors) from each tensor's energies."""
     signal = noise = 0.0
-    for name, x in tensors.items():
-        if x.dtype.name in hls.FLOAT_DTYPES:
-            a = x.astype(np.float64)
-            e = a - recon[name].astype(np.float64)
-            signal += float(np.sum(a * a))
-            noise += float(np.sum(e * e))
+    for s in stats:
+        if s.dtype in hls.FLOAT_DTYPES:
+            signal += s.signal_energy
+            noise += s.noise_energy
     if noise == 0.0:
         return math.inf
     return 10 * math.log10(signal / noise) if signal else -math.inf
+
+
+def _open_input(inp: str) -> tuple[Mapping[str, np.ndarray], bytes | None]:
+    """The model to encode (safetensors and sharded checkpoints mapped tensor by tensor, not
+    read) and, for an ONNX model, its graph template."""
+    if streamio.model_source_format(inp) == "onnx":
+        return read_model_container(inp)
+    return streamio.open_model(inp), None
 
 
 def _main(argv: Sequence[str]) -> int:
@@ -292,8 +299,8 @@ def _main(argv: Sequence[str]) -> int:
         from ..example import EXAMPLE_MODEL_PATH
 
         inp = str(EXAMPLE_MODEL_PATH)
-    tensors, template = read_model_container(inp)
-    source = _SOURCE_FORMATS.get(model_format(inp), hls.SourceFormat.UNKNOWN)
+    tensors, template = _open_input(inp)
+    source = _SOURCE_FORMATS.get(streamio.model_source_format(inp), hls.SourceFormat.UNKNOWN)
     # an ONNX model's graph travels in the stream's container unit (format 1.7)
     container = hls.Container(source, template) if template is not None else None
     # the graph's consumers of each tensor give its role (nntm.roles): structural inputs
@@ -321,7 +328,7 @@ def _main(argv: Sequence[str]) -> int:
         print(_line(["tensor", "shape", "role", "mode", "QP", "bits", "bits/p", "SNR dB",
                      "time s"], name_width))
     start = time.perf_counter()
-    ref_model = read_model(str(cfg["RefModel"])) if cfg["RefModel"] else None
+    ref_model = streamio.open_model(str(cfg["RefModel"])) if cfg["RefModel"] else None
     if ref_model is not None and not any(
             name in ref_model and tuple(np.shape(ref_model[name])) == tuple(np.shape(x))
             for name, x in tensors.items()):
@@ -338,32 +345,50 @@ def _main(argv: Sequence[str]) -> int:
         if verbose:
             print(f"(rate control: QP {rate_plan.qp}, {len(rate_plan.offsets)} tensor(s) at "
                   f"QP {rate_plan.qp - 1}, from {rate_plan.probes} sampled encodes)")
-    result = codec.encode_with_recon(tensors, cfg, source, progress=progress,
-                                     importance=importance, ref_model=ref_model,
-                                     qp_offsets=rate_plan.offsets if rate_plan else None,
-                                     consumers=consumers, container=container)
+    recon_file = str(cfg["ReconFile"])
+    # the reconstruction is written tensor by tensor, but an ONNX one fills the graph at the
+    # end, and the example's accuracy needs the whole model
+    keep = example or (bool(recon_file) and model_format(recon_file) == "onnx")
+    writer = None
+    if recon_file and not keep:
+        writer = streamio.ModelWriter(recon_file, [
+            (name, np.asarray(tensors[name]).dtype.newbyteorder("<"), np.shape(tensors[name]))
+            for name in tensors])
+    try:
+        result = streaming.write_stream(str(cfg["BitstreamFile"]), partial(
+            streaming.encode_file, tensors, cfg, source_format=source, progress=progress,
+            importance=importance, ref_model=ref_model,
+            qp_offsets=rate_plan.offsets if rate_plan else None, consumers=consumers,
+            container=container, threads=int(cfg["Threads"]),
+            on_recon=writer.write if writer is not None else None, keep_recon=keep))
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    assert isinstance(result, streaming.EncodeStream)
     enc_seconds = time.perf_counter() - start
     if bar is not None:
         bar.close()
-    write_bitstream(str(cfg["BitstreamFile"]), result.data)
-    if cfg["ReconFile"]:
-        write_model(str(cfg["ReconFile"]), result.recon, make_parents=True, template=template)
+    if writer is not None:
+        writer.close()
+    elif recon_file:
+        write_model(recon_file, result.recon, make_parents=True, template=template)
     if verbose:
-        float_params = sum(x.size for x in tensors.values() if x.dtype.name in hls.FLOAT_DTYPES)
-        raw_bytes = sum(x.nbytes for x in tensors.values())
-        total_bits = 8 * len(result.data)
+        float_params = sum(s.num_params for s in result.stats if s.dtype in hls.FLOAT_DTYPES)
+        raw_bytes = sum(np.asarray(x).nbytes for x in tensors.values())
+        total_bits = 8 * result.size
         print()
         print(f"Tensors       : {len(tensors)} ({float_params} float parameters)")
-        print(f"Bitstream     : {len(result.data)} bytes, "
+        print(f"Bitstream     : {result.size} bytes, "
               f"{total_bits / max(float_params, 1):.3f} bits/param, "
-              f"1/{raw_bytes / max(len(result.data), 1):.1f} of the input's {raw_bytes} bytes")
+              f"1/{raw_bytes / max(result.size, 1):.1f} of the input's {raw_bytes} bytes")
         if rate_plan is not None:
             floats = max(float_params, 1)
             print(f"Rate control  : target {rate_plan.target_bits / floats:.3f} bits/param "
                   f"({rate_plan.target_bits / 8:.0f} bytes), achieved {total_bits / floats:.3f}"
                   f" ({100 * (total_bits / rate_plan.target_bits - 1):+.2f} %), estimated "
                   f"{rate_plan.estimate_bits / floats:.3f}")
-        print(f"Weight SNR    : {fmt_db(_pooled_snr(tensors, result.recon)).strip()} dB")
+        print(f"Weight SNR    : {fmt_db(_pooled_snr(result.stats)).strip()} dB")
         if any(len(c) for c in result.cus.values()):  # tensors coded with the tree
             print(f"Coding units  : {_cu_summary(result.cus)}")
         predicted = [s for s in result.stats if s.pred_rows]
