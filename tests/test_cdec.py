@@ -422,3 +422,64 @@ def _ue_aligned(value: int) -> bytes:
     s = "0" * (len(bits) - 1) + bits + "1"
     s += "0" * (-len(s) % 8)
     return int(s, 2).to_bytes(len(s) // 8, "big")
+
+
+# ------------------------------------------------------------------ ConformanceApp --Decoder c
+
+
+def test_conformance_app_through_the_c_decoder(capsys: pytest.CaptureFixture[str]) -> None:
+    """Every stored stream, through nntm-dec alone, decodes to the MD5s of its .md5 file."""
+    from nntm import conformance
+    from nntm.apps import conformance as app
+
+    suite_path = ROOT / "conformance" / "suite.json"
+    assert app.main(["--suite", str(suite_path), "--Decoder", "c",
+                     "--nntm-dec", str(NNTM_DEC)]) == 0
+    out = capsys.readouterr().out
+    assert f"{len(ALL_STREAMS)} of {len(ALL_STREAMS)} stream(s) passed" in out
+    suite = conformance.load_suite(suite_path)
+    for entry in suite.streams:
+        r = conformance.check_stream_with_c_decoder(suite, entry, NNTM_DEC)
+        assert r.ok, (entry.name, r.reason)
+        assert r.tensors == entry.num_tensors and r.format_version == entry.format_version
+
+
+def _suite_copy(tmp_path: Path) -> Path:
+    import shutil
+
+    for folder in ("conformance", "bitstreams"):
+        shutil.copytree(ROOT / folder, tmp_path / folder)
+    return tmp_path / "conformance" / "suite.json"
+
+
+def test_conformance_app_c_decoder_fails_on_altered_suite(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import hashlib
+
+    from nntm.apps import conformance as app
+
+    suite = _suite_copy(tmp_path)
+    argv = ["--suite", str(suite), "--Decoder", "c", "--nntm-dec", str(NNTM_DEC)]
+    md5_file = tmp_path / "bitstreams" / "BASE_A_1.md5"
+    lines = md5_file.read_text().splitlines(keepends=True)
+    lines[2] = ("0" if lines[2][0] != "0" else "1") + lines[2][1:]
+    md5_file.write_text("".join(lines))
+    assert app.main(argv + ["BASE_A_1"]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL" in out and "BASE_A_1.md5 says" in out
+    assert app.main(argv + ["QP_A_1"]) == 0
+    # a changed payload with the manifest's sha256 made right: the hash units catch it in C
+    bit = tmp_path / "bitstreams" / "GTX_A_1.bit"
+    data = bytearray(bit.read_bytes())
+    data[-60] ^= 0x10
+    bit.write_bytes(bytes(data))
+    doc = json.loads(suite.read_text())
+    for s in doc["streams"]:
+        if s["name"] == "GTX_A_1":
+            s["bitstream_sha256"] = hashlib.sha256(data).hexdigest()
+    suite.write_text(json.dumps(doc))
+    capsys.readouterr()
+    assert app.main(argv + ["GTX_A_1"]) == 1
+    out = capsys.readouterr().out
+    assert "GTX_A_1" in out and "FAIL" in out
+    assert app.main(argv + ["--nntm-dec", str(tmp_path / "missing"), "QP_A_1"]) == 2

@@ -2,7 +2,11 @@
  *
  *   nntm-dec -b in.bit [-o out.safetensors] [--RefModel ref.safetensors] [-v]
  *            [--threads N] [--MaxMemory BYTES] [--MaxExpansion N] [--MaxTensorElements N]
- *            [--Container FILE]
+ *            [--Container FILE] [--Md5File FILE]
+ *
+ * --Md5File writes "<md5>  <name>" a tensor (the format of the conformance .md5 files) once
+ * every tensor is decoded, also when an MD5 differs from its hash unit (ConformanceApp
+ * --Decoder c reads it).
  *
  * A 1.7 stream's container unit (an ONNX model's graph) is inflated and checked as
  * DecoderApp does; the tensors go to the safetensors file and the container data (the
@@ -39,7 +43,7 @@ static void usage(FILE *f) {
     fprintf(f,
             "usage: nntm-dec -b in.bit [-o out.safetensors] [--RefModel ref.safetensors] [-v]\n"
             "                [--threads N] [--MaxMemory BYTES|auto] [--MaxExpansion N]\n"
-            "                [--MaxTensorElements N] [--Container FILE]\n"
+            "                [--MaxTensorElements N] [--Container FILE] [--Md5File FILE]\n"
             "Decode an NNTM bitstream (format 1.0 to 1.7), check every MD5 and write the model\n"
             "as safetensors (identical to DecoderApp's). Exits 1 on any mismatch or error, in\n"
             "which case no output file is written. --Container writes a 1.7 stream's container\n"
@@ -194,7 +198,7 @@ static void release_folders(made_folders *made, int remove_them) {
 }
 
 typedef struct options {
-    const char *bitstream, *output, *ref_model, *container;
+    const char *bitstream, *output, *ref_model, *container, *md5_file;
     int verbose;
     int threads;
     nntm_stream_settings settings;
@@ -216,7 +220,7 @@ static int parse_args(int argc, char **argv, options *o) {
                     !strcmp(a, "--OutputFile") || !strcmp(a, "--RefModel") ||
                     !strcmp(a, "--MaxMemory") || !strcmp(a, "--MaxExpansion") ||
                     !strcmp(a, "--MaxTensorElements") || !strcmp(a, "--threads") ||
-                    !strcmp(a, "--Container");
+                    !strcmp(a, "--Container") || !strcmp(a, "--Md5File");
         if (takes && !v) {
             if (i + 1 >= argc) {
                 fprintf(stderr, "%s: error: %s needs a value\n", prog, a);
@@ -242,6 +246,8 @@ static int parse_args(int argc, char **argv, options *o) {
             o->threads = (int)t;
         } else if (!strcmp(a, "--Container")) {
             o->container = v;
+        } else if (!strcmp(a, "--Md5File")) {
+            o->md5_file = v;
         } else if (!strcmp(a, "--RefModel")) {
             o->ref_model = v;
         } else if (!strcmp(a, "--MaxMemory")) {
@@ -385,7 +391,7 @@ static void *work(void *arg) {
  * in fd (or -1) after header_size bytes, print the lines; 0 all OK, 1 a mismatch, -1 an
  * error (printed). */
 static int decode_all(nntm_stream **streams, int threads, int fd, uint64_t header_size,
-                      int verbose) {
+                      int verbose, FILE *md5_out) {
     nntm_stream *s = streams[0];
     int32_t n = nntm_stream_num_tensors(s);
     job j;
@@ -446,6 +452,11 @@ static int decode_all(nntm_stream **streams, int threads, int fd, uint64_t heade
         if (verbose) printf(" %7.3f s", j.seconds[i]);
         printf("  [MD5: %s %s%s]\n", h, rv == NNTM_OK ? "OK" : "MISMATCH",
                t.params_ok == 0 ? ", parameter set MISMATCH" : "");
+        if (md5_out) {
+            fprintf(md5_out, "%s  ", h);
+            fwrite(t.name, 1, t.name_size, md5_out);
+            fputc('\n', md5_out);
+        }
         if (rv != NNTM_OK || t.params_ok == 0) result = 1;
     }
 done:
@@ -531,8 +542,27 @@ int main(int argc, char **argv) {
         }
     }
     int result = f && fflush(f) ? -1 : 0;
+    FILE *md5_out = NULL;
+    char *md5_tmp = NULL;
+    if (result == 0 && o.md5_file) {
+        size_t n = strlen(o.md5_file) + 64;
+        md5_tmp = malloc(n);
+        if (md5_tmp) snprintf(md5_tmp, n, "%s.%ld.nntm-dec.tmp", o.md5_file, (long)getpid());
+        md5_out = md5_tmp ? fopen(md5_tmp, "w") : NULL;
+        if (!md5_out) {
+            fprintf(stderr, "%s: error: cannot write '%s'\n", prog, o.md5_file);
+            result = -1;
+        }
+    }
     if (result == 0)
-        result = decode_all(streams, threads, f ? fileno(f) : -1, header_bytes, o.verbose);
+        result = decode_all(streams, threads, f ? fileno(f) : -1, header_bytes, o.verbose,
+                            md5_out);
+    if (md5_out) { /* every tensor decoded (0, or 1: a mismatch): keep the list */
+        int bad = fclose(md5_out) != 0 || result < 0;
+        if (!bad && rename(md5_tmp, o.md5_file)) bad = 1;
+        if (bad) remove(md5_tmp);
+    }
+    free(md5_tmp);
     for (int k = 1; k < threads; k++) nntm_stream_close(&streams[k]);
     uint8_t digest[16];
     int stream_ok = nntm_stream_check(s, digest);
