@@ -3,6 +3,7 @@
  * The reader follows python/nntm/hls.py (parse_*) and codec.decode_detailed,
  * the reference: it accepts and refuses the same streams. */
 #define _POSIX_C_SOURCE 200809L /* mmap, open, fstat */
+#define _DEFAULT_SOURCE          /* madvise */
 #include "nntm/nntm_stream.h"
 
 #include <fcntl.h>
@@ -1387,6 +1388,20 @@ static int decode_into(nntm_stream *s, int32_t index, uint8_t *out) {
     return NNTM_OK;
 }
 
+/* Give back the mapped pages of a decoded tensor's payload (a file stream): they are read
+ * again from the file if ever needed, so that a decode holds the payloads it works on
+ * rather than the whole stream (the resident size stays about the largest tensor). */
+static void release_payload(const nntm_stream *s, const tps_rec *t) {
+    if (!s->map || t->payload_size == 0) return;
+    long page = sysconf(_SC_PAGESIZE);
+    if (page <= 0) return;
+    uintptr_t base = (uintptr_t)s->map, lo = (uintptr_t)t->payload - base;
+    uintptr_t hi = lo + t->payload_size, p = (uintptr_t)page;
+    lo = (lo + p - 1) / p * p; /* whole pages inside the payload only */
+    hi = hi / p * p;
+    if (hi > lo) madvise((void *)(base + lo), hi - lo, MADV_DONTNEED);
+}
+
 int nntm_stream_decode_tensor(nntm_stream *s, int32_t index, void *out, size_t out_size,
                               uint8_t md5[16]) {
     if (!s || index < 0 || index >= s->num_tensors) return NNTM_ERR_ARG;
@@ -1394,6 +1409,7 @@ int nntm_stream_decode_tensor(nntm_stream *s, int32_t index, void *out, size_t o
     size_t bytes = t->count * (size_t)dtype_sizes[t->dtype];
     if (out_size < bytes || (bytes && !out)) return NNTM_ERR_ARG;
     int rv = decode_into(s, index, out);
+    release_payload(s, t);
     if (rv) return rv;
     uint8_t d[16];
     nntm_md5_digest(out, bytes, d);
