@@ -19,6 +19,55 @@ typedef struct nntm_bin_reader {
 void nntm_bin_reader_init(nntm_bin_reader *r, const uint8_t *data, size_t size);
 int nntm_decode_bin(nntm_bin_reader *r, nntm_ctx *ctx);
 uint32_t nntm_decode_bypass(nntm_bin_reader *r, int nbits);
+
+/* The same as nntm_decode_bin / nntm_decode_bypass, inlined into the level syntax (the
+ * hot loop): a caller that keeps a local copy of the reader lets the compiler hold
+ * range, code and pos in registers. */
+#define NNTM_BIN_TOP (1u << 24)
+
+static inline uint32_t nntm_bin_next_byte(nntm_bin_reader *r) {
+    uint32_t b = r->pos < r->size ? r->data[r->pos] : 0;
+    r->pos++;
+    return b;
+}
+
+static inline int nntm_decode_bin_inline(nntm_bin_reader *r, nntm_ctx *ctx) {
+    uint32_t range = r->range, code = r->code;
+    uint32_t bound = (range >> NNTM_PROB_BITS) * nntm_ctx_p1(ctx);
+    int bin = code < bound;
+    if (bin) {
+        range = bound;
+    } else {
+        code -= bound;
+        range -= bound;
+    }
+    nntm_ctx_update(ctx, bin);
+    while (range < NNTM_BIN_TOP) {
+        range <<= 8;
+        code = (code << 8) | nntm_bin_next_byte(r);
+    }
+    r->range = range;
+    r->code = code;
+    return bin;
+}
+
+static inline uint32_t nntm_decode_bypass_inline(nntm_bin_reader *r, int nbits) {
+    uint32_t v = 0, range = r->range, code = r->code;
+    for (int i = 0; i < nbits; i++) {
+        range >>= 1;
+        uint32_t bit = code >= range;
+        if (bit) code -= range;
+        if (code >= range) r->corrupt = 1;
+        v = (v << 1) | bit;
+        while (range < NNTM_BIN_TOP) {
+            range <<= 8;
+            code = (code << 8) | nntm_bin_next_byte(r);
+        }
+    }
+    r->range = range;
+    r->code = code;
+    return v;
+}
 /* Bytes read past the end of the payload (a valid stream reads none). */
 size_t nntm_bin_reader_overread(const nntm_bin_reader *r);
 
