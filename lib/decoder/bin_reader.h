@@ -35,13 +35,21 @@ static inline int nntm_decode_bin_inline(nntm_bin_reader *r, nntm_ctx *ctx) {
     uint32_t range = r->range, code = r->code;
     uint32_t bound = (range >> NNTM_PROB_BITS) * nntm_ctx_p1(ctx);
     int bin = code < bound;
-    if (bin) {
-        range = bound;
+    /* selects rather than branches: the bin is data, a branch on it mispredicts */
+    uint32_t lps_code = code - bound, lps_range = range - bound;
+    code = bin ? code : lps_code;
+    range = bin ? bound : lps_range;
+    if (ctx->window) {
+        uint32_t p = ctx->p, sh = ctx->shift;
+        uint32_t up = p + (((1u << NNTM_WIN_BITS) - p) >> sh), down = p - (p >> sh);
+        ctx->p = bin ? up : down;
+        if (sh < ctx->window) {
+            ctx->count++;
+            if ((uint32_t)ctx->count + 2 >= (1u << (sh + 1))) ctx->shift++;
+        }
     } else {
-        code -= bound;
-        range -= bound;
+        nntm_ctx_update(ctx, bin);
     }
-    nntm_ctx_update(ctx, bin);
     while (range < NNTM_BIN_TOP) {
         range <<= 8;
         code = (code << 8) | nntm_bin_next_byte(r);
