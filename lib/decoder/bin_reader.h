@@ -31,15 +31,25 @@ static inline uint32_t nntm_bin_next_byte(nntm_bin_reader *r) {
     return b;
 }
 
-static inline int nntm_decode_bin_inline(nntm_bin_reader *r, nntm_ctx *ctx) {
-    uint32_t range = r->range, code = r->code;
-    uint32_t bound = (range >> NNTM_PROB_BITS) * nntm_ctx_p1(ctx);
+/* windowed: 1 when ctx uses the counting estimator (window > 0), 0 when not, -1 to look;
+ * a constant there lets the compiler drop the test of every bin. */
+static inline int nntm_decode_bin_mode(nntm_bin_reader *r, nntm_ctx *ctx, int windowed) {
+    if (windowed < 0) windowed = ctx->window != 0;
+    uint32_t range = r->range, code = r->code, p1;
+    if (windowed) {
+        p1 = ctx->p >> (NNTM_WIN_BITS - NNTM_PROB_BITS);
+        p1 = p1 < NNTM_WIN_PMIN ? NNTM_WIN_PMIN : p1;
+        p1 = p1 > NNTM_PROB_ONE - NNTM_WIN_PMIN ? NNTM_PROB_ONE - NNTM_WIN_PMIN : p1;
+    } else {
+        p1 = ((uint32_t)ctx->p_fast + (uint32_t)ctx->p_slow) >> 1;
+    }
+    uint32_t bound = (range >> NNTM_PROB_BITS) * p1;
     int bin = code < bound;
     /* selects rather than branches: the bin is data, a branch on it mispredicts */
     uint32_t lps_code = code - bound, lps_range = range - bound;
     code = bin ? code : lps_code;
     range = bin ? bound : lps_range;
-    if (ctx->window) {
+    if (windowed) {
         uint32_t p = ctx->p, sh = ctx->shift;
         uint32_t up = p + (((1u << NNTM_WIN_BITS) - p) >> sh), down = p - (p >> sh);
         ctx->p = bin ? up : down;
@@ -57,6 +67,10 @@ static inline int nntm_decode_bin_inline(nntm_bin_reader *r, nntm_ctx *ctx) {
     r->range = range;
     r->code = code;
     return bin;
+}
+
+static inline int nntm_decode_bin_inline(nntm_bin_reader *r, nntm_ctx *ctx) {
+    return nntm_decode_bin_mode(r, ctx, -1);
 }
 
 static inline uint32_t nntm_decode_bypass_inline(nntm_bin_reader *r, int nbits) {

@@ -14,42 +14,44 @@
 #define MAX_OVERREAD 0
 
 static inline int abs_remainder(nntm_bin_reader *r, nntm_level_ctxs *ctxs, int egp_class,
-                                uint32_t *rem) {
+                                uint32_t *rem, int win) {
     nntm_ctx *pc = ctxs->egp[egp_class];
     int prefix = 0;
-    while (nntm_decode_bin_inline(r, &pc[prefix < NNTM_EGP_CTX ? prefix : NNTM_EGP_CTX - 1])) {
+    while (nntm_decode_bin_mode(r, &pc[prefix < NNTM_EGP_CTX ? prefix : NNTM_EGP_CTX - 1], win)) {
         if (++prefix > MAX_EG_PREFIX) return NNTM_ERR_CORRUPT;
     }
     uint32_t suffix = 0;
     int nctx = nntm_egs_num_ctx_bins(ctxs, prefix);
     if (nctx) {
         nntm_ctx *sc = ctxs->egs[nntm_egs_set(prefix)];
-        uint32_t b0 = (uint32_t)nntm_decode_bin_inline(r, &sc[0]);
+        uint32_t b0 = (uint32_t)nntm_decode_bin_mode(r, &sc[0], win);
         suffix = b0;
-        if (nctx > 1) suffix = (suffix << 1) | (uint32_t)nntm_decode_bin_inline(r, &sc[1 + b0]);
+        if (nctx > 1) suffix = (suffix << 1) | (uint32_t)nntm_decode_bin_mode(r, &sc[1 + b0], win);
     }
     suffix = (suffix << (prefix - nctx)) | nntm_decode_bypass_inline(r, prefix - nctx);
     *rem = (1u << prefix) + suffix - 1;
     return NNTM_OK;
 }
 
-/* level_coding(), inlined into the loops over levels. */
+/* level_coding(), inlined into the loops over levels; win as in nntm_decode_bin_mode (every
+ * context of a tensor has the same estimator). */
 static inline int read_level(nntm_bin_reader *r, nntm_level_ctxs *ctxs,
-                             const nntm_level_ctx_idx *ci, int num_gt_flags, int32_t *level) {
-    if (!nntm_decode_bin_inline(r, &ctxs->sig[ci->sig])) {
+                             const nntm_level_ctx_idx *ci, int num_gt_flags, int32_t *level,
+                             int win) {
+    if (!nntm_decode_bin_mode(r, &ctxs->sig[ci->sig], win)) {
         *level = 0;
         return NNTM_OK;
     }
-    int negative = nntm_decode_bin_inline(r, &ctxs->sign[ci->sign]);
+    int negative = nntm_decode_bin_mode(r, &ctxs->sign[ci->sign], win);
     uint32_t a = 1;
     int i;
     for (i = 0; i < num_gt_flags; i++) {
-        if (!nntm_decode_bin_inline(r, &ctxs->gt[i][ci->gt_class])) break;
+        if (!nntm_decode_bin_mode(r, &ctxs->gt[i][ci->gt_class], win)) break;
         a++;
     }
     if (i == num_gt_flags) {
         uint32_t rem;
-        int rv = abs_remainder(r, ctxs, ci->egp_class, &rem);
+        int rv = abs_remainder(r, ctxs, ci->egp_class, &rem, win);
         if (rv) return rv;
         if (rem > (uint32_t)NNTM_MAX_LEVEL - a) return NNTM_ERR_CORRUPT;
         a += rem;
@@ -60,14 +62,15 @@ static inline int read_level(nntm_bin_reader *r, nntm_level_ctxs *ctxs,
 
 int nntm_read_level_coding(nntm_bin_reader *r, nntm_level_ctxs *ctxs,
                            const nntm_level_ctx_idx *ci, int num_gt_flags, int32_t *level) {
-    return read_level(r, ctxs, ci, num_gt_flags, level);
+    return read_level(r, ctxs, ci, num_gt_flags, level, -1);
 }
 
 /* transform_unit(): the levels of the region [x0,x1) x [y0,y1) in raster order,
  * advancing the DQ state; rindex receives the reconstruction indices. */
-static int transform_unit(nntm_bin_reader *r, nntm_level_ctxs *ctxs, const nntm_kernel_params *p,
-                          int32_t *levels, int32_t *rindex, int32_t x0, int32_t y0, int32_t x1,
-                          int32_t y1) {
+static inline int transform_unit_mode(nntm_bin_reader *r, nntm_level_ctxs *ctxs,
+                                      const nntm_kernel_params *p, int32_t *levels,
+                                      int32_t *rindex, int32_t x0, int32_t y0, int32_t x1,
+                                      int32_t y1, int win) {
     nntm_level_ctx_idx ci;
     nntm_bin_reader lr = *r; /* a local copy: range, code and pos stay in registers */
     const int dq = p->dq_enabled, num_gt = p->num_gt_flags;
@@ -80,7 +83,7 @@ static int transform_unit(nntm_bin_reader *r, nntm_level_ctxs *ctxs, const nntm_
         for (int32_t c = x0; c < x1; c++) {
             nntm_level_ctx_from(left, above ? above[c] : 0, nntm_dq_sig_set(dq, state), &ci);
             int32_t level;
-            rv = read_level(&lr, ctxs, &ci, num_gt, &level);
+            rv = read_level(&lr, ctxs, &ci, num_gt, &level, win);
             if (rv) break;
             if (lr.pos > lr.size + MAX_OVERREAD) { rv = NNTM_ERR_TRUNCATED; break; }
             if (lr.corrupt) { rv = NNTM_ERR_CORRUPT; break; }
@@ -93,6 +96,16 @@ static int transform_unit(nntm_bin_reader *r, nntm_level_ctxs *ctxs, const nntm_
     ctxs->dq_state = state;
     *r = lr;
     return rv;
+}
+
+/* The two estimators in two copies of the loop (prob_window 0 or not, the same for every
+ * context of the level sets: nntm_level_ctxs_init). */
+static int transform_unit(nntm_bin_reader *r, nntm_level_ctxs *ctxs, const nntm_kernel_params *p,
+                          int32_t *levels, int32_t *rindex, int32_t x0, int32_t y0, int32_t x1,
+                          int32_t y1) {
+    if (ctxs->sig[0].window)
+        return transform_unit_mode(r, ctxs, p, levels, rindex, x0, y0, x1, y1, 1);
+    return transform_unit_mode(r, ctxs, p, levels, rindex, x0, y0, x1, y1, 0);
 }
 
 /* The row prediction syntax of row `row` >= 1 [1.5] (nntm_write_row_pred): its reference
