@@ -33,11 +33,15 @@ int nntm_decode_kernel(const nntm_kernel_params *params, const uint8_t *data, si
     if ((count && !recon) || (size && !data)) return NNTM_ERR_ARG;
     if (ref && nntm_check_reference(ref, count)) return NNTM_ERR_ARG;
     if (count == 0) return size == 0 ? NNTM_OK : NNTM_ERR_CORRUPT;
-    int32_t *levels = levels_out ? levels_out : malloc(count * sizeof(int32_t));
     int intra = params->tree.enabled && params->tree.intra_pred_enabled;
-    int32_t *rindex = params->dq_enabled || intra || params->row_pred
-                          ? malloc(count * sizeof(int32_t))
-                          : levels;
+    int separate = params->dq_enabled || intra || params->row_pred; /* rindex != levels */
+    /* without the tree only the row above is looked at: with a separate rindex and no
+     * caller wanting the levels, two rows of levels are enough */
+    int ring = separate && !params->tree.enabled && !levels_out && params->rows > 2;
+    int32_t *levels = levels_out ? levels_out
+                                 : malloc((ring ? 2 * (size_t)params->cols : count) *
+                                          sizeof(int32_t));
+    int32_t *rindex = separate ? malloc(count * sizeof(int32_t)) : levels;
     if (!levels || !rindex) {
         if (!levels_out) free(levels);
         if (rindex != levels) free(rindex);
@@ -56,7 +60,7 @@ int nntm_decode_kernel(const nntm_kernel_params *params, const uint8_t *data, si
     } else {
         nntm_level_ctxs ctxs;
         nntm_level_ctxs_init(&ctxs, params->prob_window, params->suffix_ctx);
-        rv = nntm_read_tensor_data(&r, &ctxs, params, levels, rindex, cu_trace);
+        rv = nntm_read_tensor_data(&r, &ctxs, params, levels, rindex, cu_trace, ring);
     }
     if (rv == NNTM_OK && r.pos != size) rv = NNTM_ERR_CORRUPT; /* bytes after the payload */
     if (rv == NNTM_OK)

@@ -70,15 +70,16 @@ int nntm_read_level_coding(nntm_bin_reader *r, nntm_level_ctxs *ctxs,
 static inline int transform_unit_mode(nntm_bin_reader *r, nntm_level_ctxs *ctxs,
                                       const nntm_kernel_params *p, int32_t *levels,
                                       int32_t *rindex, int32_t x0, int32_t y0, int32_t x1,
-                                      int32_t y1, int win) {
+                                      int32_t y1, int win, int ring) {
     nntm_level_ctx_idx ci;
     nntm_bin_reader lr = *r; /* a local copy: range, code and pos stay in registers */
     const int dq = p->dq_enabled, num_gt = p->num_gt_flags;
     const size_t cols = (size_t)p->cols;
     int state = ctxs->dq_state, rv = NNTM_OK;
     for (int32_t row = y0; row < y1 && rv == NNTM_OK; row++) {
-        int32_t *cur = levels + (size_t)row * cols;
-        const int32_t *above = row > 0 ? cur - cols : NULL;
+        int32_t *cur = levels + (size_t)(ring ? (row & 1) : row) * cols;
+        const int32_t *above =
+            row == 0 ? NULL : ring ? levels + (size_t)((row - 1) & 1) * cols : cur - cols;
         int32_t left = x0 > 0 ? cur[x0 - 1] : 0;
         for (int32_t c = x0; c < x1; c++) {
             nntm_level_ctx_from(left, above ? above[c] : 0, nntm_dq_sig_set(dq, state), &ci);
@@ -102,10 +103,10 @@ static inline int transform_unit_mode(nntm_bin_reader *r, nntm_level_ctxs *ctxs,
  * context of the level sets: nntm_level_ctxs_init). */
 static int transform_unit(nntm_bin_reader *r, nntm_level_ctxs *ctxs, const nntm_kernel_params *p,
                           int32_t *levels, int32_t *rindex, int32_t x0, int32_t y0, int32_t x1,
-                          int32_t y1) {
+                          int32_t y1, int ring) {
     if (ctxs->sig[0].window)
-        return transform_unit_mode(r, ctxs, p, levels, rindex, x0, y0, x1, y1, 1);
-    return transform_unit_mode(r, ctxs, p, levels, rindex, x0, y0, x1, y1, 0);
+        return transform_unit_mode(r, ctxs, p, levels, rindex, x0, y0, x1, y1, 1, ring);
+    return transform_unit_mode(r, ctxs, p, levels, rindex, x0, y0, x1, y1, 0, ring);
 }
 
 /* The row prediction syntax of row `row` >= 1 [1.5] (nntm_write_row_pred): its reference
@@ -126,14 +127,16 @@ static int row_pred(nntm_bin_reader *r, nntm_level_ctxs *ctxs, int prev, int32_t
 
 int nntm_read_tensor_data(nntm_bin_reader *r, nntm_level_ctxs *ctxs,
                           const nntm_kernel_params *p, int32_t *levels, int32_t *rindex,
-                          nntm_buffer *trace) {
-    if (!p->row_pred) return transform_unit(r, ctxs, p, levels, rindex, 0, 0, p->cols, p->rows);
+                          nntm_buffer *trace, int ring) {
+    if (!p->row_pred)
+        return transform_unit(r, ctxs, p, levels, rindex, 0, 0, p->cols, p->rows, ring);
     const int64_t max = nntm_max_rindex(p->dq_enabled);
     int prev = 0;
     for (int32_t row = 0; row < p->rows; row++) {
         int32_t ref = -1;
         int rv = row > 0 ? row_pred(r, ctxs, prev, row, &ref) : NNTM_OK;
-        if (rv == NNTM_OK) rv = transform_unit(r, ctxs, p, levels, rindex, 0, row, p->cols, row + 1);
+        if (rv == NNTM_OK)
+            rv = transform_unit(r, ctxs, p, levels, rindex, 0, row, p->cols, row + 1, ring);
         if (rv) return rv;
         if (ref >= 0) {
             int32_t *cur = rindex + (size_t)row * (size_t)p->cols;
@@ -260,7 +263,7 @@ static int coding_unit(tree_reader *tr, const nntm_node *n) {
                 return NNTM_ERR_CORRUPT;
         }
         rv = transform_unit(tr->r, &tr->ctxs->level, tr->p, tr->levels, tr->rindex, x0, y0, x1,
-                            y1);
+                            y1, 0);
         if (rv) return rv;
         /* the levels reconstructed: prediction + coded residual */
         if (intra && nntm_intra_reconstruct(tr->rindex, tr->levels, tr->p->cols, intra, bv_x,
