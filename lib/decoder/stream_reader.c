@@ -1103,7 +1103,11 @@ int nntm_stream_open_file(nntm_stream **out, const char *path,
     }
     close(fd);
     s->size = size;
-    return open_parsed(s);
+    int rv = open_parsed(s);
+    /* the stream MD5 read every page: give them back (they come again from the page cache
+     * as the tensors are decoded), so that a decode holds the payloads in work only */
+    if (s->map) madvise(s->map, s->map_size, MADV_DONTNEED);
+    return rv;
 }
 
 void nntm_stream_close(nntm_stream **sp) {
