@@ -11,7 +11,8 @@ bits/param at -32) and with NNCodec at --nncodec-qp (its own defaults otherwise,
 CE).  Then each decoder runs as a whole process (start-up, reading, decoding, MD5 checks,
 writing the model), best of --repeat:
 
-- nntm-dec -b X -o Y.safetensors --threads 1 and --threads 2;
+- nntm-dec -b X -o Y.safetensors --threads 1 and --threads 2 (and --baseline PROG, another
+  build, on one thread: e.g. the commit before a speed-up);
 - DecoderApp -b X -o Y.safetensors (this Python);
 - NNCodec: a process that imports nncodec and calls nncodec.nn.decode on the stream (the
   decoded arrays are not written out; its own time inside the call is printed as well).
@@ -100,6 +101,8 @@ def main() -> int:
     ap.add_argument("--qp", type=int, default=-32)
     ap.add_argument("--nncodec-qp", type=int, default=-34)
     ap.add_argument("--nntm-dec", type=Path, default=ROOT / "build" / "nntm-dec")
+    ap.add_argument("--baseline", type=Path, metavar="PROG",
+                    help="another nntm-dec build to time as well (e.g. an older commit's)")
     args = ap.parse_args()
     bit, nnc, params = prepare(args.folder, args.qp, args.nncodec_qp)
     out = args.folder / "decoded.safetensors"
@@ -110,6 +113,13 @@ def main() -> int:
                               "--threads", str(threads)], args.repeat)
         rows.append((f"nntm-dec --threads {threads}", bit.stat().st_size, wall, cpu))
     c_bytes = out.read_bytes()
+    if args.baseline:
+        wall, cpu, _ = timed([str(args.baseline), "-b", str(bit), "-o", str(out), "--threads",
+                              "1"], args.repeat)
+        rows.append((f"baseline {args.baseline} --threads 1", bit.stat().st_size, wall, cpu))
+        if out.read_bytes() != c_bytes:
+            print("the baseline's output differs", file=sys.stderr)
+            return 1
     wall, cpu, _ = timed([sys.executable, "-m", "nntm.apps.decoder", "-b", str(bit), "-o",
                           str(out)], args.repeat, env)
     rows.append(("DecoderApp", bit.stat().st_size, wall, cpu))
