@@ -70,7 +70,7 @@ int nntm_read_level_coding(nntm_bin_reader *r, nntm_level_ctxs *ctxs,
 static inline int transform_unit_mode(nntm_bin_reader *r, nntm_level_ctxs *ctxs,
                                       const nntm_kernel_params *p, int32_t *levels,
                                       int32_t *rindex, int32_t x0, int32_t y0, int32_t x1,
-                                      int32_t y1, int win, int ring) {
+                                      int32_t y1, int win, int ring, int32_t rrow0) {
     nntm_level_ctx_idx ci;
     nntm_bin_reader lr = *r; /* a local copy: range, code and pos stay in registers */
     const int dq = p->dq_enabled, num_gt = p->num_gt_flags;
@@ -90,7 +90,8 @@ static inline int transform_unit_mode(nntm_bin_reader *r, nntm_level_ctxs *ctxs,
             if (lr.corrupt) { rv = NNTM_ERR_CORRUPT; break; }
             cur[c] = level;
             left = level;
-            rindex[(size_t)row * cols + (size_t)c] = (int32_t)nntm_dq_rindex(dq, state, level);
+            rindex[(size_t)(row - rrow0) * cols + (size_t)c] =
+                (int32_t)nntm_dq_rindex(dq, state, level);
             if (dq) state = nntm_dq_next(dq, state, level);
         }
     }
@@ -105,8 +106,15 @@ static int transform_unit(nntm_bin_reader *r, nntm_level_ctxs *ctxs, const nntm_
                           int32_t *levels, int32_t *rindex, int32_t x0, int32_t y0, int32_t x1,
                           int32_t y1, int ring) {
     if (ctxs->sig[0].window)
-        return transform_unit_mode(r, ctxs, p, levels, rindex, x0, y0, x1, y1, 1, ring);
-    return transform_unit_mode(r, ctxs, p, levels, rindex, x0, y0, x1, y1, 0, ring);
+        return transform_unit_mode(r, ctxs, p, levels, rindex, x0, y0, x1, y1, 1, ring, 0);
+    return transform_unit_mode(r, ctxs, p, levels, rindex, x0, y0, x1, y1, 0, ring, 0);
+}
+
+int nntm_read_tensor_rows(nntm_bin_reader *r, nntm_level_ctxs *ctxs, const nntm_kernel_params *p,
+                          int32_t *levels, int32_t *rindex, int32_t y0, int32_t y1) {
+    if (ctxs->sig[0].window)
+        return transform_unit_mode(r, ctxs, p, levels, rindex, 0, y0, p->cols, y1, 1, 1, y0);
+    return transform_unit_mode(r, ctxs, p, levels, rindex, 0, y0, p->cols, y1, 0, 1, y0);
 }
 
 /* The row prediction syntax of row `row` >= 1 [1.5] (nntm_write_row_pred): its reference

@@ -19,6 +19,12 @@ int nntm_read_tensor_data(nntm_bin_reader *r, nntm_level_ctxs *ctxs,
                           const nntm_kernel_params *p, int32_t *levels, int32_t *rindex,
                           nntm_buffer *trace, int ring);
 
+/* Rows [y0, y1) of tensor_data() without row prediction, the levels in two rows (row r at
+ * row r & 1 of levels, as ring 1 above) and the reconstruction indices of those rows only
+ * (rindex[0] is row y0's first); called for y0 = 0, then each y1 in turn. */
+int nntm_read_tensor_rows(nntm_bin_reader *r, nntm_level_ctxs *ctxs, const nntm_kernel_params *p,
+                          int32_t *levels, int32_t *rindex, int32_t y0, int32_t y1);
+
 /* coding_tree() of every CTU: fills levels and the maps (mode, QP delta);
  * appends a record per CU to trace when not NULL. */
 int nntm_read_tree_data(nntm_bin_reader *r, nntm_all_ctxs *ctxs, nntm_cu_maps *m,
