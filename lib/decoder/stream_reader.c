@@ -867,6 +867,21 @@ static int name_seen(int32_t *names, size_t slots, const tps_rec *tps, size_t k)
     }
 }
 
+/* The MD5 of the stream's first n bytes; a mapped stream's pages are given back as they
+ * are hashed (whole pages, 64 MiB at a time), so the check does not hold the whole stream. */
+static void stream_digest(const nntm_stream *s, size_t n, uint8_t digest[16]) {
+    const size_t chunk = (size_t)1 << 26;
+    nntm_md5 m;
+    nntm_md5_init(&m);
+    for (size_t done = 0; done < n;) {
+        size_t take = n - done < chunk ? n - done : chunk;
+        nntm_md5_update(&m, s->data + done, take);
+        if (s->map && take == chunk) madvise((uint8_t *)s->map + done, take, MADV_DONTNEED);
+        done += take;
+    }
+    nntm_md5_final(&m, digest);
+}
+
 /* The unit order of codec.decode_detailed; fills payloads, MD5s, the tensor order. */
 static int check_order(nntm_stream *s) {
     char w[96];
@@ -986,7 +1001,7 @@ static int check_order(nntm_stream *s) {
                                                       : "end_of_stream with a payload");
             if (r.rv) { rv = r.rv; break; }
             if (integrity) {
-                nntm_md5_digest(s->data, ur->offset, s->stream_md5);
+                stream_digest(s, ur->offset, s->stream_md5);
                 s->stream_ok = memcmp(s->stream_md5, expected, 16) == 0;
             }
             ended = 1;
