@@ -483,3 +483,32 @@ def test_conformance_app_c_decoder_fails_on_altered_suite(
     out = capsys.readouterr().out
     assert "GTX_A_1" in out and "FAIL" in out
     assert app.main(argv + ["--nntm-dec", str(tmp_path / "missing"), "QP_A_1"]) == 2
+
+
+@pytest.mark.parametrize("overrides", [{}, {"DepQuant": 0}, {"DepQuant": 0, "ProbWindow": 0},
+                                       {"RowPred": 1}])
+def test_large_tensors_decode_to_the_encoders_reconstruction(
+        tmp_path: Path, overrides: dict) -> None:
+    """Tensors above 2^16 samples (decoded a band at a time without the tree, row
+    prediction or a reference) give the encoder's reconstruction, which the encoder makes
+    without the decoder; the smaller one goes the whole-tensor way."""
+    import ml_dtypes
+    import numpy as np
+    from nntm.config import Config
+
+    rng = np.random.default_rng(3)
+    tensors = {"w": (rng.standard_normal((320, 257)) * 0.05).astype(np.float32),
+               "e": (rng.standard_normal((700, 130)) * 0.02).astype(ml_dtypes.bfloat16),
+               "s": (rng.standard_normal((64, 64)) * 0.05).astype(np.float32)}
+    cfg = Config.from_files([str(ROOT / "cfg" / "encoder_default.cfg")],
+                            {"QP": -30, **overrides})
+    result = codec.encode_with_recon(tensors, cfg)
+    bit = tmp_path / "big.bit"
+    bit.write_bytes(result.data)
+    out = tmp_path / "big.safetensors"
+    proc = _run(bit, out)
+    assert proc.returncode == 0, proc.stderr
+    decoded = read_model(str(out))
+    for name, recon in result.recon.items():
+        assert decoded[name].dtype == recon.dtype
+        assert decoded[name].tobytes() == recon.tobytes(), name
