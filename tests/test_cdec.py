@@ -22,8 +22,8 @@ from nntm.modelio import read_model
 ROOT = Path(__file__).resolve().parents[1]
 NNTM_DEC = Path(os.environ.get("NNTM_DEC", ROOT / "build" / "nntm-dec"))
 ALL_STREAMS = json.loads((ROOT / "conformance" / "suite.json").read_text())["streams"]
-# nntm-dec reads formats 1.0 to 1.6; a newer stream (1.7: container units) is refused cleanly
-C_MAX_VERSION = (1, 6)
+# nntm-dec reads formats 1.0 to 1.7 (a newer stream is refused cleanly)
+C_MAX_VERSION = (1, 7)
 
 
 def _version(entry: dict) -> tuple[int, ...]:
@@ -160,11 +160,11 @@ def test_reference_model_needed(tmp_path: Path) -> None:
 def test_refuses_newer_units_and_tools(tmp_path: Path) -> None:
     data = (ROOT / "bitstreams" / "INTEGRITY_A_1.bit").read_bytes()
     path = tmp_path / "x.bit"
-    path.write_bytes(data + bytes([5, 0, 0, 0, 0]))  # a format 1.7 container unit
+    path.write_bytes(data + bytes([6, 0, 0, 0, 0]))  # a unit type no format has
     proc = _run(path)
-    assert proc.returncode == 1 and "unknown unit_type 5" in proc.stderr
+    assert proc.returncode == 1 and "unknown unit_type 6" in proc.stderr
     flags = bytearray(data)
-    flags[5 + 4 + 3 + 2] |= 0x20  # tool_flags bit 13: the big-endian u32 after magic, 3 bytes
+    flags[5 + 4 + 3 + 2] |= 0x40  # tool_flags bit 14: the big-endian u32 after magic, 3 bytes
     path.write_bytes(bytes(flags))
     proc = _run(path)
     assert proc.returncode == 1 and "tool_flags" in proc.stderr
@@ -341,3 +341,174 @@ def test_threads_do_not_change_the_output(tmp_path: Path) -> None:
     results = {(p.returncode, p.stdout, p.stderr) for p in
                (_run(bad, None, None, "--threads", t) for t in ("1", "3"))}
     assert len(results) == 1 and next(iter(results))[0] == 1
+
+
+def _with_container(cu: bytes | None, flags_set: bool = True) -> bytes:
+    """ONNX_A_1 with its container unit replaced by cu (None: removed) and TOOL_CONTAINER
+    set or cleared, the stream MD5 made right again (the tensor parameter sets keep theirs)."""
+    data = (ROOT / "bitstreams" / "ONNX_A_1.bit").read_bytes()
+    units = hls.split_units(data)
+    raw = [data[u.offset:u.offset + hls.UNIT_HEADER_BYTES + len(u.payload)] for u in units]
+    mps = bytearray(raw[0])
+    if not flags_set:
+        mps[hls.UNIT_HEADER_BYTES + 4 + 3 + 2] &= ~(hls.TOOL_CONTAINER >> 8) & 0xFF
+    body = bytes(mps) + (cu if cu is not None else b"") + b"".join(raw[2:-1])
+    return body + bytes([int(hls.UnitType.END_OF_STREAM), 0, 0, 0, 16]) + hls.unit_md5(body)
+
+
+def test_container_as_python(tmp_path: Path) -> None:
+    """The container unit [1.7]: checked (inflated) as DecoderApp checks it, its data kept."""
+    import zlib
+
+    data = (ROOT / "bitstreams" / "ONNX_A_1.bit").read_bytes()
+    container = hls.parse_container_unit(hls.split_units(data)[1])
+    body = container.data
+    good = hls.container_unit(container)
+    stored = hls.container_unit(container, hls.CONTAINER_STORED)
+
+    def cu(fmt: int, comp: int, size: int, payload: bytes) -> bytes:
+        head = bytes([fmt, comp]) + _ue_aligned(size)
+        p = head + payload
+        return bytes([int(hls.UnitType.CONTAINER_UNIT)]) + len(p).to_bytes(4, "big") + p
+
+    z = zlib.compress(body, 9)
+    cases = {
+        "rebuilt": _with_container(good),
+        "stored": _with_container(stored),
+        "no unit": _with_container(None),
+        "flag cleared": _with_container(good, flags_set=False),
+        "no flag, no unit": _with_container(None, flags_set=False),
+        "format 2": _with_container(cu(2, 1, len(body), z)),
+        "compression 2": _with_container(cu(3, 2, len(body), z)),
+        "size - 1": _with_container(cu(3, 1, len(body) - 1, z)),
+        "size + 1": _with_container(cu(3, 1, len(body) + 1, z)),
+        "trailing byte": _with_container(cu(3, 1, len(body), z + b"\0")),
+        "cut": _with_container(cu(3, 1, len(body), z[:-1])),
+        "adler": _with_container(cu(3, 1, len(body), z[:-1] + bytes([z[-1] ^ 1]))),
+        "stored short": _with_container(cu(3, 0, len(body), body[:-1])),
+        "empty zlib": _with_container(cu(3, 1, 0, zlib.compress(b""))),
+        "empty stored": _with_container(cu(3, 0, 0, b"")),
+    }
+    accepted = set()
+    for name, stream in cases.items():
+        path = tmp_path / "c.bit"
+        path.write_bytes(stream)
+        proc = _run(path, None, None, "--Container", str(tmp_path / "c.bin"))
+        assert proc.returncode in (0, 1), (name, proc.stderr)
+        assert (proc.returncode == 0) == _python_accepts(stream, None), (name, proc.stderr)
+        if proc.returncode == 0:
+            accepted.add(name)
+            kept = codec.decode_detailed(stream).container
+            if kept is None:
+                assert not (tmp_path / "c.bin").exists()
+            else:
+                assert (tmp_path / "c.bin").read_bytes() == kept.data
+            (tmp_path / "c.bin").unlink(missing_ok=True)
+    assert {"rebuilt", "stored", "empty zlib", "empty stored"} <= accepted
+    assert "no unit" not in accepted and "adler" not in accepted
+    # a container larger than the memory budget is refused before inflating, as in Python
+    path = tmp_path / "c.bit"
+    big = _with_container(cu(3, 1, 2**31 - 1, z))
+    path.write_bytes(big)
+    proc = _run(path, None, None, "--MaxMemory", "1G")
+    assert proc.returncode == 1 and "a container of 2147483647 bytes" in proc.stderr
+    with pytest.raises(memory.MemoryBudgetError):
+        codec.decode_detailed(big, max_memory=1 << 30)
+
+
+def _ue_aligned(value: int) -> bytes:
+    """ue(v) of value then byte_alignment(), as bytes."""
+    bits = bin(value + 1)[2:]
+    s = "0" * (len(bits) - 1) + bits + "1"
+    s += "0" * (-len(s) % 8)
+    return int(s, 2).to_bytes(len(s) // 8, "big")
+
+
+# ------------------------------------------------------------------ ConformanceApp --Decoder c
+
+
+def test_conformance_app_through_the_c_decoder(capsys: pytest.CaptureFixture[str]) -> None:
+    """Every stored stream, through nntm-dec alone, decodes to the MD5s of its .md5 file."""
+    from nntm import conformance
+    from nntm.apps import conformance as app
+
+    suite_path = ROOT / "conformance" / "suite.json"
+    assert app.main(["--suite", str(suite_path), "--Decoder", "c",
+                     "--nntm-dec", str(NNTM_DEC)]) == 0
+    out = capsys.readouterr().out
+    assert f"{len(ALL_STREAMS)} of {len(ALL_STREAMS)} stream(s) passed" in out
+    suite = conformance.load_suite(suite_path)
+    for entry in suite.streams:
+        r = conformance.check_stream_with_c_decoder(suite, entry, NNTM_DEC)
+        assert r.ok, (entry.name, r.reason)
+        assert r.tensors == entry.num_tensors and r.format_version == entry.format_version
+
+
+def _suite_copy(tmp_path: Path) -> Path:
+    import shutil
+
+    for folder in ("conformance", "bitstreams"):
+        shutil.copytree(ROOT / folder, tmp_path / folder)
+    return tmp_path / "conformance" / "suite.json"
+
+
+def test_conformance_app_c_decoder_fails_on_altered_suite(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import hashlib
+
+    from nntm.apps import conformance as app
+
+    suite = _suite_copy(tmp_path)
+    argv = ["--suite", str(suite), "--Decoder", "c", "--nntm-dec", str(NNTM_DEC)]
+    md5_file = tmp_path / "bitstreams" / "BASE_A_1.md5"
+    lines = md5_file.read_text().splitlines(keepends=True)
+    lines[2] = ("0" if lines[2][0] != "0" else "1") + lines[2][1:]
+    md5_file.write_text("".join(lines))
+    assert app.main(argv + ["BASE_A_1"]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL" in out and "BASE_A_1.md5 says" in out
+    assert app.main(argv + ["QP_A_1"]) == 0
+    # a changed payload with the manifest's sha256 made right: the hash units catch it in C
+    bit = tmp_path / "bitstreams" / "GTX_A_1.bit"
+    data = bytearray(bit.read_bytes())
+    data[-60] ^= 0x10
+    bit.write_bytes(bytes(data))
+    doc = json.loads(suite.read_text())
+    for s in doc["streams"]:
+        if s["name"] == "GTX_A_1":
+            s["bitstream_sha256"] = hashlib.sha256(data).hexdigest()
+    suite.write_text(json.dumps(doc))
+    capsys.readouterr()
+    assert app.main(argv + ["GTX_A_1"]) == 1
+    out = capsys.readouterr().out
+    assert "GTX_A_1" in out and "FAIL" in out
+    assert app.main(argv + ["--nntm-dec", str(tmp_path / "missing"), "QP_A_1"]) == 2
+
+
+@pytest.mark.parametrize("overrides", [{}, {"DepQuant": 0}, {"DepQuant": 0, "ProbWindow": 0},
+                                       {"RowPred": 1}])
+def test_large_tensors_decode_to_the_encoders_reconstruction(
+        tmp_path: Path, overrides: dict) -> None:
+    """Tensors above 2^16 samples (decoded a band at a time without the tree, row
+    prediction or a reference) give the encoder's reconstruction, which the encoder makes
+    without the decoder; the smaller one goes the whole-tensor way."""
+    import ml_dtypes
+    import numpy as np
+    from nntm.config import Config
+
+    rng = np.random.default_rng(3)
+    tensors = {"w": (rng.standard_normal((320, 257)) * 0.05).astype(np.float32),
+               "e": (rng.standard_normal((700, 130)) * 0.02).astype(ml_dtypes.bfloat16),
+               "s": (rng.standard_normal((64, 64)) * 0.05).astype(np.float32)}
+    cfg = Config.from_files([str(ROOT / "cfg" / "encoder_default.cfg")],
+                            {"QP": -30, **overrides})
+    result = codec.encode_with_recon(tensors, cfg)
+    bit = tmp_path / "big.bit"
+    bit.write_bytes(result.data)
+    out = tmp_path / "big.safetensors"
+    proc = _run(bit, out)
+    assert proc.returncode == 0, proc.stderr
+    decoded = read_model(str(out))
+    for name, recon in result.recon.items():
+        assert decoded[name].dtype == recon.dtype
+        assert decoded[name].tobytes() == recon.tobytes(), name

@@ -37,8 +37,8 @@ typedef struct nntm_ctx {
 static inline uint32_t nntm_ctx_p1(const nntm_ctx *c) {
     if (!c->window) return ((uint32_t)c->p_fast + (uint32_t)c->p_slow) >> 1;
     uint32_t p1 = c->p >> (NNTM_WIN_BITS - NNTM_PROB_BITS);
-    if (p1 < NNTM_WIN_PMIN) return NNTM_WIN_PMIN;
-    if (p1 > NNTM_PROB_ONE - NNTM_WIN_PMIN) return NNTM_PROB_ONE - NNTM_WIN_PMIN;
+    p1 = p1 < NNTM_WIN_PMIN ? NNTM_WIN_PMIN : p1; /* selects: no branch on the estimate */
+    p1 = p1 > NNTM_PROB_ONE - NNTM_WIN_PMIN ? NNTM_PROB_ONE - NNTM_WIN_PMIN : p1;
     return p1;
 }
 

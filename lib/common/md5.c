@@ -25,7 +25,15 @@ static const uint32_t md5_t[64] = {
     0xeb86d391,
 };
 
-static uint32_t rotl(uint32_t x, unsigned n) { return (x << n) | (x >> (32 - n)); }
+static inline uint32_t rotl(uint32_t x, unsigned n) { return (x << n) | (x >> (32 - n)); }
+
+/* One step of round r (RFC 1321, 3.4): a = b + ((a + F(b,c,d) + X[k] + T[i]) <<< s). */
+#define MD5_F(b, c, d) ((d) ^ ((b) & ((c) ^ (d))))      /* (b & c) | (~b & d) */
+#define MD5_G(b, c, d) ((c) ^ ((d) & ((b) ^ (c))))      /* (b & d) | (c & ~d) */
+#define MD5_H(b, c, d) ((b) ^ (c) ^ (d))
+#define MD5_I(b, c, d) ((c) ^ ((b) | ~(d)))
+#define MD5_STEP(f, a, b, c, d, k, i) (a) = (b) + rotl((a) + f(b, c, d) + x[k] + md5_t[i], \
+                                                     md5_shift[i])
 
 static void md5_block(uint32_t st[4], const uint8_t *p) {
     uint32_t x[16];
@@ -33,20 +41,30 @@ static void md5_block(uint32_t st[4], const uint8_t *p) {
         x[i] = (uint32_t)p[4 * i] | (uint32_t)p[4 * i + 1] << 8 | (uint32_t)p[4 * i + 2] << 16 |
                (uint32_t)p[4 * i + 3] << 24;
     uint32_t a = st[0], b = st[1], c = st[2], d = st[3];
-    for (int i = 0; i < 64; i++) {
-        uint32_t f;
-        int k;
-        switch (i >> 4) {
-        case 0: f = (b & c) | (~b & d); k = i; break;
-        case 1: f = (b & d) | (c & ~d); k = (5 * i + 1) & 15; break;
-        case 2: f = b ^ c ^ d; k = (3 * i + 5) & 15; break;
-        default: f = c ^ (b | ~d); k = (7 * i) & 15; break;
-        }
-        uint32_t t = d;
-        d = c;
-        c = b;
-        b = b + rotl(a + f + md5_t[i] + x[k], md5_shift[i]);
-        a = t;
+    /* the 64 steps unrolled (the rotation of a, b, c, d by renaming): k as in the RFC */
+    for (int i = 0; i < 16; i += 4) {
+        MD5_STEP(MD5_F, a, b, c, d, i, i);
+        MD5_STEP(MD5_F, d, a, b, c, i + 1, i + 1);
+        MD5_STEP(MD5_F, c, d, a, b, i + 2, i + 2);
+        MD5_STEP(MD5_F, b, c, d, a, i + 3, i + 3);
+    }
+    for (int i = 16; i < 32; i += 4) {
+        MD5_STEP(MD5_G, a, b, c, d, (5 * i + 1) & 15, i);
+        MD5_STEP(MD5_G, d, a, b, c, (5 * i + 6) & 15, i + 1);
+        MD5_STEP(MD5_G, c, d, a, b, (5 * i + 11) & 15, i + 2);
+        MD5_STEP(MD5_G, b, c, d, a, (5 * i + 16) & 15, i + 3);
+    }
+    for (int i = 32; i < 48; i += 4) {
+        MD5_STEP(MD5_H, a, b, c, d, (3 * i + 5) & 15, i);
+        MD5_STEP(MD5_H, d, a, b, c, (3 * i + 8) & 15, i + 1);
+        MD5_STEP(MD5_H, c, d, a, b, (3 * i + 11) & 15, i + 2);
+        MD5_STEP(MD5_H, b, c, d, a, (3 * i + 14) & 15, i + 3);
+    }
+    for (int i = 48; i < 64; i += 4) {
+        MD5_STEP(MD5_I, a, b, c, d, (7 * i) & 15, i);
+        MD5_STEP(MD5_I, d, a, b, c, (7 * i + 7) & 15, i + 1);
+        MD5_STEP(MD5_I, c, d, a, b, (7 * i + 14) & 15, i + 2);
+        MD5_STEP(MD5_I, b, c, d, a, (7 * i + 21) & 15, i + 3);
     }
     st[0] += a;
     st[1] += b;

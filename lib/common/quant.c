@@ -159,6 +159,10 @@ uint64_t nntm_sum_to_float_bits(int64_t a, int32_t ea, int64_t b, int32_t eb, in
     return nntm_int_to_float_bits(sum, (int32_t)(ea - t - 1), mbits, ebits);
 }
 
+/* Tensors of at least RECON_TABLE_MIN samples look up indices in [-HALF, HALF]. */
+#define RECON_TABLE_MIN 4096
+#define RECON_TABLE_HALF 255
+
 int nntm_reconstruct_map(const nntm_kernel_params *params, const int32_t *levels,
                          const int16_t *qp_delta, size_t count, int32_t dtype,
                          const nntm_reference *ref, void *out) {
@@ -176,6 +180,24 @@ int nntm_reconstruct_map(const nntm_kernel_params *params, const int32_t *levels
     }
     int mbits, ebits;
     float_format(dtype, &mbits, &ebits);
+    if (!ref && !qp_delta && count >= RECON_TABLE_MIN) {
+        /* one QP and no prediction: the samples of the small indices, which are nearly all
+         * of them, from a table made with the same conversion (the others converted) */
+        const int k = NNTM_MAX_CU_QP_DELTA;
+        uint64_t table[2 * RECON_TABLE_HALF + 1];
+        for (int32_t l = -RECON_TABLE_HALF; l <= RECON_TABLE_HALF; l++)
+            table[l + RECON_TABLE_HALF] =
+                nntm_int_to_float_bits((int64_t)l * mant[k], shift[k], mbits, ebits);
+        for (size_t i = 0; i < count; i++) {
+            int32_t l = levels[i];
+            uint64_t bits = l >= -RECON_TABLE_HALF && l <= RECON_TABLE_HALF
+                                ? table[l + RECON_TABLE_HALF]
+                                : nntm_int_to_float_bits((int64_t)l * mant[k], shift[k], mbits,
+                                                         ebits);
+            store_bits(dtype, bits, out, i);
+        }
+        return NNTM_OK;
+    }
     for (size_t i = 0; i < count; i++) {
         int k = NNTM_MAX_CU_QP_DELTA + (qp_delta ? qp_delta[i] : 0);
         if (k < 0 || k > 2 * NNTM_MAX_CU_QP_DELTA || mant[k] == 0) return NNTM_ERR_ARG;

@@ -18,39 +18,10 @@ void nntm_bin_reader_init(nntm_bin_reader *r, const uint8_t *data, size_t size) 
     r->corrupt = r->code >= r->range;
 }
 
-int nntm_decode_bin(nntm_bin_reader *r, nntm_ctx *ctx) {
-    uint32_t bound = (r->range >> NNTM_PROB_BITS) * nntm_ctx_p1(ctx);
-    int bin;
-    if (r->code < bound) {
-        r->range = bound;
-        bin = 1;
-    } else {
-        r->code -= bound;
-        r->range -= bound;
-        bin = 0;
-    }
-    nntm_ctx_update(ctx, bin);
-    while (r->range < TOP) {
-        r->range <<= 8;
-        r->code = (r->code << 8) | next_byte(r);
-    }
-    return bin;
-}
+int nntm_decode_bin(nntm_bin_reader *r, nntm_ctx *ctx) { return nntm_decode_bin_inline(r, ctx); }
 
 uint32_t nntm_decode_bypass(nntm_bin_reader *r, int nbits) {
-    uint32_t v = 0;
-    for (int i = 0; i < nbits; i++) {
-        r->range >>= 1;
-        uint32_t bit = r->code >= r->range;
-        if (bit) r->code -= r->range;
-        if (r->code >= r->range) r->corrupt = 1;
-        v = (v << 1) | bit;
-        while (r->range < TOP) {
-            r->range <<= 8;
-            r->code = (r->code << 8) | next_byte(r);
-        }
-    }
-    return v;
+    return nntm_decode_bypass_inline(r, nbits);
 }
 
 size_t nntm_bin_reader_overread(const nntm_bin_reader *r) {

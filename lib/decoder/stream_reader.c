@@ -3,6 +3,7 @@
  * The reader follows python/nntm/hls.py (parse_*) and codec.decode_detailed,
  * the reference: it accepts and refuses the same streams. */
 #define _POSIX_C_SOURCE 200809L /* mmap, open, fstat */
+#define _DEFAULT_SOURCE          /* madvise */
 #include "nntm/nntm_stream.h"
 
 #include <fcntl.h>
@@ -14,6 +15,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#ifdef NNTM_HAVE_ZLIB
+#include <zlib.h>
+#endif
+
 #include "../common/md5.h"
 #include "bit_reader.h"
 #include "nntm/nntm.h"
@@ -21,7 +26,7 @@
 
 /* ------------------------------------------------------------------ limits (hls.py) */
 #define FORMAT_MAJOR 1
-#define FORMAT_MINOR 6
+#define FORMAT_MINOR 7
 #define UNIT_HEADER 5
 #define MAX_NAME_BYTES 4096
 #define MAX_DIM 0x7FFFFFFFull
@@ -36,11 +41,17 @@
 #define MAX_CODEBOOK_VALUE ((1 << 30) - 1)
 #define MAX_CLUSTER_QP_OFFSET 64
 #define MIN_ELEMENTS_PER_BYTE 4096
+#define MAX_CONTAINER_BYTES 0x7FFFFFFFull
+#define MAX_SOURCE_FORMAT 3
+#define CONTAINER_FORMAT_ONNX 3
+#define CONTAINER_STORED 0
+#define CONTAINER_ZLIB 1
 
-enum { UNIT_MPS = 0, UNIT_TPS = 1, UNIT_TDU = 2, UNIT_THU = 3, UNIT_EOS = 4, UNIT_TYPES = 5 };
+enum { UNIT_MPS = 0, UNIT_TPS = 1, UNIT_TDU = 2, UNIT_THU = 3, UNIT_EOS = 4, UNIT_CU = 5,
+       UNIT_TYPES = 6 };
 static const char *const unit_names[UNIT_TYPES] = {
     "model_parameter_set", "tensor_parameter_set", "tensor_data_unit", "tensor_hash_unit",
-    "end_of_stream"};
+    "end_of_stream", "container_unit"};
 
 /* tool_flags (format 1.1 ..): bit, lowest minor version that may carry it. */
 #define TOOL_CODING_TREE NNTM_TOOL_CODING_TREE
@@ -55,10 +66,12 @@ static const char *const unit_names[UNIT_TYPES] = {
 #define TOOL_DQ_32STATES NNTM_TOOL_DQ_32STATES
 #define TOOL_ROW_PRED NNTM_TOOL_ROW_PRED
 #define TOOL_INTEGRITY NNTM_TOOL_INTEGRITY
+#define TOOL_CONTAINER NNTM_TOOL_CONTAINER
 static const struct { uint32_t flag; int minor; } tool_min_minor[] = {
     {TOOL_CODING_TREE, 1}, {TOOL_SIGNAL_TYPES, 1}, {TOOL_DEP_QUANT, 1}, {TOOL_INTER_PRED, 2},
     {TOOL_CLUSTER, 2},     {TOOL_INTRA_PRED, 3},   {TOOL_PROB_WINDOW, 4}, {TOOL_DQ_8STATES, 4},
     {TOOL_SUFFIX_CTX, 5},  {TOOL_DQ_32STATES, 5},  {TOOL_ROW_PRED, 5},    {TOOL_INTEGRITY, 6},
+    {TOOL_CONTAINER, 7},
 };
 #define NUM_TOOLS (sizeof tool_min_minor / sizeof tool_min_minor[0])
 
@@ -142,6 +155,9 @@ struct nntm_stream {
     int32_t num_tensors;
     int32_t stream_ok;
     uint8_t stream_md5[16];
+    int32_t container_format;   /* [1.7] 0: no container unit */
+    uint8_t *container;         /* its data, inflated */
+    size_t container_size;
 };
 
 static int fail(nntm_stream *s, int code, const char *fmt, ...) {
@@ -365,7 +381,7 @@ static int parse_mps(nntm_stream *s) {
                      s->tool_flags, need, s->version_major, s->version_minor);
     s->num_tensors_announced = rue(&r, MAX_TENSORS, "num_tensors");
     s->source_format = (int32_t)ru(&r, 8, "source_format");
-    if (!r.rv && s->source_format > 2)
+    if (!r.rv && s->source_format > MAX_SOURCE_FORMAT)
         return rfail(&r, NNTM_ERR_CORRUPT, "unknown source_format %d", s->source_format);
     s->num_signal_types = 1;
     if (s->tool_flags & TOOL_SIGNAL_TYPES) {
@@ -726,6 +742,98 @@ static int check_budget(nntm_stream *s) {
     return NNTM_OK;
 }
 
+/* ------------------------------------------------------------------ container unit [1.7] */
+/* Inflate n bytes of a zlib stream (RFC 1950) into exactly size bytes at out (size + 1
+ * bytes of room): 0, or -1 when it does not inflate, is not one whole stream ending at the
+ * last byte, or holds another number of bytes (E-C4). */
+#ifdef NNTM_HAVE_ZLIB
+static int inflate_exact(const uint8_t *in, size_t n, uint8_t *out, size_t size) {
+    z_stream z;
+    memset(&z, 0, sizeof z);
+    if (inflateInit(&z) != Z_OK) return -2;
+    int rv = Z_OK;
+    size_t done_in = 0, done_out = 0;
+    const size_t chunk = (size_t)1 << 30; /* avail_in/out are 32-bit */
+    while (rv == Z_OK) {
+        size_t in_left = n - done_in, out_left = size + 1 - done_out;
+        z.next_in = (Bytef *)(uintptr_t)(in + done_in);
+        z.avail_in = (uInt)(in_left < chunk ? in_left : chunk);
+        z.next_out = out + done_out;
+        z.avail_out = (uInt)(out_left < chunk ? out_left : chunk);
+        uInt ai = z.avail_in, ao = z.avail_out;
+        rv = inflate(&z, Z_NO_FLUSH);
+        done_in += ai - z.avail_in;
+        done_out += ao - z.avail_out;
+        if (rv == Z_BUF_ERROR && (done_in < n && done_out <= size)) rv = Z_OK; /* next chunk */
+        if (rv == Z_OK && ai == z.avail_in && ao == z.avail_out) break;         /* no progress */
+    }
+    int mem = rv == Z_MEM_ERROR;
+    inflateEnd(&z);
+    if (mem) return -2;
+    return rv == Z_STREAM_END && done_in == n && done_out == size ? 0 : -1;
+}
+#endif
+
+/* The container unit of a TOOL_CONTAINER stream: right after the MPS (E-O13), its header
+ * (E-C1 to E-C3), the budget, then its data inflated and checked (E-C4), as
+ * codec._parse_container; the unit elsewhere is refused by check_order. */
+static int parse_container(nntm_stream *s) {
+    char w[96];
+    if (!(s->tool_flags & TOOL_CONTAINER)) return NNTM_OK;
+    if (s->num_units < 2 || s->units[1].type != UNIT_CU) {
+        if (s->num_units < 2) snprintf(w, sizeof w, "end of stream");
+        else where(s, 1, w, sizeof w);
+        return fail(s, NNTM_ERR_CORRUPT, "%s: tool_flags has TOOL_CONTAINER but no container "
+                    "unit follows the model parameter set", w);
+    }
+    reader r;
+    reader_init(&r, s, 1);
+    uint32_t format = ru(&r, 8, "container_format");
+    if (!r.rv && format != CONTAINER_FORMAT_ONNX)
+        return rfail(&r, NNTM_ERR_CORRUPT, "unknown container_format %u", format);
+    uint32_t compression = ru(&r, 8, "container_compression");
+    if (!r.rv && compression > CONTAINER_ZLIB)
+        return rfail(&r, NNTM_ERR_CORRUPT, "unknown container_compression %u", compression);
+    size_t size = (size_t)rue(&r, MAX_CONTAINER_BYTES, "container_data_size");
+    ralign(&r);
+    if (r.rv) return r.rv;
+    uint64_t limit = MAX_CONTAINER_BYTES, stream = s->size ? s->size : 1;
+    const nntm_stream_settings *st = &s->settings;
+    if (st->max_expansion && st->max_expansion <= UINT64_MAX / stream &&
+        st->max_expansion * stream < limit)
+        limit = st->max_expansion * stream;
+    if (st->max_memory && st->max_memory < limit) limit = st->max_memory;
+    if (size > limit)
+        return fail(s, NNTM_ERR_BUDGET, "%s: a container of %zu bytes, more than this decoder's "
+                    "limit of %llu (MaxExpansion / MaxMemory)", where(s, 1, w, sizeof w), size,
+                    (unsigned long long)limit);
+    size_t off = (size_t)(r.b.pos / 8);
+    const uint8_t *rest = s->units[1].payload + off;
+    size_t rest_size = s->units[1].size - off;
+    if (compression == CONTAINER_STORED && rest_size != size)
+        return rfail(&r, NNTM_ERR_CORRUPT, "container_data holds %zu bytes, container_data_size "
+                     "says %zu", rest_size, size);
+    s->container = malloc(size + 1);
+    if (!s->container) return fail(s, NNTM_ERR_NOMEM, "out of memory");
+    if (compression == CONTAINER_STORED) {
+        if (size) memcpy(s->container, rest, size);
+    } else {
+#ifdef NNTM_HAVE_ZLIB
+        int rv = inflate_exact(rest, rest_size, s->container, size);
+        if (rv == -2) return fail(s, NNTM_ERR_NOMEM, "out of memory");
+        if (rv)
+            return rfail(&r, NNTM_ERR_CORRUPT, "container_data is not one whole zlib stream of "
+                         "container_data_size (%zu) bytes", size);
+#else
+        return rfail(&r, NNTM_ERR_UNSUPPORTED, "a zlib container: this libnntm is built "
+                     "without zlib");
+#endif
+    }
+    s->container_format = (int32_t)format;
+    s->container_size = size;
+    return NNTM_OK;
+}
+
 /* ------------------------------------------------------------------ unit order */
 static int find_tps(const nntm_stream *s, const int32_t *by_id, uint64_t id) {
     return id < s->num_tensors_announced ? by_id[id] : -1;
@@ -759,6 +867,21 @@ static int name_seen(int32_t *names, size_t slots, const tps_rec *tps, size_t k)
     }
 }
 
+/* The MD5 of the stream's first n bytes; a mapped stream's pages are given back as they
+ * are hashed (whole pages, 64 MiB at a time), so the check does not hold the whole stream. */
+static void stream_digest(const nntm_stream *s, size_t n, uint8_t digest[16]) {
+    const size_t chunk = (size_t)1 << 26;
+    nntm_md5 m;
+    nntm_md5_init(&m);
+    for (size_t done = 0; done < n;) {
+        size_t take = n - done < chunk ? n - done : chunk;
+        nntm_md5_update(&m, s->data + done, take);
+        if (s->map && take == chunk) madvise((uint8_t *)s->map + done, take, MADV_DONTNEED);
+        done += take;
+    }
+    nntm_md5_final(&m, digest);
+}
+
 /* The unit order of codec.decode_detailed; fills payloads, MD5s, the tensor order. */
 static int check_order(nntm_stream *s) {
     char w[96];
@@ -787,7 +910,7 @@ static int check_order(nntm_stream *s) {
     for (uint64_t i = 0; i < nt; i++) by_id[i] = -1;
     int rv = NNTM_OK, ended = 0;
     size_t next_tps = 0, pending = 0;
-    for (size_t u = 1; u < s->num_units && rv == NNTM_OK; u++) {
+    for (size_t u = s->container_format ? 2 : 1; u < s->num_units && rv == NNTM_OK; u++) {
         const unit_rec *ur = &s->units[u];
         if (ended) {
             rv = fail(s, NNTM_ERR_CORRUPT, "%s: unit after end_of_stream", where(s, u, w, sizeof w));
@@ -878,7 +1001,7 @@ static int check_order(nntm_stream *s) {
                                                       : "end_of_stream with a payload");
             if (r.rv) { rv = r.rv; break; }
             if (integrity) {
-                nntm_md5_digest(s->data, ur->offset, s->stream_md5);
+                stream_digest(s, ur->offset, s->stream_md5);
                 s->stream_ok = memcmp(s->stream_md5, expected, 16) == 0;
             }
             ended = 1;
@@ -929,6 +1052,8 @@ static int open_parsed(nntm_stream *s) {
         if (rv) return rv;
     }
     rv = check_budget(s);
+    if (rv) return rv;
+    rv = parse_container(s);
     if (rv) return rv;
     return check_order(s);
 }
@@ -993,7 +1118,11 @@ int nntm_stream_open_file(nntm_stream **out, const char *path,
     }
     close(fd);
     s->size = size;
-    return open_parsed(s);
+    int rv = open_parsed(s);
+    /* the stream MD5 read every page: give them back (they come again from the page cache
+     * as the tensors are decoded), so that a decode holds the payloads in work only */
+    if (s->map) madvise(s->map, s->map_size, MADV_DONTNEED);
+    return rv;
 }
 
 void nntm_stream_close(nntm_stream **sp) {
@@ -1008,6 +1137,7 @@ void nntm_stream_close(nntm_stream **sp) {
     free(s->tps);
     free(s->units);
     free(s->order);
+    free(s->container);
     free(s->owned);
     if (s->map) munmap(s->map, s->map_size);
     free(s);
@@ -1021,6 +1151,14 @@ int32_t nntm_stream_version(const nntm_stream *s) {
 }
 uint32_t nntm_stream_tool_flags(const nntm_stream *s) { return s ? s->tool_flags : 0; }
 int32_t nntm_stream_source_format(const nntm_stream *s) { return s ? s->source_format : 0; }
+
+int nntm_stream_container(const nntm_stream *s, int32_t *format, const uint8_t **data,
+                          size_t *size) {
+    if (format) *format = s ? s->container_format : 0;
+    if (data) *data = s && s->container_format ? s->container : NULL;
+    if (size) *size = s ? s->container_size : 0;
+    return s && s->container_format ? 1 : 0;
+}
 
 int nntm_stream_check(const nntm_stream *s, uint8_t digest[16]) {
     if (!s) return -1;
@@ -1269,6 +1407,20 @@ static int decode_into(nntm_stream *s, int32_t index, uint8_t *out) {
     return NNTM_OK;
 }
 
+/* Give back the mapped pages of a decoded tensor's payload (a file stream): they are read
+ * again from the file if ever needed, so that a decode holds the payloads it works on
+ * rather than the whole stream (the resident size stays about the largest tensor). */
+static void release_payload(const nntm_stream *s, const tps_rec *t) {
+    if (!s->map || t->payload_size == 0) return;
+    long page = sysconf(_SC_PAGESIZE);
+    if (page <= 0) return;
+    uintptr_t base = (uintptr_t)s->map, lo = (uintptr_t)t->payload - base;
+    uintptr_t hi = lo + t->payload_size, p = (uintptr_t)page;
+    lo = (lo + p - 1) / p * p; /* whole pages inside the payload only */
+    hi = hi / p * p;
+    if (hi > lo) madvise((void *)(base + lo), hi - lo, MADV_DONTNEED);
+}
+
 int nntm_stream_decode_tensor(nntm_stream *s, int32_t index, void *out, size_t out_size,
                               uint8_t md5[16]) {
     if (!s || index < 0 || index >= s->num_tensors) return NNTM_ERR_ARG;
@@ -1276,6 +1428,7 @@ int nntm_stream_decode_tensor(nntm_stream *s, int32_t index, void *out, size_t o
     size_t bytes = t->count * (size_t)dtype_sizes[t->dtype];
     if (out_size < bytes || (bytes && !out)) return NNTM_ERR_ARG;
     int rv = decode_into(s, index, out);
+    release_payload(s, t);
     if (rv) return rv;
     uint8_t d[16];
     nntm_md5_digest(out, bytes, d);

@@ -13,42 +13,45 @@
  * means the payload was cut short. */
 #define MAX_OVERREAD 0
 
-static int abs_remainder(nntm_bin_reader *r, nntm_level_ctxs *ctxs, int egp_class,
-                         uint32_t *rem) {
+static inline int abs_remainder(nntm_bin_reader *r, nntm_level_ctxs *ctxs, int egp_class,
+                                uint32_t *rem, int win) {
     nntm_ctx *pc = ctxs->egp[egp_class];
     int prefix = 0;
-    while (nntm_decode_bin(r, &pc[prefix < NNTM_EGP_CTX ? prefix : NNTM_EGP_CTX - 1])) {
+    while (nntm_decode_bin_mode(r, &pc[prefix < NNTM_EGP_CTX ? prefix : NNTM_EGP_CTX - 1], win)) {
         if (++prefix > MAX_EG_PREFIX) return NNTM_ERR_CORRUPT;
     }
     uint32_t suffix = 0;
     int nctx = nntm_egs_num_ctx_bins(ctxs, prefix);
     if (nctx) {
         nntm_ctx *sc = ctxs->egs[nntm_egs_set(prefix)];
-        uint32_t b0 = (uint32_t)nntm_decode_bin(r, &sc[0]);
+        uint32_t b0 = (uint32_t)nntm_decode_bin_mode(r, &sc[0], win);
         suffix = b0;
-        if (nctx > 1) suffix = (suffix << 1) | (uint32_t)nntm_decode_bin(r, &sc[1 + b0]);
+        if (nctx > 1) suffix = (suffix << 1) | (uint32_t)nntm_decode_bin_mode(r, &sc[1 + b0], win);
     }
-    suffix = (suffix << (prefix - nctx)) | nntm_decode_bypass(r, prefix - nctx);
+    suffix = (suffix << (prefix - nctx)) | nntm_decode_bypass_inline(r, prefix - nctx);
     *rem = (1u << prefix) + suffix - 1;
     return NNTM_OK;
 }
 
-int nntm_read_level_coding(nntm_bin_reader *r, nntm_level_ctxs *ctxs,
-                           const nntm_level_ctx_idx *ci, int num_gt_flags, int32_t *level) {
-    if (!nntm_decode_bin(r, &ctxs->sig[ci->sig])) {
+/* level_coding(), inlined into the loops over levels; win as in nntm_decode_bin_mode (every
+ * context of a tensor has the same estimator). */
+static inline int read_level(nntm_bin_reader *r, nntm_level_ctxs *ctxs,
+                             const nntm_level_ctx_idx *ci, int num_gt_flags, int32_t *level,
+                             int win) {
+    if (!nntm_decode_bin_mode(r, &ctxs->sig[ci->sig], win)) {
         *level = 0;
         return NNTM_OK;
     }
-    int negative = nntm_decode_bin(r, &ctxs->sign[ci->sign]);
+    int negative = nntm_decode_bin_mode(r, &ctxs->sign[ci->sign], win);
     uint32_t a = 1;
     int i;
     for (i = 0; i < num_gt_flags; i++) {
-        if (!nntm_decode_bin(r, &ctxs->gt[i][ci->gt_class])) break;
+        if (!nntm_decode_bin_mode(r, &ctxs->gt[i][ci->gt_class], win)) break;
         a++;
     }
     if (i == num_gt_flags) {
         uint32_t rem;
-        int rv = abs_remainder(r, ctxs, ci->egp_class, &rem);
+        int rv = abs_remainder(r, ctxs, ci->egp_class, &rem, win);
         if (rv) return rv;
         if (rem > (uint32_t)NNTM_MAX_LEVEL - a) return NNTM_ERR_CORRUPT;
         a += rem;
@@ -57,27 +60,61 @@ int nntm_read_level_coding(nntm_bin_reader *r, nntm_level_ctxs *ctxs,
     return NNTM_OK;
 }
 
+int nntm_read_level_coding(nntm_bin_reader *r, nntm_level_ctxs *ctxs,
+                           const nntm_level_ctx_idx *ci, int num_gt_flags, int32_t *level) {
+    return read_level(r, ctxs, ci, num_gt_flags, level, -1);
+}
+
 /* transform_unit(): the levels of the region [x0,x1) x [y0,y1) in raster order,
  * advancing the DQ state; rindex receives the reconstruction indices. */
-static int transform_unit(nntm_bin_reader *r, nntm_level_ctxs *ctxs, const nntm_kernel_params *p,
-                          int32_t *levels, int32_t *rindex, int32_t x0, int32_t y0, int32_t x1,
-                          int32_t y1) {
+static inline int transform_unit_mode(nntm_bin_reader *r, nntm_level_ctxs *ctxs,
+                                      const nntm_kernel_params *p, int32_t *levels,
+                                      int32_t *rindex, int32_t x0, int32_t y0, int32_t x1,
+                                      int32_t y1, int win, int ring, int32_t rrow0) {
     nntm_level_ctx_idx ci;
-    for (int32_t row = y0; row < y1; row++) {
+    nntm_bin_reader lr = *r; /* a local copy: range, code and pos stay in registers */
+    const int dq = p->dq_enabled, num_gt = p->num_gt_flags;
+    const size_t cols = (size_t)p->cols;
+    int state = ctxs->dq_state, rv = NNTM_OK;
+    for (int32_t row = y0; row < y1 && rv == NNTM_OK; row++) {
+        int32_t *cur = levels + (size_t)(ring ? (row & 1) : row) * cols;
+        const int32_t *above =
+            row == 0 ? NULL : ring ? levels + (size_t)((row - 1) & 1) * cols : cur - cols;
+        int32_t left = x0 > 0 ? cur[x0 - 1] : 0;
         for (int32_t c = x0; c < x1; c++) {
-            size_t i = (size_t)row * (size_t)p->cols + (size_t)c;
-            nntm_level_ctx_derive(levels, p->cols, row, c,
-                                  nntm_dq_sig_set(p->dq_enabled, ctxs->dq_state), &ci);
-            int rv = nntm_read_level_coding(r, ctxs, &ci, p->num_gt_flags, &levels[i]);
-            if (rv) return rv;
-            if (nntm_bin_reader_overread(r) > MAX_OVERREAD) return NNTM_ERR_TRUNCATED;
-            if (r->corrupt) return NNTM_ERR_CORRUPT;
-            rindex[i] = (int32_t)nntm_dq_rindex(p->dq_enabled, ctxs->dq_state, levels[i]);
-            if (p->dq_enabled)
-                ctxs->dq_state = nntm_dq_next(p->dq_enabled, ctxs->dq_state, levels[i]);
+            nntm_level_ctx_from(left, above ? above[c] : 0, nntm_dq_sig_set(dq, state), &ci);
+            int32_t level;
+            rv = read_level(&lr, ctxs, &ci, num_gt, &level, win);
+            if (rv) break;
+            if (lr.pos > lr.size + MAX_OVERREAD) { rv = NNTM_ERR_TRUNCATED; break; }
+            if (lr.corrupt) { rv = NNTM_ERR_CORRUPT; break; }
+            cur[c] = level;
+            left = level;
+            rindex[(size_t)(row - rrow0) * cols + (size_t)c] =
+                (int32_t)nntm_dq_rindex(dq, state, level);
+            if (dq) state = nntm_dq_next(dq, state, level);
         }
     }
-    return NNTM_OK;
+    ctxs->dq_state = state;
+    *r = lr;
+    return rv;
+}
+
+/* The two estimators in two copies of the loop (prob_window 0 or not, the same for every
+ * context of the level sets: nntm_level_ctxs_init). */
+static int transform_unit(nntm_bin_reader *r, nntm_level_ctxs *ctxs, const nntm_kernel_params *p,
+                          int32_t *levels, int32_t *rindex, int32_t x0, int32_t y0, int32_t x1,
+                          int32_t y1, int ring) {
+    if (ctxs->sig[0].window)
+        return transform_unit_mode(r, ctxs, p, levels, rindex, x0, y0, x1, y1, 1, ring, 0);
+    return transform_unit_mode(r, ctxs, p, levels, rindex, x0, y0, x1, y1, 0, ring, 0);
+}
+
+int nntm_read_tensor_rows(nntm_bin_reader *r, nntm_level_ctxs *ctxs, const nntm_kernel_params *p,
+                          int32_t *levels, int32_t *rindex, int32_t y0, int32_t y1) {
+    if (ctxs->sig[0].window)
+        return transform_unit_mode(r, ctxs, p, levels, rindex, 0, y0, p->cols, y1, 1, 1, y0);
+    return transform_unit_mode(r, ctxs, p, levels, rindex, 0, y0, p->cols, y1, 0, 1, y0);
 }
 
 /* The row prediction syntax of row `row` >= 1 [1.5] (nntm_write_row_pred): its reference
@@ -98,14 +135,16 @@ static int row_pred(nntm_bin_reader *r, nntm_level_ctxs *ctxs, int prev, int32_t
 
 int nntm_read_tensor_data(nntm_bin_reader *r, nntm_level_ctxs *ctxs,
                           const nntm_kernel_params *p, int32_t *levels, int32_t *rindex,
-                          nntm_buffer *trace) {
-    if (!p->row_pred) return transform_unit(r, ctxs, p, levels, rindex, 0, 0, p->cols, p->rows);
+                          nntm_buffer *trace, int ring) {
+    if (!p->row_pred)
+        return transform_unit(r, ctxs, p, levels, rindex, 0, 0, p->cols, p->rows, ring);
     const int64_t max = nntm_max_rindex(p->dq_enabled);
     int prev = 0;
     for (int32_t row = 0; row < p->rows; row++) {
         int32_t ref = -1;
         int rv = row > 0 ? row_pred(r, ctxs, prev, row, &ref) : NNTM_OK;
-        if (rv == NNTM_OK) rv = transform_unit(r, ctxs, p, levels, rindex, 0, row, p->cols, row + 1);
+        if (rv == NNTM_OK)
+            rv = transform_unit(r, ctxs, p, levels, rindex, 0, row, p->cols, row + 1, ring);
         if (rv) return rv;
         if (ref >= 0) {
             int32_t *cur = rindex + (size_t)row * (size_t)p->cols;
@@ -232,7 +271,7 @@ static int coding_unit(tree_reader *tr, const nntm_node *n) {
                 return NNTM_ERR_CORRUPT;
         }
         rv = transform_unit(tr->r, &tr->ctxs->level, tr->p, tr->levels, tr->rindex, x0, y0, x1,
-                            y1);
+                            y1, 0);
         if (rv) return rv;
         /* the levels reconstructed: prediction + coded residual */
         if (intra && nntm_intra_reconstruct(tr->rindex, tr->levels, tr->p->cols, intra, bv_x,

@@ -29,6 +29,7 @@
 #define NNTM_TOOL_DQ_32STATES (1u << 10)
 #define NNTM_TOOL_ROW_PRED (1u << 11)
 #define NNTM_TOOL_INTEGRITY (1u << 12)
+#define NNTM_TOOL_CONTAINER (1u << 13)
 
 #define NNTM_TPS_TREE(f, e) (((f) & NNTM_TOOL_CODING_TREE) && (e)->tree_partition_type)
 #define NNTM_TPS_PRED(f, e) (((f) & NNTM_TOOL_INTER_PRED) && (e)->pred_mode)

@@ -264,20 +264,23 @@ static void test_good_stream(int integrity) {
     st.max_expansion = 0;
     CHECK(open_code(b.d, n, &st) == NNTM_OK);
 
-    /* an unknown unit type (a 1.7 container unit) after the stream */
+    /* an unknown unit type after the stream; a container unit [1.7] where none may be */
     stream_buf c = b;
     bw empty;
     memset(&empty, 0, sizeof empty);
     c.n = n;
-    unit(&c, 5, &empty);
+    unit(&c, 6, &empty);
     CHECK(open_code(c.d, c.n, NULL) == NNTM_ERR_UNSUPPORTED);
+    c.n = n;
+    unit(&c, 5, &empty);
+    CHECK(open_code(c.d, c.n, NULL) == NNTM_ERR_CORRUPT);
     /* a unit after end_of_stream */
     c.n = n;
     unit(&c, 4, &empty);
     CHECK(open_code(c.d, c.n, NULL) == NNTM_ERR_CORRUPT);
     /* a newer format minor version */
     c = b;
-    c.d[10] = 7;
+    c.d[10] = 8;
     CHECK(open_code(c.d, c.n, NULL) == NNTM_ERR_UNSUPPORTED);
     /* the magic */
     c = b;
@@ -287,7 +290,7 @@ static void test_good_stream(int integrity) {
 
 static void test_refused(void) {
     stream_buf b;
-    size_t n = build(&b, 1, 0, 1u << 13); /* an unknown tool flag */
+    size_t n = build(&b, 1, 0, 1u << 14); /* an unknown tool flag */
     CHECK(open_code(b.d, n, NULL) == NNTM_ERR_UNSUPPORTED);
     n = build(&b, 0, 0, 1u << 12);         /* TOOL_INTEGRITY in a 1.0 stream */
     CHECK(open_code(b.d, n, NULL) == NNTM_ERR_CORRUPT);

@@ -2,6 +2,16 @@
  *
  *   nntm-dec -b in.bit [-o out.safetensors] [--RefModel ref.safetensors] [-v]
  *            [--threads N] [--MaxMemory BYTES] [--MaxExpansion N] [--MaxTensorElements N]
+ *            [--Container FILE] [--Md5File FILE]
+ *
+ * --Md5File writes "<md5>  <name>" a tensor (the format of the conformance .md5 files) once
+ * every tensor is decoded, also when an MD5 differs from its hash unit (ConformanceApp
+ * --Decoder c reads it).
+ *
+ * A 1.7 stream's container unit (an ONNX model's graph) is inflated and checked as
+ * DecoderApp does; the tensors go to the safetensors file and the container data (the
+ * onnx_container() bytes, docs/bitstream.md 3.8) to --Container FILE when asked for: nntm-dec
+ * does not rebuild an ONNX file (DecoderApp -o model.onnx does).
  *
  * --threads: tensors decoded at once (default: every core); the output and the lines
  * printed do not depend on it.
@@ -33,10 +43,12 @@ static void usage(FILE *f) {
     fprintf(f,
             "usage: nntm-dec -b in.bit [-o out.safetensors] [--RefModel ref.safetensors] [-v]\n"
             "                [--threads N] [--MaxMemory BYTES|auto] [--MaxExpansion N]\n"
-            "                [--MaxTensorElements N]\n"
-            "Decode an NNTM bitstream (format 1.0 to 1.6), check every MD5 and write the model\n"
+            "                [--MaxTensorElements N] [--Container FILE] [--Md5File FILE]\n"
+            "Decode an NNTM bitstream (format 1.0 to 1.7), check every MD5 and write the model\n"
             "as safetensors (identical to DecoderApp's). Exits 1 on any mismatch or error, in\n"
-            "which case no output file is written.\n");
+            "which case no output file is written. --Container writes a 1.7 stream's container\n"
+            "data (an ONNX model's graph, onnx_container()); DecoderApp -o x.onnx rebuilds the\n"
+            "ONNX file.\n");
 }
 
 static double now(void) {
@@ -186,7 +198,7 @@ static void release_folders(made_folders *made, int remove_them) {
 }
 
 typedef struct options {
-    const char *bitstream, *output, *ref_model;
+    const char *bitstream, *output, *ref_model, *container, *md5_file;
     int verbose;
     int threads;
     nntm_stream_settings settings;
@@ -207,7 +219,8 @@ static int parse_args(int argc, char **argv, options *o) {
         int takes = !strcmp(a, "-b") || !strcmp(a, "--BitstreamFile") || !strcmp(a, "-o") ||
                     !strcmp(a, "--OutputFile") || !strcmp(a, "--RefModel") ||
                     !strcmp(a, "--MaxMemory") || !strcmp(a, "--MaxExpansion") ||
-                    !strcmp(a, "--MaxTensorElements") || !strcmp(a, "--threads");
+                    !strcmp(a, "--MaxTensorElements") || !strcmp(a, "--threads") ||
+                    !strcmp(a, "--Container") || !strcmp(a, "--Md5File");
         if (takes && !v) {
             if (i + 1 >= argc) {
                 fprintf(stderr, "%s: error: %s needs a value\n", prog, a);
@@ -231,6 +244,10 @@ static int parse_args(int argc, char **argv, options *o) {
                 return -1;
             }
             o->threads = (int)t;
+        } else if (!strcmp(a, "--Container")) {
+            o->container = v;
+        } else if (!strcmp(a, "--Md5File")) {
+            o->md5_file = v;
         } else if (!strcmp(a, "--RefModel")) {
             o->ref_model = v;
         } else if (!strcmp(a, "--MaxMemory")) {
@@ -264,6 +281,14 @@ static int parse_args(int argc, char **argv, options *o) {
         fprintf(stderr, "%s: error: OutputFile '%s' is the same file as an input\n", prog, o->output);
         return -1;
     }
+    if (o->container && (same_file(o->container, o->bitstream) ||
+                         (o->ref_model && same_file(o->container, o->ref_model)) ||
+                         (o->output && (same_file(o->container, o->output) ||
+                                        !strcmp(o->container, o->output))))) {
+        fprintf(stderr, "%s: error: Container '%s' is the same file as another\n", prog,
+                o->container);
+        return -1;
+    }
     if (!o->threads) { /* default: every core */
         long cores = sysconf(_SC_NPROCESSORS_ONLN);
         o->threads = cores < 1 ? 1 : cores > MAX_THREADS ? MAX_THREADS : (int)cores;
@@ -274,6 +299,25 @@ static int parse_args(int argc, char **argv, options *o) {
                                                        : (uint64_t)8 << 30;
     }
     return 0;
+}
+
+/* Write size bytes to path through a temporary file renamed over it: 0, or -1 (errno). */
+static int write_file(const char *path, const uint8_t *data, size_t size) {
+    size_t n = strlen(path) + 64;
+    char *tmp = malloc(n);
+    if (!tmp) return -1;
+    snprintf(tmp, n, "%s.%ld.nntm-dec.tmp", path, (long)getpid());
+    FILE *f = fopen(tmp, "wb");
+    int bad = !f || (size && fwrite(data, 1, size, f) != size);
+    if (f && fclose(f)) bad = 1;
+    if (!bad && rename(tmp, path)) bad = 1;
+    if (bad) {
+        int e = errno;
+        remove(tmp);
+        errno = e;
+    }
+    free(tmp);
+    return bad ? -1 : 0;
 }
 
 static void hex(const uint8_t d[16], char out[33]) {
@@ -347,7 +391,7 @@ static void *work(void *arg) {
  * in fd (or -1) after header_size bytes, print the lines; 0 all OK, 1 a mismatch, -1 an
  * error (printed). */
 static int decode_all(nntm_stream **streams, int threads, int fd, uint64_t header_size,
-                      int verbose) {
+                      int verbose, FILE *md5_out) {
     nntm_stream *s = streams[0];
     int32_t n = nntm_stream_num_tensors(s);
     job j;
@@ -408,6 +452,11 @@ static int decode_all(nntm_stream **streams, int threads, int fd, uint64_t heade
         if (verbose) printf(" %7.3f s", j.seconds[i]);
         printf("  [MD5: %s %s%s]\n", h, rv == NNTM_OK ? "OK" : "MISMATCH",
                t.params_ok == 0 ? ", parameter set MISMATCH" : "");
+        if (md5_out) {
+            fprintf(md5_out, "%s  ", h);
+            fwrite(t.name, 1, t.name_size, md5_out);
+            fputc('\n', md5_out);
+        }
         if (rv != NNTM_OK || t.params_ok == 0) result = 1;
     }
 done:
@@ -493,8 +542,27 @@ int main(int argc, char **argv) {
         }
     }
     int result = f && fflush(f) ? -1 : 0;
+    FILE *md5_out = NULL;
+    char *md5_tmp = NULL;
+    if (result == 0 && o.md5_file) {
+        size_t n = strlen(o.md5_file) + 64;
+        md5_tmp = malloc(n);
+        if (md5_tmp) snprintf(md5_tmp, n, "%s.%ld.nntm-dec.tmp", o.md5_file, (long)getpid());
+        md5_out = md5_tmp ? fopen(md5_tmp, "w") : NULL;
+        if (!md5_out) {
+            fprintf(stderr, "%s: error: cannot write '%s'\n", prog, o.md5_file);
+            result = -1;
+        }
+    }
     if (result == 0)
-        result = decode_all(streams, threads, f ? fileno(f) : -1, header_bytes, o.verbose);
+        result = decode_all(streams, threads, f ? fileno(f) : -1, header_bytes, o.verbose,
+                            md5_out);
+    if (md5_out) { /* every tensor decoded (0, or 1: a mismatch): keep the list */
+        int bad = fclose(md5_out) != 0 || result < 0;
+        if (!bad && rename(md5_tmp, o.md5_file)) bad = 1;
+        if (bad) remove(md5_tmp);
+    }
+    free(md5_tmp);
     for (int k = 1; k < threads; k++) nntm_stream_close(&streams[k]);
     uint8_t digest[16];
     int stream_ok = nntm_stream_check(s, digest);
@@ -513,6 +581,22 @@ int main(int argc, char **argv) {
         result = 1;
     } else if (result == 1) {
         fprintf(stderr, "%s: error: MD5 mismatch; no output written\n", prog);
+    }
+    int32_t cformat = 0;
+    const uint8_t *cdata = NULL;
+    size_t csize = 0;
+    if (nntm_stream_container(s, &cformat, &cdata, &csize) && result == 0) {
+        if (o.container && write_file(o.container, cdata, csize)) {
+            fprintf(stderr, "%s: error: cannot write '%s': %s\n", prog, o.container,
+                    strerror(errno));
+            result = -1;
+        } else if (o.verbose) {
+            printf("Container     : %s, %zu bytes (%s)\n", cformat == 3 ? "ONNX" : "?", csize,
+                   o.container ? "written to --Container" : "checked, not written: DecoderApp "
+                   "-o model.onnx rebuilds the file");
+        }
+    } else if (o.container && result == 0 && o.verbose) {
+        printf("Container     : none (no container unit; --Container not written)\n");
     }
     if (f) {
         int bad = result != 0;

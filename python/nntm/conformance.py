@@ -39,7 +39,9 @@ __all__ = [
     "Suite",
     "SuiteError",
     "check_stream",
+    "check_stream_with_c_decoder",
     "check_stream_with_kernel_tool",
+    "default_nntm_dec",
     "format_md5_file",
     "kernel_case_bytes",
     "kernel_cases",
@@ -545,6 +547,80 @@ def check_stream_with_kernel_tool(suite: Suite, entry: StreamEntry,
             actual.append((md5, case.tensor))
     result.seconds = time.perf_counter() - start
     result.tensors = len(cases)
+    if expected is not None:
+        _compare(expected, actual, entry.md5_file, result)
+    return result
+
+
+def default_nntm_dec() -> Path:
+    """build/nntm-dec of the checkout this package is in (the CMake build's C decoder)."""
+    return Path(__file__).resolve().parents[2] / "build" / "nntm-dec"
+
+
+_C_VERSION = re.compile(r"format (\d+\.\d+)\s*$")
+
+
+def _c_decoder_problems(proc: subprocess.CompletedProcess[str], prog: str) -> list[str]:
+    """What a failed nntm-dec run says: the tensors it marked, else its error lines."""
+    problems = []
+    bad = [line.split()[0] for line in proc.stdout.splitlines() if "[MD5:" in line
+           and " MISMATCH" in line.split("[MD5:", 1)[1].split(",", 1)[0]]
+    if bad:
+        problems.append("MD5 differs from the stream's hash unit for "
+                        + ", ".join(f"'{n}'" for n in bad))
+    if any("parameter set MISMATCH" in line for line in proc.stdout.splitlines()):
+        problems.append("parameter set MD5 differs from the stream's hash unit")
+    tail = [line for line in proc.stderr.strip().splitlines() if line][-4:]
+    if proc.returncode not in (0, 1):
+        problems.append(f"{prog} exited {proc.returncode} (a decoder bug): " + " | ".join(tail))
+    elif tail and not bad:
+        problems.append("decoder error: " + " | ".join(t.removeprefix(f"{prog}: error: ")
+                                                       for t in tail))
+    return problems or [f"{prog} exited {proc.returncode}"]
+
+
+def check_stream_with_c_decoder(suite: Suite, entry: StreamEntry,
+                                prog: str | os.PathLike[str] | None = None) -> StreamResult:
+    """Check a stream with the C decoder alone (``nntm-dec``, lib/tools/nntm_dec.c).
+
+    The stream goes through ``prog -b STREAM -v --Md5File F [--RefModel REF]`` (no Python
+    in the decode): the format version is the one nntm-dec prints, the MD5s are those it
+    writes to F (in hash unit order), its exit status says whether every tensor MD5, parameter
+    set MD5 and the stream MD5 matched; they are compared with the md5 file as check_stream
+    compares the Python decoder's.
+    """
+    tool = Path(prog) if prog is not None else default_nntm_dec()
+    result = StreamResult(entry.name)
+    data = _read_stream(suite, entry, result)
+    expected = _read_expected(suite, entry, result)
+    if data is None:
+        return result
+    with tempfile.TemporaryDirectory(prefix="nntm_cdec_") as tmp:
+        md5_path = Path(tmp) / "decoded.md5"
+        cmd = [os.fspath(tool), "-b", str(suite.file(entry.bitstream)), "-v",
+               "--Md5File", str(md5_path)]
+        if entry.ref_model:
+            cmd += ["--RefModel", str(suite.file(entry.ref_model))]
+        start = time.perf_counter()
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        except OSError as exc:
+            result.problems.append(f"cannot run {tool}: {exc.strerror or exc}")
+            return result
+        result.seconds = time.perf_counter() - start
+        lines = proc.stdout.splitlines()
+        version = _C_VERSION.search(lines[0]) if lines else None
+        if version:
+            result.format_version = version.group(1)
+        actual = parse_md5_file(md5_path) if md5_path.is_file() else None
+    if proc.returncode != 0:
+        result.problems.extend(_c_decoder_problems(proc, tool.name))
+    if actual is None:
+        return result
+    result.tensors = len(actual)
+    if result.format_version != entry.format_version:
+        result.problems.append(f"format version {result.format_version} in the stream, "
+                               f"{entry.format_version} in the manifest")
     if expected is not None:
         _compare(expected, actual, entry.md5_file, result)
     return result

@@ -1,5 +1,5 @@
 /*
- * NNTM: whole-stream decoding (docs/bitstream.md, format 1.0 to 1.6).
+ * NNTM: whole-stream decoding (docs/bitstream.md, format 1.0 to 1.7).
  *
  *   nntm_stream *s;
  *   int rv = nntm_stream_open_file(&s, "model.bit", &settings);   (or _open_memory)
@@ -137,6 +137,13 @@ int32_t nntm_stream_source_format(const nntm_stream *s);
 /* stream_md5 [1.6]: 1 equal, 0 differs, -1 not carried; digest (or NULL) gets the
  * MD5 computed over the bytes before end_of_stream (zeros when not carried). */
 int nntm_stream_check(const nntm_stream *s, uint8_t digest[16]);
+
+/* [1.7] The container unit (TOOL_CONTAINER): 1 and *format (3: ONNX), *data (owned by the
+ * stream, inflated and checked when the stream was opened) and *size, or 0 (and 0, NULL, 0)
+ * when the stream has none.  Tensors decode without it; it is what rebuilds the source
+ * file (for ONNX: onnx_container(), docs/bitstream.md clause 3.8). */
+int nntm_stream_container(const nntm_stream *s, int32_t *format, const uint8_t **data,
+                          size_t *size);
 
 /* Information on tensor index (0 .. num_tensors - 1). */
 int nntm_stream_tensor_info(const nntm_stream *s, int32_t index, nntm_tensor_info *info);

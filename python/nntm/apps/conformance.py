@@ -1,12 +1,15 @@
 """ConformanceApp: decode the conformance bitstreams and check their MD5s.
 
-    ConformanceApp [--suite conformance/suite.json] [--list] [NAME ...]
+    ConformanceApp [--suite conformance/suite.json] [--list] [--Decoder python|c]
+                   [--nntm-dec PROG] [NAME ...]
 
 For every stream of the suite (or those named) the app decodes the stream, checks
 each tensor's MD5 against the stream's hash units and against the stream's .md5
 file, and prints one line per stream (name, size, tensors, format version, time,
-PASS or FAIL with the reason), then a summary.  The exit status is 0 when every
-stream passes and 1 otherwise (2 for a bad command line).
+PASS or FAIL with the reason), then a summary.  --Decoder c decodes through the C
+decoder alone (build/nntm-dec, or --nntm-dec PROG) instead of the nntm package.
+The exit status is 0 when every stream passes and 1 otherwise (2 for a bad command
+line).
 """
 
 from __future__ import annotations
@@ -41,6 +44,12 @@ def _parser() -> argparse.ArgumentParser:
                     help="decode the QUANTIZED tensors with this external program "
                          "(fuzz/kernel_check.c, e.g. built with sanitizers by "
                          "scripts/run_sanitizers.sh) instead of the Python extension")
+    ap.add_argument("--Decoder", choices=("python", "c"), default="python",
+                    help="python: the nntm package (default); c: the C decoder alone "
+                         "(nntm-dec: every unit, parameter set and hash read in C)")
+    ap.add_argument("--nntm-dec", metavar="PROG",
+                    help="the nntm-dec program of --Decoder c (default: build/nntm-dec of "
+                         "this checkout)")
     return ap
 
 
@@ -67,13 +76,24 @@ def _main(argv: Sequence[str]) -> int:
                   f"{escape_text(', '.join(e.features))}")
         print(f"{len(entries)} stream(s) in {escape_text(str(path))}")
         return 0
+    if args.Decoder == "c" and args.kernel_tool:
+        print(f"{PROG}: error: --Decoder c and --kernel-tool exclude each other", file=sys.stderr)
+        return 2
+    nntm_dec = Path(args.nntm_dec) if args.nntm_dec else conformance.default_nntm_dec()
+    if args.Decoder == "c" and not nntm_dec.is_file():
+        print(f"{PROG}: error: {escape_text(str(nntm_dec))} not found: build it with "
+              "cmake -S . -B build && cmake --build build (or give --nntm-dec)", file=sys.stderr)
+        return 2
     print(f"NNTM {PROG}  suite {escape_text(str(path))}: {len(entries)} stream(s)"
-          + (f", kernels decoded by {escape_text(args.kernel_tool)}" if args.kernel_tool else ""))
+          + (f", kernels decoded by {escape_text(args.kernel_tool)}" if args.kernel_tool else "")
+          + (f", decoded by {escape_text(str(nntm_dec))}" if args.Decoder == "c" else ""))
     print(_row("stream", "bytes", "tensors", "version", "time s", "result"))
     start = time.perf_counter()
     failed: list[str] = []
     for e in entries:
-        if args.kernel_tool:
+        if args.Decoder == "c":
+            r = conformance.check_stream_with_c_decoder(suite, e, nntm_dec)
+        elif args.kernel_tool:
             r = conformance.check_stream_with_kernel_tool(suite, e, args.kernel_tool)
         else:
             r = conformance.check_stream(suite, e)
