@@ -155,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--llama", default="", help="llama.cpp formats to evaluate, comma separated")
     ap.add_argument("--cfg", default="cfg/encoder_anchor.cfg")
+    ap.add_argument("--no-lossless", action="store_true", help="skip the NNTM lossless coding")
     ap.add_argument("--json", default="", help="append the results as JSON lines here")
     args = ap.parse_args(argv)
     from nntm.ce.models.smollm2 import SmolLM2Adapter, gguf_path
@@ -173,7 +174,17 @@ def main(argv: list[str] | None = None) -> int:
                     **distinct_per_block(tensors, q41)})
     results.append({"what": "distinct values per 32-weight block (Q8_0 embedding)",
                     **distinct_per_block(tensors, ["model.embed_tokens.weight"])})
+    for p in parts:
+        p["entropy"] = _entropy_bits(np.asarray(p["q"]))
     for kind in ("Q4_1", "Q8_0"):
+        group = [p for p in parts if p["type"] == kind]
+        n = sum(np.asarray(p["q"]).size for p in group)
+        results.append({"what": f"order-0 entropy of the {kind} indices, per tensor",
+                        "bits_per_weight": sum(float(p["entropy"]) * np.asarray(p["q"]).size
+                                               for p in group) / n,
+                        "min": min(float(p["entropy"]) for p in group),
+                        "max": max(float(p["entropy"]) for p in group)})
+    for kind in () if args.no_lossless else ("Q4_1", "Q8_0"):
         results.append({"what": f"NNTM lossless on the {kind} grid ({args.cfg}, QP 0)",
                         **nntm_lossless(parts, kind, args.cfg)})
     for kind in filter(None, args.llama.split(",")):

@@ -436,6 +436,10 @@ def run(cfg: Config, argv: Sequence[str]) -> int:
                 f"- wall time {_seconds(time.perf_counter() - wall0)}, CPU time "
                 f"{_seconds(_cpu_seconds() - cpu0)} (this process and its workers)"
             )
+            if ray_address:  # Ray's actors are not our children: their points' CPU time
+                actors_cpu = sum(p.cpu_s for p in done.values() if not p.cached)
+                lines.append(f"- CPU time of the computed points in Ray's actors "
+                             f"{_seconds(actors_cpu)} (not in the CPU time above)")
         else:
             lines.append("- run still going (partial report)")
         return lines
