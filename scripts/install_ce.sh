@@ -141,7 +141,8 @@ fi
 # 4. Report what each CE model adapter can do now.
 echo "== CE models"
 # from outside the clone, so that the installed nntm is imported, not the unbuilt source tree
-(cd / && NNTM_WITH_LLM="$with_llm" "$PY" - <<'PYEOF'
+export NNTM_WITH_LLM="$with_llm"
+(cd / && "$PY" - <<'PYEOF'
 import os
 import sys
 
