@@ -155,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--llama", default="", help="llama.cpp formats to evaluate, comma separated")
     ap.add_argument("--cfg", default="cfg/encoder_anchor.cfg")
+    ap.add_argument("--evaluate", type=int, default=1, help="0: llama formats' weight SNR only")
     ap.add_argument("--no-lossless", action="store_true", help="skip the NNTM lossless coding")
     ap.add_argument("--json", default="", help="append the results as JSON lines here")
     args = ap.parse_args(argv)
@@ -187,12 +188,17 @@ def main(argv: list[str] | None = None) -> int:
     for kind in () if args.no_lossless else ("Q4_1", "Q8_0"):
         results.append({"what": f"NNTM lossless on the {kind} grid ({args.cfg}, QP 0)",
                         **nntm_lossless(parts, kind, args.cfg)})
+    from nntm.ce.runner import weight_snr
+
     for kind in filter(None, args.llama.split(",")):
         t0 = time.perf_counter()
         recon, bpp = llama_format(tensors, kind)
-        metrics = adapter.evaluate(recon)
+        w = weight_snr(tensors, recon)
+        metrics = adapter.evaluate(recon) if args.evaluate else {}
         results.append({"what": f"llama.cpp {kind} (gguf.quants)", "bits_per_param": bpp,
+                        "snr_db": w.pooled_db, "snr_norm_db": w.normalised_db,
                         **metrics, "s": time.perf_counter() - t0})
+        print(json.dumps(results[-1]), flush=True)
     for r in results:
         print(json.dumps(r), flush=True)
     if args.json:
