@@ -170,23 +170,31 @@ def main(argv: list[str] | None = None) -> int:
     parts = grid_parts(path)
     check_grid(path, parts)
     results: list[dict[str, object]] = []
+
+    def emit(row: dict[str, object]) -> None:
+        results.append(row)
+        print(json.dumps(row), flush=True)
+        if args.json:
+            with open(args.json, "a", encoding="utf-8") as f:
+                f.write(json.dumps(row) + "\n")
+
     q41 = [n for n in tensors if tensors[n].ndim == 2 and "embed" not in n]
-    results.append({"what": "distinct values per 32-weight block (Q4_1 matrices)",
+    emit({"what": "distinct values per 32-weight block (Q4_1 matrices)",
                     **distinct_per_block(tensors, q41)})
-    results.append({"what": "distinct values per 32-weight block (Q8_0 embedding)",
+    emit({"what": "distinct values per 32-weight block (Q8_0 embedding)",
                     **distinct_per_block(tensors, ["model.embed_tokens.weight"])})
     for p in parts:
         p["entropy"] = _entropy_bits(np.asarray(p["q"]))
     for kind in ("Q4_1", "Q8_0"):
         group = [p for p in parts if p["type"] == kind]
         n = sum(np.asarray(p["q"]).size for p in group)
-        results.append({"what": f"order-0 entropy of the {kind} indices, per tensor",
+        emit({"what": f"order-0 entropy of the {kind} indices, per tensor",
                         "bits_per_weight": sum(float(p["entropy"]) * np.asarray(p["q"]).size
                                                for p in group) / n,
                         "min": min(float(p["entropy"]) for p in group),
                         "max": max(float(p["entropy"]) for p in group)})
     for kind in () if args.no_lossless else ("Q4_1", "Q8_0"):
-        results.append({"what": f"NNTM lossless on the {kind} grid ({args.cfg}, QP 0)",
+        emit({"what": f"NNTM lossless on the {kind} grid ({args.cfg}, QP 0)",
                         **nntm_lossless(parts, kind, args.cfg)})
     from nntm.ce.runner import weight_snr
 
@@ -195,16 +203,9 @@ def main(argv: list[str] | None = None) -> int:
         recon, bpp = llama_format(tensors, kind)
         w = weight_snr(tensors, recon)
         metrics = adapter.evaluate(recon) if args.evaluate else {}
-        results.append({"what": f"llama.cpp {kind} (gguf.quants)", "bits_per_param": bpp,
+        emit({"what": f"llama.cpp {kind} (gguf.quants)", "bits_per_param": bpp,
                         "snr_db": w.pooled_db, "snr_norm_db": w.normalised_db,
                         **metrics, "s": time.perf_counter() - t0})
-        print(json.dumps(results[-1]), flush=True)
-    for r in results:
-        print(json.dumps(r), flush=True)
-    if args.json:
-        with open(args.json, "a", encoding="utf-8") as f:
-            for r in results:
-                f.write(json.dumps(r) + "\n")
     return 0
 
 
