@@ -6,10 +6,10 @@ weights ``d * q + m``, ``q`` in 0..15, ``d`` and ``m`` float16) and the embeddin
 
 1. distinct values per 32-weight block of the dequantized tensors (at most 16 in Q4_1);
 2. the order-0 entropy of the grid indices ``q`` and of the block scales;
-3. NNTM coding the grid *losslessly*: the indices as integer tensors (uint8 for Q4_1,
-   int8 for Q8_0, the weight's shape; entropy coded) and ``d``/``m`` as float16 tensors
-   carried exactly, bits per weight (checked: decoded equal); the file's own bits per
-   weight (Q4_1: 5.0, Q8_0: 8.5) beside it;
+3. NNTM coding the grid *losslessly*: the indices (``q - 8`` for Q4_1, ``q`` for Q8_0, the
+   weight's shape) as float32 at QP 0 (step 1) without RDOQ, so they are entropy coded as
+   levels, and ``d``/``m`` as float16 tensors carried exactly, bits per weight (checked:
+   decoded equal); the file's own bits per weight (Q4_1: 5.0, Q8_0: 8.5) beside it;
 4. (with ``--llama``) llama.cpp's formats computed with ``gguf.quants.quantize`` from the
    dequantized weights (every matrix in the format, norms float32): bits/param and the
    perplexity/KL of the model (``nntm.ce.models.smollm2``), as JSON lines for the docs.
@@ -107,15 +107,18 @@ def _nntm_bytes(tensors: dict[str, np.ndarray], cfg: str, **overrides: object) -
 
 def nntm_lossless(parts: list[dict[str, object]], kind: str, cfg: str) -> dict[str, object]:
     """Bits per weight of NNTM coding the indices and scales of one format losslessly:
-    the indices as integer tensors (entropy coded), the float16 scales carried exactly
-    (``LosslessMaxElements``), in two streams."""
+    the indices as float32 tensors at QP 0 (step 1) without RDOQ, so each index is its own
+    quantization level and is entropy coded (NNTM carries integer tensors at their width,
+    8 bits for uint8, without entropy coding), the float16 scales carried exactly
+    (``LosslessMaxElements``), in two streams; both checked equal after decoding."""
     group = [p for p in parts if p["type"] == kind]
-    indices = {f"{p['name']}.q": np.ascontiguousarray(p["q"]) for p in group}
+    offset = 8 if kind == "Q4_1" else 0  # centre 0..15 on zero: signed levels, as CABAC codes
+    indices = {f"{p['name']}.q": (np.asarray(p["q"], np.float32) - offset) for p in group}
     scales = {f"{p['name']}.{k}": np.ascontiguousarray(v)
               for p in group for k, v in p["scales"].items()}  # type: ignore[union-attr]
     weights = sum(int(np.asarray(p["q"]).size) for p in group)
     t0 = time.perf_counter()
-    q_bytes = _nntm_bytes(indices, cfg)
+    q_bytes = _nntm_bytes(indices, cfg, RDOQ=0)  # QP 0: step 1, every index its own level
     s_bytes = _nntm_bytes(scales, cfg, LosslessMaxElements=1 << 20)
     q_entropy = sum(_entropy_bits(np.asarray(p["q"])) * np.asarray(p["q"]).size for p in group)
     return {
