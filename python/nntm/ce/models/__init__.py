@@ -23,6 +23,7 @@ from nntm.ce.models.digits import DigitsAdapter
 from nntm.ce.models.minilm import MiniLMAdapter
 from nntm.ce.models.mobilenetv2 import MobileNetV2Adapter
 from nntm.ce.models.mtcnn import MTCNNAdapter
+from nntm.ce.models.smollm2 import SmolLM2Adapter
 from nntm.errors import ConfigError
 
 __all__ = [
@@ -32,12 +33,14 @@ __all__ = [
     "MiniLMAdapter",
     "MobileNetV2Adapter",
     "ModelAdapter",
+    "SmolLM2Adapter",
     "get_adapter",
 ]
 
 ADAPTERS: dict[str, type[ModelAdapter]] = {
     cls.name: cls for cls in (DigitsAdapter, MiniLMAdapter, MobileNetV2Adapter, MTCNNAdapter)
 }
+ADAPTERS[SmolLM2Adapter.name] = SmolLM2Adapter  # the language model (docs/ctc.md, SmolLM2)
 """Adapter classes by model name, in CTC order."""
 
 
