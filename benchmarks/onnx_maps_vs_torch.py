@@ -28,7 +28,6 @@ def _peak_mib() -> float:
 def export_nets(out: pathlib.Path) -> dict[str, pathlib.Path]:
     """The adapter's PNet, RNet and ONet as ONNX files (batch axis free)."""
     import torch
-
     from nntm.ce.models import get_adapter
 
     adapter = get_adapter("mtcnn")

@@ -11,8 +11,6 @@ import pytest
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-from onnx import TensorProto, helper, numpy_helper  # noqa: E402
-
 from nntm.apps import calibrate as app  # noqa: E402
 from nntm.calibrate_onnx import (  # noqa: E402
     batches_for,
@@ -21,6 +19,7 @@ from nntm.calibrate_onnx import (  # noqa: E402
     mapped_layers,
 )
 from nntm.errors import ModelIOError, NntmError  # noqa: E402
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 HAS_TORCH = all(importlib.util.find_spec(m) is not None for m in ("torch", "onnx2torch"))
 needs_torch = pytest.mark.skipif(not HAS_TORCH, reason="needs torch and onnx2torch")
@@ -226,7 +225,6 @@ def _torch_twin():
 @needs_torch
 def test_sensitivity_matches_the_torch_path():
     import torch
-
     from nntm.calibrate import calibrate
 
     x = _inputs(16)["x"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from nntm.ce.models import ADAPTERS, get_adapter
 from nntm.ce.models.ddddocr import (
     ctc_greedy,

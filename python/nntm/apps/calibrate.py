@@ -114,8 +114,8 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument(
         "--output-metric",
         choices=OUTPUT_METRICS,
-        help="--torch, --model-file: what the maps stand for: mse (squared error of the output, default) "
-        "or kl (KL divergence of a softmax over the output's last axis)",
+        help="--torch, --model-file: what the maps stand for: mse (squared error of the "
+        "output, default) or kl (KL divergence of a softmax over the output's last axis)",
     )
     ap.add_argument(
         "--kind",

@@ -20,8 +20,8 @@ with a size, Pillow >= 10.1 with FreeType), nothing is downloaded: captcha-like 
 random letters and digits, colours, offsets, sizes, noise dots and strike lines, from fixed
 seeds.  The recogniser reads 85 % of its 48 evaluation lines exactly right (the drawn text
 is the ground truth; ``accuracy``), the detector finds the drawn characters: the inputs are
-in the models' domain.  Evaluation and calibration images come from different seeds; no text line is in
-both sets (a test checks it).
+in the models' domain.  Evaluation and calibration images come from different seeds; no
+text line is in both sets (a test checks it).
 """
 
 from __future__ import annotations
