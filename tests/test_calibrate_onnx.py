@@ -288,3 +288,20 @@ def test_lstm_graph_converts_and_is_checked_against_onnxruntime():
             maps[name] = maps.get(name, 0) + value
     assert set(maps) == {"fc_w"}  # the LSTM's weights get no map
     assert maps["fc_w"].shape == (6, 8) and np.all(maps["fc_w"] > 0)
+
+
+@needs_torch
+def test_cli_model_file_sensitivity_is_the_api(tmp_path, capsys):
+    inputs = _inputs(8)
+    model, npz = _write(tmp_path, small_model(), inputs)
+    out = tmp_path / "imp.npz"
+    assert app.main(["--model-file", model, "--inputs", npz, "-o", str(out), "--probes", "2",
+                     "--seed", "3", "--batch-size", "4"]) == 0
+    from nntm.modelio import read_model
+
+    got = read_model(str(out))
+    want = calibrate_onnx(small_model(), inputs, probes=2, seed=3, batch_size=4)
+    assert list(got) == list(want)
+    for name in want:
+        np.testing.assert_array_equal(got[name], want[name])
+    assert "sensitivity maps of 3 tensors" in capsys.readouterr().out
