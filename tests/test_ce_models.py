@@ -23,7 +23,8 @@ from nntm.ce.models.minilm import load_calibration_sentences, load_sentences
 from nntm.ce.models.mtcnn import roc_auc
 from nntm.errors import ConfigError, ModelIOError
 
-OWN_TESTS = ("smollm2",)  # models whose adapter tests are elsewhere (tests/test_smollm2.py)
+# models whose adapter tests are elsewhere (test_smollm2.py, test_ce_models_new.py)
+OWN_TESTS = ("smollm2", "ddddocr", "ddddocr_det")
 MODELS = tuple(m for m in ADAPTERS if m not in OWN_TESTS)
 CONTINUOUS = ("minilm", "mobilenetv2", "mtcnn")  # primary metric is continuous, not a count
 
@@ -110,7 +111,8 @@ def result(name: str, variant: str) -> dict[str, float]:
 
 
 def test_registry() -> None:
-    assert MODELS == ("digits", "minilm", "mobilenetv2", "mtcnn")
+    assert tuple(ADAPTERS)[:4] == MODELS
+    assert {"ddddocr", "ddddocr_det"} <= set(ADAPTERS)  # the ONNX models
     for name, cls in ADAPTERS.items():
         adapter = get_adapter(name)
         assert isinstance(adapter, cls) and adapter.name == name

@@ -1,6 +1,7 @@
 """nntm-calibrate: write an importance file for EncoderApp --ImportanceFile.
 
     nntm-calibrate --torch mypackage.nets:build --inputs calib.pt -o imp.safetensors
+    nntm-calibrate --model-file model.onnx --inputs calib.npz -o imp.safetensors
     nntm-calibrate --model minilm --kind sensitivity -o imp.safetensors
     nntm-calibrate --model mobilenetv2 --kind activation -o imp.npz [-i model.safetensors]
 
@@ -15,6 +16,12 @@ Measures importance maps (docs/importance.md, docs/calibration.md):
   :func:`nntm.calibrate` and named by the module's state-dict names;
   ``--output-metric`` says what they stand for (mse: the squared error of the
   output; kl: the KL divergence of a softmax over its last axis).
+* ``--model-file model.onnx``: an ONNX model, on the inputs of ``--inputs``: an ``.npz``
+  file with one array per graph input name, the samples on the first axis
+  (:func:`nntm.calibrate_onnx.calibrate_onnx`: activation maps through onnxruntime,
+  sensitivity maps through the graph converted to torch with onnx2torch, checked against
+  onnxruntime); the maps carry EncoderApp's names of the graph's tensors.
+  ``--output-name`` picks the scored graph output (default: the first float output).
 * ``--model NAME``: a CE model, on its adapter's calibration inputs, which
   are disjoint from the inputs its CE metrics are evaluated on.
 
@@ -62,7 +69,8 @@ from .common import (
 PROG = "nntm-calibrate"
 DESCRIPTION = (
     "Write an importance file (docs/importance.md) for EncoderApp --ImportanceFile: for any "
-    "PyTorch module (--torch package.module:factory --inputs calib.pt) or a CE model "
+    "PyTorch module (--torch package.module:factory --inputs calib.pt), an ONNX model "
+    "(--model-file model.onnx --inputs calib.npz) or a CE model "
     "(--model NAME, on the adapter's calibration inputs, disjoint from its evaluation "
     "inputs; docs/calibration.md). Kinds: activation (mean squared input per input channel; "
     "row frequency for embeddings) or sensitivity (input energy x output sensitivity per "
@@ -83,21 +91,31 @@ def _parser() -> argparse.ArgumentParser:
         metavar="MODULE:FACTORY",
         help="PyTorch module: package.module:factory, factory() returns the torch.nn.Module",
     )
+    source.add_argument(
+        "--model-file",
+        metavar="MODEL.onnx",
+        help="ONNX model file; --inputs is an .npz with one array per graph input name",
+    )
+    ap.add_argument(
+        "--output-name",
+        help="--model-file: the graph output the maps stand for (default: the first float one)",
+    )
     ap.add_argument(
         "--inputs",
-        help="--torch: calibration inputs, a torch.save'd tensor, list or dict of tensors "
-        "(first axis: samples)",
+        help="--torch: calibration inputs, a torch.save'd tensor, list or dict of tensors; "
+        "--model-file: an .npz, one array per graph input name (first axis: samples)",
     )
     ap.add_argument(
         "--batch-size",
         type=int,
-        help=f"--torch: samples per forward/backward pass (default {DEFAULT_BATCH})",
+        help=f"--torch, --model-file: samples per pass (default {DEFAULT_BATCH}; an ONNX graph "
+        "with a fixed batch axis is fed that many)",
     )
     ap.add_argument(
         "--output-metric",
         choices=OUTPUT_METRICS,
-        help="--torch: what the maps stand for: mse (squared error of the output, default) "
-        "or kl (KL divergence of a softmax over the output's last axis)",
+        help="--torch, --model-file: what the maps stand for: mse (squared error of the "
+        "output, default) or kl (KL divergence of a softmax over the output's last axis)",
     )
     ap.add_argument(
         "--kind",
@@ -127,7 +145,8 @@ def _file_problems(args: argparse.Namespace) -> list[str]:
     if problem:
         problems.append(problem)
     inputs = {}
-    for key, path in (("-i", args.input), ("--inputs", args.inputs)):
+    for key, path in (("-i", args.input), ("--inputs", args.inputs),
+                      ("--model-file", args.model_file)):
         if path:
             problem = input_problem(key, path)
             if problem:
@@ -136,12 +155,21 @@ def _file_problems(args: argparse.Namespace) -> list[str]:
     problems += collision_problems(inputs, {"-o": args.output})
     if args.torch and not args.inputs:
         problems.append("--torch needs --inputs (the calibration inputs, a torch.save'd file)")
+    if args.model_file:
+        if not args.inputs:
+            problems.append("--model-file needs --inputs (an .npz, one array per graph input)")
+        elif not args.inputs.lower().endswith(".npz"):
+            problems.append(f"--inputs '{args.inputs}': --model-file takes an .npz file")
+        if args.input:
+            problems.append("-i applies to --torch and --model only (--model-file is the model)")
+    elif args.output_name is not None:
+        problems.append("--output-name applies to --model-file only")
     if args.model:
         used = [f"--{k.replace('_', '-')}" for k in ("inputs", "batch_size", "output_metric")
                 if getattr(args, k) is not None]
         if used:
-            problems.append(f"{', '.join(used)} apply to --torch only (a CE model brings its "
-                            "own inputs and metric)")
+            problems.append(f"{', '.join(used)} apply to --torch and --model-file only (a CE "
+                            "model brings its own inputs and metric)")
     return problems
 
 
@@ -371,6 +399,23 @@ def _torch_maps(
     return maps, tensors
 
 
+def _onnx_maps(
+    args: argparse.Namespace, options: dict[str, int | str]
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(maps, the graph's tensors as EncoderApp reads them) for ``--model-file``."""
+    from ..calibrate_onnx import calibrate_onnx, read_inputs
+    from ..onnxio import read_onnx
+
+    tensors = read_onnx(args.model_file)[0]
+    inputs = read_inputs(args.inputs)
+    samples = options.pop("samples", None)
+    maps = calibrate_onnx(args.model_file, inputs, kind=args.kind,
+                          output=args.output_metric or "mse", output_name=args.output_name,
+                          batch_size=args.batch_size, samples=samples,  # type: ignore[arg-type]
+                          **options)  # type: ignore[arg-type]
+    return maps, tensors
+
+
 def _model_maps(
     args: argparse.Namespace, options: dict[str, int | str]
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
@@ -388,7 +433,7 @@ def _report(args: argparse.Namespace, out: dict[str, np.ndarray],
     mapped = sum(int(np.prod(tensors[name].shape)) for name in out)
     total = sum(int(np.asarray(v).size) for v in floats.values())
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
-    what = args.model or args.torch
+    what = args.model or args.torch or args.model_file
     print(
         f"{PROG}: wrote {escape_text(args.output)}: {args.kind} maps of {len(out)} tensors "
         f"of {escape_text(what)} ({mapped / max(total, 1):.1%} of its {total} float "
@@ -415,7 +460,12 @@ def _main(argv: Sequence[str]) -> int:
         raise ConfigError("; ".join(problems))
     options = _options(args)
     start = time.perf_counter()
-    maps, tensors = _torch_maps(args, options) if args.torch else _model_maps(args, options)
+    if args.torch:
+        maps, tensors = _torch_maps(args, options)
+    elif args.model_file:
+        maps, tensors = _onnx_maps(args, options)
+    else:
+        maps, tensors = _model_maps(args, options)
     seconds = time.perf_counter() - start
     out = {}
     for name in tensors:  # the model's tensor order

@@ -246,6 +246,10 @@ class NntmCodec(Codec):
     def prepare(self, adapter: ModelAdapter, tensors: Mapping[str, np.ndarray]) -> None:
         """Measure the adapter's importance maps once when the cfg asks for them."""
         cfg = self.config(0, adapter.name)
+        consumers = getattr(adapter, "graph_consumers", None)  # ONNX models: roles from the graph
+        if consumers is not None:
+            self._consumers = getattr(self, "_consumers", {})
+            self._consumers[adapter.name] = consumers()
         spec = str(cfg["ImportanceFile"]) if "ImportanceFile" in cfg else ""
         if not spec:
             return
@@ -305,7 +309,9 @@ class NntmCodec(Codec):
         import nntm
 
         importance = getattr(self, "_importance", {}).get(model)
-        res = nntm.encode_with_recon(dict(tensors), self.config(qp, model), importance=importance)
+        consumers = getattr(self, "_consumers", {}).get(model)
+        res = nntm.encode_with_recon(dict(tensors), self.config(qp, model), importance=importance,
+                                     consumers=consumers)
         return Encoded(bytes(res.data), dict(res.recon))
 
     def decode(self, data: bytes) -> dict[str, np.ndarray]:

@@ -19,6 +19,7 @@ imported when a model is loaded or evaluated.
 from __future__ import annotations
 
 from nntm.ce.models.base import ModelAdapter
+from nntm.ce.models.ddddocr import DdddOcrAdapter, DdddOcrDetAdapter
 from nntm.ce.models.digits import DigitsAdapter
 from nntm.ce.models.minilm import MiniLMAdapter
 from nntm.ce.models.mobilenetv2 import MobileNetV2Adapter
@@ -28,6 +29,8 @@ from nntm.errors import ConfigError
 
 __all__ = [
     "ADAPTERS",
+    "DdddOcrAdapter",
+    "DdddOcrDetAdapter",
     "DigitsAdapter",
     "MTCNNAdapter",
     "MiniLMAdapter",
@@ -41,6 +44,7 @@ ADAPTERS: dict[str, type[ModelAdapter]] = {
     cls.name: cls for cls in (DigitsAdapter, MiniLMAdapter, MobileNetV2Adapter, MTCNNAdapter)
 }
 ADAPTERS[SmolLM2Adapter.name] = SmolLM2Adapter  # the language model (docs/ctc.md, SmolLM2)
+ADAPTERS.update({cls.name: cls for cls in (DdddOcrAdapter, DdddOcrDetAdapter)})  # ONNX models
 """Adapter classes by model name, in CTC order."""
 
 
