@@ -44,7 +44,7 @@ for arg in "$@"; do
     --with-llm) with_llm=1 ;;
     --with-ray) with_ray=1 ;;
     -h | --help)
-      sed -n '2,32p' "$0"
+      sed -n '2,33p' "$0"
       exit 0
       ;;
     *)

@@ -40,7 +40,8 @@
 #define MAX_SUBSPACE_AXIS 2
 #define MAX_CODEBOOK_VALUE ((1 << 30) - 1)
 #define MAX_CLUSTER_QP_OFFSET 64
-#define MIN_ELEMENTS_PER_BYTE 4096
+#define MIN_ELEMENTS_PER_BYTE 4096           /* dual-rate estimator (clause 7.1) */
+#define MIN_ELEMENTS_PER_BYTE_COUNTING 16384 /* counting estimator [1.4]: ProbOne to 32752 */
 #define MAX_CONTAINER_BYTES 0x7FFFFFFFull
 #define MAX_SOURCE_FORMAT 3
 #define CONTAINER_FORMAT_ONNX 3
@@ -1274,7 +1275,8 @@ static int reference_of(nntm_stream *s, tps_rec *t, const uint8_t **samples) {
 }
 
 static int decode_quantized(nntm_stream *s, tps_rec *t, uint8_t *out) {
-    if (!t->tree.enabled && t->count > (uint64_t)MIN_ELEMENTS_PER_BYTE * (t->payload_size + 8))
+    uint64_t per_byte = t->prob_window ? MIN_ELEMENTS_PER_BYTE_COUNTING : MIN_ELEMENTS_PER_BYTE;
+    if (!t->tree.enabled && t->count > per_byte * (t->payload_size + 8))
         return tensor_error(s, t, NNTM_ERR_CORRUPT, "the payload is too short for its levels");
     nntm_kernel_params p;
     memset(&p, 0, sizeof p);

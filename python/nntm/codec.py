@@ -805,10 +805,19 @@ def encode(tensors: Mapping[str, np.ndarray], config: Config,
     return encode_with_recon(tensors, config, source_format, container=container).data
 
 
-# Each level costs at least one sig_flag bin, and a context's probability never
-# passes 71/32768 (docs/bitstream.md): at least 0.0031 bit a level, so a
-# payload byte holds fewer than 2600 levels.  Checked before allocating.
+# Each level costs at least one sig_flag bin.  The dual-rate estimator's probability never
+# passes 32697/32768 (at least 0.0031 bit a level: fewer than 2600 levels a payload byte);
+# the counting estimator [1.4] reaches 32752/32768 (ProbOne 16..32752: at least 0.0007
+# bit, fewer than 11 400 levels a byte).  docs/bitstream.md clause 7.1; checked before
+# allocating.
 MIN_ELEMENTS_PER_BYTE = 4096
+MIN_ELEMENTS_PER_BYTE_COUNTING = 16384
+
+
+def max_raster_elements(tps: hls.TensorParameterSet, payload_size: int) -> int:
+    """The most levels a raster (no coding tree) payload of ``payload_size`` bytes holds."""
+    per_byte = MIN_ELEMENTS_PER_BYTE_COUNTING if tps.prob_window else MIN_ELEMENTS_PER_BYTE
+    return per_byte * (payload_size + 8)
 
 
 def _decode_tensor(tps: hls.TensorParameterSet, payload: bytes, where: str, trace: bool,
@@ -825,7 +834,7 @@ def _decode_tensor(tps: hls.TensorParameterSet, payload: bytes, where: str, trac
             tps.dtype).reshape(tps.shape)
     if tps.coding_mode == hls.CodingMode.CLUSTERED:
         return cluster.decode_tensor(tps, payload, what)
-    if not tps.tree.enabled and tps.num_elements > MIN_ELEMENTS_PER_BYTE * (len(payload) + 8):
+    if not tps.tree.enabled and tps.num_elements > max_raster_elements(tps, len(payload)):
         raise BitstreamError(f"{what}: a payload of {len(payload)} bytes cannot hold "
                              f"{tps.num_elements} levels")
     params = kernel_params(tps)
