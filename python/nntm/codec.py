@@ -859,6 +859,18 @@ def _decode_tensor(tps: hls.TensorParameterSet, payload: bytes, where: str, trac
 DEFAULT_MAX_ELEMENTS = 1 << 28
 
 
+def check_element_limit(parsed: Mapping[int, hls.TensorParameterSet], where: Mapping[int, str],
+                        max_elements: int) -> None:
+    """BitstreamError for the first tensor of more than ``max_elements`` elements (the
+    decoder's capacity MaxTensorElements, checked at the parameter sets)."""
+    for index, tps in parsed.items():
+        if tps.num_elements > max_elements:
+            raise BitstreamError(
+                f"{where[index]}: tensor '{tps.name}' has {tps.num_elements} elements, "
+                f"more than this decoder's limit of {max_elements} (raise MaxTensorElements "
+                "if the stream is trusted)")
+
+
 def decode_detailed(data: bytes, trace: bool = False,
                     max_elements: int = DEFAULT_MAX_ELEMENTS,
                     ref_model: Mapping[str, np.ndarray] | None = None,
@@ -886,12 +898,7 @@ def decode_detailed(data: bytes, trace: bool = False,
     # allocated for a tensor (a stream refused here costs its own size and no more)
     parsed = {unit.index: hls.parse_tensor_parameter_set(unit, mps) for unit in units
               if unit.unit_type == hls.UnitType.TENSOR_PARAMETER_SET}
-    for index, tps in parsed.items():
-        if tps.num_elements > max_elements:
-            raise BitstreamError(
-                f"{units[index].where}: tensor '{tps.name}' has {tps.num_elements} elements, "
-                f"more than this decoder's limit of {max_elements} (raise MaxTensorElements "
-                "if the stream is trusted)")
+    check_element_limit(parsed, {i: units[i].where for i in parsed}, max_elements)
     check_budget(len(data), list(parsed.values()), max_memory, max_expansion)
     integrity = bool(mps.tool_flags & hls.TOOL_INTEGRITY)
     tensors: dict[str, np.ndarray] = {}

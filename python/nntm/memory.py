@@ -108,14 +108,17 @@ def estimate(stream_bytes: int, tpss: Sequence[hls.TensorParameterSet]) -> int:
 def check_budget(stream_bytes: int, tpss: Sequence[hls.TensorParameterSet],
                  max_memory: int | None, max_expansion: int) -> None:
     """Raise MemoryBudgetError if the stream needs more than the decoder may use."""
+    _check_need(estimate(stream_bytes, tpss), len(tpss), max_memory)
+    _check_expansion(stream_bytes, tpss, max_expansion)
+
+
+def _check_need(need: int, num_tensors: int, max_memory: int | None) -> None:
     limit = default_max_memory() if max_memory is None else max_memory
-    need = estimate(stream_bytes, tpss)
     if need > limit:
         raise MemoryBudgetError(
-            f"the stream's {len(tpss)} tensors need about {format_bytes(need)} to decode, "
+            f"the stream's {num_tensors} tensors need about {format_bytes(need)} to decode, "
             f"more than the memory budget of {format_bytes(limit)} (MaxMemory, default half "
             "of this machine's memory): raise --MaxMemory if the stream is trusted")
-    _check_expansion(stream_bytes, tpss, max_expansion)
 
 
 def _check_expansion(stream_bytes: int, tpss: Sequence[hls.TensorParameterSet],
@@ -153,12 +156,7 @@ def check_streaming_budget(stream_bytes: int, tpss: Sequence[hls.TensorParameter
                            in_flight: int | None = None,
                            window_bytes: int | None = None) -> None:
     """:func:`check_budget` for the streaming decoder (:func:`estimate_streaming`)."""
-    limit = default_max_memory() if max_memory is None else max_memory
     need = estimate_streaming(tpss, largest_unit, workers, keep, kept_ids,
                               2 * workers if in_flight is None else in_flight, window_bytes)
-    if need > limit:
-        raise MemoryBudgetError(
-            f"the stream's {len(tpss)} tensors need about {format_bytes(need)} to decode, "
-            f"more than the memory budget of {format_bytes(limit)} (MaxMemory, default half "
-            "of this machine's memory): raise --MaxMemory if the stream is trusted")
+    _check_need(need, len(tpss), max_memory)
     _check_expansion(stream_bytes, tpss, max_expansion)

@@ -372,12 +372,7 @@ def _decode(buf: mmap.mmap | bytes, size: int,
     tps_units = {r.index: _unit(buf, r) for r in refs
                  if r.unit_type == hls.UnitType.TENSOR_PARAMETER_SET}
     parsed = {i: hls.parse_tensor_parameter_set(u, mps) for i, u in tps_units.items()}
-    for index, tps in parsed.items():
-        if tps.num_elements > max_elements:
-            raise BitstreamError(
-                f"{tps_units[index].where}: tensor '{tps.name}' has {tps.num_elements} "
-                f"elements, more than this decoder's limit of {max_elements} (raise "
-                "MaxTensorElements if the stream is trusted)")
+    codec.check_element_limit(parsed, {i: u.where for i, u in tps_units.items()}, max_elements)
     workers = _workers(threads)
     earlier_refs = {t.ref_tensor_id for t in parsed.values()
                     if t.coding_mode == hls.CodingMode.QUANTIZED
