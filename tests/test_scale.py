@@ -273,3 +273,44 @@ def test_decoder_reads_data_units_as_it_decodes(threads: int, tmp_path: Path,
                           threads=threads, window_elements=64 * 64)
     assert len(seen) == len(model) and len(read) == len(model)
     assert seen[0] <= 2, seen  # the window holds one tensor (and the one being read)
+
+
+_RSS_FILE_PROBE = r"""
+import sys
+import numpy as np
+import nntm
+from nntm import streaming
+
+def rss_file():
+    for line in open("/proc/self/status"):
+        if line.startswith("RssFile:"):
+            return int(line.split()[1]) * 1024
+    raise SystemExit("no RssFile")
+
+if sys.argv[2] == "0":
+    streaming.RELEASE_BYTES = 1 << 62   # never release: the whole stream stays resident
+base = rss_file()
+peak = [0]
+def on_tensor(name, array):
+    peak[0] = max(peak[0], rss_file() - base)
+streaming.decode_file(sys.argv[1], on_tensor=on_tensor, threads=1)
+print(peak[0])
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc")
+def test_streaming_decoder_gives_back_the_mapped_stream(tmp_path: Path) -> None:
+    """The mapped stream's pages are released as the decoder passes them: the file-backed
+    resident size stays about RELEASE_BYTES, not the 64 MB stream (fails without _release)."""
+    rng = np.random.default_rng(5)
+    model = {f"t{i:02d}": rng.integers(-2**31, 2**31 - 1, 1 << 18, dtype=np.int32)
+             for i in range(64)}
+    path = tmp_path / "ints.bit"
+    path.write_bytes(nntm.encode(model, nntm.Config.from_files([DEFAULT])))
+    assert path.stat().st_size > 64 << 20
+    peaks = []
+    for release in ("1", "0"):
+        run = subprocess.run([sys.executable, "-c", _RSS_FILE_PROBE, str(path), release],
+                             capture_output=True, text=True, check=True)
+        peaks.append(int(run.stdout.split()[-1]))
+    assert peaks[0] < 32 << 20 < 48 << 20 < peaks[1], peaks

@@ -270,6 +270,10 @@ class _UnitRef:
         return self.offset + hls.UNIT_HEADER_BYTES
 
 
+#: release the mapped stream in steps of at least this many bytes (a multiple of pages)
+RELEASE_BYTES = 1 << 24
+
+
 def _unit_refs(buf: mmap.mmap | bytes) -> list[_UnitRef]:
     """The units of a stream, headers checked, payloads not copied (as hls.split_units)."""
     refs: list[_UnitRef] = []
@@ -308,6 +312,20 @@ def _data_unit(buf: mmap.mmap | bytes, ref: _UnitRef) -> tuple[int, bytes]:
     tensor_id, rest = hls.parse_tensor_data_unit(head)
     skip = len(head.payload) - len(rest)
     return tensor_id, bytes(buf[ref.start + skip:ref.start + ref.size])
+
+
+def _release(buf: mmap.mmap | bytes, released: int, end: int) -> int:
+    """Give the pages of a mapped stream between ``released`` and ``end`` back to the system
+    (every unit before ``end`` has been read and copied): the resident size stays the tensors
+    in work, not the stream read so far.  Returns the new released offset."""
+    advice = getattr(mmap, "MADV_DONTNEED", None)
+    if not isinstance(buf, mmap.mmap) or advice is None:
+        return released
+    stop = end - end % mmap.PAGESIZE
+    if stop - released >= RELEASE_BYTES:
+        buf.madvise(advice, released, stop - released)
+        return stop
+    return released
 
 
 def _tensor_bytes(tps: hls.TensorParameterSet) -> int:
@@ -373,6 +391,7 @@ def _decode(buf: mmap.mmap | bytes, size: int,
                  if r.unit_type == hls.UnitType.TENSOR_PARAMETER_SET}
     parsed = {i: hls.parse_tensor_parameter_set(u, mps) for i, u in tps_units.items()}
     codec.check_element_limit(parsed, {i: u.where for i, u in tps_units.items()}, max_elements)
+    _release(buf, 0, size)  # the header scan's faults read ahead over the whole stream
     workers = _workers(threads)
     earlier_refs = {t.ref_tensor_id for t in parsed.values()
                     if t.coding_mode == hls.CodingMode.QUANTIZED
@@ -399,6 +418,7 @@ def _decode(buf: mmap.mmap | bytes, size: int,
     md5.update(buf[:refs[first].offset] if len(refs) > first else buf[:size])
     state = _DecodeState(mps, parsed, earlier_refs, keep, on_tensor, ref_model)
     ended = False
+    released = 0  # the mapped stream's pages before this offset are given back
     with _OrderedPool(workers, window_elements, state.emit) as pool:
         for ref in refs[first:]:
             if ended:
@@ -414,6 +434,7 @@ def _decode(buf: mmap.mmap | bytes, size: int,
                 continue
             state.unit(buf, ref, tps_units.get(ref.index), pool)
             md5.update(buf[ref.offset:ref.start + ref.size])
+            released = _release(buf, released, ref.start + ref.size)
         if not ended:
             raise BitstreamError(
                 f"truncated stream: no end_of_stream unit after {len(refs)} units")
