@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from nntm import codec, hls
 from nntm.config import Config
+from test_prob_window import stream_tensors
 
 ROOT = Path(__file__).resolve().parents[1]
 CFGS = ("encoder_default.cfg", "encoder_anchor.cfg", "encoder_weight_fidelity.cfg")
@@ -47,7 +48,7 @@ def test_sparse_tensor_round_trip(cfg: str, tmp_path: Path) -> None:
 def test_counting_estimator_payload_below_the_dual_rate_bound() -> None:
     """The case the old bound refused: fewer bytes than 4096 levels a byte allow."""
     data = nntm.encode(_sparse_model(), _config("encoder_default.cfg"))
-    tps, size = _tps_and_payload(data, "w")
+    tps, size = next((t, len(p)) for t, p in stream_tensors(data)[1] if t.name == "w")
     assert tps.prob_window > 0
     assert tps.num_elements > codec.MIN_ELEMENTS_PER_BYTE * (size + 8)
     assert tps.num_elements <= codec.max_raster_elements(tps, size)
@@ -60,18 +61,3 @@ def test_the_bound_still_refuses_a_bomb() -> None:
     assert tps.num_elements > codec.max_raster_elements(tps, 40)
     tps.prob_window = 0
     assert codec.max_raster_elements(tps, 40) == codec.MIN_ELEMENTS_PER_BYTE * 48
-
-
-def _tps_and_payload(data: bytes, name: str) -> tuple[hls.TensorParameterSet, int]:
-    units = hls.split_units(data)
-    mps = hls.parse_model_parameter_set(units[0])
-    tpss: dict[int, hls.TensorParameterSet] = {}
-    for unit in units[1:]:
-        if unit.unit_type == hls.UnitType.TENSOR_PARAMETER_SET:
-            tps = hls.parse_tensor_parameter_set(unit, mps)
-            tpss[tps.tensor_id] = tps
-        elif unit.unit_type == hls.UnitType.TENSOR_DATA_UNIT:
-            tensor_id, payload = hls.parse_tensor_data_unit(unit)
-            if tpss[tensor_id].name == name:
-                return tpss[tensor_id], len(payload)
-    raise AssertionError(name)
