@@ -39,7 +39,7 @@ import json
 import os
 import secrets
 import zipfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -597,20 +597,28 @@ def _atomic_write(name: str, writer: Callable[[IO[bytes]], None],
         raise
 
 
-def _write_safetensors(f: IO[bytes], arrays: list[tuple[str, np.ndarray]]) -> None:
+def safetensors_header(layout: Sequence[tuple[str, np.dtype[Any], tuple[int, ...]]]
+                       ) -> tuple[bytes, dict[str, int]]:
+    """The head of a safetensors file holding tensors (name, dtype, shape) in this order:
+    its 8-byte length, the JSON header padded to 8 bytes like the safetensors package, and
+    each tensor's offset in the data buffer."""
     header: dict[str, Any] = {}
+    offsets: dict[str, int] = {}
     offset = 0
-    for key, arr in arrays:
-        header[key] = {
-            "dtype": _CODE_OF_NAME[arr.dtype.name],
-            "shape": list(arr.shape),
-            "data_offsets": [offset, offset + arr.nbytes],
-        }
-        offset += arr.nbytes
+    for key, dtype, shape in layout:
+        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        header[key] = {"dtype": _CODE_OF_NAME[dtype.name], "shape": list(shape),
+                       "data_offsets": [offset, offset + nbytes]}
+        offsets[key] = offset
+        offset += nbytes
     raw = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     raw += b" " * (-len(raw) % 8)  # pad like the safetensors package: 8-byte aligned buffer
-    f.write(len(raw).to_bytes(8, "little"))
-    f.write(raw)
+    return len(raw).to_bytes(8, "little") + raw, offsets
+
+
+def _write_safetensors(f: IO[bytes], arrays: list[tuple[str, np.ndarray]]) -> None:
+    head, _ = safetensors_header([(key, arr.dtype, arr.shape) for key, arr in arrays])
+    f.write(head)
     for _key, arr in arrays:
         if arr.nbytes:
             f.write(arr.reshape(-1).view(np.uint8).data)

@@ -233,21 +233,13 @@ class ModelWriter:
                                        allowZip64=True)
 
     def _safetensors_header(self) -> None:
-        header: dict[str, Any] = {}
-        offset = 0
-        for name in self.order:
-            dtype, shape = self.layout[name]
-            nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-            header[name] = {"dtype": modelio._CODE_OF_NAME[dtype.name], "shape": list(shape),
-                            "data_offsets": [offset, offset + nbytes]}
-            self.offsets[name] = offset
-            offset += nbytes
-        raw = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-        raw += b" " * (-len(raw) % 8)
-        self.file.write(len(raw).to_bytes(8, "little"))
-        self.file.write(raw)
-        self.start = 8 + len(raw)
-        self.file.truncate(self.start + offset)
+        head, self.offsets = modelio.safetensors_header(
+            [(name, *self.layout[name]) for name in self.order])
+        self.file.write(head)
+        self.start = len(head)
+        total = sum(int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+                    for dtype, shape in self.layout.values())
+        self.file.truncate(self.start + total)
 
     def write(self, name: str, array: np.ndarray) -> None:
         if name not in self.layout or name in self.written:
