@@ -402,7 +402,8 @@ def test_cli_torch_bad_inputs(module_dir: Path, capsys: pytest.CaptureFixture[st
     fails(["--torch", "no_such_package_x:build", "--inputs", "calib.pt"], "cannot import")
     fails(["--torch", "calib_tiny_net", "--inputs", "calib.pt"], "use package.module:factory")
     fails(base, "--torch needs --inputs")
-    fails(["--model", "digits", "--inputs", "calib.pt"], "--inputs apply to --torch only")
+    fails(["--model", "digits", "--inputs", "calib.pt"],
+          "--inputs apply to --torch and --model-file only")
     nntm.write_model(module_dir / "wrong.safetensors", {"conv.weight": np.zeros((8, 2, 3, 3))})
     fails([*base, "--inputs", "calib.pt", "-i", "wrong.safetensors"], "does not match the module")
 
