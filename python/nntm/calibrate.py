@@ -30,7 +30,7 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 import numpy as np
 
@@ -131,7 +131,26 @@ def conv_padding(module: Any) -> tuple[int, ...] | None:
     return tuple(int(p) for p in padding)
 
 
-class ChannelEnergyHooks:
+class _HookSet:
+    """Forward hooks on a module's layers (``_handles``), removed by :meth:`close` or on
+    leaving a ``with`` block."""
+
+    _handles: list[Any]
+
+    def close(self) -> None:
+        """Remove the hooks."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class ChannelEnergyHooks(_HookSet):
     """Forward hooks that accumulate the mean squared input per input channel.
 
     Hooks every ``Conv1d``/``Conv2d`` and ``Linear`` of ``model`` whose qualified name is in
@@ -191,18 +210,6 @@ class ChannelEnergyHooks:
             name: (total / max(self._counts[name], 1)).numpy() for name, total in self._sums.items()
         }
 
-    def close(self) -> None:
-        """Remove the hooks."""
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
-
-    def __enter__(self) -> ChannelEnergyHooks:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
 
 # --------------------------------------------------------------------------------------
 # Importance maps: smoothing of index frequencies, output sensitivity
@@ -240,7 +247,7 @@ def smoothed_frequencies(
     return smoothed, alpha
 
 
-class OutputSensitivity:
+class OutputSensitivity(_HookSet):
     """Output-sensitivity importance maps of conv, linear and embedding weights.
 
     For a layer ``y = W x`` inside a network with output ``f``, an error
@@ -572,18 +579,6 @@ class OutputSensitivity:
                 "mean": float(np.mean(result[name])),
             }
         return result
-
-    def close(self) -> None:
-        """Remove the hooks."""
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
-
-    def __enter__(self) -> OutputSensitivity:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def gaussian_probes(output: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
