@@ -15,6 +15,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "nntm_export.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -163,14 +165,14 @@ typedef struct nntm_buffer {
 } nntm_buffer;
 
 /* Text for a return code (never NULL). */
-const char *nntm_strerror(int code);
+NNTM_API const char *nntm_strerror(int code);
 
 /* Release the memory of a buffer filled by the library; safe on a zeroed one. */
-void nntm_buffer_free(nntm_buffer *buf);
+NNTM_API void nntm_buffer_free(nntm_buffer *buf);
 
 /* Step size of a QP as mantissa * 2^shift (exact).
  * Returns NNTM_ERR_ARG for a qp_density outside 0..6. */
-int nntm_qp_to_step(int32_t qp, int32_t qp_density, int32_t *mantissa, int32_t *shift);
+NNTM_API int nntm_qp_to_step(int32_t qp, int32_t qp_density, int32_t *mantissa, int32_t *shift);
 
 /* Encode the rows x cols float weights (row-major) of one kernel tensor.
  * ref (or NULL: no prediction) is the reference picture the residual is
@@ -183,7 +185,7 @@ int nntm_qp_to_step(int32_t qp, int32_t qp_density, int32_t *mantissa, int32_t *
  * out receives the payload; cu_trace (or NULL) one nntm_cu_record per CU.
  * Both buffers must be zeroed or freed before; they are overwritten.
  * Returns NNTM_OK, NNTM_ERR_ARG, NNTM_ERR_NOMEM, NNTM_ERR_NONFINITE or NNTM_ERR_RANGE. */
-int nntm_encode_kernel(const nntm_encoder_params *params, const float *weights,
+NNTM_API int nntm_encode_kernel(const nntm_encoder_params *params, const float *weights,
                        const float *importance, int32_t dtype, const nntm_reference *ref,
                        void *recon, int32_t *levels, nntm_buffer *out, nntm_buffer *cu_trace);
 
@@ -195,21 +197,21 @@ int nntm_encode_kernel(const nntm_encoder_params *params, const float *weights,
  * exactly (double, ties to the lower j) and hint[r] is the closest if nearer than the zero
  * row, else -1.
  * Returns NNTM_OK, NNTM_ERR_ARG or NNTM_ERR_NOMEM. */
-int nntm_rowref_select(const float *weights, int32_t rows, int32_t cols, const float *gram,
+NNTM_API int nntm_rowref_select(const float *weights, int32_t rows, int32_t cols, const float *gram,
                        const float *norm, int32_t start, int32_t stop, int32_t lo, int32_t window,
                        int32_t num_cand, int32_t *hint);
 
 /* Bytes of scratch memory nntm_decode_kernel allocates itself for params (beyond the
  * caller's recon and levels buffers): a caller's memory budget adds it to those buffers
  * before it calls (0 for NULL or negative dimensions). */
-size_t nntm_decode_kernel_scratch(const nntm_kernel_params *params);
+NNTM_API size_t nntm_decode_kernel_scratch(const nntm_kernel_params *params);
 
 /* Parse one kernel tensor's payload (size bytes, consumed exactly) and
  * reconstruct it into recon (rows*cols samples of dtype), predicted from ref
  * when ref is not NULL (NNTM_ERR_NONFINITE if a reference sample is not finite); levels (or NULL)
  * receives the levels, cu_trace (or NULL) one nntm_cu_record per CU.
  * Returns NNTM_OK, NNTM_ERR_ARG, NNTM_ERR_NOMEM, NNTM_ERR_CORRUPT or NNTM_ERR_TRUNCATED. */
-int nntm_decode_kernel(const nntm_kernel_params *params, const uint8_t *data, size_t size,
+NNTM_API int nntm_decode_kernel(const nntm_kernel_params *params, const uint8_t *data, size_t size,
                        int32_t dtype, const nntm_reference *ref, void *recon, int32_t *levels,
                        nntm_buffer *cu_trace);
 
@@ -219,14 +221,14 @@ int nntm_decode_kernel(const nntm_kernel_params *params, const uint8_t *data, si
  * from ref when ref is not NULL, is converted with round-to-nearest-even;
  * values beyond the format's range become infinities.
  * Returns NNTM_OK, NNTM_ERR_ARG or NNTM_ERR_NONFINITE (a reference sample). */
-int nntm_reconstruct(const nntm_kernel_params *params, const int32_t *levels, size_t count,
+NNTM_API int nntm_reconstruct(const nntm_kernel_params *params, const int32_t *levels, size_t count,
                      int32_t dtype, const nntm_reference *ref, void *out);
 
 /* The predicted levels of the CU [x0,x1) x [y0,y1) of a rows x cols kernel
  * tensor (CTUs of 2^log2_ctu_size) from the reconstructed levels rec: the
  * decoder's predictor, for tools and tests (pred: (x1-x0)*(y1-y0) int32,
  * row-major).  NNTM_ERR_ARG when the mode may not be used by that CU. */
-int nntm_intra_predict_levels(int32_t log2_ctu_size, int32_t rows, int32_t cols,
+NNTM_API int nntm_intra_predict_levels(int32_t log2_ctu_size, int32_t rows, int32_t cols,
                               const int32_t *rec, int32_t x0, int32_t y0, int32_t x1, int32_t y1,
                               int32_t mode, int32_t bv_x, int32_t bv_y, int32_t *pred);
 
@@ -235,7 +237,7 @@ int nntm_intra_predict_levels(int32_t log2_ctu_size, int32_t rows, int32_t cols,
  * *real_bits receives 8 * payload bytes, *est_bits the estimate (in bits).
  * window is the contexts' prob_window (0: dual-rate estimator, 1..12: counting).
  * When decoded is not NULL, the payload is decoded again into it (n bytes). */
-int nntm_selftest_bins(const uint8_t *bins, const uint8_t *ctx_idx, size_t n, int32_t num_ctx,
+NNTM_API int nntm_selftest_bins(const uint8_t *bins, const uint8_t *ctx_idx, size_t n, int32_t num_ctx,
                        int32_t window, double *real_bits, double *est_bits, uint8_t *decoded);
 
 /* ==== Clustering-based quantization (tensor coding mode CLUSTERED, format 1.2) ====
@@ -288,7 +290,7 @@ typedef struct nntm_cluster_encoder_params {
  * per point) the codebook index or -1 for an outlier, recon (count samples of
  * dtype) the decoder's reconstruction, out the payload (zeroed or freed before).
  * NNTM_OK, NNTM_ERR_ARG, NNTM_ERR_NOMEM, NNTM_ERR_NONFINITE or NNTM_ERR_RANGE. */
-int nntm_encode_cluster(const nntm_cluster_encoder_params *params, const float *points,
+NNTM_API int nntm_encode_cluster(const nntm_cluster_encoder_params *params, const float *points,
                         const float *importance, int32_t dtype, int32_t *codebook_size_out,
                         int32_t *codebooks, int32_t *labels, void *recon, nntm_buffer *out);
 
@@ -297,7 +299,7 @@ int nntm_encode_cluster(const nntm_cluster_encoder_params *params, const float *
  * |entry| <= NNTM_MAX_LEVEL) and reconstruct the points into recon (count
  * samples of dtype); labels (or NULL) as for the encoder.
  * NNTM_OK, NNTM_ERR_ARG, NNTM_ERR_NOMEM, NNTM_ERR_CORRUPT or NNTM_ERR_TRUNCATED. */
-int nntm_decode_cluster(const nntm_cluster_params *params, const int32_t *codebooks,
+NNTM_API int nntm_decode_cluster(const nntm_cluster_params *params, const int32_t *codebooks,
                         const uint8_t *data, size_t size, int32_t dtype, void *recon,
                         int32_t *labels);
 

@@ -27,6 +27,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "nntm_export.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -48,7 +50,7 @@ extern "C" {
 #define NNTM_ERR_IO (-11)         /* a file cannot be read */
 #endif
 
-const char *nntm_strerror(int code);
+NNTM_API const char *nntm_strerror(int code);
 
 /* tensor_dtype codes of the tensor parameter set. */
 enum nntm_tensor_dtype {
@@ -59,9 +61,9 @@ enum nntm_tensor_dtype {
 };
 
 /* Bytes of one element of a tensor_dtype (0 for an unknown code). */
-int32_t nntm_tensor_dtype_size(int32_t dtype);
+NNTM_API int32_t nntm_tensor_dtype_size(int32_t dtype);
 /* The dtype's NumPy name ("float32", ... "bool"; "?" for an unknown code). */
-const char *nntm_tensor_dtype_name(int32_t dtype);
+NNTM_API const char *nntm_tensor_dtype_name(int32_t dtype);
 
 #define NNTM_STREAM_MAX_NDIM 8
 #define NNTM_CODING_QUANTIZED 0
@@ -110,7 +112,7 @@ typedef struct nntm_stream_settings {
 } nntm_stream_settings;
 
 /* DecoderApp's defaults (max_memory: half of physical memory is the caller's to find). */
-void nntm_stream_default_settings(nntm_stream_settings *s);
+NNTM_API void nntm_stream_default_settings(nntm_stream_settings *s);
 
 typedef struct nntm_stream nntm_stream;
 
@@ -118,42 +120,42 @@ typedef struct nntm_stream nntm_stream;
  * unchanged until nntm_stream_close).  *out is set, also on failure (except
  * NNTM_ERR_NOMEM/ARG with *out NULL) so that nntm_stream_error() can say why;
  * close it in every case.  settings NULL: nntm_stream_default_settings. */
-int nntm_stream_open_memory(nntm_stream **out, const uint8_t *data, size_t size,
+NNTM_API int nntm_stream_open_memory(nntm_stream **out, const uint8_t *data, size_t size,
                             const nntm_stream_settings *settings);
 /* The same for a file (mapped with mmap where it can be, else read). */
-int nntm_stream_open_file(nntm_stream **out, const char *path,
+NNTM_API int nntm_stream_open_file(nntm_stream **out, const char *path,
                           const nntm_stream_settings *settings);
 /* Release a stream (safe on NULL and on *s NULL); sets *s to NULL. */
-void nntm_stream_close(nntm_stream **s);
+NNTM_API void nntm_stream_close(nntm_stream **s);
 
 /* Text of the last failure of this stream, with unit and tensor ("" if none). */
-const char *nntm_stream_error(const nntm_stream *s);
+NNTM_API const char *nntm_stream_error(const nntm_stream *s);
 
-int32_t nntm_stream_num_tensors(const nntm_stream *s);
+NNTM_API int32_t nntm_stream_num_tensors(const nntm_stream *s);
 /* The format version (major * 256 + minor), tool_flags and source_format of the MPS. */
-int32_t nntm_stream_version(const nntm_stream *s);
-uint32_t nntm_stream_tool_flags(const nntm_stream *s);
-int32_t nntm_stream_source_format(const nntm_stream *s);
+NNTM_API int32_t nntm_stream_version(const nntm_stream *s);
+NNTM_API uint32_t nntm_stream_tool_flags(const nntm_stream *s);
+NNTM_API int32_t nntm_stream_source_format(const nntm_stream *s);
 /* stream_md5 [1.6]: 1 equal, 0 differs, -1 not carried; digest (or NULL) gets the
  * MD5 computed over the bytes before end_of_stream (zeros when not carried). */
-int nntm_stream_check(const nntm_stream *s, uint8_t digest[16]);
+NNTM_API int nntm_stream_check(const nntm_stream *s, uint8_t digest[16]);
 
 /* [1.7] The container unit (TOOL_CONTAINER): 1 and *format (3: ONNX), *data (owned by the
  * stream, inflated and checked when the stream was opened) and *size, or 0 (and 0, NULL, 0)
  * when the stream has none.  Tensors decode without it; it is what rebuilds the source
  * file (for ONNX: onnx_container(), docs/bitstream.md clause 3.8). */
-int nntm_stream_container(const nntm_stream *s, int32_t *format, const uint8_t **data,
+NNTM_API int nntm_stream_container(const nntm_stream *s, int32_t *format, const uint8_t **data,
                           size_t *size);
 
 /* Information on tensor index (0 .. num_tensors - 1). */
-int nntm_stream_tensor_info(const nntm_stream *s, int32_t index, nntm_tensor_info *info);
+NNTM_API int nntm_stream_tensor_info(const nntm_stream *s, int32_t index, nntm_tensor_info *info);
 
 /* Decode tensor index into out (out_size >= byte_size).  md5 (or NULL) gets
  * the MD5 of the decoded bytes.  Returns NNTM_OK, NNTM_ERR_HASH when they differ
  * from the hash unit (out is filled all the same), or another negative code
  * (out unspecified).  A tensor predicted from an earlier one decodes that one
  * too (kept inside the stream for as long as later tensors need it). */
-int nntm_stream_decode_tensor(nntm_stream *s, int32_t index, void *out, size_t out_size,
+NNTM_API int nntm_stream_decode_tensor(nntm_stream *s, int32_t index, void *out, size_t out_size,
                               uint8_t md5[16]);
 
 #ifdef __cplusplus
