@@ -7,10 +7,9 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import nntm
 import numpy as np
 import pytest
-
-import nntm
 from nntm import codec, core, hls
 from nntm.config import Config
 from nntm.errors import CoreError
