@@ -26,13 +26,13 @@ if grep -q "dq_enabled" "$src/lib/include/nntm/nntm.h"; then defs="-DKERNEL_INPU
 FLAGS="-g -O1 -std=c11 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
   -fno-omit-frame-pointer -ffp-contract=off"
 # shellcheck disable=SC2086
-"$CC" $defs $FLAGS -I"$src/lib/include" -I"$src/lib" fuzz/fuzz_kernel.c $srcs -lm \
+"$CC" $defs $FLAGS -I"$src/lib/include" -I"$src/lib" fuzz/fuzz_kernel.c $srcs -lm -pthread \
   -o "$out/fuzz_kernel"
 python3 fuzz/make_seeds.py "$out"
 echo "built $out/fuzz_kernel"
 if grep -q "nntm_decode_cluster" "$src/lib/include/nntm/nntm.h"; then
   # shellcheck disable=SC2086
-  "$CC" $FLAGS -I"$src/lib/include" -I"$src/lib" fuzz/fuzz_cluster.c $srcs -lm \
+  "$CC" $FLAGS -I"$src/lib/include" -I"$src/lib" fuzz/fuzz_cluster.c $srcs -lm -pthread \
     -o "$out/fuzz_cluster"
   rm -rf "$out/seeds/cluster"
   python3 fuzz/make_cluster_seeds.py "$out/seeds/cluster"

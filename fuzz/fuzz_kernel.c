@@ -57,7 +57,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                !(rv == NNTM_ERR_NONFINITE && in.pred_ext) && /* a NaN/Inf reference sample */
                !(rv == NNTM_ERR_ARG &&
                  (in.tree_ext || in.dq_ext || in.pred_ext || in.intra_ext || in.window_ext ||
-                  in.suffix_ext || in.row_pred_ext))) {
+                  in.suffix_ext || in.row_pred_ext || in.substreams_ext))) {
         /* (the tree, dq, reference and intra parameters are not range-checked here:
          * ARG is fine for them) */
         fail("undocumented return code", rv);

@@ -24,6 +24,8 @@
  *    for libraries that have NNTM_SUFFIX_CTX_BINS]
  *   [ext & 64: int32 row_pred (format 1.5, rows predicted from the row above), for
  *    libraries that have NNTM_ROW_PRED_CTX]
+ *   [ext & 128: int32 substream_rows (format 1.8, entry points: rows per substream), for
+ *    libraries that have NNTM_MAX_THREADS]
  *   payload                                 the tensor data unit payload (the rest)
  *
  * python/nntm/conformance.py (KERNEL_CASE_HEADER, kernel_cases) writes it. */
@@ -45,6 +47,7 @@
 #define KERNEL_INPUT_EXT_WINDOW 16
 #define KERNEL_INPUT_EXT_SUFFIX 32
 #define KERNEL_INPUT_EXT_ROW_PRED 64
+#define KERNEL_INPUT_EXT_SUBSTREAMS 128
 
 typedef struct kernel_input {
     nntm_kernel_params params;
@@ -56,6 +59,7 @@ typedef struct kernel_input {
     int window_ext;        /* the case carries prob_window */
     int suffix_ext;        /* the case carries suffix_ctx */
     int row_pred_ext;      /* the case carries row_pred */
+    int substreams_ext;    /* the case carries substream_rows */
 #if defined(NNTM_PRED_SCALE_SHIFT)
     nntm_reference ref;
 #endif
@@ -163,6 +167,14 @@ static inline int kernel_input_parse(const uint8_t *data, size_t size, kernel_in
 #if defined(NNTM_ROW_PRED_CTX)
         if (kernel_input_take_i32(data, size, &header, &in->params.row_pred)) return -1;
         in->row_pred_ext = 1;
+#else
+        return -1;
+#endif
+    }
+    if (data[15] & KERNEL_INPUT_EXT_SUBSTREAMS) {
+#if defined(NNTM_MAX_THREADS)
+        if (kernel_input_take_i32(data, size, &header, &in->params.substream_rows)) return -1;
+        in->substreams_ext = 1;
 #else
         return -1;
 #endif

@@ -564,6 +564,25 @@ def src_row_pred(rng: np.random.Generator) -> dict[str, np.ndarray]:
     }
 
 
+def src_entry(rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Tensors for entry points [1.8] (EP_A_1, EP_B_1): an embedding of 520 rows of 160 that
+    continue the row above with rows 300..309 repeating rows further up (83 200 elements,
+    more than the C decoder's band), a linear 100x48 bfloat16, a wide 6x3000 float16 (one
+    row a substream), a small linear below the threshold, a conv for the coding tree and a
+    bias."""
+    emb = rng.normal(0, 0.2, (1, 160)) + np.cumsum(rng.normal(0, 0.02, (520, 160)), axis=0)
+    emb[300:310] = emb[[3, 40, 77, 120, 150, 199, 230, 260, 280, 295]] + _normal(
+        rng, (10, 160), 0.004)
+    return {
+        "emb.weight": emb.astype(np.float32),
+        "fc.weight": _normal(rng, (100, 48), 0.1).astype(BF16),
+        "wide.weight": _normal(rng, (6, 3000), 0.05).astype(np.float16),
+        "small.weight": _normal(rng, (16, 16), 0.1).astype(np.float32),
+        "conv.weight": _normal(rng, (8, 4, 3, 3), 0.1).astype(np.float32),
+        "fc.bias": _normal(rng, (100,), 0.05).astype(np.float32),
+    }
+
+
 def src_intra_a(rng: np.random.Generator) -> dict[str, np.ndarray]:
     """Weights with the structure intra prediction uses (INTRA_A_1): a linear 48x80 of
     8x16 tiles repeated with small noise (block copy), a linear 40x64 whose rows are
@@ -683,6 +702,7 @@ SOURCES: dict[str, Source] = {
     "intra_a": Source("conformance/sources/intra_a.safetensors", 1022, src_intra_a),
     "row_pred": Source("conformance/sources/row_pred.safetensors", 1023, src_row_pred),
     "onnx_a": Source("conformance/sources/onnx_a.onnx", 1024, src_onnx_a, onnx_a_file),
+    "entry": Source("conformance/sources/entry.safetensors", 1025, src_entry),
 }
 
 
@@ -1110,6 +1130,29 @@ STREAMS: tuple[Spec, ...] = (
          "(If_0/then_branch/then.bias); the int64 Reshape shape stays in the template. The "
          "stream MD5 covers the container unit.",
          verify=True),
+    Spec("EP_A_1", "entry",
+         ("format 1.8", "TOOL_ENTRY_POINTS", "substream_rows", "substream_size",
+          "several substreams a tensor", "a last substream of fewer rows",
+          "one row a substream", "substream_rows 0 (below the threshold)",
+          "coding tree: one substream", "TOOL_DEP_QUANT (32 states)", "prob_window 10",
+          "suffix_ctx_flag 1", "dtype float32", "dtype bfloat16", "dtype float16"),
+         "Entry points (clauses 3.5, 5.2.9; EntryPointElements 2048): each raster tensor of "
+         "more than 2048 elements is coded as substreams of whole rows (13 rows of 160, 43 "
+         "rows of 48 with a last one of 14, one row of 3000), their sizes before the first; "
+         "each substream restarts the arithmetic decoder, every context, the DQ state "
+         "(32 states) and has no row above its first row. A tensor below the threshold and a "
+         "conv with the coding tree keep one substream. The 83 200-element embedding is "
+         "larger than the C decoder's band of 65 536 elements."),
+    Spec("EP_B_1", "entry",
+         ("format 1.8", "TOOL_ENTRY_POINTS", "TOOL_ROW_PRED", "substream_rows",
+          "substream_size", "row_pred_flag in the first row of a substream",
+          "reference rows in earlier substreams", "row_pred_above_flag 0",
+          "TOOL_DEP_QUANT (8 states)", "prob_window 8", "dtype float32", "dtype bfloat16"),
+         "Entry points with row prediction (RowPred 2, 8-state DQ, EntryPointElements 4096): "
+         "the first row of a substream carries its row_pred_flag on RowPredCtx[ 0 ] and may "
+         "be predicted from the last row of the substream before; rows 300..309 of the "
+         "embedding refer to rows of earlier substreams (a reconstruction dependency only: "
+         "the substreams parse on their own)."),
 )
 
 
@@ -1457,6 +1500,8 @@ def _check_reconstruction(tt: TensorTools, order: list[tuple[int, int]],
         if not t.dq_enabled:
             rec_idx[r, c] = level
             continue
+        if t.substream_rows and c == 0 and r % t.substream_rows == 0:
+            state = 0  # [1.8] each substream starts in state 0
         rec_idx[r, c] = 2 * level - (0 if state < first_q1 or level == 0
                                      else (1 if level > 0 else -1))
         state = table[state][abs(level) & 1]

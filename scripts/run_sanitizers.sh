@@ -43,7 +43,7 @@ defs=""
 if grep -q "dq_enabled" lib/include/nntm/nntm.h; then defs="-DKERNEL_INPUT_HAS_DQ"; fi
 # shellcheck disable=SC2086
 "$CC" $defs -std=c11 -g -O1 $SAN -ffp-contract=off -Wall -Wextra -Werror \
-  -Ilib/include -Ilib fuzz/kernel_check.c build-asan/libnntm.a -lm -o build-asan/kernel_check
+  -Ilib/include -Ilib fuzz/kernel_check.c build-asan/libnntm.a -lm -pthread -o build-asan/kernel_check
 
 echo "== conformance suite through the sanitized decoder"
 python3 -m nntm.apps.conformance --suite conformance/suite.json \
@@ -60,7 +60,7 @@ echo "${#corpus[@]} corpus inputs decoded cleanly"
 echo "== fuzz/cluster_check.c: cluster seeds and regression corpus (fuzz/corpus/cluster/)"
 # shellcheck disable=SC2086
 "$CC" -std=c11 -g -O1 $SAN -ffp-contract=off -Wall -Wextra -Werror \
-  -Ilib/include -Ilib fuzz/cluster_check.c build-asan/libnntm.a -lm -o build-asan/cluster_check
+  -Ilib/include -Ilib fuzz/cluster_check.c build-asan/libnntm.a -lm -pthread -o build-asan/cluster_check
 rm -rf build-asan/cluster-seeds
 python3 fuzz/make_cluster_seeds.py build-asan/cluster-seeds
 build-asan/cluster_check build-asan/cluster-seeds/*   # the conformance tensors must decode

@@ -22,8 +22,8 @@ from nntm.modelio import read_model
 ROOT = Path(__file__).resolve().parents[1]
 NNTM_DEC = Path(os.environ.get("NNTM_DEC", ROOT / "build" / "nntm-dec"))
 ALL_STREAMS = json.loads((ROOT / "conformance" / "suite.json").read_text())["streams"]
-# nntm-dec reads formats 1.0 to 1.7 (a newer stream is refused cleanly)
-C_MAX_VERSION = (1, 7)
+# nntm-dec reads formats 1.0 to 1.8 (a newer stream is refused cleanly)
+C_MAX_VERSION = (1, 8)
 
 
 def _version(entry: dict) -> tuple[int, ...]:

@@ -33,6 +33,8 @@ int nntm_check_kernel_params(const nntm_kernel_params *p) {
     if (p->prob_window < 0 || p->prob_window > NNTM_MAX_PROB_WINDOW) return NNTM_ERR_ARG;
     if (p->suffix_ctx < 0 || p->suffix_ctx > 1) return NNTM_ERR_ARG;
     if (p->row_pred < 0 || p->row_pred > 1 || (p->row_pred && p->tree.enabled)) return NNTM_ERR_ARG;
+    /* entry points [1.8]: raster tensors only (the coding tree keeps one substream) */
+    if (p->substream_rows < 0 || (p->substream_rows && p->tree.enabled)) return NNTM_ERR_ARG;
     /* tree nodes reach up to one CTU past the tensor: keep their corners in int32 */
     if (p->tree.enabled && (p->rows > INT32_MAX - 256 || p->cols > INT32_MAX - 256))
         return NNTM_ERR_ARG;

@@ -26,7 +26,7 @@
 
 /* ------------------------------------------------------------------ limits (hls.py) */
 #define FORMAT_MAJOR 1
-#define FORMAT_MINOR 7
+#define FORMAT_MINOR 8
 #define UNIT_HEADER 5
 #define MAX_NAME_BYTES 4096
 #define MAX_DIM 0x7FFFFFFFull
@@ -68,11 +68,12 @@ static const char *const unit_names[UNIT_TYPES] = {
 #define TOOL_ROW_PRED NNTM_TOOL_ROW_PRED
 #define TOOL_INTEGRITY NNTM_TOOL_INTEGRITY
 #define TOOL_CONTAINER NNTM_TOOL_CONTAINER
+#define TOOL_ENTRY_POINTS NNTM_TOOL_ENTRY_POINTS
 static const struct { uint32_t flag; int minor; } tool_min_minor[] = {
     {TOOL_CODING_TREE, 1}, {TOOL_SIGNAL_TYPES, 1}, {TOOL_DEP_QUANT, 1}, {TOOL_INTER_PRED, 2},
     {TOOL_CLUSTER, 2},     {TOOL_INTRA_PRED, 3},   {TOOL_PROB_WINDOW, 4}, {TOOL_DQ_8STATES, 4},
     {TOOL_SUFFIX_CTX, 5},  {TOOL_DQ_32STATES, 5},  {TOOL_ROW_PRED, 5},    {TOOL_INTEGRITY, 6},
-    {TOOL_CONTAINER, 7},
+    {TOOL_CONTAINER, 7},   {TOOL_ENTRY_POINTS, 8},
 };
 #define NUM_TOOLS (sizeof tool_min_minor / sizeof tool_min_minor[0])
 
@@ -122,7 +123,7 @@ typedef struct tps_rec {
     int64_t rows, cols;
     int32_t qp, qp_density, num_gt_flags, tree_type, signal_type;
     nntm_tree_params tree;
-    int32_t dq_enabled, dq_states, prob_window, suffix_ctx, row_pred;
+    int32_t dq_enabled, dq_states, prob_window, suffix_ctx, row_pred, substream_rows;
     int32_t pred_mode, ref_tensor_id, ref_dtype, pred_scale;
     uint8_t ref_md5[16];
     cluster_info *cluster;
@@ -599,6 +600,7 @@ static void parse_quantized(reader *r, tps_rec *t, uint32_t f, int minor) {
     t->prob_window = (int32_t)e->prob_window;
     t->suffix_ctx = (int32_t)e->suffix_ctx_flag;
     t->row_pred = (int32_t)e->row_pred_enabled_flag;
+    t->substream_rows = (int32_t)e->substream_rows;
     t->pred_mode = (int32_t)e->pred_mode;
     t->ref_tensor_id = (int32_t)e->ref_tensor_id;
     t->ref_dtype = (int32_t)e->ref_dtype;
@@ -704,6 +706,7 @@ static uint64_t working_bytes(const tps_rec *t) {
         p.tree = t->tree;
         p.dq_enabled = t->dq_enabled ? (t->dq_states == 8 ? 2 : t->dq_states == 32 ? 3 : 1) : 0;
         p.row_pred = t->row_pred;
+        p.substream_rows = t->substream_rows;
         return n * (4 + 3 * size) + nntm_decode_kernel_scratch(&p);
     }
     return n * (2 * size + 4);
@@ -1069,6 +1072,9 @@ int nntm_stream_open_memory(nntm_stream **out, const uint8_t *data, size_t size,
     *out = s;
     if (settings) s->settings = *settings;
     else nntm_stream_default_settings(&s->settings);
+    if (s->settings.threads < 0 || s->settings.threads > NNTM_MAX_THREADS)
+        return fail(s, NNTM_ERR_ARG, "threads %d is not 0..%d", (int)s->settings.threads,
+                    NNTM_MAX_THREADS);
     s->data = data;
     s->size = size;
     s->stream_ok = -1;
@@ -1084,6 +1090,9 @@ int nntm_stream_open_file(nntm_stream **out, const char *path,
     *out = s;
     if (settings) s->settings = *settings;
     else nntm_stream_default_settings(&s->settings);
+    if (s->settings.threads < 0 || s->settings.threads > NNTM_MAX_THREADS)
+        return fail(s, NNTM_ERR_ARG, "threads %d is not 0..%d", (int)s->settings.threads,
+                    NNTM_MAX_THREADS);
     s->stream_ok = -1;
     int fd = open(path, O_RDONLY);
     if (fd < 0) return fail(s, NNTM_ERR_IO, "cannot read bitstream '%s'", path);
@@ -1290,6 +1299,7 @@ static int decode_quantized(nntm_stream *s, tps_rec *t, uint8_t *out) {
     p.prob_window = t->prob_window;
     p.suffix_ctx = t->suffix_ctx;
     p.row_pred = t->row_pred;
+    p.substream_rows = t->substream_rows;
     size_t es = (size_t)dtype_sizes[t->dtype], bytes = t->count * es;
     nntm_reference ref, *refp = NULL;
     uint8_t *ref_tiles = NULL, *recon = out;
@@ -1318,7 +1328,8 @@ static int decode_quantized(nntm_stream *s, tps_rec *t, uint8_t *out) {
             return tensor_error(s, t, NNTM_ERR_NOMEM, "out of memory");
         }
     }
-    int rv = nntm_decode_kernel(&p, t->payload, t->payload_size, t->dtype, refp, recon, NULL, NULL);
+    int rv = nntm_decode_kernel_threads(&p, t->payload, t->payload_size, t->dtype, refp, recon,
+                                        NULL, NULL, s->settings.threads);
     if (rv == NNTM_OK && recon != out) tiles(t, recon, out, 0);
     if (recon != out) free(recon);
     free(ref_tiles);

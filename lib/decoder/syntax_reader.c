@@ -66,11 +66,13 @@ int nntm_read_level_coding(nntm_bin_reader *r, nntm_level_ctxs *ctxs,
 }
 
 /* transform_unit(): the levels of the region [x0,x1) x [y0,y1) in raster order,
- * advancing the DQ state; rindex receives the reconstruction indices. */
+ * advancing the DQ state; rindex receives the reconstruction indices (row r at row
+ * r - rrow0).  The row above row top is not looked at (taken as 0): the first row of the
+ * tensor, and [1.8] of a substream. */
 static inline int transform_unit_mode(nntm_bin_reader *r, nntm_level_ctxs *ctxs,
                                       const nntm_kernel_params *p, int32_t *levels,
                                       int32_t *rindex, int32_t x0, int32_t y0, int32_t x1,
-                                      int32_t y1, int win, int ring, int32_t rrow0) {
+                                      int32_t y1, int win, int ring, int32_t rrow0, int32_t top) {
     nntm_level_ctx_idx ci;
     nntm_bin_reader lr = *r; /* a local copy: range, code and pos stay in registers */
     const int dq = p->dq_enabled, num_gt = p->num_gt_flags;
@@ -79,7 +81,7 @@ static inline int transform_unit_mode(nntm_bin_reader *r, nntm_level_ctxs *ctxs,
     for (int32_t row = y0; row < y1 && rv == NNTM_OK; row++) {
         int32_t *cur = levels + (size_t)(ring ? (row & 1) : row) * cols;
         const int32_t *above =
-            row == 0 ? NULL : ring ? levels + (size_t)((row - 1) & 1) * cols : cur - cols;
+            row <= top ? NULL : ring ? levels + (size_t)((row - 1) & 1) * cols : cur - cols;
         int32_t left = x0 > 0 ? cur[x0 - 1] : 0;
         for (int32_t c = x0; c < x1; c++) {
             nntm_level_ctx_from(left, above ? above[c] : 0, nntm_dq_sig_set(dq, state), &ci);
@@ -104,17 +106,17 @@ static inline int transform_unit_mode(nntm_bin_reader *r, nntm_level_ctxs *ctxs,
  * context of the level sets: nntm_level_ctxs_init). */
 static int transform_unit(nntm_bin_reader *r, nntm_level_ctxs *ctxs, const nntm_kernel_params *p,
                           int32_t *levels, int32_t *rindex, int32_t x0, int32_t y0, int32_t x1,
-                          int32_t y1, int ring) {
+                          int32_t y1, int ring, int32_t top) {
     if (ctxs->sig[0].window)
-        return transform_unit_mode(r, ctxs, p, levels, rindex, x0, y0, x1, y1, 1, ring, 0);
-    return transform_unit_mode(r, ctxs, p, levels, rindex, x0, y0, x1, y1, 0, ring, 0);
+        return transform_unit_mode(r, ctxs, p, levels, rindex, x0, y0, x1, y1, 1, ring, 0, top);
+    return transform_unit_mode(r, ctxs, p, levels, rindex, x0, y0, x1, y1, 0, ring, 0, top);
 }
 
 int nntm_read_tensor_rows(nntm_bin_reader *r, nntm_level_ctxs *ctxs, const nntm_kernel_params *p,
-                          int32_t *levels, int32_t *rindex, int32_t y0, int32_t y1) {
+                          int32_t *levels, int32_t *rindex, int32_t y0, int32_t y1, int32_t top) {
     if (ctxs->sig[0].window)
-        return transform_unit_mode(r, ctxs, p, levels, rindex, 0, y0, p->cols, y1, 1, 1, y0);
-    return transform_unit_mode(r, ctxs, p, levels, rindex, 0, y0, p->cols, y1, 0, 1, y0);
+        return transform_unit_mode(r, ctxs, p, levels, rindex, 0, y0, p->cols, y1, 1, 1, y0, top);
+    return transform_unit_mode(r, ctxs, p, levels, rindex, 0, y0, p->cols, y1, 0, 1, y0, top);
 }
 
 /* The row prediction syntax of row `row` >= 1 [1.5] (nntm_write_row_pred): its reference
@@ -135,31 +137,39 @@ static int row_pred(nntm_bin_reader *r, nntm_level_ctxs *ctxs, int prev, int32_t
 
 int nntm_read_tensor_data(nntm_bin_reader *r, nntm_level_ctxs *ctxs,
                           const nntm_kernel_params *p, int32_t *levels, int32_t *rindex,
-                          nntm_buffer *trace, int ring) {
+                          int32_t y0, int32_t y1, int ring, int32_t *row_ref) {
     if (!p->row_pred)
-        return transform_unit(r, ctxs, p, levels, rindex, 0, 0, p->cols, p->rows, ring);
-    const int64_t max = nntm_max_rindex(p->dq_enabled);
-    int prev = 0;
-    for (int32_t row = 0; row < p->rows; row++) {
+        return transform_unit(r, ctxs, p, levels, rindex, 0, y0, p->cols, y1, ring, y0);
+    int prev = 0; /* row_pred_flag of the row above, in this substream */
+    for (int32_t row = y0; row < y1; row++) {
         int32_t ref = -1;
         int rv = row > 0 ? row_pred(r, ctxs, prev, row, &ref) : NNTM_OK;
         if (rv == NNTM_OK)
-            rv = transform_unit(r, ctxs, p, levels, rindex, 0, row, p->cols, row + 1, ring);
+            rv = transform_unit(r, ctxs, p, levels, rindex, 0, row, p->cols, row + 1, ring, y0);
         if (rv) return rv;
-        if (ref >= 0) {
-            int32_t *cur = rindex + (size_t)row * (size_t)p->cols;
-            const int32_t *src = rindex + (size_t)ref * (size_t)p->cols;
-            for (int32_t c = 0; c < p->cols; c++) {
-                int64_t v = (int64_t)cur[c] + (int64_t)src[c];
-                if (v > max || v < -max) return NNTM_ERR_CORRUPT;
-                cur[c] = (int32_t)v;
-            }
-            nntm_cu_record rec = {0, row, p->cols, 1, NNTM_CU_CODED, p->qp, 0, NNTM_INTRA_COPY,
-                                  0, ref - row};
-            rv = nntm_trace_append(trace, &rec);
-            if (rv) return rv;
-        }
+        row_ref[row] = ref;
         prev = ref >= 0;
+    }
+    return NNTM_OK;
+}
+
+int nntm_apply_row_pred(const nntm_kernel_params *p, int32_t *rindex, const int32_t *row_ref,
+                        nntm_buffer *trace) {
+    const int64_t max = nntm_max_rindex(p->dq_enabled);
+    for (int32_t row = 1; row < p->rows; row++) {
+        int32_t ref = row_ref[row];
+        if (ref < 0) continue;
+        int32_t *cur = rindex + (size_t)row * (size_t)p->cols;
+        const int32_t *src = rindex + (size_t)ref * (size_t)p->cols;
+        for (int32_t c = 0; c < p->cols; c++) {
+            int64_t v = (int64_t)cur[c] + (int64_t)src[c];
+            if (v > max || v < -max) return NNTM_ERR_CORRUPT;
+            cur[c] = (int32_t)v;
+        }
+        nntm_cu_record rec = {0, row, p->cols, 1, NNTM_CU_CODED, p->qp, 0, NNTM_INTRA_COPY, 0,
+                              ref - row};
+        int rv = nntm_trace_append(trace, &rec);
+        if (rv) return rv;
     }
     return NNTM_OK;
 }
@@ -271,7 +281,7 @@ static int coding_unit(tree_reader *tr, const nntm_node *n) {
                 return NNTM_ERR_CORRUPT;
         }
         rv = transform_unit(tr->r, &tr->ctxs->level, tr->p, tr->levels, tr->rindex, x0, y0, x1,
-                            y1, 0);
+                            y1, 0, 0);
         if (rv) return rv;
         /* the levels reconstructed: prediction + coded residual */
         if (intra && nntm_intra_reconstruct(tr->rindex, tr->levels, tr->p->cols, intra, bv_x,

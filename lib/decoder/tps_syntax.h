@@ -30,6 +30,7 @@
 #define NNTM_TOOL_ROW_PRED (1u << 11)
 #define NNTM_TOOL_INTEGRITY (1u << 12)
 #define NNTM_TOOL_CONTAINER (1u << 13)
+#define NNTM_TOOL_ENTRY_POINTS (1u << 14)
 
 #define NNTM_TPS_TREE(f, e) (((f) & NNTM_TOOL_CODING_TREE) && (e)->tree_partition_type)
 #define NNTM_TPS_PRED(f, e) (((f) & NNTM_TOOL_INTER_PRED) && (e)->pred_mode)
@@ -59,6 +60,8 @@
     X(prob_window, U4, 4, f & NNTM_TOOL_PROB_WINDOW, 0, 12)                                     \
     X(suffix_ctx_flag, U1, 5, f & NNTM_TOOL_SUFFIX_CTX, 0, 1)                                   \
     X(row_pred_enabled_flag, U1, 5, (f & NNTM_TOOL_ROW_PRED) && !e->tree_partition_type, 0, 1)  \
+    X(substream_rows, UE, 8, (f & NNTM_TOOL_ENTRY_POINTS) && !e->tree_partition_type, 0,        \
+      e->kernel_rows)                                                                           \
     X(pred_mode, U8, 2, f & NNTM_TOOL_INTER_PRED, 0, 2)                                         \
     X(ref_tensor_id, UE, 2, NNTM_TPS_PRED(f, e) && e->pred_mode == 2, 0, (int64_t)tensor_id - 1) \
     X(ref_dtype, U8, 2, NNTM_TPS_PRED(f, e), 0, 2)                                              \

@@ -19,6 +19,20 @@ static void buffer_reset(nntm_buffer *b) {
     b->capacity = 0;
 }
 
+/* nntm_quantize_region over rows [r0, r1) of the whole width, the row above row top not
+ * looked at (the first row of a substream [1.8]): the region quantized as the rows of a
+ * kernel tensor that starts at row top (rdoq.c takes the row above row 0 as 0). */
+static double quantize_rows(const nntm_region_input *in, nntm_quantizer *q, int32_t *levels,
+                            nntm_level_ctxs *ctxs, nntm_bit_estimator *trial,
+                            nntm_bit_estimator *track, int32_t top, int32_t r0, int32_t r1) {
+    const size_t off = (size_t)top * (size_t)in->k->cols;
+    nntm_region_input view = *in;
+    view.weights = in->weights + off;
+    view.importance = in->importance ? in->importance + off : NULL;
+    return nntm_quantize_region(&view, q, levels + off, ctxs, trial, track, 0, r0 - top,
+                                in->k->cols, r1 - top);
+}
+
 /* The trial estimator's price of row r's prediction syntax [1.5] for reference row ref
  * (-1: none) on the contexts c (the estimator does not update them). */
 static uint64_t row_syntax_cost(nntm_bit_estimator *trial, nntm_level_ctxs *c, int prev, int32_t r,
@@ -49,33 +63,35 @@ static int row_rindex(int dq, int s, const int32_t *lv, const int32_t *src, size
  * candidate reference row (the row above, and hint[ r ] when given) whose reconstruction
  * leaves less energy than the row, once more as the difference to it, from the same
  * contexts and DQ state; the least D + lambda R (prediction syntax included) is kept.
+ * Rows [y0, y1): the whole tensor, or [1.8] one substream (its first row without a row
+ * above for the contexts, and row_pred_flag of row y0 on RowPredCtx[ 0 ]), whose rows may
+ * refer to any earlier row; rec holds the reconstruction indices of the rows before y0.
  * Fills ref[] (-1: not predicted) and leaves the contexts after the last row. */
 static int quantize_rows_pred(const nntm_region_input *in, nntm_quantizer *q, int32_t *levels,
                               nntm_level_ctxs *ctxs, nntm_bit_estimator *trial,
                               nntm_bit_estimator *track, const int32_t *hint, int32_t *ref,
-                              double max_abs) {
+                              double max_abs, int32_t *rec, int32_t y0, int32_t y1) {
     const nntm_kernel_params *k = in->k;
     const size_t cols = (size_t)k->cols, n = (size_t)k->rows * cols;
     const int dq = k->dq_enabled;
     const double unit = dq ? 0.5 * q->step : q->step;
     const int64_t max = nntm_max_rindex(dq);
     float *res = malloc(n * sizeof *res);
-    int32_t *rec = malloc(n * sizeof *rec), *keep = malloc(cols * sizeof *keep);
+    int32_t *keep = malloc(cols * sizeof *keep);
     int32_t *trial_rec = malloc(cols * sizeof *trial_rec);
     nntm_level_ctxs *start = malloc(sizeof *start), *best_ctxs = malloc(sizeof *best_ctxs);
-    const int rv =
-        res && rec && keep && trial_rec && start && best_ctxs ? NNTM_OK : NNTM_ERR_NOMEM;
+    const int rv = res && keep && trial_rec && start && best_ctxs ? NNTM_OK : NNTM_ERR_NOMEM;
     nntm_region_input pred_in = *in;
     pred_in.weights = res;
     int prev = 0;
-    for (int32_t r = 0; r < k->rows && rv == NNTM_OK; r++) {
+    for (int32_t r = y0; r < y1 && rv == NNTM_OK; r++) {
         int32_t *lv = levels + (size_t)r * cols;
         const float *w = in->weights + (size_t)r * cols;
         float *rr = res + (size_t)r * cols;
         *start = *ctxs;
         const uint64_t t0 = track->cost;
         int32_t *out = rec + (size_t)r * cols;  /* this row's reconstruction indices */
-        double d = nntm_quantize_region(in, q, levels, ctxs, trial, track, 0, r, k->cols, r + 1);
+        double d = quantize_rows(in, q, levels, ctxs, trial, track, y0, r, r + 1);
         row_rindex(dq, start->dq_state, lv, NULL, cols, max, unit, max_abs, out);
         double best_j = d + in->lambda * (double)(track->cost - t0 +
                                                   (r ? row_syntax_cost(trial, start, prev, r, -1)
@@ -98,8 +114,7 @@ static int quantize_rows_pred(const nntm_region_input *in, nntm_quantizer *q, in
             if (!(e1 < e0)) continue;
             *ctxs = *start;
             track->cost = t0;
-            double db = nntm_quantize_region(&pred_in, q, levels, ctxs, trial, track, 0, r,
-                                             k->cols, r + 1);
+            double db = quantize_rows(&pred_in, q, levels, ctxs, trial, track, y0, r, r + 1);
             double jb = db + in->lambda * (double)(track->cost - t0 +
                                                    row_syntax_cost(trial, start, prev, r, cand[j]));
             if (row_rindex(dq, start->dq_state, lv, src, cols, max, unit, max_abs, trial_rec) &&
@@ -121,7 +136,6 @@ static int quantize_rows_pred(const nntm_region_input *in, nntm_quantizer *q, in
         prev = best >= 0;
     }
     free(res);
-    free(rec);
     free(keep);
     free(trial_rec);
     free(start);
@@ -129,17 +143,85 @@ static int quantize_rows_pred(const nntm_region_input *in, nntm_quantizer *q, in
     return rv;
 }
 
+/* The bits of ue(v) for v (the high-level syntax's Exp-Golomb code), MSB first, into a
+ * bit accumulator of the payload head. */
+typedef struct head_bits {
+    uint8_t *data;
+    size_t size, cap;
+    int nbits;          /* bits of the last byte used (0..7) */
+    int nomem;
+} head_bits;
+
+static void head_bit(head_bits *h, int bit) {
+    if (h->nbits == 0) {
+        if (h->size == h->cap) {
+            size_t cap = h->cap ? 2 * h->cap : 64;
+            uint8_t *d = realloc(h->data, cap);
+            if (!d) {
+                h->nomem = 1;
+                return;
+            }
+            h->data = d;
+            h->cap = cap;
+        }
+        h->data[h->size++] = 0;
+    }
+    if (bit) h->data[h->size - 1] |= (uint8_t)(0x80u >> h->nbits);
+    h->nbits = (h->nbits + 1) & 7;
+}
+
+static void head_ue(head_bits *h, uint64_t v) {
+    uint64_t x = v + 1;
+    int len = 0;
+    while ((x >> len) > 1) len++;
+    for (int i = 0; i < len; i++) head_bit(h, 0);
+    for (int i = len; i >= 0; i--) head_bit(h, (int)((x >> i) & 1));
+}
+
+/* The payload of a tensor with entry points [1.8]: substream_size[ k ] of every substream
+ * but the last, byte_alignment(), then the substreams. */
+static int join_substreams(nntm_buffer *sub, int64_t nsub, nntm_buffer *out) {
+    head_bits h = {0};
+    for (int64_t k = 0; k + 1 < nsub; k++) head_ue(&h, (uint64_t)sub[k].size);
+    head_bit(&h, 1);
+    while (h.nbits) head_bit(&h, 0);
+    size_t total = h.size;
+    for (int64_t k = 0; k < nsub; k++) total += sub[k].size;
+    uint8_t *d = h.nomem ? NULL : malloc(total);
+    if (!d) {
+        free(h.data);
+        return NNTM_ERR_NOMEM;
+    }
+    memcpy(d, h.data, h.size);
+    size_t pos = h.size;
+    for (int64_t k = 0; k < nsub; k++) {
+        memcpy(d + pos, sub[k].data, sub[k].size);
+        pos += sub[k].size;
+    }
+    free(h.data);
+    out->data = d;
+    out->size = out->capacity = total;
+    return NNTM_OK;
+}
+
 /* Format 1.0: one raster scan over the whole kernel tensor ([1.5] with row prediction:
- * row by row). */
+ * row by row); [1.8] with entry points one scan a substream, each quantized and written
+ * with fresh contexts and DQ state 0 and its first row without a row above. */
 static int encode_raster(const nntm_encoder_params *p, const float *w, const float *imp,
                          int32_t *levels, int32_t *rindex, nntm_buffer *out, nntm_buffer *trace) {
     const nntm_kernel_params *k = &p->kernel;
+    const int64_t nsub = nntm_num_substreams(k);
+    const size_t n = (size_t)k->rows * (size_t)k->cols;
     nntm_bit_estimator *trial = malloc(sizeof *trial), *track = malloc(sizeof *track);
     int32_t *row_ref = k->row_pred ? malloc((size_t)k->rows * sizeof *row_ref) : NULL;
-    if (!trial || !track || (k->row_pred && !row_ref)) {
+    int32_t *rec = k->row_pred ? malloc(n * sizeof *rec) : NULL;
+    nntm_buffer *sub = nsub > 1 ? calloc((size_t)nsub, sizeof *sub) : NULL;
+    if (!trial || !track || (k->row_pred && (!row_ref || !rec)) || (nsub > 1 && !sub)) {
         free(trial);
         free(track);
         free(row_ref);
+        free(rec);
+        free(sub);
         return NNTM_ERR_NOMEM;
     }
     nntm_bit_estimator_init(trial, 0);
@@ -150,34 +232,43 @@ static int encode_raster(const nntm_encoder_params *p, const float *w, const flo
                             p->lambda_scale * q.step * q.step / (double)(1u << NNTM_COST_SHIFT),
                             w, imp};
     nntm_level_ctxs ctxs;
-    nntm_level_ctxs_init(&ctxs, k->prob_window, k->suffix_ctx);
     int rv = NNTM_OK;
-    if (k->row_pred)
-        rv = quantize_rows_pred(&in, &q, levels, &ctxs, trial, track, p->row_hint, row_ref,
-                                p->max_abs_value);
-    else
-        nntm_quantize_region(&in, &q, levels, &ctxs, trial, track, 0, 0, k->cols, k->rows);
+    for (int64_t s = 0; s < nsub && rv == NNTM_OK; s++) {
+        int32_t y0 = (int32_t)(s * k->substream_rows);
+        int32_t y1 = s + 1 == nsub ? k->rows : (int32_t)((s + 1) * k->substream_rows);
+        nntm_level_ctxs_init(&ctxs, k->prob_window, k->suffix_ctx);
+        if (k->row_pred)
+            rv = quantize_rows_pred(&in, &q, levels, &ctxs, trial, track, p->row_hint, row_ref,
+                                    p->max_abs_value, rec, y0, y1);
+        else
+            quantize_rows(&in, &q, levels, &ctxs, trial, track, y0, y0, y1);
+    }
     free(trial);
     free(track);
+    free(rec);
     if (rv == NNTM_OK && q.nomem) rv = NNTM_ERR_NOMEM;
     if (rv == NNTM_OK && q.overflow) rv = NNTM_ERR_RANGE;
-    if (rv) {
-        free(row_ref);
-        return rv;
+    for (int64_t s = 0; s < nsub && rv == NNTM_OK; s++) {
+        int32_t y0 = (int32_t)(s * k->substream_rows);
+        int32_t y1 = s + 1 == nsub ? k->rows : (int32_t)((s + 1) * k->substream_rows);
+        nntm_arith_encoder enc;
+        nntm_arith_encoder_init(&enc, sub ? &sub[s] : out);
+        nntm_level_ctxs_init(&ctxs, k->prob_window, k->suffix_ctx);
+        nntm_write_tensor_data(&enc.w, &ctxs, k, levels, rindex, row_ref, nsub > 1 ? y0 : 0,
+                               nsub > 1 ? y1 : k->rows);
+        rv = nntm_arith_encoder_finish(&enc);
     }
-    nntm_arith_encoder enc;
-    nntm_arith_encoder_init(&enc, out);
-    nntm_level_ctxs_init(&ctxs, k->prob_window, k->suffix_ctx);
-    nntm_write_tensor_data(&enc.w, &ctxs, k, levels, rindex, row_ref);
+    if (rv == NNTM_OK && sub) rv = join_substreams(sub, nsub, out);
+    for (int64_t s = 0; sub && s < nsub; s++) nntm_buffer_free(&sub[s]);
+    free(sub);
     /* the decoder's trace: a predicted row is a copy from its reference row */
     for (int32_t r = 1; row_ref && r < k->rows && rv == NNTM_OK; r++) {
-        nntm_cu_record rec = {0, r, k->cols, 1, NNTM_CU_CODED, k->qp, 0, NNTM_INTRA_COPY, 0,
-                              row_ref[r] - r};
-        if (row_ref[r] >= 0) rv = nntm_trace_append(trace, &rec);
+        nntm_cu_record rc = {0, r, k->cols, 1, NNTM_CU_CODED, k->qp, 0, NNTM_INTRA_COPY, 0,
+                             row_ref[r] - r};
+        if (row_ref[r] >= 0) rv = nntm_trace_append(trace, &rc);
     }
     free(row_ref);
-    int fin = nntm_arith_encoder_finish(&enc);
-    return rv ? rv : fin;
+    return rv;
 }
 
 static int encode_tree(const nntm_encoder_params *p, const float *w, const float *imp,

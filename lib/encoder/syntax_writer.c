@@ -50,18 +50,39 @@ void nntm_write_row_pred(nntm_bin_writer *w, nntm_level_ctxs *ctxs, int prev, in
     if (ref != r - 1) w->encode_bypass(w, (uint32_t)(r - 2 - ref), nntm_row_ref_bits(r));
 }
 
+/* The levels of rows [y0, y1) in raster order, advancing the DQ state; the row above row
+ * top is not looked at (the first row of a substream [1.8]). */
+static void write_rows(nntm_bin_writer *w, nntm_level_ctxs *ctxs, const nntm_kernel_params *p,
+                       const int32_t *levels, int32_t *rindex, int32_t y0, int32_t y1,
+                       int32_t top) {
+    nntm_level_ctx_idx ci;
+    const size_t cols = (size_t)p->cols;
+    for (int32_t r = y0; r < y1; r++) {
+        const int32_t *cur = levels + (size_t)r * cols, *above = r > top ? cur - cols : NULL;
+        for (size_t c = 0; c < cols; c++) {
+            nntm_level_ctx_from(c > 0 ? cur[c - 1] : 0, above ? above[c] : 0,
+                                nntm_dq_sig_set(p->dq_enabled, ctxs->dq_state), &ci);
+            nntm_write_level_coding(w, ctxs, &ci, cur[c], p->num_gt_flags);
+            if (rindex)
+                rindex[(size_t)r * cols + c] =
+                    (int32_t)nntm_dq_rindex(p->dq_enabled, ctxs->dq_state, cur[c]);
+            if (p->dq_enabled) ctxs->dq_state = nntm_dq_next(p->dq_enabled, ctxs->dq_state, cur[c]);
+        }
+    }
+}
+
 void nntm_write_tensor_data(nntm_bin_writer *w, nntm_level_ctxs *ctxs,
                             const nntm_kernel_params *p, const int32_t *levels, int32_t *rindex,
-                            const int32_t *row_ref) {
+                            const int32_t *row_ref, int32_t y0, int32_t y1) {
     if (!p->row_pred) {
-        nntm_write_transform_unit(w, ctxs, p, levels, rindex, 0, 0, p->cols, p->rows);
+        write_rows(w, ctxs, p, levels, rindex, y0, y1, y0);
         return;
     }
-    int prev = 0;
-    for (int32_t r = 0; r < p->rows; r++) {
+    int prev = 0; /* row_pred_flag of the row above, in this substream */
+    for (int32_t r = y0; r < y1; r++) {
         int flag = r > 0 && row_ref[r] >= 0;
         if (r > 0) nntm_write_row_pred(w, ctxs, prev, r, row_ref[r]);
-        nntm_write_transform_unit(w, ctxs, p, levels, rindex, 0, r, p->cols, r + 1);
+        write_rows(w, ctxs, p, levels, rindex, r, r + 1, y0);
         if (flag) {
             int32_t *cur = rindex + (size_t)r * (size_t)p->cols;
             const int32_t *src = rindex + (size_t)row_ref[r] * (size_t)p->cols;

@@ -16,13 +16,14 @@ void nntm_write_level_coding(nntm_bin_writer *w, nntm_level_ctxs *ctxs,
 void nntm_write_row_pred(nntm_bin_writer *w, nntm_level_ctxs *ctxs, int prev, int32_t r,
                          int32_t ref);
 
-/* tensor_data() of format 1.0: every level of a kernel tensor in raster order; [1.5]
- * with row_pred, row_ref[ r ] (rows 1..) the reference row of row r or -1 (row_pred_flag
- * 0): the reconstruction indices of a predicted row are added to those of its reference
- * row (rindex is required then). */
+/* Rows [y0, y1) of tensor_data() of format 1.0 (the whole raster scan, or [1.8] one
+ * substream, whose first row y0 has no row above for the contexts): the levels in raster
+ * order; [1.5] with row_pred, row_ref[ r ] (rows 1..) the reference row of row r or -1
+ * (row_pred_flag 0): the reconstruction indices of a predicted row are added to those of
+ * its reference row (rindex is required then; earlier substreams written first). */
 void nntm_write_tensor_data(nntm_bin_writer *w, nntm_level_ctxs *ctxs,
                             const nntm_kernel_params *p, const int32_t *levels, int32_t *rindex,
-                            const int32_t *row_ref);
+                            const int32_t *row_ref, int32_t y0, int32_t y1);
 
 /* split_mode(): the split flags of a node for the given split. */
 void nntm_write_split_mode(nntm_bin_writer *w, nntm_tree_ctxs *ctxs, const nntm_cu_maps *m,

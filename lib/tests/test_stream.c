@@ -280,7 +280,7 @@ static void test_good_stream(int integrity) {
     CHECK(open_code(c.d, c.n, NULL) == NNTM_ERR_CORRUPT);
     /* a newer format minor version */
     c = b;
-    c.d[10] = 8;
+    c.d[10] = 9;
     CHECK(open_code(c.d, c.n, NULL) == NNTM_ERR_UNSUPPORTED);
     /* the magic */
     c = b;
@@ -290,7 +290,7 @@ static void test_good_stream(int integrity) {
 
 static void test_refused(void) {
     stream_buf b;
-    size_t n = build(&b, 1, 0, 1u << 14); /* an unknown tool flag */
+    size_t n = build(&b, 1, 0, 1u << 15); /* an unknown tool flag */
     CHECK(open_code(b.d, n, NULL) == NNTM_ERR_UNSUPPORTED);
     n = build(&b, 0, 0, 1u << 12);         /* TOOL_INTEGRITY in a 1.0 stream */
     CHECK(open_code(b.d, n, NULL) == NNTM_ERR_CORRUPT);

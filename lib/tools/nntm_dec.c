@@ -13,8 +13,9 @@
  * onnx_container() bytes, docs/bitstream.md 3.8) to --Container FILE when asked for: nntm-dec
  * does not rebuild an ONNX file (DecoderApp -o model.onnx does).
  *
- * --threads: tensors decoded at once (default: every core); the output and the lines
- * printed do not depend on it.
+ * --threads: tensors decoded at once (default: every core), and [1.8] the threads that
+ * parse the substreams of one tensor with entry points; the output and the lines printed
+ * do not depend on it.
  *
  * One line per tensor with [MD5: <hex> OK]; exits 1 on any mismatch or error,
  * leaving no output file (the output is written to a temporary file in the
@@ -44,7 +45,7 @@ static void usage(FILE *f) {
             "usage: nntm-dec -b in.bit [-o out.safetensors] [--RefModel ref.safetensors] [-v]\n"
             "                [--threads N] [--MaxMemory BYTES|auto] [--MaxExpansion N]\n"
             "                [--MaxTensorElements N] [--Container FILE] [--Md5File FILE]\n"
-            "Decode an NNTM bitstream (format 1.0 to 1.7), check every MD5 and write the model\n"
+            "Decode an NNTM bitstream (format 1.0 to 1.8), check every MD5 and write the model\n"
             "as safetensors (identical to DecoderApp's). Exits 1 on any mismatch or error, in\n"
             "which case no output file is written. --Container writes a 1.7 stream's container\n"
             "data (an ONNX model's graph, onnx_container()); DecoderApp -o x.onnx rebuilds the\n"
@@ -293,6 +294,7 @@ static int parse_args(int argc, char **argv, options *o) {
         long cores = sysconf(_SC_NPROCESSORS_ONLN);
         o->threads = cores < 1 ? 1 : cores > MAX_THREADS ? MAX_THREADS : (int)cores;
     }
+    o->settings.threads = o->threads; /* [1.8] and the substreams of one tensor */
     if (!o->settings.max_memory) { /* auto: half of this machine's memory */
         long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
         o->settings.max_memory = pages > 0 && page > 0 ? (uint64_t)pages * (uint64_t)page / 2

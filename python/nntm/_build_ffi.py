@@ -39,7 +39,8 @@ ffibuilder.set_source(
     sources=library_sources(),
     include_dirs=[_relative(ROOT / "lib/include"), _relative(ROOT / "lib")],
     extra_compile_args=["-std=c11", "-O2", "-Wall", "-Wextra", "-Werror", "-ffp-contract=off"],
-    libraries=["m"],
+    libraries=["m", "pthread"],
+    extra_link_args=["-pthread"],
 )
 
 if __name__ == "__main__":

@@ -186,7 +186,7 @@ def kernel_params(tps: hls.TensorParameterSet) -> core.KernelParams:
     """What the C core needs to decode a QUANTIZED tensor, from its parameter set."""
     return core.KernelParams(tps.rows, tps.cols, tps.qp, tps.qp_density, tps.num_gt_flags,
                              tps.tree, dq_mode(tps), tps.prob_window, int(tps.suffix_ctx),
-                             int(tps.row_pred))
+                             int(tps.row_pred), tps.substream_rows)
 
 
 def tensor_qp(config: Config, ndim: int, predicted: bool = False,
@@ -386,7 +386,9 @@ def plan_model(
         _check_tensor(tensor_id, name, array)
         mode = _choose_mode(name, array, config, notes, tensor_roles[name], lossless_roles)
         cls = classifier.classify(name, tuple(array.shape))
-        tool_flags |= _tool_flags(mode, cls, config)
+        kr, kc = (kernel_shape(tuple(array.shape), cls.arrangement)
+                  if mode == hls.CodingMode.QUANTIZED else (0, 0))
+        tool_flags |= _tool_flags(mode, cls, config, kr, kc)
         plans.append((mode, cls))
         infos.append(_Shape(tuple(array.shape), array.dtype))
         del array
@@ -412,11 +414,25 @@ def plan_model(
                      precision.floor_of_scales(config, scales_1d) if relative else 0.0)
 
 
-def _tool_flags(mode: hls.CodingMode, cls: object, config: Config) -> int:
-    """The tool flags a tensor of ``mode`` and class ``cls`` needs."""
+def substream_rows(rows: int, cols: int, elements: int) -> int:
+    """substream_rows [1.8] of a raster kernel tensor for ``EntryPointElements``: about
+    ``elements`` elements a substream, in whole rows (at least one); 0 (one substream) when
+    the tensor has no more than ``elements`` elements or ``elements`` is 0."""
+    if elements <= 0 or rows * cols <= elements or cols == 0:
+        return 0
+    per = max(1, (elements + cols // 2) // cols)
+    return per if per < rows else 0
+
+
+def _tool_flags(mode: hls.CodingMode, cls: object, config: Config, rows: int = 0,
+                cols: int = 0) -> int:
+    """The tool flags a tensor of ``mode`` and class ``cls`` (kernel ``rows`` x ``cols``)
+    needs."""
     if mode != hls.CodingMode.QUANTIZED:
         return 0
     flags = 0
+    if not cls.tree.enabled and substream_rows(rows, cols, int(config["EntryPointElements"])):
+        flags |= hls.TOOL_ENTRY_POINTS
     if cls.tree.enabled:
         flags |= hls.TOOL_CODING_TREE
     if config["DepQuant"]:
@@ -488,9 +504,9 @@ def code_tensor(plan: ModelPlan, tensor_id: int, array: np.ndarray,
         tps.prob_window = cls.prob_window
         tps.suffix_ctx = bool(config["SuffixCtx"])
         tps.row_pred = bool(int(config["RowPred"])) and not cls.tree.enabled
-        params = core.KernelParams(rows, cols, qp, tps.qp_density, tps.num_gt_flags, cls.tree,
-                                   dq_mode(tps), tps.prob_window, int(tps.suffix_ctx),
-                                   int(tps.row_pred))
+        if tool_flags & hls.TOOL_ENTRY_POINTS and not cls.tree.enabled:
+            tps.substream_rows = substream_rows(rows, cols, int(config["EntryPointElements"]))
+        params = kernel_params(tps)
         row_hint = (rowref.reference_hints(kernel) if tps.row_pred
                     and int(config["RowPred"]) == 2 else None)
         ref = None
@@ -821,7 +837,8 @@ def max_raster_elements(tps: hls.TensorParameterSet, payload_size: int) -> int:
 
 
 def _decode_tensor(tps: hls.TensorParameterSet, payload: bytes, where: str, trace: bool,
-                   traces: dict[str, np.ndarray], ref: np.ndarray | None = None) -> np.ndarray:
+                   traces: dict[str, np.ndarray], ref: np.ndarray | None = None,
+                   threads: int = 1) -> np.ndarray:
     what = f"{where}, tensor '{tps.name}'"
     if tps.coding_mode == hls.CodingMode.LOSSLESS:
         expected = tps.num_elements * tps.dtype.itemsize
@@ -842,7 +859,7 @@ def _decode_tensor(tps: hls.TensorParameterSet, payload: bytes, where: str, trac
     if ref is not None:
         cref = core.Reference(to_kernel(ref, Arrangement(tps.arrangement)), tps.pred_scale)
     try:
-        res = core.decode_kernel(payload, params, tps.dtype, what, trace, cref)
+        res = core.decode_kernel(payload, params, tps.dtype, what, trace, cref, threads)
     except CoreError as exc:
         raise BitstreamError(str(exc)) from exc
     except MemoryError:

@@ -81,6 +81,9 @@ KERNEL_EXT_SUFFIX = 32
 #: Extension flag 64: row_pred (int32 LE) [1.5], after suffix_ctx, if any.
 KERNEL_CASE_ROW_PRED = struct.Struct("<i")
 KERNEL_EXT_ROW_PRED = 64
+#: Extension flag 128: substream_rows (int32 LE) [1.8], after row_pred, if any.
+KERNEL_CASE_SUBSTREAMS = struct.Struct("<i")
+KERNEL_EXT_SUBSTREAMS = 128
 _TREE_FIELDS = ("enabled", "log2_ctu_size", "log2_min_qt_size", "max_mtt_depth",
                 "log2_min_cu_size", "split_mask", "skip_enabled", "cu_qp_delta_enabled")
 
@@ -431,7 +434,9 @@ def kernel_case_bytes(tps: hls.TensorParameterSet, payload: bytes,
     ext = (KERNEL_EXT_TREE if tree is not None and tree.enabled else 0) | (
         KERNEL_EXT_DQ if dq else 0) | (KERNEL_EXT_PRED if ref is not None else 0) | (
         KERNEL_EXT_INTRA if intra else 0) | (KERNEL_EXT_WINDOW if window else 0) | (
-        KERNEL_EXT_SUFFIX if tps.suffix_ctx else 0) | (KERNEL_EXT_ROW_PRED if tps.row_pred else 0)
+        KERNEL_EXT_SUFFIX if tps.suffix_ctx else 0) | (
+        KERNEL_EXT_ROW_PRED if tps.row_pred else 0) | (
+        KERNEL_EXT_SUBSTREAMS if tps.substream_rows else 0)
     header = KERNEL_CASE_HEADER.pack(tps.rows, tps.cols, tps.qp, tps.qp_density,
                                      tps.num_gt_flags, _C_DTYPES[tps.dtype.name], ext)
     if ext & KERNEL_EXT_TREE:
@@ -450,6 +455,8 @@ def kernel_case_bytes(tps: hls.TensorParameterSet, payload: bytes,
         header += KERNEL_CASE_SUFFIX.pack(1)
     if ext & KERNEL_EXT_ROW_PRED:
         header += KERNEL_CASE_ROW_PRED.pack(1)
+    if ext & KERNEL_EXT_SUBSTREAMS:
+        header += KERNEL_CASE_SUBSTREAMS.pack(tps.substream_rows)
     return header + payload
 
 
@@ -704,6 +711,9 @@ def decode_kernel_case(case: KernelCase) -> tuple[np.ndarray, np.ndarray]:
     if ext & KERNEL_EXT_ROW_PRED:
         extra["row_pred"] = KERNEL_CASE_ROW_PRED.unpack_from(case.data, offset)[0]
         offset += KERNEL_CASE_ROW_PRED.size
+    if ext & KERNEL_EXT_SUBSTREAMS:
+        extra["substream_rows"] = KERNEL_CASE_SUBSTREAMS.unpack_from(case.data, offset)[0]
+        offset += KERNEL_CASE_SUBSTREAMS.size
     params = core.KernelParams(rows, cols, qp, density, gt, **extra)
     payload = case.data[offset:]
     what = f"tensor '{case.tensor}'"

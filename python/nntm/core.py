@@ -86,6 +86,7 @@ class KernelParams:
     prob_window: int = 0  # [1.4] 0: dual-rate context estimator; 1..12: counting estimator
     suffix_ctx: int = 0   # [1.5] 1: abs_remainder's first two suffix bins context coded
     row_pred: int = 0     # [1.5] 1: a row_pred_flag per row after the first (no tree)
+    substream_rows: int = 0  # [1.8] entry points: rows per substream (no tree); 0: one
 
     def fill(self, p: object) -> None:
         p.rows, p.cols, p.qp = self.rows, self.cols, self.qp
@@ -95,6 +96,7 @@ class KernelParams:
         p.prob_window = int(self.prob_window)
         p.suffix_ctx = int(self.suffix_ctx)
         p.row_pred = int(self.row_pred)
+        p.substream_rows = int(self.substream_rows)
 
     def to_c(self) -> object:
         p = ffi.new("nntm_kernel_params *")
@@ -266,8 +268,12 @@ def decode_scratch_bytes(params: KernelParams) -> int:
 
 
 def decode_kernel(payload: bytes, params: KernelParams, dtype: np.dtype, what: str,
-                  trace: bool = False, ref: Reference | None = None) -> KernelResult:
-    """Parse a kernel tensor payload and reconstruct it (predicted from ``ref``); one C call."""
+                  trace: bool = False, ref: Reference | None = None,
+                  threads: int = 1) -> KernelResult:
+    """Parse a kernel tensor payload and reconstruct it (predicted from ``ref``); one C call.
+
+    ``threads``: the substreams of a tensor with entry points [1.8] are parsed on up to this
+    many threads (the result is the same for any count)."""
     name = np.dtype(dtype).name
     if name not in DTYPE_CODES:
         raise ValueError(f"{what}: cannot reconstruct to dtype {name}")
@@ -275,7 +281,7 @@ def decode_kernel(payload: bytes, params: KernelParams, dtype: np.dtype, what: s
     bits = np.empty((params.rows, params.cols), dtype=_BITS_DTYPE[name])
     tbuf = ffi.new("nntm_buffer *") if trace else ffi.NULL
     cref, _keep = _reference_c(ref, (params.rows, params.cols), what)
-    rv = lib.nntm_decode_kernel(
+    rv = lib.nntm_decode_kernel_threads(
         params.to_c(),
         ffi.from_buffer(payload),
         len(payload),
@@ -284,6 +290,7 @@ def decode_kernel(payload: bytes, params: KernelParams, dtype: np.dtype, what: s
         ffi.from_buffer(bits, require_writable=True),
         ffi.cast("int32_t *", ffi.from_buffer(levels, require_writable=True)),
         tbuf,
+        max(1, min(int(threads), int(lib.NNTM_MAX_THREADS))),
     )
     try:
         _check(rv, what)

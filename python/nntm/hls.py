@@ -27,7 +27,7 @@ from .errors import BitstreamError
 
 MAGIC = b"NNTM"
 FORMAT_VERSION_MAJOR = 1
-FORMAT_VERSION_MINOR = 7
+FORMAT_VERSION_MINOR = 8
 UNIT_HEADER_BYTES = 5
 MAX_NDIM = 8
 MAX_NAME_BYTES = 4096
@@ -55,15 +55,17 @@ TOOL_DQ_32STATES = 1 << 10      # (format 1.5) TPSs with DQ carry dq_32_states_f
 TOOL_ROW_PRED = 1 << 11         # (format 1.5) TPSs without a tree carry row_pred_enabled_flag
 TOOL_INTEGRITY = 1 << 12        # (format 1.6) hash units carry tps_md5, end_of_stream stream_md5
 TOOL_CONTAINER = 1 << 13        # (format 1.7) a container unit follows the model parameter set
+TOOL_ENTRY_POINTS = 1 << 14     # (format 1.8) TPSs without a tree carry substream_rows
 KNOWN_TOOL_FLAGS = (TOOL_CODING_TREE | TOOL_SIGNAL_TYPES | TOOL_DEP_QUANT | TOOL_INTER_PRED
                     | TOOL_CLUSTER | TOOL_INTRA_PRED | TOOL_PROB_WINDOW | TOOL_DQ_8STATES
                     | TOOL_SUFFIX_CTX | TOOL_DQ_32STATES | TOOL_ROW_PRED | TOOL_INTEGRITY
-                    | TOOL_CONTAINER)
+                    | TOOL_CONTAINER | TOOL_ENTRY_POINTS)
 # the lowest format minor version that may carry each tool flag
 TOOL_MIN_MINOR = {TOOL_CODING_TREE: 1, TOOL_SIGNAL_TYPES: 1, TOOL_DEP_QUANT: 1,
                   TOOL_INTER_PRED: 2, TOOL_CLUSTER: 2, TOOL_INTRA_PRED: 3, TOOL_PROB_WINDOW: 4,
                   TOOL_DQ_8STATES: 4, TOOL_SUFFIX_CTX: 5, TOOL_DQ_32STATES: 5,
-                  TOOL_ROW_PRED: 5, TOOL_INTEGRITY: 6, TOOL_CONTAINER: 7}
+                  TOOL_ROW_PRED: 5, TOOL_INTEGRITY: 6, TOOL_CONTAINER: 7,
+                  TOOL_ENTRY_POINTS: 8}
 # container_compression codes (format 1.7)
 CONTAINER_STORED = 0            # container_data as is
 CONTAINER_ZLIB = 1              # container_data is a zlib stream (RFC 1950)
@@ -244,6 +246,7 @@ class TensorParameterSet:
     prob_window: int = 0         # [1.4] 0: dual-rate context estimator; 1..12: counting
     suffix_ctx: bool = False     # [1.5] abs_remainder's first two suffix bins context coded
     row_pred: bool = False       # [1.5] rows may be predicted from the row above (no tree)
+    substream_rows: int = 0      # [1.8] entry points: rows per substream; 0 one substream
     pred_mode: PredMode = PredMode.NONE
     ref_tensor_id: int = 0       # EARLIER_TENSOR: the tensor_id predicted from
     ref_dtype: np.dtype = field(default_factory=lambda: np.dtype(np.float32))
@@ -400,6 +403,14 @@ def tensor_parameter_set(tps: TensorParameterSet, tool_flags: int = 0) -> bytes:
             w.u(1, int(tps.row_pred))
         elif tps.row_pred:
             raise ValueError(f"tensor '{tps.name}': row_pred_enabled_flag needs TOOL_ROW_PRED "
+                             "and no coding tree")
+        if tool_flags & TOOL_ENTRY_POINTS and not tps.tree_type:
+            if not 0 <= tps.substream_rows <= tps.rows:
+                raise ValueError(f"tensor '{tps.name}': substream_rows {tps.substream_rows} not "
+                                 f"in 0..{tps.rows}")
+            w.ue(tps.substream_rows)
+        elif tps.substream_rows:
+            raise ValueError(f"tensor '{tps.name}': substream_rows needs TOOL_ENTRY_POINTS "
                              "and no coding tree")
         if tool_flags & TOOL_INTER_PRED:
             w.u(8, int(tps.pred_mode))
@@ -727,6 +738,8 @@ def parse_tensor_parameter_set(unit: Unit, mps: ModelParameterSet) -> TensorPara
             tps.suffix_ctx = bool(r.u(1))
         if mps.tool_flags & TOOL_ROW_PRED and not tps.tree_type:
             tps.row_pred = bool(r.u(1))
+        if mps.tool_flags & TOOL_ENTRY_POINTS and not tps.tree_type:
+            tps.substream_rows = r.ue(tps.rows, "substream_rows")
         if mps.tool_flags & TOOL_INTER_PRED:
             _parse_prediction(r, tps)
         expected = rows_cols(shape, tps.arrangement)

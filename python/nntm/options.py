@@ -270,6 +270,17 @@ ENCODER_CODING_OPTIONS: tuple[Option, ...] = (
         maximum=2,
     ),
     Option(
+        "EntryPointElements",
+        "int",
+        0,
+        "entry points [format 1.8]: a raster-coded kernel tensor of more than this many "
+        "elements is coded as substreams of about this many elements (whole rows), each "
+        "parsed on its own, so that one tensor decodes on several threads; 0 = off "
+        "(one substream a tensor)",
+        minimum=0,
+        maximum=(1 << 31) - 1,
+    ),
+    Option(
         "IntegrityHash",
         "bool",
         True,

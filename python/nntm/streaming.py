@@ -417,6 +417,7 @@ def _decode(buf: mmap.mmap | bytes, size: int,
         first = 2
     md5.update(buf[:refs[first].offset] if len(refs) > first else buf[:size])
     state = _DecodeState(mps, parsed, earlier_refs, keep, on_tensor, ref_model)
+    state.threads = _workers(threads)
     ended = False
     released = 0  # the mapped stream's pages before this offset are given back
     with _OrderedPool(workers, window_elements, state.emit) as pool:
@@ -466,6 +467,7 @@ class _DecodeState:
         self.done = 0
         self.stream_ok: bool | None = None
         self.stream_md5 = ""
+        self.threads = 1  # [1.8] threads that parse the substreams of one tensor
 
     def unit(self, buf: mmap.mmap | bytes, ref: _UnitRef, tps_unit: hls.Unit | None,
              pool: _OrderedPool) -> None:
@@ -506,7 +508,8 @@ class _DecodeState:
             params_ok = None if tps_md5 is None else self.tps_md5s.pop(tensor_id) == tps_md5
             ref_array = self.refs.pop(tensor_id, None)
             pool.submit(tps.num_elements,
-                        _decode_job(tps, payload, data_where, ref_array, md5, params_ok))
+                        _decode_job(tps, payload, data_where, ref_array, md5, params_ok,
+                                    self.threads))
             if tensor_id in self.earlier_refs:  # a later tensor predicts from this one
                 pool.drain()
         else:
@@ -536,11 +539,11 @@ class _DecodeState:
 
 
 def _decode_job(tps: hls.TensorParameterSet, payload: bytes, where: str,
-                ref: np.ndarray | None, md5: bytes, params_ok: bool | None
+                ref: np.ndarray | None, md5: bytes, params_ok: bool | None, threads: int = 1
                 ) -> Callable[[], object]:
     def work() -> tuple[hls.TensorParameterSet, np.ndarray, codec.TensorReport]:
         start = time.perf_counter()
-        array = codec._decode_tensor(tps, payload, where, False, {}, ref)
+        array = codec._decode_tensor(tps, payload, where, False, {}, ref, threads)
         seconds = time.perf_counter() - start
         actual = codec.tensor_md5(array)
         report = codec.TensorReport(tps.name, tps.shape, tps.dtype.name, actual.hex(),

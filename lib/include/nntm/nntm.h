@@ -110,7 +110,17 @@ typedef struct nntm_kernel_params {
     int32_t suffix_ctx;    /* 1: abs_remainder's first two suffix bins context coded [1.5] */
     int32_t row_pred;      /* 1: each row after the first has a row_pred_flag: predicted from
                               the row above (raster tensors only, not with the tree) [1.5] */
+    int32_t substream_rows; /* [1.8] entry points: 0 one substream; else the rows of each
+                               substream (the last may have fewer), each parsed on its own,
+                               their sizes at the head of the payload (raster tensors only) */
 } nntm_kernel_params;
+
+/* Substreams of a kernel tensor [1.8]: 1 without entry points (or no element), else
+ * ceil(rows / substream_rows). */
+static inline int64_t nntm_num_substreams(const nntm_kernel_params *p) {
+    if (p->substream_rows <= 0 || p->rows <= 0 || p->cols <= 0) return 1;
+    return ((int64_t)p->rows + p->substream_rows - 1) / p->substream_rows;
+}
 
 /* Encoder search settings (speed presets bound these). */
 typedef struct nntm_search_params {
@@ -214,6 +224,16 @@ NNTM_API size_t nntm_decode_kernel_scratch(const nntm_kernel_params *params);
 NNTM_API int nntm_decode_kernel(const nntm_kernel_params *params, const uint8_t *data, size_t size,
                        int32_t dtype, const nntm_reference *ref, void *recon, int32_t *levels,
                        nntm_buffer *cu_trace);
+
+/* nntm_decode_kernel on up to threads threads (1..NNTM_MAX_THREADS; 0: 1): the substreams
+ * of a tensor with entry points [1.8] are parsed at once, one a thread at a time.  The
+ * outputs are those of nntm_decode_kernel whatever the thread count (and so is the return
+ * code: the failure of the first substream in order that fails). */
+#define NNTM_MAX_THREADS 256
+NNTM_API int nntm_decode_kernel_threads(const nntm_kernel_params *params, const uint8_t *data,
+                               size_t size, int32_t dtype, const nntm_reference *ref,
+                               void *recon, int32_t *levels, nntm_buffer *cu_trace,
+                               int32_t threads);
 
 /* Reconstruct count levels, all at the tensor QP, into samples of dtype
  * (NNTM_DTYPE_*), written as raw little-endian bit patterns to out (2, 4 or 8

@@ -65,6 +65,7 @@ typedef struct nntm_kernel_params {
     int32_t prob_window;
     int32_t suffix_ctx;
     int32_t row_pred;
+    int32_t substream_rows;
 } nntm_kernel_params;
 
 typedef struct nntm_search_params {
@@ -122,6 +123,11 @@ size_t nntm_decode_kernel_scratch(const nntm_kernel_params *params);
 int nntm_decode_kernel(const nntm_kernel_params *params, const uint8_t *data, size_t size,
                        int32_t dtype, const nntm_reference *ref, void *recon, int32_t *levels,
                        nntm_buffer *cu_trace);
+#define NNTM_MAX_THREADS 256
+int nntm_decode_kernel_threads(const nntm_kernel_params *params, const uint8_t *data,
+                               size_t size, int32_t dtype, const nntm_reference *ref,
+                               void *recon, int32_t *levels, nntm_buffer *cu_trace,
+                               int32_t threads);
 int nntm_reconstruct(const nntm_kernel_params *params, const int32_t *levels, size_t count,
                      int32_t dtype, const nntm_reference *ref, void *out);
 int nntm_intra_predict_levels(int32_t log2_ctu_size, int32_t rows, int32_t cols,

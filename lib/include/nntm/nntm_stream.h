@@ -1,5 +1,5 @@
 /*
- * NNTM: whole-stream decoding (docs/bitstream.md, format 1.0 to 1.7).
+ * NNTM: whole-stream decoding (docs/bitstream.md, format 1.0 to 1.8).
  *
  *   nntm_stream *s;
  *   int rv = nntm_stream_open_file(&s, "model.bit", &settings);   (or _open_memory)
@@ -109,6 +109,8 @@ typedef struct nntm_stream_settings {
     uint64_t max_elements;   /* elements of one tensor; 0: none (DecoderApp: 2^28) */
     nntm_ref_lookup ref_lookup; /* NULL: REF_MODEL tensors fail with NNTM_ERR_REFERENCE */
     void *ref_cookie;
+    int32_t threads;         /* [1.8] threads that parse the substreams of one tensor with
+                                entry points (1..256; 0: 1); the output is the same for any */
 } nntm_stream_settings;
 
 /* DecoderApp's defaults (max_memory: half of physical memory is the caller's to find). */

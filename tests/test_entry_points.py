@@ -1,0 +1,120 @@
+"""Entry points [1.8]: substreams of whole rows, each parsed on its own (docs/bitstream.md
+clauses 3.5, 4.5, 5.2.9): the C kernel decodes them on several threads with the same
+output, refuses sizes that do not fit, and the encoder writes them above EntryPointElements."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import nntm
+import numpy as np
+import pytest
+from nntm import codec, core, hls
+from nntm.config import Config
+from nntm.errors import CoreError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _params(rows: int, cols: int, sub: int, dq: int = 3, row_pred: int = 0) -> core.KernelParams:
+    return core.KernelParams(rows, cols, -28, 2, 10, core.TreeParams(), dq, 10, 1, row_pred, sub)
+
+
+def _weights(rows: int, cols: int, seed: int = 1) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    w = np.cumsum(rng.normal(0, 0.01, (rows, cols)), axis=0) + rng.normal(0, 0.05, (1, cols))
+    return w.astype(np.float32)
+
+
+@pytest.mark.parametrize("row_pred", [0, 1])
+@pytest.mark.parametrize("dq", [0, 3])
+def test_threads_do_not_change_the_output(dq: int, row_pred: int) -> None:
+    w = _weights(300, 200)
+    p = _params(300, 200, 7, dq, row_pred)
+    enc = core.encode_kernel(w, p, np.float32, True, 0.1, "t")
+    for threads in (1, 2, 5):
+        dec = core.decode_kernel(enc.payload, p, np.float32, "t", threads=threads)
+        assert np.array_equal(dec.recon.view(np.uint32), enc.recon.view(np.uint32))
+        assert np.array_equal(dec.levels, enc.levels)
+
+
+def test_substreams_are_independent_and_cost_little() -> None:
+    """A substream restarts the contexts: the same rows coded alone give the same bytes; a
+    few substreams cost well under a percent."""
+    w = _weights(256, 128)
+    one = core.encode_kernel(w, _params(256, 128, 0), np.float32, True, 0.1, "t").payload
+    four = core.encode_kernel(w, _params(256, 128, 64), np.float32, True, 0.1, "t").payload
+    assert four != one
+    assert len(four) < 1.02 * len(one)
+    # the last substream is the rows 192..255 coded as a tensor of their own
+    tail = core.encode_kernel(w[192:], _params(64, 128, 0), np.float32, True, 0.1, "t").payload
+    assert four.endswith(tail)
+
+
+def _payload() -> tuple[bytes, core.KernelParams]:
+    p = _params(40, 30, 10)
+    return core.encode_kernel(_weights(40, 30), p, np.float32, True, 0.1, "t").payload, p
+
+
+def _decode(payload: bytes, p: core.KernelParams) -> None:
+    core.decode_kernel(payload, p, np.float32, "t", threads=2)
+
+
+def test_sizes_that_overrun_the_payload_are_refused() -> None:
+    payload, p = _payload()
+    _decode(payload, p)
+    with pytest.raises(CoreError):  # the sizes alone, no substream
+        _decode(payload[:3], p)
+    with pytest.raises(CoreError):  # the last substream cut short
+        _decode(payload[:-1], p)
+    with pytest.raises(CoreError):  # a byte left over in the last substream
+        _decode(payload + b"\x00", p)
+    bad = bytearray(payload)
+    bad[0:3] = b"\x00\x00\x01"  # ue(v) with 23 leading zeros: a size past the payload
+    with pytest.raises(CoreError):
+        _decode(bytes(bad), p)
+
+
+def test_tree_tensors_keep_one_substream() -> None:
+    p = core.KernelParams(16, 16, -28, 2, 4, core.TreeParams(True, 3, 2, 1, 1), 0, 0, 0, 0, 4)
+    with pytest.raises(CoreError):
+        core.encode_kernel(_weights(16, 16), p, np.float32, True, 0.1, "t")
+
+
+def test_substream_rows_rule() -> None:
+    assert codec.substream_rows(100, 100, 0) == 0
+    assert codec.substream_rows(100, 100, 10000) == 0      # not above the threshold
+    assert codec.substream_rows(100, 100, 2049) == 20      # rounded to whole rows
+    assert codec.substream_rows(10, 5000, 100) == 1        # at least one row
+
+
+def test_encoder_sets_the_tool_only_when_a_tensor_is_split() -> None:
+    model = {"big.weight": _weights(64, 64), "small.weight": _weights(8, 8)}
+    cfg = Config.defaults().replace(EntryPointElements=1024)
+    data = nntm.encode(model, cfg)
+    units = hls.split_units(data)
+    mps = hls.parse_model_parameter_set(units[0])
+    assert mps.tool_flags & hls.TOOL_ENTRY_POINTS and mps.version_minor == 8
+    tps = {t.name: t for t in (hls.parse_tensor_parameter_set(u, mps) for u in units
+                               if u.unit_type == hls.UnitType.TENSOR_PARAMETER_SET)}
+    assert tps["big.weight"].substream_rows == 16 and tps["small.weight"].substream_rows == 0
+    out = nntm.decode(data)
+    cfg = cfg.replace(EntryPointElements=0)
+    plain = nntm.decode(nntm.encode(model, cfg))
+    assert hls.parse_model_parameter_set(hls.split_units(nntm.encode(model, cfg))[0]
+                                         ).version_minor < 8
+    assert set(out) == set(plain)
+
+
+def test_nntm_dec_threads_give_the_same_bytes(tmp_path: Path) -> None:
+    prog = ROOT / "build" / "nntm-dec"
+    if not prog.exists():
+        pytest.skip("build/nntm-dec not built (cmake -S . -B build && cmake --build build)")
+    outs = []
+    for threads in (1, 2, 4):
+        out = tmp_path / f"t{threads}.safetensors"
+        subprocess.run([str(prog), "-b", str(ROOT / "bitstreams" / "EP_A_1.bit"), "-o",
+                        str(out), "--threads", str(threads)], check=True, capture_output=True)
+        outs.append(out.read_bytes())
+    assert outs[0] == outs[1] == outs[2]
