@@ -105,3 +105,28 @@ def test_original_perplexity_and_coarser_weights() -> None:
     worse = adapter.evaluate(noisy)
     assert worse["kl_mean"] > 1e-4 and worse["kl_db"] < same["kl_db"]
     assert worse["ppl"] > ppl0 and worse["top1"] < 1.0
+
+
+def test_importance_maps() -> None:
+    adapter = _adapter()
+    tensors = adapter.load_reference()
+    matrices = {k for k, v in tensors.items() if v.ndim == 2}
+    maps = adapter.output_importance(tensors, probes=1, samples=1)
+    assert set(maps) == matrices  # no map for the tied head of its own, none for the norms
+    for key, value in maps.items():
+        assert value.shape == tensors[key].shape and value.dtype == np.float32, key
+        assert np.all(np.isfinite(value)) and float(value.min()) > 0.0, key
+    stats = adapter.sensitivity_stats
+    for key in matrices:  # a linear's map sums to its trace (floors aside)
+        assert float(maps[key].sum(dtype=np.float64)) == pytest.approx(
+            stats[key]["trace"], rel=0.02), key
+    # the embedding's map holds both of its uses: the input table and the tied output head
+    both = stats[sm.EMBEDDING]["trace"] + stats[sm.HEAD]["trace"]
+    assert float(maps[sm.EMBEDDING].sum(dtype=np.float64)) == pytest.approx(both, rel=1e-3)
+    assert stats[sm.HEAD]["trace"] > 0.0
+    activation = adapter.input_channel_importance(tensors)
+    assert set(activation) == matrices
+    assert activation[sm.EMBEDDING].shape == tensors[sm.EMBEDDING].shape
+    q = activation["model.layers.0.self_attn.q_proj.weight"]
+    assert q.shape == (tensors["model.layers.0.self_attn.q_proj.weight"].shape[1],)
+    assert float(q.min()) > 0.0

@@ -32,8 +32,13 @@ metadata (about a minute) and kept in the point cache folder, keyed by the hashe
 text and the GGUF file.
 
 Calibration inputs (disjoint): ``nntm/ce/data/smollm2_calibration.txt``, docstrings of
-other standard-library modules.  No importance maps are implemented: the data-free cfgs
-are the ones that run on this model.
+other standard-library modules (two windows).  Importance maps (docs/calibration.md), both
+through the public :func:`nntm.calibrate.calibrate`, measured on the calibration windows:
+:meth:`SmolLM2Adapter.input_channel_importance` (``@calibration``) and
+:meth:`SmolLM2Adapter.output_importance` (``@sensitivity``: the KL divergence of the
+next-token distributions, softmax-Fisher probes).  The embedding is tied to the output
+head, so its map is the sum of its two uses' maps (both in one unit: expected output error
+per unit weight error variance).
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from nntm.calibrate import calibrate
 from nntm.ce.models.base import (
     ModelAdapter,
     as_float32,
@@ -78,6 +84,10 @@ WINDOW = 512
 """Tokens per evaluation window (windows do not overlap)."""
 BATCH = 4
 """Windows per forward pass."""
+PROBES = 2
+"""Hutchinson probes per calibration window for :meth:`SmolLM2Adapter.output_importance`."""
+EMBEDDING = "model.embed_tokens.weight"
+HEAD = "lm_head.weight"
 
 _LAYER_NAMES = {
     "attn_q": "self_attn.q_proj",
@@ -264,14 +274,20 @@ class SmolLM2Adapter(ModelAdapter):
             self._model = LlamaForCausalLM(config).float().eval()
         return self._model
 
-    def _log_probs(self, tensors: Mapping[str, np.ndarray]) -> Any:
-        """Log-probabilities of the next token, ``(windows, WINDOW - 1, vocab)`` float32."""
+    def _model_with(self, tensors: Mapping[str, np.ndarray]) -> Any:
+        """The network with ``tensors`` as its weights (the output head tied to the embedding)."""
         torch = require_torch()
         model = self._network()
         state = {k: torch.from_numpy(as_float32(v)) for k, v in tensors.items()}
-        state["lm_head.weight"] = state["model.embed_tokens.weight"]
+        state[HEAD] = state[EMBEDDING]
         model.load_state_dict(state, strict=True, assign=True)
         model.tie_weights()
+        return model
+
+    def _log_probs(self, tensors: Mapping[str, np.ndarray]) -> Any:
+        """Log-probabilities of the next token, ``(windows, WINDOW - 1, vocab)`` float32."""
+        torch = require_torch()
+        model = self._model_with(tensors)
         ids = torch.from_numpy(self.evaluation_inputs())
         out = []
         with torch.inference_mode():
@@ -307,6 +323,57 @@ class SmolLM2Adapter(ModelAdapter):
             "ppl_db": error_db(nll - ref_nll),
             "top1": top1,
         }
+
+    # -- importance maps ------------------------------------------------------------
+
+    def _calibration_batches(self, samples: int | None) -> list[dict[str, Any]]:
+        torch = require_torch()
+        ids = self.calibration_inputs()
+        if samples is not None:
+            ids = ids[:samples]
+        return [{"input_ids": torch.from_numpy(ids[i : i + 1]), "use_cache": False}
+                for i in range(ids.shape[0])]
+
+    def input_channel_importance(self, tensors: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Mean squared input per input feature of every linear weight (float64 vectors) and
+        the embedding's smoothed row frequencies (float32, the table's shape), measured on
+        :meth:`calibration_inputs`.  The output head's inputs (the final hidden states) are
+        not added to the embedding's map: the two uses have maps of different kinds."""
+        maps = calibrate(self._model_with(tensors), self._calibration_batches(None),
+                         kind="activation")
+        maps.pop(HEAD, None)
+        return {k: maps[k] for k in tensors if k in maps}
+
+    def output_importance(
+        self,
+        tensors: Mapping[str, np.ndarray],
+        probes: int = PROBES,
+        seed: int = 0,
+        samples: int | None = None,
+        form: str = "factored",
+    ) -> dict[str, np.ndarray]:
+        """Output-sensitivity maps (float32, each weight's shape) for the KL divergence of
+        the next-token distributions, on the predicted positions of the calibration windows
+        (one window per batch, ``probes`` softmax-Fisher probes each).  The embedding's map
+        is the sum of its map as the input table and as the (tied) output head.  The RMS
+        norms get no map (1-D, coded at their own step).  ``samples`` limits the measurement
+        to the first calibration windows (quick checks)."""
+        stats: dict[str, dict[str, float]] = {}
+        maps = calibrate(
+            self._model_with(tensors),
+            self._calibration_batches(samples),
+            output="kl",
+            select=lambda out: out.logits[:, :-1],
+            probes=probes,
+            seed=seed,
+            form=form,
+            stats=stats,
+        )
+        head = maps.pop(HEAD, None)
+        if head is not None:
+            maps[EMBEDDING] = maps[EMBEDDING] + head
+        self.sensitivity_stats = stats
+        return {k: maps[k] for k in tensors if k in maps}
 
     def load_reference(self) -> dict[str, np.ndarray]:
         """The original tensors, without a copy (for shape checks)."""
