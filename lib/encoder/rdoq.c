@@ -663,11 +663,10 @@ static void dq_trellis(const nntm_region_input *in, nntm_quantizer *q, const nnt
                     ec[p_lo ^ 1] = has_hi ? base + dd[1] + lr[2] : DBL_MAX;
                     el[p_lo ^ 1] = lv_hi;
                     if (has_zero) { /* zero, even: after lo (lo even) or lo + 1 (lo odd) */
-                        double c0 = base + dd[2] + lr[0];
-                        if (c0 < ec[0]) {
-                            ec[0] = c0;
-                            el[0] = 0;
-                        }
+                        const double c0 = base + dd[2] + lr[0];
+                        const int take = c0 < ec[0]; /* selects, no branch on the data */
+                        ec[0] = take ? c0 : ec[0];
+                        el[0] = take ? 0 : el[0];
                     }
                 }
             }
