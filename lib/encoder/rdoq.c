@@ -656,18 +656,23 @@ static void dq_trellis(const nntm_region_input *in, nntm_quantizer *q, const nnt
                         lr[2] = lambda * (double)rhi;
                         memo->stamp[slot][key] = pos;
                     }
+                    /* the edges in registers: lo on parity p_lo, lo + 1 on the other, then
+                     * zero on the even one if it costs less */
                     const double base = cost[s];
-                    int32_t *el = &elevel[2 * s];
-                    ec[p_lo] = base + dd[0] + lr[1];
-                    el[p_lo] = lv_lo;
-                    ec[p_lo ^ 1] = has_hi ? base + dd[1] + lr[2] : DBL_MAX;
-                    el[p_lo ^ 1] = lv_hi;
+                    const double c_lo = base + dd[0] + lr[1];
+                    const double c_hi = has_hi ? base + dd[1] + lr[2] : DBL_MAX;
+                    double even = p_lo ? c_hi : c_lo, odd = p_lo ? c_lo : c_hi;
+                    int32_t l_even = p_lo ? lv_hi : lv_lo, l_odd = p_lo ? lv_lo : lv_hi;
                     if (has_zero) { /* zero, even: after lo (lo even) or lo + 1 (lo odd) */
                         const double c0 = base + dd[2] + lr[0];
-                        const int take = c0 < ec[0]; /* selects, no branch on the data */
-                        ec[0] = take ? c0 : ec[0];
-                        el[0] = take ? 0 : el[0];
+                        const int take = c0 < even; /* selects, no branch on the data */
+                        even = take ? c0 : even;
+                        l_even = take ? 0 : l_even;
                     }
+                    ec[0] = even;
+                    ec[1] = odd;
+                    elevel[2 * s] = l_even;
+                    elevel[2 * s + 1] = l_odd;
                 }
             }
             for (int s = 0; s < ns; s++) {
