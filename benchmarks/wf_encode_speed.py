@@ -85,11 +85,14 @@ def worker(kind: str, qp: int, evaluate: bool) -> dict:
             "md5": hashlib.md5(data).hexdigest(), **_metrics(tensors, recon, evaluate)}
 
 
+EXTRA_PATH: list[str] = []  # --extra-path: appended to every worker's PYTHONPATH
+
+
 def run(kind: str, qp: int, pythonpath: str, evaluate: bool) -> dict:
-    """worker() in a fresh subprocess with PYTHONPATH=pythonpath."""
+    """worker() in a fresh subprocess with PYTHONPATH=pythonpath (and --extra-path)."""
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
         out = f.name
-    env = {**os.environ, "PYTHONPATH": pythonpath}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([pythonpath, *EXTRA_PATH])}
     cmd = [sys.executable, __file__, "--worker", kind, "--qp", str(qp), "--out", out]
     if evaluate:
         cmd.append("--evaluate")
@@ -113,6 +116,9 @@ def main() -> None:
     ap.add_argument("--speed-qp", type=int, default=-28, help="NNTM QP timed against NNCodec")
     ap.add_argument("--nncodec-qp", type=int, default=-32,
                     help="NNCodec QP (-32: about the bits/param of NNTM's -28)")
+    ap.add_argument("--extra-path", default="",
+                    help="folders appended to every worker's PYTHONPATH (e.g. a pip --target "
+                         "install of threadpoolctl for a venv without it)")
     ap.add_argument("--worker", choices=["nntm", "nncodec"], help=argparse.SUPPRESS)
     ap.add_argument("--qp", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
@@ -123,6 +129,7 @@ def main() -> None:
         return
     if not args.before:
         ap.error("--before is required")
+    EXTRA_PATH.extend(p for p in args.extra_path.split(os.pathsep) if p)
     here = str(ROOT / "python")
     # the timed QP first, so that the speed figures come early
     qps = [args.speed_qp] + sorted({int(q) for q in args.qps.split(",")} - {args.speed_qp})

@@ -15,6 +15,7 @@
 #include <float.h>
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "../common/quant.h"
 #include "syntax_writer.h"
@@ -252,12 +253,6 @@ static inline void level_update(nntm_level_ctxs *ctxs, const nntm_level_ctx_idx 
     }
 }
 
-/* One trellis node: the best path into a state at a position. */
-typedef struct dq_node {
-    double cost;
-    int32_t level;  /* level chosen at this position on the path */
-    int8_t prev;    /* state at the previous position */
-} dq_node;
 
 /* The |level| candidates of a quantizer for |x| (in half steps u = 2|x|/step):
  * Q0 reconstructs 2k, Q1 2k - 1 (and 0). */
@@ -516,71 +511,30 @@ static int dq_predecessors(const int8_t *next, int ns, int8_t *pred) {
     return 1;
 }
 
-/* The best candidate of state s along each parity edge: edge[2 * s + p] (cost DBL_MAX: no
- * candidate).  The candidates in order lo, lo + 1 (below max_level), 0 (above 0), each
- * costing base + dist + lambda * rate, the first of the least cost kept: within one edge
- * the same choice as relaxing them one after the other. */
-typedef struct dq_edge {
-    double cost;
-    int32_t level;
-} dq_edge;
+/* One position of the trellis: for each state, the level on the best path into it and the
+ * state before it (what the backtracking needs; the costs live in the row loop). */
+typedef struct dq_step {
+    int32_t level[NNTM_DQ_MAX_STATES];
+    int8_t prev[NNTM_DQ_MAX_STATES];
+} dq_step;
 
-static inline void dq_edges(dq_edge *edge, double base, int32_t lo, int32_t max_level,
-                            const double *dd, uint64_t r0, uint64_t rlo, uint64_t rhi, int neg,
-                            double lambda) {
-    dq_edge *e_lo = &edge[lo & 1], *e_hi = &edge[(lo & 1) ^ 1];
-    e_lo->cost = base + dd[0] + lambda * (double)rlo;
-    e_lo->level = neg ? -lo : lo;
-    if (lo < max_level) {
-        e_hi->cost = base + dd[1] + lambda * (double)rhi;
-        e_hi->level = neg ? -(lo + 1) : lo + 1;
-    } else {
-        e_hi->cost = DBL_MAX;
-        e_hi->level = 0;
-    }
-    if (lo > 0) { /* zero, even: after lo (lo even) or lo + 1 (lo odd) on edge 0 */
-        double c0 = base + dd[2] + lambda * (double)r0;
-        if (c0 < edge[0].cost) {
-            edge[0].cost = c0;
-            edge[0].level = 0;
-        }
-    }
-}
+/* The left neighbours that give the same contexts: clamped to -11..11 (beyond, |L| + |A|
+ * > 10 whatever A: the same sig, sign, greater-than and remainder contexts). */
+#define DQ_LEFT_CLAMP 11
+#define DQ_LEFT_KEYS (2 * DQ_LEFT_CLAMP + 1)
 
-/* Viterbi step: every state takes the better of its two incoming edges (the one from the
- * lower state on a tie), as relaxing all candidates in state order would. */
-static inline void dq_select(dq_node *out, const dq_edge *edge, const int8_t *pred, int ns) {
-    for (int t = 0; t < ns; t++) {
-        int a = pred[2 * t], b = pred[2 * t + 1];
-        const dq_edge *ea = &edge[a], *eb = &edge[b];
-        dq_node *o = &out[t];
-        o->cost = DBL_MAX;
-        o->level = 0;
-        o->prev = 0;
-        if (ea->cost < o->cost) {
-            o->cost = ea->cost;
-            o->level = ea->level;
-            o->prev = (int8_t)(a >> 1);
-        }
-        if (eb->cost < o->cost) {
-            o->cost = eb->cost;
-            o->level = eb->level;
-            o->prev = (int8_t)(b >> 1);
-        }
-    }
-}
-
-/* The survivors of a position become the states of the next one. */
-static inline void dq_advance(double *cost, int32_t *last, int ns, const dq_node *out) {
-    for (int s = 0; s < ns; s++) {
-        cost[s] = out[s].cost;
-        if (cost[s] != DBL_MAX) last[s] = out[s].level;
-    }
-}
+/* The lambda-weighted rates of one position's candidates 0, lo, lo + 1, by quantizer and
+ * SigCtx set (slot qz * NNTM_SIG_SETS + set) and left key, each computed the first time a
+ * state needs it at the position (stamp): states that share a quantizer, a set and their
+ * left neighbour's contexts share every rate. */
+typedef struct dq_rate_memo {
+    uint32_t stamp[2 * NNTM_SIG_SETS][DQ_LEFT_KEYS];
+    double lr[2 * NNTM_SIG_SETS][DQ_LEFT_KEYS][3];
+} dq_rate_memo;
 
 /* End of a row: backtrack the best survivor into levels, then advance the contexts, the
  * DQ state and the tracking estimator along it, adding its weighted distortion to *dist. */
-static void dq_finish_row(const nntm_region_input *in, const dq_node *nodes,
+static void dq_finish_row(const nntm_region_input *in, const dq_step *steps,
                           const double *cost, int32_t r, int32_t x0, int32_t x1, double half,
                           int32_t *levels, nntm_level_ctxs *ctxs, nntm_bit_estimator *track,
                           double *dist) {
@@ -591,9 +545,9 @@ static void dq_finish_row(const nntm_region_input *in, const dq_node *nodes,
     for (int s = 1; s < ns; s++)
         if (cost[s] < cost[best]) best = s;
     for (int32_t c = x1 - 1; c >= x0; c--) {
-        const dq_node *nd = &nodes[(size_t)ns * (size_t)(c - x0) + (size_t)best];
-        levels[(size_t)r * (size_t)k->cols + (size_t)c] = nd->level;
-        best = nd->prev;
+        const dq_step *st = &steps[c - x0];
+        levels[(size_t)r * (size_t)k->cols + (size_t)c] = st->level[best];
+        best = st->prev[best];
     }
     for (int32_t c = x0; c < x1; c++) {
         size_t i = (size_t)r * (size_t)k->cols + (size_t)c;
@@ -608,7 +562,13 @@ static void dq_finish_row(const nntm_region_input *in, const dq_node *nodes,
 
 /* The DQ trellis over the rows of [x0,x1) x [y0,y1), with the per-weight
  * candidates and errors of the table t (which covers the region); adds the
- * region's distortion to *dist in raster order. */
+ * region's distortion to *dist in raster order.
+ *
+ * At each position every reachable state s relaxes its candidates lo, lo + 1 (below
+ * max_level) and 0 (above 0) of its quantizer, each costing cost[s] + dist + lambda *
+ * rate, into its two parity edges (the first of the least cost kept on an edge); then
+ * every state takes the better of its two incoming edges, the one from the lower state on
+ * a tie: the decisions of relaxing every candidate in state order. */
 static void dq_trellis(const nntm_region_input *in, nntm_quantizer *q, const nntm_quant_table *t,
                        int32_t *levels, nntm_level_ctxs *ctxs, nntm_bit_estimator *trial,
                        nntm_bit_estimator *track, int32_t x0, int32_t y0, int32_t x1, int32_t y1,
@@ -621,26 +581,30 @@ static void dq_trellis(const nntm_region_input *in, nntm_quantizer *q, const nnt
     double half = 0.5 * q->step;
     int32_t max_level = q->max_level;
     const size_t tw = (size_t)(t->x1 - t->x0);
-    const int dq = k->dq_enabled, ns = nntm_dq_num_states(dq);
+    const int dq = k->dq_enabled, ns = nntm_dq_num_states(dq), half_ns = ns / 2;
     int8_t pred[2 * NNTM_DQ_MAX_STATES];
     if (!dq_predecessors(nntm_dq_table(dq), ns, pred)) {
         q->nomem = 1; /* not reached: every state machine has two edges into each state */
         return;
     }
-    int qz_of[NNTM_DQ_MAX_STATES], set_of[NNTM_DQ_MAX_STATES];
+    int set_of[NNTM_DQ_MAX_STATES];
     for (int s = 0; s < ns; s++) {
-        qz_of[s] = nntm_dq_quantizer(dq, s);
         set_of[s] = nntm_dq_sig_set(dq, s);
+        if (nntm_dq_quantizer(dq, s) != (s >= half_ns)) {
+            q->nomem = 1; /* not reached: the upper half of the states uses Q1 */
+            return;
+        }
     }
-    dq_node *nodes = malloc(sizeof(dq_node) * (size_t)ns * (size_t)w);
+    dq_step *steps = malloc(sizeof *steps * (size_t)w);
     row_rates *rates = malloc(sizeof *rates);
-    if (!nodes || !rates) {
-        free(nodes);
+    dq_rate_memo *memo = malloc(sizeof *memo);
+    if (!steps || !rates || !memo) {
+        free(steps);
         free(rates);
+        free(memo);
         q->nomem = 1;
         return;
     }
-    nntm_level_ctx_idx ci;
     for (int32_t r = y0; r < y1; r++) {
         double cost[NNTM_DQ_MAX_STATES];
         int32_t last[NNTM_DQ_MAX_STATES];  /* the survivor's level at the previous position */
@@ -656,41 +620,80 @@ static void dq_trellis(const nntm_region_input *in, nntm_quantizer *q, const nnt
             row_rates_build(rates, cost1, ctxs, num_gt, top);
         else
             rates->top = 0;
+        memset(memo->stamp, 0, sizeof memo->stamp);
         for (int32_t c = x0; c < x1; c++) {
+            const uint32_t pos = (uint32_t)(c - x0) + 1;
             size_t i = (size_t)r * (size_t)k->cols + (size_t)c, tj = trow + (size_t)c;
             int neg = in->weights[i] < 0.0f;
             int32_t above = r > 0 ? levels[i - (size_t)k->cols] : 0;
-            dq_node *out = &nodes[(size_t)ns * (size_t)(c - x0)];
-            dq_edge edge[2 * NNTM_DQ_MAX_STATES];
-            uint64_t r0 = 0, rlo = 0, rhi = 0;
-            int have = -1;  /* the state whose rates r0, rlo, rhi are */
-            for (int s = 0; s < ns; s++) {
-                if (cost[s] == DBL_MAX) {
-                    edge[2 * s].cost = edge[2 * s + 1].cost = DBL_MAX;
-                    continue;
-                }
-                int qz = qz_of[s];
-                int set = set_of[s];
-                int32_t lo = t->lo[2 * tj + (size_t)qz];
+            dq_step *st = &steps[c - x0];
+            double ecost[2 * NNTM_DQ_MAX_STATES];
+            int32_t elevel[2 * NNTM_DQ_MAX_STATES];
+            for (int qz = 0; qz < 2; qz++) {
+                const int32_t lo = t->lo[2 * tj + (size_t)qz];
                 const double *dd = &t->dist[6 * tj + 3 * (size_t)qz];
-                /* states with the same quantizer and SigCtx set share every context:
-                 * same rates when their left neighbours agree */
-                if (!(have >= 0 && qz_of[have] == qz && set_of[have] == set &&
-                      last[have] == last[s])) {
-                    nntm_level_ctx_from(last[s], above, set, &ci);
-                    table_rates(rates, cost1, ctxs, &ci, (uint32_t)lo, neg, num_gt, &r0, &rlo,
-                                &rhi);
-                    have = s;
+                const int p_lo = lo & 1, has_hi = lo < max_level, has_zero = lo > 0;
+                const int32_t lv_lo = neg ? -lo : lo, lv_hi = has_hi ? (neg ? -(lo + 1) : lo + 1) : 0;
+                for (int s = qz * half_ns; s < (qz + 1) * half_ns; s++) {
+                    double *ec = &ecost[2 * s];
+                    if (cost[s] == DBL_MAX) {
+                        ec[0] = ec[1] = DBL_MAX;
+                        continue;
+                    }
+                    int32_t left = last[s];
+                    left = left < -DQ_LEFT_CLAMP ? -DQ_LEFT_CLAMP
+                                                 : left > DQ_LEFT_CLAMP ? DQ_LEFT_CLAMP : left;
+                    const int slot = qz * NNTM_SIG_SETS + set_of[s], key = left + DQ_LEFT_CLAMP;
+                    double *lr = memo->lr[slot][key];
+                    if (memo->stamp[slot][key] != pos) {
+                        nntm_level_ctx_idx ci;
+                        uint64_t r0, rlo, rhi;
+                        nntm_level_ctx_from(left, above, set_of[s], &ci);
+                        table_rates(rates, cost1, ctxs, &ci, (uint32_t)lo, neg, num_gt, &r0, &rlo,
+                                    &rhi);
+                        lr[0] = lambda * (double)r0;
+                        lr[1] = lambda * (double)rlo;
+                        lr[2] = lambda * (double)rhi;
+                        memo->stamp[slot][key] = pos;
+                    }
+                    /* the edges in registers: lo on parity p_lo, lo + 1 on the other, then
+                     * zero on the even one if it costs less */
+                    const double base = cost[s];
+                    const double c_lo = base + dd[0] + lr[1];
+                    const double c_hi = has_hi ? base + dd[1] + lr[2] : DBL_MAX;
+                    double even = p_lo ? c_hi : c_lo, odd = p_lo ? c_lo : c_hi;
+                    int32_t l_even = p_lo ? lv_hi : lv_lo, l_odd = p_lo ? lv_lo : lv_hi;
+                    if (has_zero) { /* zero, even: after lo (lo even) or lo + 1 (lo odd) */
+                        const double c0 = base + dd[2] + lr[0];
+                        const int take = c0 < even; /* selects, no branch on the data */
+                        even = take ? c0 : even;
+                        l_even = take ? 0 : l_even;
+                    }
+                    ec[0] = even;
+                    ec[1] = odd;
+                    elevel[2 * s] = l_even;
+                    elevel[2 * s + 1] = l_odd;
                 }
-                dq_edges(&edge[2 * s], cost[s], lo, max_level, dd, r0, rlo, rhi, neg, lambda);
             }
-            dq_select(out, edge, pred, ns);
-            dq_advance(cost, last, ns, out);
+            for (int s = 0; s < ns; s++) {
+                const int a = pred[2 * s], b = pred[2 * s + 1];
+                const int e = ecost[b] < ecost[a] ? b : a;
+                if (ecost[e] < DBL_MAX) {
+                    cost[s] = ecost[e];
+                    last[s] = st->level[s] = elevel[e];
+                    st->prev[s] = (int8_t)(e >> 1);
+                } else {
+                    cost[s] = DBL_MAX;
+                    st->level[s] = 0;
+                    st->prev[s] = 0;
+                }
+            }
         }
-        dq_finish_row(in, nodes, cost, r, x0, x1, half, levels, ctxs, track, dist);
+        dq_finish_row(in, steps, cost, r, x0, x1, half, levels, ctxs, track, dist);
     }
-    free(nodes);
+    free(steps);
     free(rates);
+    free(memo);
 }
 
 /* The DQ trellis from a table: the per-weight values looked up. */

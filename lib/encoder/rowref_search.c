@@ -16,18 +16,29 @@
 /* ||a - b||^2 in double: four partial sums over the columns c = 0, 1, 2, 3 mod 4 (in index
  * order each; independent chains of additions), then (s0 + s1) + (s2 + s3). */
 static double row_distance(const float *a, const float *b, int32_t cols) {
-    double s[4] = {0.0, 0.0, 0.0, 0.0};
-    int32_t c = 0;
-    for (; c + 4 <= cols; c += 4)
-        for (int i = 0; i < 4; i++) {
-            double d = (double)a[c + i] - (double)b[c + i];
-            s[i] += d * d;
-        }
-    for (int i = 0; c < cols; c++, i++) {
-        double d = (double)a[c] - (double)b[c];
-        s[i] += d * d;
+    double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
+    const size_t n = (size_t)cols;
+    size_t c = 0;
+    for (; c + 4 <= n; c += 4) {
+        const double d0 = (double)a[c] - (double)b[c], d1 = (double)a[c + 1] - (double)b[c + 1];
+        const double d2 = (double)a[c + 2] - (double)b[c + 2], d3 = (double)a[c + 3] - (double)b[c + 3];
+        s0 += d0 * d0;
+        s1 += d1 * d1;
+        s2 += d2 * d2;
+        s3 += d3 * d3;
     }
-    return (s[0] + s[1]) + (s[2] + s[3]);
+    double d;
+    if (c < n) d = (double)a[c] - (double)b[c], s0 += d * d, c++;
+    if (c < n) d = (double)a[c] - (double)b[c], s1 += d * d, c++;
+    if (c < n) d = (double)a[c] - (double)b[c], s2 += d * d;
+    return (s0 + s1) + (s2 + s3);
+}
+
+/* Ask for the row at p (bytes of it) ahead of its use: the candidates are earlier rows
+ * anywhere in the tensor, mostly out of the caches. */
+static void prefetch_row(const float *p, int32_t cols) {
+    const char *b = (const char *)p;
+    for (size_t o = 0; o < (size_t)cols * sizeof *p; o += 64) __builtin_prefetch(b + o);
 }
 
 /* Insert (d, j) into the ascending list bd/bj of n (< cap, or == cap: the last one drops)
@@ -95,7 +106,9 @@ int nntm_rowref_select(const float *weights, int32_t rows, int32_t cols, const f
             best = (q[0] + q[1]) + (q[2] + q[3]);
         }
         int32_t best_j = -1; /* the zero row: a hint must be closer than it */
+        if (n) prefetch_row(weights + (size_t)bj[0] * (size_t)cols, cols);
         for (int32_t i = 0; i < n; i++) {
+            if (i + 1 < n) prefetch_row(weights + (size_t)bj[i + 1] * (size_t)cols, cols);
             double d = row_distance(wr, weights + (size_t)bj[i] * (size_t)cols, cols);
             if (d < best || (d == best && best_j >= 0 && bj[i] < best_j)) {
                 best = d;
