@@ -14,9 +14,8 @@ import argparse
 import pathlib
 import time
 
-import numpy as np
-
 import nntm
+import numpy as np
 from nntm import synthetic
 from nntm.calibrate import calibrate
 from nntm.ce.models import get_adapter

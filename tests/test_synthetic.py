@@ -16,7 +16,6 @@ from nntm.calibrate_onnx import calibrate_onnx  # noqa: E402
 from nntm.errors import ModelIOError  # noqa: E402
 from nntm.modelio import read_model  # noqa: E402
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
-
 from test_calibrate_onnx import small_model  # noqa: E402
 
 HAS_TORCH = importlib.util.find_spec("torch") is not None
