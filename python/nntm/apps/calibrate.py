@@ -2,6 +2,7 @@
 
     nntm-calibrate --torch mypackage.nets:build --inputs calib.pt -o imp.safetensors
     nntm-calibrate --model-file model.onnx --inputs calib.npz -o imp.safetensors
+    nntm-calibrate --model-file model.onnx --synthetic 16 [--input-range 0,255] -o imp.safetensors
     nntm-calibrate --model minilm --kind sensitivity -o imp.safetensors
     nntm-calibrate --model mobilenetv2 --kind activation -o imp.npz [-i model.safetensors]
 
@@ -22,6 +23,13 @@ Measures importance maps (docs/importance.md, docs/calibration.md):
   sensitivity maps through the graph converted to torch with onnx2torch, checked against
   onnxruntime); the maps carry EncoderApp's names of the graph's tensors.
   ``--output-name`` picks the scored graph output (default: the first float output).
+* ``--synthetic N`` (instead of ``--inputs``, with ``--torch`` or ``--model-file``): no
+  data: ``N`` inputs drawn from the model's own description (:mod:`nntm.synthetic`): the
+  graph's input shapes and dtypes (``--input-shape [NAME=]D1,D2,...`` for free dims; with
+  ``--torch`` the one input's per-sample shape), standard-normal values or uniform ones in
+  ``--input-range LOW,HIGH``, integer inputs uniform over the rows of the tables they index.
+  Whether such maps pay is measured per model in docs/calibration.md ("When the user has
+  no data").
 * ``--model NAME``: a CE model, on its adapter's calibration inputs, which
   are disjoint from the inputs its CE metrics are evaluated on.
 
