@@ -2,6 +2,7 @@
 
     nntm-calibrate --torch mypackage.nets:build --inputs calib.pt -o imp.safetensors
     nntm-calibrate --model-file model.onnx --inputs calib.npz -o imp.safetensors
+    nntm-calibrate --model-file model.onnx --synthetic 16 [--input-range 0,255] -o imp.safetensors
     nntm-calibrate --model minilm --kind sensitivity -o imp.safetensors
     nntm-calibrate --model mobilenetv2 --kind activation -o imp.npz [-i model.safetensors]
 
@@ -22,6 +23,13 @@ Measures importance maps (docs/importance.md, docs/calibration.md):
   sensitivity maps through the graph converted to torch with onnx2torch, checked against
   onnxruntime); the maps carry EncoderApp's names of the graph's tensors.
   ``--output-name`` picks the scored graph output (default: the first float output).
+* ``--synthetic N`` (instead of ``--inputs``, with ``--torch`` or ``--model-file``): no
+  data: ``N`` inputs drawn from the model's own description (:mod:`nntm.synthetic`): the
+  graph's input shapes and dtypes (``--input-shape [NAME=]D1,D2,...`` for free dims; with
+  ``--torch`` the one input's per-sample shape), standard-normal values or uniform ones in
+  ``--input-range LOW,HIGH``, integer inputs uniform over the rows of the tables they index.
+  Whether such maps pay is measured per model in docs/calibration.md ("When the user has
+  no data").
 * ``--model NAME``: a CE model, on its adapter's calibration inputs, which
   are disjoint from the inputs its CE metrics are evaluated on.
 
@@ -106,6 +114,27 @@ def _parser() -> argparse.ArgumentParser:
         "--model-file: an .npz, one array per graph input name (first axis: samples)",
     )
     ap.add_argument(
+        "--synthetic",
+        type=int,
+        metavar="N",
+        help="--torch, --model-file: no data: N synthetic inputs instead of --inputs (standard "
+        "normal, or uniform in --input-range; integer inputs uniform over the rows of the "
+        "tables they index; docs/calibration.md)",
+    )
+    ap.add_argument(
+        "--input-shape",
+        action="append",
+        metavar="[NAME=]D1,D2,...",
+        help="--synthetic: the per-sample shape of the input (--torch: required; --model-file: "
+        "fills the graph's free dims)",
+    )
+    ap.add_argument(
+        "--input-range",
+        metavar="LOW,HIGH",
+        help="--synthetic: draw uniform values in [LOW, HIGH] (for example 0,255 for raw "
+        "pixels) instead of standard normal ones",
+    )
+    ap.add_argument(
         "--batch-size",
         type=int,
         help=f"--torch, --model-file: samples per pass (default {DEFAULT_BATCH}; an ONNX graph "
@@ -153,11 +182,27 @@ def _file_problems(args: argparse.Namespace) -> list[str]:
                 problems.append(problem)
             inputs[key] = path
     problems += collision_problems(inputs, {"-o": args.output})
-    if args.torch and not args.inputs:
-        problems.append("--torch needs --inputs (the calibration inputs, a torch.save'd file)")
+    if args.synthetic is not None:
+        if args.model:
+            problems.append("--synthetic applies to --torch and --model-file only")
+        if args.inputs:
+            problems.append("--synthetic replaces --inputs: give one of them")
+        if args.synthetic < 1:
+            problems.append(f"--synthetic must be at least 1, not {args.synthetic}")
+        if args.torch and not args.input_shape:
+            problems.append("--torch --synthetic needs --input-shape (the per-sample shape)")
+        if args.torch and args.input_shape and len(args.input_shape) > 1:
+            problems.append("--torch --synthetic takes one --input-shape (one input tensor)")
+    elif args.input_shape or args.input_range:
+        problems.append("--input-shape and --input-range apply to --synthetic only")
+    if args.torch and not args.inputs and args.synthetic is None:
+        problems.append("--torch needs --inputs (the calibration inputs, a torch.save'd file) "
+                        "or --synthetic N")
     if args.model_file:
         if not args.inputs:
-            problems.append("--model-file needs --inputs (an .npz, one array per graph input)")
+            if args.synthetic is None:
+                problems.append("--model-file needs --inputs (an .npz, one array per graph "
+                                "input) or --synthetic N")
         elif not args.inputs.lower().endswith(".npz"):
             problems.append(f"--inputs '{args.inputs}': --model-file takes an .npz file")
         if args.input:
@@ -386,8 +431,15 @@ def _torch_maps(
     module = load_factory_module(args.torch)
     if args.input:
         _load_weights(module, args.input)
-    data = load_inputs(args.inputs)
-    check_input_names(module, data, args.inputs)
+    if args.synthetic is not None:
+        from ..synthetic import parse_range, parse_shape, torch_inputs
+
+        value_range = parse_range(args.input_range) if args.input_range else None
+        data = torch_inputs(parse_shape(args.input_shape[0])[1], args.synthetic,
+                            value_range=value_range)
+    else:
+        data = load_inputs(args.inputs)
+        check_input_names(module, data, args.inputs)
     samples = options.pop("samples", None)
     batches = batches_of(data, args.batch_size or DEFAULT_BATCH, samples)
     tensors = {  # what the report counts (bfloat16 as float32: numpy has no bfloat16)
@@ -407,7 +459,15 @@ def _onnx_maps(
     from ..onnxio import read_onnx
 
     tensors = read_onnx(args.model_file)[0]
-    inputs = read_inputs(args.inputs)
+    if args.synthetic is not None:
+        from ..synthetic import onnx_inputs, parse_range, parse_shape
+
+        shapes = dict(parse_shape(text) for text in args.input_shape or ())
+        value_range = parse_range(args.input_range) if args.input_range else None
+        inputs = onnx_inputs(args.model_file, args.synthetic, shapes=shapes,
+                             value_range=value_range)
+    else:
+        inputs = read_inputs(args.inputs)
     samples = options.pop("samples", None)
     maps = calibrate_onnx(args.model_file, inputs, kind=args.kind,
                           output=args.output_metric or "mse", output_name=args.output_name,
