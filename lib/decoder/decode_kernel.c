@@ -164,10 +164,8 @@ static int split_substreams(const nntm_kernel_params *p, const uint8_t *data, si
     for (int64_t k = 0; k < nsub; k++) {
         sub[k].data = data + pos;
         pos += sub[k].size;
-        sub[k].y0 = (int32_t)(k * p->substream_rows);
-        sub[k].y1 = nsub == 1 || k + 1 == nsub ? p->rows : (int32_t)((k + 1) * p->substream_rows);
+        nntm_substream_range(p, k, &sub[k].y0, &sub[k].y1);
     }
-    sub[0].y0 = 0;
     return NNTM_OK;
 }
 

@@ -234,8 +234,8 @@ static int encode_raster(const nntm_encoder_params *p, const float *w, const flo
     nntm_level_ctxs ctxs;
     int rv = NNTM_OK;
     for (int64_t s = 0; s < nsub && rv == NNTM_OK; s++) {
-        int32_t y0 = (int32_t)(s * k->substream_rows);
-        int32_t y1 = s + 1 == nsub ? k->rows : (int32_t)((s + 1) * k->substream_rows);
+        int32_t y0, y1;
+        nntm_substream_range(k, s, &y0, &y1);
         nntm_level_ctxs_init(&ctxs, k->prob_window, k->suffix_ctx);
         if (k->row_pred)
             rv = quantize_rows_pred(&in, &q, levels, &ctxs, trial, track, p->row_hint, row_ref,
@@ -249,13 +249,12 @@ static int encode_raster(const nntm_encoder_params *p, const float *w, const flo
     if (rv == NNTM_OK && q.nomem) rv = NNTM_ERR_NOMEM;
     if (rv == NNTM_OK && q.overflow) rv = NNTM_ERR_RANGE;
     for (int64_t s = 0; s < nsub && rv == NNTM_OK; s++) {
-        int32_t y0 = (int32_t)(s * k->substream_rows);
-        int32_t y1 = s + 1 == nsub ? k->rows : (int32_t)((s + 1) * k->substream_rows);
+        int32_t y0, y1;
+        nntm_substream_range(k, s, &y0, &y1);
         nntm_arith_encoder enc;
         nntm_arith_encoder_init(&enc, sub ? &sub[s] : out);
         nntm_level_ctxs_init(&ctxs, k->prob_window, k->suffix_ctx);
-        nntm_write_tensor_data(&enc.w, &ctxs, k, levels, rindex, row_ref, nsub > 1 ? y0 : 0,
-                               nsub > 1 ? y1 : k->rows);
+        nntm_write_tensor_data(&enc.w, &ctxs, k, levels, rindex, row_ref, y0, y1);
         rv = nntm_arith_encoder_finish(&enc);
     }
     if (rv == NNTM_OK && sub) rv = join_substreams(sub, nsub, out);

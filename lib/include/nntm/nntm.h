@@ -122,6 +122,14 @@ static inline int64_t nntm_num_substreams(const nntm_kernel_params *p) {
     return ((int64_t)p->rows + p->substream_rows - 1) / p->substream_rows;
 }
 
+/* The rows [*y0, *y1) of substream s (0 <= s < nntm_num_substreams(p)) [1.8]: whole
+ * blocks of substream_rows, the last one to the tensor's last row. */
+static inline void nntm_substream_range(const nntm_kernel_params *p, int64_t s, int32_t *y0,
+                                        int32_t *y1) {
+    *y0 = (int32_t)(s * p->substream_rows);
+    *y1 = s + 1 == nntm_num_substreams(p) ? p->rows : (int32_t)((s + 1) * p->substream_rows);
+}
+
 /* Encoder search settings (speed presets bound these). */
 typedef struct nntm_search_params {
     int32_t max_depth;       /* deepest tree level (qt + mtt) the search tries */
