@@ -5,7 +5,9 @@
  *
  * A bug is: any sanitizer report, a crash, a hang, a return code nntm_stream.h does not
  * document, an empty error text on failure, or a decoded tensor whose MD5 differs from
- * the one the reader reports. REF_MODEL tensors find no reference (the lookup says so). */
+ * the one the reader reports. REF_MODEL tensors find no reference (the lookup says so).
+ * Inputs of odd size decode with two threads (entry-point substreams in parallel), even
+ * ones with one, so both paths of nntm_decode_kernel_threads are fuzzed. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,6 +38,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     nntm_stream_default_settings(&st);
     st.max_memory = (uint64_t)1 << 28;
     st.ref_lookup = lookup;
+    st.threads = (size & 1) ? 2 : 1; /* odd sizes parse substreams on two threads */
     nntm_stream *s = NULL;
     int rv = nntm_stream_open_memory(&s, data, size, &st);
     if (!documented(rv)) fail("undocumented return code of open", rv);
