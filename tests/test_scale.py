@@ -314,3 +314,37 @@ def test_streaming_decoder_gives_back_the_mapped_stream(tmp_path: Path) -> None:
                              capture_output=True, text=True, check=True)
         peaks.append(int(run.stdout.split()[-1]))
     assert peaks[0] < 32 << 20 < 48 << 20 < peaks[1], peaks
+
+
+def test_long_head_tensor_does_not_stall_the_encoders_other_thread() -> None:
+    """The encoder's pool keeps coding the small tensors after a long one at the head: a
+    model of one long tensor and 100 small ones (as MiniLM's word embedding beside its
+    layers).  The head job finishes only once all the small ones have run; with the
+    decoder's limit (16 jobs a thread) the pool stops submitting after 32 and the head job
+    times out."""
+    import threading
+
+    def run(max_in_flight: int) -> bool:
+        done, event, lock = [0], threading.Event(), threading.Lock()
+        results: list[object] = []
+
+        def head() -> bool:
+            return event.wait(timeout=3.0)
+
+        def small() -> int:
+            with lock:
+                done[0] += 1
+                if done[0] == 100:
+                    event.set()
+            return 0
+
+        with streaming._OrderedPool(2, 1 << 20, results.append, max_in_flight) as pool:
+            pool.submit(1, head)
+            for _ in range(100):
+                pool.submit(1, small)
+            pool.drain()
+        assert len(results) == 101
+        return bool(results[0])
+
+    assert run(streaming.ENCODE_MAX_IN_FLIGHT)
+    assert not run(streaming.MAX_IN_FLIGHT)
