@@ -50,7 +50,9 @@ ffibuilder.cdef((ROOT / "lib/include/nntm/nntm_cffi.h").read_text())
 ffibuilder.cdef((ROOT / "lib/include/nntm/nntm_stream_cffi.h").read_text())
 ffibuilder.set_source(
     "nntm._nntm_c",
-    '#include "nntm/nntm.h"\n#include "nntm/nntm_stream.h"',
+    '#include "nntm/nntm.h"\n#include "nntm/nntm_stream.h"\n'
+    "static int nntm_py_have_zlib(void) {\n"
+    "#ifdef NNTM_HAVE_ZLIB\n    return 1;\n#else\n    return 0;\n#endif\n}\n",
     sources=library_sources(),
     include_dirs=[_relative(ROOT / "lib/include"), _relative(ROOT / "lib")],
     define_macros=[("NNTM_HAVE_ZLIB", "1")] if ZLIB else [],

@@ -9,14 +9,15 @@ and every MD5; Python only gives it the stream and the buffers to fill::
 
 A tensor decodes straight into its numpy array's memory (``ffi.from_buffer``, no copy).
 Negative C codes become the :class:`nntm.errors.NntmError` family, with the C reader's text
-(which names the unit and the tensor).  A reference model (``ref_model``) is given to C
-through a callback (``extern "Python"``).
+(which names the unit and the tensor).  A reference model (``ref_model``: a mapping, or a
+function of a tensor name) is given to C through a callback (``extern "Python"``); an
+NntmError the function raises is raised in place of C's NNTM_ERR_REFERENCE.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -33,9 +34,14 @@ from .errors import (
     ReferenceModelError,
 )
 
+#: a reference model: tensors by name, or a function that returns one (None: no such tensor)
+RefModel = Mapping[str, np.ndarray] | Callable[[str], np.ndarray | None]
+
 #: the largest format the C reader decodes (major, minor)
 C_MAX_VERSION = (1, 8)
 MAX_THREADS = 256
+#: the extension inflates a container unit [1.7] (compiled with zlib)
+HAVE_ZLIB = bool(lib.nntm_py_have_zlib())
 
 
 class CStreamError(CoreError):
@@ -108,8 +114,9 @@ class CStream:
 
     def __init__(self, data: bytes | memoryview | None, path: str | None,
                  max_memory: int | None, max_expansion: int, max_elements: int,
-                 ref_model: Mapping[str, np.ndarray] | None, threads: int) -> None:
+                 ref_model: RefModel | None, threads: int) -> None:
         self._ref_model = ref_model
+        self._ref_error: NntmError | None = None  # what the last lookup raised
         self._refs: dict[str, np.ndarray] = {}  # kept alive while C may read them
         self._handle = ffi.new_handle(self)
         settings = ffi.new("nntm_stream_settings *")
@@ -122,15 +129,15 @@ class CStream:
             settings.ref_lookup = lib.nntm_py_ref_lookup
             settings.ref_cookie = self._handle
         self._pp = ffi.new("nntm_stream **")
-        self._data = data
+        self._cbuf = None  # the exported buffer of data (released on close)
         if path is not None:
             self.size = os.path.getsize(path)
             rv = lib.nntm_stream_open_file(self._pp, os.fsencode(path), settings)
         else:
             assert data is not None
             self.size = len(data)
-            rv = lib.nntm_stream_open_memory(self._pp, ffi.from_buffer(data), len(data),
-                                             settings)
+            self._cbuf = ffi.from_buffer(data)
+            rv = lib.nntm_stream_open_memory(self._pp, self._cbuf, len(data), settings)
         if rv < 0:
             exc = make_error(rv, self.error())
             self.close()
@@ -154,6 +161,9 @@ class CStream:
     def close(self) -> None:
         lib.nntm_stream_close(self._pp)
         self._refs.clear()
+        if self._cbuf is not None:  # an mmap can be closed again
+            ffi.release(self._cbuf)
+            self._cbuf = None
 
     def __enter__(self) -> CStream:
         return self
@@ -164,7 +174,11 @@ class CStream:
 
     def _check(self, rv: int) -> None:
         if rv < 0:
-            raise make_error(rv, self.error())
+            exc = make_error(rv, self.error())
+            ref_error, self._ref_error = self._ref_error, None
+            if rv == lib.NNTM_ERR_REFERENCE and ref_error is not None:
+                raise ref_error from exc
+            raise exc
 
     def info(self, index: int) -> TensorInfo:
         t = ffi.new("nntm_tensor_info *")
@@ -216,10 +230,21 @@ class CStream:
         return hls.Container(hls.SourceFormat(int(fmt[0])), bytes(ffi.buffer(data[0], size[0])))
 
     def _ref_lookup(self, name: str, out: object) -> int:
-        assert self._ref_model is not None
-        if name not in self._ref_model:
+        ref = self._ref_model
+        assert ref is not None
+        if callable(ref):
+            try:
+                found = ref(name)
+            except NntmError as exc:
+                self._ref_error = exc
+                return 1
+            if found is None:
+                return 1
+        elif name in ref:
+            found = ref[name]
+        else:
             return 1
-        array = np.ascontiguousarray(np.asarray(self._ref_model[name]))
+        array = np.ascontiguousarray(np.asarray(found))
         if array.dtype.byteorder == ">":
             array = array.astype(array.dtype.newbyteorder("<"))
         try:
@@ -241,7 +266,7 @@ class CStream:
 def open_file(path: str, max_memory: int | None = None,
               max_expansion: int = memory.DEFAULT_MAX_EXPANSION,
               max_elements: int = codec.DEFAULT_MAX_ELEMENTS,
-              ref_model: Mapping[str, np.ndarray] | None = None, threads: int = 1) -> CStream:
+              ref_model: RefModel | None = None, threads: int = 1) -> CStream:
     """Open the stream in file ``path`` (mapped by C).  ``max_memory`` None: half of this
     machine's memory; 0: no limit.  Raises the NntmError of the C reader's first problem."""
     return CStream(None, path, max_memory, max_expansion, max_elements, ref_model, threads)
@@ -250,7 +275,7 @@ def open_file(path: str, max_memory: int | None = None,
 def open_memory(data: bytes | memoryview, max_memory: int | None = None,
                 max_expansion: int = memory.DEFAULT_MAX_EXPANSION,
                 max_elements: int = codec.DEFAULT_MAX_ELEMENTS,
-                ref_model: Mapping[str, np.ndarray] | None = None,
+                ref_model: RefModel | None = None,
                 threads: int = 1) -> CStream:
     """:func:`open_file` for a stream in memory (bytes, or an mmap's memoryview), which
     must stay unchanged while the stream is open (the CStream keeps a reference)."""

@@ -71,3 +71,7 @@ int nntm_stream_decode_tensor(nntm_stream *s, int32_t index, void *out, size_t o
 /* The reference-model lookup, implemented in Python (nntm.cstream, ffi.def_extern). */
 extern "Python" int nntm_py_ref_lookup(void *cookie, const char *name, size_t name_size,
                                        nntm_ref_tensor *out);
+
+/* Defined in the extension's own source (python/nntm/_build_ffi.py), not in the library:
+ * 1 when the extension was compiled with zlib (a container unit [1.7] inflates in C). */
+int nntm_py_have_zlib(void);
