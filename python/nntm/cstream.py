@@ -131,8 +131,8 @@ class CStream:
         self._pp = ffi.new("nntm_stream **")
         self._cbuf = None  # the exported buffer of data (released on close)
         if path is not None:
-            self.size = os.path.getsize(path)
             rv = lib.nntm_stream_open_file(self._pp, os.fsencode(path), settings)
+            self.size = os.path.getsize(path) if rv >= 0 else 0
         else:
             assert data is not None
             self.size = len(data)
