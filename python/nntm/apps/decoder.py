@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import mmap
 import os
+import queue
 import sys
 import time
+from collections import deque
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 
@@ -177,22 +180,59 @@ def _decode_c(path: str, layout: streaming.Layout, size: int, cfg: Config,
         tps, where = by_name[name]
         return predict.find_reference(tps, ref_model, {}, where)
 
-    with cstream.open_file(path, max_memory=0, max_expansion=0,
-                           max_elements=int(cfg["MaxTensorElements"]),
-                           ref_model=reference if by_name else None,
-                           threads=streaming._workers(int(cfg["Threads"]))) as s:
-        sink.open(layout.mps, list(layout.parsed.values()))
-        reports = []
-        for info in s.tensors():
+    def open_stream() -> cstream.CStream:
+        return cstream.open_file(path, max_memory=0, max_expansion=0,
+                                 max_elements=int(cfg["MaxTensorElements"]),
+                                 ref_model=reference if by_name else None,
+                                 threads=streaming._workers(int(cfg["Threads"])))
+
+    # tensors at once, as the Python path (1 when a tensor predicts from an earlier one):
+    # one C stream a worker, since a stream decodes one tensor at a time
+    workers = min(layout.workers, max(1, layout.mps.num_tensors))
+    first = open_stream()
+    free: queue.SimpleQueue[cstream.CStream] = queue.SimpleQueue()
+    streams = [first]
+    free.put(first)
+
+    def work(info: cstream.TensorInfo) -> tuple[np.ndarray, codec.TensorReport]:
+        s = free.get()
+        try:
             start = time.perf_counter()
             array = np.empty(info.shape, dtype=info.dtype)
             md5, ok = s.decode_into(info, array)
-            reports.append(codec.TensorReport(info.name, info.shape, info.dtype.name, md5.hex(),
-                                              ok, time.perf_counter() - start, info.params_ok))
-            sink.write(info.name, array)
-        stream_ok, stream_md5 = s.check()
-        return codec.DecodeResult({}, reports, s.source_format, {}, stream_ok, s.version,
-                                  stream_md5, s.container())
+        finally:
+            free.put(s)
+        return array, codec.TensorReport(info.name, info.shape, info.dtype.name, md5.hex(),
+                                         ok, time.perf_counter() - start, info.params_ok)
+
+    try:
+        for _ in range(workers - 1):
+            streams.append(open_stream())
+            free.put(streams[-1])
+        sink.open(layout.mps, list(layout.parsed.values()))
+        reports = []
+        with ThreadPoolExecutor(workers) as pool:
+            pending: deque[Future[tuple[np.ndarray, codec.TensorReport]]] = deque()
+            try:
+                for info in first.tensors():
+                    pending.append(pool.submit(work, info))
+                    while len(pending) > 2 * workers or (pending and pending[0].done()):
+                        array, report = pending.popleft().result()
+                        reports.append(report)
+                        sink.write(report.name, array)
+                while pending:
+                    array, report = pending.popleft().result()
+                    reports.append(report)
+                    sink.write(report.name, array)
+            finally:
+                for f in pending:
+                    f.cancel()
+        stream_ok, stream_md5 = first.check()
+        return codec.DecodeResult({}, reports, first.source_format, {}, stream_ok,
+                                  first.version, stream_md5, first.container())
+    finally:
+        for s in streams:
+            s.close()
 
 
 def _decode(path: str, cfg: Config, sink: _Output,
