@@ -61,14 +61,15 @@ static inline int nntm_bits_se(nntm_bits *b, int64_t *out) {
 }
 
 /* byte_alignment(): a one bit, then zero bits up to a byte boundary.
- * 0 on success, -1 truncated, 1 a wrong alignment bit. */
+ * 0 on success, -1 truncated, 1 alignment_bit_equal_to_one is 0,
+ * 2 an alignment_bit_equal_to_zero is 1. */
 static inline int nntm_bits_align(nntm_bits *b) {
     uint32_t bit;
     if (nntm_bits_u(b, 1, &bit)) return -1;
     if (bit != 1) return 1;
     while (b->pos & 7) {
         if (nntm_bits_u(b, 1, &bit)) return -1;
-        if (bit != 0) return 1;
+        if (bit != 0) return 2;
     }
     return 0;
 }

@@ -265,7 +265,9 @@ static void ralign(reader *r) {
     if (r->rv) return;
     int rv = nntm_bits_align(&r->b);
     if (rv < 0) rfail(r, NNTM_ERR_TRUNCATED, "payload ends inside a syntax element (byte_alignment)");
-    else if (rv > 0) rfail(r, NNTM_ERR_CORRUPT, "byte_alignment(): a wrong alignment bit");
+    else if (rv > 0) /* the words of the Python reader (hls.py) */
+        rfail(r, NNTM_ERR_CORRUPT, rv == 1 ? "byte_alignment(): alignment_bit_equal_to_one is 0"
+                                           : "byte_alignment(): alignment_bit_equal_to_zero is 1");
 }
 
 static void rend(reader *r) {

@@ -115,6 +115,9 @@ static void test_bits(void) {
     uint8_t badpad[1] = {0x41}; /* 0 then 1: alignment bit 0 */
     nntm_bits_init(&b, badpad, 1);
     CHECK(nntm_bits_align(&b) == 1);
+    uint8_t badzero[1] = {0xC0}; /* 1 then 1: a zero bit that is 1 */
+    nntm_bits_init(&b, badzero, 1);
+    CHECK(nntm_bits_align(&b) == 2);
 }
 
 /* ------------------------------------------------------------------ streams */

@@ -544,6 +544,17 @@ DECODER_OPTIONS: tuple[Option, ...] = (
         maximum=(1 << 31) - 1,
         group="app",
     ),
+    Option(
+        "Decoder",
+        "choice",
+        "c",
+        "c: the C library's stream reader parses the units, decodes the tensors and checks "
+        "every MD5 (nntm_stream.h, as nntm-dec); python: the Python reader (nntm.streaming, "
+        "the independent reference path); c falls back to python, saying why, for a stream "
+        "the C reader cannot take (a format newer than 1.8, a container without zlib)",
+        choices=("c", "python"),
+        group="app",
+    ),
     THREADS,
     VERBOSE,
 )

@@ -384,34 +384,10 @@ def _decode(buf: mmap.mmap | bytes, size: int,
             on_layout: Callable[[hls.ModelParameterSet, list[hls.TensorParameterSet]], None]
             | None,
             window_elements: int) -> codec.DecodeResult:
-    magic_at = hls.UNIT_HEADER_BYTES
-    if (size >= magic_at + len(hls.MAGIC)
-            and bytes(buf[magic_at:magic_at + len(hls.MAGIC)]) != hls.MAGIC):
-        raise BitstreamError("not an NNTM bitstream: it does not begin with a model parameter "
-                             "set carrying the magic 'NNTM'")
-    refs = _unit_refs(buf)
-    if not refs or refs[0].unit_type != hls.UnitType.MODEL_PARAMETER_SET:
-        raise BitstreamError("unit 0: the stream does not start with a model parameter set")
-    mps = hls.parse_model_parameter_set(_unit(buf, refs[0]))
-    tps_units = {r.index: _unit(buf, r) for r in refs
-                 if r.unit_type == hls.UnitType.TENSOR_PARAMETER_SET}
-    parsed = {i: hls.parse_tensor_parameter_set(u, mps) for i, u in tps_units.items()}
-    codec.check_element_limit(parsed, {i: u.where for i, u in tps_units.items()}, max_elements)
-    _release(buf, 0, size)  # the header scan's faults read ahead over the whole stream
-    workers = _workers(threads)
-    earlier_refs = {t.ref_tensor_id for t in parsed.values()
-                    if t.coding_mode == hls.CodingMode.QUANTIZED
-                    and t.pred_mode == hls.PredMode.EARLIER_TENSOR}
-    if earlier_refs:
-        workers = 1  # a tensor waits for the one it predicts from
-    largest_unit = max((r.size for r in refs if r.unit_type == hls.UnitType.TENSOR_DATA_UNIT),
-                       default=0)
-    largest = max((t.num_elements for t in parsed.values()), default=0)
-    itemsize = max((t.dtype.itemsize for t in parsed.values()), default=1)
-    memory.check_streaming_budget(size, list(parsed.values()), largest_unit, workers,
-                                  keep, earlier_refs, max_memory, max_expansion,
-                                  MAX_IN_FLIGHT * workers,
-                                  max(window_elements, largest) * (itemsize + 1))
+    layout = scan_layout(buf, size, max_elements, max_memory, max_expansion, threads, keep,
+                         window_elements)
+    refs, mps, tps_units, parsed = layout.refs, layout.mps, layout.tps_units, layout.parsed
+    earlier_refs, workers = layout.earlier_refs, layout.workers
     if on_layout is not None:
         on_layout(mps, list(parsed.values()))
     md5 = hashlib.md5()
@@ -556,3 +532,55 @@ def _decode_job(tps: hls.TensorParameterSet, payload: bytes, where: str,
                                     actual == md5, seconds, params_ok)
         return tps, array, report
     return work
+
+
+@dataclass
+class Layout:
+    """What :func:`scan_layout` read of a stream: its units (headers only), the model and
+    tensor parameter sets, and the tensors a later one predicts from."""
+
+    refs: list[_UnitRef]
+    mps: hls.ModelParameterSet
+    tps_units: dict[int, hls.Unit]
+    parsed: dict[int, hls.TensorParameterSet]
+    earlier_refs: set[int]
+    workers: int
+
+
+def scan_layout(buf: mmap.mmap | bytes, size: int, max_elements: int,
+                max_memory: int | None, max_expansion: int, threads: int | None,
+                keep: bool = False, window_elements: int = DECODE_WINDOW_ELEMENTS) -> Layout:
+    """Read a stream's unit headers and parameter sets (no payload is copied) and refuse it,
+    before anything is allocated for a tensor, when it announces a tensor over
+    ``max_elements`` or its streaming decode would exceed the memory budget
+    (:func:`nntm.memory.check_streaming_budget`; the checks and messages of
+    :func:`decode_file`, which DecoderApp makes for either decoder)."""
+    magic_at = hls.UNIT_HEADER_BYTES
+    if (size >= magic_at + len(hls.MAGIC)
+            and bytes(buf[magic_at:magic_at + len(hls.MAGIC)]) != hls.MAGIC):
+        raise BitstreamError("not an NNTM bitstream: it does not begin with a model parameter "
+                             "set carrying the magic 'NNTM'")
+    refs = _unit_refs(buf)
+    if not refs or refs[0].unit_type != hls.UnitType.MODEL_PARAMETER_SET:
+        raise BitstreamError("unit 0: the stream does not start with a model parameter set")
+    mps = hls.parse_model_parameter_set(_unit(buf, refs[0]))
+    tps_units = {r.index: _unit(buf, r) for r in refs
+                 if r.unit_type == hls.UnitType.TENSOR_PARAMETER_SET}
+    parsed = {i: hls.parse_tensor_parameter_set(u, mps) for i, u in tps_units.items()}
+    codec.check_element_limit(parsed, {i: u.where for i, u in tps_units.items()}, max_elements)
+    _release(buf, 0, size)  # the header scan's faults read ahead over the whole stream
+    workers = _workers(threads)
+    earlier_refs = {t.ref_tensor_id for t in parsed.values()
+                    if t.coding_mode == hls.CodingMode.QUANTIZED
+                    and t.pred_mode == hls.PredMode.EARLIER_TENSOR}
+    if earlier_refs:
+        workers = 1  # a tensor waits for the one it predicts from
+    largest_unit = max((r.size for r in refs if r.unit_type == hls.UnitType.TENSOR_DATA_UNIT),
+                       default=0)
+    largest = max((t.num_elements for t in parsed.values()), default=0)
+    itemsize = max((t.dtype.itemsize for t in parsed.values()), default=1)
+    memory.check_streaming_budget(size, list(parsed.values()), largest_unit, workers,
+                                  keep, earlier_refs, max_memory, max_expansion,
+                                  MAX_IN_FLIGHT * workers,
+                                  max(window_elements, largest) * (itemsize + 1))
+    return Layout(refs, mps, tps_units, parsed, earlier_refs, workers)

@@ -11,13 +11,18 @@ which case no output file is written.
 
 from __future__ import annotations
 
+import mmap
 import os
+import queue
+import sys
 import time
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 
-from .. import codec, hls, memory, streaming, streamio
+from .. import codec, cstream, hls, memory, predict, streaming, streamio
 from ..config import Config, parse_app_args
 from ..errors import HashMismatchError, ModelIOError
 from ..modelio import FORMATS, model_format, write_model
@@ -149,6 +154,120 @@ class _Output:
             self.writer = None
 
 
+def _c_cannot(mps: hls.ModelParameterSet) -> str:
+    """Why the C reader cannot decode a stream of this model parameter set ('' if it can)."""
+    version = (mps.version_major, mps.version_minor)
+    if version > cstream.C_MAX_VERSION:
+        return (f"format {version[0]}.{version[1]} is newer than the C reader's "
+                f"{cstream.C_MAX_VERSION[0]}.{cstream.C_MAX_VERSION[1]}")
+    if mps.tool_flags & hls.TOOL_CONTAINER and not cstream.HAVE_ZLIB:
+        return "the stream has a container unit and the C extension was built without zlib"
+    return ""
+
+
+def _decode_c(path: str, layout: streaming.Layout, size: int, cfg: Config,
+              sink: _Output, ref_model: Mapping[str, np.ndarray] | None) -> codec.DecodeResult:
+    """Decode with the C stream reader, tensor by tensor into numpy arrays (the limits and the
+    budget were checked by streaming.scan_layout, with the Python path's messages)."""
+    by_name = {t.name: (t, layout.tps_units[i].where) for i, t in layout.parsed.items()
+               if t.coding_mode == hls.CodingMode.QUANTIZED
+               and t.pred_mode == hls.PredMode.REF_MODEL}
+
+    def reference(name: str) -> np.ndarray | None:
+        """The reference tensor, checked (and refused with the messages) as Python does."""
+        if name not in by_name:
+            return None
+        tps, where = by_name[name]
+        return predict.find_reference(tps, ref_model, {}, where)
+
+    def open_stream() -> cstream.CStream:
+        return cstream.open_file(path, max_memory=0, max_expansion=0,
+                                 max_elements=int(cfg["MaxTensorElements"]),
+                                 ref_model=reference if by_name else None,
+                                 threads=streaming._workers(int(cfg["Threads"])))
+
+    # tensors at once, as the Python path (1 when a tensor predicts from an earlier one):
+    # one C stream a worker, since a stream decodes one tensor at a time
+    workers = min(layout.workers, max(1, layout.mps.num_tensors))
+    first = open_stream()
+    free: queue.SimpleQueue[cstream.CStream] = queue.SimpleQueue()
+    streams = [first]
+    free.put(first)
+
+    def work(info: cstream.TensorInfo) -> tuple[np.ndarray, codec.TensorReport]:
+        s = free.get()
+        try:
+            start = time.perf_counter()
+            array = np.empty(info.shape, dtype=info.dtype)
+            md5, ok = s.decode_into(info, array)
+        finally:
+            free.put(s)
+        return array, codec.TensorReport(info.name, info.shape, info.dtype.name, md5.hex(),
+                                         ok, time.perf_counter() - start, info.params_ok)
+
+    try:
+        for _ in range(workers - 1):
+            streams.append(open_stream())
+            free.put(streams[-1])
+        sink.open(layout.mps, list(layout.parsed.values()))
+        reports = []
+        with ThreadPoolExecutor(workers) as pool:
+            pending: deque[Future[tuple[np.ndarray, codec.TensorReport]]] = deque()
+            try:
+                for info in first.tensors():
+                    pending.append(pool.submit(work, info))
+                    while len(pending) > 2 * workers or (pending and pending[0].done()):
+                        array, report = pending.popleft().result()
+                        reports.append(report)
+                        sink.write(report.name, array)
+                while pending:
+                    array, report = pending.popleft().result()
+                    reports.append(report)
+                    sink.write(report.name, array)
+            finally:
+                for f in pending:
+                    f.cancel()
+        stream_ok, stream_md5 = first.check()
+        return codec.DecodeResult({}, reports, first.source_format, {}, stream_ok,
+                                  first.version, stream_md5, first.container())
+    finally:
+        for s in streams:
+            s.close()
+
+
+def _decode(path: str, cfg: Config, sink: _Output,
+            ref_model: Mapping[str, np.ndarray] | None, verbose: int
+            ) -> tuple[int, codec.DecodeResult]:
+    """(stream size, result) of the decoder cfg Decoder names."""
+    max_memory = memory.parse_size(str(cfg["MaxMemory"]))
+    max_elements, max_expansion = int(cfg["MaxTensorElements"]), int(cfg["MaxExpansion"])
+    threads = int(cfg["Threads"])
+    try:
+        if str(cfg["Decoder"]) == "c":
+            with open(path, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                buf: mmap.mmap | bytes = (mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+                                          if size else b"")
+            try:  # the Python path's refusals, before anything is allocated for a tensor
+                layout = streaming.scan_layout(buf, size, max_elements, max_memory,
+                                               max_expansion, threads)
+            finally:
+                if isinstance(buf, mmap.mmap):
+                    buf.close()
+            reason = _c_cannot(layout.mps)
+            if not reason:
+                return size, _decode_c(path, layout, size, cfg, sink, ref_model)
+            if verbose:
+                print(f"{PROG}: note: decoding with --Decoder python: {reason}", file=sys.stderr)
+        stream = streaming.decode_file(
+            path, on_tensor=sink.write, keep=False, on_layout=sink.open,
+            max_elements=max_elements, ref_model=ref_model, max_memory=max_memory,
+            max_expansion=max_expansion, threads=threads)
+    except OSError as exc:
+        raise ModelIOError(f"cannot read bitstream '{path}': {exc.strerror}") from exc
+    return stream.size, stream.result
+
+
 def _main(argv: Sequence[str]) -> int:
     cfg, _ = parse_app_args(argv, DECODER_OPTIONS, PROG, DESCRIPTION, checks=validate)
     verbose = int(cfg["Verbose"])
@@ -158,18 +277,10 @@ def _main(argv: Sequence[str]) -> int:
     ref_model = streamio.open_model(str(cfg["RefModel"])) if cfg["RefModel"] else None
     sink = _Output(cfg, out)
     try:
-        try:
-            stream = streaming.decode_file(
-                path, on_tensor=sink.write, keep=False, on_layout=sink.open,
-                max_elements=int(cfg["MaxTensorElements"]), ref_model=ref_model,
-                max_memory=memory.parse_size(str(cfg["MaxMemory"])),
-                max_expansion=int(cfg["MaxExpansion"]), threads=int(cfg["Threads"]))
-        except OSError as exc:
-            raise ModelIOError(f"cannot read bitstream '{path}': {exc.strerror}") from exc
-        result = stream.result
+        size, result = _decode(path, cfg, sink, ref_model, verbose)
         seconds = time.perf_counter() - start
         if verbose:
-            print(f"NNTM {PROG}  {escape_text(path)}: {stream.size} bytes, "
+            print(f"NNTM {PROG}  {escape_text(path)}: {size} bytes, "
                   f"{len(result.reports)} tensors, format {result.version[0]}."
                   f"{result.version[1]}")
             width = name_column((r.name for r in result.reports), NAME_MIN, NAME_MAX)

@@ -1,0 +1,248 @@
+"""nntm.cstream (the C stream reader through cffi) and DecoderApp --Decoder c|python.
+
+- the constants cffi was given (nntm_stream_cffi.h) are the #defines of nntm_stream.h;
+- every stored conformance stream decodes in C to the Python reader's tensors, byte for byte
+  (dtype, shape, order, MD5s, stream MD5, container);
+- negative C codes become the NntmError family with the C reader's text;
+- DecoderApp writes the same files and prints the same report with either decoder, and falls
+  back to python, saying why, when the C reader cannot take a stream.
+"""
+
+from __future__ import annotations
+
+import json
+import mmap
+import random
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from nntm import codec, cstream, hls, memory, streaming, streamio
+from nntm.apps import decoder
+from nntm.errors import BitstreamError, HashMismatchError, ModelIOError, ReferenceModelError
+
+ROOT = Path(__file__).resolve().parents[1]
+SUITE = json.loads((ROOT / "conformance" / "suite.json").read_text())["streams"]
+STREAM_HEADER = ROOT / "lib" / "include" / "nntm" / "nntm_stream.h"
+STREAM_CFFI = ROOT / "lib" / "include" / "nntm" / "nntm_stream_cffi.h"
+_DEFINE = re.compile(r"^\s*#\s*define\s+(NNTM_[A-Z0-9_]+)\s+\(?(-?[0-9]+)\)?", re.M)
+
+
+def _defines(path: Path) -> dict[str, int]:
+    return {k: int(v) for k, v in _DEFINE.findall(path.read_text())}
+
+
+def _ref(entry: dict) -> dict | None:
+    return streamio.open_model(str(ROOT / entry["ref_model"])) if entry.get("ref_model") \
+        else None
+
+
+def test_cffi_stream_constants_equal_the_header() -> None:
+    header, cffi = _defines(STREAM_HEADER), _defines(STREAM_CFFI)
+    assert cffi, "no constants found in nntm_stream_cffi.h"
+    for name, value in cffi.items():
+        assert header.get(name) == value, name
+    wanted = {k for k in header if k.startswith(("NNTM_STREAM_", "NNTM_CODING_", "NNTM_PRED_"))}
+    assert wanted <= set(cffi), sorted(wanted - set(cffi))
+    for name, value in cffi.items():
+        assert getattr(cstream.lib, name) == value, name
+
+
+@pytest.mark.parametrize("entry", SUITE, ids=[e["name"] for e in SUITE])
+def test_c_tensors_equal_python_byte_for_byte(entry: dict) -> None:
+    path = str(ROOT / entry["bitstream"])
+    ref = _ref(entry)
+    py = streaming.decode_file(path, keep=True, ref_model=ref).result
+    with cstream.open_file(path, ref_model=ref) as s:
+        assert s.num_tensors == len(py.reports) == entry["num_tensors"]
+        assert s.version == py.version and s.source_format == py.source_format
+        names = []
+        for info, report in zip(s.tensors(), py.reports, strict=True):
+            array, md5, ok = s.decode(info)
+            expected = py.tensors[report.name]
+            names.append(info.name)
+            assert info.name == report.name and info.shape == report.shape
+            assert array.dtype == expected.dtype and array.shape == expected.shape
+            assert array.tobytes() == expected.tobytes(), info.name
+            assert ok and md5.hex() == report.md5 == info.md5.hex()
+            assert info.params_ok == report.params_ok
+        assert names == list(py.tensors)
+        assert s.check() == (py.stream_ok, py.stream_md5)
+        container = s.container()
+        if py.container is None:
+            assert container is None
+        elif cstream.HAVE_ZLIB:
+            assert container == py.container
+
+
+def test_open_memory_from_bytes_and_mmap_into_a_given_buffer() -> None:
+    path = ROOT / "bitstreams" / "BASE_A_1.bit"
+    data = path.read_bytes()
+    expected = codec.decode(data)
+    with cstream.open_memory(data) as s:
+        info = s.info(0)
+        out = np.full(info.shape, 7, dtype=info.dtype)
+        address = out.__array_interface__["data"][0]
+        md5, ok = s.decode_into(info, out)
+        assert ok and out.__array_interface__["data"][0] == address  # filled in place
+        assert out.tobytes() == expected[info.name].tobytes()
+        with pytest.raises(ValueError):
+            s.decode_into(info, np.empty(info.num_elements + 1, dtype=info.dtype))
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+        with cstream.open_memory(m) as s:
+            got = {i.name: s.decode(i)[0] for i in s.tensors()}
+        m.close()  # the C view of the mapping was released on close
+    assert {k: v.tobytes() for k, v in got.items()} == \
+        {k: v.tobytes() for k, v in expected.items()}
+
+
+def _data_unit_payload_offset(data: bytes) -> int:
+    unit = next(u for u in hls.split_units(data) if u.unit_type == hls.UnitType.TENSOR_DATA_UNIT)
+    return unit.offset + hls.UNIT_HEADER_BYTES + len(unit.payload) // 2
+
+
+def test_errors_map_to_the_nntm_error_family(tmp_path: Path) -> None:
+    data = (ROOT / "bitstreams" / "BASE_A_1.bit").read_bytes()
+    # truncated: a BitstreamError with the C code and text
+    with pytest.raises(BitstreamError, match="truncat") as info:
+        cstream.open_memory(data[:-7])
+    assert info.value.code == cstream.lib.NNTM_ERR_TRUNCATED  # type: ignore[attr-defined]
+    # not a stream at all
+    with pytest.raises(BitstreamError) as info:
+        cstream.open_memory(b"\x00" * 64)
+    assert info.value.code in (cstream.lib.NNTM_ERR_CORRUPT,  # type: ignore[attr-defined]
+                               cstream.lib.NNTM_ERR_UNSUPPORTED)
+    # a changed payload byte: a hash mismatch (or a corrupt payload) reported, never silent
+    bad = bytearray(data)
+    bad[_data_unit_payload_offset(data)] ^= 0x5A
+    with cstream.open_memory(bytes(bad)) as s:
+        results = []
+        for i in s.tensors():
+            try:
+                results.append(s.decode(i)[2])
+            except BitstreamError as exc:
+                assert str(exc) and exc.code in (  # type: ignore[attr-defined]
+                    cstream.lib.NNTM_ERR_CORRUPT, cstream.lib.NNTM_ERR_RANGE)
+                results.append(False)
+        assert results.count(False) == 1
+    # a decompression bomb: MemoryBudgetError before anything is allocated
+    with pytest.raises(memory.MemoryBudgetError, match="decompression bomb"):
+        cstream.open_file(str(ROOT / "tests" / "data" / "bombs" / "bomb_one_16k.bit"))
+    # a missing file, a missing reference model
+    with pytest.raises(ModelIOError):
+        cstream.open_file(str(tmp_path / "none.bit"))
+    with cstream.open_file(str(ROOT / "bitstreams" / "PRED_A_1.bit")) as s:
+        with pytest.raises(ReferenceModelError, match="reference model"):
+            for i in s.tensors():
+                s.decode(i)
+    assert issubclass(cstream.error_class(cstream.lib.NNTM_ERR_HASH), HashMismatchError)
+
+
+def test_a_reference_function_error_is_raised_as_it_is() -> None:
+    def refuse(name: str) -> np.ndarray | None:
+        raise ReferenceModelError(f"no '{name}' here")
+
+    with cstream.open_file(str(ROOT / "bitstreams" / "PRED_A_1.bit"), ref_model=refuse) as s:
+        with pytest.raises(ReferenceModelError, match="no 'enc.weight' here"):
+            for i in s.tensors():
+                s.decode(i)
+
+
+_SECONDS = re.compile(r"\d+\.\d{3} s")
+_CODE = re.compile(r" \(code -\d+\)$", re.M)
+
+
+def _app(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    rv = decoder.main(args)
+    cap = capsys.readouterr()
+    return rv, _SECONDS.sub("T s", cap.out), cap.err
+
+
+@pytest.mark.parametrize("entry", SUITE, ids=[e["name"] for e in SUITE])
+def test_decoder_app_same_output_with_either_decoder(entry: dict, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    ext = ".onnx" if "source_format onnx" in entry["features"] else ".safetensors"
+    runs = {}
+    python_reader = streaming.decode_file
+    for which in ("c", "python"):
+        def only_python(*args: object, _which: str = which, **kw: object) -> object:
+            assert _which == "python", "--Decoder c used the Python reader"
+            return python_reader(*args, **kw)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(streaming, "decode_file", only_python)
+        out = tmp_path / f"{which}{ext}"
+        args = ["-b", str(ROOT / entry["bitstream"]), "-o", str(out), "--Decoder", which]
+        if entry.get("ref_model"):
+            args += ["--RefModel", str(ROOT / entry["ref_model"])]
+        rv, text, err = _app(args, capsys)
+        assert rv == 0, err
+        runs[which] = (text.replace(str(out), "OUT"), out.read_bytes(), err)
+    assert runs["c"] == runs["python"]
+
+
+def test_decoder_app_refusals_are_the_same(tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    bomb = str(ROOT / "tests" / "data" / "bombs" / "bomb_one_16k.bit")
+    data = (ROOT / "bitstreams" / "BASE_A_1.bit").read_bytes()
+    bad = bytearray(data)
+    bad[_data_unit_payload_offset(data)] ^= 0x5A
+    (tmp_path / "bad.bit").write_bytes(bytes(bad))
+    cases = [
+        ["-b", bomb],
+        ["-b", bomb, "--MaxExpansion=1099511627776", "--MaxMemory=1G"],
+        ["-b", str(ROOT / "bitstreams" / "PRED_A_1.bit")],
+        ["-b", str(ROOT / "bitstreams" / "BASE_A_1.bit"), "--MaxTensorElements=10"],
+        ["-b", str(tmp_path / "bad.bit"), "-o", str(tmp_path / "x.safetensors")],
+    ]
+    for args in cases:
+        c = _app(args + ["--Decoder", "c"], capsys)
+        py = _app(args + ["--Decoder", "python"], capsys)
+        assert c[0] == py[0] == 1, args
+        # the same text, but for the "(code -3)" core.py appends to a per-kernel C error
+        assert c == (py[0], py[1], _CODE.sub("", py[2])), args
+    assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_decoder_app_falls_back_saying_why(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cstream, "HAVE_ZLIB", False)
+    out = tmp_path / "m.onnx"
+    rv, _, err = _app(["-b", str(ROOT / "bitstreams" / "ONNX_A_1.bit"), "-o", str(out)], capsys)
+    assert rv == 0 and "--Decoder python" in err and "zlib" in err and out.is_file()
+    rv, _, err = _app(["-b", str(ROOT / "bitstreams" / "BASE_A_1.bit")], capsys)
+    assert rv == 0 and err == ""  # the C reader takes it: no note
+
+
+def test_decoder_option_in_help(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        decoder.main(["--help"])
+    text = capsys.readouterr().out
+    assert "--Decoder" in text and "python" in text
+
+
+def test_changed_streams_refused_alike(tmp_path: Path, capsys: pytest.CaptureFixture[str]
+                                       ) -> None:
+    """10 random changes of every stored stream (test_cdec's): both decoders accept or refuse
+    each alike, and name the same problem but for a few that the C reader words otherwise
+    (when a stream is wrong in two places they may name different ones first)."""
+    from test_cdec import _mutate
+
+    path = tmp_path / "m.bit"
+    differ, total = [], 0
+    for entry in SUITE:
+        data = (ROOT / entry["bitstream"]).read_bytes()
+        rng = random.Random(entry["name"] + "x")
+        for _ in range(10):
+            path.write_bytes(_mutate(data, rng))
+            args = ["-b", str(path), "--Verbose", "0"]
+            if entry.get("ref_model"):
+                args += ["--RefModel", str(ROOT / entry["ref_model"])]
+            c = _app(args + ["--Decoder", "c"], capsys)
+            py = _app(args + ["--Decoder", "python"], capsys)
+            assert c[0] == py[0], (entry["name"], c, py)
+            total += 1
+            if c[2] != _CODE.sub("", py[2]):
+                differ.append((c[2], py[2]))
+    assert len(differ) <= total // 50, differ  # 2 of 390 when written
