@@ -119,3 +119,174 @@ def test_batchnorm_beside_a_counter_needs_no_spread() -> None:
     roles = derive_roles(group)
     assert roles["net/op_3.w_3"] == Role.BN_VAR and roles["net/op_3.w_4"] == Role.COUNTER
     assert {roles[f"net/op_3.w_{i}"] for i in range(3)} == {Role.BN_PARAM}
+
+
+# ------------------------------------------------ recurrent layers (LSTM / GRU / RNN)
+
+def _lstm_state_dict(prefix: str = "rnn.", proj: int = 3) -> dict[str, np.ndarray]:
+    """The keys and shapes of torch.nn.LSTM(5, 4, num_layers=2, bidirectional=True,
+    proj_size=3).state_dict() (checked against torch 2.13), in numpy."""
+    rng = np.random.default_rng(9)
+    gates, inputs = 4 * 4, 5
+    out: dict[str, np.ndarray] = {}
+    for layer in range(2):
+        for sfx in ("", "_reverse"):
+            width = inputs if layer == 0 else 2 * proj
+            for key, shape in ((f"weight_ih_l{layer}", (gates, width)),
+                               (f"weight_hh_l{layer}", (gates, proj)),
+                               (f"bias_ih_l{layer}", (gates,)), (f"bias_hh_l{layer}", (gates,)),
+                               (f"weight_hr_l{layer}", (proj, 4))):
+                out[prefix + key + sfx] = rng.normal(0, 0.3, shape).astype(np.float32)
+    return out
+
+
+def _expected_rnn_role(name: str) -> Role:
+    leaf = name.rsplit(".", 1)[-1]
+    return {"weight_ih": Role.RNN_INPUT, "weight_hh": Role.RNN_RECURRENT,
+            "weight_hr": Role.RNN_RECURRENT, "bias_ih": Role.BIAS,
+            "bias_hh": Role.BIAS}[leaf.split("_l")[0]]
+
+
+def test_lstm_state_dict_structure() -> None:
+    tensors = _lstm_state_dict()
+    tensors["fc.weight"] = np.ones((7, 6), np.float32)
+    roles = derive_roles(tensors)
+    for name in tensors:
+        if name.startswith("rnn."):
+            assert roles[name] == _expected_rnn_role(name), name
+    assert roles["rnn.weight_hr_l1_reverse"] == Role.RNN_RECURRENT
+    assert roles["fc.weight"] == Role.LINEAR
+    # without the structure these were read from the shape: linear weights and 1-D tensors
+    assert {derive_roles({k: v})[k] for k, v in tensors.items() if k.startswith("rnn.")} == {
+        Role.LINEAR, Role.ONE_D}
+
+
+def test_gru_state_dict_at_the_root() -> None:
+    """A bare nn.GRU(6, 4).state_dict(): no module prefix."""
+    rng = np.random.default_rng(2)
+    tensors = {"weight_ih_l0": rng.normal(0, 0.3, (12, 6)).astype(np.float32),
+               "weight_hh_l0": rng.normal(0, 0.3, (12, 4)).astype(np.float32),
+               "bias_ih_l0": rng.normal(0, 0.1, 12).astype(np.float32),
+               "bias_hh_l0": rng.normal(0, 0.1, 12).astype(np.float32)}
+    assert derive_roles(tensors) == {"weight_ih_l0": Role.RNN_INPUT,
+                                     "weight_hh_l0": Role.RNN_RECURRENT,
+                                     "bias_ih_l0": Role.BIAS, "bias_hh_l0": Role.BIAS}
+
+
+def test_recurrent_names_alone_give_no_rnn_role() -> None:
+    rng = np.random.default_rng(3)
+    lone = {"m.weight_hh_l0": rng.normal(0, 0.3, (16, 4)).astype(np.float32),
+            "m.bias_hh_l0": rng.normal(0, 0.1, 16).astype(np.float32)}
+    roles = derive_roles(lone)
+    assert roles == {"m.weight_hh_l0": Role.LINEAR, "m.bias_hh_l0": Role.BIAS}
+    # weight_ih_l0 in another module is not its sibling
+    lone["other.weight_ih_l0"] = rng.normal(0, 0.3, (16, 5)).astype(np.float32)
+    assert derive_roles(lone)["m.weight_hh_l0"] == Role.LINEAR
+    # both keys, but shapes that no recurrent layer has (rows differ): not a recurrent layer
+    odd = {"m.weight_ih_l0": np.ones((16, 5), np.float32),
+           "m.weight_hh_l0": np.ones((12, 4), np.float32)}
+    assert set(derive_roles(odd).values()) == {Role.LINEAR}
+    # a layer of the module whose keys do not fit: only the fitting ones get the role
+    sd = _lstm_state_dict()
+    sd["rnn.bias_ih_l1"] = np.ones(5, np.float32)  # not 4 * hidden
+    roles = derive_roles(sd)
+    assert roles["rnn.bias_ih_l1"] == Role.ONE_D and roles["rnn.bias_hh_l1"] == Role.BIAS
+
+
+def test_real_torch_lstm_state_dict() -> None:
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    net = torch.nn.Module()
+    net.rnn = torch.nn.LSTM(5, 4, num_layers=2, bidirectional=True, proj_size=3)
+    net.gru = torch.nn.GRU(6, 4)
+    net.cell = torch.nn.RNN(3, 2)
+    tensors = {k: v.detach().numpy() for k, v in net.state_dict().items()}
+    assert {k: v.shape for k, v in tensors.items() if k.startswith("rnn.")} == {
+        k: v.shape for k, v in _lstm_state_dict().items()}
+    roles = derive_roles(tensors)
+    assert all(roles[n] == _expected_rnn_role(n) for n in tensors), roles
+
+
+def _recurrent_onnx() -> tuple[dict[str, np.ndarray], dict[str, list[tuple[str, int]]]]:
+    """An ONNX graph of an LSTM (every optional input, peepholes) and a GRU (no
+    sequence_lens: an empty input name), the float tensors and graph consumers as the
+    encoder reads them."""
+    onnx = pytest.importorskip("onnx")
+    from nntm.onnxio import graph_consumers, split_model
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(5)
+    hid, width, batch, seq = 4, 3, 1, 2
+
+    def init(name: str, shape: tuple[int, ...]) -> onnx.TensorProto:
+        return numpy_helper.from_array(rng.normal(0, 0.3, shape).astype(np.float32), name)
+
+    inits = [init("lstm_W", (1, 4 * hid, width)), init("lstm_R", (1, 4 * hid, hid)),
+             init("lstm_B", (1, 8 * hid)), init("lstm_h0", (1, batch, hid)),
+             init("lstm_c0", (1, batch, hid)), init("lstm_P", (1, 3 * hid)),
+             numpy_helper.from_array(np.full(batch, seq, np.int32), "lstm_len"),
+             init("gru_W", (1, 3 * hid, hid)), init("gru_R", (1, 3 * hid, hid)),
+             init("gru_B", (1, 6 * hid)), init("gru_h0", (1, batch, hid))]
+    nodes = [helper.make_node("LSTM", ["x", "lstm_W", "lstm_R", "lstm_B", "lstm_len",
+                                       "lstm_h0", "lstm_c0", "lstm_P"], ["y", "yh"],
+                              hidden_size=hid),
+             helper.make_node("Identity", ["yh"], ["h"]),
+             helper.make_node("GRU", ["h", "gru_W", "gru_R", "gru_B", "", "gru_h0"],
+                              ["", "out"], hidden_size=hid)]
+    graph = helper.make_graph(
+        nodes, "rnn", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                     [seq, batch, width])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, batch, hid])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
+    onnx.checker.check_model(model)
+    tensors, template = split_model(model)
+    return tensors, graph_consumers(template)
+
+
+def test_lstm_and_gru_onnx_inputs() -> None:
+    tensors, consumers = _recurrent_onnx()
+    assert consumers["lstm_P"] == [("LSTM", 7)] and consumers["gru_h0"] == [("GRU", 5)]
+    roles = derive_roles(tensors, consumers)
+    assert roles == {
+        "lstm_W": Role.RNN_INPUT, "lstm_R": Role.RNN_RECURRENT, "lstm_B": Role.BIAS,
+        "lstm_h0": Role.RNN_STATE, "lstm_c0": Role.RNN_STATE, "lstm_P": Role.RNN_PEEPHOLE,
+        "gru_W": Role.RNN_INPUT, "gru_R": Role.RNN_RECURRENT, "gru_B": Role.BIAS,
+        "gru_h0": Role.RNN_STATE}
+    assert "lstm_len" not in tensors  # an int32 input: it stays in the graph
+
+
+def test_recurrent_onnx_index_rules() -> None:
+    """sequence_lens (4) is structural; initial_c and P are LSTM-only inputs; the RNN op."""
+    t = {"len": np.array([3, 3], np.int32), "c": np.ones((1, 1, 4), np.float32),
+         "w": np.ones((1, 4, 3), np.float32), "r": np.ones((1, 4, 4), np.float32),
+         "b": np.ones((1, 8), np.float32)}
+    roles = derive_roles(t, {"len": [("LSTM", 4)], "c": [("GRU", 6)], "w": [("RNN", 1)],
+                             "r": [("RNN", 2)], "b": [("RNN", 3)]})
+    assert roles == {"len": Role.STRUCTURAL, "c": derive_roles({"c": t["c"]})["c"],
+                     "w": Role.RNN_INPUT, "r": Role.RNN_RECURRENT, "b": Role.BIAS}
+    assert roles["c"] != Role.RNN_STATE  # a GRU has no input 6
+
+
+def test_recurrent_roles_steer_the_encoder() -> None:
+    tensors, consumers = _recurrent_onnx()
+    cfg = Config.defaults().replace(QP1DMode="stats", QP=-20, QP1D=-64)
+    base = {s.name: s for s in codec.encode_with_recon(tensors, cfg, consumers=consumers).stats}
+    assert base["lstm_R"].role == "rnn-recurrent" and base["lstm_P"].role == "rnn-peephole"
+    assert {s.mode for s in base.values()} == {"quantized"}  # structural only: none lossless
+    assert all(s.qp == -20 for s in base.values())  # not BatchNorm statistics
+    assert parse_roles("rnn-input rnn-recurrent rnn-state rnn-peephole") == (frozenset(
+        {Role.RNN_INPUT, Role.RNN_RECURRENT, Role.RNN_STATE, Role.RNN_PEEPHOLE}), [])
+    res = codec.encode_with_recon(tensors, cfg.replace(LosslessRoles="structural rnn-state"),
+                                  consumers=consumers)
+    modes = {s.name: s.mode for s in res.stats}
+    assert modes["lstm_h0"] == modes["lstm_c0"] == modes["gru_h0"] == "lossless"
+    assert modes["lstm_R"] == "quantized"
+
+
+def test_encoder_help_lists_every_role(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        encoder.main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    roles_text = text.split("--LosslessRoles", 1)[1].split(" --", 1)[0]
+    listed = roles_text.split("Roles:", 1)[1].split("[default", 1)[0].replace("- ", "-")
+    assert [w.strip() for w in listed.split(",")] == [r.label for r in Role]

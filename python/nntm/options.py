@@ -319,7 +319,10 @@ ENCODER_CODING_OPTIONS: tuple[Option, ...] = (
         "structural",
         "tensor roles (nntm.roles, space separated) carried exactly: structural = the shapes, "
         "scales, exponents and bounds a graph consumes (ONNX Reshape/Resize/Pad/Clip/Pow ... "
-        "inputs), which a 1e-7 change would break; empty: none",
+        "inputs), which a 1e-7 change would break; empty: none. Roles: conv, dw-conv, pw-conv, "
+        "linear, embedding, bias, norm-scale, norm-shift, bn-mean, bn-var, bn-param, rnn-input, "
+        "rnn-recurrent, rnn-state, rnn-peephole, structural, counter, integer, 1-D, scalar, "
+        "other",
     ),
     Option(
         "NonFiniteWeights",

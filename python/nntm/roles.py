@@ -8,11 +8,17 @@ in order of trust:
 1. **the graph** (ONNX): the operator that consumes the tensor and at which input, when the
    caller passes ``consumers`` (BatchNormalization inputs 1..4, Conv/Gemm/MatMul weights and
    biases, Gather data, and the structural inputs of Reshape, Resize, Pad, Clip, ... that a
-   1e-7 change would break);
+   1e-7 change would break; the inputs of LSTM, GRU and RNN: ``W`` input weights, ``R``
+   recurrent weights, ``B`` bias, ``sequence_lens``, ``initial_h``/``initial_c``, ``P``
+   peepholes);
 2. **the state-dict structure**: tensors that share a module prefix (``a.b.weight`` beside
    ``a.b.running_var``): a module with running statistics is a BatchNorm, its ``weight`` and
    ``bias`` are the normalisation's scale and shift; a 1-D tensor beside a weight of as many
-   output channels is its bias;
+   output channels is its bias; a module with ``weight_ih_l0`` and ``weight_hh_l0`` is an
+   ``nn.LSTM``/``GRU``/``RNN``, and its ``weight_ih_l{n}``, ``weight_hh_l{n}``,
+   ``weight_hr_l{n}`` (projection), ``bias_ih_l{n}`` and ``bias_hh_l{n}`` (``_reverse``: the
+   backward direction) are its input weights, recurrent weights and biases when each layer's
+   keys agree in shape (a lone ``weight_hh_l0`` is not a recurrent layer);
 3. **the values**: three or more 1-D float tensors of one length in a module without a weight
    are a BatchNorm's scale, shift, mean and variance when one of them is a variance: all
    positive and spread over at least a decade, or all positive beside an integer counter
@@ -28,6 +34,7 @@ from __future__ import annotations
 
 import enum
 import math
+import re
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 
@@ -50,6 +57,10 @@ class Role(enum.Enum):
     BN_MEAN = "bn-mean"
     BN_VAR = "bn-var"
     BN_PARAM = "bn-param"      # a BatchNorm input found by its values; which one is unknown
+    RNN_INPUT = "rnn-input"    # LSTM/GRU/RNN input weights: ONNX W, weight_ih_l{n}
+    RNN_RECURRENT = "rnn-recurrent"  # recurrent weights: ONNX R, weight_hh_l{n}, weight_hr_l{n}
+    RNN_STATE = "rnn-state"    # ONNX initial_h / initial_c stored in the model: coded as data
+    RNN_PEEPHOLE = "rnn-peephole"  # ONNX LSTM P: peephole weights
     STRUCTURAL = "structural"  # shapes, scales, exponents, bounds: carried exactly
     COUNTER = "counter"        # integer scalars (num_batches_tracked)
     INTEGER = "integer"        # other integer or bool tensors (index buffers)
@@ -88,9 +99,19 @@ _ONNX_INPUTS: dict[tuple[str, int | None], Role] = {
     ("Slice", None): Role.STRUCTURAL, ("TopK", 1): Role.STRUCTURAL,
     ("ConstantOfShape", 0): Role.STRUCTURAL, ("Range", None): Role.STRUCTURAL,
     ("Squeeze", 1): Role.STRUCTURAL, ("Unsqueeze", 1): Role.STRUCTURAL,
+    # recurrent layers: X(0), W(1), R(2), B(3), sequence_lens(4), initial_h(5), initial_c(6,
+    # LSTM), P(7, LSTM); B is [num_directions, 2*gates*hidden]: the input and recurrent biases
+    **{(op, i): role for op in ("LSTM", "GRU", "RNN") for i, role in (
+        (1, Role.RNN_INPUT), (2, Role.RNN_RECURRENT), (3, Role.BIAS), (4, Role.STRUCTURAL),
+        (5, Role.RNN_STATE))},
+    ("LSTM", 6): Role.RNN_STATE, ("LSTM", 7): Role.RNN_PEEPHOLE,
 }
 _STAT_LEAVES = {"running_mean": Role.BN_MEAN, "running_var": Role.BN_VAR,
                 "num_batches_tracked": Role.COUNTER}
+# the parameters of torch.nn.LSTM / GRU / RNN: kind, layer, direction
+_RNN_KEY = re.compile(r"(weight_ih|weight_hh|weight_hr|bias_ih|bias_hh)_l(\d+)(_reverse)?")
+_RNN_ROLES = {"weight_ih": Role.RNN_INPUT, "weight_hh": Role.RNN_RECURRENT,
+              "weight_hr": Role.RNN_RECURRENT, "bias_ih": Role.BIAS, "bias_hh": Role.BIAS}
 
 
 def parse_roles(text: str, key: str = "LosslessRoles") -> tuple[frozenset[Role], list[str]]:
@@ -135,6 +156,39 @@ def _from_graph(consumers: Sequence[tuple[str, int]]) -> Role | None:
     return None
 
 
+def _recurrent(tensors: Mapping[str, np.ndarray], siblings: Mapping[str, str]
+               ) -> dict[str, Role]:
+    """The roles of a module's recurrent-layer parameters (``nn.LSTM``/``GRU``/``RNN``).
+
+    Only in a module that has both ``weight_ih_l0`` and ``weight_hh_l0``, and for each layer
+    and direction only when its keys fit together: ``weight_ih`` and ``weight_hh`` 2-D with
+    as many rows (gates x hidden), the biases 1-D of that length, a projection
+    ``weight_hr`` 2-D with as many rows as ``weight_hh`` has columns."""
+    if not {"weight_ih_l0", "weight_hh_l0"} <= set(siblings):
+        return {}
+    layers: dict[tuple[str, str], dict[str, str]] = defaultdict(dict)
+    for leaf, name in siblings.items():
+        m = _RNN_KEY.fullmatch(leaf)
+        if m:
+            layers[(m.group(2), m.group(3) or "")][m.group(1)] = name
+    found: dict[str, Role] = {}
+    for keys in layers.values():
+        if "weight_ih" not in keys or "weight_hh" not in keys:
+            continue
+        shape = {kind: np.shape(tensors[name]) for kind, name in keys.items()}
+        ih, hh = shape["weight_ih"], shape["weight_hh"]
+        if len(ih) != 2 or len(hh) != 2 or ih[0] != hh[0]:
+            continue
+        fits = {"weight_ih": True, "weight_hh": True, "bias_ih": shape.get("bias_ih") == ih[:1],
+                "bias_hh": shape.get("bias_hh") == ih[:1],
+                "weight_hr": len(shape.get("weight_hr", ())) == 2
+                and shape["weight_hr"][0] == hh[1]}
+        for kind, name in keys.items():
+            if fits[kind] and _is_float(np.asarray(tensors[name])):
+                found[name] = _RNN_ROLES[kind]
+    return found
+
+
 def derive_roles(tensors: Mapping[str, np.ndarray],
                  consumers: Mapping[str, Sequence[tuple[str, int]]] | None = None
                  ) -> dict[str, Role]:
@@ -148,6 +202,8 @@ def derive_roles(tensors: Mapping[str, np.ndarray],
     for name in tensors:
         prefix, leaf = _split(name)
         modules[prefix][leaf] = name
+    recurrent = {n: r for siblings in modules.values() for n, r in _recurrent(
+        tensors, siblings).items()}
     for name, value in tensors.items():
         a = np.asarray(value)
         if consumers and name in consumers:
@@ -160,7 +216,9 @@ def derive_roles(tensors: Mapping[str, np.ndarray],
             continue
         prefix, leaf = _split(name)
         siblings = modules[prefix]
-        if leaf in _STAT_LEAVES:
+        if name in recurrent:
+            roles[name] = recurrent[name]
+        elif leaf in _STAT_LEAVES:
             roles[name] = _STAT_LEAVES[leaf]
         elif "running_var" in siblings and "running_mean" in siblings and leaf in (
                 "weight", "bias"):
