@@ -718,9 +718,19 @@ def _encode_fitting(kernel: np.ndarray, params: core.KernelParams, dtype: np.dty
     range there, at the finest coarser QP where they do (first with the prediction
     ``ref``, then without it); a result of None when no QP the syntax allows fits."""
     def attempt(p: core.KernelParams, r: core.Reference | None) -> core.KernelResult:
-        return core.encode_kernel(kernel, p, dtype, bool(config["RDOQ"]),
-                                  _lambda_scale(config, r is not None), what, search,
-                                  weight_map, r, row_hint)
+        lam = _lambda_scale(config, r is not None)
+        result = core.encode_kernel(kernel, p, dtype, bool(config["RDOQ"]), lam, what,
+                                    search, weight_map, r, row_hint)
+        floor = float(config["LambdaGainFloor"])
+        if floor <= 0.0 or kernel.shape[0] < 2 or not bool(config["RDOQ"]):  # 1-D: one row
+            return result
+        for halving in range(GAIN_HALVINGS + 1):
+            if lam <= 0.0 or reconstruction_gain(kernel, result.recon) >= 1.0 - floor:
+                break
+            lam = lam / 2 if halving < GAIN_HALVINGS else 0.0
+            result = core.encode_kernel(kernel, p, dtype, True, lam, what, search,
+                                        weight_map, r, row_hint)
+        return result
 
     try:
         return _Fit(attempt(params, ref), params, ref)
@@ -762,6 +772,20 @@ def _exact_if_cheaper(tps: hls.TensorParameterSet, fit: _Fit, array: np.ndarray,
     lossless = (len(hls.tensor_parameter_set(exact, tool_flags))
                 + len(hls.tensor_data_unit(tps.tensor_id, _lossless_bytes(array))))
     return exact if lossless <= quantized else None
+
+
+#: LambdaGainFloor: times lambda is halved before the tensor is coded with none
+GAIN_HALVINGS = 4
+
+
+def reconstruction_gain(weights: np.ndarray, recon: np.ndarray) -> float:
+    """<r, w> / <w, w>: below 1 where quantization shrinks the tensor toward zero (1 for an
+    all-zero tensor)."""
+    w = np.asarray(weights, dtype=np.float64).ravel()
+    energy = float(w @ w)
+    if not energy > 0.0:
+        return 1.0
+    return float(np.asarray(recon, dtype=np.float64).ravel() @ w) / energy
 
 
 def _lambda_scale(config: Config, predicted: bool) -> float:

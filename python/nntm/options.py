@@ -298,6 +298,17 @@ ENCODER_CODING_OPTIONS: tuple[Option, ...] = (
         maximum=100.0,
     ),
     Option(
+        "LambdaGainFloor",
+        "float",
+        0.0,
+        "largest shrink toward zero the rate term may leave in a quantized tensor of two or "
+        "more dimensions: where its reconstruction's gain <r,w>/<w,w> falls below "
+        "1 - LambdaGainFloor, the tensor is coded again with half the lambda (after four "
+        "halvings with none); encoder-only, nothing signalled. 0: off",
+        minimum=0.0,
+        maximum=1.0,
+    ),
+    Option(
         "NumGtFlags",
         "int",
         4,

@@ -207,7 +207,7 @@ PARAM_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("quantization", ("QP", "QPDensity", "QPOffset1D", "QP1DMode", "QP1D", "QP1DRelStats",
                       "QP1DRelStatsOffset", "QP1DRelOffset", "QP1DRelVarQuantile",
                       "QP1DRelFloor", "RDOQ",
-                      "LambdaScale", "DepQuant", "DQStates")),
+                      "LambdaScale", "LambdaGainFloor", "DepQuant", "DQStates")),
     ("importance", ("ImportanceQPScale", "ImportanceQPMaxOffset", "ImportanceFloor",
                     "ImportanceMaxStep")),
     ("entropy", ("NumGtFlags", "ProbWindow", "SuffixCtx", "LosslessMaxElements",
