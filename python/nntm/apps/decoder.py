@@ -16,9 +16,8 @@ import os
 import queue
 import sys
 import time
-from collections import deque
 from collections.abc import Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from typing import cast
 
 import numpy as np
 
@@ -165,7 +164,7 @@ def _c_cannot(mps: hls.ModelParameterSet) -> str:
     return ""
 
 
-def _decode_c(path: str, layout: streaming.Layout, size: int, cfg: Config,
+def _decode_c(path: str, layout: streaming.Layout, cfg: Config,
               sink: _Output, ref_model: Mapping[str, np.ndarray] | None) -> codec.DecodeResult:
     """Decode with the C stream reader, tensor by tensor into numpy arrays (the limits and the
     budget were checked by streaming.scan_layout, with the Python path's messages)."""
@@ -205,28 +204,23 @@ def _decode_c(path: str, layout: streaming.Layout, size: int, cfg: Config,
         return array, codec.TensorReport(info.name, info.shape, info.dtype.name, md5.hex(),
                                          ok, time.perf_counter() - start, info.params_ok)
 
+    reports: list[codec.TensorReport] = []
+
+    def emit(done: object) -> None:
+        array, report = cast(tuple[np.ndarray, codec.TensorReport], done)
+        reports.append(report)
+        sink.write(report.name, array)
+
     try:
         for _ in range(workers - 1):
             streams.append(open_stream())
             free.put(streams[-1])
         sink.open(layout.mps, list(layout.parsed.values()))
-        reports = []
-        with ThreadPoolExecutor(workers) as pool:
-            pending: deque[Future[tuple[np.ndarray, codec.TensorReport]]] = deque()
-            try:
-                for info in first.tensors():
-                    pending.append(pool.submit(work, info))
-                    while len(pending) > 2 * workers or (pending and pending[0].done()):
-                        array, report = pending.popleft().result()
-                        reports.append(report)
-                        sink.write(report.name, array)
-                while pending:
-                    array, report = pending.popleft().result()
-                    reports.append(report)
-                    sink.write(report.name, array)
-            finally:
-                for f in pending:
-                    f.cancel()
+        # results in stream order, within the element window the memory budget counts
+        with streaming._OrderedPool(workers, streaming.DECODE_WINDOW_ELEMENTS, emit) as pool:
+            for info in first.tensors():
+                pool.submit(info.num_elements, lambda info=info: work(info))
+            pool.drain()
         stream_ok, stream_md5 = first.check()
         return codec.DecodeResult({}, reports, first.source_format, {}, stream_ok,
                                   first.version, stream_md5, first.container())
@@ -256,7 +250,7 @@ def _decode(path: str, cfg: Config, sink: _Output,
                     buf.close()
             reason = _c_cannot(layout.mps)
             if not reason:
-                return size, _decode_c(path, layout, size, cfg, sink, ref_model)
+                return size, _decode_c(path, layout, cfg, sink, ref_model)
             if verbose:
                 print(f"{PROG}: note: decoding with --Decoder python: {reason}", file=sys.stderr)
         stream = streaming.decode_file(
