@@ -305,3 +305,31 @@ def test_cli_model_file_sensitivity_is_the_api(tmp_path, capsys):
     for name in want:
         np.testing.assert_array_equal(got[name], want[name])
     assert "sensitivity maps of 3 tensors" in capsys.readouterr().out
+
+
+@needs_torch
+def test_torchvision_stand_in_does_not_outlive_the_import() -> None:
+    """A stand-in torchvision left in sys.modules makes find_spec raise for every later importer
+    (transformers, in a CE worker that loads SmolLM2 after calibrating an ONNX model)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, types, importlib.util\n"
+        # a broken torchvision, as beside a CPU torch wheel: the import raises
+        "broken = types.ModuleType('torchvision'); broken.__spec__ = None\n"
+        "class Finder:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'torchvision': raise RuntimeError('broken torchvision')\n"
+        "sys.meta_path.insert(0, Finder())\n"
+        "from nntm.calibrate_onnx import _import_onnx2torch\n"
+        "_import_onnx2torch()\n"
+        "sys.meta_path.pop(0)\n"
+        "mod = sys.modules.get('torchvision')\n"
+        "assert mod is None or mod.__spec__ is not None, 'stand-in left in sys.modules'\n"
+        "importlib.util.find_spec('torchvision')\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().endswith("ok")

@@ -395,30 +395,41 @@ def activation_maps(model: Any, batches: Sequence[Mapping[str, np.ndarray]],
 
 def _import_onnx2torch() -> Any:
     """onnx2torch, with a stand-in for torchvision when that cannot be imported (onnx2torch
-    needs it for NonMaxSuppression and RoiAlign only, which raise here then)."""
+    needs it for NonMaxSuppression and RoiAlign only, which raise here then).
+
+    The stand-in is in ``sys.modules`` only while onnx2torch imports (its modules keep their
+    own reference): left there, a module without a spec makes ``importlib.util.find_spec``
+    raise for every later importer in the process, e.g. ``transformers`` (seen in a CE
+    worker that calibrated an ONNX model and then loaded SmolLM2)."""
     try:
         import torch  # noqa: F401
     except ImportError as exc:
         raise NntmError(f"sensitivity maps of an ONNX model need torch: {O2T_HINT}") from exc
-    try:
-        import torchvision  # noqa: F401
-    except Exception:  # missing, or broken beside a CPU torch wheel
-        for key in [k for k in sys.modules if k == "torchvision" or k.startswith("torchvision.")]:
-            del sys.modules[key]
-        stand_in = types.ModuleType("torchvision")
-        ops = types.ModuleType("torchvision.ops")
+    added: dict[str, types.ModuleType] = {}
+    if "onnx2torch" not in sys.modules:
+        try:
+            import torchvision  # noqa: F401
+        except Exception:  # missing, or broken beside a CPU torch wheel
+            for key in [k for k in sys.modules if k.split(".")[0] == "torchvision"]:
+                del sys.modules[key]
+            stand_in = types.ModuleType("torchvision")
+            ops = types.ModuleType("torchvision.ops")
 
-        def unavailable(*_args: Any, **_kwargs: Any) -> Any:
-            raise NntmError("this graph needs torchvision, which cannot be imported here")
+            def unavailable(*_args: Any, **_kwargs: Any) -> Any:
+                raise NntmError("this graph needs torchvision, which cannot be imported here")
 
-        ops.nms = ops.roi_align = ops.batched_nms = unavailable  # type: ignore[attr-defined]
-        stand_in.ops = ops  # type: ignore[attr-defined]
-        sys.modules["torchvision"] = stand_in
-        sys.modules["torchvision.ops"] = ops
+            ops.nms = ops.roi_align = ops.batched_nms = unavailable  # type: ignore[attr-defined]
+            stand_in.ops = ops  # type: ignore[attr-defined]
+            added = {"torchvision": stand_in, "torchvision.ops": ops}
+            sys.modules.update(added)
     try:
         import onnx2torch
     except ImportError as exc:
         raise NntmError(f"sensitivity maps of an ONNX model need onnx2torch: {O2T_HINT}") from exc
+    finally:
+        for name, mod in added.items():
+            if sys.modules.get(name) is mod:
+                del sys.modules[name]
     _register_lstm()
     return onnx2torch
 
