@@ -4,6 +4,7 @@ output, refuses sizes that do not fit, and the encoder writes them above EntryPo
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -116,5 +117,32 @@ def test_nntm_dec_threads_give_the_same_bytes(tmp_path: Path) -> None:
         out = tmp_path / f"t{threads}.safetensors"
         subprocess.run([str(prog), "-b", str(ROOT / "bitstreams" / "EP_A_1.bit"), "-o",
                         str(out), "--threads", str(threads)], check=True, capture_output=True)
+        outs.append(out.read_bytes())
+    assert outs[0] == outs[1] == outs[2]
+
+
+def test_nntm_dec_runs_at_most_n_threads_at_once(tmp_path: Path) -> None:
+    """--threads N: N tensors at once, each with 16 substreams, yet at most N threads decode
+    at once (the -v Threads line: the library's count of the threads between their start and
+    end, apart from its slots; before the shared budget each of the N tensors had N substream
+    threads, N * N at once), and the bytes do not depend on N."""
+    prog = ROOT / "build" / "nntm-dec"
+    if not prog.exists():
+        pytest.skip("build/nntm-dec not built (cmake -S . -B build && cmake --build build)")
+    rng = np.random.default_rng(3)
+    model = {f"l{i}.weight": np.cumsum(rng.normal(0, 0.01, (256, 384)), axis=0)
+             .astype(np.float32) for i in range(6)}
+    bit = tmp_path / "ep.bit"
+    bit.write_bytes(nntm.encode(model, Config.defaults().replace(EntryPointElements=6144)))
+    outs = []
+    for threads in (1, 2, 3):
+        out = tmp_path / f"t{threads}.safetensors"
+        proc = subprocess.run([str(prog), "-b", str(bit), "-o", str(out), "-v", "--threads",
+                               str(threads)], check=True, capture_output=True, text=True)
+        found = re.search(r"^Threads +: (\d+) tensors at once, at most (\d+) threads decoding "
+                          r"at once$", proc.stdout, re.M)
+        assert found, proc.stdout
+        assert int(found.group(1)) == threads and 1 <= int(found.group(2)) <= threads, \
+            proc.stdout
         outs.append(out.read_bytes())
     assert outs[0] == outs[1] == outs[2]

@@ -9,6 +9,7 @@
 
 #include "../common/partition.h"
 #include "../common/quant.h"
+#include "../common/threads.h"
 #include "bit_reader.h"
 #include "syntax_reader.h"
 
@@ -56,6 +57,7 @@ typedef struct kernel_job {
     int *rv;              /* per substream */
     atomic_llong next;    /* the next substream to take */
     atomic_int stop;      /* a substream failed: take no more */
+    nntm_thread_budget *budget; /* or NULL */
 } kernel_job;
 
 /* Substream k: parsed from its own bytes with fresh contexts and DQ state 0, its first row
@@ -113,9 +115,23 @@ static void *kernel_worker(void *arg) {
     return NULL;
 }
 
+/* A substream thread under a budget: it holds a slot the caller took for it, and gives it
+ * back when no substream is left to take. */
+static void *budget_worker(void *arg) {
+    kernel_job *j = arg;
+    nntm_budget_enter(j->budget);
+    kernel_worker(j);
+    nntm_budget_leave(j->budget);
+    nntm_budget_release(j->budget);
+    return NULL;
+}
+
 /* Every substream of j on up to threads threads; the code of the first substream (in
  * order) that failed.  A substream is taken in order, so every one before a failing one
- * has been taken and finishes: the result does not depend on the thread count. */
+ * has been taken and finishes: the result does not depend on the thread count.  Without a
+ * budget the threads start at once; with one, the caller (which holds its own slot) starts
+ * another thread before each substream it takes while a slot is free and more substreams
+ * are left than threads to take them. */
 static int decode_substreams(kernel_job *j, int32_t threads) {
     for (int64_t k = 0; k < j->nsub; k++) j->rv[k] = NNTM_OK;
     atomic_init(&j->next, 0);
@@ -123,11 +139,31 @@ static int decode_substreams(kernel_job *j, int32_t threads) {
     if (threads > j->nsub) threads = (int32_t)j->nsub;
     pthread_t tid[NNTM_MAX_THREADS];
     int started = 0;
-    for (int32_t t = 1; t < threads; t++) {
-        if (pthread_create(&tid[started], NULL, kernel_worker, j) != 0) break;
-        started++;
+    if (!j->budget) {
+        for (int32_t t = 1; t < threads; t++) {
+            if (pthread_create(&tid[started], NULL, kernel_worker, j) != 0) break;
+            started++;
+        }
+        kernel_worker(j);
+    } else {
+        int recruit = threads > 1;
+        while (!atomic_load(&j->stop)) {
+            while (recruit && started + 1 < threads &&
+                   j->nsub - atomic_load(&j->next) > started + 1 &&
+                   nntm_budget_try_acquire(j->budget)) {
+                if (pthread_create(&tid[started], NULL, budget_worker, j) != 0) {
+                    nntm_budget_release(j->budget);
+                    recruit = 0;
+                    break;
+                }
+                started++;
+            }
+            int64_t k = atomic_fetch_add(&j->next, 1);
+            if (k >= j->nsub) break;
+            j->rv[k] = decode_substream(j, k);
+            if (j->rv[k]) atomic_store(&j->stop, 1);
+        }
     }
-    kernel_worker(j);
     for (int t = 0; t < started; t++) pthread_join(tid[t], NULL);
     for (int64_t k = 0; k < j->nsub; k++)
         if (j->rv[k]) return j->rv[k];
@@ -173,7 +209,8 @@ static int split_substreams(const nntm_kernel_params *p, const uint8_t *data, si
  * [1.5] the row prediction in row order, then the reconstruction. */
 static int decode_raster(const nntm_kernel_params *params, const uint8_t *data, size_t size,
                          int32_t dtype, const nntm_reference *ref, void *recon,
-                         int32_t *levels_out, nntm_buffer *cu_trace, int32_t threads) {
+                         int32_t *levels_out, nntm_buffer *cu_trace, int32_t threads,
+                         nntm_thread_budget *budget) {
     const size_t count = (size_t)params->rows * (size_t)params->cols;
     int64_t nsub = nntm_num_substreams(params);
     /* every substream is at least 4 bytes: refuse a count the payload cannot carry
@@ -195,6 +232,7 @@ static int decode_raster(const nntm_kernel_params *params, const uint8_t *data, 
     j.dtype = dtype;
     j.recon = recon;
     j.rv = rvs ? rvs : &rv_one;
+    j.budget = budget;
     int rv = split_substreams(params, data, size, sub, nsub);
     j.banded = !params->row_pred && !ref && !levels_out && !cu_trace && count > BAND_ELEMENTS;
     int separate = params->dq_enabled || params->row_pred; /* rindex != levels */
@@ -221,10 +259,10 @@ static int decode_raster(const nntm_kernel_params *params, const uint8_t *data, 
     return rv;
 }
 
-int nntm_decode_kernel_threads(const nntm_kernel_params *params, const uint8_t *data,
-                               size_t size, int32_t dtype, const nntm_reference *ref,
-                               void *recon, int32_t *levels_out, nntm_buffer *cu_trace,
-                               int32_t threads) {
+int nntm_decode_kernel_budget(const nntm_kernel_params *params, const uint8_t *data,
+                              size_t size, int32_t dtype, const nntm_reference *ref,
+                              void *recon, int32_t *levels_out, nntm_buffer *cu_trace,
+                              int32_t threads, nntm_thread_budget *budget) {
     if (cu_trace) {
         cu_trace->data = NULL;
         cu_trace->size = cu_trace->capacity = 0;
@@ -239,7 +277,8 @@ int nntm_decode_kernel_threads(const nntm_kernel_params *params, const uint8_t *
     if (ref && nntm_check_reference(ref, count)) return NNTM_ERR_ARG;
     if (count == 0) return size == 0 ? NNTM_OK : NNTM_ERR_CORRUPT;
     if (!params->tree.enabled) {
-        rv = decode_raster(params, data, size, dtype, ref, recon, levels_out, cu_trace, threads);
+        rv = decode_raster(params, data, size, dtype, ref, recon, levels_out, cu_trace, threads,
+                           budget);
         if (rv) nntm_buffer_free(cu_trace);
         return rv;
     }
@@ -270,6 +309,14 @@ int nntm_decode_kernel_threads(const nntm_kernel_params *params, const uint8_t *
     if (!levels_out) free(levels);
     if (rv) nntm_buffer_free(cu_trace);
     return rv;
+}
+
+int nntm_decode_kernel_threads(const nntm_kernel_params *params, const uint8_t *data,
+                               size_t size, int32_t dtype, const nntm_reference *ref,
+                               void *recon, int32_t *levels_out, nntm_buffer *cu_trace,
+                               int32_t threads) {
+    return nntm_decode_kernel_budget(params, data, size, dtype, ref, recon, levels_out, cu_trace,
+                                     threads, NULL);
 }
 
 int nntm_decode_kernel(const nntm_kernel_params *params, const uint8_t *data, size_t size,

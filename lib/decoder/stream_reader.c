@@ -20,6 +20,7 @@
 #endif
 
 #include "../common/md5.h"
+#include "../common/threads.h"
 #include "bit_reader.h"
 #include "nntm/nntm.h"
 #include "tps_syntax.h"
@@ -1330,8 +1331,8 @@ static int decode_quantized(nntm_stream *s, tps_rec *t, uint8_t *out) {
             return tensor_error(s, t, NNTM_ERR_NOMEM, "out of memory");
         }
     }
-    int rv = nntm_decode_kernel_threads(&p, t->payload, t->payload_size, t->dtype, refp, recon,
-                                        NULL, NULL, s->settings.threads);
+    int rv = nntm_decode_kernel_budget(&p, t->payload, t->payload_size, t->dtype, refp, recon,
+                                       NULL, NULL, s->settings.threads, s->settings.budget);
     if (rv == NNTM_OK && recon != out) tiles(t, recon, out, 0);
     if (recon != out) free(recon);
     free(ref_tiles);
@@ -1442,7 +1443,16 @@ int nntm_stream_decode_tensor(nntm_stream *s, int32_t index, void *out, size_t o
     tps_rec *t = &s->tps[s->order[index]];
     size_t bytes = t->count * (size_t)dtype_sizes[t->dtype];
     if (out_size < bytes || (bytes && !out)) return NNTM_ERR_ARG;
+    nntm_thread_budget *budget = s->settings.budget;
+    if (budget) { /* this thread's slot: wait while other tensors' substreams hold them all */
+        nntm_budget_acquire(budget);
+        nntm_budget_enter(budget);
+    }
     int rv = decode_into(s, index, out);
+    if (budget) {
+        nntm_budget_leave(budget);
+        nntm_budget_release(budget);
+    }
     release_payload(s, t);
     if (rv) return rv;
     uint8_t d[16];

@@ -13,9 +13,11 @@
  * onnx_container() bytes, docs/bitstream.md 3.8) to --Container FILE when asked for: nntm-dec
  * does not rebuild an ONNX file (DecoderApp -o model.onnx does).
  *
- * --threads: tensors decoded at once (default: every core), and [1.8] the threads that
- * parse the substreams of one tensor with entry points; the output and the lines printed
- * do not depend on it.
+ * --threads N: at most N threads decode at once (default: every core): N tensors at once,
+ * and [1.8] the substreams of a tensor with entry points on the threads the other tensors
+ * leave free (one nntm_thread_budget for every worker's stream); the output and the lines
+ * printed do not depend on it (but for -v's times and its Threads line, which says how many
+ * threads decoded at once at most).
  *
  * One line per tensor with [MD5: <hex> OK]; exits 1 on any mismatch or error,
  * leaving no output file (the output is written to a temporary file in the
@@ -488,12 +490,23 @@ int main(int argc, char **argv) {
         o.settings.ref_lookup = nntm_st_lookup;
         o.settings.ref_cookie = &ref;
     }
+    /* every stream (one a worker) takes its threads from one budget: at most o.threads
+     * decode at once, the substreams of a tensor [1.8] on the slots idle workers leave */
+    nntm_thread_budget *budget = NULL;
+    if (nntm_thread_budget_create(&budget, o.threads) < 0) {
+        fprintf(stderr, "%s: error: out of memory\n", prog);
+        nntm_st_close(&ref);
+        nntm_thread_budget_destroy(&budget);
+        return 1;
+    }
+    o.settings.budget = budget;
     nntm_stream *s = NULL;
     int rv = nntm_stream_open_file(&s, o.bitstream, &o.settings);
     if (rv < 0) {
         fprintf(stderr, "%s: error: %s\n", prog, s ? nntm_stream_error(s) : nntm_strerror(rv));
         nntm_stream_close(&s);
         nntm_st_close(&ref);
+        nntm_thread_budget_destroy(&budget);
         return 1;
     }
     int32_t version = nntm_stream_version(s);
@@ -515,6 +528,7 @@ int main(int argc, char **argv) {
             free(tmp);
             nntm_stream_close(&s);
             nntm_st_close(&ref);
+            nntm_thread_budget_destroy(&budget);
             return 1;
         }
         f = make_folders(o.output, &made) ? NULL : fopen(tmp, "wb");
@@ -527,6 +541,7 @@ int main(int argc, char **argv) {
             free(tmp);
             nntm_stream_close(&s);
             nntm_st_close(&ref);
+            nntm_thread_budget_destroy(&budget);
             return 1;
         }
         free(header);
@@ -613,10 +628,14 @@ int main(int argc, char **argv) {
         release_folders(&made, bad);
     }
     if (o.verbose && result == 0)
+        printf("Threads       : %d tensors at once, at most %d threads decoding at once\n",
+               threads, (int)nntm_thread_budget_peak(budget));
+    if (o.verbose && result == 0)
         printf("Decode time   : %.3f s; all %d MD5s OK%s%s\n", now() - start,
                nntm_stream_num_tensors(s), o.output ? "; wrote " : "", o.output ? o.output : "");
     free(tmp);
     nntm_stream_close(&s);
     nntm_st_close(&ref);
+    nntm_thread_budget_destroy(&budget);
     return result == 0 ? 0 : 1;
 }

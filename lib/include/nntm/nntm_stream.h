@@ -102,6 +102,21 @@ typedef struct nntm_ref_tensor {
 typedef int (*nntm_ref_lookup)(void *cookie, const char *name, size_t name_size,
                                nntm_ref_tensor *out);
 
+/* A budget of threads shared by the streams that decode at once: nntm-dec and DecoderApp
+ * decode N tensors at once, a stream each, on N threads, and a tensor with entry points
+ * [1.8] gets its substream threads from the slots the other tensors leave free (taken before
+ * each substream, given back when none is left), so that at most threads (1..256) threads
+ * decode at once under it, whatever the number of streams.  nntm_stream_decode_tensor waits
+ * for a free slot.  The output does not depend on it. */
+typedef struct nntm_thread_budget nntm_thread_budget;
+
+NNTM_API int nntm_thread_budget_create(nntm_thread_budget **out, int32_t threads);
+/* Release a budget no stream uses any more (safe on NULL and *b NULL); sets *b to NULL. */
+NNTM_API void nntm_thread_budget_destroy(nntm_thread_budget **b);
+/* The most threads that decoded at once under b (counted as they start and stop, apart
+ * from the slots). */
+NNTM_API int32_t nntm_thread_budget_peak(nntm_thread_budget *b);
+
 typedef struct nntm_stream_settings {
     uint64_t max_memory;     /* bytes the decode may need (the nntm.memory estimate); 0: none */
     uint64_t max_expansion;  /* decoded bytes a stream byte, not counting REF_MODEL tensors;
@@ -111,6 +126,9 @@ typedef struct nntm_stream_settings {
     void *ref_cookie;
     int32_t threads;         /* [1.8] threads that parse the substreams of one tensor with
                                 entry points (1..256; 0: 1); the output is the same for any */
+    nntm_thread_budget *budget; /* NULL: threads substream threads a tensor; else at most
+                                   threads, from the budget's free slots (kept alive by the
+                                   caller while the stream decodes) */
 } nntm_stream_settings;
 
 /* DecoderApp's defaults (max_memory: half of physical memory is the caller's to find). */

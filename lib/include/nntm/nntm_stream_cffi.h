@@ -38,6 +38,11 @@ typedef struct nntm_ref_tensor {
 typedef int (*nntm_ref_lookup)(void *cookie, const char *name, size_t name_size,
                                nntm_ref_tensor *out);
 
+typedef struct nntm_thread_budget nntm_thread_budget;
+int nntm_thread_budget_create(nntm_thread_budget **out, int32_t threads);
+void nntm_thread_budget_destroy(nntm_thread_budget **b);
+int32_t nntm_thread_budget_peak(nntm_thread_budget *b);
+
 typedef struct nntm_stream_settings {
     uint64_t max_memory;
     uint64_t max_expansion;
@@ -45,6 +50,7 @@ typedef struct nntm_stream_settings {
     nntm_ref_lookup ref_lookup;
     void *ref_cookie;
     int32_t threads;
+    nntm_thread_budget *budget;
 } nntm_stream_settings;
 
 void nntm_stream_default_settings(nntm_stream_settings *s);
