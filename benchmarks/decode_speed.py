@@ -12,8 +12,9 @@ CE).  Then each decoder runs as a whole process (start-up, reading, decoding, MD
 writing the model), best of --repeat:
 
 - nntm-dec -b X -o Y.safetensors --threads 1 and --threads 2 (and --baseline PROG, another
-  build, on one thread: e.g. the commit before a speed-up);
-- DecoderApp -b X -o Y.safetensors (this Python);
+  build, on the same threads: e.g. the commit before a speed-up);
+- DecoderApp -b X -o Y.safetensors (this Python; and with --baseline-python DIR, the package
+  in DIR, e.g. another commit's python/ with its extension built in place);
 - NNCodec: a process that imports nncodec and calls nncodec.nn.decode on the stream (the
   decoded arrays are not written out; its own time inside the call is printed as well).
 
@@ -103,6 +104,9 @@ def main() -> int:
     ap.add_argument("--nntm-dec", type=Path, default=ROOT / "build" / "nntm-dec")
     ap.add_argument("--baseline", type=Path, metavar="PROG",
                     help="another nntm-dec build to time as well (e.g. an older commit's)")
+    ap.add_argument("--baseline-python", type=Path, metavar="DIR",
+                    help="another checkout's python/ folder (its extension built): DecoderApp "
+                         "of that package is timed as well")
     args = ap.parse_args()
     bit, nnc, params = prepare(args.folder, args.qp, args.nncodec_qp)
     out = args.folder / "decoded.safetensors"
@@ -113,12 +117,22 @@ def main() -> int:
                               "--threads", str(threads)], args.repeat)
         rows.append((f"nntm-dec --threads {threads}", bit.stat().st_size, wall, cpu))
     c_bytes = out.read_bytes()
-    if args.baseline:
+    for threads in (1, 2) if args.baseline else ():
         wall, cpu, _ = timed([str(args.baseline), "-b", str(bit), "-o", str(out), "--threads",
-                              "1"], args.repeat)
-        rows.append((f"baseline {args.baseline} --threads 1", bit.stat().st_size, wall, cpu))
+                              str(threads)], args.repeat)
+        rows.append((f"baseline {args.baseline} --threads {threads}", bit.stat().st_size,
+                     wall, cpu))
         if out.read_bytes() != c_bytes:
             print("the baseline's output differs", file=sys.stderr)
+            return 1
+    if args.baseline_python:
+        old_env = dict(env, PYTHONPATH=str(args.baseline_python))
+        wall, cpu, _ = timed([sys.executable, "-m", "nntm.apps.decoder", "-b", str(bit), "-o",
+                              str(out)], args.repeat, old_env)
+        rows.append((f"baseline DecoderApp ({args.baseline_python})", bit.stat().st_size,
+                     wall, cpu))
+        if out.read_bytes() != c_bytes:
+            print("the baseline DecoderApp's output differs", file=sys.stderr)
             return 1
     wall, cpu, _ = timed([sys.executable, "-m", "nntm.apps.decoder", "-b", str(bit), "-o",
                           str(out)], args.repeat, env)

@@ -82,7 +82,7 @@ def test_conformance_stream(entry: dict, tmp_path: Path) -> None:
 
 def _python_accepts(data: bytes, ref_model: dict | None) -> bool:
     try:
-        result = codec.decode_detailed(data, ref_model=ref_model)
+        result = codec.decode_detailed(data, ref_model=ref_model, decoder="python")
     except Exception:  # noqa: BLE001 - any refusal of the reference reader
         return False
     return not codec.mismatch_message(result)
@@ -398,7 +398,7 @@ def test_container_as_python(tmp_path: Path) -> None:
         assert (proc.returncode == 0) == _python_accepts(stream, None), (name, proc.stderr)
         if proc.returncode == 0:
             accepted.add(name)
-            kept = codec.decode_detailed(stream).container
+            kept = codec.decode_detailed(stream, decoder="python").container
             if kept is None:
                 assert not (tmp_path / "c.bin").exists()
             else:
@@ -413,6 +413,8 @@ def test_container_as_python(tmp_path: Path) -> None:
     proc = _run(path, None, None, "--MaxMemory", "1G")
     assert proc.returncode == 1 and "a container of 2147483647 bytes" in proc.stderr
     with pytest.raises(memory.MemoryBudgetError):
+        codec.decode_detailed(big, max_memory=1 << 30, decoder="python")
+    with pytest.raises(memory.MemoryBudgetError):  # nntm.decode (C) checks it in Python first
         codec.decode_detailed(big, max_memory=1 << 30)
 
 

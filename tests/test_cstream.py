@@ -14,13 +14,23 @@ import json
 import mmap
 import random
 import re
+from collections.abc import Callable
 from pathlib import Path
 
+import nntm
 import numpy as np
 import pytest
 from nntm import codec, cstream, hls, memory, streaming, streamio
 from nntm.apps import decoder
-from nntm.errors import BitstreamError, HashMismatchError, ModelIOError, ReferenceModelError
+from nntm.config import Config
+from nntm.errors import (
+    BitstreamError,
+    CoreError,
+    HashMismatchError,
+    ModelIOError,
+    NntmError,
+    ReferenceModelError,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 SUITE = json.loads((ROOT / "conformance" / "suite.json").read_text())["streams"]
@@ -246,3 +256,158 @@ def test_changed_streams_refused_alike(tmp_path: Path, capsys: pytest.CaptureFix
             if c[2] != _CODE.sub("", py[2]):
                 differ.append((c[2], py[2]))
     assert len(differ) <= total // 50, differ  # 2 of 390 when written
+
+
+# ---------------------------------------------------------------- nntm.decode through C
+
+_FAMILY = (memory.MemoryBudgetError, HashMismatchError, ReferenceModelError, ModelIOError,
+           BitstreamError, CoreError, NntmError)
+
+
+def _family(exc: BaseException) -> type[BaseException]:
+    """The NntmError class a caller tells apart (CBitstreamError is a BitstreamError)."""
+    return next((c for c in _FAMILY if isinstance(exc, c)), type(exc))
+
+
+def _outcome(run: Callable[[], codec.DecodeResult]) -> object:
+    """What a decode gave, comparably: every tensor and report (not its time) and the
+    stream-level check, or the class of its error."""
+    try:
+        r = run()
+    except NntmError as exc:
+        return _family(exc)
+    return ([(k, v.dtype.str, v.shape, v.tobytes()) for k, v in r.tensors.items()],
+            [(x.name, x.shape, x.dtype, x.md5, x.data_ok, x.params_ok) for x in r.reports],
+            r.source_format, r.stream_ok, r.version, r.stream_md5, r.container)
+
+
+@pytest.mark.parametrize("entry", SUITE, ids=[e["name"] for e in SUITE])
+def test_nntm_decode_is_the_c_reader_and_equals_the_python_reader(
+        entry: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = (ROOT / entry["bitstream"]).read_bytes()
+    ref = _ref(entry)
+    py = _outcome(lambda: codec.decode_detailed(data, ref_model=ref, decoder="python"))
+    assert isinstance(py, tuple), py
+    python_reader = codec.decode_detailed_python
+
+    def not_python(*args: object, **kw: object) -> codec.DecodeResult:
+        raise AssertionError("decoder='c' used the Python reader")
+
+    monkeypatch.setattr(codec, "decode_detailed_python", not_python)
+    for threads in (1, 2):
+        assert _outcome(lambda t=threads: nntm.decode_detailed(data, ref_model=ref,
+                                                               threads=t)) == py
+    tensors = nntm.decode(data, ref_model=ref)
+    assert [(k, v.tobytes()) for k, v in tensors.items()] == [(k, b) for k, _, _, b in py[0]]
+    monkeypatch.setattr(codec, "decode_detailed_python", python_reader)
+    assert nntm.decode_python(data, ref_model=ref).keys() == tensors.keys()
+    # the CU records come from the Python reader only
+    assert codec.decode_detailed(data, ref_model=ref, trace=True).cus.keys() == \
+        codec.decode_detailed(data, ref_model=ref, trace=True, decoder="python").cus.keys()
+
+
+def test_nntm_decode_falls_back_to_python_and_checks_its_argument(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    data = (ROOT / "bitstreams" / "ONNX_A_1.bit").read_bytes()
+    want = _outcome(lambda: codec.decode_detailed(data, decoder="python"))
+    monkeypatch.setattr(cstream, "HAVE_ZLIB", False)
+    called = []
+    python_reader = codec.decode_detailed_python
+
+    def spy(*args: object, **kw: object) -> codec.DecodeResult:
+        called.append(1)
+        return python_reader(*args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(codec, "decode_detailed_python", spy)
+    assert _outcome(lambda: codec.decode_detailed(data)) == want and called
+    with pytest.raises(ValueError, match="decoder"):
+        nntm.decode(data, decoder="cpp")
+
+
+def test_nntm_decode_refusals_are_the_same_class() -> None:
+    bomb = (ROOT / "tests" / "data" / "bombs" / "bomb_one_16k.bit").read_bytes()
+    data = (ROOT / "bitstreams" / "BASE_A_1.bit").read_bytes()
+    bad = bytearray(data)
+    bad[_data_unit_payload_offset(data)] ^= 0x5A
+    cases: list[tuple[bytes, dict]] = [
+        (bomb, {}), (bomb, {"max_expansion": 1 << 40, "max_memory": 1 << 30}),
+        ((ROOT / "bitstreams" / "PRED_A_1.bit").read_bytes(), {}),
+        (data, {"max_elements": 10}), (data, {"max_memory": 1000}), (data[:-7], {}),
+        (b"", {}), (b"\x00" * 64, {}), (bytes(bad), {}),
+    ]
+    for stream, kw in cases:
+        c = py = None
+        for which in ("c", "python"):
+            try:
+                nntm.decode(stream, decoder=which, **kw)
+                got: object = "decoded"
+            except NntmError as exc:
+                got = (_family(exc), str(exc) if _family(exc) is not BitstreamError else "")
+            c, py = (got, py) if which == "c" else (c, got)
+        assert c == py and c != "decoded", (kw, c, py)
+
+
+def test_changed_streams_alike_through_nntm_decode() -> None:
+    """10 random changes of every stored stream: nntm.decode (C) decodes to the Python
+    reader's tensors and reports, or refuses with the same NntmError class."""
+    from test_cdec import _mutate
+
+    total = 0
+    for entry in SUITE:
+        data = (ROOT / entry["bitstream"]).read_bytes()
+        ref = _ref(entry)
+        rng = random.Random(entry["name"] + "d")
+        for _ in range(10):
+            changed = _mutate(data, rng)
+            c = _outcome(lambda d=changed, r=ref: codec.decode_detailed(d, ref_model=r))
+            py = _outcome(lambda d=changed, r=ref: codec.decode_detailed(d, ref_model=r,
+                                                                        decoder="python"))
+            assert c == py, (entry["name"], c if not isinstance(c, tuple) else "decoded",
+                             py if not isinstance(py, tuple) else "decoded")
+            total += 1
+    assert total == 10 * len(SUITE)
+
+
+# ------------------------------------------------------------------- the thread budget
+
+def _entry_point_stream(tensors: int = 6) -> bytes:
+    """Tensors of 16 substreams each [1.8]."""
+    rng = np.random.default_rng(3)
+    model = {f"l{i}.weight": np.cumsum(rng.normal(0, 0.01, (256, 384)), axis=0)
+             .astype(np.float32) for i in range(tensors)}
+    return nntm.encode(model, Config.defaults().replace(EntryPointElements=6144, QP=-30))
+
+
+def test_threads_bounded_by_the_budget() -> None:
+    """At most N threads decode at once with N tensors at once, each with substreams (the
+    budget's peak counts the threads as they start and stop, apart from its slots: before
+    the budget every tensor of N at once had N substream threads, up to N * N)."""
+    data = _entry_point_stream()
+    assert hls.parse_model_parameter_set(hls.split_units(data)[0]).tool_flags \
+        & hls.TOOL_ENTRY_POINTS
+    outputs, peaks = [], {}
+    for threads in (1, 2, 3):
+        layout = streaming.scan_layout(data, len(data), codec.DEFAULT_MAX_ELEMENTS, None,
+                                       memory.DEFAULT_MAX_EXPANSION, threads, keep=True)
+        assert layout.workers == threads
+        got: list[cstream.ThreadBudget] = []
+        result = cstream.decode_layout(data, layout, codec.DEFAULT_MAX_ELEMENTS, None, threads,
+                                       keep=True, on_budget=got.append)
+        outputs.append({k: v.tobytes() for k, v in result.tensors.items()})
+        peaks[threads] = got[0].peak
+    assert outputs[0] == outputs[1] == outputs[2]
+    assert peaks[1] == 1 and 1 <= peaks[2] <= 2 and 1 <= peaks[3] <= 3, peaks
+
+
+def test_a_lone_tensor_takes_the_free_threads() -> None:
+    """One tensor at a time (a tensor predicts from an earlier one, or one tensor): its
+    substreams run on the budget's other threads (the C library starts them as slots are
+    free), the output the same."""
+    data = _entry_point_stream(1)
+    with cstream.ThreadBudget(3) as budget:
+        streams = [cstream.open_memory(data, threads=3, budget=budget)]
+        info = streams[0].info(0)
+        array, md5, ok = streams[0].decode(info)
+        streams[0].close()
+        assert ok and 1 <= budget.peak <= 3
+    assert array.tobytes() == nntm.decode(data, decoder="python")[info.name].tobytes()

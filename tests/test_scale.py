@@ -223,10 +223,10 @@ STREAMS = sorted((ROOT / "bitstreams").glob("*.bit"))
 
 
 def _both(data: bytes, path: Path) -> tuple[object, object]:
-    """decode_detailed and decode_file on the same bytes: (reports, stream_ok) or the error."""
+    """decode_detailed (Python) and decode_file on the same bytes: (reports, stream_ok) or the error."""
     path.write_bytes(data)
     out = []
-    for run in (lambda: codec.decode_detailed(data),
+    for run in (lambda: codec.decode_detailed(data, decoder="python"),
                 lambda: streaming.decode_file(str(path), keep=True, threads=2).result):
         try:
             res = run()

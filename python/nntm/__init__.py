@@ -5,6 +5,8 @@ Public API::
     cfg = nntm.Config.from_files(["cfg/encoder_default.cfg"], overrides={"QP": -30})
     data = nntm.encode(tensors, cfg)            # bytes
     tensors2 = nntm.decode(data)                # dict[str, numpy.ndarray], hashes checked
+                                                # (the C stream reader; decoder="python"
+                                                # or nntm.decode_python: the Python one)
     tensors = nntm.read_model("model.safetensors"); nntm.write_model("out.npz", tensors)
 
 ONNX (the onnx extra): the graph travels in the stream's container unit::
@@ -30,6 +32,8 @@ from .codec import (
     TensorStats,
     decode,
     decode_detailed,
+    decode_detailed_python,
+    decode_python,
     encode,
     encode_with_recon,
 )
@@ -63,6 +67,8 @@ __all__ = [
     "calibrate",
     "decode",
     "decode_detailed",
+    "decode_detailed_python",
+    "decode_python",
     "encode",
     "encode_with_recon",
     "read_model",

@@ -912,11 +912,16 @@ def check_element_limit(parsed: Mapping[int, hls.TensorParameterSet], where: Map
                 "if the stream is trusted)")
 
 
+#: the decoders of :func:`decode` and :func:`decode_detailed`
+DECODERS = ("c", "python")
+
+
 def decode_detailed(data: bytes, trace: bool = False,
                     max_elements: int = DEFAULT_MAX_ELEMENTS,
                     ref_model: Mapping[str, np.ndarray] | None = None,
                     max_memory: int | None = None,
-                    max_expansion: int = DEFAULT_MAX_EXPANSION) -> DecodeResult:
+                    max_expansion: int = DEFAULT_MAX_EXPANSION,
+                    decoder: str = "c", threads: int | None = 1) -> DecodeResult:
     """Decode a bitstream; check every hash; report each tensor (no exception on mismatch).
 
     With ``trace`` the result also holds each tree-coded tensor's CU records.
@@ -926,7 +931,38 @@ def decode_detailed(data: bytes, trace: bool = False,
     (MemoryBudgetError) before anything is allocated for a tensor.  ``ref_model``
     is the reference model of a stream with predicted tensors (ReferenceModelError
     if it is missing or wrong).
+
+    ``decoder`` "c" (the default): the C library's stream reader (``nntm.cstream``, the one
+    nntm-dec and DecoderApp use) decodes and checks the tensors, after the refusals above
+    are made here with the Python path's messages; ``threads`` (None or 0: every core) is
+    how many threads decode at once.  A stream the C reader cannot take (a format newer
+    than it reads, a container unit without zlib in the extension) and ``trace`` (the CU
+    records come from the Python path) go to the Python reader.  "python": the Python
+    reader (:func:`decode_detailed_python`), the independent spec-reading decoder, on one
+    thread.  Both return the same tensors and reports and raise the same NntmError classes
+    (the texts of errors found inside a stream's units may be worded otherwise).
     """
+    if decoder not in DECODERS:
+        raise ValueError(f"decoder must be one of {', '.join(DECODERS)}, not {decoder!r}")
+    if decoder == "c" and not trace:
+        from . import cstream  # it imports this module
+
+        result = cstream.decode_bytes(data, max_elements, ref_model, max_memory,
+                                      max_expansion, threads)
+        if result is not None:
+            return result
+    return decode_detailed_python(data, trace, max_elements, ref_model, max_memory,
+                                  max_expansion)
+
+
+def decode_detailed_python(data: bytes, trace: bool = False,
+                           max_elements: int = DEFAULT_MAX_ELEMENTS,
+                           ref_model: Mapping[str, np.ndarray] | None = None,
+                           max_memory: int | None = None,
+                           max_expansion: int = DEFAULT_MAX_EXPANSION) -> DecodeResult:
+    """:func:`decode_detailed` by the Python reader (``hls``, with the C core for each
+    kernel tensor's payload): the spec-reading decoder that ConformanceApp runs beside
+    the C one."""
     if (len(data) >= hls.UNIT_HEADER_BYTES + len(hls.MAGIC)
             and data[hls.UNIT_HEADER_BYTES:hls.UNIT_HEADER_BYTES + len(hls.MAGIC)] != hls.MAGIC):
         raise BitstreamError("not an NNTM bitstream: it does not begin with a model parameter "
@@ -1038,14 +1074,27 @@ def _unit_bytes(data: bytes, unit: hls.Unit) -> bytes:
 
 def decode(data: bytes, max_elements: int = DEFAULT_MAX_ELEMENTS,
            ref_model: Mapping[str, np.ndarray] | None = None, max_memory: int | None = None,
-           max_expansion: int = DEFAULT_MAX_EXPANSION) -> dict[str, np.ndarray]:
-    """Decode a bitstream; raise HashMismatchError if any tensor's MD5 differs."""
+           max_expansion: int = DEFAULT_MAX_EXPANSION, decoder: str = "c",
+           threads: int | None = 1) -> dict[str, np.ndarray]:
+    """Decode a bitstream; raise HashMismatchError if any tensor's MD5 differs.
+
+    ``decoder`` "c" (the C stream reader, default) or "python" (the Python reader), and
+    ``threads``, as in :func:`decode_detailed`."""
     result = decode_detailed(data, max_elements=max_elements, ref_model=ref_model,
-                             max_memory=max_memory, max_expansion=max_expansion)
+                             max_memory=max_memory, max_expansion=max_expansion,
+                             decoder=decoder, threads=threads)
     problem = mismatch_message(result)
     if problem:
         raise HashMismatchError(problem)
     return result.tensors
+
+
+def decode_python(data: bytes, max_elements: int = DEFAULT_MAX_ELEMENTS,
+                  ref_model: Mapping[str, np.ndarray] | None = None,
+                  max_memory: int | None = None,
+                  max_expansion: int = DEFAULT_MAX_EXPANSION) -> dict[str, np.ndarray]:
+    """:func:`decode` by the Python reader (``decoder="python"``)."""
+    return decode(data, max_elements, ref_model, max_memory, max_expansion, decoder="python")
 
 
 def mismatch_message(result: DecodeResult) -> str:

@@ -362,7 +362,8 @@ def check_stream(suite: Suite, entry: StreamEntry) -> StreamResult:
     start = time.perf_counter()
     try:
         result.format_version = stream_format_version(data)
-        decoded = codec.decode_detailed(data, ref_model=load_ref_model(suite, entry))
+        decoded = codec.decode_detailed(data, ref_model=load_ref_model(suite, entry),
+                                        decoder="python")
     except NntmError as exc:
         result.seconds = time.perf_counter() - start
         result.problems.append(f"decoder error: {exc}")
@@ -475,7 +476,7 @@ def kernel_cases(data: bytes, ref_model: dict[str, np.ndarray] | None = None
         _parse_tps(u, mps) for u in units[1:] if u.unit_type == hls.UnitType.TENSOR_PARAMETER_SET)}
     earlier: dict[int, np.ndarray] = {}
     if any(t.pred_mode == hls.PredMode.EARLIER_TENSOR for t in tps_by_id.values()):
-        decoded = codec.decode(data, ref_model=ref_model)
+        decoded = codec.decode(data, ref_model=ref_model, decoder="python")
         earlier = {tid: decoded[t.name] for tid, t in tps_by_id.items()}
     payloads: dict[int, bytes] = {}
     cases = []

@@ -12,18 +12,26 @@ Negative C codes become the :class:`nntm.errors.NntmError` family, with the C re
 (which names the unit and the tensor).  A reference model (``ref_model``: a mapping, or a
 function of a tensor name) is given to C through a callback (``extern "Python"``); an
 NntmError the function raises is raised in place of C's NNTM_ERR_REFERENCE.
+
+:func:`decode_layout` decodes a whole stream on ``workers`` tensors at once (a C stream
+each) under one :class:`ThreadBudget`, so that at most ``threads`` threads decode at once
+(a tensor with entry points [1.8] gets the threads the other tensors leave free); it is the
+C path of both DecoderApp and :func:`nntm.decode` (:func:`decode_bytes`).
 """
 
 from __future__ import annotations
 
 import os
+import queue
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from types import TracebackType
+from typing import cast
 
 import numpy as np
 
-from . import codec, hls, memory
+from . import codec, hls, memory, predict, streaming
 from .core import ffi, lib
 from .errors import (
     BitstreamError,
@@ -108,14 +116,53 @@ def nntm_py_ref_lookup(cookie: object, name: object, name_size: int, out: object
         return 1
 
 
+class ThreadBudget:
+    """At most ``threads`` threads decode at once in the C streams opened with this budget
+    (``nntm_thread_budget``): a stream's tensor waits for a free slot, and a tensor with
+    entry points takes more slots for its substreams only while they are free.  Keep it
+    open while its streams decode; ``peak`` is the most threads that decoded at once."""
+
+    def __init__(self, threads: int) -> None:
+        self.threads = max(1, min(int(threads), MAX_THREADS))
+        self._pp = ffi.new("nntm_thread_budget **")
+        self._peak = 0
+        rv = lib.nntm_thread_budget_create(self._pp, self.threads)
+        if rv < 0:
+            raise make_error(rv, "")
+
+    @property
+    def pointer(self) -> object:
+        return self._pp[0]
+
+    @property
+    def peak(self) -> int:
+        if self._pp[0] == ffi.NULL:
+            return self._peak
+        return int(lib.nntm_thread_budget_peak(self._pp[0]))
+
+    def close(self) -> None:
+        """Release the C budget (its streams closed first); ``peak`` stays readable."""
+        if self._pp[0] != ffi.NULL:
+            self._peak = self.peak
+        lib.nntm_thread_budget_destroy(self._pp)
+
+    def __enter__(self) -> ThreadBudget:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 class CStream:
     """An open stream (use :func:`open_file` or :func:`open_memory`); close it, or use it
     as a context manager."""
 
     def __init__(self, data: bytes | memoryview | None, path: str | None,
                  max_memory: int | None, max_expansion: int, max_elements: int,
-                 ref_model: RefModel | None, threads: int) -> None:
+                 ref_model: RefModel | None, threads: int,
+                 budget: ThreadBudget | None = None) -> None:
         self._ref_model = ref_model
+        self._budget = budget  # kept alive while the stream is open
         self._ref_error: NntmError | None = None  # what the last lookup raised
         self._refs: dict[str, np.ndarray] = {}  # kept alive while C may read them
         self._handle = ffi.new_handle(self)
@@ -125,6 +172,8 @@ class CStream:
         settings.max_expansion = max_expansion
         settings.max_elements = max_elements
         settings.threads = max(1, min(int(threads), MAX_THREADS))
+        if budget is not None:
+            settings.budget = budget.pointer
         if ref_model is not None:
             settings.ref_lookup = lib.nntm_py_ref_lookup
             settings.ref_cookie = self._handle
@@ -266,17 +315,143 @@ class CStream:
 def open_file(path: str, max_memory: int | None = None,
               max_expansion: int = memory.DEFAULT_MAX_EXPANSION,
               max_elements: int = codec.DEFAULT_MAX_ELEMENTS,
-              ref_model: RefModel | None = None, threads: int = 1) -> CStream:
+              ref_model: RefModel | None = None, threads: int = 1,
+              budget: ThreadBudget | None = None) -> CStream:
     """Open the stream in file ``path`` (mapped by C).  ``max_memory`` None: half of this
-    machine's memory; 0: no limit.  Raises the NntmError of the C reader's first problem."""
-    return CStream(None, path, max_memory, max_expansion, max_elements, ref_model, threads)
+    machine's memory; 0: no limit.  ``threads``: the threads a tensor with entry points
+    [1.8] decodes on, at most (with ``budget``: those of its slots that are free).  Raises
+    the NntmError of the C reader's first problem."""
+    return CStream(None, path, max_memory, max_expansion, max_elements, ref_model, threads,
+                   budget)
 
 
 def open_memory(data: bytes | memoryview, max_memory: int | None = None,
                 max_expansion: int = memory.DEFAULT_MAX_EXPANSION,
                 max_elements: int = codec.DEFAULT_MAX_ELEMENTS,
                 ref_model: RefModel | None = None,
-                threads: int = 1) -> CStream:
+                threads: int = 1, budget: ThreadBudget | None = None) -> CStream:
     """:func:`open_file` for a stream in memory (bytes, or an mmap's memoryview), which
     must stay unchanged while the stream is open (the CStream keeps a reference)."""
-    return CStream(data, None, max_memory, max_expansion, max_elements, ref_model, threads)
+    return CStream(data, None, max_memory, max_expansion, max_elements, ref_model, threads,
+                   budget)
+
+
+def cannot_decode(mps: hls.ModelParameterSet) -> str:
+    """Why the C reader cannot decode a stream of this model parameter set ('' if it can):
+    then the caller decodes it in Python."""
+    version = (mps.version_major, mps.version_minor)
+    if version > C_MAX_VERSION:
+        return (f"format {version[0]}.{version[1]} is newer than the C reader's "
+                f"{C_MAX_VERSION[0]}.{C_MAX_VERSION[1]}")
+    if mps.tool_flags & hls.TOOL_CONTAINER and not HAVE_ZLIB:
+        return "the stream has a container unit and the C extension was built without zlib"
+    return ""
+
+
+def decode_layout(source: str | bytes | memoryview, layout: streaming.Layout,
+                  max_elements: int, ref_model: Mapping[str, np.ndarray] | None,
+                  threads: int | None,
+                  on_tensor: Callable[[str, np.ndarray], None] | None = None,
+                  keep: bool = False, on_budget: Callable[[ThreadBudget], None] | None = None,
+                  on_open: Callable[[], None] | None = None) -> codec.DecodeResult:
+    """Decode a stream (a file's path, or its bytes) whose layout
+    :func:`nntm.streaming.scan_layout` read (and whose limits and budget the caller checked
+    with the Python path's messages) in C, tensor by tensor into numpy arrays.
+
+    ``layout.workers`` tensors decode at once, a C stream each (a stream decodes one tensor
+    at a time), all under one :class:`ThreadBudget` of ``threads`` (None or 0: every core):
+    at most that many threads decode at once, however many tensors have entry points.  Each
+    tensor goes to ``on_tensor`` in stream order; with ``keep`` the result holds them all.
+    A REF_MODEL tensor's reference is looked up and checked by
+    :func:`nntm.predict.find_reference` (the Python path's errors).  ``on_budget`` is given
+    the budget once every tensor is decoded (its ``peak``); ``on_open`` is called once the
+    C streams are open, before any tensor is decoded."""
+    by_name = {t.name: (t, layout.tps_units[i].where) for i, t in layout.parsed.items()
+               if t.coding_mode == hls.CodingMode.QUANTIZED
+               and t.pred_mode == hls.PredMode.REF_MODEL}
+
+    def reference(name: str) -> np.ndarray | None:
+        """The reference tensor, checked (and refused with the messages) as Python does."""
+        if name not in by_name:
+            return None
+        tps, where = by_name[name]
+        return predict.find_reference(tps, ref_model, {}, where)
+
+    total = streaming._workers(threads)
+    budget = ThreadBudget(total)
+
+    def open_stream() -> CStream:
+        ref = reference if by_name else None
+        if isinstance(source, str):
+            return open_file(source, max_memory=0, max_expansion=0, max_elements=max_elements,
+                             ref_model=ref, threads=total, budget=budget)
+        return open_memory(source, max_memory=0, max_expansion=0, max_elements=max_elements,
+                           ref_model=ref, threads=total, budget=budget)
+
+    # tensors at once, as the Python path (1 when a tensor predicts from an earlier one)
+    workers = min(layout.workers, max(1, layout.mps.num_tensors))
+    streams: list[CStream] = []
+    free: queue.SimpleQueue[CStream] = queue.SimpleQueue()
+
+    def work(info: TensorInfo) -> tuple[np.ndarray, codec.TensorReport]:
+        s = free.get()
+        try:
+            start = time.perf_counter()
+            array = np.empty(info.shape, dtype=info.dtype)
+            md5, ok = s.decode_into(info, array)
+        finally:
+            free.put(s)
+        return array, codec.TensorReport(info.name, info.shape, info.dtype.name, md5.hex(),
+                                         ok, time.perf_counter() - start, info.params_ok)
+
+    reports: list[codec.TensorReport] = []
+    tensors: dict[str, np.ndarray] = {}
+
+    def emit(done: object) -> None:
+        array, report = cast(tuple[np.ndarray, codec.TensorReport], done)
+        reports.append(report)
+        if keep:
+            tensors[report.name] = array
+        if on_tensor is not None:
+            on_tensor(report.name, array)
+
+    try:
+        for _ in range(workers):
+            streams.append(open_stream())
+            free.put(streams[-1])
+        first = streams[0]
+        if on_open is not None:
+            on_open()
+        # results in stream order, within the element window the memory budget counts
+        with streaming._OrderedPool(workers, streaming.DECODE_WINDOW_ELEMENTS, emit) as pool:
+            for info in first.tensors():
+                pool.submit(info.num_elements, lambda info=info: work(info))
+            pool.drain()
+        stream_ok, stream_md5 = first.check()
+        if on_budget is not None:
+            on_budget(budget)
+        return codec.DecodeResult(tensors, reports, first.source_format, {}, stream_ok,
+                                  first.version, stream_md5, first.container())
+    finally:
+        for s in streams:
+            s.close()
+        budget.close()
+
+
+def decode_bytes(data: bytes, max_elements: int, ref_model: Mapping[str, np.ndarray] | None,
+                 max_memory: int | None, max_expansion: int, threads: int | None = 1
+                 ) -> codec.DecodeResult | None:
+    """:func:`nntm.codec.decode_detailed` by the C reader: the Python path's refusals first
+    (the parameter sets, MaxTensorElements, the memory budget of a decode that keeps every
+    tensor, the container unit), with its messages, then every tensor decoded and checked
+    in C.  None when the C reader cannot take the stream (:func:`cannot_decode`)."""
+    unlimited = 1 << 62  # the budget here is the whole-model one of decode_detailed
+    layout = streaming.scan_layout(data, len(data), max_elements, unlimited, unlimited,
+                                   threads, keep=True)
+    memory.check_budget(len(data), list(layout.parsed.values()), max_memory, max_expansion)
+    if cannot_decode(layout.mps):
+        return None
+    if layout.mps.tool_flags & hls.TOOL_CONTAINER:  # its size limit and errors, as Python's
+        units = [streaming._unit(data, r) for r in layout.refs[:2]]
+        codec._parse_container(units, layout.mps, len(data), max_memory, max_expansion)
+    return decode_layout(data, layout, max_elements, ref_model, threads, keep=True)

@@ -13,15 +13,13 @@ from __future__ import annotations
 
 import mmap
 import os
-import queue
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from typing import cast
 
 import numpy as np
 
-from .. import codec, cstream, hls, memory, predict, streaming, streamio
+from .. import codec, cstream, hls, memory, streaming, streamio
 from ..config import Config, parse_app_args
 from ..errors import HashMismatchError, ModelIOError
 from ..modelio import FORMATS, model_format, write_model
@@ -153,80 +151,17 @@ class _Output:
             self.writer = None
 
 
-def _c_cannot(mps: hls.ModelParameterSet) -> str:
-    """Why the C reader cannot decode a stream of this model parameter set ('' if it can)."""
-    version = (mps.version_major, mps.version_minor)
-    if version > cstream.C_MAX_VERSION:
-        return (f"format {version[0]}.{version[1]} is newer than the C reader's "
-                f"{cstream.C_MAX_VERSION[0]}.{cstream.C_MAX_VERSION[1]}")
-    if mps.tool_flags & hls.TOOL_CONTAINER and not cstream.HAVE_ZLIB:
-        return "the stream has a container unit and the C extension was built without zlib"
-    return ""
-
-
 def _decode_c(path: str, layout: streaming.Layout, cfg: Config,
               sink: _Output, ref_model: Mapping[str, np.ndarray] | None) -> codec.DecodeResult:
-    """Decode with the C stream reader, tensor by tensor into numpy arrays (the limits and the
-    budget were checked by streaming.scan_layout, with the Python path's messages)."""
-    by_name = {t.name: (t, layout.tps_units[i].where) for i, t in layout.parsed.items()
-               if t.coding_mode == hls.CodingMode.QUANTIZED
-               and t.pred_mode == hls.PredMode.REF_MODEL}
-
-    def reference(name: str) -> np.ndarray | None:
-        """The reference tensor, checked (and refused with the messages) as Python does."""
-        if name not in by_name:
-            return None
-        tps, where = by_name[name]
-        return predict.find_reference(tps, ref_model, {}, where)
-
-    def open_stream() -> cstream.CStream:
-        return cstream.open_file(path, max_memory=0, max_expansion=0,
-                                 max_elements=int(cfg["MaxTensorElements"]),
-                                 ref_model=reference if by_name else None,
-                                 threads=streaming._workers(int(cfg["Threads"])))
-
-    # tensors at once, as the Python path (1 when a tensor predicts from an earlier one):
-    # one C stream a worker, since a stream decodes one tensor at a time
-    workers = min(layout.workers, max(1, layout.mps.num_tensors))
-    first = open_stream()
-    free: queue.SimpleQueue[cstream.CStream] = queue.SimpleQueue()
-    streams = [first]
-    free.put(first)
-
-    def work(info: cstream.TensorInfo) -> tuple[np.ndarray, codec.TensorReport]:
-        s = free.get()
-        try:
-            start = time.perf_counter()
-            array = np.empty(info.shape, dtype=info.dtype)
-            md5, ok = s.decode_into(info, array)
-        finally:
-            free.put(s)
-        return array, codec.TensorReport(info.name, info.shape, info.dtype.name, md5.hex(),
-                                         ok, time.perf_counter() - start, info.params_ok)
-
-    reports: list[codec.TensorReport] = []
-
-    def emit(done: object) -> None:
-        array, report = cast(tuple[np.ndarray, codec.TensorReport], done)
-        reports.append(report)
-        sink.write(report.name, array)
-
-    try:
-        for _ in range(workers - 1):
-            streams.append(open_stream())
-            free.put(streams[-1])
+    """Decode with the C stream reader, tensor by tensor into numpy arrays, at most Threads
+    threads at once (the limits and the budget were checked by streaming.scan_layout, with
+    the Python path's messages)."""
+    def on_layout() -> None:
         sink.open(layout.mps, list(layout.parsed.values()))
-        # results in stream order, within the element window the memory budget counts
-        with streaming._OrderedPool(workers, streaming.DECODE_WINDOW_ELEMENTS, emit) as pool:
-            for info in first.tensors():
-                pool.submit(info.num_elements, lambda info=info: work(info))
-            pool.drain()
-        stream_ok, stream_md5 = first.check()
-        return codec.DecodeResult({}, reports, first.source_format, {}, stream_ok,
-                                  first.version, stream_md5, first.container())
-    finally:
-        for s in streams:
-            s.close()
+
+    return cstream.decode_layout(path, layout, int(cfg["MaxTensorElements"]), ref_model,
+                                 int(cfg["Threads"]), on_tensor=sink.write,
+                                 on_open=on_layout)
 
 
 def _decode(path: str, cfg: Config, sink: _Output,
@@ -248,7 +183,7 @@ def _decode(path: str, cfg: Config, sink: _Output,
             finally:
                 if isinstance(buf, mmap.mmap):
                     buf.close()
-            reason = _c_cannot(layout.mps)
+            reason = cstream.cannot_decode(layout.mps)
             if not reason:
                 return size, _decode_c(path, layout, cfg, sink, ref_model)
             if verbose:
