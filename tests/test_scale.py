@@ -223,7 +223,8 @@ STREAMS = sorted((ROOT / "bitstreams").glob("*.bit"))
 
 
 def _both(data: bytes, path: Path) -> tuple[object, object]:
-    """decode_detailed (Python) and decode_file on the same bytes: (reports, stream_ok) or the error."""
+    """decode_detailed (Python) and decode_file on the same bytes: (reports, stream_ok) or
+    the error."""
     path.write_bytes(data)
     out = []
     for run in (lambda: codec.decode_detailed(data, decoder="python"),

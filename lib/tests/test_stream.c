@@ -342,7 +342,38 @@ static void test_refused(void) {
     CHECK(strcmp(nntm_strerror(NNTM_ERR_HASH), "unknown error") != 0);
 }
 
+/* nntm_thread_budget: its arguments, and a stream that decodes under one (its peak). */
+static void test_thread_budget(void) {
+    nntm_thread_budget *b = NULL;
+    CHECK(nntm_thread_budget_create(NULL, 2) == NNTM_ERR_ARG);
+    CHECK(nntm_thread_budget_create(&b, 0) == NNTM_ERR_ARG && b == NULL);
+    CHECK(nntm_thread_budget_create(&b, NNTM_MAX_THREADS + 1) == NNTM_ERR_ARG && b == NULL);
+    CHECK(nntm_thread_budget_peak(NULL) == 0);
+    nntm_thread_budget_destroy(NULL);
+    nntm_thread_budget_destroy(&b); /* *b NULL */
+    CHECK(nntm_thread_budget_create(&b, 2) == NNTM_OK && b != NULL);
+    CHECK(nntm_thread_budget_peak(b) == 0);
+    stream_buf sb;
+    size_t n = build(&sb, 1, 0, 0);
+    nntm_stream_settings st;
+    nntm_stream_default_settings(&st);
+    st.threads = 2;
+    st.budget = b;
+    nntm_stream *s = NULL;
+    CHECK(nntm_stream_open_memory(&s, sb.d, n, &st) == NNTM_OK);
+    uint8_t out[16];
+    float z[4];
+    CHECK(nntm_stream_decode_tensor(s, 0, out, sizeof out, NULL) == NNTM_OK);
+    CHECK(nntm_stream_decode_tensor(s, 1, z, sizeof z, NULL) == NNTM_OK);
+    CHECK(out[0] == 1 && out[2] == 3 && z[0] == 0);
+    CHECK(nntm_thread_budget_peak(b) == 1); /* one caller, no substreams */
+    nntm_stream_close(&s);
+    nntm_thread_budget_destroy(&b);
+    CHECK(b == NULL);
+}
+
 int main(void) {
+    test_thread_budget();
     test_md5();
     test_bits();
     test_good_stream(0);
