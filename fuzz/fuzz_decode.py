@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""atheris harness for the Python entry point nntm.decode.
+"""atheris harness for the Python reader (nntm.decode_python; nntm.decode goes through libnntm).
 
     python3 fuzz/fuzz_decode.py build-fuzz/corpus/decode build-fuzz/seeds/decode \
         -max_total_time=900 -timeout=20 -rss_limit_mb=3072 -max_len=65536
@@ -30,7 +30,7 @@ with atheris.instrument_imports(include=["nntm"]):
 
 def TestOneInput(data: bytes) -> None:  # noqa: N802 - the name atheris calls
     try:
-        nntm.decode(data)
+        nntm.decode_python(data)  # the Python reader: the C one has fuzz_stream.c
     except nntm.NntmError:
         pass
 
