@@ -50,6 +50,10 @@ class TensorStats:
     # the model's pooled SNR without holding it
     signal_energy: float = 0.0
     noise_energy: float = 0.0
+    # the same weighted by the tensor's importance map (its raw values, docs/importance.md;
+    # the plain energies for a tensor without one): the maps' estimate of the output SNR
+    imp_signal_energy: float = 0.0
+    imp_noise_energy: float = 0.0
 
     @property
     def bits_per_param(self) -> float:
@@ -338,6 +342,18 @@ class ModelPlan:
             self.config["EarlierTensorPred"])
 
 
+def importance_qp(means: Mapping[str, float], rms: Mapping[str, float],
+                  config: Config) -> dict[str, int]:
+    """Each mapped tensor's QP offset at the config's QP (``ImportanceQPScale`` and its
+    limits, nntm.importance.qp_offsets) from its map's mean and its weights' RMS (``rms``
+    is used only with ``ImportanceMaxStep``)."""
+    max_step = float(config["ImportanceMaxStep"])
+    return imp.qp_offsets_from_means(
+        means, float(config["ImportanceQPScale"]), int(config["QPDensity"]),
+        max_offset=int(config["ImportanceQPMaxOffset"]), max_step=max_step,
+        base_qp=int(config["QP"]), rms=rms if max_step > 0 else None)
+
+
 def plan_model(
     tensors: Mapping[str, np.ndarray],
     config: Config,
@@ -357,12 +373,10 @@ def plan_model(
         raise EncodeError(f"importance given for tensor(s) not in the model: {', '.join(unknown)}")
     imp_maps = {name: imp.expand(name, tuple(np.shape(tensors[name])), value)
                 for name, value in (importance or {}).items()}
-    max_step = float(config["ImportanceMaxStep"])
-    imp_qp = imp.qp_offsets(
-        imp_maps, float(config["ImportanceQPScale"]), int(config["QPDensity"]),
-        max_offset=int(config["ImportanceQPMaxOffset"]), max_step=max_step,
-        base_qp=int(config["QP"]),
-        rms={n: imp.weight_rms(tensors[n]) for n in imp_maps} if max_step > 0 else None)
+    imp_qp = importance_qp(
+        {n: float(np.mean(v)) for n, v in imp_maps.items() if v.size},
+        {n: imp.weight_rms(tensors[n]) for n in imp_maps}
+        if float(config["ImportanceMaxStep"]) > 0 else {}, config)
     search = search_params(config)
     cluster.check_settings(config)
     problem = intra_problem(config)
@@ -573,6 +587,8 @@ def code_tensor(plan: ModelPlan, tensor_id: int, array: np.ndarray,
     del payload
     quantized = mode != hls.CodingMode.LOSSLESS
     signal, noise = _energies(array, rec)
+    imp_signal, imp_noise = (_energies(array, rec, plan.imp_maps[name])
+                             if name in plan.imp_maps else (signal, noise))
     stat = TensorStats(
         name=name,
         shape=tuple(array.shape),
@@ -583,7 +599,7 @@ def code_tensor(plan: ModelPlan, tensor_id: int, array: np.ndarray,
         qp=tps.qp if quantized else None,
         bits=8 * len(tensor_units),
         num_params=int(array.size),
-        snr_db=_snr_from(signal, noise) if quantized else float("inf"),
+        snr_db=snr_from_energies(signal, noise) if quantized else float("inf"),
         seconds=time.perf_counter() - start,
         signal=cls.signal,
         tree=[k for k, v in TREE_TYPES.items() if v == tps.tree_type][0]
@@ -595,6 +611,8 @@ def code_tensor(plan: ModelPlan, tensor_id: int, array: np.ndarray,
         note=note,
         signal_energy=signal,
         noise_energy=noise,
+        imp_signal_energy=imp_signal,
+        imp_noise_energy=imp_noise,
     )
     return CodedTensor(tensor_units, stat, rec, cus_rec, clustered)
 
@@ -614,24 +632,45 @@ def _data_unit_parts(tensor_id: int, payload: bytes) -> list[bytes]:
 ENERGY_BLOCK = 1 << 22
 
 
-def _energies(original: np.ndarray, recon: np.ndarray) -> tuple[float, float]:
+def _energies(original: np.ndarray, recon: np.ndarray,
+              weights: np.ndarray | None = None) -> tuple[float, float]:
     """sum(x^2) and sum((x - recon)^2) in float64, as :func:`snr_db` computes them (a tensor
-    of more than ENERGY_BLOCK elements in blocks: the same up to rounding)."""
+    of more than ENERGY_BLOCK elements in blocks: the same up to rounding); with ``weights``
+    (an importance map of the tensor's shape) sum(w x^2) and sum(w (x - recon)^2)."""
     if np.asarray(original).dtype.name not in hls.FLOAT_DTYPES:
         return 0.0, 0.0
     flat_x, flat_r = np.asarray(original).reshape(-1), np.asarray(recon).reshape(-1)
+    flat_w = None if weights is None else np.asarray(weights).reshape(-1)
     signal = noise = 0.0
     for lo in range(0, max(flat_x.size, 1), ENERGY_BLOCK):
         # float64 weights near the range, non-finite ones carried exactly: no warnings
         with np.errstate(over="ignore", invalid="ignore"):
             x = np.asarray(flat_x[lo:lo + ENERGY_BLOCK], dtype=np.float64)
             e = x - np.asarray(flat_r[lo:lo + ENERGY_BLOCK], dtype=np.float64)
-            signal += float(np.sum(x * x))
-            noise += float(np.sum(e * e))
+            if flat_w is None:
+                signal += float(np.sum(x * x))
+                noise += float(np.sum(e * e))
+            else:
+                w = np.asarray(flat_w[lo:lo + ENERGY_BLOCK], dtype=np.float64)
+                signal += float(np.sum(w * x * x))
+                noise += float(np.sum(w * e * e))
     return signal, noise
 
 
-def _snr_from(signal: float, noise: float) -> float:
+def pooled_snr(stats: Sequence[TensorStats], weighted: bool = False) -> float:
+    """The model's weight SNR pooled over its float tensors, 10 log10(sum x^2 / sum (x - r)^2)
+    (the CE's pooled wSNR, nntm.ce.runner.weight_snr), from each tensor's energies; with
+    ``weighted`` each square times the weight's importance (the maps' output estimate)."""
+    signal = noise = 0.0
+    for s in stats:
+        if s.dtype in hls.FLOAT_DTYPES:
+            signal += s.imp_signal_energy if weighted else s.signal_energy
+            noise += s.imp_noise_energy if weighted else s.noise_energy
+    return snr_from_energies(signal, noise)
+
+
+def snr_from_energies(signal: float, noise: float) -> float:
+    """10 log10(signal / noise); inf without noise, -inf without signal."""
     if noise == 0.0:
         return float("inf")
     if signal == 0.0:

@@ -98,7 +98,22 @@ def qp_offsets(
     that the maps underrate (docs/ce/CE4_rate.md, third session).  The cap
     binds only at low rates, where a heavily demoted tensor reaches it.
     """
-    means = {k: float(np.mean(v)) for k, v in maps.items() if v.size and np.mean(v) > 0}
+    means = {k: float(np.mean(v)) for k, v in maps.items() if v.size}
+    return qp_offsets_from_means(means, scale, qp_density, max_offset, max_step, base_qp, rms)
+
+
+def qp_offsets_from_means(
+    means: Mapping[str, float],
+    scale: float,
+    qp_density: int,
+    max_offset: int = 0,
+    max_step: float = 0.0,
+    base_qp: int | None = None,
+    rms: Mapping[str, float] | None = None,
+) -> dict[str, int]:
+    """:func:`qp_offsets` from each mapped tensor's mean importance (the maps need not be
+    held: rate control computes the offsets at many base QPs from the means alone)."""
+    means = {k: m for k, m in means.items() if m > 0}
     if not means or scale == 0.0:
         return {}
     ref = math.exp(sum(math.log(m) for m in means.values()) / len(means))
