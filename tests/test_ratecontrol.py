@@ -75,6 +75,9 @@ def test_rate_control_problems(tmp_path: Path, capsys: pytest.CaptureFixture[str
     with pytest.raises(ConfigError, match="TargetBitsPerParam and TargetSNR are all set"):
         ratecontrol.target_snr(Config.defaults().replace(TargetBitsPerParam=2.0, TargetSNR=30.0))
     assert ratecontrol.target_snr(Config.defaults()) is None
+    zero = {"layer0.weight": np.zeros(200)}
+    with pytest.raises(ConfigError, match="the maps weigh every weight 0"):
+        ratecontrol.plan_snr(_model(), Config.defaults(), 30.0, importance=zero)
     for bad in ("-5", "500"):  # the option's range
         assert encoder.main(["-b", bit, f"--TargetSNR={bad}"]) != 0
         assert "TargetSNR" in capsys.readouterr().err
@@ -141,10 +144,10 @@ def test_target_snr_with_maps_is_the_weighted_snr() -> None:
                                   importance=maps)
     weighted = codec.pooled_snr(res.stats, weighted=True)
     assert abs(weighted - 30.0) < 0.15, weighted
-    # the weighted form by hand: sum imp w^2 / sum imp (w - r)^2, importance 1 without a map
+    # the weighted form by hand: sum imp w^2 / sum imp (w - r)^2 over the mapped tensors
     signal = noise = 0.0
-    for name, w in model.items():
-        m = np.broadcast_to(maps[name], w.shape) if name in maps else 1.0
+    for name, m in maps.items():
+        w = model[name]
         signal += float(np.sum(m * w.astype(np.float64) ** 2))
         noise += float(np.sum(m * (w.astype(np.float64) - res.recon[name]) ** 2))
     assert weighted == pytest.approx(10 * np.log10(signal / noise), abs=1e-9)

@@ -51,7 +51,7 @@ class TensorStats:
     signal_energy: float = 0.0
     noise_energy: float = 0.0
     # the same weighted by the tensor's importance map (its raw values, docs/importance.md;
-    # the plain energies for a tensor without one): the maps' estimate of the output SNR
+    # 0 for a tensor without one, which the maps say nothing of): the maps' output estimate
     imp_signal_energy: float = 0.0
     imp_noise_energy: float = 0.0
 
@@ -588,7 +588,7 @@ def code_tensor(plan: ModelPlan, tensor_id: int, array: np.ndarray,
     quantized = mode != hls.CodingMode.LOSSLESS
     signal, noise = _energies(array, rec)
     imp_signal, imp_noise = (_energies(array, rec, plan.imp_maps[name])
-                             if name in plan.imp_maps else (signal, noise))
+                             if name in plan.imp_maps else (0.0, 0.0))
     stat = TensorStats(
         name=name,
         shape=tuple(array.shape),
@@ -660,7 +660,9 @@ def _energies(original: np.ndarray, recon: np.ndarray,
 def pooled_snr(stats: Sequence[TensorStats], weighted: bool = False) -> float:
     """The model's weight SNR pooled over its float tensors, 10 log10(sum x^2 / sum (x - r)^2)
     (the CE's pooled wSNR, nntm.ce.runner.weight_snr), from each tensor's energies; with
-    ``weighted`` each square times the weight's importance (the maps' output estimate)."""
+    ``weighted`` each square times the weight's importance, over the tensors with a map (the
+    maps' estimate of the error at the layers' outputs; the maps' values are in one unit across
+    layers, an unmapped tensor's weight 1 would not be)."""
     signal = noise = 0.0
     for s in stats:
         if s.dtype in hls.FLOAT_DTYPES:
