@@ -45,11 +45,15 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--size", default="minilm=10M,mobilenetv2=2M",
                     help="the size target of each model (model=size)")
     ap.add_argument("--importance", default="", help="model=maps file, ...")
+    ap.add_argument("--set", default="", help="cfg overrides: Key=value,...")
     ap.add_argument("--eval", action="store_true", help="also the adapter's metrics")
     args = ap.parse_args(argv)
     sizes, maps_files = _pairs(args.size), _pairs(args.importance)
     base = Config.from_files([args.cfg])
-    print(f"cfg {args.cfg}; SAMPLE_ELEMENTS {ratecontrol.SAMPLE_ELEMENTS}")
+    overrides = _pairs(args.set)
+    if overrides:
+        base = base.replace(**{k: type(base[k])(v) for k, v in overrides.items()})
+    print(f"cfg {args.cfg} {args.set}; SAMPLE_ELEMENTS {ratecontrol.SAMPLE_ELEMENTS}")
     print("| model | maps | target | achieved | error | estimated | QP (tensors at QP-1) | "
           "probes | plan s | encode s |" + (" metrics |" if args.eval else ""))
     print("| --- | --- | --- | ---: | ---: | ---: | --- | ---: | ---: | ---: |"

@@ -220,3 +220,14 @@ def test_target_snr_through_the_app(tmp_path: Path, capsys: pytest.CaptureFixtur
     line = [ln for ln in capsys.readouterr().out.splitlines()
             if ln.startswith("Rate control")][0]
     assert "target 61440 bytes" in line and f"achieved {bit.stat().st_size} bytes" in line
+
+
+def test_target_snr_counts_rows_the_sample_misses() -> None:
+    """The signal energy is the whole tensor's, not the sample's: a row of large weights that
+    the sampled rows skip (MiniLM's outlier dimensions) makes the SNR higher at every QP."""
+    model = _model()
+    model["layer0.weight"][1] *= 30.0  # an odd row: the sample keeps rows 0, 2, 4 ...
+    cfg = Config.defaults()
+    p = ratecontrol.plan_snr(model, cfg, 25.0)
+    res = codec.encode_with_recon(model, cfg.replace(QP=p.qp), qp_offsets=p.offsets)
+    assert abs(codec.pooled_snr(res.stats) - 25.0) < 0.15, codec.pooled_snr(res.stats)

@@ -244,6 +244,7 @@ def encode_with_recon(
     consumers: Mapping[str, Sequence[tuple[str, int]]] | None = None,
     qp_offsets: Mapping[str, int] | None = None,
     container: hls.Container | None = None,
+    importance_norm: Mapping[str, tuple[float, float]] | None = None,
 ) -> EncodeResult:
     """Encode a model; also return the encoder's reconstruction and per-tensor stats.
 
@@ -259,13 +260,15 @@ def encode_with_recon(
     ``consumers`` (from a graph such as ONNX: name -> (op_type, input index) of each node
     that reads the tensor) lets nntm.roles take each tensor's role from the graph.
     ``qp_offsets`` are added to the QP of the tensors they name (rate control,
-    nntm.ratecontrol).
+    nntm.ratecontrol); ``importance_norm`` normalises the maps it names with the given means
+    (those of the whole tensor's map, of which rate control codes sampled rows).
 
     The whole stream and reconstruction are held in memory: :func:`nntm.streaming.encode_file`
     writes the same bytes to a file tensor by tensor, on several threads.
     """
     plan = plan_model(tensors, config, source_format, importance, ref_model, consumers,
                       qp_offsets, container)
+    plan.imp_norm = dict(importance_norm or {})
     units: list[bytes] = [plan.head()]
     recon: dict[str, np.ndarray] = {}
     stats: list[TensorStats] = []
@@ -319,6 +322,8 @@ class ModelPlan:
     container: hls.Container | None
     has_ref_model: bool
     rel_floor: float = 0.0  # QP1DMode relative: precision.model_floor
+    # rate control's sample: each map normalised as its whole tensor's (importance.normalized)
+    imp_norm: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     def head(self, clustered: bool = False) -> bytes:
         """The model parameter set (and container unit): the units before the tensors.
@@ -530,7 +535,8 @@ def code_tensor(plan: ModelPlan, tensor_id: int, array: np.ndarray,
         weight_map = None
         imp_floor = float(config["ImportanceFloor"])
         if name in plan.imp_maps:
-            weight_map = to_kernel(imp.normalized(plan.imp_maps[name], imp_floor),
+            weight_map = to_kernel(imp.normalized(plan.imp_maps[name], imp_floor,
+                                                  plan.imp_norm.get(name)),
                                    cls.arrangement)
         fit = _encode_fitting(kernel, params, array.dtype, config, plan.search, weight_map, ref,
                               row_hint, f"tensor '{name}'")
@@ -562,7 +568,7 @@ def code_tensor(plan: ModelPlan, tensor_id: int, array: np.ndarray,
         # ---- clustering-based quantization: RD decision against scalar coding [1.2]
         cst = cluster.settings(config, name, cls.layer.label, tuple(array.shape))
         if mode == hls.CodingMode.QUANTIZED and cluster.eligible(array, cst):
-            full_imp = (imp.normalized(plan.imp_maps[name], imp_floor)
+            full_imp = (imp.normalized(plan.imp_maps[name], imp_floor, plan.imp_norm.get(name))
                         if name in plan.imp_maps else None)
             scalar_bits = 8 * (len(hls.tensor_parameter_set(tps, tool_flags))
                                + len(hls.tensor_data_unit(tensor_id, payload)))

@@ -136,13 +136,31 @@ def weight_rms(array: np.ndarray) -> float:
     return float(np.sqrt(np.mean(a * a))) if a.size else 0.0
 
 
-def normalized(v: np.ndarray, floor: float = 0.0) -> np.ndarray:
+def norm_constants(v: np.ndarray, floor: float = 0.0) -> tuple[float, float]:
+    """The two means :func:`normalized` divides ``v`` by: its own, and (with ``floor``) that
+    of the floored map (1.0 without a floor)."""
+    m = float(np.mean(v)) if v.size else 0.0
+    if m <= 0 or floor <= 0.0:
+        return m, 1.0
+    return m, float(np.mean(np.maximum(v / m, floor)))
+
+
+def normalized(v: np.ndarray, floor: float = 0.0,
+               constants: tuple[float, float] | None = None) -> np.ndarray:
     """A map scaled to mean 1 (all ones when it is all zeros).
 
     ``floor`` > 0 first raises every value to at least ``floor`` times the
     map's mean, then rescales to mean 1: no weight counts for less than about
     ``floor`` of the tensor's average weight (``ImportanceFloor``).
+    ``constants`` (:func:`norm_constants` of a larger map) normalise ``v``, a part of that
+    map, as the whole is: rate control's sampled rows weigh as in the whole tensor.
     """
+    if constants is not None:
+        m, m2 = constants
+        if m <= 0:
+            return np.ones_like(v)
+        out = v / m
+        return np.maximum(out, floor) / m2 if floor > 0.0 else out
     m = float(np.mean(v)) if v.size else 0.0
     if m <= 0:
         return np.ones_like(v)

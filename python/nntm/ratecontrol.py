@@ -59,7 +59,7 @@ class Plan:
     offsets: dict[str, int]          # per-tensor QP offsets on top of it (-1: one step finer)
     estimate_bits: float             # the estimated size of the stream
     target_bits: float | None        # the size asked (None: an SNR target)
-    probes: int                      # sampled encodes made
+    probes: int                      # QPs probed (a sampled encode each, two with halves)
     estimate_snr_db: float = math.nan  # the estimated SNR (weighted with maps)
     target_snr_db: float | None = None  # the SNR asked (None: a size target)
     weighted: bool = False           # the SNRs are importance-weighted
@@ -168,8 +168,8 @@ class _Point:
 
     total: float                     # stream bits
     bits: dict[str, float]           # each tensor's bits
-    signal: dict[str, float]         # each float tensor's (weighted) energies, scaled
-    noise: dict[str, float]
+    signal: dict[str, float]         # each float tensor's (weighted) energies: exact,
+    noise: dict[str, float]          # and scaled from the sample
 
 
 class _Estimator:
@@ -200,8 +200,13 @@ class _Estimator:
         # the sample), and the whole maps' means and weight RMS (their QP offsets, which
         # the sample encode does not derive itself: ImportanceQPScale 0 there)
         self.maps: dict[str, np.ndarray] | None = None
+        # each float tensor's signal energy, exact (weighted: the mapped tensors'): it does not
+        # depend on the QP, and a sample misses its outliers (MiniLM's weighted signal: 7.6
+        # from the sample, 18.5 in fact)
+        self.signal: dict[str, float] = {}
         self.half_maps: dict[str, np.ndarray] | None = None
         self.means: dict[str, float] = {}
+        self.norm: dict[str, tuple[float, float]] = {}  # the whole maps' normalisation
         self.rms: dict[str, float] = {}
         if importance:
             self.maps, self.half_maps = {}, {}
@@ -210,11 +215,16 @@ class _Estimator:
                 self.maps[name] = np.ascontiguousarray(full[::steps[name]])
                 self.half_maps[name] = (np.ascontiguousarray(self.maps[name][::2])
                                         if name in self.sizes else self.maps[name])
+                self.signal[name] = codec._energies(tensors[name], tensors[name], full)[0]
                 if full.size:
                     self.means[name] = float(np.mean(full))
+                    self.norm[name] = imp.norm_constants(full, float(config["ImportanceFloor"]))
                 del full
             if float(config["ImportanceMaxStep"]) > 0:
                 self.rms = {n: imp.weight_rms(tensors[n]) for n in self.maps}
+        else:
+            for name in self.names:
+                self.signal[name] = codec._energies(tensors[name], tensors[name])[0]
         self.cache: dict[int, _Point] = {}
 
     def __call__(self, qp: int) -> _Point:
@@ -227,13 +237,14 @@ class _Estimator:
                 cfg = cfg.replace(ImportanceQPScale=0.0)
             res = codec.encode_with_recon(self.sample, cfg, importance=self.maps,
                                           consumers=self.consumers, container=self.container,
-                                          qp_offsets=offsets)
+                                          qp_offsets=offsets, importance_norm=self.norm)
             payload, other = _tensor_bits(res.data)
             grown = {}
             if self.sizes:
                 half = _tensor_bits(codec.encode_with_recon(
                     self.half, cfg, importance=self.half_maps, consumers=self.consumers,
-                    container=self.container, qp_offsets=offsets).data)[0]
+                    container=self.container, qp_offsets=offsets,
+                    importance_norm=self.norm).data)[0]
                 for i, name in enumerate(self.names):
                     if name in self.sizes:
                         whole, n_sample, n_half = self.sizes[name]
@@ -244,13 +255,12 @@ class _Estimator:
                    for i, name in enumerate(self.names)}
             fixed = 8 * len(res.data) - sum(other.values()) - sum(payload.values())  # MPS, EOS
             weighted = self.maps is not None
-            signal, noise = {}, {}
+            noise = {}
             for s in res.stats:
                 if s.dtype in hls.FLOAT_DTYPES:
                     k = self.scale[s.name]
-                    signal[s.name] = k * (s.imp_signal_energy if weighted else s.signal_energy)
                     noise[s.name] = k * (s.imp_noise_energy if weighted else s.noise_energy)
-            self.cache[qp] = _Point(fixed + sum(per.values()), per, signal, noise)
+            self.cache[qp] = _Point(fixed + sum(per.values()), per, self.signal, noise)
         return self.cache[qp]
 
     def snr(self, point: _Point, finer: _Point | None = None,

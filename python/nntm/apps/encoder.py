@@ -341,7 +341,7 @@ def _main(argv: Sequence[str]) -> int:
         cfg = cfg.replace(QP=rate_plan.qp)
         if verbose:
             print(f"(rate control: QP {rate_plan.qp}, {len(rate_plan.offsets)} tensor(s) at "
-                  f"QP {rate_plan.qp - 1}, from {rate_plan.probes} sampled encodes)")
+                  f"QP {rate_plan.qp - 1}, from sampled encodes at {rate_plan.probes} QPs)")
     recon_file = str(cfg["ReconFile"])
     # the reconstruction is written tensor by tensor, but an ONNX one fills the graph at the
     # end, and the example's accuracy needs the whole model
