@@ -5,8 +5,10 @@ a size or a fidelity instead of a QP. :func:`plan` / :func:`plan_snr` estimate t
 weight SNR of the model at any QP from a *sample* of it: every tensor of two or more dimensions
 keeps an evenly spaced subset of its rows (at most ``SAMPLE_ELEMENTS`` elements), the other
 tensors stay whole, and the sample is coded with the full configuration (coding tree, DQ, row
-prediction ...). Each tensor's payload bits and its energies (sum w^2, sum (w - r)^2) scale
-with its elements; its parameter set and hash unit are counted as they are.
+prediction ...), and so is every other of its sampled rows: a tensor's payload is the
+sample's plus the growth from the half sample to the sample for the rest of its elements. Its
+error energy sum (w - r)^2 scales with its elements; its signal energy sum w^2 is the whole
+tensor's (a sample misses outliers); its parameter set and hash unit are counted as they are.
 
 A size target: a bisection on the global QP brackets the target between two neighbouring QPs
 ``q`` (finer) and ``q + 1``; then tensors move from ``q + 1`` to ``q``, the largest first,
