@@ -231,3 +231,19 @@ def test_target_snr_counts_rows_the_sample_misses() -> None:
     p = ratecontrol.plan_snr(model, cfg, 25.0)
     res = codec.encode_with_recon(model, cfg.replace(QP=p.qp), qp_offsets=p.offsets)
     assert abs(codec.pooled_snr(res.stats) - 25.0) < 0.15, codec.pooled_snr(res.stats)
+
+
+@pytest.mark.parametrize("floor", [0.0, 1.0])
+def test_sampled_maps_weigh_as_the_whole_map(floor: float) -> None:
+    """The sample's rows of a map are normalised by the whole map's means: each weight gets
+    the RD weight it has in the whole tensor, not one relative to the rows sampled."""
+    from nntm import importance as imp
+
+    rng = np.random.default_rng(3)
+    full = rng.pareto(1.5, (40, 30))  # heavy-tailed, as token frequencies are
+    constants = imp.norm_constants(full, floor)
+    np.testing.assert_allclose(imp.normalized(full, floor, constants), imp.normalized(full, floor))
+    part = full[::4]
+    np.testing.assert_allclose(imp.normalized(part, floor, constants),
+                               imp.normalized(full, floor)[::4])
+    assert not np.allclose(imp.normalized(part, floor), imp.normalized(full, floor)[::4])
