@@ -50,6 +50,10 @@ class TensorStats:
     # the model's pooled SNR without holding it
     signal_energy: float = 0.0
     noise_energy: float = 0.0
+    # the same weighted by the tensor's importance map (its raw values, docs/importance.md;
+    # 0 for a tensor without one, which the maps say nothing of): the maps' output estimate
+    imp_signal_energy: float = 0.0
+    imp_noise_energy: float = 0.0
 
     @property
     def bits_per_param(self) -> float:
@@ -240,6 +244,7 @@ def encode_with_recon(
     consumers: Mapping[str, Sequence[tuple[str, int]]] | None = None,
     qp_offsets: Mapping[str, int] | None = None,
     container: hls.Container | None = None,
+    importance_norm: Mapping[str, tuple[float, float]] | None = None,
 ) -> EncodeResult:
     """Encode a model; also return the encoder's reconstruction and per-tensor stats.
 
@@ -255,13 +260,15 @@ def encode_with_recon(
     ``consumers`` (from a graph such as ONNX: name -> (op_type, input index) of each node
     that reads the tensor) lets nntm.roles take each tensor's role from the graph.
     ``qp_offsets`` are added to the QP of the tensors they name (rate control,
-    nntm.ratecontrol).
+    nntm.ratecontrol); ``importance_norm`` normalises the maps it names with the given means
+    (those of the whole tensor's map, of which rate control codes sampled rows).
 
     The whole stream and reconstruction are held in memory: :func:`nntm.streaming.encode_file`
     writes the same bytes to a file tensor by tensor, on several threads.
     """
     plan = plan_model(tensors, config, source_format, importance, ref_model, consumers,
                       qp_offsets, container)
+    plan.imp_norm = dict(importance_norm or {})
     units: list[bytes] = [plan.head()]
     recon: dict[str, np.ndarray] = {}
     stats: list[TensorStats] = []
@@ -315,6 +322,8 @@ class ModelPlan:
     container: hls.Container | None
     has_ref_model: bool
     rel_floor: float = 0.0  # QP1DMode relative: precision.model_floor
+    # rate control's sample: each map normalised as its whole tensor's (importance.normalized)
+    imp_norm: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     def head(self, clustered: bool = False) -> bytes:
         """The model parameter set (and container unit): the units before the tensors.
@@ -338,6 +347,18 @@ class ModelPlan:
             self.config["EarlierTensorPred"])
 
 
+def importance_qp(means: Mapping[str, float], rms: Mapping[str, float],
+                  config: Config) -> dict[str, int]:
+    """Each mapped tensor's QP offset at the config's QP (``ImportanceQPScale`` and its
+    limits, nntm.importance.qp_offsets) from its map's mean and its weights' RMS (``rms``
+    is used only with ``ImportanceMaxStep``)."""
+    max_step = float(config["ImportanceMaxStep"])
+    return imp.qp_offsets_from_means(
+        means, float(config["ImportanceQPScale"]), int(config["QPDensity"]),
+        max_offset=int(config["ImportanceQPMaxOffset"]), max_step=max_step,
+        base_qp=int(config["QP"]), rms=rms if max_step > 0 else None)
+
+
 def plan_model(
     tensors: Mapping[str, np.ndarray],
     config: Config,
@@ -357,12 +378,10 @@ def plan_model(
         raise EncodeError(f"importance given for tensor(s) not in the model: {', '.join(unknown)}")
     imp_maps = {name: imp.expand(name, tuple(np.shape(tensors[name])), value)
                 for name, value in (importance or {}).items()}
-    max_step = float(config["ImportanceMaxStep"])
-    imp_qp = imp.qp_offsets(
-        imp_maps, float(config["ImportanceQPScale"]), int(config["QPDensity"]),
-        max_offset=int(config["ImportanceQPMaxOffset"]), max_step=max_step,
-        base_qp=int(config["QP"]),
-        rms={n: imp.weight_rms(tensors[n]) for n in imp_maps} if max_step > 0 else None)
+    imp_qp = importance_qp(
+        {n: float(np.mean(v)) for n, v in imp_maps.items() if v.size},
+        {n: imp.weight_rms(tensors[n]) for n in imp_maps}
+        if float(config["ImportanceMaxStep"]) > 0 else {}, config)
     search = search_params(config)
     cluster.check_settings(config)
     problem = intra_problem(config)
@@ -516,7 +535,8 @@ def code_tensor(plan: ModelPlan, tensor_id: int, array: np.ndarray,
         weight_map = None
         imp_floor = float(config["ImportanceFloor"])
         if name in plan.imp_maps:
-            weight_map = to_kernel(imp.normalized(plan.imp_maps[name], imp_floor),
+            weight_map = to_kernel(imp.normalized(plan.imp_maps[name], imp_floor,
+                                                  plan.imp_norm.get(name)),
                                    cls.arrangement)
         fit = _encode_fitting(kernel, params, array.dtype, config, plan.search, weight_map, ref,
                               row_hint, f"tensor '{name}'")
@@ -548,7 +568,7 @@ def code_tensor(plan: ModelPlan, tensor_id: int, array: np.ndarray,
         # ---- clustering-based quantization: RD decision against scalar coding [1.2]
         cst = cluster.settings(config, name, cls.layer.label, tuple(array.shape))
         if mode == hls.CodingMode.QUANTIZED and cluster.eligible(array, cst):
-            full_imp = (imp.normalized(plan.imp_maps[name], imp_floor)
+            full_imp = (imp.normalized(plan.imp_maps[name], imp_floor, plan.imp_norm.get(name))
                         if name in plan.imp_maps else None)
             scalar_bits = 8 * (len(hls.tensor_parameter_set(tps, tool_flags))
                                + len(hls.tensor_data_unit(tensor_id, payload)))
@@ -573,6 +593,8 @@ def code_tensor(plan: ModelPlan, tensor_id: int, array: np.ndarray,
     del payload
     quantized = mode != hls.CodingMode.LOSSLESS
     signal, noise = _energies(array, rec)
+    imp_signal, imp_noise = (_energies(array, rec, plan.imp_maps[name])
+                             if name in plan.imp_maps else (0.0, 0.0))
     stat = TensorStats(
         name=name,
         shape=tuple(array.shape),
@@ -583,7 +605,7 @@ def code_tensor(plan: ModelPlan, tensor_id: int, array: np.ndarray,
         qp=tps.qp if quantized else None,
         bits=8 * len(tensor_units),
         num_params=int(array.size),
-        snr_db=_snr_from(signal, noise) if quantized else float("inf"),
+        snr_db=snr_from_energies(signal, noise) if quantized else float("inf"),
         seconds=time.perf_counter() - start,
         signal=cls.signal,
         tree=[k for k, v in TREE_TYPES.items() if v == tps.tree_type][0]
@@ -595,6 +617,8 @@ def code_tensor(plan: ModelPlan, tensor_id: int, array: np.ndarray,
         note=note,
         signal_energy=signal,
         noise_energy=noise,
+        imp_signal_energy=imp_signal,
+        imp_noise_energy=imp_noise,
     )
     return CodedTensor(tensor_units, stat, rec, cus_rec, clustered)
 
@@ -614,24 +638,47 @@ def _data_unit_parts(tensor_id: int, payload: bytes) -> list[bytes]:
 ENERGY_BLOCK = 1 << 22
 
 
-def _energies(original: np.ndarray, recon: np.ndarray) -> tuple[float, float]:
+def _energies(original: np.ndarray, recon: np.ndarray,
+              weights: np.ndarray | None = None) -> tuple[float, float]:
     """sum(x^2) and sum((x - recon)^2) in float64, as :func:`snr_db` computes them (a tensor
-    of more than ENERGY_BLOCK elements in blocks: the same up to rounding)."""
+    of more than ENERGY_BLOCK elements in blocks: the same up to rounding); with ``weights``
+    (an importance map of the tensor's shape) sum(w x^2) and sum(w (x - recon)^2)."""
     if np.asarray(original).dtype.name not in hls.FLOAT_DTYPES:
         return 0.0, 0.0
     flat_x, flat_r = np.asarray(original).reshape(-1), np.asarray(recon).reshape(-1)
+    flat_w = None if weights is None else np.asarray(weights).reshape(-1)
     signal = noise = 0.0
     for lo in range(0, max(flat_x.size, 1), ENERGY_BLOCK):
         # float64 weights near the range, non-finite ones carried exactly: no warnings
         with np.errstate(over="ignore", invalid="ignore"):
             x = np.asarray(flat_x[lo:lo + ENERGY_BLOCK], dtype=np.float64)
             e = x - np.asarray(flat_r[lo:lo + ENERGY_BLOCK], dtype=np.float64)
-            signal += float(np.sum(x * x))
-            noise += float(np.sum(e * e))
+            if flat_w is None:
+                signal += float(np.sum(x * x))
+                noise += float(np.sum(e * e))
+            else:
+                w = np.asarray(flat_w[lo:lo + ENERGY_BLOCK], dtype=np.float64)
+                signal += float(np.sum(w * x * x))
+                noise += float(np.sum(w * e * e))
     return signal, noise
 
 
-def _snr_from(signal: float, noise: float) -> float:
+def pooled_snr(stats: Sequence[TensorStats], weighted: bool = False) -> float:
+    """The model's weight SNR pooled over its float tensors, 10 log10(sum x^2 / sum (x - r)^2)
+    (the CE's pooled wSNR, nntm.ce.runner.weight_snr), from each tensor's energies; with
+    ``weighted`` each square times the weight's importance, over the tensors with a map (the
+    maps' estimate of the error at the layers' outputs; the maps' values are in one unit across
+    layers, an unmapped tensor's weight 1 would not be)."""
+    signal = noise = 0.0
+    for s in stats:
+        if s.dtype in hls.FLOAT_DTYPES:
+            signal += s.imp_signal_energy if weighted else s.signal_energy
+            noise += s.imp_noise_energy if weighted else s.noise_energy
+    return snr_from_energies(signal, noise)
+
+
+def snr_from_energies(signal: float, noise: float) -> float:
+    """10 log10(signal / noise); inf without noise, -inf without signal."""
     if noise == 0.0:
         return float("inf")
     if signal == 0.0:

@@ -98,7 +98,22 @@ def qp_offsets(
     that the maps underrate (docs/ce/CE4_rate.md, third session).  The cap
     binds only at low rates, where a heavily demoted tensor reaches it.
     """
-    means = {k: float(np.mean(v)) for k, v in maps.items() if v.size and np.mean(v) > 0}
+    means = {k: float(np.mean(v)) for k, v in maps.items() if v.size}
+    return qp_offsets_from_means(means, scale, qp_density, max_offset, max_step, base_qp, rms)
+
+
+def qp_offsets_from_means(
+    means: Mapping[str, float],
+    scale: float,
+    qp_density: int,
+    max_offset: int = 0,
+    max_step: float = 0.0,
+    base_qp: int | None = None,
+    rms: Mapping[str, float] | None = None,
+) -> dict[str, int]:
+    """:func:`qp_offsets` from each mapped tensor's mean importance (the maps need not be
+    held: rate control computes the offsets at many base QPs from the means alone)."""
+    means = {k: m for k, m in means.items() if m > 0}
     if not means or scale == 0.0:
         return {}
     ref = math.exp(sum(math.log(m) for m in means.values()) / len(means))
@@ -121,13 +136,31 @@ def weight_rms(array: np.ndarray) -> float:
     return float(np.sqrt(np.mean(a * a))) if a.size else 0.0
 
 
-def normalized(v: np.ndarray, floor: float = 0.0) -> np.ndarray:
+def norm_constants(v: np.ndarray, floor: float = 0.0) -> tuple[float, float]:
+    """The two means :func:`normalized` divides ``v`` by: its own, and (with ``floor``) that
+    of the floored map (1.0 without a floor)."""
+    m = float(np.mean(v)) if v.size else 0.0
+    if m <= 0 or floor <= 0.0:
+        return m, 1.0
+    return m, float(np.mean(np.maximum(v / m, floor)))
+
+
+def normalized(v: np.ndarray, floor: float = 0.0,
+               constants: tuple[float, float] | None = None) -> np.ndarray:
     """A map scaled to mean 1 (all ones when it is all zeros).
 
     ``floor`` > 0 first raises every value to at least ``floor`` times the
     map's mean, then rescales to mean 1: no weight counts for less than about
     ``floor`` of the tensor's average weight (``ImportanceFloor``).
+    ``constants`` (:func:`norm_constants` of a larger map) normalise ``v``, a part of that
+    map, as the whole is: rate control's sampled rows weigh as in the whole tensor.
     """
+    if constants is not None:
+        m, m2 = constants
+        if m <= 0:
+            return np.ones_like(v)
+        out = v / m
+        return np.maximum(out, floor) / m2 if floor > 0.0 else out
     m = float(np.mean(v)) if v.size else 0.0
     if m <= 0:
         return np.ones_like(v)

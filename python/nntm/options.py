@@ -82,6 +82,17 @@ ENCODER_APP_OPTIONS: tuple[Option, ...] = (
         group="app",
     ),
     Option(
+        "TargetSNR",
+        "float",
+        0.0,
+        "rate control: code the model at the coarsest QP whose weight SNR (dB, pooled over "
+        "the float tensors) meets this; with ImportanceFile the importance-weighted SNR, the "
+        "maps' estimate of the output's; 0: off",
+        minimum=0.0,
+        maximum=200.0,
+        group="app",
+    ),
+    Option(
         "ReconFile",
         "str",
         "",

@@ -1,36 +1,58 @@
-"""Rate control: the QPs that give a model a target size, found before it is coded once.
+"""Rate control: the QPs that give a model a target size or SNR, found before it is coded once.
 
-``EncoderApp --TargetBitsPerParam=4`` (or ``--TargetSize=2M``) asks for a size instead of a QP.
-:func:`plan` estimates the bits of the model at any QP from a *sample* of it: every tensor of
-two or more dimensions keeps an evenly spaced subset of its rows (at most ``SAMPLE_ELEMENTS``
-elements), the other tensors stay whole, and the sample is coded with the full configuration
-(coding tree, DQ, row prediction ...). Each tensor's payload bits scale with its elements; its
-parameter set and hash unit are counted as they are. A bisection on the global QP brackets the
-target between two neighbouring QPs ``q`` (finer) and ``q + 1``; then tensors move from
-``q + 1`` to ``q``, the largest first, while the estimate stays at or below the target, so the
-rate falls between the two QPs' rates instead of on one of them. The model is then coded once.
+``EncoderApp --TargetBitsPerParam=4`` (or ``--TargetSize=2M``, or ``--TargetSNR=30``) asks for
+a size or a fidelity instead of a QP. :func:`plan` / :func:`plan_snr` estimate the bits and the
+weight SNR of the model at any QP from a *sample* of it: every tensor of two or more dimensions
+keeps an evenly spaced subset of its rows (at most ``SAMPLE_ELEMENTS`` elements), the other
+tensors stay whole, and the sample is coded with the full configuration (coding tree, DQ, row
+prediction ...), and so is every other of its sampled rows: a tensor's payload is the
+sample's plus the growth from the half sample to the sample for the rest of its elements. Its
+error energy sum (w - r)^2 scales with its elements; its signal energy sum w^2 is the whole
+tensor's (a sample misses outliers); its parameter set and hash unit are counted as they are.
 
+A size target: a bisection on the global QP brackets the target between two neighbouring QPs
+``q`` (finer) and ``q + 1``; then tensors move from ``q + 1`` to ``q``, the largest first,
+while the estimate stays at or below the target, so the rate falls between the two QPs' rates
+instead of on one of them. An SNR target: the bisection finds the coarsest QP ``q`` whose
+estimate meets the target (``q + 1`` misses it); then, from ``q + 1``, tensors move to ``q``,
+those that remove the most noise a bit first, until the estimate meets the target: the
+coarsest allocation found that does. The model is then coded once.
+
+The SNR is the CE's pooled weight SNR, 10 log10(sum w^2 / sum (w - r)^2) over the float
+tensors (:func:`nntm.codec.pooled_snr`); with importance maps each square is weighted by the
+weight's importance (the raw map), over the tensors that have a map: the maps' estimate of the
+SNR at the layers' outputs (a tensor without a map is not in it: the maps' values are in one
+unit across layers, which a weight of 1 would not be; it still moves with the base QP).
+
+With importance maps the sample is coded with the sampled maps (the RD decisions weight the
+error as in the real encode) and each tensor's ``ImportanceQPScale`` offset is the one of the
+whole model's maps at the probed QP: the search moves the base QP, the maps' allocation stays.
 The estimate is the encoder's own: nothing is decoded or measured on the network. Rate control
-is not combined with importance maps or a reference model (their per-tensor QP offsets and
-predictions are not sampled yet): the encoder says so.
+is not combined with a reference model (its predictions are not sampled yet): the encoder says
+so.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from . import codec, hls
+from . import importance as imp
 from .config import Config
 from .errors import ConfigError
 
-__all__ = ["Plan", "SAMPLE_ELEMENTS", "plan", "target_bits"]
+__all__ = ["Plan", "SAMPLE_ELEMENTS", "TARGET_KEYS", "plan", "plan_snr", "problems",
+           "target_bits", "target_snr"]
 
 SAMPLE_ELEMENTS = 16384
+EXTRAPOLATE = True
 QP_MIN, QP_MAX = -128, 127
+#: the rate-control keys; at most one may be set
+TARGET_KEYS = ("TargetBitsPerParam", "TargetSize", "TargetSNR")
 
 
 @dataclass
@@ -38,20 +60,61 @@ class Plan:
     qp: int                          # the global QP to code with
     offsets: dict[str, int]          # per-tensor QP offsets on top of it (-1: one step finer)
     estimate_bits: float             # the estimated size of the stream
-    target_bits: float
-    probes: int                      # sampled encodes made
+    target_bits: float | None        # the size asked (None: an SNR target)
+    probes: int                      # QPs probed (a sampled encode each, two with halves)
+    estimate_snr_db: float = math.nan  # the estimated SNR (weighted with maps)
+    target_snr_db: float | None = None  # the SNR asked (None: a size target)
+    weighted: bool = False           # the SNRs are importance-weighted
+
+
+def _set_keys(config: Config) -> list[str]:
+    return [key for key in TARGET_KEYS
+            if (str(config[key]).strip() if key == "TargetSize" else float(config[key]))]
+
+
+def _target_problems(config: Config) -> list[str]:
+    from .memory import parse_size
+
+    out = []
+    size = str(config["TargetSize"]).strip()
+    if size:
+        try:
+            parse_size(size, allow_auto=False)
+        except ValueError as exc:
+            out.append(f"TargetSize: {exc}")
+    keys = _set_keys(config)
+    if len(keys) > 1:
+        out.append(f"{', '.join(keys[:-1])} and {keys[-1]} are all set: give one of them "
+                   f"({', '.join(TARGET_KEYS)} are exclusive)")
+    return out
+
+
+def problems(config: Config) -> list[str]:
+    """Problems of the rate-control keys: a TargetSize that is not a size, more than one
+    target, a target with a reference model (EncoderApp reports them with the others)."""
+    out = _target_problems(config)
+    keys = _set_keys(config)
+    if keys and config["RefModel"]:
+        out.append(f"rate control ({keys[0]}) does not take RefModel yet: give a QP instead")
+    return out
+
+
+def _check(config: Config) -> None:
+    found = _target_problems(config)
+    if found:
+        raise ConfigError("; ".join(found))
 
 
 def target_bits(config: Config, tensors: Mapping[str, np.ndarray]) -> float | None:
-    """The target size in bits asked by TargetBitsPerParam / TargetSize (None: no target)."""
+    """The target size in bits asked by TargetBitsPerParam / TargetSize (None: no size
+    target). Raises ConfigError when more than one target is set."""
     from .memory import parse_size
 
-    bpp = float(config["TargetBitsPerParam"])
+    _check(config)
     size = str(config["TargetSize"]).strip()
-    if bpp and size:
-        raise ConfigError("TargetBitsPerParam and TargetSize: give one of them")
     if size:
         return 8.0 * parse_size(size, allow_auto=False)
+    bpp = float(config["TargetBitsPerParam"])
     if bpp:
         floats = sum(int(np.size(v)) for v in tensors.values()
                      if np.asarray(v).dtype.name in hls.FLOAT_DTYPES)
@@ -59,18 +122,24 @@ def target_bits(config: Config, tensors: Mapping[str, np.ndarray]) -> float | No
     return None
 
 
-def _sample(tensors: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, float]]:
-    """The sampled model and each tensor's scale (its elements / the sample's)."""
-    sample, scale = {}, {}
+def target_snr(config: Config) -> float | None:
+    """The target SNR in dB asked by TargetSNR (None: none). Raises ConfigError when more
+    than one target is set."""
+    _check(config)
+    snr = float(config["TargetSNR"])
+    return snr if snr else None
+
+
+def _steps(tensors: Mapping[str, np.ndarray]) -> dict[str, int]:
+    """The row step of each sampled tensor (1: kept whole)."""
+    steps = {}
     for name, value in tensors.items():
-        a = np.asarray(value)
-        if a.ndim >= 2 and a.size > SAMPLE_ELEMENTS and a.dtype.name in hls.FLOAT_DTYPES:
-            step = min(a.shape[0], math.ceil(a.size / SAMPLE_ELEMENTS))
-            part = np.ascontiguousarray(a[::step])
-            sample[name], scale[name] = part, a.size / part.size
-        else:
-            sample[name], scale[name] = a, 1.0
-    return sample, scale
+        shape, size = np.shape(value), int(np.size(value))
+        steps[name] = 1
+        if (len(shape) >= 2 and size > SAMPLE_ELEMENTS
+                and np.asarray(value).dtype.name in hls.FLOAT_DTYPES):
+            steps[name] = min(shape[0], math.ceil(size / SAMPLE_ELEMENTS))
+    return steps
 
 
 def _tensor_bits(data: bytes) -> tuple[dict[int, int], dict[int, int]]:
@@ -95,67 +164,220 @@ def _tensor_bits(data: bytes) -> tuple[dict[int, int], dict[int, int]]:
     return payload, other
 
 
+@dataclass
+class _Point:
+    """The estimate at one global QP."""
+
+    total: float                     # stream bits
+    bits: dict[str, float]           # each tensor's bits
+    signal: dict[str, float]         # each float tensor's (weighted) energies: exact,
+    noise: dict[str, float]          # and scaled from the sample
+
+
 class _Estimator:
     def __init__(self, tensors: Mapping[str, np.ndarray], config: Config,
                  consumers: Mapping[str, Sequence[tuple[str, int]]] | None = None,
-                 container: hls.Container | None = None) -> None:
+                 container: hls.Container | None = None,
+                 importance: Mapping[str, np.ndarray] | None = None) -> None:
         self.names = list(tensors)
-        self.sample, self.scale = _sample(tensors)
+        steps = _steps(tensors)
+        self.sample, self.scale = {}, {}
+        # the half sample (every other sampled row) of each sampled tensor: the payload's
+        # growth from it to the sample is the rate of rows coded with adapted contexts,
+        # which the rest of the tensor is coded at (the sample alone overstates it by the
+        # contexts' learning cost: -4 % at 2 bits/param on MiniLM)
+        self.half: dict[str, np.ndarray] = {}
+        self.sizes: dict[str, tuple[int, int, int]] = {}  # whole, sample, half elements
+        for name in self.names:
+            a = np.asarray(tensors[name])
+            part = np.ascontiguousarray(a[::steps[name]]) if steps[name] > 1 else a
+            self.sample[name], self.scale[name] = part, a.size / max(part.size, 1)
+            self.half[name] = part
+            if EXTRAPOLATE and steps[name] > 1 and part.shape[0] >= 4:
+                self.half[name] = np.ascontiguousarray(part[::2])
+                self.sizes[name] = (a.size, part.size, self.half[name].size)
         self.config = config
         self.consumers, self.container = consumers, container  # an ONNX graph's [1.7]
-        self.cache: dict[int, tuple[float, dict[str, float]]] = {}
+        # importance: the sampled rows of each map (RD weighting and weighted energies of
+        # the sample), and the whole maps' means and weight RMS (their QP offsets, which
+        # the sample encode does not derive itself: ImportanceQPScale 0 there)
+        self.maps: dict[str, np.ndarray] | None = None
+        # each float tensor's signal energy, exact (weighted: the mapped tensors'): it does not
+        # depend on the QP, and a sample misses its outliers (MiniLM's weighted signal: 7.6
+        # from the sample, 18.5 in fact)
+        self.signal: dict[str, float] = {}
+        self.half_maps: dict[str, np.ndarray] | None = None
+        self.means: dict[str, float] = {}
+        self.norm: dict[str, tuple[float, float]] = {}  # the whole maps' normalisation
+        self.rms: dict[str, float] = {}
+        if importance:
+            self.maps, self.half_maps = {}, {}
+            for name, value in importance.items():
+                full = imp.expand(name, tuple(np.shape(tensors[name])), value)
+                self.maps[name] = np.ascontiguousarray(full[::steps[name]])
+                self.half_maps[name] = (np.ascontiguousarray(self.maps[name][::2])
+                                        if name in self.sizes else self.maps[name])
+                self.signal[name] = codec._energies(tensors[name], tensors[name], full)[0]
+                if full.size:
+                    self.means[name] = float(np.mean(full))
+                    self.norm[name] = imp.norm_constants(full, float(config["ImportanceFloor"]))
+                del full
+            if float(config["ImportanceMaxStep"]) > 0:
+                self.rms = {n: imp.weight_rms(tensors[n]) for n in self.maps}
+        else:
+            for name in self.names:
+                self.signal[name] = codec._energies(tensors[name], tensors[name])[0]
+        self.cache: dict[int, _Point] = {}
 
-    def __call__(self, qp: int) -> tuple[float, dict[str, float]]:
-        """(estimated stream bits, estimated bits of each tensor) at global QP ``qp``."""
+    def __call__(self, qp: int) -> _Point:
+        """The estimate at global QP ``qp``."""
         if qp not in self.cache:
-            data = codec.encode_with_recon(self.sample, self.config.replace(QP=qp),
-                                           consumers=self.consumers,
-                                           container=self.container).data
-            payload, other = _tensor_bits(data)
-            per = {name: other.get(i, 0) + payload.get(i, 0) * self.scale[name]
+            cfg = self.config.replace(QP=qp)
+            offsets = {}
+            if self.maps is not None:
+                offsets = codec.importance_qp(self.means, self.rms, cfg)
+                cfg = cfg.replace(ImportanceQPScale=0.0)
+            res = codec.encode_with_recon(self.sample, cfg, importance=self.maps,
+                                          consumers=self.consumers, container=self.container,
+                                          qp_offsets=offsets, importance_norm=self.norm)
+            payload, other = _tensor_bits(res.data)
+            grown = {}
+            if self.sizes:
+                half = _tensor_bits(codec.encode_with_recon(
+                    self.half, cfg, importance=self.half_maps, consumers=self.consumers,
+                    container=self.container, qp_offsets=offsets,
+                    importance_norm=self.norm).data)[0]
+                for i, name in enumerate(self.names):
+                    if name in self.sizes:
+                        whole, n_sample, n_half = self.sizes[name]
+                        rate = (payload.get(i, 0) - half.get(i, 0)) / (n_sample - n_half)
+                        if rate > 0:
+                            grown[i] = payload.get(i, 0) + rate * (whole - n_sample)
+            per = {name: other.get(i, 0) + grown.get(i, payload.get(i, 0) * self.scale[name])
                    for i, name in enumerate(self.names)}
-            fixed = 8 * len(data) - sum(other.values()) - sum(payload.values())  # MPS, EOS
-            self.cache[qp] = (fixed + sum(per.values()), per)
+            fixed = 8 * len(res.data) - sum(other.values()) - sum(payload.values())  # MPS, EOS
+            weighted = self.maps is not None
+            noise = {}
+            for s in res.stats:
+                if s.dtype in hls.FLOAT_DTYPES:
+                    k = self.scale[s.name]
+                    noise[s.name] = k * (s.imp_noise_energy if weighted else s.noise_energy)
+            self.cache[qp] = _Point(fixed + sum(per.values()), per, self.signal, noise)
         return self.cache[qp]
+
+    def snr(self, point: _Point, finer: _Point | None = None,
+            moved: Sequence[str] = ()) -> float:
+        """The pooled SNR of ``point`` with the tensors ``moved`` taken from ``finer``."""
+        signal = sum(point.signal.values())
+        noise = sum(point.noise.values())
+        if finer is not None:
+            noise += sum(finer.noise[n] - point.noise[n] for n in moved if n in point.noise)
+        return codec.snr_from_energies(signal, noise)
+
+
+def _bracket(fine_side: Callable[[int], bool], q: int) -> tuple[int, int]:
+    """Neighbouring QPs (lo, lo + 1) with ``fine_side(lo)`` true and ``fine_side(lo + 1)``
+    false, for a predicate true on the fine QPs and false on the coarse ones (a size target's
+    "too big", an SNR target's "meets it"), searched from ``q``; (QP_MAX, QP_MAX) when it is
+    true at every QP, (QP_MIN, QP_MIN) when at none."""
+    lo, hi = QP_MIN, QP_MAX
+    step = 4
+    if fine_side(q):  # coarser
+        while q < hi and fine_side(min(q + step, hi)):
+            q, step = min(q + step, hi), step * 2
+        lo, hi = q, min(q + step, hi)
+    else:
+        while q > lo and not fine_side(max(q - step, lo)):
+            q, step = max(q - step, lo), step * 2
+        lo, hi = max(q - step, lo), q
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if fine_side(mid):
+            lo = mid
+        else:
+            hi = mid
+    return lo, hi
 
 
 def plan(tensors: Mapping[str, np.ndarray], config: Config, target: float,
          consumers: Mapping[str, Sequence[tuple[str, int]]] | None = None,
-         container: hls.Container | None = None) -> Plan:
+         container: hls.Container | None = None,
+         importance: Mapping[str, np.ndarray] | None = None) -> Plan:
     """The QP (and per-tensor offsets) whose estimated stream size is closest to ``target``
-    bits from below, or the finest QP's estimate when even that is smaller.  ``consumers``
-    and ``container`` are those the stream is coded with (an ONNX input): the roles they
-    give and the container unit's bytes are in the estimate."""
-    est = _Estimator(tensors, config, consumers, container)
-    lo, hi = QP_MIN, QP_MAX  # est(lo) is the largest stream, est(hi) the smallest
-    q = int(config["QP"])
-    step = 4
-    if est(q)[0] > target:  # too big: coarser
-        while q < hi and est(min(q + step, hi))[0] > target:
-            q, step = min(q + step, hi), step * 2
-        lo, hi = q, min(q + step, hi)
-    else:
-        while q > lo and est(max(q - step, lo))[0] <= target:
-            q, step = max(q - step, lo), step * 2
-        lo, hi = max(q - step, lo), q
-    while hi - lo > 1:  # est(lo) > target >= est(hi)
-        mid = (lo + hi) // 2
-        if est(mid)[0] > target:
-            lo = mid
-        else:
-            hi = mid
-    coarse_total, coarse = est(hi)
-    if coarse_total > target:  # even the coarsest QP is too big: take it
-        return Plan(hi, {}, coarse_total, target, len(est.cache))
-    fine_total, fine = est(lo)
-    if fine_total <= target:  # even the finest QP fits
-        return Plan(lo, {}, fine_total, target, len(est.cache))
-    gain = {n: fine[n] - coarse[n] for n in est.names
-            if np.ndim(tensors[n]) >= 2 and fine[n] > coarse[n]}
+    bits from below, or the coarsest QP's estimate when even that is larger.  ``consumers``,
+    ``container`` and ``importance`` are those the stream is coded with (an ONNX input's
+    graph, importance maps): the roles they give, the container unit's bytes and the maps'
+    weighting and QP offsets are in the estimate."""
+    est = _Estimator(tensors, config, consumers, container, importance)
+    weighted = importance is not None and bool(importance)
+
+    def done(qp: int, offsets: dict[str, int], total: float, snr: float) -> Plan:
+        return Plan(qp, offsets, total, target, len(est.cache), snr, None, weighted)
+
+    lo, hi = _bracket(lambda q: est(q).total > target, int(config["QP"]))
+    coarse = est(hi)
+    if coarse.total > target:  # even the coarsest QP is too big: take it
+        return done(hi, {}, coarse.total, est.snr(coarse))
+    fine = est(lo)
+    if fine.total <= target:  # even the finest QP fits
+        return done(lo, {}, fine.total, est.snr(fine))
+    gain = {n: fine.bits[n] - coarse.bits[n] for n in est.names
+            if np.ndim(tensors[n]) >= 2 and fine.bits[n] > coarse.bits[n]}
     offsets: dict[str, int] = {}
-    total = coarse_total
+    total = coarse.total
     for name in sorted(gain, key=lambda n: -gain[n]):  # the largest first
         if total + gain[name] <= target:
             offsets[name] = -1
             total += gain[name]
-    return Plan(hi, offsets, total, target, len(est.cache))
+    return done(hi, offsets, total, est.snr(coarse, fine, list(offsets)))
+
+
+def plan_snr(tensors: Mapping[str, np.ndarray], config: Config, target_db: float,
+             consumers: Mapping[str, Sequence[tuple[str, int]]] | None = None,
+             container: hls.Container | None = None,
+             importance: Mapping[str, np.ndarray] | None = None) -> Plan:
+    """The coarsest QP (and per-tensor offsets) whose estimated pooled SNR meets
+    ``target_db``: importance-weighted with ``importance`` maps. When even the finest QP
+    misses it, the finest QP."""
+    est = _Estimator(tensors, config, consumers, container, importance)
+    weighted = importance is not None and bool(importance)
+
+    def done(qp: int, offsets: dict[str, int], point: _Point, snr: float,
+             extra: float = 0.0) -> Plan:
+        return Plan(qp, offsets, point.total + extra, None, len(est.cache), snr, target_db,
+                    weighted)
+
+    if weighted and not sum(est(int(config["QP"])).signal.values()) > 0:
+        raise ConfigError("TargetSNR with ImportanceFile: the maps weigh every weight 0 (all-zero "
+                          "maps, or maps of all-zero tensors): no weighted SNR to aim at")
+    lo, hi = _bracket(lambda q: est.snr(est(q)) >= target_db, int(config["QP"]))
+    # lo meets the target, hi (one coarser) misses it
+    fine = est(lo)
+    if est.snr(fine) < target_db:  # even the finest QP misses it
+        return done(lo, {}, fine, est.snr(fine))
+    coarse = est(hi)
+    if est.snr(coarse) >= target_db:  # even the coarsest QP meets it
+        return done(hi, {}, coarse, est.snr(coarse))
+    # from the coarse QP, move the tensors that remove the most noise a bit one QP finer
+    cost = {n: max(fine.bits[n] - coarse.bits[n], 0.0) for n in coarse.noise}
+    cut = {n: coarse.noise[n] - fine.noise[n] for n in coarse.noise
+           if np.ndim(tensors[n]) >= 2 and coarse.noise[n] > fine.noise[n]}
+    signal = sum(coarse.signal.values())
+    noise = sum(coarse.noise.values())
+    offsets: dict[str, int] = {}
+    extra = 0.0
+    for name in sorted(cut, key=lambda n: -cut[n] / max(cost[n], 1e-9)):
+        if codec.snr_from_energies(signal, noise) >= target_db:
+            break
+        offsets[name] = -1
+        noise -= cut[name]
+        extra += fine.bits[name] - coarse.bits[name]
+    # the last move may overshoot (one large tensor): undo the costliest moves it made needless
+    for name in sorted(offsets, key=lambda n: -(fine.bits[n] - coarse.bits[n])):
+        if codec.snr_from_energies(signal, noise + cut[name]) >= target_db:
+            del offsets[name]
+            noise += cut[name]
+            extra -= fine.bits[name] - coarse.bits[name]
+    if codec.snr_from_energies(signal, noise) < target_db:  # the 1-D tensors' share: all finer
+        return done(lo, {}, fine, est.snr(fine))
+    return done(hi, offsets, coarse, codec.snr_from_energies(signal, noise), extra)

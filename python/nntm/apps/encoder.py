@@ -13,7 +13,6 @@ encoded, and its test accuracy is reported before and after coding.
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -61,25 +60,6 @@ _SOURCE_FORMATS = {"safetensors": hls.SourceFormat.SAFETENSORS, "npz": hls.Sourc
                    "onnx": hls.SourceFormat.ONNX}
 
 
-def _rate_problems(cfg: Config) -> list[str]:
-    """Problems of the rate-control keys (TargetBitsPerParam, TargetSize)."""
-    from ..memory import parse_size
-
-    size, bpp = str(cfg["TargetSize"]).strip(), float(cfg["TargetBitsPerParam"])
-    problems = []
-    if size:
-        try:
-            parse_size(size, allow_auto=False)
-        except ValueError as exc:
-            problems.append(f"TargetSize: {exc}")
-    if size and bpp:
-        problems.append("TargetBitsPerParam and TargetSize: give one of them")
-    if (size or bpp) and (cfg["ImportanceFile"] or cfg["RefModel"]):
-        problems.append("rate control (TargetBitsPerParam / TargetSize) does not take "
-                        "ImportanceFile or RefModel yet: give a QP instead")
-    return problems
-
-
 def validate(cfg: Config) -> list[str]:
     """Every app-level problem (reported with the option problems, in one message)."""
     problems = []
@@ -109,7 +89,7 @@ def validate(cfg: Config) -> list[str]:
     problems.extend(collision_problems(inputs, outputs))
     problems.extend(Classifier.problems(cfg))
     problems.extend(parse_roles(str(cfg["LosslessRoles"]))[1])
-    problems.extend(_rate_problems(cfg))
+    problems.extend(ratecontrol.problems(cfg))
     intra = intra_problem(cfg)
     if intra:
         problems.append(intra)
@@ -270,16 +250,28 @@ def _cu_summary(cus: dict[str, np.ndarray]) -> str:
     return text + ")"
 
 
-def _pooled_snr(stats: Sequence[codec.TensorStats]) -> float:
-    """The weight SNR of the whole model (its float tensors) from each tensor's energies."""
-    signal = noise = 0.0
-    for s in stats:
-        if s.dtype in hls.FLOAT_DTYPES:
-            signal += s.signal_energy
-            noise += s.noise_energy
-    if noise == 0.0:
-        return math.inf
-    return 10 * math.log10(signal / noise) if signal else -math.inf
+def _rate_line(cfg: Config, rate_plan: ratecontrol.Plan, size: int, float_params: int,
+               stats: Sequence[codec.TensorStats]) -> str:
+    """The achieved figure next to the target, in the target's unit."""
+    floats = max(float_params, 1)
+    bits = 8 * size
+    if rate_plan.target_snr_db is not None:
+        achieved = codec.pooled_snr(stats, weighted=rate_plan.weighted)
+        kind = "importance-weighted SNR" if rate_plan.weighted else "weight SNR"
+        return (f"Rate control  : target {rate_plan.target_snr_db:.2f} dB {kind}, achieved "
+                f"{fmt_db(achieved).strip()} dB "
+                f"({achieved - rate_plan.target_snr_db:+.2f} dB), estimated "
+                f"{fmt_db(rate_plan.estimate_snr_db).strip()} dB; "
+                f"{bits / floats:.3f} bits/param")
+    assert rate_plan.target_bits is not None
+    error = f"{100 * (bits / rate_plan.target_bits - 1):+.2f} %"
+    if str(cfg["TargetSize"]).strip():
+        return (f"Rate control  : target {rate_plan.target_bits / 8:.0f} bytes "
+                f"({rate_plan.target_bits / floats:.3f} bits/param), achieved {size} bytes "
+                f"({error}), estimated {rate_plan.estimate_bits / 8:.0f}")
+    return (f"Rate control  : target {rate_plan.target_bits / floats:.3f} bits/param "
+            f"({rate_plan.target_bits / 8:.0f} bytes), achieved {bits / floats:.3f}"
+            f" ({error}), estimated {rate_plan.estimate_bits / floats:.3f}")
 
 
 def _open_input(inp: str) -> tuple[Mapping[str, np.ndarray], bytes | None]:
@@ -338,13 +330,18 @@ def _main(argv: Sequence[str]) -> int:
     bar = _progress_bar(tensors) if verbose else None
     progress = partial(_report_tensor, bar=bar, name_width=name_width, verbose=verbose)
     target = ratecontrol.target_bits(cfg, tensors)
+    target_db = ratecontrol.target_snr(cfg)
     rate_plan = None
     if target is not None:
-        rate_plan = ratecontrol.plan(tensors, cfg, target, consumers, container)
+        rate_plan = ratecontrol.plan(tensors, cfg, target, consumers, container, importance)
+    elif target_db is not None:
+        rate_plan = ratecontrol.plan_snr(tensors, cfg, target_db, consumers, container,
+                                         importance)
+    if rate_plan is not None:
         cfg = cfg.replace(QP=rate_plan.qp)
         if verbose:
             print(f"(rate control: QP {rate_plan.qp}, {len(rate_plan.offsets)} tensor(s) at "
-                  f"QP {rate_plan.qp - 1}, from {rate_plan.probes} sampled encodes)")
+                  f"QP {rate_plan.qp - 1}, from sampled encodes at {rate_plan.probes} QPs)")
     recon_file = str(cfg["ReconFile"])
     # the reconstruction is written tensor by tensor, but an ONNX one fills the graph at the
     # end, and the example's accuracy needs the whole model
@@ -383,12 +380,11 @@ def _main(argv: Sequence[str]) -> int:
               f"{total_bits / max(float_params, 1):.3f} bits/param, "
               f"1/{raw_bytes / max(result.size, 1):.1f} of the input's {raw_bytes} bytes")
         if rate_plan is not None:
-            floats = max(float_params, 1)
-            print(f"Rate control  : target {rate_plan.target_bits / floats:.3f} bits/param "
-                  f"({rate_plan.target_bits / 8:.0f} bytes), achieved {total_bits / floats:.3f}"
-                  f" ({100 * (total_bits / rate_plan.target_bits - 1):+.2f} %), estimated "
-                  f"{rate_plan.estimate_bits / floats:.3f}")
-        print(f"Weight SNR    : {fmt_db(_pooled_snr(result.stats)).strip()} dB")
+            print(_rate_line(cfg, rate_plan, result.size, float_params, result.stats))
+        print(f"Weight SNR    : {fmt_db(codec.pooled_snr(result.stats)).strip()} dB")
+        if importance is not None:
+            print(f"Weighted SNR  : {fmt_db(codec.pooled_snr(result.stats, True)).strip()} dB "
+                  "(importance-weighted: the maps' estimate at the layers' outputs)")
         if any(len(c) for c in result.cus.values()):  # tensors coded with the tree
             print(f"Coding units  : {_cu_summary(result.cus)}")
         predicted = [s for s in result.stats if s.pred_rows]
