@@ -340,7 +340,7 @@ class SmolLM2Adapter(ModelAdapter):
         :meth:`calibration_inputs`.  The output head's inputs (the final hidden states) are
         not added to the embedding's map: the two uses have maps of different kinds."""
         maps = calibrate(self._model_with(tensors), self._calibration_batches(None),
-                         kind="activation")
+                         kind="activation", select=lambda out: out.logits)
         maps.pop(HEAD, None)
         return {k: maps[k] for k in tensors if k in maps}
 
