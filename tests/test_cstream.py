@@ -411,3 +411,33 @@ def test_a_lone_tensor_takes_the_free_threads() -> None:
         streams[0].close()
         assert ok and 1 <= budget.peak <= 3
     assert array.tobytes() == nntm.decode(data, decoder="python")[info.name].tobytes()
+
+
+@pytest.mark.skipif(not cstream.HAVE_ZLIB, reason="the extension was built without zlib")
+def test_decoder_app_container_limit_is_the_same(tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """A container unit that inflates far beyond the stream (a 200 KB doc string, tiny
+    tensors) is refused by MaxExpansion through --Decoder c as through --Decoder python: the
+    C reader is opened without limits, so DecoderApp checks the container first."""
+    onnx = pytest.importorskip("onnx")
+    from nntm.apps import encoder
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.linspace(-1, 1, 16, dtype=np.float32).reshape(4, 4), "w")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], [w],
+        doc_string="a" * 200_000)
+    src = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph), str(src))
+    bit = tmp_path / "m.bit"
+    assert encoder.main(["-c", str(ROOT / "cfg" / "encoder_default.cfg"), "-i", str(src),
+                         "-b", str(bit)]) == 0
+    capsys.readouterr()
+    args = ["-b", str(bit), "-o", str(tmp_path / "out.onnx"), "--MaxExpansion=100"]
+    c = _app(args + ["--Decoder", "c"], capsys)
+    py = _app(args + ["--Decoder", "python"], capsys)
+    assert py[0] == 1 and "container" in py[2], py
+    assert c == py
+    assert not (tmp_path / "out.onnx").exists()
