@@ -451,7 +451,7 @@ def decode_bytes(data: bytes, max_elements: int, ref_model: Mapping[str, np.ndar
     memory.check_budget(len(data), list(layout.parsed.values()), max_memory, max_expansion)
     if cannot_decode(layout.mps):
         return None
-    if layout.mps.tool_flags & hls.TOOL_CONTAINER:  # its size limit and errors, as Python's
-        units = [streaming._unit(data, r) for r in layout.refs[:2]]
-        codec._parse_container(units, layout.mps, len(data), max_memory, max_expansion)
+    # the container unit's size limit and errors, as Python's
+    streaming.parse_container(data, layout.refs, layout.mps, len(data), max_memory,
+                              max_expansion)
     return decode_layout(data, layout, max_elements, ref_model, threads, keep=True)

@@ -311,6 +311,17 @@ def _unit(buf: mmap.mmap | bytes, ref: _UnitRef) -> hls.Unit:
                     bytes(buf[ref.start:ref.start + ref.size]))
 
 
+def parse_container(buf: mmap.mmap | bytes, refs: Sequence[_UnitRef],
+                    mps: hls.ModelParameterSet, size: int, max_memory: int | None,
+                    max_expansion: int) -> hls.Container | None:
+    """The container unit [1.7] of a stream whose units ``refs`` are (scan_layout's), checked
+    against MaxMemory / MaxExpansion with the Python path's messages; None without the tool."""
+    if not mps.tool_flags & hls.TOOL_CONTAINER:
+        return None
+    return codec._parse_container([_unit(buf, r) for r in refs[:2]], mps, size, max_memory,
+                                  max_expansion)
+
+
 def _data_unit(buf: mmap.mmap | bytes, ref: _UnitRef) -> tuple[int, bytes]:
     """(tensor_id, payload) of a data unit, copying only its payload."""
     head = hls.Unit(ref.index, ref.unit_type, ref.offset,
@@ -392,10 +403,8 @@ def _decode(buf: mmap.mmap | bytes, size: int,
         on_layout(mps, list(parsed.values()))
     md5 = hashlib.md5()
     first = 1
-    container = None
-    if mps.tool_flags & hls.TOOL_CONTAINER:
-        units = [_unit(buf, r) for r in refs[:2]]
-        container = codec._parse_container(units, mps, size, max_memory, max_expansion)
+    container = parse_container(buf, refs, mps, size, max_memory, max_expansion)
+    if container is not None:
         first = 2
     md5.update(buf[:refs[first].offset] if len(refs) > first else buf[:size])
     state = _DecodeState(mps, parsed, earlier_refs, keep, on_tensor, ref_model)

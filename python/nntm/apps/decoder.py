@@ -180,9 +180,9 @@ def _decode(path: str, cfg: Config, sink: _Output,
             try:  # the Python path's refusals, before anything is allocated for a tensor
                 layout = streaming.scan_layout(buf, size, max_elements, max_memory,
                                                max_expansion, threads)
-                if layout.mps.tool_flags & hls.TOOL_CONTAINER:  # its limits, as Python checks
-                    units = [streaming._unit(buf, r) for r in layout.refs[:2]]
-                    codec._parse_container(units, layout.mps, size, max_memory, max_expansion)
+                # the container unit's limits (the C reader is opened without them)
+                streaming.parse_container(buf, layout.refs, layout.mps, size, max_memory,
+                                          max_expansion)
             finally:
                 if isinstance(buf, mmap.mmap):
                     buf.close()
