@@ -103,14 +103,19 @@ static int decode_substream(kernel_job *j, int64_t k) {
     return rv;
 }
 
+/* Take the next substream of j and decode it: 0 when none is left, or one failed. */
+static int take_substream(kernel_job *j) {
+    if (atomic_load(&j->stop)) return 0;
+    int64_t k = atomic_fetch_add(&j->next, 1);
+    if (k >= j->nsub) return 0;
+    j->rv[k] = decode_substream(j, k);
+    if (j->rv[k]) atomic_store(&j->stop, 1);
+    return 1;
+}
+
 static void *kernel_worker(void *arg) {
     kernel_job *j = arg;
-    for (;;) {
-        if (atomic_load(&j->stop)) break;
-        int64_t k = atomic_fetch_add(&j->next, 1);
-        if (k >= j->nsub) break;
-        j->rv[k] = decode_substream(j, k);
-        if (j->rv[k]) atomic_store(&j->stop, 1);
+    while (take_substream(j)) {
     }
     return NULL;
 }
@@ -147,8 +152,8 @@ static int decode_substreams(kernel_job *j, int32_t threads) {
         kernel_worker(j);
     } else {
         int recruit = threads > 1;
-        while (!atomic_load(&j->stop)) {
-            while (recruit && started + 1 < threads &&
+        do {
+            while (recruit && !atomic_load(&j->stop) && started + 1 < threads &&
                    j->nsub - atomic_load(&j->next) > started + 1 &&
                    nntm_budget_try_acquire(j->budget)) {
                 if (pthread_create(&tid[started], NULL, budget_worker, j) != 0) {
@@ -158,11 +163,7 @@ static int decode_substreams(kernel_job *j, int32_t threads) {
                 }
                 started++;
             }
-            int64_t k = atomic_fetch_add(&j->next, 1);
-            if (k >= j->nsub) break;
-            j->rv[k] = decode_substream(j, k);
-            if (j->rv[k]) atomic_store(&j->stop, 1);
-        }
+        } while (take_substream(j));
     }
     for (int t = 0; t < started; t++) pthread_join(tid[t], NULL);
     for (int64_t k = 0; k < j->nsub; k++)
