@@ -156,16 +156,13 @@ def normalized(v: np.ndarray, floor: float = 0.0,
     map, as the whole is: rate control's sampled rows weigh as in the whole tensor.
     """
     if constants is not None:
-        m, m2 = constants
-        if m <= 0:
-            return np.ones_like(v)
-        out = v / m
-        return np.maximum(out, floor) / m2 if floor > 0.0 else out
-    m = float(np.mean(v)) if v.size else 0.0
+        m = constants[0]
+    else:
+        m = float(np.mean(v)) if v.size else 0.0
     if m <= 0:
         return np.ones_like(v)
     out = v / m
     if floor > 0.0:
         out = np.maximum(out, floor)
-        out = out / float(np.mean(out))
+        out = out / (constants[1] if constants is not None else float(np.mean(out)))
     return out

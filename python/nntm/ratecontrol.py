@@ -347,7 +347,7 @@ def plan_snr(tensors: Mapping[str, np.ndarray], config: Config, target_db: float
         return Plan(qp, offsets, point.total + extra, None, len(est.cache), snr, target_db,
                     weighted)
 
-    if weighted and not sum(est(int(config["QP"])).signal.values()) > 0:
+    if weighted and not sum(est.signal.values()) > 0:  # before any sampled encode
         raise ConfigError("TargetSNR with ImportanceFile: the maps weigh every weight 0 (all-zero "
                           "maps, or maps of all-zero tensors): no weighted SNR to aim at")
     lo, hi = _bracket(lambda q: est.snr(est(q)) >= target_db, int(config["QP"]))
