@@ -102,20 +102,218 @@ static inline int transform_unit_mode(nntm_bin_reader *r, nntm_level_ctxs *ctxs,
     return rv;
 }
 
+/* ---- The counting estimator's loop [1.4] (prob_window > 0), the hot loop of every stream
+ * the default configuration makes.  The same bins as read_level with win 1, written so that
+ * each bin costs as few instructions as the compiler can give it: a bin that decides where
+ * the syntax goes next (sig_flag, the greater-than flags, the remainder's prefix) branches
+ * once on its own value and does only that branch's update; sign_flag and the suffix bins,
+ * whose values are data, select.  The reader's state is four registers (the next byte as a
+ * pointer), the window a register. ---- */
+
+typedef struct wreader {
+    uint32_t range, code;
+    const uint8_t *next, *end; /* the next byte; end: the payload's end */
+    size_t over;               /* bytes read past end (zeros, as nntm_bin_reader) */
+    uint32_t corrupt;
+} wreader;
+
+/* Renormalisation: whole bytes while range < 2^24 (at most two: bound >= 2^13). */
+#define WBIN_RENORM(w)                                                                      \
+    while ((w)->range < NNTM_BIN_TOP) {                                                     \
+        (w)->range <<= 8;                                                                   \
+        (w)->code <<= 8;                                                                    \
+        if ((w)->next < (w)->end)                                                           \
+            (w)->code |= *(w)->next++;                                                      \
+        else                                                                                \
+            (w)->over++;                                                                    \
+    }
+
+/* The estimator's adaptation after a bin of a context whose shift sh is below the window. */
+static inline void wbin_adapt(nntm_ctx *c, uint32_t sh) {
+    c->count++;
+    if ((uint32_t)c->count + 2 >= (1u << (sh + 1))) c->shift++;
+}
+
+/* The coding estimate: p in 15 bits, clipped to [NNTM_WIN_PMIN, 2^15 - NNTM_WIN_PMIN]; one
+ * compare for the usual estimate inside the clip. */
+static inline uint32_t wbin_p1(uint32_t p) {
+    uint32_t p1 = p >> (NNTM_WIN_BITS - NNTM_PROB_BITS);
+    if (__builtin_expect(p1 - NNTM_WIN_PMIN > NNTM_PROB_ONE - 2 * NNTM_WIN_PMIN, 0))
+        p1 = p1 < NNTM_WIN_PMIN ? NNTM_WIN_PMIN : NNTM_PROB_ONE - NNTM_WIN_PMIN;
+    return p1;
+}
+
+/* One bin with branches on its value: each branch does its own update, adaptation and
+ * renormalisation and returns a constant, so that the caller's test of the bin merges
+ * with the decoder's. */
+static inline int wbin(wreader *w, nntm_ctx *c, uint32_t window) {
+    uint32_t p = c->p, sh = c->shift;
+    uint32_t bound = (w->range >> NNTM_PROB_BITS) * wbin_p1(p);
+    if (w->code < bound) {
+        w->range = bound;
+        c->p = p + (((1u << NNTM_WIN_BITS) - p) >> sh);
+        if (__builtin_expect(sh < window, 0)) wbin_adapt(c, sh);
+        WBIN_RENORM(w);
+        return 1;
+    }
+    w->code -= bound;
+    w->range -= bound;
+    c->p = p - (p >> sh);
+    if (__builtin_expect(sh < window, 0)) wbin_adapt(c, sh);
+    WBIN_RENORM(w);
+    return 0;
+}
+
+/* One bin with selects (its value is data: a branch on it would mispredict); masks rather
+ * than ?: so that the compiler does not turn them back into branches. */
+static inline uint32_t wbin_select(wreader *w, nntm_ctx *c, uint32_t window) {
+    uint32_t p = c->p, sh = c->shift, range = w->range, code = w->code;
+    uint32_t bound = (range >> NNTM_PROB_BITS) * wbin_p1(p);
+    uint32_t lps = code >= bound, m = 0u - lps; /* all ones after a 0 bin */
+    w->code = code - (bound & m);
+    w->range = bound + ((range - 2 * bound) & m);
+    uint32_t up = p + (((1u << NNTM_WIN_BITS) - p) >> sh), down = p - (p >> sh);
+    c->p = (up & ~m) | (down & m);
+    if (__builtin_expect(sh < window, 0)) wbin_adapt(c, sh);
+    WBIN_RENORM(w);
+    return lps ^ 1u;
+}
+
+/* nbits (1..29) bypass bins, as nntm_decode_bypass_inline. */
+static inline uint32_t wbypass(wreader *w, int nbits) {
+    uint32_t v = 0, range = w->range, code = w->code;
+    for (int i = 0; i < nbits; i++) {
+        range >>= 1;
+        uint32_t bit = code >= range;
+        code -= range & (0u - bit);
+        w->corrupt |= code >= range;
+        v = (v << 1) | bit;
+        if (range < NNTM_BIN_TOP) {
+            w->range = range;
+            w->code = code;
+            WBIN_RENORM(w);
+            range = w->range;
+            code = w->code;
+        }
+    }
+    w->range = range;
+    w->code = code;
+    return v;
+}
+
+/* gtClass of s = Min( |L|, 64 ) + Min( |A|, 64 ) (0..128); egpClass is gtClass == 4. */
+static const uint8_t gt_class_of_sum[129] = {
+    0, 1, 1, 2, 2, 2, 3, 3, 3, 3, 3, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4,
+    4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4,
+    4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4,
+    4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4,
+    4, 4, 4, 4, 4, 4, 4, 4, 4};
+
+/* abs_remainder with the counting estimator: NNTM_OK, or NNTM_ERR_CORRUPT (E-D1). */
+static inline int wremainder(wreader *w, nntm_level_ctxs *ctxs, int egp_class,
+                             uint32_t window, uint32_t *rem) {
+    nntm_ctx *pc = ctxs->egp[egp_class];
+    int prefix = 0;
+    while (wbin(w, &pc[prefix < NNTM_EGP_CTX ? prefix : NNTM_EGP_CTX - 1], window)) {
+        if (++prefix > MAX_EG_PREFIX) return NNTM_ERR_CORRUPT;
+    }
+    uint32_t suffix = 0;
+    int nctx = nntm_egs_num_ctx_bins(ctxs, prefix);
+    if (nctx) {
+        nntm_ctx *sc = ctxs->egs[nntm_egs_set(prefix)];
+        uint32_t b0 = wbin_select(w, &sc[0], window);
+        suffix = b0;
+        if (nctx > 1) suffix = (suffix << 1) | wbin_select(w, &sc[1 + b0], window);
+    }
+    if (prefix > nctx) suffix = (suffix << (prefix - nctx)) | wbypass(w, prefix - nctx);
+    *rem = (1u << prefix) + suffix - 1;
+    return NNTM_OK;
+}
+
+/* transform_unit_mode with win 1 (the same arguments and results). */
+static int transform_unit_window(nntm_bin_reader *r, nntm_level_ctxs *ctxs,
+                                 const nntm_kernel_params *p, int32_t *levels, int32_t *rindex,
+                                 int32_t x0, int32_t y0, int32_t x1, int32_t y1, int ring,
+                                 int32_t rrow0, int32_t top) {
+    /* the reader in locals: range, code and the byte pointer stay in registers */
+    size_t over = r->pos > r->size ? r->pos - r->size : 0;
+    wreader w = {r->range, r->code, r->data + r->pos - over, r->data + r->size, over,
+                 (uint32_t)r->corrupt};
+    const int dq = p->dq_enabled, num_gt = p->num_gt_flags;
+    const uint32_t window = ctxs->sig[0].window;
+    const size_t cols = (size_t)p->cols;
+    /* per DQ state: 9 * its SigCtx set, its quantizer, its two next states */
+    uint8_t sig_off[NNTM_DQ_MAX_STATES], q1[NNTM_DQ_MAX_STATES], next[2 * NNTM_DQ_MAX_STATES];
+    const int nstates = dq ? nntm_dq_num_states(dq) : 1;
+    for (int s = 0; s < nstates; s++) {
+        sig_off[s] = (uint8_t)(NNTM_SIG_NEIGH * (dq ? nntm_dq_sig_set(dq, s) : 0));
+        q1[s] = (uint8_t)(dq ? nntm_dq_quantizer(dq, s) : 0);
+        next[2 * s] = (uint8_t)(dq ? nntm_dq_next(dq, s, 0) : 0);
+        next[2 * s + 1] = (uint8_t)(dq ? nntm_dq_next(dq, s, 1) : 0);
+    }
+    const int rshift = dq ? 1 : 0;
+    int state = ctxs->dq_state, rv = NNTM_OK;
+    for (int32_t row = y0; row < y1 && rv == NNTM_OK; row++) {
+        int32_t *cur = levels + (size_t)(ring ? (row & 1) : row) * cols;
+        const int32_t *above =
+            row <= top ? NULL : ring ? levels + (size_t)((row - 1) & 1) * cols : cur - cols;
+        int32_t *ri = rindex + (size_t)(row - rrow0) * cols;
+        int32_t left = x0 > 0 ? cur[x0 - 1] : 0;
+        for (int32_t c = x0; c < x1; c++) {
+            int32_t a_left = nntm_abs_clip(left, 64);
+            int32_t a_above = above ? nntm_abs_clip(above[c], 64) : 0;
+            int sig = (a_left < 2 ? a_left : 2) * 3 + (a_above < 2 ? a_above : 2) + sig_off[state];
+            int32_t level = 0;
+            if (wbin(&w, &ctxs->sig[sig], window)) {
+                uint32_t negative =
+                    wbin_select(&w, &ctxs->sign[left == 0 ? 0 : left > 0 ? 1 : 2], window);
+                int gt_class = gt_class_of_sum[a_left + a_above];
+                nntm_ctx *g0 = &ctxs->gt[0][gt_class], *g = g0;
+                nntm_ctx *gend = g0 + (size_t)num_gt * NNTM_GT_CLASSES;
+                while (g != gend && wbin(&w, g, window)) g += NNTM_GT_CLASSES;
+                uint32_t a = 1 + (uint32_t)((g - g0) / NNTM_GT_CLASSES);
+                if (g == gend) {
+                    uint32_t rem;
+                    rv = wremainder(&w, ctxs, gt_class == 4, window, &rem);
+                    if (rv) break;
+                    if (rem > (uint32_t)NNTM_MAX_LEVEL - a) { rv = NNTM_ERR_CORRUPT; break; }
+                    a += rem;
+                }
+                /* -a or a */
+                level = (int32_t)((a ^ (0u - negative)) + negative);
+            }
+            if (w.over > MAX_OVERREAD) { rv = NNTM_ERR_TRUNCATED; break; }
+            if (w.corrupt) { rv = NNTM_ERR_CORRUPT; break; }
+            cur[c] = level;
+            left = level;
+            /* RecIdx: 2 * level, less sgn( level ) in a Q1 state (DQ); level without DQ */
+            int32_t sgn = (level > 0) - (level < 0);
+            ri[c] = (int32_t)((uint32_t)level << rshift) - (q1[state] ? sgn : 0);
+            state = next[2 * state + (level & 1)];
+        }
+    }
+    ctxs->dq_state = state;
+    r->range = w.range;
+    r->code = w.code;
+    r->pos = (size_t)(w.next - r->data) + w.over;
+    r->corrupt = (int)w.corrupt;
+    return rv;
+}
+
 /* The two estimators in two copies of the loop (prob_window 0 or not, the same for every
  * context of the level sets: nntm_level_ctxs_init). */
 static int transform_unit(nntm_bin_reader *r, nntm_level_ctxs *ctxs, const nntm_kernel_params *p,
                           int32_t *levels, int32_t *rindex, int32_t x0, int32_t y0, int32_t x1,
                           int32_t y1, int ring, int32_t top) {
     if (ctxs->sig[0].window)
-        return transform_unit_mode(r, ctxs, p, levels, rindex, x0, y0, x1, y1, 1, ring, 0, top);
+        return transform_unit_window(r, ctxs, p, levels, rindex, x0, y0, x1, y1, ring, 0, top);
     return transform_unit_mode(r, ctxs, p, levels, rindex, x0, y0, x1, y1, 0, ring, 0, top);
 }
 
 int nntm_read_tensor_rows(nntm_bin_reader *r, nntm_level_ctxs *ctxs, const nntm_kernel_params *p,
                           int32_t *levels, int32_t *rindex, int32_t y0, int32_t y1, int32_t top) {
     if (ctxs->sig[0].window)
-        return transform_unit_mode(r, ctxs, p, levels, rindex, 0, y0, p->cols, y1, 1, 1, y0, top);
+        return transform_unit_window(r, ctxs, p, levels, rindex, 0, y0, p->cols, y1, 1, y0, top);
     return transform_unit_mode(r, ctxs, p, levels, rindex, 0, y0, p->cols, y1, 0, 1, y0, top);
 }
 
