@@ -230,11 +230,24 @@ static inline int wremainder(wreader *w, nntm_level_ctxs *ctxs, int egp_class,
     return NNTM_OK;
 }
 
-/* transform_unit_mode with win 1 (the same arguments and results). */
-static int transform_unit_window(nntm_bin_reader *r, nntm_level_ctxs *ctxs,
-                                 const nntm_kernel_params *p, int32_t *levels, int32_t *rindex,
-                                 int32_t x0, int32_t y0, int32_t x1, int32_t y1, int ring,
-                                 int32_t rrow0, int32_t top) {
+/* Min( x, 2 ) * 3 and Min( x, 2 ) for x = Min( |level|, 64 ): sigCtx's neighbour terms. */
+static const uint8_t sig_left_of[65] = {0, 3, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6,
+                                        6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6,
+                                        6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6,
+                                        6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6};
+static const uint8_t sig_above_of[65] = {0, 1, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
+                                         2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
+                                         2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
+                                         2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2};
+
+/* transform_unit_mode with win 1 (the same arguments and results).  ring 1 (a constant at
+ * each call): the ring of two rows keeps Min( |level|, 64 ), all that the contexts look at,
+ * instead of the level (the ring is the decoder's own: nntm_read_tensor_data,
+ * nntm_read_tensor_rows). */
+static inline int transform_unit_window(nntm_bin_reader *r, nntm_level_ctxs *ctxs,
+                                        const nntm_kernel_params *p, int32_t *levels,
+                                        int32_t *rindex, int32_t x0, int32_t y0, int32_t x1,
+                                        int32_t y1, const int ring, int32_t rrow0, int32_t top) {
     /* the reader in locals: range, code and the byte pointer stay in registers */
     size_t over = r->pos > r->size ? r->pos - r->size : 0;
     wreader w = {r->range, r->code, r->data + r->pos - over, r->data + r->size, over,
@@ -252,26 +265,31 @@ static int transform_unit_window(nntm_bin_reader *r, nntm_level_ctxs *ctxs,
         next[2 * s + 1] = (uint8_t)(dq ? nntm_dq_next(dq, s, 1) : 0);
     }
     const int rshift = dq ? 1 : 0;
+    static const int32_t zeros[1] = {0};
     int state = ctxs->dq_state, rv = NNTM_OK;
     for (int32_t row = y0; row < y1 && rv == NNTM_OK; row++) {
         int32_t *cur = levels + (size_t)(ring ? (row & 1) : row) * cols;
+        /* the row above, or none (step 0 over one zero) */
         const int32_t *above =
-            row <= top ? NULL : ring ? levels + (size_t)((row - 1) & 1) * cols : cur - cols;
+            row <= top ? zeros : ring ? levels + (size_t)((row - 1) & 1) * cols : cur - cols;
+        const size_t astep = row <= top ? 0 : 1;
         int32_t *ri = rindex + (size_t)(row - rrow0) * cols;
-        int32_t left = x0 > 0 ? cur[x0 - 1] : 0;
+        int32_t left = x0 > 0 ? cur[x0 - 1] : 0; /* (ring: x0 is 0) */
+        int32_t a_left = nntm_abs_clip(left, 64);
+        int sign_idx = left == 0 ? 0 : left > 0 ? 1 : 2;
         for (int32_t c = x0; c < x1; c++) {
-            int32_t a_left = nntm_abs_clip(left, 64);
-            int32_t a_above = above ? nntm_abs_clip(above[c], 64) : 0;
-            int sig = (a_left < 2 ? a_left : 2) * 3 + (a_above < 2 ? a_above : 2) + sig_off[state];
+            int32_t a_above = above[astep * (size_t)c];
+            if (!ring) a_above = nntm_abs_clip(a_above, 64);
+            int sig = sig_left_of[a_left] + sig_above_of[a_above] + sig_off[state];
             int32_t level = 0;
+            uint32_t a = 0;
             if (wbin(&w, &ctxs->sig[sig], window)) {
-                uint32_t negative =
-                    wbin_select(&w, &ctxs->sign[left == 0 ? 0 : left > 0 ? 1 : 2], window);
+                uint32_t negative = wbin_select(&w, &ctxs->sign[sign_idx], window);
                 int gt_class = gt_class_of_sum[a_left + a_above];
                 nntm_ctx *g0 = &ctxs->gt[0][gt_class], *g = g0;
                 nntm_ctx *gend = g0 + (size_t)num_gt * NNTM_GT_CLASSES;
                 while (g != gend && wbin(&w, g, window)) g += NNTM_GT_CLASSES;
-                uint32_t a = 1 + (uint32_t)((g - g0) / NNTM_GT_CLASSES);
+                a = 1 + (uint32_t)((g - g0) / NNTM_GT_CLASSES);
                 if (g == gend) {
                     uint32_t rem;
                     rv = wremainder(&w, ctxs, gt_class == 4, window, &rem);
@@ -279,13 +297,15 @@ static int transform_unit_window(nntm_bin_reader *r, nntm_level_ctxs *ctxs,
                     if (rem > (uint32_t)NNTM_MAX_LEVEL - a) { rv = NNTM_ERR_CORRUPT; break; }
                     a += rem;
                 }
-                /* -a or a */
-                level = (int32_t)((a ^ (0u - negative)) + negative);
+                level = (int32_t)((a ^ (0u - negative)) + negative); /* -a or a */
+                sign_idx = 1 + (int)negative;
+            } else {
+                sign_idx = 0;
             }
             if (w.over > MAX_OVERREAD) { rv = NNTM_ERR_TRUNCATED; break; }
             if (w.corrupt) { rv = NNTM_ERR_CORRUPT; break; }
-            cur[c] = level;
-            left = level;
+            a_left = a < 64 ? (int32_t)a : 64;
+            cur[c] = ring ? a_left : level;
             /* RecIdx: 2 * level, less sgn( level ) in a Q1 state (DQ); level without DQ */
             int32_t sgn = (level > 0) - (level < 0);
             ri[c] = (int32_t)((uint32_t)level << rshift) - (q1[state] ? sgn : 0);
@@ -306,7 +326,8 @@ static int transform_unit(nntm_bin_reader *r, nntm_level_ctxs *ctxs, const nntm_
                           int32_t *levels, int32_t *rindex, int32_t x0, int32_t y0, int32_t x1,
                           int32_t y1, int ring, int32_t top) {
     if (ctxs->sig[0].window)
-        return transform_unit_window(r, ctxs, p, levels, rindex, x0, y0, x1, y1, ring, 0, top);
+        return ring ? transform_unit_window(r, ctxs, p, levels, rindex, x0, y0, x1, y1, 1, 0, top)
+                    : transform_unit_window(r, ctxs, p, levels, rindex, x0, y0, x1, y1, 0, 0, top);
     return transform_unit_mode(r, ctxs, p, levels, rindex, x0, y0, x1, y1, 0, ring, 0, top);
 }
 

@@ -36,6 +36,7 @@
 
 #include "nntm/nntm.h"
 #include "nntm/nntm_stream.h"
+#include "decoder/stream_private.h"
 #include "tools/safetensors.h"
 
 static const char *prog = "nntm-dec";
@@ -551,8 +552,8 @@ int main(int argc, char **argv) {
     if (threads > nntm_stream_num_tensors(s)) threads = nntm_stream_num_tensors(s);
     if (threads < 1) threads = 1;
     nntm_stream *streams[MAX_THREADS] = {s};
-    for (int k = 1; k < threads; k++) { /* one stream object a worker */
-        if (nntm_stream_open_file(&streams[k], o.bitstream, &o.settings) < 0) {
+    for (int k = 1; k < threads; k++) { /* one stream object a worker (streams[0] hashed it) */
+        if (nntm_stream_open_file_unhashed(&streams[k], o.bitstream, &o.settings) < 0) {
             nntm_stream_close(&streams[k]);
             threads = k;
             break;
