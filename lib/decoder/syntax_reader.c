@@ -164,19 +164,53 @@ static inline int wbin(wreader *w, nntm_ctx *c, uint32_t window) {
     return 0;
 }
 
-/* One bin with selects (its value is data: a branch on it would mispredict); masks rather
- * than ?: so that the compiler does not turn them back into branches. */
+/* wbin for a context whose shift has reached the window (it stays there: no adaptation). */
+static inline int wbin_saturated(wreader *w, nntm_ctx *c, uint32_t window) {
+    uint32_t p = c->p;
+    uint32_t bound = (w->range >> NNTM_PROB_BITS) * wbin_p1(p);
+    if (w->code < bound) {
+        w->range = bound;
+        c->p = p + (((1u << NNTM_WIN_BITS) - p) >> window);
+        WBIN_RENORM(w);
+        return 1;
+    }
+    w->code -= bound;
+    w->range -= bound;
+    c->p = p - (p >> window);
+    WBIN_RENORM(w);
+    return 0;
+}
+
+/* One bin with selects (its value is data: a branch on it would mispredict half the time).
+ * GCC turns ?: (even with a 0.5 probability) and if-else back into a branch here, so x86-64
+ * takes the three conditional moves from one compare written out; elsewhere masks. */
 static inline uint32_t wbin_select(wreader *w, nntm_ctx *c, uint32_t window) {
     uint32_t p = c->p, sh = c->shift, range = w->range, code = w->code;
     uint32_t bound = (range >> NNTM_PROB_BITS) * wbin_p1(p);
-    uint32_t lps = code >= bound, m = 0u - lps; /* all ones after a 0 bin */
-    w->code = code - (bound & m);
-    w->range = bound + ((range - 2 * bound) & m);
     uint32_t up = p + (((1u << NNTM_WIN_BITS) - p) >> sh), down = p - (p >> sh);
-    c->p = (up & ~m) | (down & m);
+    uint32_t lcode = code - bound, lrange = range - bound;
+#if defined(__GNUC__) && defined(__x86_64__)
+    /* code < bound (bin 1): code, bound, up; else code - bound, range - bound, down */
+    __asm__("cmpl %[bound], %[code]\n\t"
+            "cmovbl %[code], %[lcode]\n\t"
+            "cmovbl %[bound], %[lrange]\n\t"
+            "cmovbl %[up], %[down]"
+            : [lcode] "+&r"(lcode), [lrange] "+&r"(lrange), [down] "+&r"(down)
+            : [code] "r"(code), [bound] "r"(bound), [up] "r"(up)
+            : "cc");
+    uint32_t bin = code < bound;
+#else
+    uint32_t bin = code < bound, m = 0u - bin; /* all ones after a 1 bin */
+    lcode ^= (lcode ^ code) & m;
+    lrange ^= (lrange ^ bound) & m;
+    down ^= (down ^ up) & m;
+#endif
+    w->code = lcode;
+    w->range = lrange;
+    c->p = down;
     if (__builtin_expect(sh < window, 0)) wbin_adapt(c, sh);
     WBIN_RENORM(w);
-    return lps ^ 1u;
+    return bin;
 }
 
 /* nbits (1..29) bypass bins, as nntm_decode_bypass_inline. */
@@ -266,6 +300,7 @@ static inline int transform_unit_window(nntm_bin_reader *r, nntm_level_ctxs *ctx
     }
     const int rshift = dq ? 1 : 0;
     static const int32_t zeros[1] = {0};
+    uint8_t gt_saturated[NNTM_GT_CLASSES] = {0};
     int state = ctxs->dq_state, rv = NNTM_OK;
     for (int32_t row = y0; row < y1 && rv == NNTM_OK; row++) {
         int32_t *cur = levels + (size_t)(ring ? (row & 1) : row) * cols;
@@ -275,6 +310,14 @@ static inline int transform_unit_window(nntm_bin_reader *r, nntm_level_ctxs *ctx
         const size_t astep = row <= top ? 0 : 1;
         int32_t *ri = rindex + (size_t)(row - rrow0) * cols;
         int32_t left = x0 > 0 ? cur[x0 - 1] : 0; /* (ring: x0 is 0) */
+        /* the greater-than contexts of each class whose shifts have all reached the window
+         * (they stay there) take the loop without the adaptation; looked at once a row */
+        for (int k = 0; k < NNTM_GT_CLASSES; k++) {
+            if (gt_saturated[k]) continue;
+            int all = 1;
+            for (int i = 0; i < num_gt; i++) all &= ctxs->gt[i][k].shift >= window;
+            gt_saturated[k] = (uint8_t)all;
+        }
         int32_t a_left = nntm_abs_clip(left, 64);
         int sign_idx = left == 0 ? 0 : left > 0 ? 1 : 2;
         for (int32_t c = x0; c < x1; c++) {
@@ -288,7 +331,10 @@ static inline int transform_unit_window(nntm_bin_reader *r, nntm_level_ctxs *ctx
                 int gt_class = gt_class_of_sum[a_left + a_above];
                 nntm_ctx *g0 = &ctxs->gt[0][gt_class], *g = g0;
                 nntm_ctx *gend = g0 + (size_t)num_gt * NNTM_GT_CLASSES;
-                while (g != gend && wbin(&w, g, window)) g += NNTM_GT_CLASSES;
+                if (gt_saturated[gt_class])
+                    while (g != gend && wbin_saturated(&w, g, window)) g += NNTM_GT_CLASSES;
+                else
+                    while (g != gend && wbin(&w, g, window)) g += NNTM_GT_CLASSES;
                 a = 1 + (uint32_t)((g - g0) / NNTM_GT_CLASSES);
                 if (g == gend) {
                     uint32_t rem;
