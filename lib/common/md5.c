@@ -27,13 +27,26 @@ static const uint32_t md5_t[64] = {
 
 static inline uint32_t rotl(uint32_t x, unsigned n) { return (x << n) | (x >> (32 - n)); }
 
-/* One step of round r (RFC 1321, 3.4): a = b + ((a + F(b,c,d) + X[k] + T[i]) <<< s). */
+/* One step of round r (RFC 1321, 3.4): a = b + ((a + F(b,c,d) + X[k] + T[i]) <<< s).  The
+ * sum is written so that only F's last operation waits for b (the previous step's result):
+ * X[k] + T[i] is added to a first, and G = (b & d) | (c & ~d) as the sum of its two terms
+ * (they have no bit in common), c & ~d added before b & d. */
 #define MD5_F(b, c, d) ((d) ^ ((b) & ((c) ^ (d))))      /* (b & c) | (~b & d) */
-#define MD5_G(b, c, d) ((c) ^ ((d) & ((b) ^ (c))))      /* (b & d) | (c & ~d) */
-#define MD5_H(b, c, d) ((b) ^ (c) ^ (d))
+#define MD5_H(b, c, d) ((b) ^ ((c) ^ (d)))
 #define MD5_I(b, c, d) ((c) ^ ((b) | ~(d)))
-#define MD5_STEP(f, a, b, c, d, k, i) (a) = (b) + rotl((a) + f(b, c, d) + x[k] + md5_t[i], \
-                                                     md5_shift[i])
+#define MD5_STEP(f, a, b, c, d, k, i)                                                      \
+    do {                                                                                   \
+        (a) += x[k] + md5_t[i];                                                            \
+        (a) += f(b, c, d);                                                                 \
+        (a) = (b) + rotl((a), md5_shift[i]);                                               \
+    } while (0)
+#define MD5_STEP_G(a, b, c, d, k, i)                                                       \
+    do {                                                                                   \
+        (a) += x[k] + md5_t[i];                                                            \
+        (a) += (c) & ~(d);                                                                 \
+        (a) += (b) & (d);                                                                  \
+        (a) = (b) + rotl((a), md5_shift[i]);                                               \
+    } while (0)
 
 static void md5_block(uint32_t st[4], const uint8_t *p) {
     uint32_t x[16];
@@ -49,10 +62,10 @@ static void md5_block(uint32_t st[4], const uint8_t *p) {
         MD5_STEP(MD5_F, b, c, d, a, i + 3, i + 3);
     }
     for (int i = 16; i < 32; i += 4) {
-        MD5_STEP(MD5_G, a, b, c, d, (5 * i + 1) & 15, i);
-        MD5_STEP(MD5_G, d, a, b, c, (5 * i + 6) & 15, i + 1);
-        MD5_STEP(MD5_G, c, d, a, b, (5 * i + 11) & 15, i + 2);
-        MD5_STEP(MD5_G, b, c, d, a, (5 * i + 16) & 15, i + 3);
+        MD5_STEP_G(a, b, c, d, (5 * i + 1) & 15, i);
+        MD5_STEP_G(d, a, b, c, (5 * i + 6) & 15, i + 1);
+        MD5_STEP_G(c, d, a, b, (5 * i + 11) & 15, i + 2);
+        MD5_STEP_G(b, c, d, a, (5 * i + 16) & 15, i + 3);
     }
     for (int i = 32; i < 48; i += 4) {
         MD5_STEP(MD5_H, a, b, c, d, (3 * i + 5) & 15, i);

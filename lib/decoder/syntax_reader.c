@@ -289,14 +289,16 @@ static inline int transform_unit_window(nntm_bin_reader *r, nntm_level_ctxs *ctx
     const int dq = p->dq_enabled, num_gt = p->num_gt_flags;
     const uint32_t window = ctxs->sig[0].window;
     const size_t cols = (size_t)p->cols;
-    /* per DQ state: 9 * its SigCtx set, its quantizer, its two next states */
-    uint8_t sig_off[NNTM_DQ_MAX_STATES], q1[NNTM_DQ_MAX_STATES], next[2 * NNTM_DQ_MAX_STATES];
+    /* per DQ state, in one word: 9 * its SigCtx set (bits 0-7), its quantizer (bit 8), its
+     * next state after an even level (bits 16-23) and after an odd one (bits 24-31) */
+    uint32_t dq_of[NNTM_DQ_MAX_STATES];
     const int nstates = dq ? nntm_dq_num_states(dq) : 1;
     for (int s = 0; s < nstates; s++) {
-        sig_off[s] = (uint8_t)(NNTM_SIG_NEIGH * (dq ? nntm_dq_sig_set(dq, s) : 0));
-        q1[s] = (uint8_t)(dq ? nntm_dq_quantizer(dq, s) : 0);
-        next[2 * s] = (uint8_t)(dq ? nntm_dq_next(dq, s, 0) : 0);
-        next[2 * s + 1] = (uint8_t)(dq ? nntm_dq_next(dq, s, 1) : 0);
+        uint32_t sig_off = (uint32_t)(NNTM_SIG_NEIGH * (dq ? nntm_dq_sig_set(dq, s) : 0));
+        uint32_t q1 = (uint32_t)(dq ? nntm_dq_quantizer(dq, s) : 0);
+        uint32_t n0 = (uint32_t)(dq ? nntm_dq_next(dq, s, 0) : 0);
+        uint32_t n1 = (uint32_t)(dq ? nntm_dq_next(dq, s, 1) : 0);
+        dq_of[s] = sig_off | q1 << 8 | n0 << 16 | n1 << 24;
     }
     const int rshift = dq ? 1 : 0;
     static const int32_t zeros[1] = {0};
@@ -323,8 +325,9 @@ static inline int transform_unit_window(nntm_bin_reader *r, nntm_level_ctxs *ctx
         for (int32_t c = x0; c < x1; c++) {
             int32_t a_above = above[astep * (size_t)c];
             if (!ring) a_above = nntm_abs_clip(a_above, 64);
-            int sig = sig_left_of[a_left] + sig_above_of[a_above] + sig_off[state];
-            int32_t level = 0;
+            const uint32_t st = dq_of[state];
+            int sig = sig_left_of[a_left] + sig_above_of[a_above] + (int)(st & 0xFF);
+            int32_t level = 0, ridx = 0;
             uint32_t a = 0;
             if (wbin(&w, &ctxs->sig[sig], window)) {
                 uint32_t negative = wbin_select(&w, &ctxs->sign[sign_idx], window);
@@ -343,19 +346,22 @@ static inline int transform_unit_window(nntm_bin_reader *r, nntm_level_ctxs *ctx
                     if (rem > (uint32_t)NNTM_MAX_LEVEL - a) { rv = NNTM_ERR_CORRUPT; break; }
                     a += rem;
                 }
-                level = (int32_t)((a ^ (0u - negative)) + negative); /* -a or a */
+                const uint32_t neg = 0u - negative;
+                level = (int32_t)((a ^ neg) + negative); /* -a or a */
+                /* RecIdx: 2a, or 2a - 1 in a Q1 state (DQ); a without DQ; the level's sign */
+                ridx = (int32_t)((((a << rshift) - ((st >> 8) & 1u)) ^ neg) + negative);
                 sign_idx = 1 + (int)negative;
             } else {
                 sign_idx = 0;
             }
-            if (w.over > MAX_OVERREAD) { rv = NNTM_ERR_TRUNCATED; break; }
-            if (w.corrupt) { rv = NNTM_ERR_CORRUPT; break; }
+            if (__builtin_expect((w.over > MAX_OVERREAD) | w.corrupt, 0)) {
+                rv = w.over > MAX_OVERREAD ? NNTM_ERR_TRUNCATED : NNTM_ERR_CORRUPT;
+                break;
+            }
             a_left = a < 64 ? (int32_t)a : 64;
             cur[c] = ring ? a_left : level;
-            /* RecIdx: 2 * level, less sgn( level ) in a Q1 state (DQ); level without DQ */
-            int32_t sgn = (level > 0) - (level < 0);
-            ri[c] = (int32_t)((uint32_t)level << rshift) - (q1[state] ? sgn : 0);
-            state = next[2 * state + (level & 1)];
+            ri[c] = ridx;
+            state = (int)((st >> (16 + 8 * (a & 1u))) & 0xFF);
         }
     }
     ctxs->dq_state = state;
