@@ -246,10 +246,11 @@ static const uint8_t gt_class_of_sum[129] = {
 /* abs_remainder with the counting estimator: NNTM_OK, or NNTM_ERR_CORRUPT (E-D1). */
 static inline int wremainder(wreader *w, nntm_level_ctxs *ctxs, int egp_class,
                              uint32_t window, uint32_t *rem) {
-    nntm_ctx *pc = ctxs->egp[egp_class];
+    nntm_ctx *pc = ctxs->egp[egp_class], *last = pc + NNTM_EGP_CTX - 1;
     int prefix = 0;
-    while (wbin(w, &pc[prefix < NNTM_EGP_CTX ? prefix : NNTM_EGP_CTX - 1], window)) {
+    while (wbin(w, pc, window)) { /* bin k: EgpCtx[ egpClass ][ Min( k, 11 ) ] */
         if (++prefix > MAX_EG_PREFIX) return NNTM_ERR_CORRUPT;
+        pc += pc != last;
     }
     uint32_t suffix = 0;
     int nctx = nntm_egs_num_ctx_bins(ctxs, prefix);
@@ -338,7 +339,7 @@ static inline int transform_unit_window(nntm_bin_reader *r, nntm_level_ctxs *ctx
                     while (g != gend && wbin_saturated(&w, g, window)) g += NNTM_GT_CLASSES;
                 else
                     while (g != gend && wbin(&w, g, window)) g += NNTM_GT_CLASSES;
-                a = 1 + (uint32_t)((g - g0) / NNTM_GT_CLASSES);
+                a = 1 + (uint32_t)(g - g0) / NNTM_GT_CLASSES; /* (g - g0 < 75: unsigned) */
                 if (g == gend) {
                     uint32_t rem;
                     rv = wremainder(&w, ctxs, gt_class == 4, window, &rem);
