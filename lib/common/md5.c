@@ -50,9 +50,13 @@ static inline uint32_t rotl(uint32_t x, unsigned n) { return (x << n) | (x >> (3
 
 static void md5_block(uint32_t st[4], const uint8_t *p) {
     uint32_t x[16];
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    memcpy(x, p, sizeof x); /* the words are little-endian: one load each */
+#else
     for (int i = 0; i < 16; i++)
         x[i] = (uint32_t)p[4 * i] | (uint32_t)p[4 * i + 1] << 8 | (uint32_t)p[4 * i + 2] << 16 |
                (uint32_t)p[4 * i + 3] << 24;
+#endif
     uint32_t a = st[0], b = st[1], c = st[2], d = st[3];
     /* the 64 steps unrolled (the rotation of a, b, c, d by renaming): k as in the RFC */
     for (int i = 0; i < 16; i += 4) {
