@@ -107,8 +107,8 @@ static inline int transform_unit_mode(nntm_bin_reader *r, nntm_level_ctxs *ctxs,
  * each bin costs as few instructions as the compiler can give it: a bin that decides where
  * the syntax goes next (sig_flag, the greater-than flags, the remainder's prefix) branches
  * once on its own value and does only that branch's update; sign_flag and the suffix bins,
- * whose values are data, select.  The reader's state is four registers (the next byte as a
- * pointer), the window a register. ---- */
+ * whose values are data, select.  The reader's state is a local (range, code, the next byte
+ * as a pointer), the window one value for the loop rather than a field read a bin. ---- */
 
 typedef struct wreader {
     uint32_t range, code;
