@@ -399,6 +399,35 @@ def test_threads_bounded_by_the_budget() -> None:
     assert peaks[1] == 1 and 1 <= peaks[2] <= 2 and 1 <= peaks[3] <= 3, peaks
 
 
+def test_python_reader_shares_one_budget(tmp_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """DecoderApp --Decoder python (streaming.decode_file): its N tensor workers take their
+    substream threads from one budget of N, so at most N threads decode at once (before,
+    each worker had N substream threads of its own); the output is the same for any N."""
+    data = _entry_point_stream()
+    path = tmp_path / "ep.bit"
+    path.write_bytes(data)
+    made: list[cstream.ThreadBudget] = []
+
+    class Recording(cstream.ThreadBudget):
+        def __init__(self, threads: int) -> None:
+            super().__init__(threads)
+            made.append(self)
+
+    monkeypatch.setattr(cstream, "ThreadBudget", Recording)
+    outputs = []
+    for threads in (1, 2, 3):
+        result = streaming.decode_file(str(path), keep=True, threads=threads).result
+        outputs.append({k: v.tobytes() for k, v in result.tensors.items()})
+        if threads == 1:
+            assert not made  # one thread: no budget needed
+            continue
+        assert len(made) == 1 and made[0].threads == threads
+        assert 1 <= made[0].peak <= threads, (threads, made[0].peak)
+        made.clear()
+    assert outputs[0] == outputs[1] == outputs[2]
+
+
 def test_a_lone_tensor_takes_the_free_threads() -> None:
     """One tensor at a time (a tensor predicts from an earlier one, or one tensor): its
     substreams run on the budget's other threads (the C library starts them as slots are

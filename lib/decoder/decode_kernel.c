@@ -320,6 +320,23 @@ int nntm_decode_kernel_threads(const nntm_kernel_params *params, const uint8_t *
                                      threads, NULL);
 }
 
+int nntm_decode_kernel_shared(const nntm_kernel_params *params, const uint8_t *data,
+                              size_t size, int32_t dtype, const nntm_reference *ref,
+                              void *recon, int32_t *levels, nntm_buffer *cu_trace,
+                              int32_t threads, nntm_thread_budget *b) {
+    if (!b) {
+        return nntm_decode_kernel_threads(params, data, size, dtype, ref, recon, levels,
+                                          cu_trace, threads);
+    }
+    nntm_budget_acquire(b);
+    nntm_budget_enter(b);
+    int rv = nntm_decode_kernel_budget(params, data, size, dtype, ref, recon, levels, cu_trace,
+                                       threads, b);
+    nntm_budget_leave(b);
+    nntm_budget_release(b);
+    return rv;
+}
+
 int nntm_decode_kernel(const nntm_kernel_params *params, const uint8_t *data, size_t size,
                        int32_t dtype, const nntm_reference *ref, void *recon, int32_t *levels,
                        nntm_buffer *cu_trace) {

@@ -269,11 +269,13 @@ def decode_scratch_bytes(params: KernelParams) -> int:
 
 def decode_kernel(payload: bytes, params: KernelParams, dtype: np.dtype, what: str,
                   trace: bool = False, ref: Reference | None = None,
-                  threads: int = 1) -> KernelResult:
+                  threads: int = 1, budget: object | None = None) -> KernelResult:
     """Parse a kernel tensor payload and reconstruct it (predicted from ``ref``); one C call.
 
     ``threads``: the substreams of a tensor with entry points [1.8] are parsed on up to this
-    many threads (the result is the same for any count)."""
+    many threads (the result is the same for any count).  ``budget`` (a
+    :class:`nntm.cstream.ThreadBudget` shared by the threads that call this at once): the
+    call waits for one of its slots and takes substream threads only from its free slots."""
     name = np.dtype(dtype).name
     if name not in DTYPE_CODES:
         raise ValueError(f"{what}: cannot reconstruct to dtype {name}")
@@ -281,7 +283,7 @@ def decode_kernel(payload: bytes, params: KernelParams, dtype: np.dtype, what: s
     bits = np.empty((params.rows, params.cols), dtype=_BITS_DTYPE[name])
     tbuf = ffi.new("nntm_buffer *") if trace else ffi.NULL
     cref, _keep = _reference_c(ref, (params.rows, params.cols), what)
-    rv = lib.nntm_decode_kernel_threads(
+    rv = lib.nntm_decode_kernel_shared(
         params.to_c(),
         ffi.from_buffer(payload),
         len(payload),
@@ -291,6 +293,7 @@ def decode_kernel(payload: bytes, params: KernelParams, dtype: np.dtype, what: s
         ffi.cast("int32_t *", ffi.from_buffer(levels, require_writable=True)),
         tbuf,
         max(1, min(int(threads), int(lib.NNTM_MAX_THREADS))),
+        ffi.NULL if budget is None else budget.pointer,  # type: ignore[attr-defined]
     )
     try:
         _check(rv, what)

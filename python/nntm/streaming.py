@@ -37,13 +37,16 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import numpy as np
 
 from . import codec, hls, memory, predict
 from .config import Config
 from .errors import BitstreamError
+
+if TYPE_CHECKING:
+    from .cstream import ThreadBudget
 
 __all__ = ["DECODE_WINDOW_ELEMENTS", "MAX_IN_FLIGHT", "WINDOW_ELEMENTS", "DecodeStream",
            "EncodeStream", "decode_file", "default_threads", "encode_file"]
@@ -409,6 +412,25 @@ def _decode(buf: mmap.mmap | bytes, size: int,
     md5.update(buf[:refs[first].offset] if len(refs) > first else buf[:size])
     state = _DecodeState(mps, parsed, earlier_refs, keep, on_tensor, ref_model)
     state.threads = _workers(threads)
+    if state.threads > 1:
+        # the tensor workers and their substream threads share one budget of N threads:
+        # at most N decode at once (not N workers of N substream threads each)
+        from .cstream import ThreadBudget
+
+        state.budget = ThreadBudget(state.threads)
+    try:
+        return _decode_units(buf, size, refs, first, mps, tps_units, workers, window_elements,
+                             md5, state, container)
+    finally:
+        if state.budget is not None:
+            state.peak = state.budget.peak
+            state.budget.close()
+
+
+def _decode_units(buf: mmap.mmap | bytes, size: int, refs: list[_UnitRef], first: int,
+                  mps: hls.ModelParameterSet, tps_units: dict[int, hls.Unit], workers: int,
+                  window_elements: int, md5: hashlib._Hash, state: _DecodeState,
+                  container: hls.Container | None) -> codec.DecodeResult:
     ended = False
     released = 0  # the mapped stream's pages before this offset are given back
     with _OrderedPool(workers, window_elements, state.emit) as pool:
@@ -459,6 +481,8 @@ class _DecodeState:
         self.stream_ok: bool | None = None
         self.stream_md5 = ""
         self.threads = 1  # [1.8] threads that parse the substreams of one tensor
+        self.budget: ThreadBudget | None = None  # shared by the workers when threads > 1
+        self.peak = 0  # the most threads that decoded at once under the budget
 
     def unit(self, buf: mmap.mmap | bytes, ref: _UnitRef, tps_unit: hls.Unit | None,
              pool: _OrderedPool) -> None:
@@ -500,7 +524,7 @@ class _DecodeState:
             ref_array = self.refs.pop(tensor_id, None)
             pool.submit(tps.num_elements,
                         _decode_job(tps, payload, data_where, ref_array, md5, params_ok,
-                                    self.threads))
+                                    self.threads, self.budget))
             if tensor_id in self.earlier_refs:  # a later tensor predicts from this one
                 pool.drain()
         else:
@@ -530,11 +554,11 @@ class _DecodeState:
 
 
 def _decode_job(tps: hls.TensorParameterSet, payload: bytes, where: str,
-                ref: np.ndarray | None, md5: bytes, params_ok: bool | None, threads: int = 1
-                ) -> Callable[[], object]:
+                ref: np.ndarray | None, md5: bytes, params_ok: bool | None, threads: int = 1,
+                budget: ThreadBudget | None = None) -> Callable[[], object]:
     def work() -> tuple[hls.TensorParameterSet, np.ndarray, codec.TensorReport]:
         start = time.perf_counter()
-        array = codec._decode_tensor(tps, payload, where, False, {}, ref, threads)
+        array = codec._decode_tensor(tps, payload, where, False, {}, ref, threads, budget)
         seconds = time.perf_counter() - start
         actual = codec.tensor_md5(array)
         report = codec.TensorReport(tps.name, tps.shape, tps.dtype.name, actual.hex(),

@@ -27,6 +27,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "nntm.h"
 #include "nntm_export.h"
 
 #ifdef __cplusplus
@@ -116,6 +117,15 @@ NNTM_API void nntm_thread_budget_destroy(nntm_thread_budget **b);
 /* The most threads that decoded at once under b (counted as they start and stop, apart
  * from the slots). */
 NNTM_API int32_t nntm_thread_budget_peak(nntm_thread_budget *b);
+/* nntm_decode_kernel_threads under budget b (NULL: nntm_decode_kernel_threads): the caller's
+ * thread waits for a slot of b, decodes in it, and takes more slots for the substreams of a
+ * tensor with entry points [1.8] only while they are free; so callers that decode tensors on
+ * N threads of their own under one budget of N run at most N threads at once (the Python
+ * stream reader's workers).  The outputs are those of nntm_decode_kernel. */
+NNTM_API int nntm_decode_kernel_shared(const nntm_kernel_params *params, const uint8_t *data,
+                                       size_t size, int32_t dtype, const nntm_reference *ref,
+                                       void *recon, int32_t *levels, nntm_buffer *cu_trace,
+                                       int32_t threads, nntm_thread_budget *b);
 
 typedef struct nntm_stream_settings {
     uint64_t max_memory;     /* bytes the decode may need (the nntm.memory estimate); 0: none */

@@ -42,6 +42,10 @@ typedef struct nntm_thread_budget nntm_thread_budget;
 int nntm_thread_budget_create(nntm_thread_budget **out, int32_t threads);
 void nntm_thread_budget_destroy(nntm_thread_budget **b);
 int32_t nntm_thread_budget_peak(nntm_thread_budget *b);
+int nntm_decode_kernel_shared(const nntm_kernel_params *params, const uint8_t *data,
+                              size_t size, int32_t dtype, const nntm_reference *ref,
+                              void *recon, int32_t *levels, nntm_buffer *cu_trace,
+                              int32_t threads, nntm_thread_budget *b);
 
 typedef struct nntm_stream_settings {
     uint64_t max_memory;
