@@ -7,6 +7,7 @@ core codes each kernel tensor in one call (``nntm.core``).
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -359,6 +360,50 @@ def importance_qp(means: Mapping[str, float], rms: Mapping[str, float],
         base_qp=int(config["QP"]), rms=rms if max_step > 0 else None)
 
 
+def chunked_rms(array: np.ndarray, chunk: int = 1 << 20) -> float:
+    """The RMS of a tensor's values, summed in float64 a chunk at a time (no whole copy)."""
+    flat = array.reshape(-1)
+    if not flat.size:
+        return 0.0
+    total = 0.0
+    for start in range(0, flat.size, chunk):
+        part = flat[start:start + chunk].astype(np.float64)
+        total += float(part @ part)
+    return math.sqrt(total / flat.size)
+
+
+def scale_qp(kernel_rms: Mapping[str, tuple[int, float]], config: Config) -> dict[str, int]:
+    """ScaleQPExponent: each tensor's QP offset from its RMS (``kernel_rms``: name ->
+    (elements, RMS)) against the element-weighted geometric mean RMS of them all, so that a
+    tensor's step follows rms^e; tensors of RMS 0 keep offset 0."""
+    exp = float(config["ScaleQPExponent"])
+    live = {n: (size, rms) for n, (size, rms) in kernel_rms.items() if rms > 0.0}
+    if exp <= 0.0 or not live:
+        return {}
+    total = sum(size for size, _ in live.values())
+    finer = str(config["ScaleQPMode"]) == "finer"
+    if finer:  # the element-weighted median of log2 RMS
+        seen, ref = 0, 0.0
+        for size, rms in sorted(live.values(), key=lambda v: v[1]):
+            seen += size
+            ref = math.log2(rms)
+            if 2 * seen >= total:
+                break
+    else:
+        ref = sum(size * math.log2(rms) for size, rms in live.values()) / total
+    per = 1 << int(config["QPDensity"])
+    limit = int(config["ScaleQPMaxOffset"])
+    slack = float(config["ScaleQPSlack"])
+    out = {}
+    for name, (_size, rms) in live.items():
+        if finer:
+            offset = min(0, int(round(exp * per * (math.log2(rms) - ref + slack))))
+        else:
+            offset = int(round(exp * per * (math.log2(rms) - ref)))
+        out[name] = max(-limit, min(limit, offset))
+    return out
+
+
 def plan_model(
     tensors: Mapping[str, np.ndarray],
     config: Config,
@@ -398,12 +443,16 @@ def plan_model(
     tensor_roles = roles.derive_roles(tensors, consumers)
     relative = config["QP1DMode"] == "relative"
     scales_1d: list[float] = []  # QP1DMode relative: the model's 1-D scales, for its floor
+    kernel_rms: dict[str, tuple[int, float]] = {}  # ScaleQPExponent: elements, RMS
+    scale_exp = float(config["ScaleQPExponent"])
     for tensor_id, name in enumerate(names):
         array = _little_endian(np.asarray(tensors[name]))
         if relative:
             scales_1d.extend(precision.scales_1d(config, array, tensor_roles[name]))
         _check_tensor(tensor_id, name, array)
         mode = _choose_mode(name, array, config, notes, tensor_roles[name], lossless_roles)
+        if scale_exp > 0.0 and mode == hls.CodingMode.QUANTIZED and array.ndim > 1:
+            kernel_rms[name] = (int(array.size), chunked_rms(array))
         cls = classifier.classify(name, tuple(array.shape))
         kr, kc = (kernel_shape(tuple(array.shape), cls.arrangement)
                   if mode == hls.CodingMode.QUANTIZED else (0, 0))
@@ -427,6 +476,8 @@ def plan_model(
     mps = hls.ModelParameterSet(num_tensors=len(names), source_format=source_format,
                                 tool_flags=tool_flags, signal_types=list(classifier.signals),
                                 version_minor=minor)
+    for name, offset in scale_qp(kernel_rms, config).items():
+        imp_qp[name] = imp_qp.get(name, 0) + offset
     return ModelPlan(config, classifier, names, infos, plans, tensor_roles, notes, imp_maps,
                      imp_qp, qp_offsets or {}, search, tool_flags, mps, container,
                      ref_model is not None,
@@ -768,6 +819,10 @@ def _encode_fitting(kernel: np.ndarray, params: core.KernelParams, dtype: np.dty
         lam = _lambda_scale(config, r is not None)
         result = core.encode_kernel(kernel, p, dtype, bool(config["RDOQ"]), lam, what,
                                     search, weight_map, r, row_hint)
+        passes = int(config["GainCompensation"])
+        if passes and kernel.ndim >= 2 and kernel.shape[0] >= 2 and bool(config["RDOQ"]):
+            result = _compensate_gain(kernel, result, passes, p, dtype, lam, what, search,
+                                      weight_map, r, row_hint)
         floor = float(config["LambdaGainFloor"])
         if floor <= 0.0 or kernel.shape[0] < 2 or not bool(config["RDOQ"]):  # 1-D: one row
             return result
@@ -819,6 +874,34 @@ def _exact_if_cheaper(tps: hls.TensorParameterSet, fit: _Fit, array: np.ndarray,
     lossless = (len(hls.tensor_parameter_set(exact, tool_flags))
                 + len(hls.tensor_data_unit(tps.tensor_id, _lossless_bytes(array))))
     return exact if lossless <= quantized else None
+
+
+def _compensate_gain(kernel: np.ndarray, result: core.KernelResult, passes: int,
+                     params: core.KernelParams, dtype: np.dtype, lam: float, what: str,
+                     search: core.SearchParams, weight_map: np.ndarray | None,
+                     ref: core.Reference | None, row_hint: np.ndarray | None,
+                     ) -> core.KernelResult:
+    """GainCompensation: code ``kernel`` again from kernel / c, c the product of the gains
+    seen so far, while the reconstruction's gain against the original stays below 1 (up to
+    ``passes`` times); the result whose gain is nearest 1 is kept."""
+    best, best_err = result, abs(1.0 - reconstruction_gain(kernel, result.recon))
+    scale = 1.0
+    gain = reconstruction_gain(kernel, result.recon)
+    for _ in range(passes):
+        if not 0.0 < gain < 1.0:
+            break
+        scale /= gain
+        target = (kernel.astype(np.float64) * scale).astype(kernel.dtype)
+        try:
+            trial = core.encode_kernel(target, params, dtype, True, lam, what, search,
+                                       weight_map, ref, row_hint)
+        except CoreError:
+            break  # the scaled levels leave the coder's range: keep what fits
+        gain = reconstruction_gain(kernel, trial.recon)
+        err = abs(1.0 - gain)
+        if err < best_err:
+            best, best_err = trial, err
+    return best
 
 
 #: LambdaGainFloor: times lambda is halved before the tensor is coded with none
@@ -909,7 +992,7 @@ def max_raster_elements(tps: hls.TensorParameterSet, payload_size: int) -> int:
 
 def _decode_tensor(tps: hls.TensorParameterSet, payload: bytes, where: str, trace: bool,
                    traces: dict[str, np.ndarray], ref: np.ndarray | None = None,
-                   threads: int = 1) -> np.ndarray:
+                   threads: int = 1, budget: object | None = None) -> np.ndarray:
     what = f"{where}, tensor '{tps.name}'"
     if tps.coding_mode == hls.CodingMode.LOSSLESS:
         expected = tps.num_elements * tps.dtype.itemsize
@@ -930,7 +1013,8 @@ def _decode_tensor(tps: hls.TensorParameterSet, payload: bytes, where: str, trac
     if ref is not None:
         cref = core.Reference(to_kernel(ref, Arrangement(tps.arrangement)), tps.pred_scale)
     try:
-        res = core.decode_kernel(payload, params, tps.dtype, what, trace, cref, threads)
+        res = core.decode_kernel(payload, params, tps.dtype, what, trace, cref, threads,
+                                 budget)
     except CoreError as exc:
         raise BitstreamError(str(exc)) from exc
     except MemoryError:

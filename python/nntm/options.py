@@ -320,6 +320,55 @@ ENCODER_CODING_OPTIONS: tuple[Option, ...] = (
         maximum=1.0,
     ),
     Option(
+        "ScaleQPExponent",
+        "float",
+        0.0,
+        "a quantized tensor of two or more dimensions takes a step proportional to its RMS "
+        "to this power: QP offset round(e * 2^QPDensity * log2(rms / ref)), ref the "
+        "element-weighted geometric mean RMS of those tensors (so the mean log step stays); "
+        "0: one step for all, 1: the same relative precision for all; encoder-only, each "
+        "tensor's QP is signalled as always",
+        minimum=0.0,
+        maximum=1.0,
+    ),
+    Option(
+        "ScaleQPMode",
+        "choice",
+        "both",
+        "with ScaleQPExponent: both = offsets either way from the element-weighted geometric "
+        "mean RMS (the mean log step stays); finer = only tensors below the element-weighted "
+        "median RMS move, to finer steps (a floor on a tensor's relative precision)",
+        choices=("both", "finer"),
+    ),
+    Option(
+        "ScaleQPSlack",
+        "float",
+        0.0,
+        "with ScaleQPMode finer: step doublings of relative precision a tensor may lie below "
+        "the median before it moves (only tensors more than 2^slack below the median RMS)",
+        minimum=0.0,
+        maximum=8.0,
+    ),
+    Option(
+        "ScaleQPMaxOffset",
+        "int",
+        16,
+        "with ScaleQPExponent: largest |QP offset| a tensor's scale may give it",
+        minimum=0,
+        maximum=64,
+    ),
+    Option(
+        "GainCompensation",
+        "int",
+        0,
+        "passes of shrink compensation in a quantized tensor of two or more dimensions: "
+        "where the rate term leaves its reconstruction's gain g = <r,w>/<w,w> below 1, the "
+        "tensor is coded again from w / g (its reconstruction then keeps the tensor's scale "
+        "instead of shrinking it toward zero); encoder-only, nothing signalled. 0: off",
+        minimum=0,
+        maximum=4,
+    ),
+    Option(
         "NumGtFlags",
         "int",
         4,

@@ -1,0 +1,111 @@
+"""ScaleQPExponent (a tensor's step follows its RMS^e) and GainCompensation (a tensor coded
+again from w / g where the rate term shrinks it): encoder-only, each tensor's QP signalled."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from nntm import Config, codec, decode, encode_with_recon
+from nntm.errors import ConfigError
+
+ROOT_CFG = "cfg/encoder_default.cfg"
+
+
+def _model() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(11)
+    return {
+        "big": (rng.standard_normal((64, 64)) * 0.08).astype(np.float32),
+        "small": (rng.standard_normal((32, 32)) * 0.005).astype(np.float32),  # 16x smaller
+        "bias": (rng.standard_normal(64) * 0.01).astype(np.float32),
+        "zero": np.zeros((8, 8), np.float32),
+    }
+
+
+def _encode(qp: int = -28, **opts: object) -> tuple[bytes, dict[str, np.ndarray], dict]:
+    cfg = Config.from_files([ROOT_CFG], overrides={"QP": qp, "IntegrityHash": 0, **opts})
+    res = encode_with_recon(_model(), cfg)
+    return bytes(res.data), dict(res.recon), {s.name: s for s in res.stats}
+
+
+def _snr(w: np.ndarray, r: np.ndarray) -> float:
+    w = w.astype(np.float64)
+    return 10 * math.log10(float((w * w).sum()) / float(((w - r) ** 2).sum()))
+
+
+def test_scale_qp_offsets() -> None:
+    cfg = Config.from_files((), {"ScaleQPExponent": 1.0, "QPDensity": 2})
+    # element-weighted geometric mean of 1 (n=3) and 1/16 (n=1): 2^-1; log2 offsets +1, -3
+    out = codec.scale_qp({"a": (3, 1.0), "b": (1, 1.0 / 16), "z": (5, 0.0)}, cfg)
+    assert out == {"a": 4, "b": -12}
+    half = Config.from_files((), {"ScaleQPExponent": 0.5, "QPDensity": 2})
+    assert codec.scale_qp({"a": (3, 1.0), "b": (1, 1.0 / 16)}, half) == {"a": 2, "b": -6}
+    capped = Config.from_files((), {"ScaleQPExponent": 1.0, "ScaleQPMaxOffset": 5})
+    assert codec.scale_qp({"a": (3, 1.0), "b": (1, 1.0 / 16)}, capped) == {"a": 4, "b": -5}
+    off = Config.from_files(())
+    assert float(off["ScaleQPExponent"]) == 0.0
+    assert codec.scale_qp({"a": (3, 1.0), "b": (1, 1.0 / 16)}, off) == {}
+
+
+def test_finer_mode_moves_only_tensors_below_the_median() -> None:
+    # elements 3 @ 1, 1 @ 1/16, 1 @ 1/2: the element-weighted median is 1
+    rms = {"a": (3, 1.0), "b": (1, 1.0 / 16), "c": (1, 0.5)}
+    finer = Config.from_files((), {"ScaleQPExponent": 1.0, "ScaleQPMode": "finer"})
+    assert codec.scale_qp(rms, finer) == {"a": 0, "b": -16, "c": -4}
+    # slack 1: a tensor moves only by how much it lies more than one doubling below
+    slack = Config.from_files((), {"ScaleQPExponent": 1.0, "ScaleQPMode": "finer",
+                                   "ScaleQPSlack": 1.0})
+    assert codec.scale_qp(rms, slack) == {"a": 0, "b": -12, "c": 0}
+    # the median, not the mean: a large tensor above it does not move anyone
+    big = {"a": (3, 1.0), "b": (1, 1.0 / 16), "huge": (1, 64.0)}
+    assert codec.scale_qp(big, finer) == {"a": 0, "b": -16, "huge": 0}
+
+
+def test_chunked_rms() -> None:
+    a = np.arange(-7, 50, dtype=np.float32).reshape(3, 19)
+    assert codec.chunked_rms(a, chunk=5) == pytest.approx(
+        float(np.sqrt(np.mean(a.astype(np.float64) ** 2))))
+    assert codec.chunked_rms(np.zeros((0, 3), np.float32)) == 0.0
+
+
+def test_exponent_one_evens_the_tensors_snr() -> None:
+    model = _model()
+    _, rec0, st0 = _encode()
+    data, rec1, st1 = _encode(ScaleQPExponent=1.0)
+    gap0 = _snr(model["big"], rec0["big"]) - _snr(model["small"], rec0["small"])
+    gap1 = _snr(model["big"], rec1["big"]) - _snr(model["small"], rec1["small"])
+    assert gap0 > 18.0, "one step: the 16x smaller tensor has about 24 dB less SNR"
+    assert abs(gap1) < 3.0
+    # the small tensor is 16 QP (4 doublings) finer than the big one; 1-D and zero tensors
+    # keep the QPs they had
+    assert st1["big"].qp - st1["small"].qp == 16
+    assert st1["bias"].qp == st0["bias"].qp and st1["zero"].qp == st0["zero"].qp
+    # encoder-only: the stream decodes to the encoder's reconstruction
+    decoded = decode(data)
+    for name, rec in rec1.items():
+        np.testing.assert_array_equal(decoded[name], rec)
+
+
+def test_gain_compensation_keeps_the_scale() -> None:
+    model = _model()
+    _, rec0, _ = _encode(qp=-16)
+    g0 = codec.reconstruction_gain(model["big"], rec0["big"])
+    assert g0 < 0.99, "the case must shrink without compensation"
+    data, rec1, _ = _encode(qp=-16, GainCompensation=2)
+    g1 = codec.reconstruction_gain(model["big"], rec1["big"])
+    assert abs(1.0 - g1) < abs(1.0 - g0) / 3
+    decoded = decode(data)
+    np.testing.assert_array_equal(decoded["big"], rec1["big"])
+    np.testing.assert_array_equal(rec1["bias"], rec0["bias"])  # 1-D: one row, as before
+
+
+@pytest.mark.parametrize(("key", "bad"), [("ScaleQPExponent", "-0.1"),
+                                          ("ScaleQPExponent", "1.5"),
+                                          ("ScaleQPMaxOffset", "-1"),
+                                          ("ScaleQPMode", "up"),
+                                          ("ScaleQPSlack", "-1"),
+                                          ("GainCompensation", "5")])
+def test_ranges(key: str, bad: str) -> None:
+    with pytest.raises(ConfigError, match=key):
+        Config.from_files((), {key: bad})
