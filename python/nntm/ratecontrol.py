@@ -49,6 +49,11 @@ __all__ = ["Plan", "SAMPLE_ELEMENTS", "TARGET_KEYS", "plan", "plan_snr", "proble
            "target_bits", "target_snr"]
 
 SAMPLE_ELEMENTS = 16384
+#: runs of neighbouring rows a sampled tensor keeps
+RUN = 4
+#: the sample grows as the square root of a tensor's size above GROW_FROM x SAMPLE_ELEMENTS
+GROW_FROM = 4
+#: False: a sampled tensor's bits are its sample's scaled by its elements
 EXTRAPOLATE = True
 QP_MIN, QP_MAX = -128, 127
 #: the rate-control keys; at most one may be set
@@ -130,16 +135,46 @@ def target_snr(config: Config) -> float | None:
     return snr if snr else None
 
 
-def _steps(tensors: Mapping[str, np.ndarray]) -> dict[str, int]:
-    """The row step of each sampled tensor (1: kept whole)."""
-    steps = {}
-    for name, value in tensors.items():
-        shape, size = np.shape(value), int(np.size(value))
-        steps[name] = 1
-        if (len(shape) >= 2 and size > SAMPLE_ELEMENTS
-                and np.asarray(value).dtype.name in hls.FLOAT_DTYPES):
-            steps[name] = min(shape[0], math.ceil(size / SAMPLE_ELEMENTS))
-    return steps
+def _sample_rows(value: np.ndarray) -> tuple[np.ndarray, int] | None:
+    """The sampled rows (indices along the first axis, ascending) of a tensor and the length
+    of their runs, or None when it is kept whole (one dimension, not float, no more than
+    ``SAMPLE_ELEMENTS`` elements).
+
+    The tensor's rows are cut into runs of ``RUN`` neighbouring rows (a row is coded with the
+    one above in its contexts, and row prediction refers to earlier rows: rows far apart
+    predict each other worse) and about ``_sample_elements`` elements' worth of runs is kept,
+    evenly spread over the tensor."""
+    shape, size = np.shape(value), int(np.size(value))
+    a = np.asarray(value)
+    if len(shape) < 2 or size <= SAMPLE_ELEMENTS or a.dtype.name not in hls.FLOAT_DTYPES:
+        return None
+    rows = shape[0]
+    cols = size // rows
+    keep = min(rows, max(1, round(_sample_elements(size) / cols)))
+    if keep >= rows:
+        return None
+    run = RUN if keep >= RUN and rows >= 2 * RUN else 1
+    runs = rows // run
+    take = max(1, keep // run)
+    picked = ((np.arange(take) + 0.5) * runs / take).astype(np.int64)
+    return (picked[:, None] * run + np.arange(run)[None, :]).reshape(-1), run
+
+
+def _sample_elements(size: int) -> int:
+    """The elements sampled of a tensor of ``size``: ``SAMPLE_ELEMENTS``, growing as the
+    square root of the size above ``GROW_FROM`` x that (a tensor's rows differ: a larger
+    tensor needs more of them for the same error)."""
+    if size <= GROW_FROM * SAMPLE_ELEMENTS:
+        return SAMPLE_ELEMENTS
+    return round(SAMPLE_ELEMENTS * math.sqrt(size / (GROW_FROM * SAMPLE_ELEMENTS)))
+
+
+def _half(rows: np.ndarray, run: int) -> tuple[np.ndarray, int]:
+    """The half sample of ``rows`` (runs of ``run`` rows) and its run: the first half of each
+    run, so that its rows keep their neighbours; every other row when runs are single rows."""
+    if run >= 2:
+        return rows.reshape(-1, run)[:, :run // 2].reshape(-1), run // 2
+    return rows[::2], 1
 
 
 def _tensor_bits(data: bytes) -> tuple[dict[int, int], dict[int, int]]:
@@ -180,54 +215,67 @@ class _Estimator:
                  container: hls.Container | None = None,
                  importance: Mapping[str, np.ndarray] | None = None) -> None:
         self.names = list(tensors)
-        steps = _steps(tensors)
-        self.sample, self.scale = {}, {}
-        # the half sample (every other sampled row) of each sampled tensor: the payload's
-        # growth from it to the sample is the rate of rows coded with adapted contexts,
-        # which the rest of the tensor is coded at (the sample alone overstates it by the
-        # contexts' learning cost: -4 % at 2 bits/param on MiniLM)
-        self.half: dict[str, np.ndarray] = {}
-        self.sizes: dict[str, tuple[int, int, int]] = {}  # whole, sample, half elements
-        for name in self.names:
-            a = np.asarray(tensors[name])
-            part = np.ascontiguousarray(a[::steps[name]]) if steps[name] > 1 else a
-            self.sample[name], self.scale[name] = part, a.size / max(part.size, 1)
-            self.half[name] = part
-            if EXTRAPOLATE and steps[name] > 1 and part.shape[0] >= 4:
-                self.half[name] = np.ascontiguousarray(part[::2])
-                self.sizes[name] = (a.size, part.size, self.half[name].size)
         self.config = config
         self.consumers, self.container = consumers, container  # an ONNX graph's [1.7]
+        self.sample, self.scale = {}, {}
+        # the half and quarter samples (the first half / quarter of each run of sampled rows):
+        # how the payload grows from one to the next says at which rate the rest of the
+        # tensor is coded, once its contexts have adapted (_grow)
+        self.half: dict[str, np.ndarray] = {}
+        self.quarter: dict[str, np.ndarray] = {}
+        self.sizes: dict[str, tuple[int, int, int]] = {}  # whole, sample, half elements
         # importance: the sampled rows of each map (RD weighting and weighted energies of
         # the sample), and the whole maps' means and weight RMS (their QP offsets, which
         # the sample encode does not derive itself: ImportanceQPScale 0 there)
         self.maps: dict[str, np.ndarray] | None = None
+        self.half_maps: dict[str, np.ndarray] | None = None
+        self.quarter_maps: dict[str, np.ndarray] | None = None
         # each float tensor's signal energy, exact (weighted: the mapped tensors'): it does not
         # depend on the QP, and a sample misses its outliers (MiniLM's weighted signal: 7.6
         # from the sample, 18.5 in fact)
         self.signal: dict[str, float] = {}
-        self.half_maps: dict[str, np.ndarray] | None = None
         self.means: dict[str, float] = {}
         self.norm: dict[str, tuple[float, float]] = {}  # the whole maps' normalisation
         self.rms: dict[str, float] = {}
+        importance = importance or {}
         if importance:
-            self.maps, self.half_maps = {}, {}
-            for name, value in importance.items():
-                full = imp.expand(name, tuple(np.shape(tensors[name])), value)
-                self.maps[name] = np.ascontiguousarray(full[::steps[name]])
-                self.half_maps[name] = (np.ascontiguousarray(self.maps[name][::2])
-                                        if name in self.sizes else self.maps[name])
-                self.signal[name] = codec._energies(tensors[name], tensors[name], full)[0]
+            self.maps, self.half_maps, self.quarter_maps = {}, {}, {}
+        floor = float(config["ImportanceFloor"])
+        for name in self.names:
+            a = np.asarray(tensors[name])
+            full = None
+            if name in importance:
+                full = imp.expand(name, tuple(a.shape), importance[name])
+                self.signal[name] = codec._energies(a, a, full)[0]
                 if full.size:
                     self.means[name] = float(np.mean(full))
-                    self.norm[name] = imp.norm_constants(full, float(config["ImportanceFloor"]))
-                del full
-            if float(config["ImportanceMaxStep"]) > 0:
-                self.rms = {n: imp.weight_rms(tensors[n]) for n in self.maps}
-        else:
-            for name in self.names:
-                self.signal[name] = codec._energies(tensors[name], tensors[name])[0]
+                    self.norm[name] = imp.norm_constants(full, floor)
+            elif not importance:
+                self.signal[name] = codec._energies(a, a)[0]
+            found = _sample_rows(a)
+            rows, run = found if found is not None else (None, 1)
+            self.sample[name] = np.ascontiguousarray(a[rows]) if rows is not None else a
+            self.scale[name] = a.size / max(self.sample[name].size, 1)
+            parts: list[tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None,
+                              np.ndarray]] = []
+            if EXTRAPOLATE and rows is not None and len(rows) >= 2:
+                half, half_run = _half(rows, run)
+                parts.append((self.half, self.half_maps, half))
+                self.sizes[name] = (a.size, len(rows) * (a.size // a.shape[0]),
+                                    len(half) * (a.size // a.shape[0]))
+                if len(half) >= 2:
+                    parts.append((self.quarter, self.quarter_maps, _half(half, half_run)[0]))
+            for out, maps, part in parts:
+                out[name] = np.ascontiguousarray(a[part])
+                if full is not None and maps is not None:
+                    maps[name] = np.ascontiguousarray(full[part])
+            if full is not None and self.maps is not None:
+                self.maps[name] = np.ascontiguousarray(full[rows]) if rows is not None else full
+            del full
+        if self.maps is not None and float(config["ImportanceMaxStep"]) > 0:
+            self.rms = {n: imp.weight_rms(tensors[n]) for n in self.maps}
         self.cache: dict[int, _Point] = {}
+        self.learn: list[float] = []  # the pooled learning term K of each probe
 
     def __call__(self, qp: int) -> _Point:
         """The estimate at global QP ``qp``."""
@@ -243,16 +291,10 @@ class _Estimator:
             payload, other = _tensor_bits(res.data)
             grown = {}
             if self.sizes:
-                half = _tensor_bits(codec.encode_with_recon(
-                    self.half, cfg, importance=self.half_maps, consumers=self.consumers,
-                    container=self.container, qp_offsets=offsets,
-                    importance_norm=self.norm).data)[0]
-                for i, name in enumerate(self.names):
-                    if name in self.sizes:
-                        whole, n_sample, n_half = self.sizes[name]
-                        rate = (payload.get(i, 0) - half.get(i, 0)) / (n_sample - n_half)
-                        if rate > 0:
-                            grown[i] = payload.get(i, 0) + rate * (whole - n_sample)
+                half = self._part_bits(self.half, self.half_maps, cfg, offsets)
+                quarter = (self._part_bits(self.quarter, self.quarter_maps, cfg, offsets)
+                           if self.quarter else {})
+                grown = self._grow(payload, half, quarter)
             per = {name: other.get(i, 0) + grown.get(i, payload.get(i, 0) * self.scale[name])
                    for i, name in enumerate(self.names)}
             fixed = 8 * len(res.data) - sum(other.values()) - sum(payload.values())  # MPS, EOS
@@ -264,6 +306,42 @@ class _Estimator:
                     noise[s.name] = k * (s.imp_noise_energy if weighted else s.noise_energy)
             self.cache[qp] = _Point(fixed + sum(per.values()), per, self.signal, noise)
         return self.cache[qp]
+
+    def _part_bits(self, part: Mapping[str, np.ndarray],
+                   maps: Mapping[str, np.ndarray] | None, cfg: Config,
+                   offsets: Mapping[str, int]) -> dict[int, int]:
+        """The payload bits of the sampled tensors' ``part`` (half or quarter samples), by
+        their tensor_id in the model: coded alone (the tensors kept whole are in the sample
+        already), with the roles the graph's consumers give and the same QP offsets."""
+        by_id = _tensor_bits(codec.encode_with_recon(
+            part, cfg, importance=maps, consumers=self.consumers,
+            qp_offsets={n: v for n, v in offsets.items() if n in part},
+            importance_norm=self.norm).data)[0]
+        index = {n: i for i, n in enumerate(self.names)}
+        return {index[n]: by_id.get(j, 0) for j, n in enumerate(part)}
+
+    def _grow(self, payload: Mapping[int, int], half: Mapping[int, int],
+              quarter: Mapping[int, int]) -> dict[int, float]:
+        """Each sampled tensor's payload bits, from its sample's, half sample's and quarter
+        sample's."""
+        grown: dict[int, float] = {}
+        ids = [(i, n) for i, n in enumerate(self.names) if n in self.sizes]
+        # B(n) = h n + K log2 n + c bits for the first n elements of a tensor: h the rate once
+        # its contexts have adapted, K their learning, the same for every tensor (the same
+        # contexts), pooled from the second differences quarter -> half -> sample (each half
+        # the next one's rows): d1 = h n / 2 + K, d2 = h n / 4 + K summed over the tensors
+        fitted = [i for i, n in ids if n in self.quarter]
+        d1 = sum(payload.get(i, 0) - half.get(i, 0) for i in fitted)
+        d2 = sum(half.get(i, 0) - quarter.get(i, 0) for i in fitted)
+        learn = max(0.0, 2 * d2 - d1) / max(len(fitted), 1)  # K, >= 0
+        self.learn.append(learn)
+        for i, name in ids:
+            whole, n_sample, n_half = self.sizes[name]
+            grow = payload.get(i, 0) - half.get(i, 0) - learn * math.log2(n_sample / n_half)
+            rate = max(grow, 0.0) / (n_sample - n_half)
+            grown[i] = (payload.get(i, 0) + rate * (whole - n_sample)
+                        + learn * math.log2(whole / n_sample))
+        return grown
 
     def snr(self, point: _Point, finer: _Point | None = None,
             moved: Sequence[str] = ()) -> float:
