@@ -177,6 +177,32 @@ def _half(rows: np.ndarray, run: int) -> tuple[np.ndarray, int]:
     return rows[::2], 1
 
 
+def _extrapolate(sizes: Mapping[int, tuple[int, int, int]], fitted: set[int],
+                 payload: Mapping[int, float], half: Mapping[int, float],
+                 quarter: Mapping[int, float]) -> tuple[dict[int, float], float]:
+    """The payload bits of each sampled tensor ``i`` (``sizes[i]``: its elements, its
+    sample's, its half sample's) from those of its sample, half sample and (the tensors
+    ``fitted``) quarter sample; and the learning term K.
+
+    B(n) = h n + K log2 n + c bits for the first n elements of a tensor: h its rate once the
+    contexts have adapted, K their learning, taken as the same for every tensor (the same
+    contexts), pooled from the second differences quarter -> half -> sample (each the first
+    half of the next one's runs): d1 = h n / 2 + K, d2 = h n / 4 + K, summed over the
+    tensors. A tensor's rate h is then its growth half -> sample less K, and the rest of it
+    costs h a element plus K a doubling of the elements. The sample alone overstates the
+    bits of a tensor by the learning; the growth half -> sample alone (K = 0) still does."""
+    d1 = sum(payload.get(i, 0) - half.get(i, 0) for i in fitted)
+    d2 = sum(half.get(i, 0) - quarter.get(i, 0) for i in fitted)
+    learn = max(0.0, 2 * d2 - d1) / len(fitted) if fitted else 0.0
+    grown = {}
+    for i, (whole, n_sample, n_half) in sizes.items():
+        grow = payload.get(i, 0) - half.get(i, 0) - learn * math.log2(n_sample / n_half)
+        rate = max(grow, 0.0) / (n_sample - n_half)
+        grown[i] = (payload.get(i, 0) + rate * (whole - n_sample)
+                    + learn * math.log2(whole / n_sample))
+    return grown, learn
+
+
 def _tensor_bits(data: bytes) -> tuple[dict[int, int], dict[int, int]]:
     """(payload bits, other bits) per tensor_id of a stream."""
     payload: dict[int, int] = {}
@@ -324,23 +350,10 @@ class _Estimator:
               quarter: Mapping[int, int]) -> dict[int, float]:
         """Each sampled tensor's payload bits, from its sample's, half sample's and quarter
         sample's."""
-        grown: dict[int, float] = {}
-        ids = [(i, n) for i, n in enumerate(self.names) if n in self.sizes]
-        # B(n) = h n + K log2 n + c bits for the first n elements of a tensor: h the rate once
-        # its contexts have adapted, K their learning, the same for every tensor (the same
-        # contexts), pooled from the second differences quarter -> half -> sample (each half
-        # the next one's rows): d1 = h n / 2 + K, d2 = h n / 4 + K summed over the tensors
-        fitted = [i for i, n in ids if n in self.quarter]
-        d1 = sum(payload.get(i, 0) - half.get(i, 0) for i in fitted)
-        d2 = sum(half.get(i, 0) - quarter.get(i, 0) for i in fitted)
-        learn = max(0.0, 2 * d2 - d1) / max(len(fitted), 1)  # K, >= 0
+        sizes = {i: self.sizes[n] for i, n in enumerate(self.names) if n in self.sizes}
+        fitted = {i for i, n in enumerate(self.names) if n in self.quarter}
+        grown, learn = _extrapolate(sizes, fitted, payload, half, quarter)
         self.learn.append(learn)
-        for i, name in ids:
-            whole, n_sample, n_half = self.sizes[name]
-            grow = payload.get(i, 0) - half.get(i, 0) - learn * math.log2(n_sample / n_half)
-            rate = max(grow, 0.0) / (n_sample - n_half)
-            grown[i] = (payload.get(i, 0) + rate * (whole - n_sample)
-                        + learn * math.log2(whole / n_sample))
         return grown
 
     def snr(self, point: _Point, finer: _Point | None = None,
