@@ -53,6 +53,8 @@ SAMPLE_ELEMENTS = 16384
 RUN = 4
 #: the sample grows as the square root of a tensor's size above GROW_FROM x SAMPLE_ELEMENTS
 GROW_FROM = 4
+#: and keeps at least MIN_ROWS rows (a tensor of long rows: few of them, its estimate high)
+MIN_ROWS = 64
 #: False: a sampled tensor's bits are its sample's scaled by its elements
 EXTRAPOLATE = True
 QP_MIN, QP_MAX = -128, 127
@@ -135,7 +137,7 @@ def target_snr(config: Config) -> float | None:
     return snr if snr else None
 
 
-def _sample_rows(value: np.ndarray) -> tuple[np.ndarray, int] | None:
+def _sample_rows(value: np.ndarray, grow: bool = True) -> tuple[np.ndarray, int] | None:
     """The sampled rows (indices along the first axis, ascending) of a tensor and the length
     of their runs, or None when it is kept whole (one dimension, not float, no more than
     ``SAMPLE_ELEMENTS`` elements).
@@ -143,14 +145,17 @@ def _sample_rows(value: np.ndarray) -> tuple[np.ndarray, int] | None:
     The tensor's rows are cut into runs of ``RUN`` neighbouring rows (a row is coded with the
     one above in its contexts, and row prediction refers to earlier rows: rows far apart
     predict each other worse) and about ``_sample_elements`` elements' worth of runs is kept,
-    evenly spread over the tensor."""
+    evenly spread over the tensor (``grow`` False: ``SAMPLE_ELEMENTS``)."""
     shape, size = np.shape(value), int(np.size(value))
     a = np.asarray(value)
     if len(shape) < 2 or size <= SAMPLE_ELEMENTS or a.dtype.name not in hls.FLOAT_DTYPES:
         return None
     rows = shape[0]
     cols = size // rows
-    keep = min(rows, max(1, round(_sample_elements(size) / cols)))
+    keep = min(rows, max(1, round((_sample_elements(size) if grow else SAMPLE_ELEMENTS)
+                                  / cols)))
+    if grow:
+        keep = min(rows, max(keep, MIN_ROWS))
     if keep >= rows:
         return None
     run = RUN if keep >= RUN and rows >= 2 * RUN else 1
@@ -239,7 +244,10 @@ class _Estimator:
     def __init__(self, tensors: Mapping[str, np.ndarray], config: Config,
                  consumers: Mapping[str, Sequence[tuple[str, int]]] | None = None,
                  container: hls.Container | None = None,
-                 importance: Mapping[str, np.ndarray] | None = None) -> None:
+                 importance: Mapping[str, np.ndarray] | None = None,
+                 precise: bool = True) -> None:
+        """``precise`` False: the samples do not grow with the tensors and there is no
+        quarter sample (K = 0): a cheaper estimate, for the bisection's far probes."""
         self.names = list(tensors)
         self.config = config
         self.consumers, self.container = consumers, container  # an ONNX graph's [1.7]
@@ -278,7 +286,7 @@ class _Estimator:
                     self.norm[name] = imp.norm_constants(full, floor)
             elif not importance:
                 self.signal[name] = codec._energies(a, a)[0]
-            found = _sample_rows(a)
+            found = _sample_rows(a, precise)
             rows, run = found if found is not None else (None, 1)
             self.sample[name] = np.ascontiguousarray(a[rows]) if rows is not None else a
             self.scale[name] = a.size / max(self.sample[name].size, 1)
@@ -289,7 +297,7 @@ class _Estimator:
                 parts.append((self.half, self.half_maps, half))
                 self.sizes[name] = (a.size, len(rows) * (a.size // a.shape[0]),
                                     len(half) * (a.size // a.shape[0]))
-                if len(half) >= 2:
+                if precise and len(half) >= 2:
                     parts.append((self.quarter, self.quarter_maps, _half(half, half_run)[0]))
             for out, maps, part in parts:
                 out[name] = np.ascontiguousarray(a[part])
@@ -390,6 +398,19 @@ def _bracket(fine_side: Callable[[int], bool], q: int) -> tuple[int, int]:
     return lo, hi
 
 
+def _rebracket(fine_side: Callable[[int], bool], lohi: tuple[int, int]) -> tuple[int, int]:
+    """The bracket (lo, lo + 1) of ``fine_side`` (as :func:`_bracket`'s) next to ``lohi``, one
+    from a rougher estimate: moved a QP at a time while ``fine_side`` disagrees with it."""
+    lo, hi = lohi
+    if lo == hi:  # true at every QP or at none: as the rough estimate said
+        return lo, hi
+    while hi < QP_MAX and fine_side(hi):
+        lo, hi = hi, hi + 1
+    while lo > QP_MIN and not fine_side(lo):
+        lo, hi = lo - 1, lo
+    return lo, hi
+
+
 def plan(tensors: Mapping[str, np.ndarray], config: Config, target: float,
          consumers: Mapping[str, Sequence[tuple[str, int]]] | None = None,
          container: hls.Container | None = None,
@@ -399,13 +420,17 @@ def plan(tensors: Mapping[str, np.ndarray], config: Config, target: float,
     ``container`` and ``importance`` are those the stream is coded with (an ONNX input's
     graph, importance maps): the roles they give, the container unit's bytes and the maps'
     weighting and QP offsets are in the estimate."""
+    rough = _Estimator(tensors, config, consumers, container, importance, precise=False)
     est = _Estimator(tensors, config, consumers, container, importance)
     weighted = importance is not None and bool(importance)
 
     def done(qp: int, offsets: dict[str, int], total: float, snr: float) -> Plan:
-        return Plan(qp, offsets, total, target, len(est.cache), snr, None, weighted)
+        return Plan(qp, offsets, total, target, len(rough.cache) + len(est.cache), snr, None,
+                    weighted)
 
-    lo, hi = _bracket(lambda q: est(q).total > target, int(config["QP"]))
+    # the bisection on the rough estimate, then the precise one around where it ended
+    lo, hi = _rebracket(lambda q: est(q).total > target,
+                        _bracket(lambda q: rough(q).total > target, int(config["QP"])))
     coarse = est(hi)
     if coarse.total > target:  # even the coarsest QP is too big: take it
         return done(hi, {}, coarse.total, est.snr(coarse))
@@ -430,18 +455,20 @@ def plan_snr(tensors: Mapping[str, np.ndarray], config: Config, target_db: float
     """The coarsest QP (and per-tensor offsets) whose estimated pooled SNR meets
     ``target_db``: importance-weighted with ``importance`` maps. When even the finest QP
     misses it, the finest QP."""
+    rough = _Estimator(tensors, config, consumers, container, importance, precise=False)
     est = _Estimator(tensors, config, consumers, container, importance)
     weighted = importance is not None and bool(importance)
 
     def done(qp: int, offsets: dict[str, int], point: _Point, snr: float,
              extra: float = 0.0) -> Plan:
-        return Plan(qp, offsets, point.total + extra, None, len(est.cache), snr, target_db,
-                    weighted)
+        return Plan(qp, offsets, point.total + extra, None, len(rough.cache) + len(est.cache),
+                    snr, target_db, weighted)
 
     if weighted and not sum(est.signal.values()) > 0:  # before any sampled encode
         raise ConfigError("TargetSNR with ImportanceFile: the maps weigh every weight 0 (all-zero "
                           "maps, or maps of all-zero tensors): no weighted SNR to aim at")
-    lo, hi = _bracket(lambda q: est.snr(est(q)) >= target_db, int(config["QP"]))
+    lo, hi = _rebracket(lambda q: est.snr(est(q)) >= target_db,
+                        _bracket(lambda q: rough.snr(rough(q)) >= target_db, int(config["QP"])))
     # lo meets the target, hi (one coarser) misses it
     fine = est(lo)
     if est.snr(fine) < target_db:  # even the finest QP misses it
