@@ -338,3 +338,17 @@ def test_size_plan_brackets_the_target_with_the_precise_estimate() -> None:
                                                qp_offsets=p.offsets).data)
     assert abs(achieved / target - 1) < 0.1, achieved / target  # -6.9 %: rows this alike
     # are extreme (the precise estimate is 1.17x at QP -16); the rough QP would be coarser
+
+
+def test_size_target_same_bytes_on_any_number_of_threads(tmp_path: Path) -> None:
+    """The plan reads nothing the threads change: a size target codes the same bytes with
+    --Threads=1 and --Threads=2."""
+    path = tmp_path / "m.safetensors"
+    write_model(path, _model(2))
+    out = []
+    for threads in (1, 2):
+        bit = tmp_path / f"t{threads}.bit"
+        assert encoder.main(["-i", str(path), "-b", str(bit), "--TargetBitsPerParam=3",
+                             f"--Threads={threads}", "--Verbose=0"]) == 0
+        out.append(bit.read_bytes())
+    assert out[0] == out[1]
