@@ -263,8 +263,9 @@ class _Estimator:
                  container: hls.Container | None = None,
                  importance: Mapping[str, np.ndarray] | None = None,
                  precise: bool = True) -> None:
-        """``precise`` False: the samples do not grow with the tensors and there is no
-        quarter sample (K = 0): a cheaper estimate, for the bisection's far probes."""
+        """``precise`` False: the rough estimate (every step-th row, at most
+        ``SAMPLE_ELEMENTS`` elements, a half sample, no quarter: K = 0), the bisection's and
+        :func:`plan_snr`'s; True: runs of rows, growing samples and the learning fit."""
         self.names = list(tensors)
         self.config = config
         self.consumers, self.container = consumers, container  # an ONNX graph's [1.7]
