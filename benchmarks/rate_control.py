@@ -10,7 +10,8 @@ with nntm.ratecontrol (the sampled pre-encode EncoderApp runs for --TargetBitsPe
 target, the achieved figure (bits/param from the stream's bytes; SNR pooled over the float
 tensors, importance-weighted with --importance), the error, the QP chosen (and how many tensors
 one QP finer), the planning and the encode time. ``--importance minilm=imp.safetensors`` codes
-that model with its maps (use an output-aware cfg); ``--eval`` adds the adapter's metrics.
+that model with its maps (use an output-aware cfg); ``--eval`` adds the adapter's metrics. An
+ONNX model (``ddddocr``) is planned and coded with its graph's roles (EncoderApp -i x.onnx).
 """
 
 from __future__ import annotations
@@ -64,23 +65,28 @@ def main(argv: list[str]) -> int:
         tensors = {k: np.asarray(v) for k, v in adapter.load().items()}
         floats = sum(v.size for v in tensors.values() if v.dtype.kind == "f")
         importance = read_model(maps_files[model]) if model in maps_files else None
+        # an ONNX model (ddddocr): the roles its graph gives, as for EncoderApp -i model.onnx
+        consumers = (adapter.graph_consumers() if hasattr(adapter, "graph_consumers")
+                     else None)
         for target in args.targets.split(","):
             kind, _, value = target.partition("=")
             cfg = base
             start = time.perf_counter()
             if kind == "snr":
                 goal = float(value)
-                plan = ratecontrol.plan_snr(tensors, cfg, goal, importance=importance)
+                plan = ratecontrol.plan_snr(tensors, cfg, goal, consumers,
+                                            importance=importance)
             else:
                 if kind == "bpp":
                     bits = float(value) * floats
                 else:
                     value = value or sizes[model]
                     bits = 8.0 * parse_size(value, allow_auto=False)
-                plan = ratecontrol.plan(tensors, cfg, bits, importance=importance)
+                plan = ratecontrol.plan(tensors, cfg, bits, consumers, importance=importance)
             planned = time.perf_counter()
             res = codec.encode_with_recon(tensors, cfg.replace(QP=plan.qp),
-                                          importance=importance, qp_offsets=plan.offsets)
+                                          importance=importance, qp_offsets=plan.offsets,
+                                          consumers=consumers)
             done = time.perf_counter()
             bpp = 8 * len(res.data) / floats
             snr = codec.pooled_snr(res.stats, weighted=plan.weighted)

@@ -2,18 +2,31 @@
 
 ``EncoderApp --TargetBitsPerParam=4`` (or ``--TargetSize=2M``, or ``--TargetSNR=30``) asks for
 a size or a fidelity instead of a QP. :func:`plan` / :func:`plan_snr` estimate the bits and the
-weight SNR of the model at any QP from a *sample* of it: every tensor of two or more dimensions
-keeps an evenly spaced subset of its rows (at most ``SAMPLE_ELEMENTS`` elements), the other
-tensors stay whole, and the sample is coded with the full configuration (coding tree, DQ, row
-prediction ...), and so is every other of its sampled rows: a tensor's payload is the
-sample's plus the growth from the half sample to the sample for the rest of its elements. Its
-error energy sum (w - r)^2 scales with its elements; its signal energy sum w^2 is the whole
-tensor's (a sample misses outliers); its parameter set and hash unit are counted as they are.
+weight SNR of the model at any QP from a *sample* of it, coded with the full configuration
+(coding tree, DQ, row prediction ...); tensors of one dimension or no more than
+``SAMPLE_ELEMENTS`` elements stay whole. Two estimates (:class:`_Estimator`):
 
-A size target: a bisection on the global QP brackets the target between two neighbouring QPs
-``q`` (finer) and ``q + 1``; then tensors move from ``q + 1`` to ``q``, the largest first,
+* rough (``precise=False``): every step-th row of a tensor, at most ``SAMPLE_ELEMENTS``
+  elements, and every other of those rows coded too: a tensor's payload is the sample's plus
+  the growth from the half sample to the sample for the rest of its elements;
+* precise: runs of ``RUN`` neighbouring rows (a row's contexts read the row above, row
+  prediction earlier rows: far-apart rows predict each other worse), evenly spread, about
+  ``SAMPLE_ELEMENTS`` elements and more (the square root of the size) above ``GROW_FROM`` x
+  that, at least ``MIN_ROWS`` rows; the half and quarter samples (the first halves of the
+  runs) give each tensor's rate once the contexts have adapted and a learning term K pooled
+  over the tensors (:func:`_extrapolate`). The rough estimate overstated the bits of the big
+  tensors at low rates (MiniLM at 2 bits/param: 1.921 coded), the precise one less (1.980).
+
+A tensor's error energy sum (w - r)^2 scales with its elements; its signal energy sum w^2 is
+the whole tensor's (a sample misses outliers); its parameter set and hash unit are counted as
+they are.
+
+A size target: a bisection on the global QP (rough estimate) brackets the target between two
+neighbouring QPs ``q`` (finer) and ``q + 1``, moved a QP at a time until the precise estimate
+brackets it too; then tensors move from ``q + 1`` to ``q``, the largest first,
 while the estimate stays at or below the target, so the rate falls between the two QPs' rates
-instead of on one of them. An SNR target: the bisection finds the coarsest QP ``q`` whose
+instead of on one of them. An SNR target (rough estimate only: it meets the targets; the
+precise one's weighted noise came out lower): the bisection finds the coarsest QP ``q`` whose
 estimate meets the target (``q + 1`` misses it); then, from ``q + 1``, tensors move to ``q``,
 those that remove the most noise a bit first, until the estimate meets the target: the
 coarsest allocation found that does. The model is then coded once.
@@ -49,6 +62,13 @@ __all__ = ["Plan", "SAMPLE_ELEMENTS", "TARGET_KEYS", "plan", "plan_snr", "proble
            "target_bits", "target_snr"]
 
 SAMPLE_ELEMENTS = 16384
+#: runs of neighbouring rows a sampled tensor keeps
+RUN = 4
+#: the sample grows as the square root of a tensor's size above GROW_FROM x SAMPLE_ELEMENTS
+GROW_FROM = 4
+#: and keeps at least MIN_ROWS rows (a tensor of long rows: few of them, its estimate high)
+MIN_ROWS = 64
+#: False: a sampled tensor's bits are its sample's scaled by its elements
 EXTRAPOLATE = True
 QP_MIN, QP_MAX = -128, 127
 #: the rate-control keys; at most one may be set
@@ -130,16 +150,79 @@ def target_snr(config: Config) -> float | None:
     return snr if snr else None
 
 
-def _steps(tensors: Mapping[str, np.ndarray]) -> dict[str, int]:
-    """The row step of each sampled tensor (1: kept whole)."""
-    steps = {}
-    for name, value in tensors.items():
-        shape, size = np.shape(value), int(np.size(value))
-        steps[name] = 1
-        if (len(shape) >= 2 and size > SAMPLE_ELEMENTS
-                and np.asarray(value).dtype.name in hls.FLOAT_DTYPES):
-            steps[name] = min(shape[0], math.ceil(size / SAMPLE_ELEMENTS))
-    return steps
+def _sample_rows(value: np.ndarray, grow: bool = True) -> tuple[np.ndarray, int] | None:
+    """The sampled rows (indices along the first axis, ascending) of a tensor and the length
+    of their runs, or None when it is kept whole (one dimension, not float, no more than
+    ``SAMPLE_ELEMENTS`` elements).
+
+    The tensor's rows are cut into runs of ``RUN`` neighbouring rows (a row is coded with the
+    one above in its contexts, and row prediction refers to earlier rows: rows far apart
+    predict each other worse) and about ``_sample_elements`` elements' worth of runs is kept,
+    evenly spread over the tensor (``grow`` False: ``SAMPLE_ELEMENTS``)."""
+    shape, size = np.shape(value), int(np.size(value))
+    a = np.asarray(value)
+    if len(shape) < 2 or size <= SAMPLE_ELEMENTS or a.dtype.name not in hls.FLOAT_DTYPES:
+        return None
+    rows = shape[0]
+    cols = size // rows
+    if not grow:  # every step-th row, single rows
+        step = min(rows, math.ceil(size / SAMPLE_ELEMENTS))
+        return np.arange(0, rows, step, dtype=np.int64), 1
+    keep = min(rows, max(1, round(_sample_elements(size) / cols)))
+    keep = max(keep, min(MIN_ROWS, rows // 4))  # (not in a tensor of a few rows)
+    if keep >= rows:
+        return None
+    run = RUN if keep >= RUN and rows >= 2 * RUN else 1
+    runs = rows // run
+    take = max(1, keep // run)
+    picked = ((np.arange(take) + 0.5) * runs / take).astype(np.int64)
+    return (picked[:, None] * run + np.arange(run)[None, :]).reshape(-1), run
+
+
+def _sample_elements(size: int) -> int:
+    """The elements sampled of a tensor of ``size``: ``SAMPLE_ELEMENTS``, growing as the
+    square root of the size above ``GROW_FROM`` x that (a tensor's rows differ: a larger
+    tensor needs more of them for the same error)."""
+    if size <= GROW_FROM * SAMPLE_ELEMENTS:
+        return SAMPLE_ELEMENTS
+    return round(SAMPLE_ELEMENTS * math.sqrt(size / (GROW_FROM * SAMPLE_ELEMENTS)))
+
+
+def _half(rows: np.ndarray, run: int) -> tuple[np.ndarray, int]:
+    """The half sample of ``rows`` (runs of ``run`` rows) and its run: the first half of each
+    run, so that its rows keep their neighbours; every other row when runs are single rows."""
+    if run >= 2:
+        return rows.reshape(-1, run)[:, :run // 2].reshape(-1), run // 2
+    return rows[::2], 1
+
+
+def _extrapolate(sizes: Mapping[int, tuple[int, int, int]], fitted: set[int],
+                 payload: Mapping[int, float], half: Mapping[int, float],
+                 quarter: Mapping[int, float]) -> tuple[dict[int, float], float]:
+    """The payload bits of each sampled tensor ``i`` (``sizes[i]``: its elements, its
+    sample's, its half sample's) from those of its sample, half sample and (the tensors
+    ``fitted``) quarter sample; and the learning term K.
+
+    B(n) = h n + K log2 n + c bits for the first n elements of a tensor: h its rate once the
+    contexts have adapted, K their learning, taken as the same for every tensor (the same
+    contexts), pooled from the second differences quarter -> half -> sample (each the first
+    half of the next one's runs): d1 = h n / 2 + K, d2 = h n / 4 + K, summed over the
+    tensors. A tensor's rate h is then its growth half -> sample less K, and the rest of it
+    costs h a element plus K a doubling of the elements. The sample alone overstates the
+    bits of a tensor by the learning; the growth half -> sample alone (K = 0) still does.
+    A tensor that grew by nothing is not in the result (its sample's bits are scaled)."""
+    d1 = sum(payload.get(i, 0) - half.get(i, 0) for i in fitted)
+    d2 = sum(half.get(i, 0) - quarter.get(i, 0) for i in fitted)
+    learn = max(0.0, 2 * d2 - d1) / len(fitted) if fitted else 0.0
+    grown = {}
+    for i, (whole, n_sample, n_half) in sizes.items():
+        grow = payload.get(i, 0) - half.get(i, 0) - learn * math.log2(n_sample / n_half)
+        if grow <= 0:  # no growth seen: the caller scales the sample's bits
+            continue
+        rate = grow / (n_sample - n_half)
+        grown[i] = (payload.get(i, 0) + rate * (whole - n_sample)
+                    + learn * math.log2(whole / n_sample))
+    return grown, learn
 
 
 def _tensor_bits(data: bytes) -> tuple[dict[int, int], dict[int, int]]:
@@ -178,56 +261,73 @@ class _Estimator:
     def __init__(self, tensors: Mapping[str, np.ndarray], config: Config,
                  consumers: Mapping[str, Sequence[tuple[str, int]]] | None = None,
                  container: hls.Container | None = None,
-                 importance: Mapping[str, np.ndarray] | None = None) -> None:
+                 importance: Mapping[str, np.ndarray] | None = None,
+                 precise: bool = True) -> None:
+        """``precise`` False: the rough estimate (every step-th row, at most
+        ``SAMPLE_ELEMENTS`` elements, a half sample, no quarter: K = 0), the bisection's and
+        :func:`plan_snr`'s; True: runs of rows, growing samples and the learning fit."""
         self.names = list(tensors)
-        steps = _steps(tensors)
-        self.sample, self.scale = {}, {}
-        # the half sample (every other sampled row) of each sampled tensor: the payload's
-        # growth from it to the sample is the rate of rows coded with adapted contexts,
-        # which the rest of the tensor is coded at (the sample alone overstates it by the
-        # contexts' learning cost: -4 % at 2 bits/param on MiniLM)
-        self.half: dict[str, np.ndarray] = {}
-        self.sizes: dict[str, tuple[int, int, int]] = {}  # whole, sample, half elements
-        for name in self.names:
-            a = np.asarray(tensors[name])
-            part = np.ascontiguousarray(a[::steps[name]]) if steps[name] > 1 else a
-            self.sample[name], self.scale[name] = part, a.size / max(part.size, 1)
-            self.half[name] = part
-            if EXTRAPOLATE and steps[name] > 1 and part.shape[0] >= 4:
-                self.half[name] = np.ascontiguousarray(part[::2])
-                self.sizes[name] = (a.size, part.size, self.half[name].size)
         self.config = config
         self.consumers, self.container = consumers, container  # an ONNX graph's [1.7]
+        self.sample, self.scale = {}, {}
+        # the half and quarter samples (the first half / quarter of each run of sampled rows):
+        # how the payload grows from one to the next says at which rate the rest of the
+        # tensor is coded, once its contexts have adapted (_grow)
+        self.half: dict[str, np.ndarray] = {}
+        self.quarter: dict[str, np.ndarray] = {}
+        self.sizes: dict[str, tuple[int, int, int]] = {}  # whole, sample, half elements
         # importance: the sampled rows of each map (RD weighting and weighted energies of
         # the sample), and the whole maps' means and weight RMS (their QP offsets, which
         # the sample encode does not derive itself: ImportanceQPScale 0 there)
         self.maps: dict[str, np.ndarray] | None = None
+        self.half_maps: dict[str, np.ndarray] | None = None
+        self.quarter_maps: dict[str, np.ndarray] | None = None
         # each float tensor's signal energy, exact (weighted: the mapped tensors'): it does not
         # depend on the QP, and a sample misses its outliers (MiniLM's weighted signal: 7.6
         # from the sample, 18.5 in fact)
         self.signal: dict[str, float] = {}
-        self.half_maps: dict[str, np.ndarray] | None = None
         self.means: dict[str, float] = {}
         self.norm: dict[str, tuple[float, float]] = {}  # the whole maps' normalisation
         self.rms: dict[str, float] = {}
+        importance = importance or {}
         if importance:
-            self.maps, self.half_maps = {}, {}
-            for name, value in importance.items():
-                full = imp.expand(name, tuple(np.shape(tensors[name])), value)
-                self.maps[name] = np.ascontiguousarray(full[::steps[name]])
-                self.half_maps[name] = (np.ascontiguousarray(self.maps[name][::2])
-                                        if name in self.sizes else self.maps[name])
-                self.signal[name] = codec._energies(tensors[name], tensors[name], full)[0]
+            self.maps, self.half_maps, self.quarter_maps = {}, {}, {}
+        floor = float(config["ImportanceFloor"])
+        for name in self.names:
+            a = np.asarray(tensors[name])
+            full = None
+            if name in importance:
+                full = imp.expand(name, tuple(a.shape), importance[name])
+                self.signal[name] = codec._energies(a, a, full)[0]
                 if full.size:
                     self.means[name] = float(np.mean(full))
-                    self.norm[name] = imp.norm_constants(full, float(config["ImportanceFloor"]))
-                del full
-            if float(config["ImportanceMaxStep"]) > 0:
-                self.rms = {n: imp.weight_rms(tensors[n]) for n in self.maps}
-        else:
-            for name in self.names:
-                self.signal[name] = codec._energies(tensors[name], tensors[name])[0]
+                    self.norm[name] = imp.norm_constants(full, floor)
+            elif not importance:
+                self.signal[name] = codec._energies(a, a)[0]
+            found = _sample_rows(a, precise)
+            rows, run = found if found is not None else (None, 1)
+            self.sample[name] = np.ascontiguousarray(a[rows]) if rows is not None else a
+            self.scale[name] = a.size / max(self.sample[name].size, 1)
+            parts: list[tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None,
+                              np.ndarray]] = []
+            if EXTRAPOLATE and rows is not None and len(rows) >= (2 if precise else 4):
+                half, half_run = _half(rows, run)
+                parts.append((self.half, self.half_maps, half))
+                self.sizes[name] = (a.size, len(rows) * (a.size // a.shape[0]),
+                                    len(half) * (a.size // a.shape[0]))
+                if precise and len(half) >= 2:
+                    parts.append((self.quarter, self.quarter_maps, _half(half, half_run)[0]))
+            for out, maps, part in parts:
+                out[name] = np.ascontiguousarray(a[part])
+                if full is not None and maps is not None:
+                    maps[name] = np.ascontiguousarray(full[part])
+            if full is not None and self.maps is not None:
+                self.maps[name] = np.ascontiguousarray(full[rows]) if rows is not None else full
+            del full
+        if self.maps is not None and float(config["ImportanceMaxStep"]) > 0:
+            self.rms = {n: imp.weight_rms(tensors[n]) for n in self.maps}
         self.cache: dict[int, _Point] = {}
+        self.learn: list[float] = []  # the pooled learning term K of each probe
 
     def __call__(self, qp: int) -> _Point:
         """The estimate at global QP ``qp``."""
@@ -241,18 +341,12 @@ class _Estimator:
                                           consumers=self.consumers, container=self.container,
                                           qp_offsets=offsets, importance_norm=self.norm)
             payload, other = _tensor_bits(res.data)
-            grown = {}
+            grown: dict[int, float] = {}
             if self.sizes:
-                half = _tensor_bits(codec.encode_with_recon(
-                    self.half, cfg, importance=self.half_maps, consumers=self.consumers,
-                    container=self.container, qp_offsets=offsets,
-                    importance_norm=self.norm).data)[0]
-                for i, name in enumerate(self.names):
-                    if name in self.sizes:
-                        whole, n_sample, n_half = self.sizes[name]
-                        rate = (payload.get(i, 0) - half.get(i, 0)) / (n_sample - n_half)
-                        if rate > 0:
-                            grown[i] = payload.get(i, 0) + rate * (whole - n_sample)
+                half = self._part_bits(self.half, self.half_maps, cfg, offsets)
+                quarter = (self._part_bits(self.quarter, self.quarter_maps, cfg, offsets)
+                           if self.quarter else {})
+                grown = self._grow(payload, half, quarter)
             per = {name: other.get(i, 0) + grown.get(i, payload.get(i, 0) * self.scale[name])
                    for i, name in enumerate(self.names)}
             fixed = 8 * len(res.data) - sum(other.values()) - sum(payload.values())  # MPS, EOS
@@ -262,8 +356,32 @@ class _Estimator:
                 if s.dtype in hls.FLOAT_DTYPES:
                     k = self.scale[s.name]
                     noise[s.name] = k * (s.imp_noise_energy if weighted else s.noise_energy)
+
             self.cache[qp] = _Point(fixed + sum(per.values()), per, self.signal, noise)
         return self.cache[qp]
+
+    def _part_bits(self, part: Mapping[str, np.ndarray],
+                   maps: Mapping[str, np.ndarray] | None, cfg: Config,
+                   offsets: Mapping[str, int]) -> dict[int, int]:
+        """The payload bits of the sampled tensors' ``part`` (half or quarter samples), by
+        their tensor_id in the model: coded alone (the tensors kept whole are in the sample
+        already), with the roles the graph's consumers give and the same QP offsets."""
+        by_id = _tensor_bits(codec.encode_with_recon(
+            part, cfg, importance=maps, consumers=self.consumers,
+            qp_offsets={n: v for n, v in offsets.items() if n in part},
+            importance_norm=self.norm).data)[0]
+        index = {n: i for i, n in enumerate(self.names)}
+        return {index[n]: by_id.get(j, 0) for j, n in enumerate(part)}
+
+    def _grow(self, payload: Mapping[int, int], half: Mapping[int, int],
+              quarter: Mapping[int, int]) -> dict[int, float]:
+        """Each sampled tensor's payload bits, from its sample's, half sample's and quarter
+        sample's."""
+        sizes = {i: self.sizes[n] for i, n in enumerate(self.names) if n in self.sizes}
+        fitted = {i for i, n in enumerate(self.names) if n in self.quarter}
+        grown, learn = _extrapolate(sizes, fitted, payload, half, quarter)
+        self.learn.append(learn)
+        return grown
 
     def snr(self, point: _Point, finer: _Point | None = None,
             moved: Sequence[str] = ()) -> float:
@@ -299,6 +417,19 @@ def _bracket(fine_side: Callable[[int], bool], q: int) -> tuple[int, int]:
     return lo, hi
 
 
+def _rebracket(fine_side: Callable[[int], bool], lohi: tuple[int, int]) -> tuple[int, int]:
+    """The bracket (lo, lo + 1) of ``fine_side`` (as :func:`_bracket`'s) next to ``lohi``, one
+    from a rougher estimate: moved a QP at a time while ``fine_side`` disagrees with it."""
+    lo, hi = lohi
+    if lo == hi:  # true at every QP or at none: as the rough estimate said
+        return lo, hi
+    while hi < QP_MAX and fine_side(hi):
+        lo, hi = hi, hi + 1
+    while lo > QP_MIN and not fine_side(lo):
+        lo, hi = lo - 1, lo
+    return lo, hi
+
+
 def plan(tensors: Mapping[str, np.ndarray], config: Config, target: float,
          consumers: Mapping[str, Sequence[tuple[str, int]]] | None = None,
          container: hls.Container | None = None,
@@ -308,13 +439,17 @@ def plan(tensors: Mapping[str, np.ndarray], config: Config, target: float,
     ``container`` and ``importance`` are those the stream is coded with (an ONNX input's
     graph, importance maps): the roles they give, the container unit's bytes and the maps'
     weighting and QP offsets are in the estimate."""
+    rough = _Estimator(tensors, config, consumers, container, importance, precise=False)
     est = _Estimator(tensors, config, consumers, container, importance)
     weighted = importance is not None and bool(importance)
 
     def done(qp: int, offsets: dict[str, int], total: float, snr: float) -> Plan:
-        return Plan(qp, offsets, total, target, len(est.cache), snr, None, weighted)
+        return Plan(qp, offsets, total, target, len(rough.cache) + len(est.cache), snr, None,
+                    weighted)
 
-    lo, hi = _bracket(lambda q: est(q).total > target, int(config["QP"]))
+    # the bisection on the rough estimate, then the precise one around where it ended
+    lo, hi = _rebracket(lambda q: est(q).total > target,
+                        _bracket(lambda q: rough(q).total > target, int(config["QP"])))
     coarse = est(hi)
     if coarse.total > target:  # even the coarsest QP is too big: take it
         return done(hi, {}, coarse.total, est.snr(coarse))
@@ -339,7 +474,9 @@ def plan_snr(tensors: Mapping[str, np.ndarray], config: Config, target_db: float
     """The coarsest QP (and per-tensor offsets) whose estimated pooled SNR meets
     ``target_db``: importance-weighted with ``importance`` maps. When even the finest QP
     misses it, the finest QP."""
-    est = _Estimator(tensors, config, consumers, container, importance)
+    # the rough estimate: its SNRs meet the targets (0.05 dB without maps, 0.2 with); the
+    # precise one's weighted noise came out lower (30 dB weighted: 29.7 coded)
+    est = _Estimator(tensors, config, consumers, container, importance, precise=False)
     weighted = importance is not None and bool(importance)
 
     def done(qp: int, offsets: dict[str, int], point: _Point, snr: float,
