@@ -21,6 +21,7 @@ def _model() -> dict[str, np.ndarray]:
 
 def _encode(floor: float, qp: int = -20) -> tuple[bytes, dict[str, np.ndarray]]:
     cfg = Config.from_files([ROOT_CFG], overrides={"QP": qp, "LambdaGainFloor": floor,
+                                                   "GainCompensation": 0,
                                                    "IntegrityHash": 0})
     res = encode_with_recon(_model(), cfg)
     return bytes(res.data), dict(res.recon)
@@ -52,6 +53,7 @@ def test_floor_lifts_the_gain_of_a_shrunk_tensor() -> None:
 
 def _encode_lambda0() -> dict[str, np.ndarray]:
     cfg = Config.from_files([ROOT_CFG], overrides={"QP": -20, "LambdaScale": 0.0,
+                                                   "GainCompensation": 0,
                                                    "IntegrityHash": 0})
     return dict(encode_with_recon(_model(), cfg).recon)
 

@@ -24,7 +24,11 @@ def _model() -> dict[str, np.ndarray]:
 
 
 def _encode(qp: int = -28, **opts: object) -> tuple[bytes, dict[str, np.ndarray], dict]:
-    cfg = Config.from_files([ROOT_CFG], overrides={"QP": qp, "IntegrityHash": 0, **opts})
+    # the default cfg's floor and compensation off unless a test sets them
+    base = {"GainCompensation": 0, "ScaleQPExponent": 0.0, "ScaleQPMode": "both",
+            "ScaleQPSlack": 0.0}
+    cfg = Config.from_files([ROOT_CFG], overrides={"QP": qp, "IntegrityHash": 0,
+                                                   **base, **opts})
     res = encode_with_recon(_model(), cfg)
     return bytes(res.data), dict(res.recon), {s.name: s for s in res.stats}
 
@@ -73,6 +77,9 @@ def test_exponent_one_evens_the_tensors_snr() -> None:
     model = _model()
     _, rec0, st0 = _encode()
     data, rec1, st1 = _encode(ScaleQPExponent=1.0)
+    # the shipped default: a floor 2x below the median; the small tensor moves 12 QP finer
+    _, _, st2 = _encode(ScaleQPExponent=1.0, ScaleQPMode="finer", ScaleQPSlack=1.0)
+    assert st2["big"].qp == st0["big"].qp and st0["small"].qp - st2["small"].qp == 12
     gap0 = _snr(model["big"], rec0["big"]) - _snr(model["small"], rec0["small"])
     gap1 = _snr(model["big"], rec1["big"]) - _snr(model["small"], rec1["small"])
     assert gap0 > 18.0, "one step: the 16x smaller tensor has about 24 dB less SNR"
