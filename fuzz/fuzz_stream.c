@@ -7,7 +7,9 @@
  * document, an empty error text on failure, or a decoded tensor whose MD5 differs from
  * the one the reader reports. REF_MODEL tensors find no reference (the lookup says so).
  * Inputs of odd size decode with two threads (entry-point substreams in parallel), even
- * ones with one, so both paths of nntm_decode_kernel_threads are fuzzed. */
+ * ones with one, so both paths of nntm_decode_kernel_threads are fuzzed; sizes of 3 mod 4
+ * take their three substream threads from a thread budget of two (nntm_thread_budget), and
+ * more threads than the budget's at once is a bug too. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,6 +41,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     st.max_memory = (uint64_t)1 << 28;
     st.ref_lookup = lookup;
     st.threads = (size & 1) ? 2 : 1; /* odd sizes parse substreams on two threads */
+    nntm_thread_budget *budget = NULL;
+    if ((size & 3) == 3) { /* three substream threads from a budget of two */
+        if (nntm_thread_budget_create(&budget, 2) != NNTM_OK) return 0;
+        st.threads = 3;
+        st.budget = budget;
+    }
     nntm_stream *s = NULL;
     int rv = nntm_stream_open_memory(&s, data, size, &st);
     if (!documented(rv)) fail("undocumented return code of open", rv);
@@ -63,5 +71,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         free(buf);
     }
     nntm_stream_close(&s);
+    if (budget && nntm_thread_budget_peak(budget) > 2) fail("more threads than the budget", 3);
+    nntm_thread_budget_destroy(&budget);
     return 0;
 }
