@@ -541,3 +541,7 @@ def _main(argv: Sequence[str]) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     return run_app(PROG, _main, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
