@@ -352,3 +352,24 @@ def test_size_target_same_bytes_on_any_number_of_threads(tmp_path: Path) -> None
                              f"--Threads={threads}", "--Verbose=0"]) == 0
         out.append(bit.read_bytes())
     assert out[0] == out[1]
+
+
+def test_sampled_encodes_take_the_whole_models_scale_offsets() -> None:
+    """ScaleQPMode finer: the floor's offsets come from the whole model's median RMS, and every
+    sampled encode (the sample, its half and quarter, coded as separate models with other
+    medians) gets those offsets instead of deriving its own: the estimate then matches the
+    real encode as without the floor."""
+    rng = np.random.default_rng(5)
+    model = {
+        "big1": (rng.laplace(0, 0.05, (2048, 128))).astype(np.float32),
+        "big2": (rng.laplace(0, 0.04, (2048, 128))).astype(np.float32),
+        "tiny": (rng.laplace(0, 0.002, (64, 128))).astype(np.float32),  # 20x below
+    }
+    cfg = Config.defaults().replace(QP=-24, ScaleQPExponent=1.0, ScaleQPMode="finer",
+                                    ScaleQPSlack=1.0)
+    whole = codec.plan_model(model, cfg).scale_qp
+    assert set(whole) == {"tiny"} and whole["tiny"] < -8
+    est = ratecontrol._Estimator(model, cfg)
+    assert est.scale_qp == whole
+    actual = 8 * len(codec.encode_with_recon(model, cfg).data)
+    assert abs(est(-24).total / actual - 1) < 0.02

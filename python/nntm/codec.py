@@ -323,6 +323,8 @@ class ModelPlan:
     container: hls.Container | None
     has_ref_model: bool
     rel_floor: float = 0.0  # QP1DMode relative: precision.model_floor
+    # ScaleQPExponent: the nonzero offsets of scale_qp (already in imp_qp), for rate control
+    scale_qp: dict[str, int] = field(default_factory=dict)
     # rate control's sample: each map normalised as its whole tensor's (importance.normalized)
     imp_norm: dict[str, tuple[float, float]] = field(default_factory=dict)
 
@@ -476,12 +478,15 @@ def plan_model(
     mps = hls.ModelParameterSet(num_tensors=len(names), source_format=source_format,
                                 tool_flags=tool_flags, signal_types=list(classifier.signals),
                                 version_minor=minor)
-    for name, offset in scale_qp(kernel_rms, config).items():
+    scale = {name: offset for name, offset in scale_qp(kernel_rms, config).items() if offset}
+    for name, offset in scale.items():
         imp_qp[name] = imp_qp.get(name, 0) + offset
-    return ModelPlan(config, classifier, names, infos, plans, tensor_roles, notes, imp_maps,
+    plan = ModelPlan(config, classifier, names, infos, plans, tensor_roles, notes, imp_maps,
                      imp_qp, qp_offsets or {}, search, tool_flags, mps, container,
                      ref_model is not None,
                      precision.floor_of_scales(config, scales_1d) if relative else 0.0)
+    plan.scale_qp = scale
+    return plan
 
 
 def substream_rows(rows: int, cols: int, elements: int) -> int:

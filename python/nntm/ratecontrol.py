@@ -326,6 +326,11 @@ class _Estimator:
             del full
         if self.maps is not None and float(config["ImportanceMaxStep"]) > 0:
             self.rms = {n: imp.weight_rms(tensors[n]) for n in self.maps}
+        # ScaleQPExponent: the whole model's offsets (its median RMS), passed to every sampled
+        # encode with the tool off there: a sample or a part of it has other RMS and median
+        self.scale_qp: dict[str, int] = {}
+        if float(config["ScaleQPExponent"]) > 0.0:
+            self.scale_qp = codec.plan_model(tensors, config, consumers=consumers).scale_qp
         self.cache: dict[int, _Point] = {}
         self.learn: list[float] = []  # the pooled learning term K of each probe
 
@@ -337,6 +342,10 @@ class _Estimator:
             if self.maps is not None:
                 offsets = codec.importance_qp(self.means, self.rms, cfg)
                 cfg = cfg.replace(ImportanceQPScale=0.0)
+            if self.scale_qp:
+                offsets = {n: offsets.get(n, 0) + self.scale_qp.get(n, 0)
+                           for n in set(offsets) | set(self.scale_qp)}
+            cfg = cfg.replace(ScaleQPExponent=0.0)
             res = codec.encode_with_recon(self.sample, cfg, importance=self.maps,
                                           consumers=self.consumers, container=self.container,
                                           qp_offsets=offsets, importance_norm=self.norm)
