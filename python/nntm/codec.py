@@ -323,7 +323,7 @@ class ModelPlan:
     container: hls.Container | None
     has_ref_model: bool
     rel_floor: float = 0.0  # QP1DMode relative: precision.model_floor
-    # ScaleQPExponent: the nonzero offsets of scale_qp (already in imp_qp), for rate control
+    # ScaleQPExponent: each tensor's nonzero QP offset from its RMS (scale_qp)
     scale_qp: dict[str, int] = field(default_factory=dict)
     # rate control's sample: each map normalised as its whole tensor's (importance.normalized)
     imp_norm: dict[str, tuple[float, float]] = field(default_factory=dict)
@@ -478,15 +478,11 @@ def plan_model(
     mps = hls.ModelParameterSet(num_tensors=len(names), source_format=source_format,
                                 tool_flags=tool_flags, signal_types=list(classifier.signals),
                                 version_minor=minor)
-    scale = {name: offset for name, offset in scale_qp(kernel_rms, config).items() if offset}
-    for name, offset in scale.items():
-        imp_qp[name] = imp_qp.get(name, 0) + offset
-    plan = ModelPlan(config, classifier, names, infos, plans, tensor_roles, notes, imp_maps,
+    return ModelPlan(config, classifier, names, infos, plans, tensor_roles, notes, imp_maps,
                      imp_qp, qp_offsets or {}, search, tool_flags, mps, container,
                      ref_model is not None,
-                     precision.floor_of_scales(config, scales_1d) if relative else 0.0)
-    plan.scale_qp = scale
-    return plan
+                     precision.floor_of_scales(config, scales_1d) if relative else 0.0,
+                     {n: off for n, off in scale_qp(kernel_rms, config).items() if off})
 
 
 def substream_rows(rows: int, cols: int, elements: int) -> int:
@@ -566,7 +562,8 @@ def code_tensor(plan: ModelPlan, tensor_id: int, array: np.ndarray,
                 bool(config["PredScale"]))
         qp = (tensor_qp(config, array.ndim, choice is not None, plan.roles[name], array,
                         plan.rel_floor)
-              + plan.imp_qp.get(name, 0) + plan.qp_offsets.get(name, 0))
+              + plan.imp_qp.get(name, 0) + plan.scale_qp.get(name, 0)
+              + plan.qp_offsets.get(name, 0))
         tps.layer_type = int(cls.layer)
         tps.arrangement = int(cls.arrangement)
         tps.rows, tps.cols, tps.qp = rows, cols, qp
@@ -889,9 +886,9 @@ def _compensate_gain(kernel: np.ndarray, result: core.KernelResult, passes: int,
     """GainCompensation: code ``kernel`` again from kernel / c, c the product of the gains
     seen so far, while the reconstruction's gain against the original stays below 1 (up to
     ``passes`` times); the result whose gain is nearest 1 is kept."""
-    best, best_err = result, abs(1.0 - reconstruction_gain(kernel, result.recon))
-    scale = 1.0
     gain = reconstruction_gain(kernel, result.recon)
+    best, best_err = result, abs(1.0 - gain)
+    scale = 1.0
     for _ in range(passes):
         if not 0.0 < gain < 1.0:
             break

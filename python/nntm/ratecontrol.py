@@ -262,10 +262,12 @@ class _Estimator:
                  consumers: Mapping[str, Sequence[tuple[str, int]]] | None = None,
                  container: hls.Container | None = None,
                  importance: Mapping[str, np.ndarray] | None = None,
-                 precise: bool = True) -> None:
+                 precise: bool = True, scale_qp: Mapping[str, int] | None = None) -> None:
         """``precise`` False: the rough estimate (every step-th row, at most
         ``SAMPLE_ELEMENTS`` elements, a half sample, no quarter: K = 0), the bisection's and
-        :func:`plan_snr`'s; True: runs of rows, growing samples and the learning fit."""
+        :func:`plan_snr`'s; True: runs of rows, growing samples and the learning fit.
+        ``scale_qp``: the whole model's ScaleQPExponent offsets when another estimator of
+        the same model has them (None: found here, one pass over the model)."""
         self.names = list(tensors)
         self.config = config
         self.consumers, self.container = consumers, container  # an ONNX graph's [1.7]
@@ -328,8 +330,8 @@ class _Estimator:
             self.rms = {n: imp.weight_rms(tensors[n]) for n in self.maps}
         # ScaleQPExponent: the whole model's offsets (its median RMS), passed to every sampled
         # encode with the tool off there: a sample or a part of it has other RMS and median
-        self.scale_qp: dict[str, int] = {}
-        if float(config["ScaleQPExponent"]) > 0.0:
+        self.scale_qp: dict[str, int] = dict(scale_qp or {})
+        if scale_qp is None and float(config["ScaleQPExponent"]) > 0.0:
             self.scale_qp = codec.plan_model(tensors, config, consumers=consumers).scale_qp
         self.cache: dict[int, _Point] = {}
         self.learn: list[float] = []  # the pooled learning term K of each probe
@@ -449,7 +451,8 @@ def plan(tensors: Mapping[str, np.ndarray], config: Config, target: float,
     graph, importance maps): the roles they give, the container unit's bytes and the maps'
     weighting and QP offsets are in the estimate."""
     rough = _Estimator(tensors, config, consumers, container, importance, precise=False)
-    est = _Estimator(tensors, config, consumers, container, importance)
+    est = _Estimator(tensors, config, consumers, container, importance,
+                     scale_qp=rough.scale_qp)
     weighted = importance is not None and bool(importance)
 
     def done(qp: int, offsets: dict[str, int], total: float, snr: float) -> Plan:

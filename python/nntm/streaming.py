@@ -423,7 +423,6 @@ def _decode(buf: mmap.mmap | bytes, size: int,
                              md5, state, container)
     finally:
         if state.budget is not None:
-            state.peak = state.budget.peak
             state.budget.close()
 
 
@@ -482,7 +481,6 @@ class _DecodeState:
         self.stream_md5 = ""
         self.threads = 1  # [1.8] threads that parse the substreams of one tensor
         self.budget: ThreadBudget | None = None  # shared by the workers when threads > 1
-        self.peak = 0  # the most threads that decoded at once under the budget
 
     def unit(self, buf: mmap.mmap | bytes, ref: _UnitRef, tps_unit: hls.Unit | None,
              pool: _OrderedPool) -> None:
