@@ -1,7 +1,7 @@
 """nntm-dec checks the stream MD5 [1.6] once, whatever the thread count.
 
 The worker streams of nntm-dec (one a thread after the first) are opened without the stream
-MD5 (nntm_stream_open_file_unhashed): the first stream checks it.  A stream whose only change
+MD5 (nntm_stream_settings.skip_stream_md5): the first stream checks it.  A stream whose only change
 is its stored stream MD5 must still be refused with any --threads, and an intact one pass.
 Skipped when build/nntm-dec is not built.
 """

@@ -399,6 +399,29 @@ def test_threads_bounded_by_the_budget() -> None:
     assert peaks[1] == 1 and 1 <= peaks[2] <= 2 and 1 <= peaks[3] <= 3, peaks
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_stream_md5_hashed_once_and_still_checked(threads: int,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """nntm.decode through C: of the worker streams only the first computes the stream MD5
+    [1.6] (skip_stream_md5 on the others), and a stream whose only change is its stored
+    stream MD5 is still found out with any number of threads."""
+    data = (ROOT / "bitstreams" / "INTEGRITY_A_1.bit").read_bytes()  # 17 tensors, stream MD5
+    opened: list[bool] = []
+    real = cstream.CStream.__init__
+
+    def recording(self: cstream.CStream, *args: object, **kwargs: object) -> None:
+        opened.append(bool(args[8] if len(args) > 8 else kwargs.get("stream_md5", True)))
+        real(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(cstream.CStream, "__init__", recording)
+    good = codec.decode_detailed(data, threads=threads)
+    assert good.stream_ok is True
+    assert opened[0] and not any(opened[1:]) and len(opened) == min(threads, 17)
+    bad = bytearray(data)
+    bad[-1] ^= 0x01  # the last byte of end_of_stream's stream_md5: nothing else changes
+    assert codec.decode_detailed(bytes(bad), threads=threads).stream_ok is False
+
+
 def test_python_reader_shares_one_budget(tmp_path: Path,
                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """DecoderApp --Decoder python (streaming.decode_file): its N tensor workers take their

@@ -20,7 +20,6 @@
 #endif
 
 #include "../common/md5.h"
-#include "stream_private.h"
 #include "../common/threads.h"
 #include "bit_reader.h"
 #include "nntm/nntm.h"
@@ -158,7 +157,6 @@ struct nntm_stream {
     int32_t *order;         /* tensor index -> tps index (hash unit order) */
     int32_t num_tensors;
     int32_t stream_ok;
-    int32_t skip_stream_md5;    /* nntm_stream_open_file_unhashed: stream_ok stays -1 */
     uint8_t stream_md5[16];
     int32_t container_format;   /* [1.7] 0: no container unit */
     uint8_t *container;         /* its data, inflated */
@@ -1009,7 +1007,7 @@ static int check_order(nntm_stream *s) {
                 rfail(&r, NNTM_ERR_CORRUPT, integrity ? "unexpected byte(s) at the end"
                                                       : "end_of_stream with a payload");
             if (r.rv) { rv = r.rv; break; }
-            if (integrity && !s->skip_stream_md5) {
+            if (integrity && !s->settings.skip_stream_md5) {
                 stream_digest(s, ur->offset, s->stream_md5);
                 s->stream_ok = memcmp(s->stream_md5, expected, 16) == 0;
             }
@@ -1086,14 +1084,13 @@ int nntm_stream_open_memory(nntm_stream **out, const uint8_t *data, size_t size,
     return open_parsed(s);
 }
 
-static int open_file(nntm_stream **out, const char *path, const nntm_stream_settings *settings,
-                     int skip_stream_md5) {
+int nntm_stream_open_file(nntm_stream **out, const char *path,
+                          const nntm_stream_settings *settings) {
     if (!out || !path) return NNTM_ERR_ARG;
     *out = NULL;
     nntm_stream *s = calloc(1, sizeof *s);
     if (!s) return NNTM_ERR_NOMEM;
     *out = s;
-    s->skip_stream_md5 = skip_stream_md5;
     if (settings) s->settings = *settings;
     else nntm_stream_default_settings(&s->settings);
     if (s->settings.threads < 0 || s->settings.threads > NNTM_MAX_THREADS)
@@ -1139,16 +1136,6 @@ static int open_file(nntm_stream **out, const char *path, const nntm_stream_sett
      * as the tensors are decoded), so that a decode holds the payloads in work only */
     if (s->map) madvise(s->map, s->map_size, MADV_DONTNEED);
     return rv;
-}
-
-int nntm_stream_open_file(nntm_stream **out, const char *path,
-                          const nntm_stream_settings *settings) {
-    return open_file(out, path, settings, 0);
-}
-
-int nntm_stream_open_file_unhashed(nntm_stream **out, const char *path,
-                                   const nntm_stream_settings *settings) {
-    return open_file(out, path, settings, 1);
 }
 
 void nntm_stream_close(nntm_stream **sp) {

@@ -36,7 +36,6 @@
 
 #include "nntm/nntm.h"
 #include "nntm/nntm_stream.h"
-#include "decoder/stream_private.h"
 #include "tools/safetensors.h"
 
 static const char *prog = "nntm-dec";
@@ -552,8 +551,10 @@ int main(int argc, char **argv) {
     if (threads > nntm_stream_num_tensors(s)) threads = nntm_stream_num_tensors(s);
     if (threads < 1) threads = 1;
     nntm_stream *streams[MAX_THREADS] = {s};
-    for (int k = 1; k < threads; k++) { /* one stream object a worker (streams[0] hashed it) */
-        if (nntm_stream_open_file_unhashed(&streams[k], o.bitstream, &o.settings) < 0) {
+    nntm_stream_settings worker = o.settings;
+    worker.skip_stream_md5 = 1; /* streams[0] checks the stream MD5: hashed once */
+    for (int k = 1; k < threads; k++) { /* one stream object a worker */
+        if (nntm_stream_open_file(&streams[k], o.bitstream, &worker) < 0) {
             nntm_stream_close(&streams[k]);
             threads = k;
             break;

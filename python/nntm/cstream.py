@@ -160,7 +160,7 @@ class CStream:
     def __init__(self, data: bytes | memoryview | None, path: str | None,
                  max_memory: int | None, max_expansion: int, max_elements: int,
                  ref_model: RefModel | None, threads: int,
-                 budget: ThreadBudget | None = None) -> None:
+                 budget: ThreadBudget | None = None, stream_md5: bool = True) -> None:
         self._ref_model = ref_model
         self._budget = budget  # kept alive while the stream is open
         self._ref_error: NntmError | None = None  # what the last lookup raised
@@ -174,6 +174,7 @@ class CStream:
         settings.threads = max(1, min(int(threads), MAX_THREADS))
         if budget is not None:
             settings.budget = budget.pointer
+        settings.skip_stream_md5 = 0 if stream_md5 else 1  # check() then returns None
         if ref_model is not None:
             settings.ref_lookup = lib.nntm_py_ref_lookup
             settings.ref_cookie = self._handle
@@ -316,24 +317,26 @@ def open_file(path: str, max_memory: int | None = None,
               max_expansion: int = memory.DEFAULT_MAX_EXPANSION,
               max_elements: int = codec.DEFAULT_MAX_ELEMENTS,
               ref_model: RefModel | None = None, threads: int = 1,
-              budget: ThreadBudget | None = None) -> CStream:
+              budget: ThreadBudget | None = None, stream_md5: bool = True) -> CStream:
     """Open the stream in file ``path`` (mapped by C).  ``max_memory`` None: half of this
     machine's memory; 0: no limit.  ``threads``: the threads a tensor with entry points
     [1.8] decodes on, at most (with ``budget``: those of its slots that are free).  Raises
-    the NntmError of the C reader's first problem."""
+    the NntmError of the C reader's first problem.  ``stream_md5`` False: the stream MD5
+    [1.6] is not computed (a worker's second stream object over a stream another checks)."""
     return CStream(None, path, max_memory, max_expansion, max_elements, ref_model, threads,
-                   budget)
+                   budget, stream_md5)
 
 
 def open_memory(data: bytes | memoryview, max_memory: int | None = None,
                 max_expansion: int = memory.DEFAULT_MAX_EXPANSION,
                 max_elements: int = codec.DEFAULT_MAX_ELEMENTS,
                 ref_model: RefModel | None = None,
-                threads: int = 1, budget: ThreadBudget | None = None) -> CStream:
+                threads: int = 1, budget: ThreadBudget | None = None,
+                stream_md5: bool = True) -> CStream:
     """:func:`open_file` for a stream in memory (bytes, or an mmap's memoryview), which
     must stay unchanged while the stream is open (the CStream keeps a reference)."""
     return CStream(data, None, max_memory, max_expansion, max_elements, ref_model, threads,
-                   budget)
+                   budget, stream_md5)
 
 
 def cannot_decode(mps: hls.ModelParameterSet) -> str:
@@ -380,13 +383,14 @@ def decode_layout(source: str | bytes | memoryview, layout: streaming.Layout,
     total = streaming._workers(threads)
     budget = ThreadBudget(total)
 
-    def open_stream() -> CStream:
+    def open_stream(stream_md5: bool) -> CStream:
         ref = reference if by_name else None
         if isinstance(source, str):
             return open_file(source, max_memory=0, max_expansion=0, max_elements=max_elements,
-                             ref_model=ref, threads=total, budget=budget)
+                             ref_model=ref, threads=total, budget=budget,
+                             stream_md5=stream_md5)
         return open_memory(source, max_memory=0, max_expansion=0, max_elements=max_elements,
-                           ref_model=ref, threads=total, budget=budget)
+                           ref_model=ref, threads=total, budget=budget, stream_md5=stream_md5)
 
     # tensors at once, as the Python path (1 when a tensor predicts from an earlier one)
     workers = min(layout.workers, max(1, layout.mps.num_tensors))
@@ -416,8 +420,8 @@ def decode_layout(source: str | bytes | memoryview, layout: streaming.Layout,
             on_tensor(report.name, array)
 
     try:
-        for _ in range(workers):
-            streams.append(open_stream())
+        for k in range(workers):  # the first stream checks the stream MD5: hashed once
+            streams.append(open_stream(k == 0))
             free.put(streams[-1])
         first = streams[0]
         if on_open is not None:

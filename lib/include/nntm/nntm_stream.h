@@ -139,6 +139,9 @@ typedef struct nntm_stream_settings {
     nntm_thread_budget *budget; /* NULL: threads substream threads a tensor; else at most
                                    threads, from the budget's free slots (kept alive by the
                                    caller while the stream decodes) */
+    int32_t skip_stream_md5; /* 1: the stream MD5 [1.6] is not computed (nntm_stream_check
+                                returns -1): a second stream object over a stream another
+                                one checks (a worker's), so that it is hashed once; 0 */
 } nntm_stream_settings;
 
 /* DecoderApp's defaults (max_memory: half of physical memory is the caller's to find). */

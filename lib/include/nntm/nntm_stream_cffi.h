@@ -55,6 +55,7 @@ typedef struct nntm_stream_settings {
     void *ref_cookie;
     int32_t threads;
     nntm_thread_budget *budget;
+    int32_t skip_stream_md5;
 } nntm_stream_settings;
 
 void nntm_stream_default_settings(nntm_stream_settings *s);
