@@ -73,3 +73,24 @@ def test_floor_off_by_default_and_no_change_where_the_gain_is_kept() -> None:
 def test_floor_range(bad: str) -> None:
     with pytest.raises(ConfigError, match="LambdaGainFloor"):
         Config.from_files((), {"LambdaGainFloor": bad})
+
+
+def test_reconstruction_gain_of_a_sample() -> None:
+    """With a basis (the whole tensor's energy, its elements over the sample's) the gain is
+    the whole tensor's estimated from a sample: the sample's shrinkage scaled by the
+    elements, over the whole energy, which holds the outliers the sample misses."""
+    rng = np.random.default_rng(3)
+    w = rng.laplace(0, 0.01, (256, 64))
+    w[1::8, :4] = 0.5  # outliers in rows the sample (every 8th row from 0) misses
+    step = 0.02
+    r = np.where(np.abs(w) > step, np.round(w / step) * step, 0.0)  # a dead zone shrinks
+    whole = codec.reconstruction_gain(w, r)
+    sample, rec = w[::8], r[::8]
+    own = codec.reconstruction_gain(sample, rec)
+    energy = float((w * w).sum())
+    est = codec.reconstruction_gain(sample, rec, (energy, w.size / sample.size))
+    assert own < whole - 0.05, "the sample alone must see more shrinkage"
+    assert abs(est - whole) < abs(own - whole) / 4
+    # the whole tensor as its own sample: the plain gain
+    assert codec.reconstruction_gain(w, r, (energy, 1.0)) == pytest.approx(whole)
+    assert codec.reconstruction_gain(sample, rec, (0.0, 8.0)) == 1.0  # an all-zero tensor

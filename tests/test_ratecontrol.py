@@ -373,3 +373,35 @@ def test_sampled_encodes_take_the_whole_models_scale_offsets() -> None:
     assert est.scale_qp == whole
     actual = 8 * len(codec.encode_with_recon(model, cfg).data)
     assert abs(est(-24).total / actual - 1) < 0.02
+
+
+def test_sampled_encodes_compensate_the_whole_tensors_gain() -> None:
+    """GainCompensation in the sampled encodes: each sampled tensor's gain is estimated for
+    the whole tensor (its energy, its elements over the sample's), and the half and quarter
+    samples are coded with the factor the sample took."""
+    rng = np.random.default_rng(9)
+    model = {"w": rng.laplace(0, 0.02, (1024, 128)).astype(np.float32)}
+    cfg = Config.from_files(["cfg/encoder_default.cfg"]).replace(
+        QP=-20, GainCompensation=1, ScaleQPExponent=0.0, IntegrityHash=0)
+    est = ratecontrol._Estimator(model, cfg)
+    w = model["w"].astype(np.float64)
+    energy, ratio = est.basis["w"]
+    assert energy == pytest.approx(float((w * w).sum()))
+    assert ratio == pytest.approx(w.size / est.sample["w"].size) and ratio > 2
+    seen: list[dict] = []
+    real = codec.encode_with_recon
+
+    def spy(tensors, config, *args, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append({"names": list(tensors), "basis": kwargs.get("gain_basis"),
+                     "scale": kwargs.get("gain_scale")})
+        return real(tensors, config, *args, **kwargs)
+
+    codec.encode_with_recon = spy
+    try:
+        est(-20)
+    finally:
+        codec.encode_with_recon = real
+    assert seen[0]["basis"] == est.basis  # the sample: the whole tensor's gain
+    scale = real(est.sample, cfg, gain_basis=est.basis).stats[0].gain_scale
+    assert scale > 1.01, "the case must shrink and be compensated"
+    assert len(seen) == 3 and all(s["scale"] == {"w": scale} for s in seen[1:])  # half, quarter

@@ -116,3 +116,24 @@ def test_gain_compensation_keeps_the_scale() -> None:
 def test_ranges(key: str, bad: str) -> None:
     with pytest.raises(ConfigError, match=key):
         Config.from_files((), {key: bad})
+
+
+def test_gain_scale_fixed_reproduces_the_search() -> None:
+    """TensorStats.gain_scale is the factor GainCompensation coded a tensor with; passing it
+    back (``gain_scale``, rate control's half and quarter samples) codes the same bytes
+    without the search, and a factor of 1 codes what GainCompensation 0 codes."""
+    model = _model()
+    cfg = Config.from_files([ROOT_CFG], overrides={
+        "QP": -16, "IntegrityHash": 0, "GainCompensation": 1, "ScaleQPExponent": 0.0})
+    searched = encode_with_recon(model, cfg)
+    stats = {s.name: s for s in searched.stats}
+    assert stats["big"].gain_scale > 1.01, "the case must shrink and be compensated"
+    assert stats["bias"].gain_scale == 1.0 and stats["zero"].gain_scale == 1.0  # 1-D, zero
+    fixed = encode_with_recon(model, cfg, gain_scale={"big": stats["big"].gain_scale})
+    assert fixed.data == searched.data
+    plain = encode_with_recon(model, cfg.replace(GainCompensation=0))
+    assert {s.name: s.gain_scale for s in plain.stats}["big"] == 1.0
+    one = encode_with_recon(model, cfg, gain_scale={"big": 1.0})
+    assert one.data != searched.data
+    np.testing.assert_array_equal(one.recon["big"], plain.recon["big"])
+    assert one.data == plain.data

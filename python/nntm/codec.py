@@ -55,6 +55,8 @@ class TensorStats:
     # 0 for a tensor without one, which the maps say nothing of): the maps' output estimate
     imp_signal_energy: float = 0.0
     imp_noise_energy: float = 0.0
+    # GainCompensation's factor on the weights it coded (1: none, or not a quantized tensor)
+    gain_scale: float = 1.0
 
     @property
     def bits_per_param(self) -> float:
@@ -246,6 +248,8 @@ def encode_with_recon(
     qp_offsets: Mapping[str, int] | None = None,
     container: hls.Container | None = None,
     importance_norm: Mapping[str, tuple[float, float]] | None = None,
+    gain_basis: Mapping[str, tuple[float, float]] | None = None,
+    gain_scale: Mapping[str, float] | None = None,
 ) -> EncodeResult:
     """Encode a model; also return the encoder's reconstruction and per-tensor stats.
 
@@ -262,7 +266,12 @@ def encode_with_recon(
     that reads the tensor) lets nntm.roles take each tensor's role from the graph.
     ``qp_offsets`` are added to the QP of the tensors they name (rate control,
     nntm.ratecontrol); ``importance_norm`` normalises the maps it names with the given means
-    (those of the whole tensor's map, of which rate control codes sampled rows).
+    (those of the whole tensor's map, of which rate control codes sampled rows);
+    ``gain_basis`` gives the tensors it names the whole tensor's energy sum w^2 and its elements
+    over theirs, from which GainCompensation and LambdaGainFloor estimate the whole tensor's
+    gain (:func:`reconstruction_gain`; rate control's samples); ``gain_scale`` fixes the
+    factor GainCompensation codes the tensors it names with (TensorStats.gain_scale of an
+    earlier encode).
 
     The whole stream and reconstruction are held in memory: :func:`nntm.streaming.encode_file`
     writes the same bytes to a file tensor by tensor, on several threads.
@@ -270,6 +279,8 @@ def encode_with_recon(
     plan = plan_model(tensors, config, source_format, importance, ref_model, consumers,
                       qp_offsets, container)
     plan.imp_norm = dict(importance_norm or {})
+    plan.gain_basis = dict(gain_basis or {})
+    plan.gain_scale = dict(gain_scale or {})
     units: list[bytes] = [plan.head()]
     recon: dict[str, np.ndarray] = {}
     stats: list[TensorStats] = []
@@ -327,6 +338,10 @@ class ModelPlan:
     scale_qp: dict[str, int] = field(default_factory=dict)
     # rate control's sample: each map normalised as its whole tensor's (importance.normalized)
     imp_norm: dict[str, tuple[float, float]] = field(default_factory=dict)
+    # rate control's sample: each tensor's whole energy and elements ratio (reconstruction_gain)
+    gain_basis: dict[str, tuple[float, float]] = field(default_factory=dict)
+    # and GainCompensation's factor of each tensor it names, fixed (_encode_fitting)
+    gain_scale: dict[str, float] = field(default_factory=dict)
 
     def head(self, clustered: bool = False) -> bytes:
         """The model parameter set (and container unit): the units before the tensors.
@@ -550,6 +565,7 @@ def code_tensor(plan: ModelPlan, tensor_id: int, array: np.ndarray,
     tps = hls.TensorParameterSet(tensor_id, name, array.dtype, tuple(array.shape), mode)
     tps.signal_type = plan.classifier.signals.index(cls.signal)
     pred_rows = 0
+    gain_scale = 1.0
     if mode == hls.CodingMode.QUANTIZED:
         rows, cols = kernel_shape(tuple(array.shape), cls.arrangement)
         kernel = to_kernel(array.astype(np.float32), cls.arrangement)
@@ -592,7 +608,8 @@ def code_tensor(plan: ModelPlan, tensor_id: int, array: np.ndarray,
                                                   plan.imp_norm.get(name)),
                                    cls.arrangement)
         fit = _encode_fitting(kernel, params, array.dtype, config, plan.search, weight_map, ref,
-                              row_hint, f"tensor '{name}'")
+                              row_hint, f"tensor '{name}'", plan.gain_basis.get(name),
+                              plan.gain_scale.get(name))
         del kernel, weight_map, row_hint
         if fit.ref is None:
             choice = None
@@ -612,6 +629,7 @@ def code_tensor(plan: ModelPlan, tensor_id: int, array: np.ndarray,
         else:
             assert fit.result is not None
             res, tps.qp = fit.result, fit.params.qp
+            gain_scale = fit.gain_scale
             payload = res.payload
             rec = from_kernel(res.recon, tuple(array.shape), cls.arrangement)
             # the trace of a raster tensor holds its predicted rows [1.5], not coding units
@@ -631,6 +649,7 @@ def code_tensor(plan: ModelPlan, tensor_id: int, array: np.ndarray,
                 tps = cluster.cluster_tps(tps, decision.clustered.info)
                 payload, rec = decision.clustered.payload, decision.clustered.recon
                 mode, clustered = hls.CodingMode.CLUSTERED, True
+                gain_scale = 1.0
                 cus_rec = None
     else:
         payload = _lossless_bytes(array)
@@ -672,6 +691,7 @@ def code_tensor(plan: ModelPlan, tensor_id: int, array: np.ndarray,
         noise_energy=noise,
         imp_signal_energy=imp_signal,
         imp_noise_energy=imp_noise,
+        gain_scale=gain_scale,
     )
     return CodedTensor(tensor_units, stat, rec, cus_rec, clustered)
 
@@ -759,6 +779,7 @@ class _Fit:
     """A kernel tensor coded by :func:`_encode_fitting` (``result`` None: no QP fits)."""
 
     result: core.KernelResult | None
+    gain_scale: float                # GainCompensation's factor on the kernel (1: none)
     params: core.KernelParams
     ref: core.Reference | None
     fell_back: bool = False
@@ -813,31 +834,42 @@ def _target_max(kernel: np.ndarray, ref: core.Reference | None) -> float:
 def _encode_fitting(kernel: np.ndarray, params: core.KernelParams, dtype: np.dtype,
                     config: Config, search: core.SearchParams, weight_map: np.ndarray | None,
                     ref: core.Reference | None, row_hint: np.ndarray | None,
-                    what: str) -> _Fit:
+                    what: str, basis: tuple[float, float] | None = None,
+                    gain_scale: float | None = None) -> _Fit:
     """Code a kernel tensor at ``params.qp``, or where its levels do not fit the coder's
     range there, at the finest coarser QP where they do (first with the prediction
-    ``ref``, then without it); a result of None when no QP the syntax allows fits."""
-    def attempt(p: core.KernelParams, r: core.Reference | None) -> core.KernelResult:
+    ``ref``, then without it); a result of None when no QP the syntax allows fits.
+    ``basis``: the gains are the whole tensor's estimated from this sample of it
+    (:func:`reconstruction_gain`); ``gain_scale``: GainCompensation codes kernel x this
+    instead of searching its own (rate control's half and quarter samples take the
+    sample's)."""
+    def attempt(p: core.KernelParams, r: core.Reference | None
+                ) -> tuple[core.KernelResult, float]:
         lam = _lambda_scale(config, r is not None)
-        result = core.encode_kernel(kernel, p, dtype, bool(config["RDOQ"]), lam, what,
-                                    search, weight_map, r, row_hint)
         passes = int(config["GainCompensation"])
-        if passes and kernel.ndim >= 2 and kernel.shape[0] >= 2 and bool(config["RDOQ"]):
-            result = _compensate_gain(kernel, result, passes, p, dtype, lam, what, search,
-                                      weight_map, r, row_hint)
+        compensate = (passes and kernel.ndim >= 2 and kernel.shape[0] >= 2
+                      and bool(config["RDOQ"]))
+        scale = gain_scale if compensate and gain_scale is not None else 1.0
+        target = kernel if scale == 1.0 else _scaled(kernel, scale)
+        result = core.encode_kernel(target, p, dtype, bool(config["RDOQ"]), lam, what,
+                                    search, weight_map, r, row_hint)
+        if compensate and gain_scale is None:
+            result, scale = _compensate_gain(kernel, result, passes, p, dtype, lam, what,
+                                             search, weight_map, r, row_hint, basis)
         floor = float(config["LambdaGainFloor"])
         if floor <= 0.0 or kernel.shape[0] < 2 or not bool(config["RDOQ"]):  # 1-D: one row
-            return result
+            return result, scale
+        scale = 1.0
         for halving in range(GAIN_HALVINGS + 1):
-            if lam <= 0.0 or reconstruction_gain(kernel, result.recon) >= 1.0 - floor:
+            if lam <= 0.0 or reconstruction_gain(kernel, result.recon, basis) >= 1.0 - floor:
                 break
             lam = lam / 2 if halving < GAIN_HALVINGS else 0.0
             result = core.encode_kernel(kernel, p, dtype, True, lam, what, search,
                                         weight_map, r, row_hint)
-        return result
+        return result, scale
 
     try:
-        return _Fit(attempt(params, ref), params, ref)
+        return _Fit(*attempt(params, ref), params, ref)
     except CoreError as exc:
         if not _is_range(exc):
             raise EncodeError(str(exc)) from exc
@@ -852,12 +884,12 @@ def _encode_fitting(kernel: np.ndarray, params: core.KernelParams, dtype: np.dty
         for q in range(max(start, params.qp + 1), min(start + tries, MAX_QP + 1)):
             p = replace(params, qp=q)
             try:
-                return _Fit(attempt(p, r), p, r, True, ref is not None and r is None)
+                return _Fit(*attempt(p, r), p, r, True, ref is not None and r is None)
             except CoreError as exc:
                 # a range error, or a step past what the encoder computes with: coarser
                 if not _is_range(exc) and exc.code != core.lib.NNTM_ERR_ARG:
                     raise EncodeError(str(exc)) from exc
-    return _Fit(None, params, None, True, ref is not None)
+    return _Fit(None, 1.0, params, None, True, ref is not None)
 
 
 def _exact_if_cheaper(tps: hls.TensorParameterSet, fit: _Fit, array: np.ndarray,
@@ -882,42 +914,61 @@ def _compensate_gain(kernel: np.ndarray, result: core.KernelResult, passes: int,
                      params: core.KernelParams, dtype: np.dtype, lam: float, what: str,
                      search: core.SearchParams, weight_map: np.ndarray | None,
                      ref: core.Reference | None, row_hint: np.ndarray | None,
-                     ) -> core.KernelResult:
+                     basis: tuple[float, float] | None = None
+                     ) -> tuple[core.KernelResult, float]:
     """GainCompensation: code ``kernel`` again from kernel / c, c the product of the gains
     seen so far, while the reconstruction's gain against the original stays below 1 (up to
-    ``passes`` times); the result whose gain is nearest 1 is kept."""
-    gain = reconstruction_gain(kernel, result.recon)
-    best, best_err = result, abs(1.0 - gain)
+    ``passes`` times); the result whose gain is nearest 1 is kept, with the factor 1 / c
+    it coded the kernel with."""
+    gain = reconstruction_gain(kernel, result.recon, basis)
+    best, best_err, best_scale = result, abs(1.0 - gain), 1.0
     scale = 1.0
     for _ in range(passes):
         if not 0.0 < gain < 1.0:
             break
         scale /= gain
-        target = (kernel.astype(np.float64) * scale).astype(kernel.dtype)
+        target = _scaled(kernel, scale)
         try:
             trial = core.encode_kernel(target, params, dtype, True, lam, what, search,
                                        weight_map, ref, row_hint)
         except CoreError:
             break  # the scaled levels leave the coder's range: keep what fits
-        gain = reconstruction_gain(kernel, trial.recon)
+        gain = reconstruction_gain(kernel, trial.recon, basis)
         err = abs(1.0 - gain)
         if err < best_err:
-            best, best_err = trial, err
-    return best
+            best, best_err, best_scale = trial, err, scale
+    return best, best_scale
+
+
+def _scaled(kernel: np.ndarray, scale: float) -> np.ndarray:
+    """kernel x scale, computed in float64, in the kernel's dtype."""
+    return (kernel.astype(np.float64) * scale).astype(kernel.dtype)
 
 
 #: LambdaGainFloor: times lambda is halved before the tensor is coded with none
 GAIN_HALVINGS = 4
 
 
-def reconstruction_gain(weights: np.ndarray, recon: np.ndarray) -> float:
+def reconstruction_gain(weights: np.ndarray, recon: np.ndarray,
+                        basis: tuple[float, float] | None = None) -> float:
     """<r, w> / <w, w>: below 1 where quantization shrinks the tensor toward zero (1 for an
-    all-zero tensor)."""
+    all-zero tensor).
+
+    ``basis`` (W, k): ``weights`` are a sample of a tensor (rate control's) whose energy
+    <w, w> is W and whose elements are k times theirs, and the gain returned is the whole
+    tensor's estimated from the sample, 1 - k <w, w - r> / W. The shrinkage <w, w - r> is
+    the small weights' loss and scales with the elements; the energy is the whole tensor's,
+    with the outliers a sample misses (they keep their value). The sample's own gain is
+    lower, and its compensation larger, than the whole tensor's."""
     w = np.asarray(weights, dtype=np.float64).ravel()
     energy = float(w @ w)
     if not energy > 0.0:
         return 1.0
-    return float(np.asarray(recon, dtype=np.float64).ravel() @ w) / energy
+    cross = float(np.asarray(recon, dtype=np.float64).ravel() @ w)
+    if basis is None:
+        return cross / energy
+    whole, ratio = basis
+    return 1.0 - ratio * (energy - cross) / whole if whole > 0.0 else 1.0
 
 
 def _lambda_scale(config: Config, predicted: bool) -> float:

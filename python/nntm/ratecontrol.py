@@ -291,6 +291,11 @@ class _Estimator:
         self.means: dict[str, float] = {}
         self.norm: dict[str, tuple[float, float]] = {}  # the whole maps' normalisation
         self.rms: dict[str, float] = {}
+        # GainCompensation: each sampled tensor's energy sum w^2 and its elements over the
+        # sample's (codec.reconstruction_gain: the whole tensor's gain estimated from the
+        # sample, not the sample's own, sets the compensation); the half and quarter samples
+        # are coded with the factor the sample took (their growth is then the rate's alone)
+        self.basis: dict[str, tuple[float, float]] = {}
         importance = importance or {}
         if importance:
             self.maps, self.half_maps, self.quarter_maps = {}, {}, {}
@@ -310,6 +315,10 @@ class _Estimator:
             rows, run = found if found is not None else (None, 1)
             self.sample[name] = np.ascontiguousarray(a[rows]) if rows is not None else a
             self.scale[name] = a.size / max(self.sample[name].size, 1)
+            if rows is not None:
+                energy = (self.signal[name] if not importance
+                          else codec._energies(a, a)[0])
+                self.basis[name] = (energy, self.scale[name])
             parts: list[tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None,
                               np.ndarray]] = []
             if EXTRAPOLATE and rows is not None and len(rows) >= (2 if precise else 4):
@@ -350,13 +359,15 @@ class _Estimator:
             cfg = cfg.replace(ScaleQPExponent=0.0)
             res = codec.encode_with_recon(self.sample, cfg, importance=self.maps,
                                           consumers=self.consumers, container=self.container,
-                                          qp_offsets=offsets, importance_norm=self.norm)
+                                          qp_offsets=offsets, importance_norm=self.norm,
+                                          gain_basis=self.basis)
             payload, other = _tensor_bits(res.data)
             grown: dict[int, float] = {}
             if self.sizes:
-                half = self._part_bits(self.half, self.half_maps, cfg, offsets)
-                quarter = (self._part_bits(self.quarter, self.quarter_maps, cfg, offsets)
-                           if self.quarter else {})
+                scales = {s.name: s.gain_scale for s in res.stats if s.name in self.half}
+                half = self._part_bits(self.half, self.half_maps, cfg, offsets, scales)
+                quarter = (self._part_bits(self.quarter, self.quarter_maps, cfg, offsets,
+                                           scales) if self.quarter else {})
                 grown = self._grow(payload, half, quarter)
             per = {name: other.get(i, 0) + grown.get(i, payload.get(i, 0) * self.scale[name])
                    for i, name in enumerate(self.names)}
@@ -373,14 +384,16 @@ class _Estimator:
 
     def _part_bits(self, part: Mapping[str, np.ndarray],
                    maps: Mapping[str, np.ndarray] | None, cfg: Config,
-                   offsets: Mapping[str, int]) -> dict[int, int]:
+                   offsets: Mapping[str, int],
+                   gain_scale: Mapping[str, float]) -> dict[int, int]:
         """The payload bits of the sampled tensors' ``part`` (half or quarter samples), by
         their tensor_id in the model: coded alone (the tensors kept whole are in the sample
-        already), with the roles the graph's consumers give and the same QP offsets."""
+        already), with the roles the graph's consumers give, the same QP offsets and the
+        GainCompensation factors ``gain_scale`` the sample took."""
         by_id = _tensor_bits(codec.encode_with_recon(
             part, cfg, importance=maps, consumers=self.consumers,
             qp_offsets={n: v for n, v in offsets.items() if n in part},
-            importance_norm=self.norm).data)[0]
+            importance_norm=self.norm, gain_scale=gain_scale).data)[0]
         index = {n: i for i, n in enumerate(self.names)}
         return {index[n]: by_id.get(j, 0) for j, n in enumerate(part)}
 
