@@ -137,3 +137,17 @@ def test_gain_scale_fixed_reproduces_the_search() -> None:
     assert one.data != searched.data
     np.testing.assert_array_equal(one.recon["big"], plain.recon["big"])
     assert one.data == plain.data
+
+
+def test_gain_scale_kept_when_the_gain_floor_keeps_the_compensated_result() -> None:
+    """LambdaGainFloor re-codes a tensor from its own weights only while the gain stays below
+    the floor: a compensated result above it keeps its factor in TensorStats.gain_scale,
+    and passing that factor back codes the same bytes."""
+    model = _model()
+    cfg = Config.from_files([ROOT_CFG], overrides={
+        "QP": -16, "IntegrityHash": 0, "GainCompensation": 1, "ScaleQPExponent": 0.0,
+        "LambdaGainFloor": 0.5})
+    res = encode_with_recon(model, cfg)
+    scale = {s.name: s.gain_scale for s in res.stats}["big"]
+    assert scale > 1.01
+    assert encode_with_recon(model, cfg, gain_scale={"big": scale}).data == res.data

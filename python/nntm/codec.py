@@ -859,13 +859,13 @@ def _encode_fitting(kernel: np.ndarray, params: core.KernelParams, dtype: np.dty
         floor = float(config["LambdaGainFloor"])
         if floor <= 0.0 or kernel.shape[0] < 2 or not bool(config["RDOQ"]):  # 1-D: one row
             return result, scale
-        scale = 1.0
         for halving in range(GAIN_HALVINGS + 1):
             if lam <= 0.0 or reconstruction_gain(kernel, result.recon, basis) >= 1.0 - floor:
                 break
             lam = lam / 2 if halving < GAIN_HALVINGS else 0.0
             result = core.encode_kernel(kernel, p, dtype, True, lam, what, search,
                                         weight_map, r, row_hint)
+            scale = 1.0  # coded from the kernel itself again
         return result, scale
 
     try:
