@@ -55,7 +55,7 @@ def main(argv: list[str]) -> int:
     if overrides:
         base = base.replace(**{k: type(base[k])(v) for k, v in overrides.items()})
     print(f"cfg {args.cfg} {args.set}; SAMPLE_ELEMENTS {ratecontrol.SAMPLE_ELEMENTS}")
-    print("| model | maps | target | achieved | error | estimated | QP (tensors at QP-1) | "
+    print("| model | maps | target | achieved | error | estimated | QP (tensors at QP-1 / QP+1) | "
           "probes | plan s | encode s |" + (" metrics |" if args.eval else ""))
     print("| --- | --- | --- | ---: | ---: | ---: | --- | ---: | ---: | ---: |"
           + (" --- |" if args.eval else ""))
@@ -103,8 +103,10 @@ def main(argv: list[str]) -> int:
                          " b/p)", f"{len(res.data)} B ({snr:.2f} dB)",
                          f"{100 * (8 * len(res.data) / bits - 1):+.2f} %",
                          f"{plan.estimate_bits / 8:.0f} B")
+            moved = list(plan.offsets.values())
             row = (f"| {model} | {'yes' if importance is not None else 'no'} | {shown[0]} | "
-                   f"{shown[1]} | {shown[2]} | {shown[3]} | {plan.qp} ({len(plan.offsets)}) | "
+                   f"{shown[1]} | {shown[2]} | {shown[3]} | "
+                   f"{plan.qp} ({moved.count(-1)} / {moved.count(1)}) | "
                    f"{plan.probes} | {planned - start:.1f} | {done - planned:.1f} |")
             if args.eval:
                 metrics = adapter.evaluate(res.recon)

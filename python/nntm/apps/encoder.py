@@ -340,8 +340,11 @@ def _main(argv: Sequence[str]) -> int:
     if rate_plan is not None:
         cfg = cfg.replace(QP=rate_plan.qp)
         if verbose:
-            print(f"(rate control: QP {rate_plan.qp}, {len(rate_plan.offsets)} tensor(s) at "
-                  f"QP {rate_plan.qp - 1}, from sampled encodes at {rate_plan.probes} QPs)")
+            moved = list(rate_plan.offsets.values())
+            coarser = (f", {moved.count(1)} at QP {rate_plan.qp + 1}" if 1 in moved else "")
+            print(f"(rate control: QP {rate_plan.qp}, {moved.count(-1)} tensor(s) at "
+                  f"QP {rate_plan.qp - 1}{coarser}, from sampled encodes at {rate_plan.probes} "
+                  f"QPs)")
     recon_file = str(cfg["ReconFile"])
     # the reconstruction is written tensor by tensor, but an ONNX one fills the graph at the
     # end, and the example's accuracy needs the whole model
