@@ -12,6 +12,9 @@ tensors, importance-weighted with --importance), the error, the QP chosen (and h
 one QP finer), the planning and the encode time. ``--importance minilm=imp.safetensors`` codes
 that model with its maps (use an output-aware cfg); ``--eval`` adds the adapter's metrics. An
 ONNX model (``ddddocr``) is planned and coded with its graph's roles (EncoderApp -i x.onnx).
+``--update 0.03`` codes each model as an update (RefModel) of a synthetic reference: the model
+with Gaussian noise of 0.03 x each 2-D tensor's standard deviation added (seed 0), the version
+a receiver would hold; pass ``--set PredLambdaScale=0.01`` as for updates.
 """
 
 from __future__ import annotations
@@ -48,6 +51,9 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--importance", default="", help="model=maps file, ...")
     ap.add_argument("--set", default="", help="cfg overrides: Key=value,...")
     ap.add_argument("--eval", action="store_true", help="also the adapter's metrics")
+    ap.add_argument("--update", type=float, default=0.0,
+                    help="code an update of the model plus this much noise (x each 2-D "
+                    "tensor's std): RefModel rate control")
     args = ap.parse_args(argv)
     sizes, maps_files = _pairs(args.size), _pairs(args.importance)
     base = Config.from_files([args.cfg])
@@ -65,6 +71,12 @@ def main(argv: list[str]) -> int:
         tensors = {k: np.asarray(v) for k, v in adapter.load().items()}
         floats = sum(v.size for v in tensors.values() if v.dtype.kind == "f")
         importance = read_model(maps_files[model]) if model in maps_files else None
+        ref = None
+        if args.update:
+            rng = np.random.default_rng(0)
+            ref = {k: (v + rng.normal(0, args.update * float(np.std(v)), v.shape)).astype(
+                v.dtype) if v.dtype.kind == "f" and v.ndim >= 2 else v
+                for k, v in tensors.items()}
         # an ONNX model (ddddocr): the roles its graph gives, as for EncoderApp -i model.onnx
         consumers = (adapter.graph_consumers() if hasattr(adapter, "graph_consumers")
                      else None)
@@ -75,18 +87,19 @@ def main(argv: list[str]) -> int:
             if kind == "snr":
                 goal = float(value)
                 plan = ratecontrol.plan_snr(tensors, cfg, goal, consumers,
-                                            importance=importance)
+                                            importance=importance, ref_model=ref)
             else:
                 if kind == "bpp":
                     bits = float(value) * floats
                 else:
                     value = value or sizes[model]
                     bits = 8.0 * parse_size(value, allow_auto=False)
-                plan = ratecontrol.plan(tensors, cfg, bits, consumers, importance=importance)
+                plan = ratecontrol.plan(tensors, cfg, bits, consumers, importance=importance,
+                                        ref_model=ref)
             planned = time.perf_counter()
             res = codec.encode_with_recon(tensors, cfg.replace(QP=plan.qp),
                                           importance=importance, qp_offsets=plan.offsets,
-                                          consumers=consumers)
+                                          consumers=consumers, ref_model=ref)
             done = time.perf_counter()
             bpp = 8 * len(res.data) / floats
             snr = codec.pooled_snr(res.stats, weighted=plan.weighted)
@@ -104,7 +117,8 @@ def main(argv: list[str]) -> int:
                          f"{100 * (8 * len(res.data) / bits - 1):+.2f} %",
                          f"{plan.estimate_bits / 8:.0f} B")
             moved = list(plan.offsets.values())
-            row = (f"| {model} | {'yes' if importance is not None else 'no'} | {shown[0]} | "
+            label = model + (" update" if ref is not None else "")
+            row = (f"| {label} | {'yes' if importance is not None else 'no'} | {shown[0]} | "
                    f"{shown[1]} | {shown[2]} | {shown[3]} | "
                    f"{plan.qp} ({moved.count(-1)} / {moved.count(1)}) | "
                    f"{plan.probes} | {planned - start:.1f} | {done - planned:.1f} |")

@@ -64,10 +64,6 @@ def test_rate_control_problems(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert encoder.main(["-b", bit, "--TargetSize=lots", "--TargetBitsPerParam=3"]) != 0
     err = capsys.readouterr().err
     assert "TargetSize: 'lots' is not a size" in err and "give one of them" in err
-    ref = tmp_path / "ref.safetensors"
-    write_model(ref, _model(2))
-    assert encoder.main(["-b", bit, "--TargetSNR=30", f"--RefModel={ref}"]) != 0
-    assert "rate control (TargetSNR) does not take RefModel" in capsys.readouterr().err
     # all three: the message names each
     assert encoder.main(["-b", bit, "--TargetSize=1M", "--TargetBitsPerParam=3",
                          "--TargetSNR=20"]) != 0
@@ -340,6 +336,7 @@ def test_estimate_of_rows_alike_with_row_prediction(monkeypatch: pytest.MonkeyPa
     neighbouring rows are predicted as in the whole tensor; evenly spaced single rows (RUN 1,
     the sample before) are far apart and predict each other worse: 1.6x the bits."""
     rng = np.random.default_rng(7)
+    monkeypatch.setattr(ratecontrol, "WHOLE_SHARE", 0)  # sample the one tensor
     model = {"w": np.cumsum(rng.laplace(0, 0.01, (1024, 256)), axis=0).astype(np.float32)}
     cfg = Config.defaults().replace(RowPred=1, QP=-24)
     actual = 8 * len(codec.encode_with_recon(model, cfg).data)
@@ -413,10 +410,12 @@ def test_sampled_encodes_take_the_whole_models_scale_offsets() -> None:
     assert abs(est(-24).total / actual - 1) < 0.02
 
 
-def test_sampled_encodes_compensate_the_whole_tensors_gain() -> None:
+def test_sampled_encodes_compensate_the_whole_tensors_gain(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """GainCompensation in the sampled encodes: each sampled tensor's gain is estimated for
     the whole tensor (its energy, its elements over the sample's), and the half and quarter
     samples are coded with the factor the sample took."""
+    monkeypatch.setattr(ratecontrol, "WHOLE_SHARE", 0)  # sample the one tensor
     rng = np.random.default_rng(9)
     model = {"w": rng.laplace(0, 0.02, (1024, 128)).astype(np.float32)}
     cfg = Config.from_files(["cfg/encoder_default.cfg"]).replace(
@@ -434,12 +433,92 @@ def test_sampled_encodes_compensate_the_whole_tensors_gain() -> None:
                      "scale": kwargs.get("gain_scale")})
         return real(tensors, config, *args, **kwargs)
 
-    codec.encode_with_recon = spy
-    try:
+    with monkeypatch.context() as m:
+        m.setattr(codec, "encode_with_recon", spy)
         est(-20)
-    finally:
-        codec.encode_with_recon = real
     assert seen[0]["basis"] == est.basis  # the sample: the whole tensor's gain
     scale = real(est.sample, cfg, gain_basis=est.basis).stats[0].gain_scale
     assert scale > 1.01, "the case must shrink and be compensated"
     assert len(seen) == 3 and all(s["scale"] == {"w": scale} for s in seen[1:])  # half, quarter
+
+
+def test_precise_estimate_codes_a_dominant_tensor_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tensor of at least 1/8 of the model's elements is coded whole by the precise
+    estimate (its sample's error is not averaged out by the others'): its bits are then
+    the real encode's; the rough estimate and the smaller tensors are still sampled, and so is
+    a dominant tensor above WHOLE_MAX."""
+    rng = np.random.default_rng(11)
+    model = {"big": rng.laplace(0, 0.02, (1024, 256)).astype(np.float32)}
+    for i in range(12):
+        model[f"small{i}"] = rng.laplace(0, 0.02, (256, 256)).astype(np.float32)
+    assert 8 * model["big"].size >= sum(v.size for v in model.values())
+    assert 8 * model["small0"].size < sum(v.size for v in model.values())
+    cfg = Config.defaults().replace(IntegrityHash=0)
+    est = ratecontrol._Estimator(model, cfg)
+    assert est.sample["big"] is model["big"] and "big" not in est.sizes
+    assert est.sample["small0"].size < model["small0"].size and "small0" in est.sizes
+    rough = ratecontrol._Estimator(model, cfg, precise=False)
+    assert rough.sample["big"].size < model["big"].size
+    qp = -20
+    res = codec.encode_with_recon(model, cfg.replace(QP=qp))
+    payload, other = ratecontrol._tensor_bits(res.data)
+    assert est(qp).bits["big"] == payload[0] + other[0]  # exact
+    monkeypatch.setattr(ratecontrol, "WHOLE_MAX", model["big"].size - 1)
+    capped = ratecontrol._Estimator(model, cfg)
+    assert capped.sample["big"].size < model["big"].size
+
+
+def _update(seed: int = 5) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """A model and its reference: the model is the reference plus a small change."""
+    rng = np.random.default_rng(seed)
+    ref = _model(seed)
+    new = {n: (v + rng.normal(0, 0.1 * float(np.std(v)), v.shape)).astype(np.float32)
+           for n, v in ref.items()}
+    return new, ref
+
+
+@pytest.mark.parametrize("kind", ["bpp", "snr"])
+def test_rate_control_of_an_update(kind: str) -> None:
+    """With RefModel the sampled tensors are predicted from the same rows of the reference:
+    the size target is met, and at the same QP the estimate with the reference is the
+    update's, far below the model's without it."""
+    new, ref = _update()
+    floats = sum(v.size for v in new.values())
+    cfg = Config.defaults().replace(PredLambdaScale=0.01)
+    est = ratecontrol._Estimator(new, cfg, ref_model=ref)
+    alone = ratecontrol._Estimator(new, cfg)
+    assert est.refs is not None and set(est.refs) == set(new)
+    assert all(est.refs[n].shape == est.sample[n].shape for n in new)
+    assert est.half_refs is not None and set(est.half_refs) == set(est.half)
+    assert est(-24).total < 0.6 * alone(-24).total
+    if kind == "bpp":
+        p = ratecontrol.plan(new, cfg, 2.0 * floats, ref_model=ref)
+        res = codec.encode_with_recon(new, cfg.replace(QP=p.qp), qp_offsets=p.offsets,
+                                      ref_model=ref)
+        assert all(s.pred == "ref" for s in res.stats if len(s.shape) == 2)
+        achieved = 8 * len(res.data) / floats
+        assert abs(achieved / 2.0 - 1) < 0.03, achieved
+    else:
+        p = ratecontrol.plan_snr(new, cfg, 35.0, ref_model=ref)
+        res = codec.encode_with_recon(new, cfg.replace(QP=p.qp), qp_offsets=p.offsets,
+                                      ref_model=ref)
+        assert abs(codec.pooled_snr(res.stats) - 35.0) < 0.15, codec.pooled_snr(res.stats)
+
+
+def test_rate_control_of_an_update_through_the_apps(tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    from nntm.apps import decoder
+
+    new, ref = _update()
+    src, old = tmp_path / "new.safetensors", tmp_path / "old.safetensors"
+    write_model(src, new)
+    write_model(old, ref)
+    bit, out = tmp_path / "u.bit", tmp_path / "dec.safetensors"
+    assert encoder.main(["-i", str(src), "-b", str(bit), "--TargetBitsPerParam=2",
+                         f"--RefModel={old}", "--PredLambdaScale=0.01"]) == 0
+    line = [ln for ln in capsys.readouterr().out.splitlines()
+            if ln.startswith("Rate control")][0]
+    assert "target 2.000 bits/param" in line, line
+    floats = sum(v.size for v in new.values())
+    assert abs(8 * bit.stat().st_size / floats / 2.0 - 1) < 0.03
+    assert decoder.main(["-b", str(bit), "-o", str(out), f"--RefModel={old}"]) == 0

@@ -333,10 +333,11 @@ def _main(argv: Sequence[str]) -> int:
     target_db = ratecontrol.target_snr(cfg)
     rate_plan = None
     if target is not None:
-        rate_plan = ratecontrol.plan(tensors, cfg, target, consumers, container, importance)
+        rate_plan = ratecontrol.plan(tensors, cfg, target, consumers, container, importance,
+                                     ref_model)
     elif target_db is not None:
         rate_plan = ratecontrol.plan_snr(tensors, cfg, target_db, consumers, container,
-                                         importance)
+                                         importance, ref_model)
     if rate_plan is not None:
         cfg = cfg.replace(QP=rate_plan.qp)
         if verbose:
