@@ -143,10 +143,14 @@ def target_bits(config: Config, tensors: Mapping[str, np.ndarray]) -> float | No
         return 8.0 * parse_size(size, allow_auto=False)
     bpp = float(config["TargetBitsPerParam"])
     if bpp:
-        floats = sum(int(np.size(v)) for v in tensors.values()
-                     if np.asarray(v).dtype.name in hls.FLOAT_DTYPES)
-        return bpp * floats
+        return bpp * _float_elements(tensors)
     return None
+
+
+def _float_elements(tensors: Mapping[str, np.ndarray]) -> int:
+    """The elements of the model's float tensors (what bits/param counts)."""
+    return sum(int(np.size(v)) for v in tensors.values()
+               if np.asarray(v).dtype.name in hls.FLOAT_DTYPES)
 
 
 def target_snr(config: Config) -> float | None:
@@ -320,8 +324,7 @@ class _Estimator:
         if importance:
             self.maps, self.half_maps, self.quarter_maps = {}, {}, {}
         floor = float(config["ImportanceFloor"])
-        model_elements = sum(int(np.size(v)) for v in tensors.values()
-                             if np.asarray(v).dtype.name in hls.FLOAT_DTYPES)
+        model_elements = _float_elements(tensors)
         for name in self.names:
             a = np.asarray(tensors[name])
             full = None
@@ -341,10 +344,11 @@ class _Estimator:
                 energy = (self.signal[name] if not importance
                           else codec._energies(a, a)[0])
                 self.basis[name] = (energy, self.scale[name])
-            ref = None
-            if (ref_model is not None and self.refs is not None and name in ref_model
-                    and tuple(np.shape(ref_model[name])) == tuple(a.shape)):
-                ref = np.asarray(ref_model[name])
+            ref = (np.asarray(ref_model[name])
+                   if ref_model is not None and name in ref_model else None)
+            if ref is not None and ref.shape != a.shape:
+                ref = None  # not a reference picture of this tensor
+            if ref is not None and self.refs is not None:
                 self.refs[name] = np.ascontiguousarray(ref[rows]) if rows is not None else ref
             parts: list[tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None,
                               dict[str, np.ndarray] | None, np.ndarray]] = []
@@ -590,7 +594,7 @@ def plan_snr(tensors: Mapping[str, np.ndarray], config: Config, target_db: float
         add = {n: coarser.noise[n] - coarse.noise[n] for n in coarse.noise
                if n not in offsets and np.ndim(tensors[n]) >= 2
                and coarser.noise[n] > coarse.noise[n]}
-        save = {n: coarse.bits[n] - coarser.bits.get(n, coarse.bits[n]) for n in add}
+        save = {n: coarse.bits[n] - coarser.bits[n] for n in add}
         for name in sorted(add, key=lambda n: -save[n] / add[n]):
             if save[name] > 0 and codec.snr_from_energies(signal, noise + add[name]) >= target_db:
                 offsets[name] = 1
