@@ -51,6 +51,8 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--importance", default="", help="model=maps file, ...")
     ap.add_argument("--set", default="", help="cfg overrides: Key=value,...")
     ap.add_argument("--eval", action="store_true", help="also the adapter's metrics")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="threads of the plan and of the encode (0: every core)")
     ap.add_argument("--update", type=float, default=0.0,
                     help="code an update of the model plus this much noise (x each 2-D "
                     "tensor's std): RefModel rate control")
@@ -87,7 +89,8 @@ def main(argv: list[str]) -> int:
             if kind == "snr":
                 goal = float(value)
                 plan = ratecontrol.plan_snr(tensors, cfg, goal, consumers,
-                                            importance=importance, ref_model=ref)
+                                            importance=importance, ref_model=ref,
+                                            threads=args.threads)
             else:
                 if kind == "bpp":
                     bits = float(value) * floats
@@ -95,11 +98,12 @@ def main(argv: list[str]) -> int:
                     value = value or sizes[model]
                     bits = 8.0 * parse_size(value, allow_auto=False)
                 plan = ratecontrol.plan(tensors, cfg, bits, consumers, importance=importance,
-                                        ref_model=ref)
+                                        ref_model=ref, threads=args.threads)
             planned = time.perf_counter()
             res = codec.encode_with_recon(tensors, cfg.replace(QP=plan.qp),
                                           importance=importance, qp_offsets=plan.offsets,
-                                          consumers=consumers, ref_model=ref)
+                                          consumers=consumers, ref_model=ref,
+                                          threads=args.threads)
             done = time.perf_counter()
             bpp = 8 * len(res.data) / floats
             snr = codec.pooled_snr(res.stats, weighted=plan.weighted)

@@ -11,7 +11,7 @@ from pathlib import Path
 import nntm
 import numpy as np
 import pytest
-from nntm import codec, core, hls
+from nntm import codec, core, cstream, hls
 from nntm.config import Config
 from nntm.errors import CoreError
 
@@ -146,3 +146,83 @@ def test_nntm_dec_runs_at_most_n_threads_at_once(tmp_path: Path) -> None:
             proc.stdout
         outs.append(out.read_bytes())
     assert outs[0] == outs[1] == outs[2]
+
+
+@pytest.mark.parametrize(("dq", "rdoq", "mapped"), [(0, False, False), (0, True, True),
+                                                   (3, True, False), (3, True, True)])
+def test_encoder_threads_give_the_same_bytes(dq: int, rdoq: bool, mapped: bool) -> None:
+    """The substreams of a raster tensor are quantized and written on several threads, with
+    or without a shared budget, into the same bytes, levels and reconstruction as on one."""
+    w = _weights(300, 200)
+    imp = np.random.default_rng(2).random(w.shape).astype(np.float32) if mapped else None
+    p = _params(300, 200, 7, dq)
+    one = core.encode_kernel(w, p, np.float32, rdoq, 0.1, "t", importance=imp)
+    assert len(one.payload) > 0
+    with cstream.ThreadBudget(2) as budget:
+        searches = [core.SearchParams(threads=t) for t in (2, 3, 64)] + \
+            [core.SearchParams(threads=2, budget=budget)]
+        for search in searches:
+            enc = core.encode_kernel(w, p, np.float32, rdoq, 0.1, "t", search, importance=imp)
+            assert enc.payload == one.payload
+            assert np.array_equal(enc.levels, one.levels)
+            assert np.array_equal(enc.recon.view(np.uint32), one.recon.view(np.uint32))
+        # the caller's slot and one recruited: both ran at once on 43 substreams
+        assert budget.peak == 2
+    dec = core.decode_kernel(one.payload, p, np.float32, "t", threads=2)
+    assert np.array_equal(dec.recon.view(np.uint32), one.recon.view(np.uint32))
+
+
+def test_encoder_threads_report_a_level_out_of_range_the_same() -> None:
+    """A weight beyond the largest level in one substream: the same error on any count."""
+    w = _weights(300, 200)
+    w[250, 3] = 3.0e9
+    p = core.KernelParams(300, 200, -40, 2, 10, substream_rows=7)
+    for threads in (1, 2, 4):
+        with pytest.raises(CoreError, match="level out of range"):
+            core.encode_kernel(w, p, np.float32, True, 0.1, "t", core.SearchParams(threads=threads))
+
+
+def test_encoder_budget_bounds_the_threads_of_concurrent_tensors() -> None:
+    """Three tensors coded at once from three threads under a budget of 2, each with 43
+    substreams and threads 4: at most 2 threads coded at once, and the bytes are one
+    thread's."""
+    from concurrent.futures import ThreadPoolExecutor
+    ws = [_weights(300, 200, seed) for seed in (1, 2, 3)]
+    p = _params(300, 200, 7, 3)
+    alone = [core.encode_kernel(w, p, np.float32, True, 0.1, "t").payload for w in ws]
+    with cstream.ThreadBudget(2) as budget:
+        search = core.SearchParams(threads=4, budget=budget)
+        with ThreadPoolExecutor(3) as pool:
+            got = list(pool.map(lambda w: core.encode_kernel(w, p, np.float32, True, 0.1, "t",
+                                                             search).payload, ws))
+        assert 1 <= budget.peak <= 2
+    assert got == alone
+
+
+def test_model_encode_threads_give_the_same_stream() -> None:
+    """encode_with_recon and encode_file on 1 and 3 threads: the same stream; the plan's
+    search is left as it was."""
+    import io
+
+    from nntm import streaming
+    rng = np.random.default_rng(5)
+    model = {f"l{i}.weight": np.cumsum(rng.normal(0, 0.01, (256, 96 + 32 * i)), axis=0)
+             .astype(np.float32) for i in range(4)}
+    model["l0.bias"] = rng.normal(0, 0.1, 96).astype(np.float32)
+    cfg = Config.defaults().replace(EntryPointElements=4096)
+    one = codec.encode_with_recon(model, cfg)
+    seen: list[str] = []
+    three = codec.encode_with_recon(model, cfg, progress=lambda s: seen.append(s.name),
+                                    threads=3)
+    assert three.data == one.data
+    assert seen == list(model)
+    for name in model:
+        assert np.array_equal(three.recon[name].view(np.uint32), one.recon[name].view(np.uint32))
+    out = io.BytesIO()
+    streaming.encode_file(model, cfg, out, threads=3)
+    assert out.getvalue() == one.data
+    plan = codec.plan_model(model, cfg)
+    before = plan.search
+    with codec.share_threads(plan, 2) as workers:
+        assert workers == 2 and plan.search.threads == 2 and plan.search.budget is not None
+    assert plan.search is before

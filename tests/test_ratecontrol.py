@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from nntm import codec, ratecontrol
+from nntm import codec, hls, ratecontrol
 from nntm.apps import encoder
 from nntm.config import Config
 from nntm.errors import ConfigError
@@ -461,7 +461,7 @@ def test_precise_estimate_codes_a_dominant_tensor_whole(monkeypatch: pytest.Monk
     assert rough.sample["big"].size < model["big"].size
     qp = -20
     res = codec.encode_with_recon(model, cfg.replace(QP=qp))
-    payload, other = ratecontrol._tensor_bits(res.data)
+    payload, other = ratecontrol._tensor_bits(res)
     assert est(qp).bits["big"] == payload[0] + other[0]  # exact
     monkeypatch.setattr(ratecontrol, "WHOLE_MAX", model["big"].size - 1)
     capped = ratecontrol._Estimator(model, cfg)
@@ -522,3 +522,33 @@ def test_rate_control_of_an_update_through_the_apps(tmp_path: Path,
     floats = sum(v.size for v in new.values())
     assert abs(8 * bit.stat().st_size / floats / 2.0 - 1) < 0.03
     assert decoder.main(["-b", str(bit), "-o", str(out), f"--RefModel={old}"]) == 0
+
+
+def test_tensor_bits_are_the_streams() -> None:
+    """The payload and other bits rate control takes from each tensor's stats are those the
+    stream's units hold (parsed here), for quantized, lossless and 1-D tensors."""
+    rng = np.random.default_rng(4)
+    model = {"w": rng.laplace(0, 0.02, (64, 96)).astype(np.float32),
+             "b": rng.normal(0, 0.1, 96).astype(np.float32),
+             "ids": np.arange(10, dtype=np.int64)}
+    res = codec.encode_with_recon(model, Config.defaults().replace(QP=-24))
+    payload, other = ratecontrol._tensor_bits(res)
+    parsed: dict[int, int] = {}
+    rest: dict[int, int] = {}
+    mps = None
+    for unit in hls.split_units(res.data):
+        size = 8 * (hls.UNIT_HEADER_BYTES + len(unit.payload))
+        if unit.unit_type == hls.UnitType.MODEL_PARAMETER_SET:
+            mps = hls.parse_model_parameter_set(unit)
+        elif unit.unit_type == hls.UnitType.TENSOR_PARAMETER_SET:
+            tid = hls.parse_tensor_parameter_set(unit, mps).tensor_id
+            rest[tid] = rest.get(tid, 0) + size
+        elif unit.unit_type == hls.UnitType.TENSOR_DATA_UNIT:
+            tid, body = hls.parse_tensor_data_unit(unit)
+            parsed[tid] = 8 * len(body)
+            rest[tid] = rest.get(tid, 0) + size - 8 * len(body)
+        elif unit.unit_type == hls.UnitType.TENSOR_HASH_UNIT:
+            tid = hls.parse_tensor_hash_unit(unit, mps)[0]
+            rest[tid] = rest.get(tid, 0) + size
+    assert payload == parsed and other == rest
+    assert all(v > 0 for v in payload.values())

@@ -2,11 +2,14 @@
 #include "nntm/nntm.h"
 
 #include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "../common/partition.h"
 #include "../common/quant.h"
+#include "../common/threads.h"
 #include "bin_writer.h"
 #include "partition_search.h"
 #include "rdoq.h"
@@ -204,19 +207,183 @@ static int join_substreams(nntm_buffer *sub, int64_t nsub, nntm_buffer *out) {
     return NNTM_OK;
 }
 
+/* [1.8] The substreams of a raster tensor without row prediction, each quantized and
+ * written on its own: its own estimators, contexts and copy of the quantizer, fresh contexts
+ * and DQ state 0, its first row without a row above, its own bytes.  No substream reads
+ * another's rows, and the estimators only add up integer costs whose differences decide, so
+ * the bytes are those of one thread whatever the thread count. */
+typedef struct raster_job {
+    const nntm_encoder_params *p;
+    const nntm_region_input *in;
+    nntm_quantizer q;      /* the quantizer every substream starts from */
+    int32_t *levels, *rindex;
+    nntm_buffer *sub;      /* per substream */
+    int *rv;               /* per substream */
+    int *overflow;         /* per substream: a weight needed a level beyond NNTM_MAX_LEVEL */
+    int64_t nsub;
+    atomic_llong next;     /* the next substream to take */
+    atomic_int stop;       /* a substream failed: take no more */
+    nntm_thread_budget *budget; /* or NULL */
+} raster_job;
+
+static int raster_substream(raster_job *j, int64_t s, nntm_bit_estimator *trial,
+                            nntm_bit_estimator *track) {
+    const nntm_kernel_params *k = &j->p->kernel;
+    int32_t y0, y1;
+    nntm_substream_range(k, s, &y0, &y1);
+    nntm_quantizer q = j->q;
+    nntm_level_ctxs ctxs;
+    nntm_level_ctxs_init(&ctxs, k->prob_window, k->suffix_ctx);
+    quantize_rows(j->in, &q, j->levels, &ctxs, trial, track, y0, y0, y1);
+    j->overflow[s] = q.overflow;
+    if (q.nomem) return NNTM_ERR_NOMEM;
+    nntm_arith_encoder enc;
+    nntm_arith_encoder_init(&enc, &j->sub[s]);
+    nntm_level_ctxs_init(&ctxs, k->prob_window, k->suffix_ctx);
+    nntm_write_tensor_data(&enc.w, &ctxs, k, j->levels, j->rindex, NULL, y0, y1);
+    return nntm_arith_encoder_finish(&enc);
+}
+
+/* The substreams one thread takes, with its own estimators, until none is left or one
+ * failed. */
+static void raster_worker_run(raster_job *j) {
+    nntm_bit_estimator *trial = malloc(sizeof *trial), *track = malloc(sizeof *track);
+    if (trial && track) {
+        nntm_bit_estimator_init(trial, 0);
+        nntm_bit_estimator_init(track, 1);
+    }
+    while (!atomic_load(&j->stop)) {
+        int64_t s = atomic_fetch_add(&j->next, 1);
+        if (s >= j->nsub) break;
+        j->rv[s] = trial && track ? raster_substream(j, s, trial, track) : NNTM_ERR_NOMEM;
+        if (j->rv[s]) atomic_store(&j->stop, 1);
+    }
+    free(trial);
+    free(track);
+}
+
+static void *raster_worker(void *arg) {
+    raster_worker_run(arg);
+    return NULL;
+}
+
+/* A substream thread under a budget: it holds a slot the caller took for it, and gives it
+ * back when no substream is left to take. */
+static void *raster_budget_worker(void *arg) {
+    raster_job *j = arg;
+    nntm_budget_enter(j->budget);
+    raster_worker_run(j);
+    nntm_budget_leave(j->budget);
+    nntm_budget_release(j->budget);
+    return NULL;
+}
+
+/* One substream for the caller's thread under a budget; 0 when none is left, or one
+ * failed. */
+static int raster_take(raster_job *j, nntm_bit_estimator *trial, nntm_bit_estimator *track) {
+    if (atomic_load(&j->stop)) return 0;
+    int64_t s = atomic_fetch_add(&j->next, 1);
+    if (s >= j->nsub) return 0;
+    j->rv[s] = raster_substream(j, s, trial, track);
+    if (j->rv[s]) atomic_store(&j->stop, 1);
+    return 1;
+}
+
+/* Every substream of j on up to threads threads (the caller's among them).  Substreams are
+ * taken in order, so each one before a failing one finishes: the result (the first failure,
+ * in order; NNTM_ERR_RANGE where a level was out of range) does not depend on the count.
+ * Without a budget the threads start at once; with one, the caller (which holds its own
+ * slot) starts another thread before each substream it takes while a slot is free and more
+ * substreams are left than threads to take them. */
+static int raster_substreams(raster_job *j, int32_t threads) {
+    for (int64_t s = 0; s < j->nsub; s++) j->rv[s] = NNTM_OK;
+    atomic_init(&j->next, 0);
+    atomic_init(&j->stop, 0);
+    if (threads > j->nsub) threads = (int32_t)j->nsub;
+    pthread_t tid[NNTM_MAX_THREADS];
+    int started = 0;
+    if (!j->budget) {
+        for (int32_t t = 1; t < threads; t++) {
+            if (pthread_create(&tid[started], NULL, raster_worker, j) != 0) break;
+            started++;
+        }
+        raster_worker_run(j);
+    } else {
+        nntm_bit_estimator *trial = malloc(sizeof *trial), *track = malloc(sizeof *track);
+        if (!trial || !track) {
+            free(trial);
+            free(track);
+            return NNTM_ERR_NOMEM;
+        }
+        nntm_bit_estimator_init(trial, 0);
+        nntm_bit_estimator_init(track, 1);
+        int recruit = threads > 1;
+        do {
+            while (recruit && !atomic_load(&j->stop) && started + 1 < threads &&
+                   j->nsub - atomic_load(&j->next) > started + 1 &&
+                   nntm_budget_try_acquire(j->budget)) {
+                if (pthread_create(&tid[started], NULL, raster_budget_worker, j) != 0) {
+                    nntm_budget_release(j->budget);
+                    recruit = 0;
+                    break;
+                }
+                started++;
+            }
+        } while (raster_take(j, trial, track));
+        free(trial);
+        free(track);
+    }
+    for (int t = 0; t < started; t++) pthread_join(tid[t], NULL);
+    for (int64_t s = 0; s < j->nsub; s++) {
+        if (j->rv[s]) return j->rv[s];
+        if (j->overflow[s]) return NNTM_ERR_RANGE;
+    }
+    return NNTM_OK;
+}
+
 /* Format 1.0: one raster scan over the whole kernel tensor ([1.5] with row prediction:
  * row by row); [1.8] with entry points one scan a substream, each quantized and written
- * with fresh contexts and DQ state 0 and its first row without a row above. */
+ * with fresh contexts and DQ state 0 and its first row without a row above (without row
+ * prediction on up to p->threads threads). */
 static int encode_raster(const nntm_encoder_params *p, const float *w, const float *imp,
-                         int32_t *levels, int32_t *rindex, nntm_buffer *out, nntm_buffer *trace) {
+                         int32_t *levels, int32_t *rindex, nntm_buffer *out, nntm_buffer *trace,
+                         nntm_thread_budget *budget) {
     const nntm_kernel_params *k = &p->kernel;
     const int64_t nsub = nntm_num_substreams(k);
     const size_t n = (size_t)k->rows * (size_t)k->cols;
+    nntm_quantizer q;
+    nntm_quantizer_init(&q, k->qp, k->qp_density, p->max_abs_value);
+    nntm_region_input in = {k, p->rdoq,
+                            p->lambda_scale * q.step * q.step / (double)(1u << NNTM_COST_SHIFT),
+                            w, imp};
+    nntm_buffer *sub = nsub > 1 ? calloc((size_t)nsub, sizeof *sub) : NULL;
+    if (nsub > 1 && !sub) return NNTM_ERR_NOMEM;
+    int rv = NNTM_OK;
+    if (sub && !k->row_pred) {
+        raster_job j;
+        j.p = p;
+        j.in = &in;
+        j.q = q;
+        j.levels = levels;
+        j.rindex = rindex;
+        j.sub = sub;
+        j.rv = calloc((size_t)nsub, sizeof(int));
+        j.overflow = calloc((size_t)nsub, sizeof(int));
+        j.nsub = nsub;
+        j.budget = budget;
+        rv = j.rv && j.overflow ? raster_substreams(&j, p->threads > 1 ? p->threads : 1)
+                                : NNTM_ERR_NOMEM;
+        free(j.rv);
+        free(j.overflow);
+        if (rv == NNTM_OK) rv = join_substreams(sub, nsub, out);
+        for (int64_t s = 0; s < nsub; s++) nntm_buffer_free(&sub[s]);
+        free(sub);
+        return rv;
+    }
     nntm_bit_estimator *trial = malloc(sizeof *trial), *track = malloc(sizeof *track);
     int32_t *row_ref = k->row_pred ? malloc((size_t)k->rows * sizeof *row_ref) : NULL;
     int32_t *rec = k->row_pred ? malloc(n * sizeof *rec) : NULL;
-    nntm_buffer *sub = nsub > 1 ? calloc((size_t)nsub, sizeof *sub) : NULL;
-    if (!trial || !track || (k->row_pred && (!row_ref || !rec)) || (nsub > 1 && !sub)) {
+    if (!trial || !track || (k->row_pred && (!row_ref || !rec))) {
         free(trial);
         free(track);
         free(row_ref);
@@ -226,13 +393,7 @@ static int encode_raster(const nntm_encoder_params *p, const float *w, const flo
     }
     nntm_bit_estimator_init(trial, 0);
     nntm_bit_estimator_init(track, 1);
-    nntm_quantizer q;
-    nntm_quantizer_init(&q, k->qp, k->qp_density, p->max_abs_value);
-    nntm_region_input in = {k, p->rdoq,
-                            p->lambda_scale * q.step * q.step / (double)(1u << NNTM_COST_SHIFT),
-                            w, imp};
     nntm_level_ctxs ctxs;
-    int rv = NNTM_OK;
     for (int64_t s = 0; s < nsub && rv == NNTM_OK; s++) {
         int32_t y0, y1;
         nntm_substream_range(k, s, &y0, &y1);
@@ -326,10 +487,10 @@ static int any_infinite(int32_t dtype, const void *recon, size_t n) {
     return 0;
 }
 
-int nntm_encode_kernel(const nntm_encoder_params *params, const float *weights,
-                       const float *importance, int32_t dtype, const nntm_reference *ref,
-                       void *recon, int32_t *levels_out, nntm_buffer *out,
-                       nntm_buffer *cu_trace) {
+static int encode_kernel(const nntm_encoder_params *params, const float *weights,
+                         const float *importance, int32_t dtype, const nntm_reference *ref,
+                         void *recon, int32_t *levels_out, nntm_buffer *out,
+                         nntm_buffer *cu_trace, nntm_thread_budget *budget) {
     if (!params || !out) return NNTM_ERR_ARG;
     buffer_reset(out);
     buffer_reset(cu_trace);
@@ -338,6 +499,7 @@ int nntm_encode_kernel(const nntm_encoder_params *params, const float *weights,
     if (!(params->lambda_scale >= 0.0) || params->lambda_scale > 1e6) return NNTM_ERR_ARG;
     if (!(params->max_abs_value > 0.0)) return NNTM_ERR_ARG;
     if (dtype < NNTM_DTYPE_FLOAT32 || dtype > NNTM_DTYPE_FLOAT64) return NNTM_ERR_ARG;
+    if (params->threads < 0 || params->threads > NNTM_MAX_THREADS) return NNTM_ERR_ARG;
     const nntm_kernel_params *k = &params->kernel;
     /* the encoder works with steps in double: keep them well inside its normal range
      * (the decoder's integer reconstruction has no such limit) */
@@ -388,7 +550,7 @@ int nntm_encode_kernel(const nntm_encoder_params *params, const float *weights,
         if (rv == NNTM_OK)
             rv = encode_tree(params, weights, importance, levels, rindex, &maps, out, cu_trace);
     } else {
-        rv = encode_raster(params, weights, importance, levels, rindex, out, cu_trace);
+        rv = encode_raster(params, weights, importance, levels, rindex, out, cu_trace, budget);
     }
     if (rv == NNTM_OK)
         rv = nntm_reconstruct_map(k, rindex, k->tree.enabled ? maps.qp_delta : NULL, n, dtype,
@@ -404,5 +566,29 @@ int nntm_encode_kernel(const nntm_encoder_params *params, const float *weights,
         nntm_buffer_free(out);
         nntm_buffer_free(cu_trace);
     }
+    return rv;
+}
+
+int nntm_encode_kernel(const nntm_encoder_params *params, const float *weights,
+                       const float *importance, int32_t dtype, const nntm_reference *ref,
+                       void *recon, int32_t *levels_out, nntm_buffer *out,
+                       nntm_buffer *cu_trace) {
+    return encode_kernel(params, weights, importance, dtype, ref, recon, levels_out, out,
+                         cu_trace, NULL);
+}
+
+int nntm_encode_kernel_shared(const nntm_encoder_params *params, const float *weights,
+                              const float *importance, int32_t dtype, const nntm_reference *ref,
+                              void *recon, int32_t *levels_out, nntm_buffer *out,
+                              nntm_buffer *cu_trace, nntm_thread_budget *b) {
+    if (!b)
+        return encode_kernel(params, weights, importance, dtype, ref, recon, levels_out, out,
+                             cu_trace, NULL);
+    nntm_budget_acquire(b);
+    nntm_budget_enter(b);
+    int rv = encode_kernel(params, weights, importance, dtype, ref, recon, levels_out, out,
+                           cu_trace, b);
+    nntm_budget_leave(b);
+    nntm_budget_release(b);
     return rv;
 }

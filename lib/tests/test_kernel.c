@@ -401,6 +401,45 @@ int main(void) {
         }
     }
     CHECK(strcmp(nntm_strerror(NNTM_ERR_TRUNCATED), "truncated payload") == 0);
+    { /* [1.8] the substreams coded on 1, 2 and 5 threads: the same bytes and reconstruction;
+         a level out of range in a late substream is the same error on any count */
+        enum { R = 120, C = 64 };
+        float *v = malloc(sizeof(float) * R * C);
+        float rec1[R * C], rec[R * C];
+        fill(v, R, C, 21, 0.05, 0);
+        nntm_buffer one = {0}, buf = {0};
+        for (int dq = 0; dq <= 3; dq += 3) {
+            nntm_encoder_params p = params(R, C, -24, 1);
+            p.kernel.dq_enabled = dq;
+            p.kernel.prob_window = 8;
+            p.kernel.substream_rows = 9;
+            p.threads = 1;
+            CHECK(nntm_encode_kernel(&p, v, NULL, NNTM_DTYPE_FLOAT32, NULL, rec1, NULL, &one,
+                                     NULL) == NNTM_OK);
+            for (int t = 2; t <= 5; t += 3) {
+                p.threads = t;
+                CHECK(nntm_encode_kernel(&p, v, NULL, NNTM_DTYPE_FLOAT32, NULL, rec, NULL, &buf,
+                                         NULL) == NNTM_OK);
+                CHECK(buf.size == one.size && memcmp(buf.data, one.data, one.size) == 0);
+                CHECK(memcmp(rec, rec1, sizeof rec) == 0);
+                nntm_buffer_free(&buf);
+            }
+            nntm_buffer_free(&one);
+            p.threads = NNTM_MAX_THREADS + 1;
+            CHECK(nntm_encode_kernel(&p, v, NULL, NNTM_DTYPE_FLOAT32, NULL, rec, NULL, &buf,
+                                     NULL) == NNTM_ERR_ARG);
+        }
+        v[100 * C + 3] = 3.0e9f;
+        for (int t = 1; t <= 4; t++) {
+            nntm_encoder_params p = params(R, C, -40, 1);
+            p.kernel.substream_rows = 9;
+            p.threads = t;
+            CHECK(nntm_encode_kernel(&p, v, NULL, NNTM_DTYPE_FLOAT32, NULL, rec, NULL, &buf,
+                                     NULL) == NNTM_ERR_RANGE);
+            CHECK(buf.size == 0);
+        }
+        free(v);
+    }
     { /* the decoder's own scratch memory, for a memory budget */
         nntm_kernel_params sp = {0};
         sp.rows = 100;

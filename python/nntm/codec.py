@@ -9,7 +9,9 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -57,6 +59,9 @@ class TensorStats:
     imp_noise_energy: float = 0.0
     # GainCompensation's factor on the weights it coded (1: none, or not a quantized tensor)
     gain_scale: float = 1.0
+    # bits of the coded data in the tensor data unit (its payload after the tensor_id):
+    # what rate control extrapolates; the rest of ``bits`` is syntax of fixed size
+    payload_bits: int = 0
 
     @property
     def bits_per_param(self) -> float:
@@ -250,6 +255,7 @@ def encode_with_recon(
     importance_norm: Mapping[str, tuple[float, float]] | None = None,
     gain_basis: Mapping[str, tuple[float, float]] | None = None,
     gain_scale: Mapping[str, float] | None = None,
+    threads: int = 1,
 ) -> EncodeResult:
     """Encode a model; also return the encoder's reconstruction and per-tensor stats.
 
@@ -271,7 +277,9 @@ def encode_with_recon(
     over theirs, from which GainCompensation and LambdaGainFloor estimate the whole tensor's
     gain (:func:`reconstruction_gain`; rate control's samples); ``gain_scale`` fixes the
     factor GainCompensation codes the tensors it names with (TensorStats.gain_scale of an
-    earlier encode).
+    earlier encode).  ``threads``: tensors coded at once, and the threads a large tensor's
+    substreams may take from those the others leave free (0: every core); the bytes are the
+    same for any number.
 
     The whole stream and reconstruction are held in memory: :func:`nntm.streaming.encode_file`
     writes the same bytes to a file tensor by tensor, on several threads.
@@ -286,22 +294,70 @@ def encode_with_recon(
     stats: list[TensorStats] = []
     cus: dict[str, np.ndarray] = {}
     clustered_any = False
-    for tensor_id, name in enumerate(plan.names):
-        coded = code_tensor(plan, tensor_id, _little_endian(np.asarray(tensors[name])), recon,
-                            ref_model)
-        recon[name] = coded.recon
-        if coded.cus is not None:
-            cus[name] = coded.cus
-        clustered_any |= coded.clustered
-        units.append(coded.units)
-        stats.append(coded.stat)
-        if progress is not None:
-            progress(coded.stat)
+    with share_threads(plan, threads) as workers:
+        for name, coded in zip(plan.names, _code_all(plan, tensors, recon, ref_model, workers),
+                               strict=True):
+            recon[name] = coded.recon
+            if coded.cus is not None:
+                cus[name] = coded.cus
+            clustered_any |= coded.clustered
+            units.append(coded.units)
+            stats.append(coded.stat)
+            if progress is not None:
+                progress(coded.stat)
     if clustered_any:  # clustered tensors: TOOL_CLUSTER, format 1.2
         units[0] = plan.head(clustered=True)
     body = b"".join(units)
     stream_md5 = hls.unit_md5(body) if plan.tool_flags & hls.TOOL_INTEGRITY else None
     return EncodeResult(body + hls.end_of_stream(stream_md5), recon, stats, cus)
+
+
+@contextmanager
+def share_threads(plan: ModelPlan, threads: int | None) -> Iterator[int]:
+    """``with share_threads(plan, threads) as workers``: the tensor workers to run (1 when a
+    tensor needs the reconstruction of an earlier one), with ``plan.search`` set so that a
+    tensor's substreams [1.8] take threads from one budget of ``threads`` (0: every core)
+    that the workers share: at most that many code at once.  The plan's search is restored
+    and the budget released on exit."""
+    from .streaming import default_threads
+    n = default_threads() if not threads else max(1, int(threads))
+    saved = plan.search
+    if n == 1:
+        yield 1
+        return
+    from .cstream import ThreadBudget
+    with ThreadBudget(n) as budget:
+        plan.search = replace(saved, threads=n, budget=budget)
+        try:
+            yield 1 if plan.needs_earlier_recon else n
+        finally:
+            plan.search = saved
+
+
+def _code_all(plan: ModelPlan, tensors: Mapping[str, np.ndarray],
+              recon: dict[str, np.ndarray], ref_model: Mapping[str, np.ndarray] | None,
+              workers: int) -> Iterator[CodedTensor]:
+    """Every tensor of ``plan`` coded, in model order as each is ready: one after the other
+    (``recon`` takes each reconstruction as it comes, for the tensors that predict from an
+    earlier one), or on ``workers`` threads, the largest tensors started first (so that a
+    large last tensor does not run alone at the end)."""
+    def one(tensor_id: int) -> CodedTensor:
+        name = plan.names[tensor_id]
+        return code_tensor(plan, tensor_id, _little_endian(np.asarray(tensors[name])), recon,
+                           ref_model)
+
+    if workers <= 1 or len(plan.names) <= 1:
+        for i, name in enumerate(plan.names):
+            coded = one(i)
+            recon[name] = coded.recon
+            yield coded
+        return
+    sizes = [math.prod(info.shape) for info in plan.infos]
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="nntm") as pool:
+        jobs = {i: pool.submit(one, i)
+                for i in sorted(range(len(plan.names)), key=lambda i: -sizes[i])}
+        for i in range(len(plan.names)):
+            yield jobs.pop(i).result()
 
 
 @dataclass
@@ -662,6 +718,7 @@ def code_tensor(plan: ModelPlan, tensor_id: int, array: np.ndarray,
         *_data_unit_parts(tensor_id, payload),
         hls.tensor_hash_unit(tensor_id, tensor_md5(rec), tps_md5),
     ])
+    payload_bytes = len(payload)
     del payload
     quantized = mode != hls.CodingMode.LOSSLESS
     signal, noise = _energies(array, rec)
@@ -692,6 +749,7 @@ def code_tensor(plan: ModelPlan, tensor_id: int, array: np.ndarray,
         imp_signal_energy=imp_signal,
         imp_noise_energy=imp_noise,
         gain_scale=gain_scale,
+        payload_bits=8 * payload_bytes,
     )
     return CodedTensor(tensor_units, stat, rec, cus_rec, clustered)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -70,6 +70,11 @@ class SearchParams:
     skip_no_split: bool = True
     qp_deltas: tuple[int, ...] = (0,)
     intra_copy_range: int = 4   # block vectors tried with intra prediction: |bv| <= this
+    # [1.8] a raster tensor's substreams (without row prediction) are coded on up to this
+    # many threads, taken from ``budget`` (a nntm.cstream.ThreadBudget shared by the threads
+    # that code tensors at once) when one is given; the bytes do not depend on either
+    threads: int = 1
+    budget: object | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -231,6 +236,7 @@ def encode_kernel(
     for i, d in enumerate(search.qp_deltas):
         ep.search.qp_deltas[i] = int(d)
     ep.search.intra_copy_range = int(search.intra_copy_range)
+    ep.threads = max(1, min(int(search.threads), int(lib.NNTM_MAX_THREADS)))
     hint = None
     if row_hint is not None:
         hint = np.ascontiguousarray(row_hint, dtype=np.int32)
@@ -240,7 +246,8 @@ def encode_kernel(
     out = ffi.new("nntm_buffer *")
     trace = ffi.new("nntm_buffer *")
     cref, _keep = _reference_c(ref, w.shape, what)
-    rv = lib.nntm_encode_kernel(
+    budget = search.budget
+    rv = lib.nntm_encode_kernel_shared(
         ep,
         ffi.cast("const float *", ffi.from_buffer(w)),
         ffi.NULL if imp is None else ffi.cast("const float *", ffi.from_buffer(imp)),
@@ -250,6 +257,7 @@ def encode_kernel(
         ffi.cast("int32_t *", ffi.from_buffer(levels, require_writable=True)),
         out,
         trace,
+        ffi.NULL if budget is None else budget.pointer,  # type: ignore[attr-defined]
     )
     try:
         _check(rv, what)

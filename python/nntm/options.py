@@ -36,8 +36,9 @@ THREADS = Option(
     "Threads",
     "int",
     0,
-    "tensors coded at once, one a thread (the bytes are the same for any number); "
-    "0: all cores",
+    "threads that code (decode) at once: tensors one a thread, and a large tensor's "
+    "entry-point substreams on the threads the others leave free; rate control's sampled "
+    "encodes too (the bytes are the same for any number); 0: all cores",
     minimum=0,
     maximum=1024,
     group="app",

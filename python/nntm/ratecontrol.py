@@ -240,25 +240,12 @@ def _extrapolate(sizes: Mapping[int, tuple[int, int, int]], fitted: set[int],
     return grown, learn
 
 
-def _tensor_bits(data: bytes) -> tuple[dict[int, int], dict[int, int]]:
-    """(payload bits, other bits) per tensor_id of a stream."""
-    payload: dict[int, int] = {}
-    other: dict[int, int] = {}
-    mps = None
-    for unit in hls.split_units(data):
-        size = 8 * (hls.UNIT_HEADER_BYTES + len(unit.payload))
-        if unit.unit_type == hls.UnitType.MODEL_PARAMETER_SET:
-            mps = hls.parse_model_parameter_set(unit)
-        elif unit.unit_type == hls.UnitType.TENSOR_PARAMETER_SET and mps is not None:
-            tid = hls.parse_tensor_parameter_set(unit, mps).tensor_id
-            other[tid] = other.get(tid, 0) + size
-        elif unit.unit_type == hls.UnitType.TENSOR_DATA_UNIT:
-            tid, body = hls.parse_tensor_data_unit(unit)
-            payload[tid] = 8 * len(body)
-            other[tid] = other.get(tid, 0) + size - 8 * len(body)
-        elif unit.unit_type == hls.UnitType.TENSOR_HASH_UNIT:
-            tid = hls.parse_tensor_hash_unit(unit, mps)[0]
-            other[tid] = other.get(tid, 0) + size
+def _tensor_bits(res: codec.EncodeResult) -> tuple[dict[int, int], dict[int, int]]:
+    """(payload bits, other bits) per tensor_id of an encode: the coded data of each tensor
+    data unit, and the rest of the tensor's units (from its stats; the stream is not
+    parsed again)."""
+    payload = {i: s.payload_bits for i, s in enumerate(res.stats)}
+    other = {i: s.bits - s.payload_bits for i, s in enumerate(res.stats)}
     return payload, other
 
 
@@ -278,15 +265,18 @@ class _Estimator:
                  container: hls.Container | None = None,
                  importance: Mapping[str, np.ndarray] | None = None,
                  precise: bool = True, scale_qp: Mapping[str, int] | None = None,
-                 ref_model: Mapping[str, np.ndarray] | None = None) -> None:
+                 ref_model: Mapping[str, np.ndarray] | None = None, threads: int = 0) -> None:
         """``precise`` False: the rough estimate (every step-th row, at most
         ``SAMPLE_ELEMENTS`` elements, a half sample, no quarter: K = 0), the bisection's and
         :func:`plan_snr`'s; True: runs of rows, growing samples and the learning fit.
         ``scale_qp``: the whole model's ScaleQPExponent offsets when another estimator of
         the same model has them (None: found here, one pass over the model). ``ref_model``:
         the reference model of an update; the sample, half and quarter of a tensor are
-        predicted from the same rows of its namesake (of the same shape) there."""
+        predicted from the same rows of its namesake (of the same shape) there. ``threads``:
+        the sampled tensors are coded on this many threads (0: every core; the estimate is
+        the same for any number)."""
         self.names = list(tensors)
+        self.threads = threads
         self.config = config
         self.consumers, self.container = consumers, container  # an ONNX graph's [1.7]
         self.sample, self.scale = {}, {}
@@ -394,8 +384,9 @@ class _Estimator:
             res = codec.encode_with_recon(self.sample, cfg, importance=self.maps,
                                           consumers=self.consumers, container=self.container,
                                           qp_offsets=offsets, importance_norm=self.norm,
-                                          gain_basis=self.basis, ref_model=self.refs)
-            payload, other = _tensor_bits(res.data)
+                                          gain_basis=self.basis, ref_model=self.refs,
+                                          threads=self.threads)
+            payload, other = _tensor_bits(res)
             grown: dict[int, float] = {}
             if self.sizes:
                 scales = {s.name: s.gain_scale for s in res.stats if s.name in self.half}
@@ -430,7 +421,8 @@ class _Estimator:
         by_id = _tensor_bits(codec.encode_with_recon(
             part, cfg, importance=maps, consumers=self.consumers,
             qp_offsets={n: v for n, v in offsets.items() if n in part},
-            importance_norm=self.norm, gain_scale=gain_scale, ref_model=refs).data)[0]
+            importance_norm=self.norm, gain_scale=gain_scale, ref_model=refs,
+            threads=self.threads))[0]
         index = {n: i for i, n in enumerate(self.names)}
         return {index[n]: by_id.get(j, 0) for j, n in enumerate(part)}
 
@@ -495,17 +487,18 @@ def plan(tensors: Mapping[str, np.ndarray], config: Config, target: float,
          consumers: Mapping[str, Sequence[tuple[str, int]]] | None = None,
          container: hls.Container | None = None,
          importance: Mapping[str, np.ndarray] | None = None,
-         ref_model: Mapping[str, np.ndarray] | None = None) -> Plan:
+         ref_model: Mapping[str, np.ndarray] | None = None, threads: int = 0) -> Plan:
     """The QP (and per-tensor offsets) whose estimated stream size is closest to ``target``
     bits from below, or the coarsest QP's estimate when even that is larger.  ``consumers``,
     ``container`` and ``importance`` are those the stream is coded with (an ONNX input's
     graph, importance maps): the roles they give, the container unit's bytes and the maps'
     weighting and QP offsets are in the estimate; ``ref_model``: the reference model of an
-    update (RefModel), which the sampled tensors are predicted from."""
+    update (RefModel), which the sampled tensors are predicted from.  ``threads``: the
+    sampled encodes' threads (0: every core); the plan is the same for any number."""
     rough = _Estimator(tensors, config, consumers, container, importance, precise=False,
-                       ref_model=ref_model)
+                       ref_model=ref_model, threads=threads)
     est = _Estimator(tensors, config, consumers, container, importance,
-                     scale_qp=rough.scale_qp, ref_model=ref_model)
+                     scale_qp=rough.scale_qp, ref_model=ref_model, threads=threads)
     weighted = importance is not None and bool(importance)
 
     def done(qp: int, offsets: dict[str, int], total: float, snr: float) -> Plan:
@@ -536,14 +529,14 @@ def plan_snr(tensors: Mapping[str, np.ndarray], config: Config, target_db: float
              consumers: Mapping[str, Sequence[tuple[str, int]]] | None = None,
              container: hls.Container | None = None,
              importance: Mapping[str, np.ndarray] | None = None,
-             ref_model: Mapping[str, np.ndarray] | None = None) -> Plan:
+             ref_model: Mapping[str, np.ndarray] | None = None, threads: int = 0) -> Plan:
     """The coarsest QP (and per-tensor offsets) whose estimated pooled SNR meets
     ``target_db``: importance-weighted with ``importance`` maps. When even the finest QP
-    misses it, the finest QP."""
+    misses it, the finest QP.  ``threads`` as for :func:`plan`."""
     # the rough estimate: its SNRs meet the targets (0.05 dB without maps, 0.2 with); the
     # precise one's weighted noise came out lower (30 dB weighted: 29.7 coded)
     est = _Estimator(tensors, config, consumers, container, importance, precise=False,
-                     ref_model=ref_model)
+                     ref_model=ref_model, threads=threads)
     weighted = importance is not None and bool(importance)
 
     def done(qp: int, offsets: dict[str, int], point: _Point, snr: float,

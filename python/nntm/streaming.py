@@ -170,7 +170,6 @@ def encode_file(
     md5 = hashlib.md5(head)
     size = len(head)
     sequential = plan.needs_earlier_recon
-    workers = 1 if sequential else _workers(threads)
     earlier: dict[str, np.ndarray] = {}
     need_recon = sequential or keep_recon or on_recon is not None
     result = EncodeStream([], {}, 0)
@@ -208,7 +207,9 @@ def encode_file(
         if progress is not None:
             progress(coded.stat)
 
-    with _OrderedPool(workers, window_elements, emit, ENCODE_MAX_IN_FLIGHT) as pool:
+    # the tensor workers, and a large tensor's substream threads [1.8], share `threads`
+    with (codec.share_threads(plan, _workers(threads)) as workers,
+          _OrderedPool(workers, window_elements, emit, ENCODE_MAX_IN_FLIGHT) as pool):
         for i in range(len(plan.names)):
             pool.submit(int(np.prod(plan.infos[i].shape, dtype=np.int64)), job(i))
         pool.drain()

@@ -148,6 +148,10 @@ typedef struct nntm_encoder_params {
     nntm_search_params search;
     const int32_t *row_hint; /* [1.5] row prediction: per kernel row a candidate reference
                                 row (0..r - 2, tried besides the row above) or -1; NULL: none */
+    int32_t threads;       /* [1.8] the substreams of a raster tensor without row prediction
+                              are quantized and written on up to this many threads
+                              (0 or 1: the caller's only; at most NNTM_MAX_THREADS); the
+                              bytes do not depend on it */
 } nntm_encoder_params;
 
 /* One coded CU, for pictures of the decisions: its region inside the tensor. */

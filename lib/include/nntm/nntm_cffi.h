@@ -83,6 +83,7 @@ typedef struct nntm_encoder_params {
     double max_abs_value;
     nntm_search_params search;
     const int32_t *row_hint;
+    int32_t threads;
 } nntm_encoder_params;
 
 typedef struct nntm_cu_record {

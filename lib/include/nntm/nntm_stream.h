@@ -126,6 +126,16 @@ NNTM_API int nntm_decode_kernel_shared(const nntm_kernel_params *params, const u
                                        size_t size, int32_t dtype, const nntm_reference *ref,
                                        void *recon, int32_t *levels, nntm_buffer *cu_trace,
                                        int32_t threads, nntm_thread_budget *b);
+/* nntm_encode_kernel under budget b (NULL: nntm_encode_kernel): as for decoding, the
+ * caller's thread waits for a slot of b and codes in it, and the substreams of a raster
+ * tensor without row prediction [1.8] take up to params->threads threads, more slots only
+ * while they are free (the Python encoder's tensor workers share one budget).  The outputs
+ * are those of nntm_encode_kernel, whatever the threads. */
+NNTM_API int nntm_encode_kernel_shared(const nntm_encoder_params *params, const float *weights,
+                                       const float *importance, int32_t dtype,
+                                       const nntm_reference *ref, void *recon,
+                                       int32_t *levels_out, nntm_buffer *out,
+                                       nntm_buffer *cu_trace, nntm_thread_budget *b);
 
 typedef struct nntm_stream_settings {
     uint64_t max_memory;     /* bytes the decode may need (the nntm.memory estimate); 0: none */

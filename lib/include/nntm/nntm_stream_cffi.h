@@ -46,6 +46,10 @@ int nntm_decode_kernel_shared(const nntm_kernel_params *params, const uint8_t *d
                               size_t size, int32_t dtype, const nntm_reference *ref,
                               void *recon, int32_t *levels, nntm_buffer *cu_trace,
                               int32_t threads, nntm_thread_budget *b);
+int nntm_encode_kernel_shared(const nntm_encoder_params *params, const float *weights,
+                              const float *importance, int32_t dtype,
+                              const nntm_reference *ref, void *recon, int32_t *levels_out,
+                              nntm_buffer *out, nntm_buffer *cu_trace, nntm_thread_budget *b);
 
 typedef struct nntm_stream_settings {
     uint64_t max_memory;

@@ -334,10 +334,10 @@ def _main(argv: Sequence[str]) -> int:
     rate_plan = None
     if target is not None:
         rate_plan = ratecontrol.plan(tensors, cfg, target, consumers, container, importance,
-                                     ref_model)
+                                     ref_model, int(cfg["Threads"]))
     elif target_db is not None:
         rate_plan = ratecontrol.plan_snr(tensors, cfg, target_db, consumers, container,
-                                         importance, ref_model)
+                                         importance, ref_model, int(cfg["Threads"]))
     if rate_plan is not None:
         cfg = cfg.replace(QP=rate_plan.qp)
         if verbose:
