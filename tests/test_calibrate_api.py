@@ -41,8 +41,11 @@ MAIN_CASES: dict[str, list[tuple[str, dict[str, Any]]]] = {
     "minilm": [("activation", {}), ("sensitivity", {"samples": 2, "probes": 1, "seed": 2})],
     "mobilenetv2": [("sensitivity", {"samples": 2, "probes": 1, "seed": 2})],
 }
-# each map's shape, sum, sum of squares and largest value (float64), recorded from the maps
-# whose sha256 main's adapter code gave (python tests/test_calibrate_api.py --record)
+# each map's shape, sum, sum of squares and largest value (float64), recorded on 2026-12-08
+# (python tests/test_calibrate_api.py --record) from this code's maps; until then the test
+# held the sha256 of main's adapter code's maps, which matched this code on the machine they
+# were made on and not on this one (the digits maps, the case stored whole, differ from
+# main's by at most 1.1e-7 relative here)
 FINGERPRINTS = ROOT / "tests" / "data" / "calibrate_fingerprints.json"
 
 
