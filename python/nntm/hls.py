@@ -266,32 +266,69 @@ class TensorParameterSet:
 
 
 class _Writer:
+    """The bits of a unit payload, most significant first: whole bytes in ``chunks``, the
+    bits after them in the integer ``acc`` (``nbits`` of them, fewer than 64 after each
+    call).  The same bits as bitstring's ``uint``/``ue``/``se`` codes, without building a
+    bitstring object a syntax element (the parameter sets are written once a tensor, and
+    once a probe by rate control)."""
+
     def __init__(self) -> None:
-        self.bits = BitStream()
+        self.chunks: list[bytes] = []
+        self.acc = 0
+        self.nbits = 0
+        self.total = 0  # bits written
+
+    def _put(self, n: int, value: int) -> None:
+        self.acc = (self.acc << n) | value
+        self.nbits += n
+        self.total += n
+        if self.nbits >= 64:
+            keep = self.nbits & 7
+            whole = self.nbits - keep
+            self.chunks.append((self.acc >> keep).to_bytes(whole // 8, "big"))
+            self.acc &= (1 << keep) - 1
+            self.nbits = keep
 
     def u(self, n: int, value: int) -> None:
-        self.bits.append(f"uint{n}={value}")
+        value = int(value)
+        if not 0 <= value < (1 << n):
+            raise ValueError(f"{value} does not fit in an unsigned {n}-bit field")
+        self._put(n, value)
 
     def ue(self, value: int) -> None:
-        self.bits.append(f"ue={value}")
+        value = int(value)
+        if value < 0:
+            raise ValueError(f"ue(v) of a negative value {value}")
+        code = value + 1
+        self._put(2 * code.bit_length() - 1, code)  # Floor(Log2(code)) zeros, then code
 
     def se(self, value: int) -> None:
-        self.bits.append(f"se={value}")
+        value = int(value)
+        self.ue(2 * value - 1 if value > 0 else -2 * value)
 
     def byte_alignment(self) -> None:
         """A 1 then 0s up to the next byte boundary (always at least one bit)."""
-        self.bits.append("0b1")
-        pad = (-len(self.bits)) % 8
+        self._put(1, 1)
+        pad = (-self.total) % 8
         if pad:
-            self.bits.append(f"uint{pad}=0")
+            self._put(pad, 0)
 
     def bytes(self, data: bytes) -> None:
-        self.bits.append(data)
+        if self.nbits % 8 == 0:  # byte-aligned: the data as it is
+            if self.nbits:
+                self.chunks.append(self.acc.to_bytes(self.nbits // 8, "big"))
+                self.acc = self.nbits = 0
+            self.chunks.append(bytes(data))
+            self.total += 8 * len(data)
+        else:
+            for byte in bytes(data):
+                self._put(8, byte)
 
     def tobytes(self) -> bytes:
-        if len(self.bits) % 8:
+        if self.total % 8:
             raise AssertionError("unit payload not byte-aligned")
-        return self.bits.tobytes()
+        return b"".join(self.chunks) + (self.acc.to_bytes(self.nbits // 8, "big")
+                                         if self.nbits else b"")
 
 
 def rows_cols(shape: tuple[int, ...], arrangement: int = 0) -> tuple[int, int]:
