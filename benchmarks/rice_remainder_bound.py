@@ -71,13 +71,19 @@ def gt_class(s: np.ndarray) -> np.ndarray:
     return np.select([s == 0, s <= 2, s <= 5, s <= 10], [0, 1, 2, 3], 4)
 
 
-def today(a: np.ndarray, s: np.ndarray, ctx: Counts, num_gt: int = 10) -> int:
-    """Today's greater-than flags and remainder of the nonzero magnitudes a (neighbour sums
-    s): adds the context-coded bins to ctx, returns the bypass bins."""
+def gt_flags(a: np.ndarray, s: np.ndarray, ctx: Counts, num_gt: int) -> None:
+    """The greater-than flags of the nonzero magnitudes a (neighbour sums s), on today's
+    contexts: flag i by the greater-than class."""
     cls = gt_class(s)
     for i in range(num_gt):
         m = a >= i + 1
         ctx.add(i * 8 + cls[m], a[m] > i + 1)
+
+
+def today(a: np.ndarray, s: np.ndarray, ctx: Counts, num_gt: int = 10) -> int:
+    """Today's greater-than flags and remainder of the nonzero magnitudes a (neighbour sums
+    s): adds the context-coded bins to ctx, returns the bypass bins."""
+    gt_flags(a, s, ctx, num_gt)
     m = a > num_gt
     rem = a[m] - num_gt - 1
     prefix = np.floor(np.log2(rem + 1)).astype(np.int64)
@@ -97,10 +103,7 @@ def today(a: np.ndarray, s: np.ndarray, ctx: Counts, num_gt: int = 10) -> int:
 def rice(a: np.ndarray, s: np.ndarray, sk: np.ndarray, ctx: Counts, num_gt: int, shift: int,
          max_prefix: int = 16) -> int:
     """The Rice remainder's bins (k from the template sum sk); returns the bypass bins."""
-    cls = gt_class(s)
-    for i in range(num_gt):
-        m = a >= i + 1
-        ctx.add(i * 8 + cls[m], a[m] > i + 1)
+    gt_flags(a, s, ctx, num_gt)
     m = a > num_gt
     rem = a[m] - num_gt - 1
     k = np.maximum(np.floor(np.log2(sk[m] + 1)).astype(np.int64) - shift, 0)

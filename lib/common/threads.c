@@ -84,3 +84,50 @@ void nntm_budget_leave(nntm_thread_budget *b) {
     b->running--;
     pthread_mutex_unlock(&b->lock);
 }
+
+void nntm_budget_begin(nntm_thread_budget *b) {
+    nntm_budget_acquire(b);
+    nntm_budget_enter(b);
+}
+
+void nntm_budget_end(nntm_thread_budget *b) {
+    nntm_budget_leave(b);
+    nntm_budget_release(b);
+}
+
+/* What a started thread runs: the items' work, inside a budget slot when there is one. */
+typedef struct items_thread {
+    nntm_items *it;
+    nntm_thread_budget *budget;
+} items_thread;
+
+static void *items_main(void *arg) {
+    items_thread *t = arg;
+    if (t->budget) nntm_budget_enter(t->budget); /* its slot was taken for it */
+    t->it->run(t->it->arg);
+    if (t->budget) nntm_budget_end(t->budget);
+    return NULL;
+}
+
+void nntm_items_run(nntm_items *it, int32_t threads, nntm_thread_budget *budget) {
+    atomic_store(&it->next, 0);
+    atomic_store(&it->stop, 0);
+    if (threads > it->count) threads = (int32_t)it->count;
+    if (threads > NNTM_MAX_THREADS) threads = NNTM_MAX_THREADS;
+    items_thread t = {it, budget};
+    pthread_t tid[NNTM_MAX_THREADS];
+    int started = 0, recruit = threads > 1;
+    do {
+        while (recruit && !atomic_load(&it->stop) && started + 1 < threads &&
+               (!budget || (it->count - atomic_load(&it->next) > started + 1 &&
+                            nntm_budget_try_acquire(budget)))) {
+            if (pthread_create(&tid[started], NULL, items_main, &t) != 0) {
+                if (budget) nntm_budget_release(budget);
+                recruit = 0;
+                break;
+            }
+            started++;
+        }
+    } while (it->take(it->arg));
+    for (int i = 0; i < started; i++) pthread_join(tid[i], NULL);
+}

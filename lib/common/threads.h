@@ -5,6 +5,7 @@
 #ifndef NNTM_COMMON_THREADS_H
 #define NNTM_COMMON_THREADS_H
 
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include "nntm/nntm.h"
@@ -19,6 +20,27 @@ void nntm_budget_release(nntm_thread_budget *b);
 /* A thread starts / stops decoding under b (the running count and its peak). */
 void nntm_budget_enter(nntm_thread_budget *b);
 void nntm_budget_leave(nntm_thread_budget *b);
+/* The caller's thread takes a slot (waiting for one) and starts under b; gives it back. */
+void nntm_budget_begin(nntm_thread_budget *b);
+void nntm_budget_end(nntm_thread_budget *b);
+
+/* Items (a tensor's substreams [1.8]) taken in order from a shared counter by the caller
+ * and by threads it starts: the decoder's and the encoder's substreams. */
+typedef struct nntm_items {
+    int64_t count;          /* items */
+    atomic_llong next;      /* the next item to take */
+    atomic_int stop;        /* an item failed: take no more */
+    void (*run)(void *arg); /* a started thread's work: take items until none is left */
+    int (*take)(void *arg); /* the caller's: take one item; 0 when none is left (or stop) */
+    void *arg;
+} nntm_items;
+
+/* Reset the counter and run every item of it on up to threads threads, the caller's among
+ * them, then join the started threads.  Without a budget the other threads start at once;
+ * with one (the caller holds its own slot), the caller starts another thread before each
+ * item it takes while a slot is free and more items are left than threads to take them;
+ * such a thread holds its slot until its run returns. */
+void nntm_items_run(nntm_items *it, int32_t threads, nntm_thread_budget *budget);
 
 /* nntm_decode_kernel_threads with the substream threads (beyond the caller's, which holds
  * its slot already) taken from budget (NULL: threads - 1 of them, no budget). */

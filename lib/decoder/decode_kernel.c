@@ -2,7 +2,6 @@
  * substreams of a tensor with entry points on several threads. */
 #include "nntm/nntm.h"
 
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,8 +54,7 @@ typedef struct kernel_job {
     int32_t *rindex;      /* rows x cols (not banded) */
     int32_t *row_ref;     /* [1.5] per row, or NULL */
     int *rv;              /* per substream */
-    atomic_llong next;    /* the next substream to take */
-    atomic_int stop;      /* a substream failed: take no more */
+    nntm_items items;     /* the substreams, taken on threads */
     nntm_thread_budget *budget; /* or NULL */
 } kernel_job;
 
@@ -104,68 +102,32 @@ static int decode_substream(kernel_job *j, int64_t k) {
 }
 
 /* Take the next substream of j and decode it: 0 when none is left, or one failed. */
-static int take_substream(kernel_job *j) {
-    if (atomic_load(&j->stop)) return 0;
-    int64_t k = atomic_fetch_add(&j->next, 1);
+static int take_substream(void *arg) {
+    kernel_job *j = arg;
+    if (atomic_load(&j->items.stop)) return 0;
+    int64_t k = atomic_fetch_add(&j->items.next, 1);
     if (k >= j->nsub) return 0;
     j->rv[k] = decode_substream(j, k);
-    if (j->rv[k]) atomic_store(&j->stop, 1);
+    if (j->rv[k]) atomic_store(&j->items.stop, 1);
     return 1;
 }
 
-static void *kernel_worker(void *arg) {
-    kernel_job *j = arg;
-    while (take_substream(j)) {
+static void kernel_worker(void *arg) {
+    while (take_substream(arg)) {
     }
-    return NULL;
 }
 
-/* A substream thread under a budget: it holds a slot the caller took for it, and gives it
- * back when no substream is left to take. */
-static void *budget_worker(void *arg) {
-    kernel_job *j = arg;
-    nntm_budget_enter(j->budget);
-    kernel_worker(j);
-    nntm_budget_leave(j->budget);
-    nntm_budget_release(j->budget);
-    return NULL;
-}
-
-/* Every substream of j on up to threads threads; the code of the first substream (in
- * order) that failed.  A substream is taken in order, so every one before a failing one
- * has been taken and finishes: the result does not depend on the thread count.  Without a
- * budget the threads start at once; with one, the caller (which holds its own slot) starts
- * another thread before each substream it takes while a slot is free and more substreams
- * are left than threads to take them. */
+/* Every substream of j on up to threads threads (nntm_items_run); the code of the first
+ * substream (in order) that failed.  A substream is taken in order, so every one before a
+ * failing one has been taken and finishes: the result does not depend on the thread
+ * count. */
 static int decode_substreams(kernel_job *j, int32_t threads) {
     for (int64_t k = 0; k < j->nsub; k++) j->rv[k] = NNTM_OK;
-    atomic_init(&j->next, 0);
-    atomic_init(&j->stop, 0);
-    if (threads > j->nsub) threads = (int32_t)j->nsub;
-    pthread_t tid[NNTM_MAX_THREADS];
-    int started = 0;
-    if (!j->budget) {
-        for (int32_t t = 1; t < threads; t++) {
-            if (pthread_create(&tid[started], NULL, kernel_worker, j) != 0) break;
-            started++;
-        }
-        kernel_worker(j);
-    } else {
-        int recruit = threads > 1;
-        do {
-            while (recruit && !atomic_load(&j->stop) && started + 1 < threads &&
-                   j->nsub - atomic_load(&j->next) > started + 1 &&
-                   nntm_budget_try_acquire(j->budget)) {
-                if (pthread_create(&tid[started], NULL, budget_worker, j) != 0) {
-                    nntm_budget_release(j->budget);
-                    recruit = 0;
-                    break;
-                }
-                started++;
-            }
-        } while (take_substream(j));
-    }
-    for (int t = 0; t < started; t++) pthread_join(tid[t], NULL);
+    j->items.count = j->nsub;
+    j->items.run = kernel_worker;
+    j->items.take = take_substream;
+    j->items.arg = j;
+    nntm_items_run(&j->items, threads, j->budget);
     for (int64_t k = 0; k < j->nsub; k++)
         if (j->rv[k]) return j->rv[k];
     return NNTM_OK;
@@ -328,12 +290,10 @@ int nntm_decode_kernel_shared(const nntm_kernel_params *params, const uint8_t *d
         return nntm_decode_kernel_threads(params, data, size, dtype, ref, recon, levels,
                                           cu_trace, threads);
     }
-    nntm_budget_acquire(b);
-    nntm_budget_enter(b);
+    nntm_budget_begin(b);
     int rv = nntm_decode_kernel_budget(params, data, size, dtype, ref, recon, levels, cu_trace,
                                        threads, b);
-    nntm_budget_leave(b);
-    nntm_budget_release(b);
+    nntm_budget_end(b);
     return rv;
 }
 

@@ -1444,15 +1444,10 @@ int nntm_stream_decode_tensor(nntm_stream *s, int32_t index, void *out, size_t o
     size_t bytes = t->count * (size_t)dtype_sizes[t->dtype];
     if (out_size < bytes || (bytes && !out)) return NNTM_ERR_ARG;
     nntm_thread_budget *budget = s->settings.budget;
-    if (budget) { /* this thread's slot: wait while other tensors' substreams hold them all */
-        nntm_budget_acquire(budget);
-        nntm_budget_enter(budget);
-    }
+    /* this thread's slot: wait while other tensors' substreams hold them all */
+    if (budget) nntm_budget_begin(budget);
     int rv = decode_into(s, index, out);
-    if (budget) {
-        nntm_budget_leave(budget);
-        nntm_budget_release(budget);
-    }
+    if (budget) nntm_budget_end(budget);
     release_payload(s, t);
     if (rv) return rv;
     uint8_t d[16];

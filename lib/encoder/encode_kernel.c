@@ -2,7 +2,6 @@
 #include "nntm/nntm.h"
 
 #include <math.h>
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -221,9 +220,8 @@ typedef struct raster_job {
     int *rv;               /* per substream */
     int *overflow;         /* per substream: a weight needed a level beyond NNTM_MAX_LEVEL */
     int64_t nsub;
-    atomic_llong next;     /* the next substream to take */
-    atomic_int stop;       /* a substream failed: take no more */
-    nntm_thread_budget *budget; /* or NULL */
+    nntm_items items;      /* the substreams, taken on threads */
+    nntm_bit_estimator *trial, *track; /* the caller's estimators */
 } raster_job;
 
 static int raster_substream(raster_job *j, int64_t s, nntm_bit_estimator *trial,
@@ -244,96 +242,54 @@ static int raster_substream(raster_job *j, int64_t s, nntm_bit_estimator *trial,
     return nntm_arith_encoder_finish(&enc);
 }
 
-/* The substreams one thread takes, with its own estimators, until none is left or one
- * failed. */
-static void raster_worker_run(raster_job *j) {
+/* Take the next substream of j and code it with the estimators trial and track: 0 when
+ * none is left, or one failed. */
+static int raster_take_with(raster_job *j, nntm_bit_estimator *trial, nntm_bit_estimator *track) {
+    if (atomic_load(&j->items.stop)) return 0;
+    int64_t s = atomic_fetch_add(&j->items.next, 1);
+    if (s >= j->nsub) return 0;
+    j->rv[s] = trial && track ? raster_substream(j, s, trial, track) : NNTM_ERR_NOMEM;
+    if (j->rv[s]) atomic_store(&j->items.stop, 1);
+    return 1;
+}
+
+/* The caller's substreams, with its estimators in j. */
+static int raster_take(void *arg) {
+    raster_job *j = arg;
+    return raster_take_with(j, j->trial, j->track);
+}
+
+/* A started thread's substreams, with estimators of its own. */
+static void raster_worker(void *arg) {
     nntm_bit_estimator *trial = malloc(sizeof *trial), *track = malloc(sizeof *track);
     if (trial && track) {
         nntm_bit_estimator_init(trial, 0);
         nntm_bit_estimator_init(track, 1);
     }
-    while (!atomic_load(&j->stop)) {
-        int64_t s = atomic_fetch_add(&j->next, 1);
-        if (s >= j->nsub) break;
-        j->rv[s] = trial && track ? raster_substream(j, s, trial, track) : NNTM_ERR_NOMEM;
-        if (j->rv[s]) atomic_store(&j->stop, 1);
+    while (raster_take_with(arg, trial, track)) {
     }
     free(trial);
     free(track);
 }
 
-static void *raster_worker(void *arg) {
-    raster_worker_run(arg);
-    return NULL;
-}
-
-/* A substream thread under a budget: it holds a slot the caller took for it, and gives it
- * back when no substream is left to take. */
-static void *raster_budget_worker(void *arg) {
-    raster_job *j = arg;
-    nntm_budget_enter(j->budget);
-    raster_worker_run(j);
-    nntm_budget_leave(j->budget);
-    nntm_budget_release(j->budget);
-    return NULL;
-}
-
-/* One substream for the caller's thread under a budget; 0 when none is left, or one
- * failed. */
-static int raster_take(raster_job *j, nntm_bit_estimator *trial, nntm_bit_estimator *track) {
-    if (atomic_load(&j->stop)) return 0;
-    int64_t s = atomic_fetch_add(&j->next, 1);
-    if (s >= j->nsub) return 0;
-    j->rv[s] = raster_substream(j, s, trial, track);
-    if (j->rv[s]) atomic_store(&j->stop, 1);
-    return 1;
-}
-
-/* Every substream of j on up to threads threads (the caller's among them).  Substreams are
- * taken in order, so each one before a failing one finishes: the result (the first failure,
- * in order; NNTM_ERR_RANGE where a level was out of range) does not depend on the count.
- * Without a budget the threads start at once; with one, the caller (which holds its own
- * slot) starts another thread before each substream it takes while a slot is free and more
- * substreams are left than threads to take them. */
-static int raster_substreams(raster_job *j, int32_t threads) {
+/* Every substream of j on up to threads threads (nntm_items_run).  Substreams are taken in
+ * order, so each one before a failing one finishes: the result (the first failure, in
+ * order; NNTM_ERR_RANGE where a level was out of range) does not depend on the count. */
+static int raster_substreams(raster_job *j, int32_t threads, nntm_thread_budget *budget) {
     for (int64_t s = 0; s < j->nsub; s++) j->rv[s] = NNTM_OK;
-    atomic_init(&j->next, 0);
-    atomic_init(&j->stop, 0);
-    if (threads > j->nsub) threads = (int32_t)j->nsub;
-    pthread_t tid[NNTM_MAX_THREADS];
-    int started = 0;
-    if (!j->budget) {
-        for (int32_t t = 1; t < threads; t++) {
-            if (pthread_create(&tid[started], NULL, raster_worker, j) != 0) break;
-            started++;
-        }
-        raster_worker_run(j);
-    } else {
-        nntm_bit_estimator *trial = malloc(sizeof *trial), *track = malloc(sizeof *track);
-        if (!trial || !track) {
-            free(trial);
-            free(track);
-            return NNTM_ERR_NOMEM;
-        }
-        nntm_bit_estimator_init(trial, 0);
-        nntm_bit_estimator_init(track, 1);
-        int recruit = threads > 1;
-        do {
-            while (recruit && !atomic_load(&j->stop) && started + 1 < threads &&
-                   j->nsub - atomic_load(&j->next) > started + 1 &&
-                   nntm_budget_try_acquire(j->budget)) {
-                if (pthread_create(&tid[started], NULL, raster_budget_worker, j) != 0) {
-                    nntm_budget_release(j->budget);
-                    recruit = 0;
-                    break;
-                }
-                started++;
-            }
-        } while (raster_take(j, trial, track));
-        free(trial);
-        free(track);
+    j->trial = malloc(sizeof *j->trial);
+    j->track = malloc(sizeof *j->track);
+    if (j->trial && j->track) {
+        nntm_bit_estimator_init(j->trial, 0);
+        nntm_bit_estimator_init(j->track, 1);
     }
-    for (int t = 0; t < started; t++) pthread_join(tid[t], NULL);
+    j->items.count = j->nsub;
+    j->items.run = raster_worker;
+    j->items.take = raster_take;
+    j->items.arg = j;
+    nntm_items_run(&j->items, threads, budget);
+    free(j->trial);
+    free(j->track);
     for (int64_t s = 0; s < j->nsub; s++) {
         if (j->rv[s]) return j->rv[s];
         if (j->overflow[s]) return NNTM_ERR_RANGE;
@@ -361,6 +317,7 @@ static int encode_raster(const nntm_encoder_params *p, const float *w, const flo
     int rv = NNTM_OK;
     if (sub && !k->row_pred) {
         raster_job j;
+        memset(&j, 0, sizeof j);
         j.p = p;
         j.in = &in;
         j.q = q;
@@ -370,8 +327,7 @@ static int encode_raster(const nntm_encoder_params *p, const float *w, const flo
         j.rv = calloc((size_t)nsub, sizeof(int));
         j.overflow = calloc((size_t)nsub, sizeof(int));
         j.nsub = nsub;
-        j.budget = budget;
-        rv = j.rv && j.overflow ? raster_substreams(&j, p->threads > 1 ? p->threads : 1)
+        rv = j.rv && j.overflow ? raster_substreams(&j, p->threads > 1 ? p->threads : 1, budget)
                                 : NNTM_ERR_NOMEM;
         free(j.rv);
         free(j.overflow);
@@ -581,14 +537,9 @@ int nntm_encode_kernel_shared(const nntm_encoder_params *params, const float *we
                               const float *importance, int32_t dtype, const nntm_reference *ref,
                               void *recon, int32_t *levels_out, nntm_buffer *out,
                               nntm_buffer *cu_trace, nntm_thread_budget *b) {
-    if (!b)
-        return encode_kernel(params, weights, importance, dtype, ref, recon, levels_out, out,
-                             cu_trace, NULL);
-    nntm_budget_acquire(b);
-    nntm_budget_enter(b);
+    if (b) nntm_budget_begin(b); /* the caller's slot, waited for */
     int rv = encode_kernel(params, weights, importance, dtype, ref, recon, levels_out, out,
                            cu_trace, b);
-    nntm_budget_leave(b);
-    nntm_budget_release(b);
+    if (b) nntm_budget_end(b);
     return rv;
 }
