@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 import pytest
-from nntm import Config, codec, decode, encode_with_recon
+from nntm import Config, codec, core, decode, encode_with_recon
 from nntm.errors import ConfigError
 
 ROOT_CFG = "cfg/encoder_default.cfg"
@@ -151,3 +151,29 @@ def test_gain_scale_kept_when_the_gain_floor_keeps_the_compensated_result() -> N
     scale = {s.name: s.gain_scale for s in res.stats}["big"]
     assert scale > 1.01
     assert encode_with_recon(model, cfg, gain_scale={"big": scale}).data == res.data
+
+
+def test_gain_scaling_and_range_in_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """GainCompensation's gain, its scaled copy of the kernel and the largest |target| are
+    computed a block of ENERGY_BLOCK elements at a time (no whole float64 copy of a large
+    tensor): the scaled copy and the range are exact, the gain equal to rounding."""
+    rng = np.random.default_rng(8)
+    kernel = rng.normal(0, 0.05, (97, 61)).astype(np.float32)
+    recon = (kernel * 0.97 + rng.normal(0, 0.001, kernel.shape)).astype(np.float32)
+    ref = core.Reference(rng.normal(0, 0.05, kernel.shape).astype(np.float32), 3000)
+    whole = (codec.reconstruction_gain(kernel, recon), codec._scaled(kernel, 1.0123),
+             codec._target_max(kernel, None), codec._target_max(kernel, ref))
+    w64 = kernel.astype(np.float64).ravel()
+    assert whole[0] == pytest.approx(float(recon.astype(np.float64).ravel() @ w64)
+                                     / float(w64 @ w64), rel=1e-12)
+    assert np.array_equal(whole[1], (kernel.astype(np.float64) * 1.0123).astype(np.float32))
+    assert whole[2] == float(np.max(np.abs(kernel.astype(np.float64))))
+    exact_ref = np.max(np.abs(kernel.astype(np.float64)
+                              - ref.samples.astype(np.float64) * (3000 / core.PRED_SCALE_ONE)))
+    assert whole[3] == float(exact_ref)
+    monkeypatch.setattr(codec, "ENERGY_BLOCK", 1000)  # 6 blocks of the 5917 elements
+    blocked = (codec.reconstruction_gain(kernel, recon), codec._scaled(kernel, 1.0123),
+               codec._target_max(kernel, None), codec._target_max(kernel, ref))
+    assert blocked[0] == pytest.approx(whole[0], rel=1e-12) and blocked[0] != 1.0
+    assert np.array_equal(blocked[1], whole[1]) and blocked[1].dtype == np.float32
+    assert blocked[2:] == whole[2:]

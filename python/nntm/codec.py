@@ -882,11 +882,18 @@ def first_fitting_qp(max_abs: float, qp: int, qp_density: int) -> int | None:
 
 def _target_max(kernel: np.ndarray, ref: core.Reference | None) -> float:
     """The largest |value| the levels code: the weights, or their residual from ``ref``."""
-    target = kernel.astype(np.float64)
-    if ref is not None:
-        pred = ref.samples.astype(np.float64) * (ref.scale / core.PRED_SCALE_ONE)
-        target = target - pred
-    return float(np.max(np.abs(target))) if target.size else 0.0
+    if not kernel.size:
+        return 0.0
+    if ref is None:  # exact in the kernel's dtype: no copy
+        return float(max(np.max(kernel), -np.min(kernel)))
+    flat, samples = kernel.reshape(-1), ref.samples.reshape(-1)
+    top = 0.0
+    for lo in range(0, flat.size, ENERGY_BLOCK):  # float64 a block at a time
+        pred = samples[lo:lo + ENERGY_BLOCK].astype(np.float64) * (ref.scale /
+                                                                   core.PRED_SCALE_ONE)
+        top = max(top, float(np.max(np.abs(flat[lo:lo + ENERGY_BLOCK].astype(np.float64)
+                                           - pred))))
+    return top
 
 
 def _encode_fitting(kernel: np.ndarray, params: core.KernelParams, dtype: np.dtype,
@@ -999,8 +1006,12 @@ def _compensate_gain(kernel: np.ndarray, result: core.KernelResult, passes: int,
 
 
 def _scaled(kernel: np.ndarray, scale: float) -> np.ndarray:
-    """kernel x scale, computed in float64, in the kernel's dtype."""
-    return (kernel.astype(np.float64) * scale).astype(kernel.dtype)
+    """kernel x scale, computed in float64 (a block at a time), in the kernel's dtype."""
+    out = np.empty_like(kernel)
+    src, dst = kernel.reshape(-1), out.reshape(-1)
+    for lo in range(0, src.size, ENERGY_BLOCK):
+        dst[lo:lo + ENERGY_BLOCK] = src[lo:lo + ENERGY_BLOCK].astype(np.float64) * scale
+    return out
 
 
 #: LambdaGainFloor: times lambda is halved before the tensor is coded with none
@@ -1018,11 +1029,14 @@ def reconstruction_gain(weights: np.ndarray, recon: np.ndarray,
     the small weights' loss and scales with the elements; the energy is the whole tensor's,
     with the outliers a sample misses (they keep their value). The sample's own gain is
     lower, and its compensation larger, than the whole tensor's."""
-    w = np.asarray(weights, dtype=np.float64).ravel()
-    energy = float(w @ w)
+    flat_w, flat_r = np.asarray(weights).reshape(-1), np.asarray(recon).reshape(-1)
+    energy = cross = 0.0
+    for lo in range(0, flat_w.size, ENERGY_BLOCK):  # float64 a block at a time
+        w = flat_w[lo:lo + ENERGY_BLOCK].astype(np.float64)
+        energy += float(w @ w)
+        cross += float(flat_r[lo:lo + ENERGY_BLOCK].astype(np.float64) @ w)
     if not energy > 0.0:
         return 1.0
-    cross = float(np.asarray(recon, dtype=np.float64).ravel() @ w)
     if basis is None:
         return cross / energy
     whole, ratio = basis
