@@ -35,6 +35,16 @@ typedef struct nntm_items {
     void *arg;
 } nntm_items;
 
+/* The next item to take (0 .. count - 1), or -1 when none is left or one failed. */
+static inline int64_t nntm_items_claim(nntm_items *it) {
+    if (atomic_load(&it->stop)) return -1;
+    int64_t k = atomic_fetch_add(&it->next, 1);
+    return k < it->count ? k : -1;
+}
+
+/* An item failed: no more are taken. */
+static inline void nntm_items_fail(nntm_items *it) { atomic_store(&it->stop, 1); }
+
 /* Reset the counter and run every item of it on up to threads threads, the caller's among
  * them, then join the started threads.  Without a budget the other threads start at once;
  * with one (the caller holds its own slot), the caller starts another thread before each

@@ -2,7 +2,6 @@
  * substreams of a tensor with entry points on several threads. */
 #include "nntm/nntm.h"
 
-#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -104,11 +103,10 @@ static int decode_substream(kernel_job *j, int64_t k) {
 /* Take the next substream of j and decode it: 0 when none is left, or one failed. */
 static int take_substream(void *arg) {
     kernel_job *j = arg;
-    if (atomic_load(&j->items.stop)) return 0;
-    int64_t k = atomic_fetch_add(&j->items.next, 1);
-    if (k >= j->nsub) return 0;
+    int64_t k = nntm_items_claim(&j->items);
+    if (k < 0) return 0;
     j->rv[k] = decode_substream(j, k);
-    if (j->rv[k]) atomic_store(&j->items.stop, 1);
+    if (j->rv[k]) nntm_items_fail(&j->items);
     return 1;
 }
 

@@ -2,7 +2,6 @@
 #include "nntm/nntm.h"
 
 #include <math.h>
-#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -219,10 +218,25 @@ typedef struct raster_job {
     nntm_buffer *sub;      /* per substream */
     int *rv;               /* per substream */
     int *overflow;         /* per substream: a weight needed a level beyond NNTM_MAX_LEVEL */
-    int64_t nsub;
-    nntm_items items;      /* the substreams, taken on threads */
-    nntm_bit_estimator *trial, *track; /* the caller's estimators */
+    nntm_items items;      /* the substreams (items.count of them), taken on threads */
+    struct estimators *own; /* the caller's estimators */
 } raster_job;
+
+/* The two estimators of a quantization: trial prices candidates (contexts left alone),
+ * track follows the chosen levels (contexts updated). */
+typedef struct estimators {
+    nntm_bit_estimator trial, track;
+} estimators;
+
+/* New estimators, or NULL when out of memory. */
+static estimators *estimators_new(void) {
+    estimators *e = malloc(sizeof *e);
+    if (e) {
+        nntm_bit_estimator_init(&e->trial, 0);
+        nntm_bit_estimator_init(&e->track, 1);
+    }
+    return e;
+}
 
 static int raster_substream(raster_job *j, int64_t s, nntm_bit_estimator *trial,
                             nntm_bit_estimator *track) {
@@ -242,55 +256,42 @@ static int raster_substream(raster_job *j, int64_t s, nntm_bit_estimator *trial,
     return nntm_arith_encoder_finish(&enc);
 }
 
-/* Take the next substream of j and code it with the estimators trial and track: 0 when
- * none is left, or one failed. */
-static int raster_take_with(raster_job *j, nntm_bit_estimator *trial, nntm_bit_estimator *track) {
-    if (atomic_load(&j->items.stop)) return 0;
-    int64_t s = atomic_fetch_add(&j->items.next, 1);
-    if (s >= j->nsub) return 0;
-    j->rv[s] = trial && track ? raster_substream(j, s, trial, track) : NNTM_ERR_NOMEM;
-    if (j->rv[s]) atomic_store(&j->items.stop, 1);
+/* Take the next substream of j and code it with the estimators e (NULL: none could be
+ * allocated): 0 when none is left, or one failed. */
+static int raster_take_with(raster_job *j, estimators *e) {
+    int64_t s = nntm_items_claim(&j->items);
+    if (s < 0) return 0;
+    j->rv[s] = e ? raster_substream(j, s, &e->trial, &e->track) : NNTM_ERR_NOMEM;
+    if (j->rv[s]) nntm_items_fail(&j->items);
     return 1;
 }
 
 /* The caller's substreams, with its estimators in j. */
 static int raster_take(void *arg) {
     raster_job *j = arg;
-    return raster_take_with(j, j->trial, j->track);
+    return raster_take_with(j, j->own);
 }
 
 /* A started thread's substreams, with estimators of its own. */
 static void raster_worker(void *arg) {
-    nntm_bit_estimator *trial = malloc(sizeof *trial), *track = malloc(sizeof *track);
-    if (trial && track) {
-        nntm_bit_estimator_init(trial, 0);
-        nntm_bit_estimator_init(track, 1);
+    estimators *e = estimators_new();
+    while (raster_take_with(arg, e)) {
     }
-    while (raster_take_with(arg, trial, track)) {
-    }
-    free(trial);
-    free(track);
+    free(e);
 }
 
 /* Every substream of j on up to threads threads (nntm_items_run).  Substreams are taken in
  * order, so each one before a failing one finishes: the result (the first failure, in
  * order; NNTM_ERR_RANGE where a level was out of range) does not depend on the count. */
 static int raster_substreams(raster_job *j, int32_t threads, nntm_thread_budget *budget) {
-    for (int64_t s = 0; s < j->nsub; s++) j->rv[s] = NNTM_OK;
-    j->trial = malloc(sizeof *j->trial);
-    j->track = malloc(sizeof *j->track);
-    if (j->trial && j->track) {
-        nntm_bit_estimator_init(j->trial, 0);
-        nntm_bit_estimator_init(j->track, 1);
-    }
-    j->items.count = j->nsub;
+    for (int64_t s = 0; s < j->items.count; s++) j->rv[s] = NNTM_OK;
+    j->own = estimators_new();
     j->items.run = raster_worker;
     j->items.take = raster_take;
     j->items.arg = j;
     nntm_items_run(&j->items, threads, budget);
-    free(j->trial);
-    free(j->track);
-    for (int64_t s = 0; s < j->nsub; s++) {
+    free(j->own);
+    for (int64_t s = 0; s < j->items.count; s++) {
         if (j->rv[s]) return j->rv[s];
         if (j->overflow[s]) return NNTM_ERR_RANGE;
     }
@@ -326,7 +327,7 @@ static int encode_raster(const nntm_encoder_params *p, const float *w, const flo
         j.sub = sub;
         j.rv = calloc((size_t)nsub, sizeof(int));
         j.overflow = calloc((size_t)nsub, sizeof(int));
-        j.nsub = nsub;
+        j.items.count = nsub;
         rv = j.rv && j.overflow ? raster_substreams(&j, p->threads > 1 ? p->threads : 1, budget)
                                 : NNTM_ERR_NOMEM;
         free(j.rv);
@@ -336,19 +337,17 @@ static int encode_raster(const nntm_encoder_params *p, const float *w, const flo
         free(sub);
         return rv;
     }
-    nntm_bit_estimator *trial = malloc(sizeof *trial), *track = malloc(sizeof *track);
+    estimators *e = estimators_new();
     int32_t *row_ref = k->row_pred ? malloc((size_t)k->rows * sizeof *row_ref) : NULL;
     int32_t *rec = k->row_pred ? malloc(n * sizeof *rec) : NULL;
-    if (!trial || !track || (k->row_pred && (!row_ref || !rec))) {
-        free(trial);
-        free(track);
+    if (!e || (k->row_pred && (!row_ref || !rec))) {
+        free(e);
         free(row_ref);
         free(rec);
         free(sub);
         return NNTM_ERR_NOMEM;
     }
-    nntm_bit_estimator_init(trial, 0);
-    nntm_bit_estimator_init(track, 1);
+    nntm_bit_estimator *trial = &e->trial, *track = &e->track;
     nntm_level_ctxs ctxs;
     for (int64_t s = 0; s < nsub && rv == NNTM_OK; s++) {
         int32_t y0, y1;
@@ -360,8 +359,7 @@ static int encode_raster(const nntm_encoder_params *p, const float *w, const flo
         else
             quantize_rows(&in, &q, levels, &ctxs, trial, track, y0, y0, y1);
     }
-    free(trial);
-    free(track);
+    free(e);
     free(rec);
     if (rv == NNTM_OK && q.nomem) rv = NNTM_ERR_NOMEM;
     if (rv == NNTM_OK && q.overflow) rv = NNTM_ERR_RANGE;

@@ -319,8 +319,8 @@ def share_threads(plan: ModelPlan, threads: int | None) -> Iterator[int]:
     tensor's substreams [1.8] take threads from one budget of ``threads`` (0: every core)
     that the workers share: at most that many code at once.  The plan's search is restored
     and the budget released on exit."""
-    from .streaming import default_threads
-    n = default_threads() if not threads else max(1, int(threads))
+    from .streaming import _workers
+    n = _workers(threads)
     saved = plan.search
     if n == 1:
         yield 1

@@ -208,7 +208,7 @@ def encode_file(
             progress(coded.stat)
 
     # the tensor workers, and a large tensor's substream threads [1.8], share `threads`
-    with (codec.share_threads(plan, _workers(threads)) as workers,
+    with (codec.share_threads(plan, threads) as workers,
           _OrderedPool(workers, window_elements, emit, ENCODE_MAX_IN_FLIGHT) as pool):
         for i in range(len(plan.names)):
             pool.submit(int(np.prod(plan.infos[i].shape, dtype=np.int64)), job(i))
